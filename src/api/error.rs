@@ -1,0 +1,158 @@
+//! The one table that maps every API error to an HTTP status and an OpenAI
+//! error envelope: `{"error":{"message","type","param","code"}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input: malformed JSON, a wrong type, a value out of range.
+    #[error("{message}")]
+    InvalidRequest { message: String, param: Option<String> },
+    /// The prompt does not fit the model's per-request context.
+    #[error("{message}")]
+    ContextLengthExceeded { message: String },
+    /// The chat template raised an error or failed to render.
+    #[error("{0}")]
+    Template(String),
+    #[error("the model `{0}` does not exist")]
+    ModelNotFound(String),
+    #[error("invalid or missing API key; send `Authorization: Bearer <key>`")]
+    Unauthorized,
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// The model is loading or failed to load.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something broke on our side; never caused by input.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Builds the common 400 for a named field.
+pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidRequest { message: message.into(), param: Some(param.into()) }
+}
+
+impl ApiError {
+    /// The table: HTTP status, OpenAI `type`, OpenAI `code`.
+    fn classify(&self) -> (StatusCode, &'static str, Option<&'static str>) {
+        use ApiError::*;
+        match self {
+            InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", None),
+            ContextLengthExceeded { .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", Some("context_length_exceeded"))
+            }
+            Template(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", Some("chat_template_error")),
+            ModelNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found")),
+            Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error", Some("invalid_api_key")),
+            RouteNotFound { .. } => (StatusCode::NOT_FOUND, "invalid_request_error", Some("not_found")),
+            MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", Some("method_not_allowed"))
+            }
+            PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("payload_too_large"))
+            }
+            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", Some("model_unavailable")),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.classify().0
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidRequest { param, .. } => param.as_deref(),
+            ApiError::ContextLengthExceeded { .. } | ApiError::Template(_) => Some("messages"),
+            ApiError::ModelNotFound(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The envelope as JSON, also used for errors sent inside an SSE stream.
+    pub fn body(&self) -> ErrorBody {
+        let (_, kind, code) = self.classify();
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                kind,
+                param: self.param().map(str::to_string),
+                code,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, axum::Json(self.body())).into_response();
+        match &self {
+            ApiError::Unauthorized => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Unavailable(_) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_request_names_the_field() {
+        let body = serde_json::to_value(invalid("temperature", "must be >= 0").body()).unwrap();
+        assert_eq!(body["error"]["param"], "temperature");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["message"], "must be >= 0");
+        assert!(body["error"]["code"].is_null());
+    }
+
+    #[test]
+    fn unknown_model_is_404_naming_model() {
+        let e = ApiError::ModelNotFound("nope".into());
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert_eq!(e.body().error.param.as_deref(), Some("model"));
+        assert_eq!(e.body().error.code, Some("model_not_found"));
+    }
+
+    #[test]
+    fn only_internal_errors_are_5xx_besides_unavailable() {
+        let client_errors = [
+            invalid("x", "y"),
+            ApiError::ContextLengthExceeded { message: "m".into() },
+            ApiError::Template("t".into()),
+            ApiError::Unauthorized,
+            ApiError::PayloadTooLarge { limit: 1 },
+        ];
+        for e in client_errors {
+            assert!(e.status().is_client_error(), "{e:?}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! What chat and text completions share: tokenize and check the prompt, start
+//! the generation, and either collect its events or hand them to a stream.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::engine::{EventReceiver, FinishReason, GenerationEvent, GenerationRequest, Usage};
+use crate::registry::LoadedModel;
+use crate::validate::ValidSampling;
+
+use super::error::ApiError;
+
+/// A started generation.
+pub struct Started {
+    pub events: EventReceiver,
+}
+
+/// Tokenizes `prompt`, checks it against the per-request context and queues it.
+pub fn start(model: &Arc<LoadedModel>, prompt: &str, sampling: &ValidSampling, prompt_param: &str) -> Result<Started, ApiError> {
+    let engine = &model.engine;
+    let info = engine.info();
+    let add_bos = info.add_bos && !(!info.bos_token.is_empty() && prompt.starts_with(&info.bos_token));
+    let tokens = engine.tokenize(prompt, add_bos);
+    if tokens.is_empty() {
+        return Err(super::error::invalid(prompt_param, "the prompt is empty"));
+    }
+    let n_ctx = info.n_ctx_slot as usize;
+    if tokens.len() >= n_ctx {
+        return Err(ApiError::ContextLengthExceeded {
+            message: format!(
+                "the prompt has {} tokens but a request's context holds {} (including at least one generated token); shorten `{prompt_param}` or raise --ctx-size",
+                tokens.len(),
+                n_ctx
+            ),
+        });
+    }
+    let request = GenerationRequest {
+        prompt: tokens,
+        sampling: sampling.params.clone(),
+        max_tokens: sampling.max_tokens,
+        stop: sampling.stop.clone(),
+    };
+    let events = engine.generate(request).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Started { events })
+}
+
+/// The whole output of a non-streamed generation.
+pub struct Collected {
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+}
+
+pub async fn collect(mut events: EventReceiver) -> Result<Collected, ApiError> {
+    let mut text = String::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            GenerationEvent::Text(t) => text.push_str(&t),
+            GenerationEvent::Done { finish_reason, usage } => return Ok(Collected { text, finish_reason, usage }),
+            GenerationEvent::Failed(message) => return Err(ApiError::Internal(message)),
+        }
+    }
+    Err(ApiError::Internal("the model worker stopped before finishing".into()))
+}
+
+/// Unique-enough response ids (`chatcmpl-...`, `cmpl-...`).
+pub fn response_id(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{:08x}{:06x}", nanos, n & 0xff_ffff)
+}
+
+/// Streams a generation as SSE: `prologue` frames first, one frame per text
+/// piece, the frames `finish` makes from the outcome, then `[DONE]`. An engine
+/// failure is sent as an error envelope event. When the client disconnects the
+/// task ends, dropping `events`, and the engine frees the slot.
+pub fn stream_sse(
+    mut events: EventReceiver,
+    prologue: Vec<axum::body::Bytes>,
+    text: impl Fn(String) -> axum::body::Bytes + Send + 'static,
+    finish: impl FnOnce(FinishReason, Usage) -> Vec<axum::body::Bytes> + Send + 'static,
+) -> axum::response::Response {
+    let (tx, response) = super::sse::channel_response();
+    tokio::spawn(async move {
+        for frame in prologue {
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+        let mut finish = Some(finish);
+        while let Some(event) = events.recv().await {
+            let frames = match event {
+                GenerationEvent::Text(t) => vec![text(t)],
+                GenerationEvent::Done { finish_reason, usage } => {
+                    let mut frames = finish.take().map(|f| f(finish_reason, usage)).unwrap_or_default();
+                    frames.push(super::sse::done());
+                    frames
+                }
+                GenerationEvent::Failed(message) => vec![super::sse::data(&ApiError::Internal(message).body())],
+            };
+            for frame in frames {
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    response
+}

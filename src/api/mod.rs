@@ -1,0 +1,75 @@
+//! The HTTP layer: OpenAI-compatible endpoints plus llama-server's helpers.
+//! `router(state)` builds everything; each endpoint family has its module.
+
+pub mod auth;
+pub mod chat;
+pub mod completions;
+pub mod error;
+pub mod extract;
+pub mod generate;
+pub mod helpers;
+pub mod models;
+pub mod openai;
+pub mod sse;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::build_info::BuildInfo;
+use crate::registry::Registry;
+use error::ApiError;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    /// Required as `Authorization: Bearer ...` on every route but /health.
+    pub api_key: Option<Arc<str>>,
+    pub body_limit: usize,
+    pub build: BuildInfo,
+}
+
+/// Default request body limit: a long conversation fits easily.
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(completions::completions))
+        .route("/completions", post(completions::completions))
+        .route("/v1/models", get(models::list_models))
+        .route("/models", get(models::list_models))
+        .route("/tokenize", post(helpers::tokenize))
+        .route("/detokenize", post(helpers::detokenize))
+        .route("/apply-template", post(helpers::apply_template))
+        .route("/props", get(helpers::props))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key));
+    Router::new()
+        .route("/health", get(helpers::health))
+        .route("/v1/health", get(helpers::health))
+        .merge(protected)
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.body_limit))
+        .with_state(state)
+}
+
+async fn route_not_found(req: Request) -> ApiError {
+    ApiError::RouteNotFound { method: req.method().to_string(), path: req.uri().path().to_string() }
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed { method: req.method().to_string(), path: req.uri().path().to_string() }
+}
+
+/// Seconds since the Unix epoch, for `created` fields.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

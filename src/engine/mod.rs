@@ -1,0 +1,181 @@
+//! The seam between the HTTP layer and inference.
+//!
+//! The HTTP layer and (later) the scheduler see only the [`Engine`] trait and
+//! the plain types below, never llama.cpp types. `llama.rs` is the one file
+//! that touches `llama_cpp_2`; `text.rs` holds the pure streaming-text logic
+//! (UTF-8 reassembly and stop strings) so it can be unit-tested alone.
+
+pub mod llama;
+pub mod text;
+
+use std::fmt;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+/// A token id as the vocabulary numbers it.
+pub type TokenId = u32;
+
+/// Sampling settings after validation. Defaults follow llama-server, whose
+/// users are the people we want to serve without surprises.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy decoding.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 disables top-k.
+    pub top_k: i32,
+    /// 0 disables min-p.
+    pub min_p: f32,
+    /// `None` lets llama.cpp pick a random seed.
+    pub seed: Option<u32>,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// 1.0 disables the repetition penalty.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    pub penalty_last_n: i32,
+    /// Additive biases on token logits (ids checked against the vocabulary).
+    pub logit_bias: Vec<(TokenId, f32)>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            seed: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repeat_penalty: 1.0,
+            penalty_last_n: 64,
+            logit_bias: Vec::new(),
+        }
+    }
+}
+
+/// One generation job, fully validated: the prompt is already tokenized and
+/// fits the context.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    pub prompt: Vec<TokenId>,
+    pub sampling: SamplingParams,
+    /// `None`: generate until end of generation or the context is full.
+    pub max_tokens: Option<u32>,
+    /// Generation stops before the first occurrence of any of these.
+    pub stop: Vec<String>,
+}
+
+/// Why a sequence ended, in OpenAI's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End of generation token or a stop string.
+    Stop,
+    /// `max_tokens` reached or the context is full.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+impl fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Token counts for the `usage` object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+/// What a running generation reports, in order: any number of `Text`, then
+/// exactly one `Done` or `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerationEvent {
+    /// The next piece of output text; never splits a UTF-8 character.
+    Text(String),
+    Done { finish_reason: FinishReason, usage: Usage },
+    Failed(String),
+}
+
+/// Receives a generation's events. Dropping it cancels the generation: the
+/// engine notices at its next step and frees the sequence slot.
+pub type EventReceiver = mpsc::UnboundedReceiver<GenerationEvent>;
+pub type EventSender = mpsc::UnboundedSender<GenerationEvent>;
+
+/// Facts about a loaded model, read once at load time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// Context tokens available to one request (one sequence slot).
+    pub n_ctx_slot: u32,
+    pub n_ctx_train: u32,
+    pub parallel: u32,
+    pub n_params: u64,
+    pub size_bytes: u64,
+    pub n_vocab: u32,
+    pub bos_token: String,
+    pub eos_token: String,
+    /// Whether tokenizing a prompt should prepend BOS.
+    pub add_bos: bool,
+    /// `general.architecture` from the GGUF, e.g. "gemma3".
+    pub architecture: Option<String>,
+    /// `tokenizer.chat_template` from the GGUF, if any.
+    pub chat_template: Option<String>,
+}
+
+/// Slot occupancy, for `/health` and `/props`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlotStats {
+    pub total: u32,
+    pub busy: u32,
+    pub queued: u32,
+}
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum EngineError {
+    #[error("failed to load model {path}: {reason}")]
+    Load { path: String, reason: String },
+    #[error("the model worker has stopped")]
+    Stopped,
+}
+
+/// A loaded model that can tokenize and generate. Implemented by the llama.cpp
+/// engine and by the fake engine in tests.
+pub trait Engine: Send + Sync + 'static {
+    fn info(&self) -> &ModelInfo;
+    /// Tokenizes text; special-token text such as `<start_of_turn>` is parsed
+    /// as the special token.
+    fn tokenize(&self, text: &str, add_bos: bool) -> Vec<TokenId>;
+    /// Turns tokens back into text. Callers check ids against `n_vocab` first.
+    fn detokenize(&self, tokens: &[TokenId]) -> String;
+    /// Queues a generation; events arrive on the returned receiver.
+    fn generate(&self, request: GenerationRequest) -> Result<EventReceiver, EngineError>;
+    fn slot_stats(&self) -> SlotStats;
+}
+
+impl SamplingParams {
+    /// The settings as llama-server names them, for `/props`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "seed": self.seed,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "repeat_penalty": self.repeat_penalty,
+            "repeat_last_n": self.penalty_last_n,
+        })
+    }
+}

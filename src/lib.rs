@@ -1,0 +1,11 @@
+//! vram-llm: serve local GGUF models in-process over the OpenAI API.
+//! See docs/ARCHITECTURE.md for the shape of the code.
+
+pub mod api;
+pub mod build_info;
+pub mod cli;
+pub mod engine;
+pub mod registry;
+pub mod server;
+pub mod template;
+pub mod validate;

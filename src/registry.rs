@@ -1,0 +1,279 @@
+//! The model catalogue: every served model, its names and its lifecycle.
+//!
+//! ```text
+//!   Loading --ok--> Loaded
+//!      \----err---> Failed
+//! ```
+//! (Unloading and swapping arrive with the scheduler.)
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::api::error::ApiError;
+use crate::engine::{Engine, EngineError, ModelInfo};
+use crate::template::ChatTemplate;
+
+/// What the user asked to serve, before loading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// The name clients use: `--alias` or the file stem.
+    pub id: String,
+    pub aliases: Vec<String>,
+    pub path: PathBuf,
+    pub ctx_size: Option<u32>,
+    pub parallel: u32,
+    pub n_gpu_layers: Option<u32>,
+    pub chat_template_file: Option<PathBuf>,
+}
+
+/// Loads engines; the real one wraps llama.cpp, tests pass a fake.
+pub trait EngineFactory: Send + Sync + 'static {
+    fn load(&self, spec: &ModelSpec) -> Result<Arc<dyn Engine>, EngineError>;
+}
+
+/// Where a model's chat template came from, for `/props` and the logs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplateOrigin {
+    File(PathBuf),
+    Gguf,
+    /// Built in, chosen by architecture when the GGUF has none.
+    BuiltIn(&'static str),
+}
+
+/// A model ready to serve.
+pub struct LoadedModel {
+    pub engine: Arc<dyn Engine>,
+    pub template: ChatTemplate,
+    pub template_source: String,
+    pub template_origin: TemplateOrigin,
+}
+
+pub enum ModelState {
+    Loading,
+    Loaded(Arc<LoadedModel>),
+    Failed(String),
+}
+
+impl ModelState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelState::Loading => "loading",
+            ModelState::Loaded(_) => "loaded",
+            ModelState::Failed(_) => "failed",
+        }
+    }
+}
+
+pub struct ModelEntry {
+    pub spec: ModelSpec,
+    /// Unix time the entry was registered (`created` in /v1/models).
+    pub created: u64,
+    state: RwLock<ModelState>,
+}
+
+impl ModelEntry {
+    pub fn state_name(&self) -> &'static str {
+        self.state.read().name()
+    }
+
+    pub fn loaded(&self) -> Option<Arc<LoadedModel>> {
+        match &*self.state.read() {
+            ModelState::Loaded(m) => Some(m.clone()),
+            _ => None,
+        }
+    }
+
+    /// The loaded model, or a 503 saying why it cannot serve yet.
+    pub fn ready(&self) -> Result<Arc<LoadedModel>, ApiError> {
+        match &*self.state.read() {
+            ModelState::Loaded(m) => Ok(m.clone()),
+            ModelState::Loading => Err(ApiError::Unavailable(format!("model `{}` is loading", self.spec.id))),
+            ModelState::Failed(reason) => {
+                Err(ApiError::Unavailable(format!("model `{}` failed to load: {reason}", self.spec.id)))
+            }
+        }
+    }
+
+    fn set(&self, state: ModelState) {
+        *self.state.write() = state;
+    }
+}
+
+pub struct Registry {
+    entries: Vec<Arc<ModelEntry>>,
+}
+
+impl Registry {
+    pub fn new(specs: Vec<ModelSpec>) -> Self {
+        let created = crate::api::unix_now();
+        let entries = specs
+            .into_iter()
+            .map(|spec| Arc::new(ModelEntry { spec, created, state: RwLock::new(ModelState::Loading) }))
+            .collect();
+        Self { entries }
+    }
+
+    pub fn entries(&self) -> &[Arc<ModelEntry>] {
+        &self.entries
+    }
+
+    /// Finds a model by id or alias. With no name (llama-server clients often
+    /// send none) the first registered model answers.
+    pub fn resolve(&self, name: Option<&str>) -> Result<&Arc<ModelEntry>, ApiError> {
+        match name.map(str::trim).filter(|n| !n.is_empty()) {
+            None => self.entries.first().ok_or_else(|| ApiError::Unavailable("no model is registered".into())),
+            Some(name) => self
+                .entries
+                .iter()
+                .find(|e| e.spec.id == name || e.spec.aliases.iter().any(|a| a == name))
+                .ok_or_else(|| ApiError::ModelNotFound(name.to_string())),
+        }
+    }
+
+    /// Shorthand: resolve, then require it loaded.
+    pub fn ready(&self, name: Option<&str>) -> Result<Arc<LoadedModel>, ApiError> {
+        self.resolve(name)?.ready()
+    }
+
+    /// True when every model is loaded (what /health reports as ok).
+    pub fn all_loaded(&self) -> bool {
+        self.entries.iter().all(|e| e.loaded().is_some())
+    }
+
+    /// Loads every model, one after another, off the async runtime.
+    pub async fn load_all(self: &Arc<Self>, factory: Arc<dyn EngineFactory>) {
+        for entry in self.entries.clone() {
+            let factory = factory.clone();
+            let spec = entry.spec.clone();
+            let result = tokio::task::spawn_blocking(move || load_one(factory.as_ref(), &spec))
+                .await
+                .unwrap_or_else(|e| Err(format!("loader panicked: {e}")));
+            match result {
+                Ok(model) => {
+                    tracing::info!(model = %entry.spec.id, template = ?model.template_origin, "model ready");
+                    entry.set(ModelState::Loaded(Arc::new(model)));
+                }
+                Err(reason) => {
+                    tracing::error!(model = %entry.spec.id, "{reason}");
+                    entry.set(ModelState::Failed(reason));
+                }
+            }
+        }
+    }
+
+    /// Drops every loaded model (stops its worker thread, frees its memory).
+    pub fn unload_all(&self) {
+        for entry in &self.entries {
+            entry.set(ModelState::Failed("the server is shutting down".into()));
+        }
+    }
+}
+
+fn load_one(factory: &dyn EngineFactory, spec: &ModelSpec) -> Result<LoadedModel, String> {
+    // Read the template file before the (slow) load so a typo fails fast.
+    let file_template = match &spec.chat_template_file {
+        Some(path) => Some((
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read chat template file {}: {e}", path.display()))?,
+            path.clone(),
+        )),
+        None => None,
+    };
+    let engine = factory.load(spec).map_err(|e| e.to_string())?;
+    let (source, origin) = choose_template(file_template, engine.info());
+    let info = engine.info();
+    let template = ChatTemplate::new(&source, &info.bos_token, &info.eos_token)
+        .map_err(|e| format!("chat template of model `{}` ({origin:?}): {e}", spec.id))?;
+    Ok(LoadedModel { engine, template, template_source: source, template_origin: origin })
+}
+
+/// Built-in templates, used when neither a file nor the GGUF provides one.
+pub const GEMMA3_TEMPLATE: &str = include_str!("../config/templates/gemma3.jinja");
+pub const CHATML_TEMPLATE: &str = include_str!("../config/templates/chatml.jinja");
+
+/// The one place that decides a model's chat template: `--chat-template-file`,
+/// else the GGUF's `tokenizer.chat_template`, else a built-in chosen by the
+/// architecture (Gemma 3 for `gemma3`, ChatML otherwise).
+pub fn choose_template(file: Option<(String, PathBuf)>, info: &ModelInfo) -> (String, TemplateOrigin) {
+    if let Some((source, path)) = file {
+        return (source, TemplateOrigin::File(path));
+    }
+    if let Some(source) = info.chat_template.as_ref().filter(|s| !s.trim().is_empty()) {
+        return (source.clone(), TemplateOrigin::Gguf);
+    }
+    match info.architecture.as_deref() {
+        Some(arch) if arch.starts_with("gemma") => (GEMMA3_TEMPLATE.to_string(), TemplateOrigin::BuiltIn("gemma3")),
+        _ => (CHATML_TEMPLATE.to_string(), TemplateOrigin::BuiltIn("chatml")),
+    }
+}
+
+/// The id a model file gets when no alias is given: its file stem, with a
+/// split suffix (`-00001-of-00003`) removed.
+pub fn default_id(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    match stem.rfind("-of-") {
+        Some(at) if at >= 6 && stem[at - 6..at].starts_with('-') && stem[at - 5..at].bytes().all(|b| b.is_ascii_digit()) => {
+            stem[..at - 6].to_string()
+        }
+        _ => stem,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_id_is_the_file_stem_without_split_suffix() {
+        assert_eq!(default_id(Path::new("models/gemma-3-270m-q4_k_m.gguf")), "gemma-3-270m-q4_k_m");
+        assert_eq!(default_id(Path::new("/m/big-model-00001-of-00003.gguf")), "big-model");
+    }
+
+    fn info(arch: Option<&str>, template: Option<&str>) -> ModelInfo {
+        ModelInfo {
+            n_ctx_slot: 1,
+            n_ctx_train: 1,
+            parallel: 1,
+            n_params: 0,
+            size_bytes: 0,
+            n_vocab: 1,
+            bos_token: String::new(),
+            eos_token: String::new(),
+            add_bos: false,
+            architecture: arch.map(str::to_string),
+            chat_template: template.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn template_file_beats_gguf_beats_builtin() {
+        let file = Some(("F".to_string(), PathBuf::from("t.jinja")));
+        assert_eq!(choose_template(file, &info(None, Some("G"))).0, "F");
+        assert_eq!(choose_template(None, &info(Some("gemma3"), Some("G"))).1, TemplateOrigin::Gguf);
+        assert_eq!(choose_template(None, &info(Some("gemma3"), None)).1, TemplateOrigin::BuiltIn("gemma3"));
+        assert_eq!(choose_template(None, &info(Some("llama"), None)).1, TemplateOrigin::BuiltIn("chatml"));
+    }
+}
+
+impl LoadedModel {
+    /// Renders a conversation with this model's chat template; a template
+    /// error (including its own `raise_exception`) becomes a 400.
+    pub fn render_chat(
+        &self,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+        kwargs: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<String, ApiError> {
+        let request = crate::template::RenderRequest {
+            messages,
+            add_generation_prompt,
+            tools,
+            extra: kwargs,
+            now: None,
+        };
+        self.template.render(&request).map_err(|e| ApiError::Template(e.to_string()))
+    }
+}

@@ -1,0 +1,408 @@
+//! Wire requests -> validated values ("parse, don't validate"). Every error
+//! names the field at fault; nothing here touches a model except the vocabulary
+//! size used to check token ids.
+
+use serde_json::{Map, Value};
+
+use crate::api::error::{invalid, ApiError};
+use crate::api::openai::{ChatCompletionRequest, CompletionRequest, PromptField, SamplingFields, StopField};
+use crate::engine::{SamplingParams, TokenId};
+
+/// At most this many stop strings, as OpenAI allows.
+pub const MAX_STOP_STRINGS: usize = 4;
+
+/// The sampling part of a request after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidSampling {
+    pub params: SamplingParams,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidChat {
+    pub model: Option<String>,
+    /// Messages ready for the chat template: text parts joined into strings.
+    pub messages: Vec<Value>,
+    pub tools: Option<Value>,
+    pub template_kwargs: Option<Map<String, Value>>,
+    pub sampling: ValidSampling,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidCompletion {
+    pub model: Option<String>,
+    pub prompt: String,
+    pub sampling: ValidSampling,
+}
+
+pub fn chat(req: ChatCompletionRequest, n_vocab: u32) -> Result<ValidChat, ApiError> {
+    if req.messages.is_empty() {
+        return Err(invalid("messages", "`messages` must contain at least one message"));
+    }
+    let messages = req
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| message(i, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(format) = &req.response_format {
+        let kind = format.get("type").and_then(Value::as_str).unwrap_or("");
+        if kind != "text" {
+            return Err(invalid(
+                "response_format",
+                format!("response_format type `{kind}` is not supported yet; only `text` is"),
+            ));
+        }
+    }
+    let mut sampling = sampling(req.sampling, n_vocab)?;
+    if let Some(m) = req.max_completion_tokens {
+        sampling.max_tokens = Some(positive_u32("max_completion_tokens", m)?);
+    }
+    Ok(ValidChat {
+        model: req.model,
+        messages,
+        tools: req.tools.filter(|t| !t.is_null()),
+        template_kwargs: req.chat_template_kwargs,
+        sampling,
+    })
+}
+
+pub fn completion(req: CompletionRequest, n_vocab: u32) -> Result<ValidCompletion, ApiError> {
+    let prompt = match req.prompt {
+        PromptField::One(p) => p,
+        PromptField::Many(mut list) if list.len() == 1 => list.remove(0),
+        PromptField::Many(list) => {
+            return Err(invalid(
+                "prompt",
+                format!("`prompt` as a list must hold exactly one string (got {})", list.len()),
+            ))
+        }
+    };
+    if req.echo == Some(true) {
+        return Err(invalid("echo", "`echo` is not supported"));
+    }
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(invalid("suffix", "`suffix` is not supported"));
+    }
+    Ok(ValidCompletion { model: req.model, prompt, sampling: sampling(req.sampling, n_vocab)? })
+}
+
+/// Validates one chat message and normalizes its content to a string.
+fn message(index: usize, mut m: Map<String, Value>) -> Result<Value, ApiError> {
+    let field = |name: &str| format!("messages[{index}].{name}");
+    match m.get("role") {
+        Some(Value::String(r)) if !r.is_empty() => {}
+        Some(_) => return Err(invalid(field("role"), format!("`{}` must be a non-empty string", field("role")))),
+        None => return Err(invalid(field("role"), format!("`{}` is required", field("role")))),
+    }
+    let content = match m.remove("content") {
+        None | Some(Value::Null) => Value::String(String::new()),
+        Some(Value::String(s)) => Value::String(s),
+        Some(Value::Array(parts)) => {
+            let mut texts = Vec::with_capacity(parts.len());
+            for (j, part) in parts.iter().enumerate() {
+                let kind = part.get("type").and_then(Value::as_str);
+                match (kind, part.get("text")) {
+                    (Some("text"), Some(Value::String(t))) => texts.push(t.as_str()),
+                    (Some("text"), _) => {
+                        return Err(invalid(
+                            field(&format!("content[{j}].text")),
+                            format!("`{}` must be a string", field(&format!("content[{j}].text"))),
+                        ))
+                    }
+                    (Some(other), _) => {
+                        return Err(invalid(
+                            field(&format!("content[{j}].type")),
+                            format!("content part type `{other}` is not supported; only `text` is"),
+                        ))
+                    }
+                    (None, _) => {
+                        return Err(invalid(
+                            field(&format!("content[{j}].type")),
+                            format!("`{}` is required", field(&format!("content[{j}].type"))),
+                        ))
+                    }
+                }
+            }
+            Value::String(texts.join("\n"))
+        }
+        Some(_) => {
+            return Err(invalid(
+                field("content"),
+                format!("`{}` must be a string or an array of text parts", field("content")),
+            ))
+        }
+    };
+    m.insert("content".into(), content);
+    Ok(Value::Object(m))
+}
+
+fn sampling(f: SamplingFields, n_vocab: u32) -> Result<ValidSampling, ApiError> {
+    let defaults = SamplingParams::default();
+    if let Some(n) = f.n {
+        if n != 1 {
+            return Err(invalid("n", format!("`n` must be 1 (got {n}); one choice per request is supported")));
+        }
+    }
+    if f.logprobs.as_ref().is_some_and(|v| v.as_bool() == Some(true) || v.is_number()) {
+        return Err(invalid("logprobs", "`logprobs` is not supported yet"));
+    }
+    let temperature = match f.temperature {
+        Some(t) if !t.is_finite() || !(0.0..=100.0).contains(&t) => {
+            return Err(invalid("temperature", format!("`temperature` must be between 0 and 100 (got {t})")))
+        }
+        Some(t) => t as f32,
+        None => defaults.temperature,
+    };
+    let top_p = match f.top_p {
+        Some(p) if !(p > 0.0 && p <= 1.0) => {
+            return Err(invalid("top_p", format!("`top_p` must be in (0, 1] (got {p})")))
+        }
+        Some(p) => p as f32,
+        None => defaults.top_p,
+    };
+    let top_k = match f.top_k {
+        Some(k) if !(0..=i32::MAX as i64).contains(&k) => {
+            return Err(invalid("top_k", format!("`top_k` must be >= 0 (got {k}); 0 disables it")))
+        }
+        Some(k) => k as i32,
+        None => defaults.top_k,
+    };
+    let min_p = match f.min_p {
+        Some(p) if !(0.0..=1.0).contains(&p) => {
+            return Err(invalid("min_p", format!("`min_p` must be in [0, 1] (got {p})")))
+        }
+        Some(p) => p as f32,
+        None => defaults.min_p,
+    };
+    let seed = match f.seed {
+        Some(s) if !(0..=u32::MAX as i64).contains(&s) => {
+            return Err(invalid("seed", format!("`seed` must be between 0 and {} (got {s})", u32::MAX)))
+        }
+        Some(s) => Some(s as u32),
+        None => None,
+    };
+    let presence_penalty = penalty("presence_penalty", f.presence_penalty, defaults.presence_penalty)?;
+    let frequency_penalty = penalty("frequency_penalty", f.frequency_penalty, defaults.frequency_penalty)?;
+    let repeat_penalty = match f.repeat_penalty {
+        Some(r) if !(r > 0.0 && r.is_finite()) => {
+            return Err(invalid("repeat_penalty", format!("`repeat_penalty` must be > 0 (got {r}); 1 disables it")))
+        }
+        Some(r) => r as f32,
+        None => defaults.repeat_penalty,
+    };
+    let penalty_last_n = match f.repeat_last_n {
+        Some(n) if !(0..=1_000_000).contains(&n) => {
+            return Err(invalid("repeat_last_n", format!("`repeat_last_n` must be between 0 and 1000000 (got {n})")))
+        }
+        Some(n) => n as i32,
+        None => defaults.penalty_last_n,
+    };
+    let logit_bias = logit_bias(f.logit_bias.unwrap_or_default(), n_vocab)?;
+    let max_tokens = match (f.max_tokens, f.n_predict) {
+        (Some(m), _) => Some(positive_u32("max_tokens", m)?),
+        (None, Some(n)) if n < 0 => None, // llama-server: -1 = unlimited
+        (None, Some(n)) => Some(positive_u32("n_predict", n)?),
+        (None, None) => None,
+    };
+    let stop = match f.stop {
+        None => Vec::new(),
+        Some(StopField::One(s)) => vec![s],
+        Some(StopField::Many(list)) => list,
+    };
+    if stop.len() > MAX_STOP_STRINGS {
+        return Err(invalid("stop", format!("`stop` may hold at most {MAX_STOP_STRINGS} strings (got {})", stop.len())));
+    }
+    let include_usage = f.stream_options.map(|o| o.include_usage).unwrap_or(false);
+    Ok(ValidSampling {
+        params: SamplingParams {
+            temperature,
+            top_p,
+            top_k,
+            min_p,
+            seed,
+            presence_penalty,
+            frequency_penalty,
+            repeat_penalty,
+            penalty_last_n,
+            logit_bias,
+        },
+        max_tokens,
+        stop,
+        stream: f.stream,
+        include_usage,
+    })
+}
+
+fn penalty(name: &str, value: Option<f64>, default: f32) -> Result<f32, ApiError> {
+    match value {
+        Some(v) if !(-2.0..=2.0).contains(&v) => {
+            Err(invalid(name, format!("`{name}` must be between -2 and 2 (got {v})")))
+        }
+        Some(v) => Ok(v as f32),
+        None => Ok(default),
+    }
+}
+
+fn positive_u32(name: &str, value: i64) -> Result<u32, ApiError> {
+    if (1..=u32::MAX as i64).contains(&value) {
+        Ok(value as u32)
+    } else {
+        Err(invalid(name, format!("`{name}` must be at least 1 (got {value})")))
+    }
+}
+
+/// OpenAI's `logit_bias`: token id (as a string key) -> bias in [-100, 100].
+fn logit_bias(map: std::collections::BTreeMap<String, f64>, n_vocab: u32) -> Result<Vec<(TokenId, f32)>, ApiError> {
+    map.into_iter()
+        .map(|(key, bias)| {
+            let token: TokenId = key
+                .parse()
+                .ok()
+                .filter(|&t: &TokenId| t < n_vocab)
+                .ok_or_else(|| invalid("logit_bias", format!("`logit_bias` key `{key}` is not a token id below {n_vocab}")))?;
+            if !(-100.0..=100.0).contains(&bias) {
+                return Err(invalid("logit_bias", format!("`logit_bias` for token {key} must be between -100 and 100 (got {bias})")));
+            }
+            Ok((token, bias as f32))
+        })
+        .collect()
+}
+
+/// Token ids from a client (`/detokenize`), checked against the vocabulary:
+/// an out-of-range id would crash llama.cpp.
+pub fn token_ids(field: &str, tokens: &[i64], n_vocab: u32) -> Result<Vec<TokenId>, ApiError> {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            if (0..n_vocab as i64).contains(&t) {
+                Ok(t as TokenId)
+            } else {
+                Err(invalid(format!("{field}[{i}]"), format!("token id {t} is outside the vocabulary (0..{n_vocab})")))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chat_req(v: Value) -> Result<ValidChat, ApiError> {
+        let req: ChatCompletionRequest = serde_json::from_value(v).expect("wire shape");
+        chat(req, 1000)
+    }
+
+    fn param_of(e: ApiError) -> String {
+        e.body().error.param.unwrap_or_default()
+    }
+
+    #[test]
+    fn minimal_chat_uses_server_defaults() {
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}]})).unwrap();
+        assert_eq!(v.sampling.params, SamplingParams::default());
+        assert_eq!(v.sampling.max_tokens, None);
+        assert!(!v.sampling.stream);
+        assert_eq!(v.messages, vec![json!({"role":"user","content":"Hi"})]);
+    }
+
+    #[test]
+    fn text_parts_are_joined_into_one_string() {
+        let v = chat_req(json!({"messages":[{"role":"user","content":[
+            {"type":"text","text":"a"},{"type":"text","text":"b"}]}]}))
+        .unwrap();
+        assert_eq!(v.messages[0]["content"], "a\nb");
+    }
+
+    #[test]
+    fn image_parts_are_rejected_naming_the_part() {
+        let e = chat_req(json!({"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}))
+            .unwrap_err();
+        assert_eq!(param_of(e), "messages[0].content[0].type");
+    }
+
+    #[test]
+    fn empty_messages_are_rejected() {
+        assert_eq!(param_of(chat_req(json!({"messages":[]})).unwrap_err()), "messages");
+    }
+
+    #[test]
+    fn missing_role_is_rejected() {
+        assert_eq!(param_of(chat_req(json!({"messages":[{"content":"x"}]})).unwrap_err()), "messages[0].role");
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_field() {
+        let cases = [
+            (json!({"temperature": -0.1}), "temperature"),
+            (json!({"top_p": 0.0}), "top_p"),
+            (json!({"top_p": 1.5}), "top_p"),
+            (json!({"max_tokens": 0}), "max_tokens"),
+            (json!({"max_completion_tokens": -3}), "max_completion_tokens"),
+            (json!({"top_k": -1}), "top_k"),
+            (json!({"min_p": 2}), "min_p"),
+            (json!({"presence_penalty": 3}), "presence_penalty"),
+            (json!({"frequency_penalty": -2.5}), "frequency_penalty"),
+            (json!({"repeat_penalty": 0}), "repeat_penalty"),
+            (json!({"seed": -1}), "seed"),
+            (json!({"n": 2}), "n"),
+            (json!({"logit_bias": {"5000": 1}}), "logit_bias"),
+            (json!({"logit_bias": {"abc": 1}}), "logit_bias"),
+            (json!({"logit_bias": {"5": 101}}), "logit_bias"),
+            (json!({"stop": ["a","b","c","d","e"]}), "stop"),
+            (json!({"logprobs": true}), "logprobs"),
+            (json!({"response_format": {"type": "json_object"}}), "response_format"),
+        ];
+        for (extra, field) in cases {
+            let mut body = json!({"messages":[{"role":"user","content":"Hi"}]});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let e = chat_req(body.clone()).unwrap_err();
+            assert_eq!(e.status(), 400, "{body}");
+            assert_eq!(param_of(e), field, "{body}");
+        }
+    }
+
+    #[test]
+    fn accepted_values_are_carried_over() {
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],
+            "temperature":0,"top_p":0.5,"top_k":3,"min_p":0.1,"seed":7,"stop":"END",
+            "max_tokens":5,"logit_bias":{"12":-100},"stream":true,"stream_options":{"include_usage":true}}))
+        .unwrap();
+        let s = v.sampling;
+        assert_eq!(s.params.temperature, 0.0);
+        assert_eq!(s.params.top_k, 3);
+        assert_eq!(s.params.seed, Some(7));
+        assert_eq!(s.params.logit_bias, vec![(12, -100.0)]);
+        assert_eq!(s.stop, vec!["END".to_string()]);
+        assert_eq!(s.max_tokens, Some(5));
+        assert!(s.stream && s.include_usage);
+    }
+
+    #[test]
+    fn max_completion_tokens_wins_over_max_tokens() {
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"max_tokens":5,"max_completion_tokens":9})).unwrap();
+        assert_eq!(v.sampling.max_tokens, Some(9));
+    }
+
+    #[test]
+    fn completion_prompt_list_must_hold_one_string() {
+        let ok: CompletionRequest = serde_json::from_value(json!({"prompt":["x"]})).unwrap();
+        assert_eq!(completion(ok, 10).unwrap().prompt, "x");
+        let bad: CompletionRequest = serde_json::from_value(json!({"prompt":["x","y"]})).unwrap();
+        assert_eq!(param_of(completion(bad, 10).unwrap_err()), "prompt");
+    }
+
+    #[test]
+    fn token_ids_outside_the_vocabulary_are_rejected() {
+        assert_eq!(token_ids("tokens", &[1, 2], 10).unwrap(), vec![1, 2]);
+        assert_eq!(param_of(token_ids("tokens", &[1, 10], 10).unwrap_err()), "tokens[1]");
+        assert_eq!(param_of(token_ids("tokens", &[-1], 10).unwrap_err()), "tokens[0]");
+    }
+}

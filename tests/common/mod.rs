@@ -1,0 +1,195 @@
+//! Test support: a fake engine (scripted replies, no model), an in-process
+//! server on an ephemeral port, and a launcher for the real binary.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use vram_llm::api::{router, AppState, DEFAULT_BODY_LIMIT};
+use vram_llm::build_info::BUILD;
+use vram_llm::engine::text::TextStream;
+use vram_llm::engine::*;
+use vram_llm::registry::{EngineFactory, ModelSpec, Registry};
+
+/// Tokens are Unicode code points; the reply is sent one character at a time.
+pub struct FakeEngine {
+    info: ModelInfo,
+    reply: String,
+}
+
+pub const FAKE_TEMPLATE: &str =
+    "{% for m in messages %}{% if m.role == 'system' and m.content == 'fail' %}{{ raise_exception('no system role here') }}{% endif %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}";
+
+impl FakeEngine {
+    pub fn new(reply: &str, n_ctx_slot: u32) -> Self {
+        Self {
+            info: ModelInfo {
+                n_ctx_slot,
+                n_ctx_train: n_ctx_slot,
+                parallel: 2,
+                n_params: 1000,
+                size_bytes: 2000,
+                n_vocab: 0x11_0000,
+                bos_token: String::new(),
+                eos_token: String::new(),
+                add_bos: false,
+                architecture: Some("fake".into()),
+                chat_template: Some(FAKE_TEMPLATE.into()),
+            },
+            reply: reply.to_string(),
+        }
+    }
+}
+
+impl Engine for FakeEngine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+    fn tokenize(&self, text: &str, _add_bos: bool) -> Vec<TokenId> {
+        text.chars().map(|c| c as TokenId).collect()
+    }
+    fn detokenize(&self, tokens: &[TokenId]) -> String {
+        tokens.iter().filter_map(|&t| char::from_u32(t)).collect()
+    }
+    fn generate(&self, request: GenerationRequest) -> Result<EventReceiver, EngineError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut text = TextStream::new(request.stop.clone());
+        let mut generated = 0;
+        let mut finish_reason = FinishReason::Stop;
+        for c in self.reply.chars() {
+            if request.max_tokens.is_some_and(|m| generated >= m) {
+                finish_reason = FinishReason::Length;
+                break;
+            }
+            generated += 1;
+            let pushed = text.push(c.to_string().as_bytes());
+            if !pushed.text.is_empty() {
+                let _ = tx.send(GenerationEvent::Text(pushed.text));
+            }
+            if pushed.stopped {
+                break;
+            }
+        }
+        let rest = text.finish();
+        if !rest.is_empty() {
+            let _ = tx.send(GenerationEvent::Text(rest));
+        }
+        let usage = Usage { prompt_tokens: request.prompt.len() as u32, completion_tokens: generated };
+        let _ = tx.send(GenerationEvent::Done { finish_reason, usage });
+        Ok(rx)
+    }
+    fn slot_stats(&self) -> SlotStats {
+        SlotStats { total: self.info.parallel, busy: 0, queued: 0 }
+    }
+}
+
+pub struct FakeFactory {
+    pub reply: String,
+    pub n_ctx_slot: u32,
+}
+
+impl EngineFactory for FakeFactory {
+    fn load(&self, _spec: &ModelSpec) -> Result<Arc<dyn Engine>, EngineError> {
+        Ok(Arc::new(FakeEngine::new(&self.reply, self.n_ctx_slot)))
+    }
+}
+
+pub fn fake_spec(id: &str) -> ModelSpec {
+    ModelSpec {
+        id: id.into(),
+        aliases: vec![format!("{id}-alias")],
+        path: PathBuf::from(format!("/fake/{id}.gguf")),
+        ctx_size: None,
+        parallel: 2,
+        n_gpu_layers: None,
+        chat_template_file: None,
+    }
+}
+
+/// Serves the router with fake models on 127.0.0.1:<ephemeral>.
+pub async fn fake_server(reply: &str, api_key: Option<&str>, body_limit: Option<usize>) -> String {
+    let registry = Arc::new(Registry::new(vec![fake_spec("fake")]));
+    registry.load_all(Arc::new(FakeFactory { reply: reply.into(), n_ctx_slot: 64 })).await;
+    let state = AppState {
+        registry,
+        api_key: api_key.map(Arc::from),
+        body_limit: body_limit.unwrap_or(DEFAULT_BODY_LIMIT),
+        build: BUILD,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(listener, router(state)).await.expect("serve");
+    });
+    format!("http://{addr}")
+}
+
+/// The real test model, set by `scripts/dev test` (VRAM_LLM_TEST_MODEL).
+/// Tests that need it fail loudly when it is missing rather than skipping.
+pub fn test_model() -> PathBuf {
+    let path = std::env::var("VRAM_LLM_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models/gemma-3-270m-q4_k_m.gguf")));
+    assert!(
+        path.is_file(),
+        "test model {} is missing: run `scripts/dev setup` (or set VRAM_LLM_TEST_MODEL)",
+        path.display()
+    );
+    path
+}
+
+/// The real `vram-llm` binary serving the test model; killed on drop.
+pub struct RealServer {
+    child: Child,
+    pub base: String,
+}
+
+impl RealServer {
+    pub async fn start(extra_args: &[&str]) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vram-llm"));
+        cmd.arg("serve")
+            .arg("--model")
+            .arg(test_model())
+            .args(["--port", &port.to_string()])
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = cmd.spawn().expect("spawn vram-llm");
+        let server = Self { child, base: format!("http://127.0.0.1:{port}") };
+        server.wait_healthy(Duration::from_secs(120)).await;
+        server
+    }
+
+    /// Polls /health until 200 (model loaded) or the deadline passes.
+    async fn wait_healthy(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(resp) = client.get(format!("{}/health", self.base)).send().await {
+                if resp.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not become healthy within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+

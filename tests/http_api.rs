@@ -1,0 +1,244 @@
+//! HTTP behaviour against a fake engine: shapes, SSE framing, errors, auth.
+//! Runs in milliseconds; the real model is covered by tests/real_model.rs.
+
+mod common;
+
+use common::fake_server;
+use serde_json::{json, Value};
+
+async fn post(base: &str, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let resp = reqwest::Client::new().post(format!("{base}{path}")).body(body).send().await.expect("send");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn assert_envelope(body: &Value, param: Option<&str>) {
+    let err = &body["error"];
+    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(err["type"].is_string(), "{body}");
+    assert!(err.get("code").is_some() && err.get("param").is_some(), "{body}");
+    if let Some(p) = param {
+        assert_eq!(err["param"], p, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn chat_completion_has_openai_shape_and_usage() {
+    let base = fake_server("Hello there", None, None).await;
+    let (status, body) =
+        post(&base, "/v1/chat/completions", json!({"model":"fake","messages":[{"role":"user","content":"Hi"}]}).to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "fake");
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello there");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    // The fake template renders "<user>Hi\n<assistant>" = 19 characters = 19 tokens.
+    assert_eq!(body["usage"]["prompt_tokens"], 19);
+    assert_eq!(body["usage"]["completion_tokens"], 11);
+    assert_eq!(body["usage"]["total_tokens"], 30);
+}
+
+#[tokio::test]
+async fn model_may_be_named_by_alias_or_omitted() {
+    let base = fake_server("ok", None, None).await;
+    for body in [
+        json!({"model":"fake-alias","messages":[{"role":"user","content":"Hi"}]}),
+        json!({"messages":[{"role":"user","content":"Hi"}]}),
+    ] {
+        let (status, out) = post(&base, "/v1/chat/completions", body.to_string()).await;
+        assert_eq!(status, 200, "{out}");
+        assert_eq!(out["model"], "fake");
+    }
+}
+
+#[tokio::test]
+async fn max_tokens_gives_length_and_stop_cuts_output() {
+    let base = fake_server("one two three", None, None).await;
+    let (_, body) = post(&base, "/v1/completions", json!({"prompt":"x","max_tokens":3}).to_string()).await;
+    assert_eq!(body["choices"][0]["text"], "one");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    assert_eq!(body["usage"]["completion_tokens"], 3);
+    let (_, body) = post(&base, "/v1/completions", json!({"prompt":"x","stop":[" th"]}).to_string()).await;
+    assert_eq!(body["choices"][0]["text"], "one two");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test]
+async fn chat_stream_is_role_then_deltas_then_finish_then_usage_then_done() {
+    let base = fake_server("abc", None, None).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .body(json!({"messages":[{"role":"user","content":"Hi"}],"stream":true,"stream_options":{"include_usage":true}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = resp.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let events = vram_llm::api::sse::parse_events(&text);
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let content: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(content, "abc");
+    let finish = &chunks[chunks.len() - 2];
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+    let usage = &chunks[chunks.len() - 1];
+    assert_eq!(usage["choices"].as_array().unwrap().len(), 0);
+    assert_eq!(usage["usage"]["completion_tokens"], 3);
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+}
+
+#[tokio::test]
+async fn completion_stream_without_usage_option_sends_no_usage_chunk() {
+    let base = fake_server("xy", None, None).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/completions"))
+        .body(json!({"prompt":"p","stream":true}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    let events = vram_llm::api::sse::parse_events(&text);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
+    assert_eq!(text, "xy");
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
+    assert!(chunks.iter().all(|c| c.get("usage").is_none()));
+}
+
+#[tokio::test]
+async fn bad_input_gets_4xx_envelopes_naming_the_field() {
+    let base = fake_server("ok", None, None).await;
+    let user = json!([{"role":"user","content":"Hi"}]);
+    let cases: Vec<(String, u16, Option<&str>)> = vec![
+        ("{not json".into(), 400, None),
+        ("".into(), 400, None),
+        (json!({"model":"fake"}).to_string(), 400, Some("messages")),
+        (json!({"messages":"hi"}).to_string(), 400, Some("messages")),
+        (json!({"messages":[]}).to_string(), 400, Some("messages")),
+        (json!({"messages":user,"temperature":-1}).to_string(), 400, Some("temperature")),
+        (json!({"messages":user,"temperature":"hot"}).to_string(), 400, Some("temperature")),
+        (json!({"messages":user,"top_p":0}).to_string(), 400, Some("top_p")),
+        (json!({"messages":user,"max_tokens":0}).to_string(), 400, Some("max_tokens")),
+        (json!({"messages":user,"n":3}).to_string(), 400, Some("n")),
+        (json!({"messages":user,"model":"missing"}).to_string(), 404, Some("model")),
+        (json!({"messages":[{"role":"system","content":"fail"}]}).to_string(), 400, Some("messages")),
+        (json!({"messages":[{"role":"user","content":"x".repeat(100)}]}).to_string(), 400, Some("messages")),
+    ];
+    for (body, want, param) in cases {
+        let (status, out) = post(&base, "/v1/chat/completions", body.clone()).await;
+        assert_eq!(status, want, "{body} -> {out}");
+        assert_envelope(&out, param);
+    }
+}
+
+#[tokio::test]
+async fn template_errors_carry_the_template_message() {
+    let base = fake_server("ok", None, None).await;
+    let (status, out) =
+        post(&base, "/v1/chat/completions", json!({"messages":[{"role":"system","content":"fail"}]}).to_string()).await;
+    assert_eq!(status, 400);
+    assert_eq!(out["error"]["message"], "no system role here");
+}
+
+#[tokio::test]
+async fn prompt_longer_than_context_is_400_context_length_exceeded() {
+    let base = fake_server("ok", None, None).await;
+    let (status, out) = post(&base, "/v1/completions", json!({"prompt":"y".repeat(64)}).to_string()).await;
+    assert_eq!(status, 400);
+    assert_eq!(out["error"]["code"], "context_length_exceeded");
+}
+
+#[tokio::test]
+async fn oversized_body_is_413_envelope() {
+    let base = fake_server("ok", None, Some(1024)).await;
+    let (status, out) = post(&base, "/v1/completions", json!({"prompt":"z".repeat(5000)}).to_string()).await;
+    assert_eq!(status, 413);
+    assert_envelope(&out, None);
+}
+
+#[tokio::test]
+async fn unknown_route_and_wrong_method_are_envelopes() {
+    let base = fake_server("ok", None, None).await;
+    let (status, out) = post(&base, "/v1/nothing", "{}").await;
+    assert_eq!(status, 404);
+    assert_envelope(&out, None);
+    let resp = reqwest::Client::new().get(format!("{base}/v1/chat/completions")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_envelope(&resp.json().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn api_key_guards_everything_but_health() {
+    let base = fake_server("ok", Some("s3cret"), None).await;
+    let client = reqwest::Client::new();
+    let health = client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    for path in ["/v1/models", "/props"] {
+        let resp = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+        assert_envelope(&resp.json().await.unwrap(), None);
+        let wrong = client.get(format!("{base}{path}")).bearer_auth("nope").send().await.unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
+        let ok = client.get(format!("{base}{path}")).bearer_auth("s3cret").send().await.unwrap();
+        assert_eq!(ok.status(), 200, "{path}");
+    }
+    let (status, _) = post(&base, "/tokenize", json!({"content":"a"}).to_string()).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn models_lists_state_and_meta() {
+    let base = fake_server("ok", None, None).await;
+    let body: Value = reqwest::get(format!("{base}/v1/models")).await.unwrap().json().await.unwrap();
+    assert_eq!(body["object"], "list");
+    let m = &body["data"][0];
+    assert_eq!(m["id"], "fake");
+    assert_eq!(m["object"], "model");
+    assert_eq!(m["owned_by"], "vram-llm");
+    assert_eq!(m["state"], "loaded");
+    assert_eq!(m["meta"]["n_ctx"], 64);
+    assert_eq!(m["meta"]["n_params"], 1000);
+    assert_eq!(m["meta"]["size"], 2000);
+    let legacy: Value = reqwest::get(format!("{base}/models")).await.unwrap().json().await.unwrap();
+    assert_eq!(legacy, body);
+}
+
+#[tokio::test]
+async fn helpers_tokenize_detokenize_apply_template_props() {
+    let base = fake_server("ok", None, None).await;
+    let (_, t) = post(&base, "/tokenize", json!({"content":"hé"}).to_string()).await;
+    assert_eq!(t["tokens"], json!([104, 233]));
+    let (_, d) = post(&base, "/detokenize", json!({"tokens":[104, 233]}).to_string()).await;
+    assert_eq!(d["content"], "hé");
+    let (status, bad) = post(&base, "/detokenize", json!({"tokens":[-5]}).to_string()).await;
+    assert_eq!(status, 400);
+    assert_envelope(&bad, Some("tokens[0]"));
+    let (_, p) = post(&base, "/apply-template", json!({"messages":[{"role":"user","content":"Hi"}]}).to_string()).await;
+    assert_eq!(p["prompt"], "<user>Hi\n<assistant>");
+    let (_, p) = post(
+        &base,
+        "/apply-template",
+        json!({"messages":[{"role":"user","content":"Hi"}],"add_generation_prompt":false}).to_string(),
+    )
+    .await;
+    assert_eq!(p["prompt"], "<user>Hi\n");
+    let props: Value = reqwest::get(format!("{base}/props")).await.unwrap().json().await.unwrap();
+    assert_eq!(props["n_ctx"], 64);
+    assert_eq!(props["chat_template"], common::FAKE_TEMPLATE);
+    assert_eq!(props["build_info"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(props["total_slots"], 2);
+}
+
+#[tokio::test]
+async fn health_is_ok_when_loaded() {
+    let base = fake_server("ok", None, None).await;
+    let resp = reqwest::get(format!("{base}/health")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+}

@@ -1,0 +1,192 @@
+//! End-to-end tests of the `vram-llm` binary serving the real test model
+//! (Gemma 3 270M Q4_K_M, fetched by `scripts/dev setup`).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::RealServer;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+/// Gemma's end-of-generation tokens (<eos> = 1, <end_of_turn> = 106), biased
+/// away so that generations run exactly to max_tokens.
+fn no_eog() -> Value {
+    json!({"1": -100, "106": -100})
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new().post(format!("{base}{path}")).json(&body).send().await.expect("send");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("json body"))
+}
+
+/// Reads an SSE response, returning each `data:` payload as it arrives.
+async fn sse_payloads(resp: reqwest::Response) -> Vec<String> {
+    let text = resp.text().await.expect("stream body");
+    vram_llm::api::sse::parse_events(&text)
+}
+
+fn stream_text(events: &[String], pick: impl Fn(&Value) -> Option<String>) -> String {
+    events
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| pick(&v))
+        .collect()
+}
+
+#[tokio::test]
+async fn serves_the_openai_api_with_the_real_model() {
+    let server = RealServer::start(&["--ctx-size", "1024", "--parallel", "4"]).await;
+    let base = server.base.as_str();
+
+    // /v1/models carries meta for the loaded model.
+    let models: Value = reqwest::get(format!("{base}/v1/models")).await.unwrap().json().await.unwrap();
+    let m = &models["data"][0];
+    assert_eq!(m["id"], "gemma-3-270m-q4_k_m");
+    assert_eq!(m["meta"]["n_ctx"], 1024);
+    assert!(m["meta"]["n_params"].as_u64().unwrap() > 200_000_000);
+    assert!(m["meta"]["size"].as_u64().unwrap() > 100_000_000);
+
+    // Chat, not streamed, with the built-in Gemma 3 template.
+    let (status, chat) = post(
+        base,
+        "/v1/chat/completions",
+        json!({"model":"gemma-3-270m-q4_k_m","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16,"temperature":0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{chat}");
+    assert!(!chat["choices"][0]["message"]["content"].as_str().unwrap().is_empty(), "{chat}");
+    assert!(chat["usage"]["prompt_tokens"].as_u64().unwrap() > 5);
+
+    // The template the server applied is Gemma 3's.
+    let (_, applied) = post(base, "/apply-template", json!({"messages":[{"role":"user","content":"Hi"}]})).await;
+    assert_eq!(applied["prompt"], "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n");
+
+    // Chat streamed equals chat not streamed (greedy), and starts with the role.
+    let body = json!({"messages":[{"role":"user","content":"Write a haiku about snow 雪 ❄️."}],"max_tokens":24,"temperature":0,"logit_bias":no_eog()});
+    let (_, plain) = post(base, "/v1/chat/completions", body.clone()).await;
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let resp = reqwest::Client::new().post(format!("{base}/v1/chat/completions")).json(&streamed).send().await.unwrap();
+    let events = sse_payloads(resp).await;
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let first: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    let text = stream_text(&events, |v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string));
+    assert_eq!(text, plain["choices"][0]["message"]["content"].as_str().unwrap());
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 24);
+    let finish: Value = serde_json::from_str(&events[events.len() - 3]).unwrap();
+    assert_eq!(finish["choices"][0]["finish_reason"], "length");
+
+    // Text completions: max_tokens honoured exactly, greedy is deterministic.
+    let body = json!({"prompt":"The capital of France is","max_tokens":12,"temperature":0,"logit_bias":no_eog()});
+    let (_, a) = post(base, "/v1/completions", body.clone()).await;
+    let (_, b) = post(base, "/v1/completions", body.clone()).await;
+    assert_eq!(a["usage"]["completion_tokens"], 12, "{a}");
+    assert_eq!(a["choices"][0]["finish_reason"], "length");
+    assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"]);
+    let full = a["choices"][0]["text"].as_str().unwrap().to_string();
+
+    // A stop string taken from the greedy output cuts it right before.
+    let words: Vec<&str> = full.split_whitespace().collect();
+    assert!(words.len() >= 3, "{full}");
+    let stop = words[2];
+    let mut with_stop = body.clone();
+    with_stop["stop"] = json!([stop]);
+    let (_, cut) = post(base, "/v1/completions", with_stop).await;
+    let cut_text = cut["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(cut["choices"][0]["finish_reason"], "stop");
+    assert_eq!(cut_text, &full[..full.find(stop).unwrap()]);
+
+    // Completions stream.
+    let mut s = body.clone();
+    s["stream"] = json!(true);
+    let resp = reqwest::Client::new().post(format!("{base}/v1/completions")).json(&s).send().await.unwrap();
+    let events = sse_payloads(resp).await;
+    assert_eq!(stream_text(&events, |v| v["choices"][0]["text"].as_str().map(str::to_string)), full);
+
+    // Tokenize / detokenize round trip.
+    let (_, t) = post(base, "/tokenize", json!({"content":"Hello world, ünïcödé!"})).await;
+    let tokens = t["tokens"].as_array().unwrap().clone();
+    assert!(!tokens.is_empty());
+    let (_, d) = post(base, "/detokenize", json!({"tokens": tokens})).await;
+    assert_eq!(d["content"], "Hello world, ünïcödé!");
+    let (status, bad) = post(base, "/detokenize", json!({"tokens": [999_999_999]})).await;
+    assert_eq!(status, 400, "{bad}");
+
+    // A prompt longer than the context is a 400 naming the field.
+    let (status, long) = post(base, "/v1/completions", json!({"prompt": "word ".repeat(2000)})).await;
+    assert_eq!(status, 400, "{long}");
+    assert_eq!(long["error"]["code"], "context_length_exceeded");
+    assert_eq!(long["error"]["param"], "prompt");
+
+    // /props reports the build and the template.
+    let props: Value = reqwest::get(format!("{base}/props")).await.unwrap().json().await.unwrap();
+    assert_eq!(props["chat_template_origin"], "builtin:gemma3");
+    assert_eq!(props["total_slots"], 4);
+}
+
+#[tokio::test]
+async fn two_concurrent_streams_both_progress() {
+    let server = RealServer::start(&["--ctx-size", "512", "--parallel", "2"]).await;
+    let log: Arc<Mutex<Vec<(usize, &'static str)>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for i in 0..2 {
+        let url = format!("{}/v1/completions", server.base);
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"prompt": format!("Story number {i}:"), "max_tokens": 40, "temperature": 0,
+                              "logit_bias": no_eog(), "stream": true});
+            let resp = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+            let mut stream = resp.bytes_stream();
+            let mut seen_text = false;
+            while let Some(chunk) = stream.next().await {
+                let chunk = String::from_utf8(chunk.unwrap().to_vec()).unwrap();
+                if !seen_text && chunk.contains("\"text\":\"") && !chunk.contains("\"text\":\"\"") {
+                    seen_text = true;
+                    log.lock().push((i, "first"));
+                }
+            }
+            log.lock().push((i, "done"));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let log = log.lock().clone();
+    let pos = |i, what| log.iter().position(|e| *e == (i, what)).unwrap_or_else(|| panic!("{log:?}"));
+    let last_first = pos(0, "first").max(pos(1, "first"));
+    let first_done = pos(0, "done").min(pos(1, "done"));
+    assert!(last_first < first_done, "a stream finished before the other started: {log:?}");
+}
+
+#[tokio::test]
+async fn disconnected_stream_frees_its_slot() {
+    // One slot: if the abandoned stream kept it, the next request would wait
+    // for ~4000 tokens (well over a minute here).
+    let server = RealServer::start(&["--ctx-size", "4096", "--parallel", "1"]).await;
+    let base = server.base.clone();
+    let body = json!({"prompt":"Count:","max_tokens":4000,"temperature":0,"logit_bias":no_eog(),"stream":true});
+    let resp = reqwest::Client::new().post(format!("{base}/v1/completions")).json(&body).send().await.unwrap();
+    let mut stream = resp.bytes_stream();
+    let first = stream.next().await.expect("a first chunk").unwrap();
+    assert!(first.starts_with(b"data: "));
+    drop(stream);
+
+    let next = tokio::time::timeout(
+        Duration::from_secs(30),
+        post(&base, "/v1/completions", json!({"prompt":"Hi","max_tokens":4,"logit_bias":no_eog()})),
+    )
+    .await
+    .expect("the slot was not freed after the client disconnected");
+    assert_eq!(next.0, 200, "{}", next.1);
+    assert_eq!(next.1["usage"]["completion_tokens"], 4);
+    let props: Value = reqwest::get(format!("{base}/props")).await.unwrap().json().await.unwrap();
+    assert_eq!(props["busy_slots"], 0, "{props}");
+}
