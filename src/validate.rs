@@ -291,10 +291,11 @@ pub fn token_ids(field: &str, tokens: &[i64], n_vocab: u32) -> Result<Vec<TokenI
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::extract::parse_json;
     use serde_json::json;
 
     fn chat_req(v: Value) -> Result<ValidChat, ApiError> {
-        let req: ChatCompletionRequest = serde_json::from_value(v).expect("wire shape");
+        let req: ChatCompletionRequest = parse_json(v.to_string().as_bytes()).expect("wire shape");
         chat(req, 1000)
     }
 
@@ -393,9 +394,9 @@ mod tests {
 
     #[test]
     fn completion_prompt_list_must_hold_one_string() {
-        let ok: CompletionRequest = serde_json::from_value(json!({"prompt":["x"]})).unwrap();
+        let ok: CompletionRequest = parse_json(br#"{"prompt":["x"]}"#).unwrap();
         assert_eq!(completion(ok, 10).unwrap().prompt, "x");
-        let bad: CompletionRequest = serde_json::from_value(json!({"prompt":["x","y"]})).unwrap();
+        let bad: CompletionRequest = parse_json(br#"{"prompt":["x","y"]}"#).unwrap();
         assert_eq!(param_of(completion(bad, 10).unwrap_err()), "prompt");
     }
 

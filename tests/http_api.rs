@@ -34,10 +34,10 @@ async fn chat_completion_has_openai_shape_and_usage() {
     assert_eq!(body["choices"][0]["message"]["role"], "assistant");
     assert_eq!(body["choices"][0]["message"]["content"], "Hello there");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
-    // The fake template renders "<user>Hi\n<assistant>" = 19 characters = 19 tokens.
-    assert_eq!(body["usage"]["prompt_tokens"], 19);
+    // The fake template renders "<user>Hi\n<assistant>": 20 characters = 20 tokens.
+    assert_eq!(body["usage"]["prompt_tokens"], 20);
     assert_eq!(body["usage"]["completion_tokens"], 11);
-    assert_eq!(body["usage"]["total_tokens"], 30);
+    assert_eq!(body["usage"]["total_tokens"], 31);
 }
 
 #[tokio::test]
@@ -241,4 +241,26 @@ async fn health_is_ok_when_loaded() {
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["status"], "ok");
+}
+
+#[tokio::test]
+async fn health_is_503_and_requests_503_while_loading() {
+    use std::sync::Arc;
+    use vram_llm::api::{AppState, DEFAULT_BODY_LIMIT};
+    // A registry whose model has not been loaded yet.
+    let registry = Arc::new(vram_llm::registry::Registry::new(vec![common::fake_spec("fake")]));
+    let state = AppState { registry, api_key: None, body_limit: DEFAULT_BODY_LIMIT, build: vram_llm::build_info::BUILD };
+    let base = common::serve(state).await;
+
+    let resp = reqwest::get(format!("{base}/health")).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "loading");
+    assert_eq!(body["models"]["fake"], "loading");
+
+    let (status, out) = post(&base, "/v1/chat/completions", json!({"messages":[{"role":"user","content":"Hi"}]}).to_string()).await;
+    assert_eq!(status, 503);
+    assert_envelope(&out, None);
+    let models: Value = reqwest::get(format!("{base}/v1/models")).await.unwrap().json().await.unwrap();
+    assert_eq!(models["data"][0]["state"], "loading");
 }

@@ -12,7 +12,7 @@ pub enum ApiError {
     InvalidRequest { message: String, param: Option<String> },
     /// The prompt does not fit the model's per-request context.
     #[error("{message}")]
-    ContextLengthExceeded { message: String },
+    ContextLengthExceeded { message: String, param: String },
     /// The chat template raised an error or failed to render.
     #[error("{0}")]
     Template(String),
@@ -70,7 +70,8 @@ impl ApiError {
     fn param(&self) -> Option<&str> {
         match self {
             ApiError::InvalidRequest { param, .. } => param.as_deref(),
-            ApiError::ContextLengthExceeded { .. } | ApiError::Template(_) => Some("messages"),
+            ApiError::ContextLengthExceeded { param, .. } => Some(param.as_str()),
+            ApiError::Template(_) => Some("messages"),
             ApiError::ModelNotFound(_) => Some("model"),
             _ => None,
         }
@@ -146,7 +147,7 @@ mod tests {
     fn only_internal_errors_are_5xx_besides_unavailable() {
         let client_errors = [
             invalid("x", "y"),
-            ApiError::ContextLengthExceeded { message: "m".into() },
+            ApiError::ContextLengthExceeded { message: "m".into(), param: "prompt".into() },
             ApiError::Template("t".into()),
             ApiError::Unauthorized,
             ApiError::PayloadTooLarge { limit: 1 },

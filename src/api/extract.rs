@@ -5,13 +5,15 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::error::{invalid, ApiError};
+use super::openai::WireRequest;
 use super::AppState;
 
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+impl<T: WireRequest> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -27,20 +29,28 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 }
 
 /// Parses a body, turning serde's errors into messages that name the field.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: WireRequest>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::InvalidRequest { message: "request body is empty; expected a JSON object".into(), param: None });
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let result: Result<T, _> = serde_path_to_error::deserialize(&mut de);
-    let err = match result {
-        Ok(value) => return de.end().map(|()| value).map_err(|e| syntax(&e)),
+    let raw: Value = serde_json::from_slice(bytes).map_err(|e| syntax(&e))?;
+    if !raw.is_object() {
+        return Err(ApiError::InvalidRequest { message: "request body must be a JSON object".into(), param: None });
+    }
+    let mut request: T = from_value(&raw)?;
+    if let Some(sampling) = request.sampling_mut() {
+        *sampling = from_value(&raw)?;
+    }
+    Ok(request)
+}
+
+/// Typed view of a JSON value; errors name the path of the field at fault.
+fn from_value<T: DeserializeOwned>(raw: &Value) -> Result<T, ApiError> {
+    let err = match serde_path_to_error::deserialize(raw) {
+        Ok(value) => return Ok(value),
         Err(err) => err,
     };
     let inner = err.inner();
-    if inner.is_syntax() || inner.is_eof() {
-        return Err(syntax(inner));
-    }
     let path = err.path().to_string();
     let message = strip_position(&inner.to_string());
     if path == "." || path.is_empty() {

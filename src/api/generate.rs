@@ -32,6 +32,7 @@ pub fn start(model: &Arc<LoadedModel>, prompt: &str, sampling: &ValidSampling, p
                 tokens.len(),
                 n_ctx
             ),
+            param: prompt_param.to_string(),
         });
     }
     let request = GenerationRequest {

@@ -20,6 +20,31 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
+/// A request body type. Those that embed [`SamplingFields`] fill them from
+/// the same JSON object here: serde's `flatten` would lose the field path
+/// in error messages.
+pub trait WireRequest: serde::de::DeserializeOwned {
+    fn sampling_mut(&mut self) -> Option<&mut SamplingFields> {
+        None
+    }
+}
+
+impl WireRequest for ChatCompletionRequest {
+    fn sampling_mut(&mut self) -> Option<&mut SamplingFields> {
+        Some(&mut self.sampling)
+    }
+}
+
+impl WireRequest for CompletionRequest {
+    fn sampling_mut(&mut self) -> Option<&mut SamplingFields> {
+        Some(&mut self.sampling)
+    }
+}
+
+impl WireRequest for TokenizeRequest {}
+impl WireRequest for DetokenizeRequest {}
+impl WireRequest for ApplyTemplateRequest {}
+
 /// Sampling fields shared by chat and text completions.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct SamplingFields {
@@ -53,7 +78,8 @@ pub struct ChatCompletionRequest {
     pub response_format: Option<Value>,
     /// Extra variables for the chat template (as in llama-server and vLLM).
     pub chat_template_kwargs: Option<Map<String, Value>>,
-    #[serde(flatten)]
+    /// Filled by the extractor from the same JSON object (see `WireRequest`).
+    #[serde(skip)]
     pub sampling: SamplingFields,
 }
 
@@ -70,7 +96,8 @@ pub struct CompletionRequest {
     pub prompt: PromptField,
     pub echo: Option<bool>,
     pub suffix: Option<String>,
-    #[serde(flatten)]
+    /// Filled by the extractor from the same JSON object (see `WireRequest`).
+    #[serde(skip)]
     pub sampling: SamplingFields,
 }
 

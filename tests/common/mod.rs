@@ -120,6 +120,11 @@ pub async fn fake_server(reply: &str, api_key: Option<&str>, body_limit: Option<
         body_limit: body_limit.unwrap_or(DEFAULT_BODY_LIMIT),
         build: BUILD,
     };
+    serve(state).await
+}
+
+/// Serves `state`'s router on 127.0.0.1:<ephemeral>; returns the base URL.
+pub async fn serve(state: AppState) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     tokio::spawn(async move {

@@ -1,0 +1,116 @@
+"""End-to-end: the official `openai` Python SDK against a running vram-llm.
+
+Started by `scripts/dev test`, which sets VRAM_LLM_BIN and VRAM_LLM_TEST_MODEL.
+"""
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import openai
+import pytest
+
+NO_EOG = {"1": -100, "106": -100}  # Gemma's <eos> and <end_of_turn>
+API_KEY = "e2e-secret"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    binary = os.environ["VRAM_LLM_BIN"]
+    model = os.environ["VRAM_LLM_TEST_MODEL"]
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "serve", "--model", model, "--port", str(port), "--ctx-size", "1024",
+         "--alias", "gemma", "--api-key", API_KEY],
+        stdout=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, "vram-llm exited during startup"
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "server did not become healthy"
+        time.sleep(0.1)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=API_KEY)
+
+
+def test_models_list(client):
+    ids = [m.id for m in client.models.list().data]
+    assert ids == ["gemma"]
+
+
+def test_chat_completion(client):
+    r = client.chat.completions.create(
+        model="gemma",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}],
+        max_tokens=8,
+        temperature=0,
+        logit_bias=NO_EOG,
+    )
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content
+    assert r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == 8
+    assert r.usage.total_tokens == r.usage.prompt_tokens + 8
+
+
+def test_chat_stream(client):
+    stream = client.chat.completions.create(
+        model="gemma",
+        messages=[{"role": "user", "content": "Count to five."}],
+        max_tokens=10,
+        temperature=0,
+        logit_bias=NO_EOG,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["length"]
+    assert chunks[-1].usage.completion_tokens == 10
+
+
+def test_completion_and_stream_agree(client):
+    args = dict(model="gemma", prompt="The sky is", max_tokens=10, temperature=0, logit_bias=NO_EOG)
+    full = client.completions.create(**args)
+    assert full.choices[0].finish_reason == "length"
+    streamed = "".join(c.choices[0].text for c in client.completions.create(stream=True, **args) if c.choices)
+    assert streamed == full.choices[0].text
+
+
+def test_errors_are_raised_as_sdk_exceptions(client):
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "x"}], temperature=-1)
+    assert e.value.body["param"] == "temperature"
+
+
+def test_wrong_key_is_rejected(server):
+    bad = openai.OpenAI(base_url=f"{server}/v1", api_key="wrong")
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
