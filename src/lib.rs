@@ -6,6 +6,7 @@ pub mod build_info;
 pub mod cli;
 pub mod engine;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 pub mod template;
 pub mod validate;

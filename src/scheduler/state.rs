@@ -1,0 +1,409 @@
+//! The scheduler's state machine: plain data plus event methods, synchronous
+//! and deterministic (time is passed in), so tests drive it step by step.
+//!
+//! Per model:
+//! ```text
+//!   Unloaded --Load--> Loading --ok--> Loaded --Unload--> Unloading --> Unloaded
+//!                         \--err--> Failed (retry after a backoff) --> Loading
+//! ```
+//! Events (`enqueue`, `release`, `load_done`, ...) update the state; `poll`
+//! decides what happens next and returns the actions for the owner task to
+//! carry out. Decisions use `policy.rs`.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::policy::{choose_evictions, Policy, Resident};
+
+pub type Ticket = u64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Residency {
+    Unloaded,
+    Loading,
+    Loaded,
+    Unloading,
+    Failed { reason: String, retry_at: Instant },
+}
+
+impl Residency {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Residency::Unloaded => "unloaded",
+            Residency::Loading => "loading",
+            Residency::Loaded => "loaded",
+            Residency::Unloading => "unloading",
+            Residency::Failed { .. } => "failed",
+        }
+    }
+
+    /// Holds (or is about to hold, or still holds) memory.
+    fn occupies_memory(&self) -> bool {
+        matches!(self, Residency::Loading | Residency::Loaded | Residency::Unloading)
+    }
+}
+
+/// What the scheduler needs to know about a model up front.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelLimits {
+    pub name: String,
+    /// Memory footprint estimate; replaced by the measured figure after a load.
+    pub bytes: u64,
+    /// Sequence slots: how many requests may be in flight at once.
+    pub slots: u32,
+    /// Evicts every other model while it is resident.
+    pub exclusive: bool,
+    /// Unload after this long idle.
+    pub ttl: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiter {
+    pub ticket: Ticket,
+    pub since: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelSched {
+    pub limits: ModelLimits,
+    pub residency: Residency,
+    /// True once `limits.bytes` is a measured figure.
+    pub measured: bool,
+    pub in_flight: u32,
+    pub queue: VecDeque<Waiter>,
+    pub last_used: Instant,
+    /// Admits nothing new: it must empty so another model can take its room.
+    pub closed: bool,
+    pub load_count: u32,
+    pub failures: u32,
+    pub last_load: Option<Duration>,
+    load_started: Option<Instant>,
+}
+
+impl ModelSched {
+    fn busy(&self) -> bool {
+        self.in_flight > 0 || !self.queue.is_empty()
+    }
+    fn oldest_wait(&self) -> Option<Instant> {
+        self.queue.front().map(|w| w.since)
+    }
+}
+
+/// Server-wide knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedLimits {
+    pub budget_bytes: u64,
+    pub max_loaded: Option<usize>,
+    pub max_wait: Duration,
+    /// Per-model queue bound; beyond it requests get 429.
+    pub max_queue: usize,
+    pub policy: Policy,
+    /// First retry delay after a failed load; doubles per failure (max 64x).
+    pub retry_backoff: Duration,
+}
+
+/// What the owner task must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Admit { model: usize, ticket: Ticket },
+    Load { model: usize },
+    Unload { model: usize },
+    Fail { model: usize, ticket: Ticket, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("the queue of model `{model}` is full ({max} waiting)")]
+    QueueFull { model: String, max: usize },
+    #[error("model `{model}` failed to load ({reason}); retrying in {retry_in_s}s")]
+    BackingOff { model: String, reason: String, retry_in_s: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedState {
+    pub models: Vec<ModelSched>,
+    pub limits: SchedLimits,
+    /// Evictions made to give another model room.
+    pub swaps: u64,
+    /// The model that evictions are under way for: it loads next, even if by
+    /// then an evicted model's waiter is older.
+    swap_for: Option<usize>,
+    next_ticket: Ticket,
+}
+
+impl SchedState {
+    pub fn new(models: Vec<ModelLimits>, limits: SchedLimits, now: Instant) -> Self {
+        let models = models
+            .into_iter()
+            .map(|limits| ModelSched {
+                limits,
+                residency: Residency::Unloaded,
+                measured: false,
+                in_flight: 0,
+                queue: VecDeque::new(),
+                last_used: now,
+                closed: false,
+                load_count: 0,
+                failures: 0,
+                last_load: None,
+                load_started: None,
+            })
+            .collect();
+        Self { models, limits, swaps: 0, swap_for: None, next_ticket: 1 }
+    }
+
+    /// A request for `model` arrives. It waits in the model's queue until
+    /// `poll` admits it.
+    pub fn enqueue(&mut self, model: usize, now: Instant) -> Result<Ticket, EnqueueError> {
+        let max_queue = self.limits.max_queue;
+        let m = &mut self.models[model];
+        if let Residency::Failed { reason, retry_at } = &m.residency {
+            if *retry_at > now {
+                return Err(EnqueueError::BackingOff {
+                    model: m.limits.name.clone(),
+                    reason: reason.clone(),
+                    retry_in_s: (*retry_at - now).as_secs().max(1),
+                });
+            }
+        }
+        if m.queue.len() >= max_queue {
+            return Err(EnqueueError::QueueFull { model: m.limits.name.clone(), max: max_queue });
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        m.queue.push_back(Waiter { ticket, since: now });
+        Ok(ticket)
+    }
+
+    /// A queued request went away before admission.
+    pub fn cancel(&mut self, model: usize, ticket: Ticket) -> bool {
+        let queue = &mut self.models[model].queue;
+        let before = queue.len();
+        queue.retain(|w| w.ticket != ticket);
+        queue.len() != before
+    }
+
+    /// An admitted request finished (its permit was dropped).
+    pub fn release(&mut self, model: usize, now: Instant) {
+        let m = &mut self.models[model];
+        m.in_flight = m.in_flight.saturating_sub(1);
+        m.last_used = now;
+    }
+
+    /// A load ended. On success `measured_bytes` replaces the estimate; on
+    /// failure every waiter fails and the model backs off.
+    pub fn load_done(&mut self, model: usize, result: Result<Option<u64>, String>, now: Instant) -> Vec<Action> {
+        let backoff = self.limits.retry_backoff;
+        let m = &mut self.models[model];
+        m.last_load = m.load_started.take().map(|t| now.saturating_duration_since(t));
+        match result {
+            Ok(measured) => {
+                if let Some(bytes) = measured {
+                    m.limits.bytes = bytes;
+                    m.measured = true;
+                }
+                m.residency = Residency::Loaded;
+                m.load_count += 1;
+                m.failures = 0;
+                m.last_used = now;
+                Vec::new()
+            }
+            Err(reason) => {
+                let factor = 1u32 << m.failures.min(6);
+                m.failures += 1;
+                m.residency = Residency::Failed { reason: reason.clone(), retry_at: now + backoff * factor };
+                m.queue
+                    .drain(..)
+                    .map(|w| Action::Fail { model, ticket: w.ticket, reason: reason.clone() })
+                    .collect()
+            }
+        }
+    }
+
+    pub fn unload_done(&mut self, model: usize) {
+        let m = &mut self.models[model];
+        m.residency = Residency::Unloaded;
+        m.closed = false;
+    }
+
+    /// Bytes held by models that are loaded, loading or unloading.
+    pub fn used_bytes(&self) -> u64 {
+        self.models.iter().filter(|m| m.residency.occupies_memory()).map(|m| m.limits.bytes).sum()
+    }
+
+    /// Decides what happens next.
+    pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.expire_ttls(now, &mut actions);
+        self.plan_swap(now, &mut actions);
+        match self.limits.policy {
+            Policy::CacheAware => self.admit_resident(now, &mut actions),
+            Policy::Fifo => self.admit_in_arrival_order(now, &mut actions),
+        }
+        actions
+    }
+
+    /// When the next time-based decision is due (max_wait or a ttl).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let waits = self
+            .models
+            .iter()
+            .filter(|m| !matches!(m.residency, Residency::Loaded | Residency::Loading))
+            .filter_map(|m| m.oldest_wait())
+            .map(|since| since + self.limits.max_wait);
+        let ttls = self
+            .models
+            .iter()
+            .filter(|m| m.residency == Residency::Loaded && !m.busy())
+            .filter_map(|m| m.limits.ttl.map(|ttl| m.last_used + ttl));
+        waits.chain(ttls).min()
+    }
+
+    fn expire_ttls(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        for (i, m) in self.models.iter_mut().enumerate() {
+            let expired = m.limits.ttl.is_some_and(|ttl| now >= m.last_used + ttl);
+            if m.residency == Residency::Loaded && !m.busy() && expired {
+                m.residency = Residency::Unloading;
+                actions.push(Action::Unload { model: i });
+            }
+        }
+    }
+
+    /// The model that should be loaded next, if any: the one whose oldest
+    /// waiter is oldest (cache-aware), or the one the global head waits for
+    /// (fifo: the same rule, as the head is the oldest waiter of all).
+    fn swap_target(&self, now: Instant) -> Option<usize> {
+        if let Some(i) = self.swap_for.filter(|&i| !self.models[i].queue.is_empty()) {
+            return Some(i);
+        }
+        self.models
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| match &m.residency {
+                Residency::Unloaded => true,
+                Residency::Failed { retry_at, .. } => *retry_at <= now,
+                _ => false,
+            })
+            .filter_map(|(i, m)| m.oldest_wait().map(|t| (t, i)))
+            .min()
+            .map(|(_, i)| i)
+    }
+
+    fn plan_swap(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        // One swap step at a time: a load or unload in progress settles first.
+        if self.models.iter().any(|m| matches!(m.residency, Residency::Loading | Residency::Unloading)) {
+            return;
+        }
+        let Some(target) = self.swap_target(now) else {
+            self.models.iter_mut().for_each(|m| m.closed = false);
+            return;
+        };
+        // Under fifo a resident model is only the head's if the head is its.
+        if self.limits.policy == Policy::Fifo && self.head_model() != Some(target) {
+            return;
+        }
+        let budget = self.limits.budget_bytes;
+        let exclusive_resident = self.models.iter().any(|m| m.residency == Residency::Loaded && m.limits.exclusive);
+        let t = &self.models[target];
+        // A model larger than the whole budget may still run alone.
+        let need = if t.limits.exclusive || exclusive_resident { budget } else { t.limits.bytes.min(budget) };
+        let residents: Vec<Resident> = self
+            .models
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.residency == Residency::Loaded)
+            .map(|(i, m)| Resident {
+                model: i,
+                bytes: m.limits.bytes,
+                busy: m.busy(),
+                last_used: m.last_used,
+                reload_ms: m.last_load.map_or(u64::MAX, |d| d.as_millis() as u64),
+            })
+            .collect();
+        let free = budget.saturating_sub(self.used_bytes());
+        let count_room = self.limits.max_loaded.is_none_or(|max| residents.len() < max);
+
+        if let Some(evict) = choose_evictions(&residents, free, need, count_room, false) {
+            self.models.iter_mut().for_each(|m| m.closed = false);
+            if evict.is_empty() {
+                self.swap_for = None;
+                let m = &mut self.models[target];
+                m.residency = Residency::Loading;
+                m.load_started = Some(now);
+                actions.push(Action::Load { model: target });
+            } else {
+                self.swap_for = Some(target);
+                self.unload(&evict, actions);
+            }
+            return;
+        }
+        // Room only by evicting busy models.
+        let oldest = self.models[target].oldest_wait().unwrap_or(now);
+        if self.limits.policy == Policy::CacheAware && now.saturating_duration_since(oldest) < self.limits.max_wait {
+            self.models.iter_mut().for_each(|m| m.closed = false);
+            return;
+        }
+        let Some(evict) = choose_evictions(&residents, free, need, count_room, true) else {
+            return;
+        };
+        let idle_now: Vec<usize> = evict.iter().copied().filter(|&i| self.models[i].in_flight == 0).collect();
+        for &i in &evict {
+            self.models[i].closed = true;
+        }
+        // Unload only when every blocker can go: a partial eviction frees
+        // memory nobody can use yet.
+        if idle_now.len() == evict.len() {
+            self.swap_for = Some(target);
+            self.unload(&evict, actions);
+        }
+    }
+
+    fn unload(&mut self, models: &[usize], actions: &mut Vec<Action>) {
+        for &i in models {
+            self.models[i].residency = Residency::Unloading;
+            self.models[i].closed = false;
+            self.swaps += 1;
+            actions.push(Action::Unload { model: i });
+        }
+    }
+
+    /// The model of the oldest waiter overall.
+    fn head_model(&self) -> Option<usize> {
+        self.models
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.oldest_wait().map(|t| (t, i)))
+            .min()
+            .map(|(_, i)| i)
+    }
+
+    fn admit_resident(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        for (i, m) in self.models.iter_mut().enumerate() {
+            if m.residency != Residency::Loaded || m.closed {
+                continue;
+            }
+            while m.in_flight < m.limits.slots {
+                let Some(w) = m.queue.pop_front() else { break };
+                m.in_flight += 1;
+                m.last_used = now;
+                actions.push(Action::Admit { model: i, ticket: w.ticket });
+            }
+        }
+    }
+
+    /// Admits waiters strictly in arrival order; the first that cannot start
+    /// (its model is not resident or has no free slot) blocks the rest.
+    fn admit_in_arrival_order(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        loop {
+            let Some(i) = self.head_model() else { return };
+            let m = &mut self.models[i];
+            if m.residency != Residency::Loaded || m.in_flight >= m.limits.slots {
+                return;
+            }
+            let Some(w) = m.queue.pop_front() else { return };
+            m.in_flight += 1;
+            m.last_used = now;
+            actions.push(Action::Admit { model: i, ticket: w.ticket });
+        }
+    }
+}

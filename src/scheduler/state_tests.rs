@@ -1,0 +1,314 @@
+//! The scheduler state machine driven event by event: no threads, no sleeps;
+//! time is a value the test moves forward.
+
+use std::time::{Duration, Instant};
+
+use super::policy::Policy;
+use super::state::*;
+
+const MIB: u64 = 1 << 20;
+
+fn model(name: &str, mib: u64, slots: u32) -> ModelLimits {
+    ModelLimits { name: name.into(), bytes: mib * MIB, slots, exclusive: false, ttl: None }
+}
+
+fn limits(budget_mib: u64, policy: Policy) -> SchedLimits {
+    SchedLimits {
+        budget_bytes: budget_mib * MIB,
+        max_loaded: None,
+        max_wait: Duration::from_secs(10),
+        max_queue: 64,
+        policy,
+        retry_backoff: Duration::from_secs(2),
+    }
+}
+
+fn secs(t0: Instant, s: u64) -> Instant {
+    t0 + Duration::from_secs(s)
+}
+
+fn admitted(actions: &[Action]) -> Vec<(usize, Ticket)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Admit { model, ticket } => Some((*model, *ticket)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Loads `model` to completion at `now` (Load action expected first).
+fn load(s: &mut SchedState, model: usize, now: Instant) -> Vec<Action> {
+    let actions = s.poll(now);
+    assert!(actions.contains(&Action::Load { model }), "{actions:?}");
+    s.load_done(model, Ok(None), now);
+    s.poll(now)
+}
+
+#[test]
+fn admits_up_to_its_slots_and_queues_the_rest() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 100, 2)], limits(1000, Policy::CacheAware), t0);
+    for _ in 0..3 {
+        s.enqueue(0, t0).unwrap();
+    }
+    let actions = load(&mut s, 0, t0);
+    assert_eq!(admitted(&actions), vec![(0, 1), (0, 2)]);
+    assert_eq!(s.models[0].queue.len(), 1);
+    s.release(0, t0);
+    assert_eq!(admitted(&s.poll(t0)), vec![(0, 3)]);
+}
+
+#[test]
+fn concurrent_requests_join_one_load() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 100, 4)], limits(1000, Policy::CacheAware), t0);
+    s.enqueue(0, t0).unwrap();
+    assert_eq!(s.poll(t0), vec![Action::Load { model: 0 }]);
+    s.enqueue(0, t0).unwrap();
+    s.enqueue(0, t0).unwrap();
+    assert_eq!(s.poll(t0), vec![], "no second load while loading");
+    s.load_done(0, Ok(Some(120 * MIB)), t0);
+    assert_eq!(admitted(&s.poll(t0)).len(), 3);
+    assert_eq!(s.models[0].limits.bytes, 120 * MIB, "measured size replaces the estimate");
+    assert_eq!(s.models[0].load_count, 1);
+}
+
+#[test]
+fn two_models_that_fit_stay_loaded_together() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 400, 1), model("b", 400, 1)], limits(1000, Policy::CacheAware), t0);
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    s.enqueue(1, t0).unwrap();
+    load(&mut s, 1, t0);
+    assert_eq!(s.models[0].residency, Residency::Loaded);
+    assert_eq!(s.models[1].residency, Residency::Loaded);
+    assert_eq!(s.swaps, 0);
+}
+
+#[test]
+fn idle_model_is_evicted_to_make_room_least_recently_used_first() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(
+        vec![model("a", 400, 1), model("b", 400, 1), model("c", 400, 1)],
+        limits(800, Policy::CacheAware),
+        t0,
+    );
+    for (m, at) in [(0, 0), (1, 1)] {
+        s.enqueue(m, secs(t0, at)).unwrap();
+        load(&mut s, m, secs(t0, at));
+        s.release(m, secs(t0, at));
+    }
+    s.enqueue(2, secs(t0, 2)).unwrap();
+    assert_eq!(s.poll(secs(t0, 2)), vec![Action::Unload { model: 0 }], "a was used longest ago");
+    s.unload_done(0);
+    load(&mut s, 2, secs(t0, 2));
+    assert_eq!(s.swaps, 1);
+}
+
+#[test]
+fn drains_resident_model_before_swapping() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 600, 1), model("b", 600, 1)], limits(1000, Policy::CacheAware), t0);
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0); // a is in flight
+    s.enqueue(1, secs(t0, 1)).unwrap(); // b cannot fit while a is busy
+    s.enqueue(0, secs(t0, 2)).unwrap(); // more work for the resident a
+    assert_eq!(s.poll(secs(t0, 2)), vec![]);
+    // a finishes its request; its queue is drained before any swap.
+    s.release(0, secs(t0, 3));
+    let actions = s.poll(secs(t0, 3));
+    assert_eq!(admitted(&actions), vec![(0, 3)]);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Unload { .. })));
+    // a goes idle: now the swap happens.
+    s.release(0, secs(t0, 4));
+    assert_eq!(s.poll(secs(t0, 4)), vec![Action::Unload { model: 0 }]);
+    s.unload_done(0);
+    assert_eq!(admitted(&load(&mut s, 1, secs(t0, 4))), vec![(1, 2)]);
+}
+
+#[test]
+fn max_wait_stops_admissions_to_the_blocker_then_swaps() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 600, 1), model("b", 600, 1)], limits(1000, Policy::CacheAware), t0);
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    s.enqueue(1, secs(t0, 1)).unwrap(); // b's waiter arrives at 1s
+    assert_eq!(s.next_wakeup(), Some(secs(t0, 11)), "the bound is a timer");
+    // a keeps getting work and serving it before the bound.
+    for k in 2..=10 {
+        s.enqueue(0, secs(t0, k)).unwrap();
+        s.release(0, secs(t0, k));
+        assert_eq!(admitted(&s.poll(secs(t0, k))).len(), 1, "at {k}s a still drains");
+    }
+    // 11s: b's waiter has waited max_wait. a has one in flight and one queued.
+    s.enqueue(0, secs(t0, 11)).unwrap();
+    assert_eq!(s.poll(secs(t0, 11)), vec![], "a is busy: it must finish first");
+    assert!(s.models[0].closed);
+    s.release(0, secs(t0, 12));
+    assert_eq!(s.poll(secs(t0, 12)), vec![Action::Unload { model: 0 }], "no new admission to a; swap");
+    s.unload_done(0);
+    assert_eq!(admitted(&load(&mut s, 1, secs(t0, 12))), vec![(1, 2)]);
+    assert_eq!(s.models[0].queue.len(), 1, "a's late waiter waits for its turn");
+}
+
+#[test]
+fn never_unloads_a_model_with_sequences_in_flight() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 600, 2), model("b", 600, 1)], limits(1000, Policy::CacheAware), t0);
+    s.enqueue(0, t0).unwrap();
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    s.enqueue(1, t0).unwrap();
+    for k in [30, 60, 600] {
+        assert_eq!(s.poll(secs(t0, k)), vec![], "two sequences still in flight at {k}s");
+    }
+    s.release(0, secs(t0, 601));
+    assert_eq!(s.poll(secs(t0, 601)), vec![]);
+    s.release(0, secs(t0, 602));
+    assert_eq!(s.poll(secs(t0, 602)), vec![Action::Unload { model: 0 }]);
+}
+
+#[test]
+fn failed_load_fails_waiters_backs_off_and_retries_later() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 100, 1)], limits(1000, Policy::CacheAware), t0);
+    s.enqueue(0, t0).unwrap();
+    s.enqueue(0, t0).unwrap();
+    assert_eq!(s.poll(t0), vec![Action::Load { model: 0 }]);
+    let failed = s.load_done(0, Err("bad file".into()), t0);
+    assert_eq!(failed.len(), 2);
+    assert!(matches!(&failed[0], Action::Fail { reason, .. } if reason == "bad file"));
+    assert_eq!(s.models[0].residency.name(), "failed");
+    // During the backoff requests fail fast.
+    assert!(matches!(s.enqueue(0, secs(t0, 1)), Err(EnqueueError::BackingOff { .. })));
+    // After it, a request triggers a new load.
+    s.enqueue(0, secs(t0, 2)).unwrap();
+    assert_eq!(s.poll(secs(t0, 2)), vec![Action::Load { model: 0 }]);
+    // A second failure doubles the backoff.
+    s.load_done(0, Err("bad file".into()), secs(t0, 2));
+    assert!(s.enqueue(0, secs(t0, 5)).is_err());
+    assert!(s.enqueue(0, secs(t0, 6)).is_ok());
+}
+
+#[test]
+fn idle_model_unloads_after_its_ttl() {
+    let t0 = Instant::now();
+    let mut m = model("a", 100, 1);
+    m.ttl = Some(Duration::from_secs(30));
+    let mut s = SchedState::new(vec![m], limits(1000, Policy::CacheAware), t0);
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    s.release(0, secs(t0, 5));
+    assert_eq!(s.next_wakeup(), Some(secs(t0, 35)));
+    assert_eq!(s.poll(secs(t0, 34)), vec![]);
+    assert_eq!(s.poll(secs(t0, 35)), vec![Action::Unload { model: 0 }]);
+    assert_eq!(s.swaps, 0, "a ttl unload is not a swap");
+}
+
+#[test]
+fn exclusive_model_evicts_all_others_and_keeps_them_out() {
+    let t0 = Instant::now();
+    let mut x = model("x", 100, 1);
+    x.exclusive = true;
+    let mut s = SchedState::new(vec![model("a", 100, 1), model("b", 100, 1), x], limits(1000, Policy::CacheAware), t0);
+    for m in [0, 1] {
+        s.enqueue(m, t0).unwrap();
+        load(&mut s, m, t0);
+        s.release(m, t0);
+    }
+    s.enqueue(2, secs(t0, 1)).unwrap();
+    let actions = s.poll(secs(t0, 1));
+    assert_eq!(actions, vec![Action::Unload { model: 0 }, Action::Unload { model: 1 }]);
+    s.unload_done(0);
+    s.unload_done(1);
+    load(&mut s, 2, secs(t0, 1));
+    s.release(2, secs(t0, 2));
+    // a small model does not fit beside the exclusive one: x is swapped out.
+    s.enqueue(0, secs(t0, 3)).unwrap();
+    assert_eq!(s.poll(secs(t0, 3)), vec![Action::Unload { model: 2 }]);
+}
+
+#[test]
+fn full_queue_is_rejected() {
+    let t0 = Instant::now();
+    let mut l = limits(1000, Policy::CacheAware);
+    l.max_queue = 2;
+    let mut s = SchedState::new(vec![model("a", 100, 1)], l, t0);
+    s.enqueue(0, t0).unwrap();
+    s.enqueue(0, t0).unwrap();
+    assert!(matches!(s.enqueue(0, t0), Err(EnqueueError::QueueFull { max: 2, .. })));
+}
+
+#[test]
+fn max_loaded_models_caps_residency_by_count() {
+    let t0 = Instant::now();
+    let mut l = limits(10_000, Policy::CacheAware);
+    l.max_loaded = Some(1);
+    let mut s = SchedState::new(vec![model("a", 100, 1), model("b", 100, 1)], l, t0);
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    s.release(0, t0);
+    s.enqueue(1, t0).unwrap();
+    assert_eq!(s.poll(t0), vec![Action::Unload { model: 0 }]);
+}
+
+#[test]
+fn cancelled_waiter_does_not_trigger_a_load() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 600, 1), model("b", 600, 1)], limits(1000, Policy::CacheAware), t0);
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    let t = s.enqueue(1, t0).unwrap();
+    assert!(s.cancel(1, t));
+    s.release(0, t0);
+    assert_eq!(s.poll(secs(t0, 100)), vec![]);
+}
+
+/// Replays the same interleaved arrivals (a, b, a, b, ... one a second, each
+/// request taking 3s on one of 4 slots) under both policies with a one-model
+/// budget.
+fn swaps_for(policy: Policy) -> u64 {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 600, 4), model("b", 600, 4)], limits(1000, policy), t0);
+    let mut in_flight: Vec<(usize, u64)> = Vec::new(); // (model, finishes at second)
+    for second in 0..300u64 {
+        let now = secs(t0, second);
+        if second < 40 {
+            s.enqueue((second % 2) as usize, now).unwrap();
+        }
+        in_flight.retain(|&(m, end)| {
+            if end <= second {
+                s.release(m, now);
+                false
+            } else {
+                true
+            }
+        });
+        // Loads and unloads complete within the same second in this replay.
+        for _ in 0..4 {
+            for action in s.poll(now) {
+                match action {
+                    Action::Admit { model, .. } => in_flight.push((model, second + 3)),
+                    Action::Load { model } => {
+                        s.load_done(model, Ok(None), now);
+                    }
+                    Action::Unload { model } => s.unload_done(model),
+                    Action::Fail { .. } => panic!("unexpected failure"),
+                }
+            }
+        }
+    }
+    assert!(s.models.iter().all(|m| m.queue.is_empty()), "every request was served under {policy:?}: {:?}", s.models.iter().map(|m| (m.residency.clone(), m.in_flight, m.queue.len(), m.closed)).collect::<Vec<_>>());
+    s.swaps
+}
+
+#[test]
+fn cache_aware_swaps_far_less_than_fifo_on_interleaved_requests() {
+    let fifo = swaps_for(Policy::Fifo);
+    let cache_aware = swaps_for(Policy::CacheAware);
+    eprintln!("interleaved replay: fifo {fifo} swaps, cache-aware {cache_aware} swaps");
+    assert!(fifo >= 30, "fifo swaps on nearly every request: {fifo}");
+    assert!(cache_aware * 3 <= fifo, "cache-aware {cache_aware} vs fifo {fifo}");
+}
