@@ -29,12 +29,14 @@ pub enum Command {
 
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
-    /// Path of the GGUF model file to serve (for split models, the first part).
-    #[arg(short = 'm', long, value_name = "PATH")]
-    pub model: PathBuf,
+    /// GGUF model file to serve (for split models, the first part). Repeat
+    /// to register several models; `NAME=PATH` names one explicitly, else its
+    /// name is the file stem (models/gemma-3-270m-q4_k_m.gguf ->
+    /// gemma-3-270m-q4_k_m).
+    #[arg(short = 'm', long, value_name = "[NAME=]PATH", required = true)]
+    pub model: Vec<String>,
 
-    /// Name clients use for the model; defaults to the file stem
-    /// (models/gemma-3-270m-q4_k_m.gguf -> gemma-3-270m-q4_k_m).
+    /// Name clients use for the model, when exactly one --model is given.
     #[arg(short = 'a', long, value_name = "NAME")]
     pub alias: Option<String>,
 
@@ -81,7 +83,91 @@ pub struct ServeArgs {
     #[arg(long, env = "VRAM_LLM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// Memory the loaded models may use together, in MiB. Models stay loaded
+    /// while their footprints fit. Default: 75% of the RAM available at
+    /// startup.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_budget_mib: Option<u64>,
+
+    /// Also cap how many models are loaded at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_loaded_models: Option<u64>,
+
+    /// Scheduling policy: `cache-aware` keeps serving resident models and
+    /// swaps when room can be made from idle ones or a waiter passed
+    /// --max-wait; `fifo` serves strictly in arrival order (baseline).
+    #[arg(long, default_value = "cache-aware", value_name = "POLICY")]
+    pub policy: crate::scheduler::Policy,
+
+    /// Longest a request waits for its model while other models keep the
+    /// memory busy, before they stop taking new work and are swapped out
+    /// (e.g. 10s, 500ms, 2m).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::cli::parse_duration)]
+    pub max_wait: std::time::Duration,
+
+    /// Requests that may wait per model; beyond it clients get 429 with
+    /// Retry-After.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queue: u64,
+
+    /// Enable the admin API (/admin/*) with this token (`Authorization:
+    /// Bearer TOKEN` or `X-Admin-Token: TOKEN`).
+    #[arg(long, env = "VRAM_LLM_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Largest accepted request body, in MiB.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_body_mib: u32,
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h` or plain seconds (`10`, `0.5`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration (try 10s, 500ms, 2m)"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m or h)")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        return Err(format!("duration `{text}` is out of range"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// Splits a `--model` value into an optional name and a path. A value with
+/// `=` whose left side looks like a path (contains `/`) is a plain path.
+pub fn parse_model_arg(value: &str) -> (Option<String>, PathBuf) {
+    match value.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !name.contains('/') => (Some(name.to_string()), PathBuf::from(path)),
+        _ => (None, PathBuf::from(value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_common_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn model_args_may_carry_a_name() {
+        assert_eq!(parse_model_arg("a=models/x.gguf"), (Some("a".into()), PathBuf::from("models/x.gguf")));
+        assert_eq!(parse_model_arg("models/x.gguf"), (None, PathBuf::from("models/x.gguf")));
+        assert_eq!(parse_model_arg("./dir/a=b.gguf"), (None, PathBuf::from("./dir/a=b.gguf")));
+    }
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod build_info;
 pub mod cli;
 pub mod engine;
+pub mod memory;
 pub mod registry;
 pub mod scheduler;
 pub mod server;

@@ -1,10 +1,11 @@
 //! The model catalogue: every served model, its names and its lifecycle.
 //!
+//! The scheduler (src/scheduler) decides every transition; the registry holds
+//! the result so handlers and `/v1/models` can see it:
 //! ```text
-//!   Loading --ok--> Loaded
-//!      \----err---> Failed
+//!   Unloaded --> Loading --ok--> Loaded --> Unloading --> Unloaded
+//!                   \----err---> Failed (retried after a backoff)
 //! ```
-//! (Unloading and swapping arrive with the scheduler.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,16 +52,20 @@ pub struct LoadedModel {
 }
 
 pub enum ModelState {
+    Unloaded,
     Loading,
     Loaded(Arc<LoadedModel>),
+    Unloading,
     Failed(String),
 }
 
 impl ModelState {
     pub fn name(&self) -> &'static str {
         match self {
+            ModelState::Unloaded => "unloaded",
             ModelState::Loading => "loading",
             ModelState::Loaded(_) => "loaded",
+            ModelState::Unloading => "unloading",
             ModelState::Failed(_) => "failed",
         }
     }
@@ -85,19 +90,21 @@ impl ModelEntry {
         }
     }
 
-    /// The loaded model, or a 503 saying why it cannot serve yet.
-    pub fn ready(&self) -> Result<Arc<LoadedModel>, ApiError> {
-        match &*self.state.read() {
-            ModelState::Loaded(m) => Ok(m.clone()),
-            ModelState::Loading => Err(ApiError::Unavailable(format!("model `{}` is loading", self.spec.id))),
-            ModelState::Failed(reason) => {
-                Err(ApiError::Unavailable(format!("model `{}` failed to load: {reason}", self.spec.id)))
-            }
-        }
+    /// Only the scheduler's owner task calls this.
+    pub(crate) fn set(&self, state: ModelState) {
+        *self.state.write() = state;
     }
 
-    fn set(&self, state: ModelState) {
-        *self.state.write() = state;
+    /// Takes the loaded model out (for unloading), leaving `Unloading`.
+    pub(crate) fn take_loaded(&self) -> Option<Arc<LoadedModel>> {
+        let mut state = self.state.write();
+        match std::mem::replace(&mut *state, ModelState::Unloading) {
+            ModelState::Loaded(m) => Some(m),
+            other => {
+                *state = other;
+                None
+            }
+        }
     }
 }
 
@@ -110,7 +117,7 @@ impl Registry {
         let created = crate::api::unix_now();
         let entries = specs
             .into_iter()
-            .map(|spec| Arc::new(ModelEntry { spec, created, state: RwLock::new(ModelState::Loading) }))
+            .map(|spec| Arc::new(ModelEntry { spec, created, state: RwLock::new(ModelState::Unloaded) }))
             .collect();
         Self { entries }
     }
@@ -119,59 +126,35 @@ impl Registry {
         &self.entries
     }
 
-    /// Finds a model by id or alias. With no name (llama-server clients often
-    /// send none) the first registered model answers.
-    pub fn resolve(&self, name: Option<&str>) -> Result<&Arc<ModelEntry>, ApiError> {
+    /// Finds a model by id or alias, returning its index. With no name
+    /// (llama-server clients often send none) the first registered model
+    /// answers.
+    pub fn resolve(&self, name: Option<&str>) -> Result<usize, ApiError> {
         match name.map(str::trim).filter(|n| !n.is_empty()) {
-            None => self.entries.first().ok_or_else(|| ApiError::Unavailable("no model is registered".into())),
+            None if self.entries.is_empty() => Err(ApiError::Unavailable("no model is registered".into())),
+            None => Ok(0),
             Some(name) => self
                 .entries
                 .iter()
-                .find(|e| e.spec.id == name || e.spec.aliases.iter().any(|a| a == name))
+                .position(|e| e.spec.id == name || e.spec.aliases.iter().any(|a| a == name))
                 .ok_or_else(|| ApiError::ModelNotFound(name.to_string())),
         }
     }
 
-    /// Shorthand: resolve, then require it loaded.
-    pub fn ready(&self, name: Option<&str>) -> Result<Arc<LoadedModel>, ApiError> {
-        self.resolve(name)?.ready()
-    }
-
-    /// True when every model is loaded (what /health reports as ok).
-    pub fn all_loaded(&self) -> bool {
-        self.entries.iter().all(|e| e.loaded().is_some())
-    }
-
-    /// Loads every model, one after another, off the async runtime.
-    pub async fn load_all(self: &Arc<Self>, factory: Arc<dyn EngineFactory>) {
-        for entry in self.entries.clone() {
-            let factory = factory.clone();
-            let spec = entry.spec.clone();
-            let result = tokio::task::spawn_blocking(move || load_one(factory.as_ref(), &spec))
-                .await
-                .unwrap_or_else(|e| Err(format!("loader panicked: {e}")));
-            match result {
-                Ok(model) => {
-                    tracing::info!(model = %entry.spec.id, template = ?model.template_origin, "model ready");
-                    entry.set(ModelState::Loaded(Arc::new(model)));
-                }
-                Err(reason) => {
-                    tracing::error!(model = %entry.spec.id, "{reason}");
-                    entry.set(ModelState::Failed(reason));
-                }
-            }
-        }
+    pub fn entry(&self, index: usize) -> &Arc<ModelEntry> {
+        &self.entries[index]
     }
 
     /// Drops every loaded model (stops its worker thread, frees its memory).
     pub fn unload_all(&self) {
         for entry in &self.entries {
-            entry.set(ModelState::Failed("the server is shutting down".into()));
+            entry.set(ModelState::Unloaded);
         }
     }
 }
 
-fn load_one(factory: &dyn EngineFactory, spec: &ModelSpec) -> Result<LoadedModel, String> {
+/// Loads one model and its chat template (blocking: call off the runtime).
+pub fn load_one(factory: &dyn EngineFactory, spec: &ModelSpec) -> Result<LoadedModel, String> {
     // Read the template file before the (slow) load so a typo fails fast.
     let file_template = match &spec.chat_template_file {
         Some(path) => Some((

@@ -194,6 +194,11 @@ async fn api_key_guards_everything_but_health() {
 #[tokio::test]
 async fn models_lists_state_and_meta() {
     let base = fake_server("ok", None, None).await;
+    let before: Value = reqwest::get(format!("{base}/v1/models")).await.unwrap().json().await.unwrap();
+    assert_eq!(before["data"][0]["state"], "unloaded", "models load on demand");
+    assert!(before["data"][0].get("meta").is_none());
+    let (status, _) = post(&base, "/v1/completions", json!({"prompt":"x"}).to_string()).await;
+    assert_eq!(status, 200);
     let body: Value = reqwest::get(format!("{base}/v1/models")).await.unwrap().json().await.unwrap();
     assert_eq!(body["object"], "list");
     let m = &body["data"][0];
@@ -244,23 +249,21 @@ async fn health_is_ok_when_loaded() {
 }
 
 #[tokio::test]
-async fn health_is_503_and_requests_503_while_loading() {
+async fn health_is_503_until_startup_loads_finish() {
     use std::sync::Arc;
-    use vram_llm::api::{AppState, DEFAULT_BODY_LIMIT};
-    // A registry whose model has not been loaded yet.
-    let registry = Arc::new(vram_llm::registry::Registry::new(vec![common::fake_spec("fake")]));
-    let state = AppState { registry, api_key: None, body_limit: DEFAULT_BODY_LIMIT, build: vram_llm::build_info::BUILD };
+    let factory = Arc::new(common::FakeFactory { reply: "ok".into(), n_ctx_slot: 64 });
+    let state = common::fake_state(vec![common::fake_spec("fake")], factory, common::roomy_limits(), 1 << 20, false);
+    let ready = state.ready.clone();
     let base = common::serve(state).await;
 
     let resp = reqwest::get(format!("{base}/health")).await.unwrap();
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["status"], "loading");
-    assert_eq!(body["models"]["fake"], "loading");
+    assert_eq!(body["models"]["fake"], "unloaded");
+    assert_envelope(&body, None);
 
-    let (status, out) = post(&base, "/v1/chat/completions", json!({"messages":[{"role":"user","content":"Hi"}]}).to_string()).await;
-    assert_eq!(status, 503);
-    assert_envelope(&out, None);
-    let models: Value = reqwest::get(format!("{base}/v1/models")).await.unwrap().json().await.unwrap();
-    assert_eq!(models["data"][0]["state"], "loading");
+    ready.store(true, std::sync::atomic::Ordering::Release);
+    let resp = reqwest::get(format!("{base}/health")).await.unwrap();
+    assert_eq!(resp.status(), 200);
 }

@@ -14,18 +14,19 @@ pub async fn chat_completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let entry = state.registry.resolve(req.model.as_deref())?.clone();
-    let model = entry.ready()?;
+    let permit = state.permit(req.model.as_deref()).await?;
+    let model = permit.model.clone();
+    let model_id = state.registry.entry(permit.index).spec.id.clone();
     let valid = crate::validate::chat(req, model.engine.info().n_vocab)?;
     let prompt = model.render_chat(&valid.messages, true, valid.tools.as_ref(), valid.template_kwargs.as_ref())?;
     let started = start(&model, &prompt, &valid.sampling, "messages")?;
     let id = response_id("chatcmpl");
     let created = unix_now();
-    let model_id = entry.spec.id.clone();
     let fingerprint = state.build.fingerprint();
 
     if !valid.sampling.stream {
         let out = collect(started.events).await?;
+        drop(permit);
         return Ok(Json(ChatCompletion {
             id,
             object: "chat.completion",
@@ -58,6 +59,7 @@ pub async fn chat_completions(
     let text_chunk = chunk.clone();
     Ok(stream_sse(
         started.events,
+        permit,
         prologue,
         move |text| sse::data(&text_chunk(Delta { role: None, content: Some(text) }, None)),
         move |finish_reason, usage| {

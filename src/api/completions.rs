@@ -14,13 +14,13 @@ pub async fn completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let entry = state.registry.resolve(req.model.as_deref())?.clone();
-    let model = entry.ready()?;
+    let permit = state.permit(req.model.as_deref()).await?;
+    let model = permit.model.clone();
+    let model_id = state.registry.entry(permit.index).spec.id.clone();
     let valid = crate::validate::completion(req, model.engine.info().n_vocab)?;
     let started = start(&model, &valid.prompt, &valid.sampling, "prompt")?;
     let id = response_id("cmpl");
     let created = unix_now();
-    let model_id = entry.spec.id.clone();
     let fingerprint = state.build.fingerprint();
     let completion = move |text: String, finish_reason: Option<&'static str>, usage: Option<UsageOut>| TextCompletion {
         id: id.clone(),
@@ -34,6 +34,7 @@ pub async fn completions(
 
     if !valid.sampling.stream {
         let out = collect(started.events).await?;
+        drop(permit);
         return Ok(Json(completion(out.text, Some(out.finish_reason.as_str()), Some(out.usage.into()))).into_response());
     }
 
@@ -41,6 +42,7 @@ pub async fn completions(
     let text_chunk = completion.clone();
     Ok(stream_sse(
         started.events,
+        permit,
         Vec::new(),
         move |text| sse::data(&text_chunk(text, None, None)),
         move |finish_reason, usage| {

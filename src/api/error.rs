@@ -26,6 +26,9 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// A queue is full: try again later.
+    #[error("{message}")]
+    Overloaded { message: String, retry_after_s: u64 },
     /// The model is loading or failed to load.
     #[error("{0}")]
     Unavailable(String),
@@ -58,6 +61,7 @@ impl ApiError {
             PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("payload_too_large"))
             }
+            Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("queue_full")),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", Some("model_unavailable")),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
         }
@@ -115,6 +119,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable(_) => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::Overloaded { retry_after_s, .. } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
             }
             _ => {}
         }

@@ -78,15 +78,18 @@ pub fn response_id(prefix: &str) -> String {
 /// Streams a generation as SSE: `prologue` frames first, one frame per text
 /// piece, the frames `finish` makes from the outcome, then `[DONE]`. An engine
 /// failure is sent as an error envelope event. When the client disconnects the
-/// task ends, dropping `events`, and the engine frees the slot.
+/// task ends, dropping `events`, and the engine frees the slot. `permit`
+/// (the scheduler's slot) is held until the stream ends.
 pub fn stream_sse(
     mut events: EventReceiver,
+    permit: crate::scheduler::Permit,
     prologue: Vec<axum::body::Bytes>,
     text: impl Fn(String) -> axum::body::Bytes + Send + 'static,
     finish: impl FnOnce(FinishReason, Usage) -> Vec<axum::body::Bytes> + Send + 'static,
 ) -> axum::response::Response {
     let (tx, response) = super::sse::channel_response();
     tokio::spawn(async move {
+        let _permit = permit;
         for frame in prologue {
             if tx.send(frame).await.is_err() {
                 return;

@@ -13,8 +13,9 @@ use super::openai::{ApplyTemplateRequest, DetokenizeRequest, TokenizeRequest};
 use super::AppState;
 use crate::registry::TemplateOrigin;
 
-/// 200 `{"status":"ok"}` once every model is loaded; 503 with the same shape
-/// (and each model's state) while loading or after a failed load.
+/// 200 `{"status":"ok"}` once the startup loads are done (models load on
+/// demand after that); 503 with the same shape while they run or after one
+/// failed. Both list each model's state.
 pub async fn health(State(state): State<AppState>) -> Response {
     let models: serde_json::Map<String, Value> = state
         .registry
@@ -22,12 +23,12 @@ pub async fn health(State(state): State<AppState>) -> Response {
         .iter()
         .map(|e| (e.spec.id.clone(), Value::from(e.state_name())))
         .collect();
-    if state.registry.all_loaded() {
+    if state.ready.load(std::sync::atomic::Ordering::Acquire) {
         Json(json!({"status": "ok", "models": models})).into_response()
     } else {
-        let loading = state.registry.entries().iter().any(|e| e.state_name() == "loading");
-        let status = if loading { "loading" } else { "error" };
-        let message = if loading { "Loading model" } else { "A model failed to load" };
+        let failed = state.registry.entries().iter().any(|e| e.state_name() == "failed");
+        let status = if failed { "error" } else { "loading" };
+        let message = if failed { "A model failed to load" } else { "Loading model" };
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({
@@ -41,7 +42,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
 }
 
 pub async fn tokenize(State(state): State<AppState>, ApiJson(req): ApiJson<TokenizeRequest>) -> Result<Response, ApiError> {
-    let model = state.registry.ready(req.model.as_deref())?;
+    let model = state.loaded(req.model.as_deref()).await?;
     let tokens = model.engine.tokenize(&req.content, req.add_special);
     if req.with_pieces {
         let pieces: Vec<Value> = tokens
@@ -54,7 +55,7 @@ pub async fn tokenize(State(state): State<AppState>, ApiJson(req): ApiJson<Token
 }
 
 pub async fn detokenize(State(state): State<AppState>, ApiJson(req): ApiJson<DetokenizeRequest>) -> Result<Response, ApiError> {
-    let model = state.registry.ready(req.model.as_deref())?;
+    let model = state.loaded(req.model.as_deref()).await?;
     let tokens = crate::validate::token_ids("tokens", &req.tokens, model.engine.info().n_vocab)?;
     Ok(Json(json!({ "content": model.engine.detokenize(&tokens) })).into_response())
 }
@@ -63,7 +64,7 @@ pub async fn apply_template(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ApplyTemplateRequest>,
 ) -> Result<Response, ApiError> {
-    let model = state.registry.ready(req.model.as_deref())?;
+    let model = state.loaded(req.model.as_deref()).await?;
     let chat = crate::api::openai::ChatCompletionRequest {
         model: None,
         messages: req.messages,
@@ -86,8 +87,8 @@ pub async fn apply_template(
 /// Server and model properties, shaped like llama-server's `/props` where
 /// the fields mean the same thing.
 pub async fn props(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let entry = state.registry.resolve(None)?;
-    let model = entry.ready()?;
+    let entry = state.registry.entry(state.registry.resolve(None)?).clone();
+    let model = state.loaded(None).await?;
     let info = model.engine.info();
     let slots = model.engine.slot_stats();
     let origin = match &model.template_origin {

@@ -19,15 +19,21 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::build_info::BuildInfo;
-use crate::registry::Registry;
+use crate::registry::{LoadedModel, Registry};
+use crate::scheduler::{Permit, Scheduler};
 use error::ApiError;
 
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    pub scheduler: Scheduler,
+    /// False while startup loads run: /health answers 503.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// Required as `Authorization: Bearer ...` on every route but /health.
     pub api_key: Option<Arc<str>>,
+    /// Enables /admin/* (Bearer or `X-Admin-Token`).
+    pub admin_token: Option<Arc<str>>,
     pub body_limit: usize,
     pub build: BuildInfo,
 }
@@ -64,6 +70,24 @@ async fn route_not_found(req: Request) -> ApiError {
 
 async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::MethodNotAllowed { method: req.method().to_string(), path: req.uri().path().to_string() }
+}
+
+impl AppState {
+    /// A slot on the named model (loading it if needed): for generation.
+    pub async fn permit(&self, model: Option<&str>) -> Result<Permit, ApiError> {
+        let index = self.registry.resolve(model)?;
+        self.scheduler.acquire(index).await
+    }
+
+    /// The named model for work that needs no slot (tokenizing, templates):
+    /// the loaded model if it is loaded, else it is loaded first.
+    pub async fn loaded(&self, model: Option<&str>) -> Result<Arc<LoadedModel>, ApiError> {
+        let index = self.registry.resolve(model)?;
+        if let Some(loaded) = self.registry.entry(index).loaded() {
+            return Ok(loaded);
+        }
+        Ok(self.scheduler.acquire(index).await?.model.clone())
+    }
 }
 
 /// Seconds since the Unix epoch, for `created` fields.

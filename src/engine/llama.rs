@@ -73,6 +73,9 @@ fn backend() -> Result<&'static LlamaBackend, String> {
 pub struct LlamaEngine {
     model: Arc<LlamaModel>,
     info: ModelInfo,
+    /// Weights (llama.cpp's own count) + what creating the context added to
+    /// this process's resident memory (KV cache and compute buffers).
+    memory_bytes: u64,
     commands: Mutex<std_mpsc::Sender<Command>>,
     stats: Arc<Stats>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -80,6 +83,8 @@ pub struct LlamaEngine {
 
 enum Command {
     Generate(GenerationRequest, EventSender),
+    /// End every running and queued generation (forced unload).
+    CancelAll,
     Shutdown,
 }
 
@@ -107,7 +112,8 @@ impl LlamaEngine {
             .spawn(move || worker_main(options, ready_tx, cmd_rx, worker_stats))
             .map_err(|e| fail(e.to_string()))?;
         match ready_rx.recv() {
-            Ok(Ok((model, info))) => Ok(Self {
+            Ok(Ok((model, info, context_bytes))) => Ok(Self {
+                memory_bytes: model.size() + context_bytes,
                 model,
                 info,
                 commands: Mutex::new(cmd_tx),
@@ -168,6 +174,14 @@ impl Engine for LlamaEngine {
         Ok(rx)
     }
 
+    fn memory_bytes(&self) -> Option<u64> {
+        Some(self.memory_bytes)
+    }
+
+    fn cancel_all(&self) {
+        let _ = self.commands.lock().send(Command::CancelAll);
+    }
+
     fn slot_stats(&self) -> SlotStats {
         SlotStats {
             total: self.info.parallel,
@@ -181,7 +195,15 @@ fn file_stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-type Ready = Result<(Arc<LlamaModel>, ModelInfo), String>;
+type Ready = Result<(Arc<LlamaModel>, ModelInfo, u64), String>;
+
+/// This process's resident memory in bytes (Linux; 0 elsewhere).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
 
 fn worker_main(
     options: LoadOptions,
@@ -204,6 +226,7 @@ fn worker_main(
             return;
         }
     };
+    let before = resident_bytes();
     let ctx = match model.new_context(backend, ctx_params) {
         Ok(ctx) => ctx,
         Err(e) => {
@@ -218,8 +241,9 @@ fn worker_main(
         n_batch = ctx.n_batch(),
         "model loaded"
     );
+    let context_bytes = resident_bytes().saturating_sub(before);
     let mut worker = Worker::new(&model, ctx, &info, stats);
-    if ready.send(Ok((model.clone(), info))).is_err() {
+    if ready.send(Ok((model.clone(), info, context_bytes))).is_err() {
         return;
     }
     worker.run(&commands);
@@ -362,17 +386,25 @@ impl<'m> Worker<'m> {
                 self.queue.push_back((req, tx));
                 true
             }
+            Command::CancelAll => {
+                self.fail_all("cancelled: the model is being unloaded");
+                true
+            }
             Command::Shutdown => {
-                for slot in &mut self.slots {
-                    if let Some(active) = slot.active.take() {
-                        let _ = active.tx.send(GenerationEvent::Failed("the server is shutting down".into()));
-                    }
-                }
-                for (_, tx) in self.queue.drain(..) {
-                    let _ = tx.send(GenerationEvent::Failed("the server is shutting down".into()));
-                }
+                self.fail_all("the server is shutting down");
                 false
             }
+        }
+    }
+
+    fn fail_all(&mut self, reason: &str) {
+        for slot in &mut self.slots {
+            if let Some(active) = slot.active.take() {
+                let _ = active.tx.send(GenerationEvent::Failed(reason.to_string()));
+            }
+        }
+        for (_, tx) in self.queue.drain(..) {
+            let _ = tx.send(GenerationEvent::Failed(reason.to_string()));
         }
     }
 

@@ -161,6 +161,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Queues a generation; events arrive on the returned receiver.
     fn generate(&self, request: GenerationRequest) -> Result<EventReceiver, EngineError>;
     fn slot_stats(&self) -> SlotStats;
+    /// Memory this model measurably holds (weights + context), if known.
+    fn memory_bytes(&self) -> Option<u64> {
+        None
+    }
+    /// Ends every running and queued generation with an error (forced unload).
+    fn cancel_all(&self) {}
 }
 
 impl SamplingParams {

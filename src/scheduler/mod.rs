@@ -1,6 +1,11 @@
 //! The cache-aware scheduler: which model is resident, who is admitted, when
 //! to swap. `state.rs` is the synchronous state machine, `policy.rs` the pure
-//! decisions.
+//! decisions, and this file the single owner task that feeds events to the
+//! state and carries out its actions (loads and unloads run off the async
+//! runtime on blocking threads).
+//!
+//! A request gets a [`Permit`] from [`Scheduler::acquire`]: the model is
+//! loaded and one of its slots is reserved for it until the permit is dropped.
 
 pub mod policy;
 pub mod state;
@@ -8,3 +13,348 @@ pub mod state;
 #[cfg(test)]
 #[path = "state_tests.rs"]
 mod state_tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::error::ApiError;
+use crate::registry::{load_one, EngineFactory, LoadedModel, ModelState, Registry};
+use state::{Action, EnqueueError, Residency, SchedState, Ticket};
+
+pub use policy::Policy;
+pub use state::{ModelLimits, SchedLimits};
+
+/// The right to run one request on a loaded model. Dropping it frees the slot.
+pub struct Permit {
+    pub model: Arc<LoadedModel>,
+    pub index: usize,
+    _release: Release,
+}
+
+struct Release {
+    tx: mpsc::UnboundedSender<Msg>,
+    model: usize,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Release { model: self.model });
+    }
+}
+
+type Reply = oneshot::Sender<Result<Permit, ApiError>>;
+
+enum Msg {
+    Acquire { model: usize, reply: Reply },
+    Release { model: usize },
+    LoadDone { model: usize, result: Result<Arc<LoadedModel>, String> },
+    UnloadDone { model: usize },
+    Unload { model: usize, force: bool, reply: oneshot::Sender<()> },
+    Status { reply: oneshot::Sender<Status> },
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// Handle to the owner task; cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Scheduler {
+    /// Starts the owner task. `models` must list the registry's entries in order.
+    pub fn start(registry: Arc<Registry>, factory: Arc<dyn EngineFactory>, models: Vec<ModelLimits>, limits: SchedLimits) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let owner = Owner {
+            state: SchedState::new(models, limits, Instant::now()),
+            registry,
+            factory,
+            waiters: HashMap::new(),
+            unload_replies: Vec::new(),
+            tx: tx.clone(),
+            loads_in_progress: HashMap::new(),
+        };
+        tokio::spawn(owner.run(rx));
+        Self { tx }
+    }
+
+    /// Waits until `model` is loaded and has a free slot for this request.
+    pub async fn acquire(&self, model: usize) -> Result<Permit, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Acquire { model, reply }).map_err(|_| shutting_down())?;
+        rx.await.map_err(|_| shutting_down())?
+    }
+
+    /// Loads `model` (if needed) and returns once it is loaded.
+    pub async fn load(&self, model: usize) -> Result<(), ApiError> {
+        self.acquire(model).await.map(drop)
+    }
+
+    /// Unloads `model` once its in-flight requests finish; `force` cancels them.
+    pub async fn unload(&self, model: usize, force: bool) -> Result<(), ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Unload { model, force, reply }).map_err(|_| shutting_down())?;
+        rx.await.map_err(|_| shutting_down())
+    }
+
+    pub async fn status(&self) -> Result<Status, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Status { reply }).map_err(|_| shutting_down())?;
+        rx.await.map_err(|_| shutting_down())
+    }
+
+    /// Fails every waiter and unloads every model; returns when done.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown { reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::Unavailable("the server is shutting down".into())
+}
+
+/// A snapshot for `/admin/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub policy: Policy,
+    pub budget_bytes: u64,
+    pub used_bytes: u64,
+    pub swaps: u64,
+    pub max_wait_ms: u64,
+    pub models: Vec<ModelStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelStatus {
+    pub name: String,
+    pub state: &'static str,
+    pub bytes: u64,
+    pub bytes_measured: bool,
+    pub queue_depth: usize,
+    pub in_flight: u32,
+    pub slots: u32,
+    pub idle_ms: u64,
+    pub load_count: u32,
+    pub last_load_ms: Option<u64>,
+    pub failure: Option<String>,
+}
+
+struct Owner {
+    state: SchedState,
+    registry: Arc<Registry>,
+    factory: Arc<dyn EngineFactory>,
+    waiters: HashMap<Ticket, (usize, Reply)>,
+    unload_replies: Vec<(usize, oneshot::Sender<()>)>,
+    tx: mpsc::UnboundedSender<Msg>,
+    loads_in_progress: HashMap<usize, Instant>,
+}
+
+impl Owner {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        loop {
+            let wakeup = self.state.next_wakeup().map(tokio::time::Instant::from_std);
+            // A timer wake-up (max_wait or a ttl) brings no message.
+            let msg = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => Some(msg),
+                    None => return,
+                },
+                () = sleep_until(wakeup) => None,
+            };
+            if let Some(msg) = msg {
+                if let Some(reply) = self.handle(msg) {
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+            self.prune_cancelled();
+            let actions = self.state.poll(Instant::now());
+            self.apply(actions);
+        }
+    }
+
+    /// Applies one message; returns the reply to send when shutting down.
+    fn handle(&mut self, msg: Msg) -> Option<oneshot::Sender<()>> {
+        let now = Instant::now();
+        match msg {
+            Msg::Acquire { model, reply } => match self.state.enqueue(model, now) {
+                Ok(ticket) => {
+                    self.waiters.insert(ticket, (model, reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(enqueue_error(e)));
+                }
+            },
+            Msg::Release { model } => self.state.release(model, now),
+            Msg::LoadDone { model, result } => {
+                self.loads_in_progress.remove(&model);
+                let entry = self.registry.entry(model);
+                let fails = match result {
+                    Ok(loaded) => {
+                        let measured = loaded.engine.memory_bytes();
+                        entry.set(ModelState::Loaded(loaded));
+                        self.state.load_done(model, Ok(measured), now)
+                    }
+                    Err(reason) => {
+                        tracing::error!(model = %entry.spec.id, "load failed: {reason}");
+                        entry.set(ModelState::Failed(reason.clone()));
+                        self.state.load_done(model, Err(reason), now)
+                    }
+                };
+                self.apply(fails);
+            }
+            Msg::UnloadDone { model } => {
+                self.registry.entry(model).set(ModelState::Unloaded);
+                self.state.unload_done(model);
+                let (done, keep): (Vec<_>, Vec<_>) = self.unload_replies.drain(..).partition(|(m, _)| *m == model);
+                self.unload_replies = keep;
+                done.into_iter().for_each(|(_, r)| {
+                    let _ = r.send(());
+                });
+            }
+            Msg::Unload { model, force, reply } => {
+                if self.state.models[model].residency != Residency::Loaded {
+                    let _ = reply.send(());
+                } else {
+                    if force {
+                        if let Some(loaded) = self.registry.entry(model).loaded() {
+                            loaded.engine.cancel_all();
+                        }
+                    }
+                    self.state.request_unload(model);
+                    self.unload_replies.push((model, reply));
+                }
+            }
+            Msg::Status { reply } => {
+                let _ = reply.send(self.status(now));
+            }
+            Msg::Shutdown { reply } => {
+                for (_, (_, waiter)) in self.waiters.drain() {
+                    let _ = waiter.send(Err(shutting_down()));
+                }
+                self.registry.unload_all();
+                return Some(reply);
+            }
+        }
+        None
+    }
+
+    /// Forgets queued requests whose client went away.
+    fn prune_cancelled(&mut self) {
+        let gone: Vec<Ticket> = self.waiters.iter().filter(|(_, (_, r))| r.is_closed()).map(|(t, _)| *t).collect();
+        for ticket in gone {
+            if let Some((model, _)) = self.waiters.remove(&ticket) {
+                self.state.cancel(model, ticket);
+            }
+        }
+    }
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Admit { model, ticket } => {
+                    let Some((_, reply)) = self.waiters.remove(&ticket) else {
+                        self.state.release(model, Instant::now());
+                        continue;
+                    };
+                    let release = Release { tx: self.tx.clone(), model };
+                    match self.registry.entry(model).loaded() {
+                        // If the client is gone, the returned permit drops here
+                        // and its Release frees the slot.
+                        Some(loaded) => drop(reply.send(Ok(Permit { model: loaded, index: model, _release: release }))),
+                        None => drop(reply.send(Err(ApiError::Internal("admitted to a model that is not loaded".into())))),
+                    }
+                }
+                Action::Load { model } => self.start_load(model),
+                Action::Unload { model } => self.start_unload(model),
+                Action::Fail { ticket, reason, model } => {
+                    if let Some((_, reply)) = self.waiters.remove(&ticket) {
+                        let name = &self.registry.entry(model).spec.id;
+                        let _ = reply.send(Err(ApiError::Unavailable(format!("model `{name}` failed to load: {reason}"))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_load(&mut self, model: usize) {
+        let entry = self.registry.entry(model).clone();
+        entry.set(ModelState::Loading);
+        self.loads_in_progress.insert(model, Instant::now());
+        tracing::info!(model = %entry.spec.id, "loading");
+        let factory = self.factory.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let spec = entry.spec.clone();
+            let result = tokio::task::spawn_blocking(move || load_one(factory.as_ref(), &spec))
+                .await
+                .unwrap_or_else(|e| Err(format!("loader panicked: {e}")))
+                .map(Arc::new);
+            let _ = tx.send(Msg::LoadDone { model, result });
+        });
+    }
+
+    fn start_unload(&mut self, model: usize) {
+        let entry = self.registry.entry(model).clone();
+        tracing::info!(model = %entry.spec.id, "unloading");
+        let loaded = entry.take_loaded();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            // Dropping the last handle stops the worker thread and frees the
+            // context and weights; that blocks, so not on the runtime.
+            let _ = tokio::task::spawn_blocking(move || drop(loaded)).await;
+            let _ = tx.send(Msg::UnloadDone { model });
+        });
+    }
+
+    fn status(&self, now: Instant) -> Status {
+        let s = &self.state;
+        Status {
+            policy: s.limits.policy,
+            budget_bytes: s.limits.budget_bytes,
+            used_bytes: s.used_bytes(),
+            swaps: s.swaps,
+            max_wait_ms: s.limits.max_wait.as_millis() as u64,
+            models: s
+                .models
+                .iter()
+                .map(|m| ModelStatus {
+                    name: m.limits.name.clone(),
+                    state: m.residency.name(),
+                    bytes: m.limits.bytes,
+                    bytes_measured: m.measured,
+                    queue_depth: m.queue.len(),
+                    in_flight: m.in_flight,
+                    slots: m.limits.slots,
+                    idle_ms: now.saturating_duration_since(m.last_used).as_millis() as u64,
+                    load_count: m.load_count,
+                    last_load_ms: m.last_load.map(|d| d.as_millis() as u64),
+                    failure: match &m.residency {
+                        Residency::Failed { reason, .. } => Some(reason.clone()),
+                        _ => None,
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.max(tokio::time::Instant::now() + Duration::from_millis(1))).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn enqueue_error(e: EnqueueError) -> ApiError {
+    match e {
+        EnqueueError::QueueFull { .. } => ApiError::Overloaded { message: e.to_string(), retry_after_s: 1 },
+        EnqueueError::BackingOff { retry_in_s, .. } => ApiError::Unavailable(format!("{e} (retry after {retry_in_s}s)")),
+    }
+}

@@ -74,6 +74,8 @@ pub struct ModelSched {
     pub last_used: Instant,
     /// Admits nothing new: it must empty so another model can take its room.
     pub closed: bool,
+    /// An admin asked for an unload: admit nothing, unload once idle.
+    pub unload_requested: bool,
     pub load_count: u32,
     pub failures: u32,
     pub last_load: Option<Duration>,
@@ -143,6 +145,7 @@ impl SchedState {
                 queue: VecDeque::new(),
                 last_used: now,
                 closed: false,
+                unload_requested: false,
                 load_count: 0,
                 failures: 0,
                 last_load: None,
@@ -224,6 +227,15 @@ impl SchedState {
         let m = &mut self.models[model];
         m.residency = Residency::Unloaded;
         m.closed = false;
+        m.unload_requested = false;
+    }
+
+    /// An admin unload: the model admits nothing new and is unloaded as soon
+    /// as its sequences in flight finish. Its queued requests stay queued.
+    pub fn request_unload(&mut self, model: usize) {
+        if self.models[model].residency == Residency::Loaded {
+            self.models[model].unload_requested = true;
+        }
     }
 
     /// Bytes held by models that are loaded, loading or unloading.
@@ -235,6 +247,7 @@ impl SchedState {
     pub fn poll(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         self.expire_ttls(now, &mut actions);
+        self.unload_requested(&mut actions);
         self.plan_swap(now, &mut actions);
         match self.limits.policy {
             Policy::CacheAware => self.admit_resident(now, &mut actions),
@@ -257,6 +270,15 @@ impl SchedState {
             .filter(|m| m.residency == Residency::Loaded && !m.busy())
             .filter_map(|m| m.limits.ttl.map(|ttl| m.last_used + ttl));
         waits.chain(ttls).min()
+    }
+
+    fn unload_requested(&mut self, actions: &mut Vec<Action>) {
+        for (i, m) in self.models.iter_mut().enumerate() {
+            if m.unload_requested && m.residency == Residency::Loaded && m.in_flight == 0 {
+                m.residency = Residency::Unloading;
+                actions.push(Action::Unload { model: i });
+            }
+        }
     }
 
     fn expire_ttls(&mut self, now: Instant, actions: &mut Vec<Action>) {
@@ -379,7 +401,7 @@ impl SchedState {
 
     fn admit_resident(&mut self, now: Instant, actions: &mut Vec<Action>) {
         for (i, m) in self.models.iter_mut().enumerate() {
-            if m.residency != Residency::Loaded || m.closed {
+            if m.residency != Residency::Loaded || m.closed || m.unload_requested {
                 continue;
             }
             while m.in_flight < m.limits.slots {
@@ -397,7 +419,7 @@ impl SchedState {
         loop {
             let Some(i) = self.head_model() else { return };
             let m = &mut self.models[i];
-            if m.residency != Residency::Loaded || m.in_flight >= m.limits.slots {
+            if m.residency != Residency::Loaded || m.unload_requested || m.in_flight >= m.limits.slots {
                 return;
             }
             let Some(w) = m.queue.pop_front() else { return };

@@ -312,3 +312,18 @@ fn cache_aware_swaps_far_less_than_fifo_on_interleaved_requests() {
     assert!(fifo >= 30, "fifo swaps on nearly every request: {fifo}");
     assert!(cache_aware * 3 <= fifo, "cache-aware {cache_aware} vs fifo {fifo}");
 }
+
+#[test]
+fn admin_unload_waits_for_in_flight_work() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 100, 2)], limits(1000, Policy::CacheAware), t0);
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    s.request_unload(0);
+    s.enqueue(0, t0).unwrap();
+    assert_eq!(s.poll(t0), vec![], "no admission, no unload while in flight");
+    s.release(0, t0);
+    assert_eq!(s.poll(t0), vec![Action::Unload { model: 0 }]);
+    s.unload_done(0);
+    assert_eq!(s.poll(t0), vec![Action::Load { model: 0 }], "its queued request brings it back");
+}

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use vram_llm::build_info::BUILD;
 use vram_llm::engine::text::TextStream;
 use vram_llm::engine::*;
 use vram_llm::registry::{EngineFactory, ModelSpec, Registry};
+use vram_llm::scheduler::{ModelLimits, Policy, SchedLimits, Scheduler};
 
 /// Tokens are Unicode code points; the reply is sent one character at a time.
 pub struct FakeEngine {
@@ -110,16 +112,49 @@ pub fn fake_spec(id: &str) -> ModelSpec {
     }
 }
 
-/// Serves the router with fake models on 127.0.0.1:<ephemeral>.
-pub async fn fake_server(reply: &str, api_key: Option<&str>, body_limit: Option<usize>) -> String {
-    let registry = Arc::new(Registry::new(vec![fake_spec("fake")]));
-    registry.load_all(Arc::new(FakeFactory { reply: reply.into(), n_ctx_slot: 64 })).await;
-    let state = AppState {
+/// Scheduler limits roomy enough that nothing is ever evicted.
+pub fn roomy_limits() -> SchedLimits {
+    SchedLimits {
+        budget_bytes: 1 << 40,
+        max_loaded: None,
+        max_wait: Duration::from_secs(10),
+        max_queue: 16,
+        policy: Policy::CacheAware,
+        retry_backoff: Duration::from_secs(2),
+    }
+}
+
+/// App state over fake models; `ready` says whether startup loads are done.
+pub fn fake_state(
+    specs: Vec<ModelSpec>,
+    factory: Arc<dyn EngineFactory>,
+    limits: SchedLimits,
+    bytes_per_model: u64,
+    ready: bool,
+) -> AppState {
+    let model_limits = specs
+        .iter()
+        .map(|s| ModelLimits { name: s.id.clone(), bytes: bytes_per_model, slots: s.parallel, exclusive: false, ttl: None })
+        .collect();
+    let registry = Arc::new(Registry::new(specs));
+    let scheduler = Scheduler::start(registry.clone(), factory, model_limits, limits);
+    AppState {
         registry,
-        api_key: api_key.map(Arc::from),
-        body_limit: body_limit.unwrap_or(DEFAULT_BODY_LIMIT),
+        scheduler,
+        ready: Arc::new(AtomicBool::new(ready)),
+        api_key: None,
+        admin_token: None,
+        body_limit: DEFAULT_BODY_LIMIT,
         build: BUILD,
-    };
+    }
+}
+
+/// Serves the router with one fake model on 127.0.0.1:<ephemeral>.
+pub async fn fake_server(reply: &str, api_key: Option<&str>, body_limit: Option<usize>) -> String {
+    let factory = Arc::new(FakeFactory { reply: reply.into(), n_ctx_slot: 64 });
+    let mut state = fake_state(vec![fake_spec("fake")], factory, roomy_limits(), 1 << 20, true);
+    state.api_key = api_key.map(Arc::from);
+    state.body_limit = body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
     serve(state).await
 }
 
