@@ -23,59 +23,99 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Load a model and serve the OpenAI-compatible API.
+    /// Serve the OpenAI-compatible API for the registered models (loaded on
+    /// demand, kept while they fit the memory budget).
     Serve(ServeArgs),
+    /// Print the model registry (from --config, --models-dir and --model)
+    /// with each model's estimated memory, without loading anything.
+    Models(ModelsArgs),
 }
 
-#[derive(Debug, Args, Clone)]
-pub struct ServeArgs {
+/// Where models come from. They merge: `--model` beats `[[models]]` in the
+/// config file, which beats `--models-dir`, when names collide.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ModelSources {
+    /// TOML config file: `[server]` settings and a `[[models]]` list (see
+    /// config/vram-llm.toml). Command-line flags win over the file.
+    #[arg(long, value_name = "FILE", env = "VRAM_LLM_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Register every .gguf below DIR (recursively; mmproj* files skipped,
+    /// split files -00001-of-0000N.gguf registered once), named by file stem.
+    #[arg(long, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+
     /// GGUF model file to serve (for split models, the first part). Repeat
-    /// to register several models; `NAME=PATH` names one explicitly, else its
-    /// name is the file stem (models/gemma-3-270m-q4_k_m.gguf ->
-    /// gemma-3-270m-q4_k_m).
-    #[arg(short = 'm', long, value_name = "[NAME=]PATH", required = true)]
+    /// to register several; `NAME=PATH` names one, else its name is the file
+    /// stem (models/gemma-3-270m-q4_k_m.gguf -> gemma-3-270m-q4_k_m).
+    #[arg(short = 'm', long, value_name = "[NAME=]PATH")]
     pub model: Vec<String>,
 
     /// Name clients use for the model, when exactly one --model is given.
     #[arg(short = 'a', long, value_name = "NAME")]
     pub alias: Option<String>,
+}
 
-    /// Address to listen on. The default only accepts local connections;
-    /// use 0.0.0.0 to listen on every interface (set --api-key then).
-    #[arg(long, default_value = "127.0.0.1", env = "VRAM_LLM_HOST")]
-    pub host: IpAddr,
+#[derive(Debug, Args, Clone)]
+pub struct ModelsArgs {
+    #[command(flatten)]
+    pub sources: ModelSources,
+    #[command(flatten)]
+    pub server: ServerFlags,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
 
-    /// Port to listen on (0 picks a free one and logs it).
-    #[arg(long, default_value_t = 8080, env = "VRAM_LLM_PORT")]
-    pub port: u16,
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub sources: ModelSources,
+    #[command(flatten)]
+    pub server: ServerFlags,
+}
 
-    /// Context size in tokens of EACH request slot (prompt + output).
-    /// The KV cache holds ctx-size x parallel tokens. Default: the model's
-    /// training context, capped at 4096.
+/// Server settings. Each has the same-named key in the config file's
+/// `[server]` table (dashes become underscores); a flag given here wins.
+/// Defaults live in src/config (one place) and are repeated in the help.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServerFlags {
+    /// Address to listen on [default: 127.0.0.1]. 0.0.0.0 listens on every
+    /// interface (set --api-key then).
+    #[arg(long, env = "VRAM_LLM_HOST")]
+    pub host: Option<IpAddr>,
+
+    /// Port to listen on [default: 8080]; 0 picks a free one and logs it.
+    #[arg(long, env = "VRAM_LLM_PORT")]
+    pub port: Option<u16>,
+
+    /// Context tokens of EACH request slot (prompt + output); a model's KV
+    /// cache holds ctx-size x parallel tokens [default: the model's training
+    /// context, capped at 4096]. Per-model `ctx_size` in the config wins.
     #[arg(short = 'c', long, value_name = "TOKENS", value_parser = clap::value_parser!(u32).range(16..))]
     pub ctx_size: Option<u32>,
 
-    /// Number of sequence slots decoded together (continuous batching);
-    /// further requests wait in a queue.
-    #[arg(short = 'p', long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub parallel: u32,
+    /// Sequence slots each model decodes together (continuous batching);
+    /// more requests wait in a queue [default: 4].
+    #[arg(short = 'p', long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: Option<u32>,
 
-    /// CPU threads llama.cpp uses. Default: all cores.
+    /// CPU threads llama.cpp uses [default: all cores].
     #[arg(short = 't', long, value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
 
-    /// Largest number of tokens decoded in one step (prompt chunks are cut
-    /// to fit).
-    #[arg(short = 'b', long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(32..))]
-    pub batch_size: u32,
+    /// Most tokens decoded in one step; long prompts are fed in chunks
+    /// [default: 512].
+    #[arg(short = 'b', long, value_parser = clap::value_parser!(u32).range(32..))]
+    pub batch_size: Option<u32>,
 
-    /// Layers to offload to the GPU (CUDA builds only). Default: all.
+    /// Layers to offload to the GPU (CUDA builds only) [default: all].
     #[arg(long = "n-gpu-layers", alias = "ngl", value_name = "N")]
     pub n_gpu_layers: Option<u32>,
 
-    /// Jinja chat template to use instead of the model's own. Without it the
-    /// GGUF's tokenizer.chat_template is used, else a built-in one (Gemma 3
-    /// for gemma models, ChatML otherwise).
+    /// Jinja chat template for every model that has no `chat_template_file`
+    /// of its own [default: the GGUF's tokenizer.chat_template, else a
+    /// built-in one: Gemma 3 for gemma models, ChatML otherwise].
     #[arg(long, value_name = "PATH")]
     pub chat_template_file: Option<PathBuf>,
 
@@ -83,41 +123,51 @@ pub struct ServeArgs {
     #[arg(long, env = "VRAM_LLM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
-    /// Memory the loaded models may use together, in MiB. Models stay loaded
-    /// while their footprints fit. Default: 75% of the RAM available at
-    /// startup.
-    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
-    pub memory_budget_mib: Option<u64>,
-
-    /// Also cap how many models are loaded at once.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_loaded_models: Option<u64>,
-
-    /// Scheduling policy: `cache-aware` keeps serving resident models and
-    /// swaps when room can be made from idle ones or a waiter passed
-    /// --max-wait; `fifo` serves strictly in arrival order (baseline).
-    #[arg(long, default_value = "cache-aware", value_name = "POLICY")]
-    pub policy: crate::scheduler::Policy,
-
-    /// Longest a request waits for its model while other models keep the
-    /// memory busy, before they stop taking new work and are swapped out
-    /// (e.g. 10s, 500ms, 2m).
-    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::cli::parse_duration)]
-    pub max_wait: std::time::Duration,
-
-    /// Requests that may wait per model; beyond it clients get 429 with
-    /// Retry-After.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_queue: u64,
-
     /// Enable the admin API (/admin/*) with this token (`Authorization:
     /// Bearer TOKEN` or `X-Admin-Token: TOKEN`).
     #[arg(long, env = "VRAM_LLM_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Largest accepted request body, in MiB.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub max_body_mib: u32,
+    /// Memory the loaded models may use together, in MiB; models stay loaded
+    /// while their footprints fit [default: 75% of the RAM available at
+    /// startup].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_budget_mib: Option<u64>,
+
+    /// Also cap how many models are loaded at once [default: no cap].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_loaded_models: Option<u64>,
+
+    /// `cache-aware` keeps serving resident models and swaps when room can be
+    /// made from idle ones or a waiter passed --max-wait; `fifo` serves in
+    /// strict arrival order (the baseline) [default: cache-aware].
+    #[arg(long, value_name = "POLICY")]
+    pub policy: Option<crate::scheduler::Policy>,
+
+    /// Longest a request waits for its model while other models keep the
+    /// memory busy; then they stop taking new work and are swapped out
+    /// (10s, 500ms, 2m) [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = crate::cli::parse_duration)]
+    pub max_wait: Option<std::time::Duration>,
+
+    /// Requests that may wait per model; beyond it clients get 429 with
+    /// Retry-After [default: 128].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queue: Option<u64>,
+
+    /// Streaming requests that wait for a model load get progress in
+    /// `delta.reasoning_content` ("loading model X: 40%") [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub notify_swaps: Option<bool>,
+
+    /// On SIGINT/SIGTERM, how long open requests may run before they are
+    /// cancelled [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = crate::cli::parse_duration)]
+    pub shutdown_grace: Option<std::time::Duration>,
+
+    /// Largest accepted request body, in MiB [default: 16].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_body_mib: Option<u32>,
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h` or plain seconds (`10`, `0.5`).

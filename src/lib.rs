@@ -4,6 +4,7 @@
 pub mod api;
 pub mod build_info;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod memory;
 pub mod registry;

@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => vram_llm::server::serve(args).await,
+            Command::Models(args) => vram_llm::server::print_models(&args),
         }
     });
     match result {

@@ -27,6 +27,16 @@ pub struct ModelSpec {
     pub parallel: u32,
     pub n_gpu_layers: Option<u32>,
     pub chat_template_file: Option<PathBuf>,
+    /// Unload after this long idle.
+    pub ttl: Option<std::time::Duration>,
+    /// Load at startup, before the port opens.
+    pub preload: bool,
+    /// Evict every other model while this one is loaded.
+    pub exclusive: bool,
+    /// Sampling defaults for requests that leave a field out.
+    pub sampling: crate::engine::SamplingParams,
+    /// Default `max_tokens` for requests that give none.
+    pub max_tokens: Option<u32>,
 }
 
 /// Loads engines; the real one wraps llama.cpp, tests pass a fake.
@@ -237,6 +247,13 @@ mod tests {
         assert_eq!(choose_template(None, &info(Some("gemma3"), Some("G"))).1, TemplateOrigin::Gguf);
         assert_eq!(choose_template(None, &info(Some("gemma3"), None)).1, TemplateOrigin::BuiltIn("gemma3"));
         assert_eq!(choose_template(None, &info(Some("llama"), None)).1, TemplateOrigin::BuiltIn("chatml"));
+    }
+}
+
+impl ModelSpec {
+    /// What a request's missing fields default to for this model.
+    pub fn defaults(&self) -> crate::validate::Defaults {
+        crate::validate::Defaults { sampling: self.sampling.clone(), max_tokens: self.max_tokens }
     }
 }
 

@@ -1,17 +1,18 @@
 //! Runs the server: build the registry and scheduler, bind, load what must be
 //! loaded, serve until SIGINT/SIGTERM, then free every model.
 
-use std::collections::HashSet;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::api::{router, AppState};
 use crate::build_info::BUILD;
-use crate::cli::{parse_model_arg, ServeArgs};
+use crate::cli::{ModelsArgs, ServeArgs};
+use crate::config::Config;
 use crate::engine::llama::{LlamaEngine, LoadOptions};
 use crate::engine::{Engine, EngineError};
-use crate::registry::{default_id, EngineFactory, ModelSpec, Registry};
+use crate::registry::{EngineFactory, ModelSpec, Registry};
 use crate::scheduler::{ModelLimits, SchedLimits, Scheduler};
 
 /// Loads models with llama.cpp.
@@ -34,85 +35,75 @@ impl EngineFactory for LlamaFactory {
     }
 }
 
-/// The models named on the command line, checked: files exist, names unique.
-pub fn model_specs(args: &ServeArgs) -> Result<Vec<ModelSpec>, String> {
-    if args.alias.is_some() && args.model.len() > 1 {
-        return Err("--alias names a single --model; with several, write --model NAME=PATH".into());
-    }
-    let mut seen = HashSet::new();
-    let mut specs = Vec::new();
-    for value in &args.model {
-        let (name, path) = parse_model_arg(value);
-        if !path.is_file() {
-            return Err(format!("--model {}: no such file", path.display()));
-        }
-        let id = name.or_else(|| args.alias.clone()).unwrap_or_else(|| default_id(&path));
-        if !seen.insert(id.clone()) {
-            return Err(format!("--model {value}: the name `{id}` is used twice; name models with NAME=PATH"));
-        }
-        specs.push(ModelSpec {
-            id,
-            aliases: Vec::new(),
-            path,
-            ctx_size: args.ctx_size,
-            parallel: args.parallel,
-            n_gpu_layers: args.n_gpu_layers,
-            chat_template_file: args.chat_template_file.clone(),
-        });
-    }
-    Ok(specs)
-}
-
-pub async fn serve(args: ServeArgs) -> Result<(), String> {
-    let specs = model_specs(&args)?;
-    if let Some(path) = &args.chat_template_file {
-        if !path.is_file() {
-            return Err(format!("--chat-template-file {}: no such file", path.display()));
-        }
-    }
-    let budget_bytes = args.memory_budget_mib.map_or_else(crate::memory::default_cpu_budget_bytes, |m| m << 20);
+/// Scheduler settings and per-model limits from a validated config.
+pub fn scheduler_limits(config: &Config) -> (SchedLimits, Vec<ModelLimits>) {
+    let server = &config.server;
     let limits = SchedLimits {
-        budget_bytes,
-        max_loaded: args.max_loaded_models.map(|n| n as usize),
-        max_wait: args.max_wait,
-        max_queue: args.max_queue as usize,
-        policy: args.policy,
+        budget_bytes: server.memory_budget_mib.map_or_else(crate::memory::default_cpu_budget_bytes, |m| m << 20),
+        max_loaded: server.max_loaded_models,
+        max_wait: server.max_wait,
+        max_queue: server.max_queue,
+        policy: server.policy,
         retry_backoff: std::time::Duration::from_secs(2),
     };
-    let model_limits = specs
+    let models = config
+        .models
         .iter()
         .map(|spec| ModelLimits {
             name: spec.id.clone(),
             bytes: crate::memory::estimate_bytes(spec),
             slots: spec.parallel,
-            exclusive: false,
-            ttl: None,
+            exclusive: spec.exclusive,
+            ttl: spec.ttl,
         })
         .collect();
-    tracing::info!(budget_mib = budget_bytes >> 20, policy = ?args.policy, models = specs.len(), "scheduler");
-    let single = specs.len() == 1;
-    let registry = Arc::new(Registry::new(specs));
-    let factory: Arc<dyn EngineFactory> = Arc::new(LlamaFactory { threads: args.threads, batch_size: args.batch_size });
+    (limits, models)
+}
+
+pub async fn serve(args: ServeArgs) -> Result<(), String> {
+    let config = Config::load(&args.sources, &args.server)?;
+    let server = config.server.clone();
+    let (limits, model_limits) = scheduler_limits(&config);
+    tracing::info!(
+        budget_mib = limits.budget_bytes >> 20,
+        policy = ?limits.policy,
+        models = config.models.len(),
+        "scheduler ready"
+    );
+    let preload: Vec<usize> = config.models.iter().enumerate().filter(|(_, m)| m.preload).map(|(i, _)| i).collect();
+    // A lone model without a config loads at once, after the port opens.
+    let load_after_bind = config.models.len() == 1 && preload.is_empty();
+    let registry = Arc::new(Registry::new(config.models));
+    let factory: Arc<dyn EngineFactory> = Arc::new(LlamaFactory { threads: server.threads, batch_size: server.batch_size });
     let scheduler = Scheduler::start(registry.clone(), factory, model_limits, limits);
-    let ready = Arc::new(AtomicBool::new(!single));
+
+    for &i in &preload {
+        let id = &registry.entry(i).spec.id;
+        tracing::info!(model = %id, "preloading");
+        if let Err(e) = scheduler.load(i).await {
+            tracing::error!(model = %id, "preload failed: {e}");
+        }
+    }
+
+    let ready = Arc::new(AtomicBool::new(!load_after_bind));
     let state = AppState {
         registry: registry.clone(),
         scheduler: scheduler.clone(),
         ready: ready.clone(),
-        api_key: args.api_key.clone().filter(|k| !k.is_empty()).map(Arc::from),
-        admin_token: args.admin_token.clone().filter(|k| !k.is_empty()).map(Arc::from),
-        body_limit: args.max_body_mib as usize * 1024 * 1024,
+        api_key: server.api_key.clone().map(Arc::from),
+        admin_token: server.admin_token.clone().map(Arc::from),
+        body_limit: server.max_body_mib as usize * 1024 * 1024,
         build: BUILD,
     };
-    let addr = SocketAddr::new(args.host, args.port);
+    let addr = SocketAddr::new(server.host, server.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("listening on http://{local}");
 
-    if single {
-        // One model: load it right away; /health answers 503 until it is in.
+    if load_after_bind {
+        // /health answers 503 until this load is done.
         let scheduler = scheduler.clone();
         tokio::spawn(async move {
             match scheduler.load(0).await {
@@ -122,12 +113,76 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         });
     }
 
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!("shutting down; freeing models");
+    // Graceful: stop accepting, let open requests finish within the grace
+    // period, then cancel what is left and free every model.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+    });
+    let grace = server.shutdown_grace;
+    tokio::select! {
+        result = serving.into_future() => result.map_err(|e| e.to_string())?,
+        () = async {
+            let _ = stop_rx.await;
+            tracing::info!("shutting down: open requests get {grace:?} to finish");
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("grace period over; cancelling open requests"),
+    }
+    tracing::info!("freeing models");
     scheduler.shutdown().await;
+    Ok(())
+}
+
+/// `vram-llm models`: the registry with estimated memory, nothing loaded.
+pub fn print_models(args: &ModelsArgs) -> Result<(), String> {
+    let config = Config::load(&args.sources, &args.server)?;
+    let (limits, model_limits) = scheduler_limits(&config);
+    let rows: Vec<serde_json::Value> = config
+        .models
+        .iter()
+        .zip(&model_limits)
+        .map(|(spec, l)| {
+            serde_json::json!({
+                "name": spec.id,
+                "aliases": spec.aliases,
+                "path": spec.path.display().to_string(),
+                "ctx_size": spec.ctx_size,
+                "parallel": spec.parallel,
+                "estimated_mib": l.bytes >> 20,
+                "ttl_s": spec.ttl.map(|t| t.as_secs()),
+                "preload": spec.preload,
+                "exclusive": spec.exclusive,
+            })
+        })
+        .collect();
+    if args.json {
+        let out = serde_json::json!({"budget_mib": limits.budget_bytes >> 20, "models": rows});
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    println!("{:<28} {:>9} {:>6} {:>8}  {:<24} path", "name", "est. MiB", "ctx", "parallel", "flags");
+    for (spec, l) in config.models.iter().zip(&model_limits) {
+        let mut flags = Vec::new();
+        if spec.preload {
+            flags.push("preload".to_string());
+        }
+        if spec.exclusive {
+            flags.push("exclusive".to_string());
+        }
+        if let Some(ttl) = spec.ttl {
+            flags.push(format!("ttl={}s", ttl.as_secs()));
+        }
+        if !spec.aliases.is_empty() {
+            flags.push(format!("aliases={}", spec.aliases.join(",")));
+        }
+        let ctx = spec.ctx_size.map_or_else(|| "auto".to_string(), |c| c.to_string());
+        println!("{:<28} {:>9} {:>6} {:>8}  {:<24} {}", spec.id, l.bytes >> 20, ctx, spec.parallel, flags.join(" "), spec.path.display());
+    }
+    println!("memory budget: {} MiB ({} policy)", limits.budget_bytes >> 20, match limits.policy {
+        crate::scheduler::Policy::CacheAware => "cache-aware",
+        crate::scheduler::Policy::Fifo => "fifo",
+    });
     Ok(())
 }
 

@@ -38,7 +38,14 @@ pub struct ValidCompletion {
     pub sampling: ValidSampling,
 }
 
-pub fn chat(req: ChatCompletionRequest, n_vocab: u32) -> Result<ValidChat, ApiError> {
+/// Defaults a request's missing fields take: the model's configured sampling.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Defaults {
+    pub sampling: SamplingParams,
+    pub max_tokens: Option<u32>,
+}
+
+pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Result<ValidChat, ApiError> {
     if req.messages.is_empty() {
         return Err(invalid("messages", "`messages` must contain at least one message"));
     }
@@ -57,7 +64,7 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32) -> Result<ValidChat, ApiEr
             ));
         }
     }
-    let mut sampling = sampling(req.sampling, n_vocab)?;
+    let mut sampling = sampling(req.sampling, n_vocab, defaults)?;
     if let Some(m) = req.max_completion_tokens {
         sampling.max_tokens = Some(positive_u32("max_completion_tokens", m)?);
     }
@@ -70,7 +77,7 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32) -> Result<ValidChat, ApiEr
     })
 }
 
-pub fn completion(req: CompletionRequest, n_vocab: u32) -> Result<ValidCompletion, ApiError> {
+pub fn completion(req: CompletionRequest, n_vocab: u32, defaults: &Defaults) -> Result<ValidCompletion, ApiError> {
     let prompt = match req.prompt {
         PromptField::One(p) => p,
         PromptField::Many(mut list) if list.len() == 1 => list.remove(0),
@@ -87,7 +94,7 @@ pub fn completion(req: CompletionRequest, n_vocab: u32) -> Result<ValidCompletio
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(invalid("suffix", "`suffix` is not supported"));
     }
-    Ok(ValidCompletion { model: req.model, prompt, sampling: sampling(req.sampling, n_vocab)? })
+    Ok(ValidCompletion { model: req.model, prompt, sampling: sampling(req.sampling, n_vocab, defaults)? })
 }
 
 /// Validates one chat message and normalizes its content to a string.
@@ -140,8 +147,8 @@ fn message(index: usize, mut m: Map<String, Value>) -> Result<Value, ApiError> {
     Ok(Value::Object(m))
 }
 
-fn sampling(f: SamplingFields, n_vocab: u32) -> Result<ValidSampling, ApiError> {
-    let defaults = SamplingParams::default();
+fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Result<ValidSampling, ApiError> {
+    let defaults = &model_defaults.sampling;
     if let Some(n) = f.n {
         if n != 1 {
             return Err(invalid("n", format!("`n` must be 1 (got {n}); one choice per request is supported")));
@@ -206,7 +213,7 @@ fn sampling(f: SamplingFields, n_vocab: u32) -> Result<ValidSampling, ApiError> 
         (Some(m), _) => Some(positive_u32("max_tokens", m)?),
         (None, Some(n)) if n < 0 => None, // llama-server: -1 = unlimited
         (None, Some(n)) => Some(positive_u32("n_predict", n)?),
-        (None, None) => None,
+        (None, None) => model_defaults.max_tokens,
     };
     let stop = match f.stop {
         None => Vec::new(),
@@ -296,7 +303,7 @@ mod tests {
 
     fn chat_req(v: Value) -> Result<ValidChat, ApiError> {
         let req: ChatCompletionRequest = parse_json(v.to_string().as_bytes()).expect("wire shape");
-        chat(req, 1000)
+        chat(req, 1000, &Defaults::default())
     }
 
     fn param_of(e: ApiError) -> String {
@@ -395,9 +402,9 @@ mod tests {
     #[test]
     fn completion_prompt_list_must_hold_one_string() {
         let ok: CompletionRequest = parse_json(br#"{"prompt":["x"]}"#).unwrap();
-        assert_eq!(completion(ok, 10).unwrap().prompt, "x");
+        assert_eq!(completion(ok, 10, &Defaults::default()).unwrap().prompt, "x");
         let bad: CompletionRequest = parse_json(br#"{"prompt":["x","y"]}"#).unwrap();
-        assert_eq!(param_of(completion(bad, 10).unwrap_err()), "prompt");
+        assert_eq!(param_of(completion(bad, 10, &Defaults::default()).unwrap_err()), "prompt");
     }
 
     #[test]
@@ -405,5 +412,24 @@ mod tests {
         assert_eq!(token_ids("tokens", &[1, 2], 10).unwrap(), vec![1, 2]);
         assert_eq!(param_of(token_ids("tokens", &[1, 10], 10).unwrap_err()), "tokens[1]");
         assert_eq!(param_of(token_ids("tokens", &[-1], 10).unwrap_err()), "tokens[0]");
+    }
+}
+
+#[cfg(test)]
+mod default_tests {
+    use super::*;
+    use crate::api::extract::parse_json;
+
+    #[test]
+    fn model_defaults_fill_only_missing_fields() {
+        let defaults = Defaults {
+            sampling: SamplingParams { temperature: 0.1, top_k: 7, ..SamplingParams::default() },
+            max_tokens: Some(33),
+        };
+        let req: CompletionRequest = parse_json(br#"{"prompt":"x","top_k":3}"#).unwrap();
+        let v = completion(req, 10, &defaults).unwrap();
+        assert_eq!(v.sampling.params.temperature, 0.1);
+        assert_eq!(v.sampling.params.top_k, 3);
+        assert_eq!(v.sampling.max_tokens, Some(33));
     }
 }

@@ -16,8 +16,9 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let permit = state.permit(req.model.as_deref()).await?;
     let model = permit.model.clone();
-    let model_id = state.registry.entry(permit.index).spec.id.clone();
-    let valid = crate::validate::chat(req, model.engine.info().n_vocab)?;
+    let spec = &state.registry.entry(permit.index).spec;
+    let model_id = spec.id.clone();
+    let valid = crate::validate::chat(req, model.engine.info().n_vocab, &spec.defaults())?;
     let prompt = model.render_chat(&valid.messages, true, valid.tools.as_ref(), valid.template_kwargs.as_ref())?;
     let started = start(&model, &prompt, &valid.sampling, "messages")?;
     let id = response_id("chatcmpl");

@@ -16,8 +16,9 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let permit = state.permit(req.model.as_deref()).await?;
     let model = permit.model.clone();
-    let model_id = state.registry.entry(permit.index).spec.id.clone();
-    let valid = crate::validate::completion(req, model.engine.info().n_vocab)?;
+    let spec = &state.registry.entry(permit.index).spec;
+    let model_id = spec.id.clone();
+    let valid = crate::validate::completion(req, model.engine.info().n_vocab, &spec.defaults())?;
     let started = start(&model, &valid.prompt, &valid.sampling, "prompt")?;
     let id = response_id("cmpl");
     let created = unix_now();

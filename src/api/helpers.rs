@@ -74,7 +74,7 @@ pub async fn apply_template(
         chat_template_kwargs: req.chat_template_kwargs,
         sampling: Default::default(),
     };
-    let valid = crate::validate::chat(chat, model.engine.info().n_vocab)?;
+    let valid = crate::validate::chat(chat, model.engine.info().n_vocab, &Default::default())?;
     let prompt = model.render_chat(
         &valid.messages,
         req.add_generation_prompt.unwrap_or(true),

@@ -109,6 +109,11 @@ pub fn fake_spec(id: &str) -> ModelSpec {
         parallel: 2,
         n_gpu_layers: None,
         chat_template_file: None,
+        ttl: None,
+        preload: false,
+        exclusive: false,
+        sampling: SamplingParams::default(),
+        max_tokens: None,
     }
 }
 
@@ -134,7 +139,7 @@ pub fn fake_state(
 ) -> AppState {
     let model_limits = specs
         .iter()
-        .map(|s| ModelLimits { name: s.id.clone(), bytes: bytes_per_model, slots: s.parallel, exclusive: false, ttl: None })
+        .map(|s| ModelLimits { name: s.id.clone(), bytes: bytes_per_model, slots: s.parallel, exclusive: s.exclusive, ttl: s.ttl })
         .collect();
     let registry = Arc::new(Registry::new(specs));
     let scheduler = Scheduler::start(registry.clone(), factory, model_limits, limits);

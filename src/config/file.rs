@@ -1,0 +1,95 @@
+//! The TOML config file's shape (serde types only). Every `[server]` key is
+//! named like its command-line flag with dashes as underscores; unknown keys
+//! are errors, so a typo never silently does nothing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub models: Vec<ModelSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub host: Option<std::net::IpAddr>,
+    pub port: Option<u16>,
+    pub ctx_size: Option<u32>,
+    pub parallel: Option<u32>,
+    pub threads: Option<u32>,
+    pub batch_size: Option<u32>,
+    pub n_gpu_layers: Option<u32>,
+    pub chat_template_file: Option<PathBuf>,
+    pub api_key: Option<String>,
+    pub admin_token: Option<String>,
+    pub memory_budget_mib: Option<u64>,
+    pub max_loaded_models: Option<u64>,
+    pub policy: Option<crate::scheduler::Policy>,
+    #[serde(default, deserialize_with = "duration")]
+    pub max_wait: Option<Duration>,
+    pub max_queue: Option<u64>,
+    pub notify_swaps: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    pub shutdown_grace: Option<Duration>,
+    pub max_body_mib: Option<u32>,
+    pub models_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub name: String,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub ctx_size: Option<u32>,
+    pub parallel: Option<u32>,
+    pub n_gpu_layers: Option<u32>,
+    pub chat_template_file: Option<PathBuf>,
+    /// Idle time after which the model is unloaded.
+    #[serde(default, deserialize_with = "duration")]
+    pub ttl: Option<Duration>,
+    #[serde(default)]
+    pub preload: bool,
+    #[serde(default)]
+    pub exclusive: bool,
+    /// Sampling defaults for requests that leave a field out.
+    #[serde(default)]
+    pub sampling: SamplingSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingSection {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    pub repeat_last_n: Option<i32>,
+    pub max_tokens: Option<u32>,
+}
+
+/// A duration as `"10s"`, `"500ms"`, `"2m"` or a number of seconds.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(f64),
+        Text(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::Secs(s)) => crate::cli::parse_duration(&s.to_string()).map(Some).map_err(serde::de::Error::custom),
+        Some(Raw::Text(t)) => crate::cli::parse_duration(&t).map(Some).map_err(serde::de::Error::custom),
+    }
+}

@@ -1,0 +1,280 @@
+//! One validated `Config` from the command line, the TOML file and a models
+//! folder. Precedence: a command-line flag beats the file's `[server]` key,
+//! which beats the default below (the one place defaults live). Models:
+//! `--model` beats `[[models]]` beats `--models-dir` when names collide.
+
+pub mod file;
+pub mod scan;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::{parse_model_arg, ModelSources, ServerFlags};
+use crate::engine::SamplingParams;
+use crate::registry::{default_id, ModelSpec};
+use crate::scheduler::Policy;
+use file::{ConfigFile, ModelSection};
+
+pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_PARALLEL: u32 = 4;
+pub const DEFAULT_BATCH_SIZE: u32 = 512;
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_QUEUE: usize = 128;
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_BODY_MIB: u32 = 16;
+
+/// Server-wide settings after merging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub host: IpAddr,
+    pub port: u16,
+    pub threads: Option<u32>,
+    pub batch_size: u32,
+    pub api_key: Option<String>,
+    pub admin_token: Option<String>,
+    pub memory_budget_mib: Option<u64>,
+    pub max_loaded_models: Option<usize>,
+    pub policy: Policy,
+    pub max_wait: Duration,
+    pub max_queue: usize,
+    pub notify_swaps: bool,
+    pub shutdown_grace: Duration,
+    pub max_body_mib: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub models: Vec<ModelSpec>,
+    /// The config file, when one was read (for /admin/reload).
+    pub file: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn load(sources: &ModelSources, flags: &ServerFlags) -> Result<Config, String> {
+        let (file, file_path) = match &sources.config {
+            Some(path) => (read_file(path)?, Some(path.clone())),
+            None => (ConfigFile::default(), None),
+        };
+        let s = &file.server;
+        let nonempty = |v: Option<String>| v.filter(|k| !k.is_empty());
+        let server = ServerConfig {
+            host: flags.host.or(s.host).unwrap_or(DEFAULT_HOST),
+            port: flags.port.or(s.port).unwrap_or(DEFAULT_PORT),
+            threads: flags.threads.or(s.threads),
+            batch_size: flags.batch_size.or(s.batch_size).unwrap_or(DEFAULT_BATCH_SIZE),
+            api_key: nonempty(flags.api_key.clone().or_else(|| s.api_key.clone())),
+            admin_token: nonempty(flags.admin_token.clone().or_else(|| s.admin_token.clone())),
+            memory_budget_mib: flags.memory_budget_mib.or(s.memory_budget_mib),
+            max_loaded_models: flags.max_loaded_models.or(s.max_loaded_models).map(|n| n as usize),
+            policy: flags.policy.or(s.policy).unwrap_or_default(),
+            max_wait: flags.max_wait.or(s.max_wait).unwrap_or(DEFAULT_MAX_WAIT),
+            max_queue: flags.max_queue.or(s.max_queue).map_or(DEFAULT_MAX_QUEUE, |n| n as usize),
+            notify_swaps: flags.notify_swaps.or(s.notify_swaps).unwrap_or(false),
+            shutdown_grace: flags.shutdown_grace.or(s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+            max_body_mib: flags.max_body_mib.or(s.max_body_mib).unwrap_or(DEFAULT_MAX_BODY_MIB),
+        };
+        let origin = file_path.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+        check_server(&server, &origin)?;
+
+        // Per-model defaults: flag, then [server] key, then built-in.
+        let base = ModelDefaults {
+            ctx_size: flags.ctx_size.or(s.ctx_size),
+            parallel: flags.parallel.or(s.parallel).unwrap_or(DEFAULT_PARALLEL),
+            n_gpu_layers: flags.n_gpu_layers.or(s.n_gpu_layers),
+            chat_template_file: flags.chat_template_file.clone().or_else(|| s.chat_template_file.clone()),
+        };
+        let config_dir = file_path.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        let mut models = Models::default();
+        let models_dir = sources.models_dir.clone().or_else(|| s.models_dir.as_ref().map(|d| config_dir.join(d)));
+        if let Some(dir) = models_dir {
+            for path in scan::scan_models_dir(&dir)? {
+                models.add(base.spec(default_id(&path), path), Source::Dir, "--models-dir")?;
+            }
+        }
+        for (i, section) in file.models.iter().enumerate() {
+            let at = format!("{origin}: models[{i}] (`{}`)", section.name);
+            let spec = model_from_section(section, &base, &config_dir, &at)?;
+            models.add(spec, Source::File, &at)?;
+        }
+        if sources.alias.is_some() && sources.model.len() != 1 {
+            return Err("--alias names a single --model; with several, write --model NAME=PATH".into());
+        }
+        for value in &sources.model {
+            let (name, path) = parse_model_arg(value);
+            let id = name.or_else(|| sources.alias.clone()).unwrap_or_else(|| default_id(&path));
+            models.add(base.spec(id, path), Source::Cli, &format!("--model {value}"))?;
+        }
+        let models = models.finish()?;
+        if models.is_empty() {
+            return Err("no model to serve: give --model PATH, --models-dir DIR or a --config with [[models]]".into());
+        }
+        Ok(Config { server, models, file: file_path })
+    }
+}
+
+fn read_file(path: &Path) -> Result<ConfigFile, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn check_server(s: &ServerConfig, origin: &str) -> Result<(), String> {
+    let at = if origin.is_empty() { String::new() } else { format!("{origin}: ") };
+    if s.batch_size < 32 {
+        return Err(format!("{at}[server] batch_size must be at least 32 (got {})", s.batch_size));
+    }
+    if s.max_queue == 0 {
+        return Err(format!("{at}[server] max_queue must be at least 1"));
+    }
+    if s.memory_budget_mib == Some(0) {
+        return Err(format!("{at}[server] memory_budget_mib must be at least 1"));
+    }
+    if s.max_loaded_models == Some(0) {
+        return Err(format!("{at}[server] max_loaded_models must be at least 1"));
+    }
+    Ok(())
+}
+
+struct ModelDefaults {
+    ctx_size: Option<u32>,
+    parallel: u32,
+    n_gpu_layers: Option<u32>,
+    chat_template_file: Option<PathBuf>,
+}
+
+impl ModelDefaults {
+    fn spec(&self, id: String, path: PathBuf) -> ModelSpec {
+        ModelSpec {
+            id,
+            aliases: Vec::new(),
+            path,
+            ctx_size: self.ctx_size,
+            parallel: self.parallel,
+            n_gpu_layers: self.n_gpu_layers,
+            chat_template_file: self.chat_template_file.clone(),
+            ttl: None,
+            preload: false,
+            exclusive: false,
+            sampling: SamplingParams::default(),
+            max_tokens: None,
+        }
+    }
+}
+
+fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &str) -> Result<ModelSpec, String> {
+    let mut spec = base.spec(m.name.clone(), dir.join(&m.path));
+    spec.aliases = m.aliases.clone();
+    spec.ctx_size = m.ctx_size.or(spec.ctx_size);
+    spec.parallel = m.parallel.unwrap_or(spec.parallel);
+    spec.n_gpu_layers = m.n_gpu_layers.or(spec.n_gpu_layers);
+    if let Some(t) = &m.chat_template_file {
+        spec.chat_template_file = Some(dir.join(t));
+    }
+    spec.ttl = m.ttl;
+    spec.preload = m.preload;
+    spec.exclusive = m.exclusive;
+    let d = &m.sampling;
+    let p = &mut spec.sampling;
+    let check = |ok: bool, key: &str, rule: &str| if ok { Ok(()) } else { Err(format!("{at}: sampling.{key} {rule}")) };
+    if let Some(v) = d.temperature {
+        check((0.0..=100.0).contains(&v), "temperature", "must be between 0 and 100")?;
+        p.temperature = v;
+    }
+    if let Some(v) = d.top_p {
+        check(v > 0.0 && v <= 1.0, "top_p", "must be in (0, 1]")?;
+        p.top_p = v;
+    }
+    if let Some(v) = d.top_k {
+        check(v >= 0, "top_k", "must be >= 0")?;
+        p.top_k = v;
+    }
+    if let Some(v) = d.min_p {
+        check((0.0..=1.0).contains(&v), "min_p", "must be in [0, 1]")?;
+        p.min_p = v;
+    }
+    if let Some(v) = d.presence_penalty {
+        check((-2.0..=2.0).contains(&v), "presence_penalty", "must be between -2 and 2")?;
+        p.presence_penalty = v;
+    }
+    if let Some(v) = d.frequency_penalty {
+        check((-2.0..=2.0).contains(&v), "frequency_penalty", "must be between -2 and 2")?;
+        p.frequency_penalty = v;
+    }
+    if let Some(v) = d.repeat_penalty {
+        check(v > 0.0, "repeat_penalty", "must be > 0")?;
+        p.repeat_penalty = v;
+    }
+    if let Some(v) = d.repeat_last_n {
+        check(v >= 0, "repeat_last_n", "must be >= 0")?;
+        p.penalty_last_n = v;
+    }
+    if let Some(v) = d.max_tokens {
+        check(v >= 1, "max_tokens", "must be >= 1")?;
+        spec.max_tokens = Some(v);
+    }
+    if !(1..=256).contains(&spec.parallel) {
+        return Err(format!("{at}: parallel must be between 1 and 256 (got {})", spec.parallel));
+    }
+    if spec.ctx_size.is_some_and(|c| c < 16) {
+        return Err(format!("{at}: ctx_size must be at least 16"));
+    }
+    Ok(spec)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    Dir,
+    File,
+    Cli,
+}
+
+/// Collects models from the three sources, applying the precedence rule.
+#[derive(Default)]
+struct Models {
+    list: Vec<(ModelSpec, Source, String)>,
+}
+
+impl Models {
+    fn add(&mut self, spec: ModelSpec, source: Source, at: &str) -> Result<(), String> {
+        if let Some(i) = self.list.iter().position(|(s, _, _)| s.id == spec.id) {
+            let (_, existing, first_at) = &self.list[i];
+            if *existing == source {
+                return Err(format!("{at}: the name `{}` is already used by {first_at}", spec.id));
+            }
+            // A later (higher) source replaces a lower one of the same name.
+            self.list.remove(i);
+        }
+        self.list.push((spec, source, at.to_string()));
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Vec<ModelSpec>, String> {
+        let mut names: HashMap<String, String> = HashMap::new();
+        for (spec, _, at) in &self.list {
+            if !spec.path.is_file() {
+                return Err(format!("{at}: path `{}`: no such file", spec.path.display()));
+            }
+            if let Some(t) = &spec.chat_template_file {
+                if !t.is_file() {
+                    return Err(format!("{at}: chat_template_file `{}`: no such file", t.display()));
+                }
+            }
+            for name in std::iter::once(&spec.id).chain(&spec.aliases) {
+                if name.trim().is_empty() {
+                    return Err(format!("{at}: model names and aliases must not be empty"));
+                }
+                if let Some(other) = names.insert(name.clone(), at.clone()) {
+                    return Err(format!("{at}: the name or alias `{name}` is already used by {other}"));
+                }
+            }
+        }
+        Ok(self.list.into_iter().map(|(spec, _, _)| spec).collect())
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,136 @@
+use super::*;
+use crate::cli::{ModelSources, ServerFlags};
+
+/// A temp folder with fake model files (only existence matters here).
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("vram-llm-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("models/sub")).unwrap();
+        for f in ["models/a.gguf", "models/sub/b.gguf", "models/c.gguf"] {
+            std::fs::write(dir.join(f), b"GGUF").unwrap();
+        }
+        Dir(dir)
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sources(config: Option<PathBuf>) -> ModelSources {
+    ModelSources { config, ..Default::default() }
+}
+
+#[test]
+fn flag_beats_file_key_beats_default() {
+    let d = Dir::new("precedence");
+    let cfg = d.write(
+        "c.toml",
+        "[server]\nport = 9000\nmax_queue = 7\nmax_wait = \"2s\"\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n",
+    );
+    let flags = ServerFlags { port: Some(9100), ..Default::default() };
+    let c = Config::load(&sources(Some(cfg)), &flags).unwrap();
+    assert_eq!(c.server.port, 9100, "flag wins");
+    assert_eq!(c.server.max_queue, 7, "file key beats default");
+    assert_eq!(c.server.max_wait, Duration::from_secs(2));
+    assert_eq!(c.server.host, DEFAULT_HOST);
+    assert_eq!(c.models[0].path, d.0.join("models/a.gguf"), "relative to the config file");
+}
+
+#[test]
+fn model_keys_are_read_and_checked() {
+    let d = Dir::new("models");
+    let cfg = d.write(
+        "c.toml",
+        r#"
+[server]
+parallel = 2
+[[models]]
+name = "a"
+path = "models/a.gguf"
+aliases = ["first"]
+ctx_size = 1024
+ttl = "5m"
+preload = true
+exclusive = true
+[models.sampling]
+temperature = 0.2
+max_tokens = 64
+"#,
+    );
+    let c = Config::load(&sources(Some(cfg)), &ServerFlags::default()).unwrap();
+    let m = &c.models[0];
+    assert_eq!(m.aliases, vec!["first".to_string()]);
+    assert_eq!((m.ctx_size, m.parallel), (Some(1024), 2));
+    assert_eq!(m.ttl, Some(Duration::from_secs(300)));
+    assert!(m.preload && m.exclusive);
+    assert_eq!(m.sampling.temperature, 0.2);
+    assert_eq!(m.max_tokens, Some(64));
+}
+
+#[test]
+fn errors_name_the_file_and_the_key() {
+    let d = Dir::new("errors");
+    let cases = [
+        ("[[models]]\nname = \"a\"\npath = \"models/missing.gguf\"\n", "models[0] (`a`): path"),
+        ("[server]\nprot = 1\n", "unknown field `prot`"),
+        ("[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n[models.sampling]\ntop_p = 2.0\n", "sampling.top_p"),
+        ("[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\nparallel = 0\n", "parallel"),
+        ("[server]\nmax_wait = \"soon\"\n", "soon"),
+        (
+            "[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n[[models]]\nname = \"a\"\npath = \"models/c.gguf\"\n",
+            "`a` is already used",
+        ),
+        (
+            "[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n[[models]]\nname = \"c\"\npath = \"models/c.gguf\"\naliases = [\"a\"]\n",
+            "alias `a`",
+        ),
+    ];
+    for (text, want) in cases {
+        let cfg = d.write("bad.toml", text);
+        let e = Config::load(&sources(Some(cfg)), &ServerFlags::default()).unwrap_err();
+        assert!(e.contains("bad.toml"), "{e}");
+        assert!(e.contains(want), "{text} -> {e}");
+    }
+}
+
+#[test]
+fn cli_models_beat_config_models_beat_the_models_dir() {
+    let d = Dir::new("merge");
+    let cfg = d.write("c.toml", "[[models]]\nname = \"a\"\npath = \"models/c.gguf\"\nctx_size = 999\n");
+    let src = ModelSources {
+        config: Some(cfg),
+        models_dir: Some(d.0.join("models")),
+        model: vec![format!("b={}", d.0.join("models/a.gguf").display())],
+        alias: None,
+    };
+    let c = Config::load(&src, &ServerFlags::default()).unwrap();
+    let by_name = |n: &str| c.models.iter().find(|m| m.id == n).unwrap();
+    assert_eq!(c.models.len(), 3, "{:?}", c.models.iter().map(|m| &m.id).collect::<Vec<_>>());
+    assert_eq!(by_name("a").ctx_size, Some(999), "the config entry replaced the scanned a.gguf");
+    assert_eq!(by_name("b").path, d.0.join("models/a.gguf"), "--model replaced the scanned sub/b.gguf");
+    assert_eq!(by_name("c").path, d.0.join("models/c.gguf"));
+}
+
+#[test]
+fn no_model_at_all_is_an_error() {
+    let e = Config::load(&ModelSources::default(), &ServerFlags::default()).unwrap_err();
+    assert!(e.contains("no model"), "{e}");
+}
+
+#[test]
+fn shipped_example_config_parses() {
+    let text = include_str!("../../config/vram-llm.toml");
+    let parsed: Result<file::ConfigFile, _> = toml::from_str(text);
+    assert!(parsed.is_ok(), "{parsed:?}");
+}
