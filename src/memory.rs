@@ -5,12 +5,23 @@ use crate::registry::ModelSpec;
 
 const MIB: u64 = 1 << 20;
 
-/// Footprint of a model before loading it: the GGUF's bytes (all split
-/// parts) plus a margin for KV cache and compute buffers. The scheduler
-/// replaces it by the measured figure after the first load.
+/// Footprint of a model before loading it, from its GGUF header: weights +
+/// KV cache for its slots + a compute-buffer margin (see `gguf::estimate`).
+/// An unreadable header falls back to the file size plus 25%. The scheduler
+/// replaces the estimate by the measured figure after the first load.
 pub fn estimate_bytes(spec: &ModelSpec) -> u64 {
-    let file = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
-    file + 64 * MIB
+    match crate::gguf::read_header(&spec.path) {
+        Ok(header) => {
+            let n_ctx_train = header.context_length().unwrap_or(u64::from(crate::engine::DEFAULT_CTX_CAP));
+            let ctx = crate::engine::slot_context(spec.ctx_size, n_ctx_train.min(u64::from(u32::MAX)) as u32);
+            crate::gguf::estimate(&header, ctx, spec.parallel, crate::gguf::KvCacheType::F16).total_bytes
+        }
+        Err(e) => {
+            tracing::warn!(model = %spec.id, "cannot read the GGUF header for a memory estimate: {e}");
+            let file = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
+            file + file / 4 + 64 * MIB
+        }
+    }
 }
 
 /// Default budget on a CPU-only machine: 75% of the memory available now

@@ -251,7 +251,7 @@ async fn health_is_ok_when_loaded() {
 #[tokio::test]
 async fn health_is_503_until_startup_loads_finish() {
     use std::sync::Arc;
-    let factory = Arc::new(common::FakeFactory { reply: "ok".into(), n_ctx_slot: 64 });
+    let factory = Arc::new(common::FakeFactory::new("ok"));
     let state = common::fake_state(vec![common::fake_spec("fake")], factory, common::roomy_limits(), 1 << 20, false);
     let ready = state.ready.clone();
     let base = common::serve(state).await;

@@ -1,6 +1,7 @@
 //! The HTTP layer: OpenAI-compatible endpoints plus llama-server's helpers.
 //! `router(state)` builds everything; each endpoint family has its module.
 
+pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod completions;
@@ -54,8 +55,14 @@ pub fn router(state: AppState) -> Router {
         .route("/apply-template", post(helpers::apply_template))
         .route("/props", get(helpers::props))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key));
+    let admin = Router::new()
+        .route("/admin/status", get(admin::status))
+        .route("/admin/models/load", post(admin::load))
+        .route("/admin/models/unload", post(admin::unload))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_admin_token));
     Router::new()
         .route("/health", get(helpers::health))
+        .merge(admin)
         .route("/v1/health", get(helpers::health))
         .merge(protected)
         .fallback(route_not_found)

@@ -40,8 +40,7 @@ use super::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadOptions {
     pub path: PathBuf,
-    /// Context tokens per sequence slot; `None` = the model's training context,
-    /// capped at [`DEFAULT_CTX_CAP`].
+    /// Context tokens per sequence slot; see [`super::slot_context`].
     pub ctx_size: Option<u32>,
     /// Sequence slots decoded together (continuous batching).
     pub parallel: u32,
@@ -52,10 +51,6 @@ pub struct LoadOptions {
     /// Largest batch decoded in one step.
     pub batch_size: u32,
 }
-
-/// Per-slot context used when the user gives no `--ctx-size`: large enough for
-/// real conversations, small enough that `parallel` slots stay affordable.
-pub const DEFAULT_CTX_CAP: u32 = 4096;
 
 /// Initializes llama.cpp once per process; models take it as a token.
 fn backend() -> Result<&'static LlamaBackend, String> {
@@ -259,7 +254,7 @@ fn load_model(options: &LoadOptions) -> Result<(Arc<LlamaModel>, ModelInfo, Llam
     let model = Arc::new(model);
 
     let n_ctx_train = model.n_ctx_train();
-    let n_ctx_slot = options.ctx_size.unwrap_or(DEFAULT_CTX_CAP.min(n_ctx_train)).min(n_ctx_train).max(1);
+    let n_ctx_slot = super::slot_context(options.ctx_size, n_ctx_train);
     let parallel = options.parallel.clamp(1, 256);
     let n_ctx_total = n_ctx_slot
         .checked_mul(parallel)

@@ -12,6 +12,16 @@ use std::fmt;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+/// Per-slot context used when the user gives no `ctx_size`: large enough for
+/// real conversations, small enough that `parallel` slots stay affordable.
+pub const DEFAULT_CTX_CAP: u32 = 4096;
+
+/// The context one request slot gets: the requested size, else the training
+/// context capped at [`DEFAULT_CTX_CAP`]; never above the training context.
+pub fn slot_context(requested: Option<u32>, n_ctx_train: u32) -> u32 {
+    requested.unwrap_or(DEFAULT_CTX_CAP.min(n_ctx_train)).min(n_ctx_train).max(1)
+}
+
 /// A token id as the vocabulary numbers it.
 pub type TokenId = u32;
 

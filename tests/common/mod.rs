@@ -18,9 +18,12 @@ use vram_llm::registry::{EngineFactory, ModelSpec, Registry};
 use vram_llm::scheduler::{ModelLimits, Policy, SchedLimits, Scheduler};
 
 /// Tokens are Unicode code points; the reply is sent one character at a time.
+/// With a gate, each generation waits for a permit before it finishes, so a
+/// test controls how long requests stay in flight.
 pub struct FakeEngine {
     info: ModelInfo,
     reply: String,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 pub const FAKE_TEMPLATE: &str =
@@ -43,6 +46,7 @@ impl FakeEngine {
                 chat_template: Some(FAKE_TEMPLATE.into()),
             },
             reply: reply.to_string(),
+            gate: None,
         }
     }
 }
@@ -81,7 +85,20 @@ impl Engine for FakeEngine {
             let _ = tx.send(GenerationEvent::Text(rest));
         }
         let usage = Usage { prompt_tokens: request.prompt.len() as u32, completion_tokens: generated };
-        let _ = tx.send(GenerationEvent::Done { finish_reason, usage });
+        let done = GenerationEvent::Done { finish_reason, usage };
+        match self.gate.clone() {
+            None => {
+                let _ = tx.send(done);
+            }
+            Some(gate) => {
+                tokio::spawn(async move {
+                    if let Ok(permit) = gate.acquire().await {
+                        permit.forget();
+                    }
+                    let _ = tx.send(done);
+                });
+            }
+        }
         Ok(rx)
     }
     fn slot_stats(&self) -> SlotStats {
@@ -92,11 +109,26 @@ impl Engine for FakeEngine {
 pub struct FakeFactory {
     pub reply: String,
     pub n_ctx_slot: u32,
+    /// Generations finish only as permits are added (see FakeEngine).
+    pub gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Models whose load fails.
+    pub failing: Vec<String>,
+}
+
+impl FakeFactory {
+    pub fn new(reply: &str) -> Self {
+        Self { reply: reply.into(), n_ctx_slot: 64, gate: None, failing: Vec::new() }
+    }
 }
 
 impl EngineFactory for FakeFactory {
-    fn load(&self, _spec: &ModelSpec) -> Result<Arc<dyn Engine>, EngineError> {
-        Ok(Arc::new(FakeEngine::new(&self.reply, self.n_ctx_slot)))
+    fn load(&self, spec: &ModelSpec) -> Result<Arc<dyn Engine>, EngineError> {
+        if self.failing.contains(&spec.id) {
+            return Err(EngineError::Load { path: spec.path.display().to_string(), reason: "corrupt file".into() });
+        }
+        let mut engine = FakeEngine::new(&self.reply, self.n_ctx_slot);
+        engine.gate = self.gate.clone();
+        Ok(Arc::new(engine))
     }
 }
 
@@ -156,7 +188,7 @@ pub fn fake_state(
 
 /// Serves the router with one fake model on 127.0.0.1:<ephemeral>.
 pub async fn fake_server(reply: &str, api_key: Option<&str>, body_limit: Option<usize>) -> String {
-    let factory = Arc::new(FakeFactory { reply: reply.into(), n_ctx_slot: 64 });
+    let factory = Arc::new(FakeFactory::new(reply));
     let mut state = fake_state(vec![fake_spec("fake")], factory, roomy_limits(), 1 << 20, true);
     state.api_key = api_key.map(Arc::from);
     state.body_limit = body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
@@ -194,14 +226,21 @@ pub struct RealServer {
 }
 
 impl RealServer {
+    /// Serves the test model with `extra_args` added.
     pub async fn start(extra_args: &[&str]) -> Self {
+        let model = test_model().display().to_string();
+        let mut args = vec!["--model", model.as_str()];
+        args.extend_from_slice(extra_args);
+        Self::start_with(&args).await
+    }
+
+    /// `vram-llm serve ARGS --port <free>`.
+    pub async fn start_with(args: &[&str]) -> Self {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vram-llm"));
         cmd.arg("serve")
-            .arg("--model")
-            .arg(test_model())
             .args(["--port", &port.to_string()])
-            .args(extra_args)
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -224,6 +263,19 @@ impl RealServer {
             assert!(Instant::now() < deadline, "server did not become healthy within {limit:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+impl RealServer {
+    /// The server process's resident memory (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
     }
 }
 

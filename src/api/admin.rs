@@ -1,0 +1,96 @@
+//! The admin API, enabled by `--admin-token`: status, explicit load/unload.
+//! Without a token configured these routes answer 404, as if absent.
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::constant_time_eq;
+use super::error::ApiError;
+use super::extract::ApiJson;
+use super::openai::WireRequest;
+use super::AppState;
+
+pub async fn require_admin_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(expected) = &state.admin_token else {
+        return ApiError::RouteNotFound { method: req.method().to_string(), path: req.uri().path().to_string() }
+            .into_response();
+    };
+    let headers = req.headers();
+    let given = headers
+        .get("x-admin-token")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")))
+        .unwrap_or("");
+    if !constant_time_eq(given.trim().as_bytes(), expected.as_bytes()) {
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+/// Per model: state, estimated and measured memory, queue, in-flight, idle
+/// time, loads; totals: budget, used, swaps.
+pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let status = state.scheduler.status().await?;
+    let models: Vec<serde_json::Value> = status
+        .models
+        .iter()
+        .zip(state.registry.entries())
+        .map(|(m, entry)| {
+            let loaded = entry.loaded();
+            json!({
+                "name": m.name,
+                "aliases": entry.spec.aliases,
+                "path": entry.spec.path.display().to_string(),
+                "state": m.state,
+                "memory_bytes": m.bytes,
+                "memory_measured": m.bytes_measured,
+                "queue_depth": m.queue_depth,
+                "in_flight": m.in_flight,
+                "slots": m.slots,
+                "idle_ms": m.idle_ms,
+                "load_count": m.load_count,
+                "last_load_ms": m.last_load_ms,
+                "failure": m.failure,
+                "n_ctx": loaded.as_ref().map(|l| l.engine.info().n_ctx_slot),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "policy": status.policy,
+        "budget_bytes": status.budget_bytes,
+        "used_bytes": status.used_bytes,
+        "swaps": status.swaps,
+        "max_wait_ms": status.max_wait_ms,
+        "models": models,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ModelAction {
+    pub model: String,
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl WireRequest for ModelAction {}
+
+/// Loads a model now (waits until it is loaded).
+pub async fn load(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAction>) -> Result<Response, ApiError> {
+    let index = state.registry.resolve(Some(&req.model))?;
+    state.scheduler.load(index).await?;
+    Ok(Json(json!({"model": state.registry.entry(index).spec.id, "state": "loaded"})).into_response())
+}
+
+/// Unloads a model once its in-flight requests finish (`force`: cancels them).
+pub async fn unload(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAction>) -> Result<Response, ApiError> {
+    let index = state.registry.resolve(Some(&req.model))?;
+    state.scheduler.unload(index, req.force).await?;
+    let entry = state.registry.entry(index);
+    Ok(Json(json!({"model": entry.spec.id, "state": entry.state_name()})).into_response())
+}

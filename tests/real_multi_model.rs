@@ -1,0 +1,69 @@
+//! The real test model registered under three names with a memory budget
+//! that fits one: every model answers, the scheduler swaps, /admin/status
+//! reports it, and unloading gives the memory back.
+
+mod common;
+
+use common::{test_model, RealServer};
+use serde_json::{json, Value};
+
+async fn admin(base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut req = reqwest::Client::new().request(method, format!("{base}{path}")).header("X-Admin-Token", "tok");
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn three_names_one_budget_swap_and_unload_frees_memory() {
+    let path = test_model().display().to_string();
+    let (a, b, c) = (format!("a={path}"), format!("b={path}"), format!("c={path}"));
+    let server = RealServer::start_with(&[
+        "--model", &a, "--model", &b, "--model", &c,
+        "--ctx-size", "512", "--parallel", "1",
+        // One model measures about 250 MiB here: one fits, two do not.
+        "--memory-budget-mib", "400",
+        "--admin-token", "tok",
+    ])
+    .await;
+    let base = server.base.as_str();
+    let client = reqwest::Client::new();
+    for model in ["a", "b", "c", "a"] {
+        let resp = client
+            .post(format!("{base}/v1/completions"))
+            .json(&json!({"model": model, "prompt": "Hello", "max_tokens": 4, "temperature": 0}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{model}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["model"], model);
+        assert_eq!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0, true);
+    }
+    let status = admin(base, reqwest::Method::GET, "/admin/status", None).await;
+    assert_eq!(status["swaps"], 3, "{status}");
+    let models = status["models"].as_array().unwrap();
+    assert_eq!(models[0]["state"], "loaded");
+    assert_eq!(models[0]["load_count"], 2);
+    for m in models {
+        assert_eq!(m["memory_measured"], true, "{m}");
+        assert!(m["memory_bytes"].as_u64().unwrap() > 200 << 20, "{m}");
+    }
+    assert!(status["used_bytes"].as_u64().unwrap() <= status["budget_bytes"].as_u64().unwrap());
+
+    // Unloading frees the weights and the context (RSS on CPU).
+    let loaded_rss = server.rss_bytes();
+    let out = admin(base, reqwest::Method::POST, "/admin/models/unload", Some(json!({"model": "a"}))).await;
+    assert_eq!(out["state"], "unloaded");
+    let unloaded_rss = server.rss_bytes();
+    assert!(
+        loaded_rss > unloaded_rss + (150 << 20),
+        "RSS {} MiB loaded vs {} MiB after unload",
+        loaded_rss >> 20,
+        unloaded_rss >> 20
+    );
+    eprintln!("RSS with one model loaded: {} MiB; after unload: {} MiB", loaded_rss >> 20, unloaded_rss >> 20);
+}

@@ -1,0 +1,143 @@
+//! The scheduler behind the HTTP API, with fake engines: swaps under a
+//! one-model budget, 429 on a full queue, failed loads, the admin API.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{fake_spec, fake_state, roomy_limits, serve, FakeFactory};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+async fn post(base: &str, path: &str, body: Value, token: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new().post(format!("{base}{path}")).json(&body);
+    if let Some(t) = token {
+        req = req.header("X-Admin-Token", t);
+    }
+    req.send().await.expect("send")
+}
+
+async fn admin_status(base: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base}/admin/status"))
+        .bearer_auth("tok")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn one_model_budget() -> vram_llm::scheduler::SchedLimits {
+    let mut limits = roomy_limits();
+    limits.budget_bytes = 150 << 20; // each fake model counts 100 MiB
+    limits
+}
+
+#[tokio::test]
+async fn three_models_with_a_one_model_budget_all_answer_and_swap() {
+    let specs = vec![fake_spec("a"), fake_spec("b"), fake_spec("c")];
+    let mut state = fake_state(specs, Arc::new(FakeFactory::new("hi")), one_model_budget(), 100 << 20, true);
+    state.admin_token = Some(Arc::from("tok"));
+    let base = serve(state).await;
+    for model in ["a", "b", "c", "a"] {
+        let resp = post(&base, "/v1/completions", json!({"model": model, "prompt": "x"}), None).await;
+        assert_eq!(resp.status(), 200, "{model}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["model"], model);
+    }
+    let status = admin_status(&base).await;
+    assert_eq!(status["swaps"], 3, "{status}");
+    let states: Vec<&str> = status["models"].as_array().unwrap().iter().map(|m| m["state"].as_str().unwrap()).collect();
+    assert_eq!(states, vec!["loaded", "unloaded", "unloaded"]);
+    assert_eq!(status["models"][0]["load_count"], 2);
+    let models: Value = reqwest::get(format!("{base}/v1/models")).await.unwrap().json().await.unwrap();
+    assert_eq!(models["data"][1]["state"], "unloaded");
+}
+
+/// Polls /admin/status until `check` holds for model 0 (bounded: 10 s).
+async fn wait_for(base: &str, what: &str, check: impl Fn(&Value) -> bool) {
+    for _ in 0..1000 {
+        if check(&admin_status(base).await["models"][0]) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let gate = Arc::new(Semaphore::new(0));
+    let mut spec = fake_spec("a");
+    spec.parallel = 1;
+    let factory = FakeFactory { gate: Some(gate.clone()), ..FakeFactory::new("ok") };
+    let mut limits = roomy_limits();
+    limits.max_queue = 1;
+    let mut state = fake_state(vec![spec], Arc::new(factory), limits, 1 << 20, true);
+    state.admin_token = Some(Arc::from("tok"));
+    let base = serve(state).await;
+
+    let send = |prompt: &'static str| {
+        let base = base.clone();
+        tokio::spawn(async move { post(&base, "/v1/completions", json!({"prompt": prompt}), None).await.status() })
+    };
+    let first = send("1");
+    wait_for(&base, "the first request to hold the only slot", |m| m["in_flight"] == 1).await;
+    let second = send("2");
+    wait_for(&base, "the second request to queue", |m| m["queue_depth"] == 1).await;
+
+    let third = post(&base, "/v1/completions", json!({"prompt": "3"}), None).await;
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.headers()["retry-after"], "1");
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "queue_full");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+
+    gate.add_permits(2);
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(second.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn a_failed_load_is_a_503_naming_the_reason_and_the_model_shows_failed() {
+    let factory = FakeFactory { failing: vec!["a".into()], ..FakeFactory::new("ok") };
+    let base = serve(fake_state(vec![fake_spec("a")], Arc::new(factory), roomy_limits(), 1 << 20, true)).await;
+    let resp = post(&base, "/v1/completions", json!({"prompt": "x"}), None).await;
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("corrupt file"), "{message}");
+    let models: Value = reqwest::get(format!("{base}/v1/models")).await.unwrap().json().await.unwrap();
+    assert_eq!(models["data"][0]["state"], "failed");
+    // Within the backoff a new request fails fast, saying when it retries.
+    let again = post(&base, "/v1/completions", json!({"prompt": "x"}), None).await;
+    assert_eq!(again.status(), 503);
+    let body: Value = again.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("retry"), "{body}");
+}
+
+#[tokio::test]
+async fn admin_api_needs_its_token_and_loads_and_unloads() {
+    // Disabled without a token: 404.
+    let base = serve(fake_state(vec![fake_spec("a")], Arc::new(FakeFactory::new("ok")), roomy_limits(), 1 << 20, true)).await;
+    assert_eq!(reqwest::get(format!("{base}/admin/status")).await.unwrap().status(), 404);
+
+    let mut state = fake_state(vec![fake_spec("a")], Arc::new(FakeFactory::new("ok")), roomy_limits(), 1 << 20, true);
+    state.admin_token = Some(Arc::from("tok"));
+    let base = serve(state).await;
+    assert_eq!(reqwest::get(format!("{base}/admin/status")).await.unwrap().status(), 401);
+    let wrong = post(&base, "/admin/models/load", json!({"model": "a"}), Some("nope")).await;
+    assert_eq!(wrong.status(), 401);
+
+    let loaded = post(&base, "/admin/models/load", json!({"model": "a"}), Some("tok")).await;
+    assert_eq!(loaded.status(), 200);
+    assert_eq!(admin_status(&base).await["models"][0]["state"], "loaded");
+    let unloaded = post(&base, "/admin/models/unload", json!({"model": "a-alias"}), Some("tok")).await;
+    assert_eq!(unloaded.status(), 200);
+    let body: Value = unloaded.json().await.unwrap();
+    assert_eq!(body["state"], "unloaded");
+    let missing = post(&base, "/admin/models/load", json!({"model": "zzz"}), Some("tok")).await;
+    assert_eq!(missing.status(), 404);
+}
