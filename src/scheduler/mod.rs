@@ -16,7 +16,7 @@ mod state_tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -158,7 +158,7 @@ struct Owner {
 impl Owner {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         loop {
-            let wakeup = self.state.next_wakeup().map(tokio::time::Instant::from_std);
+            let wakeup = self.state.next_wakeup(Instant::now()).map(tokio::time::Instant::from_std);
             // A timer wake-up (max_wait or a ttl) brings no message.
             let msg = tokio::select! {
                 msg = rx.recv() => match msg {
@@ -347,7 +347,7 @@ impl Owner {
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at.max(tokio::time::Instant::now() + Duration::from_millis(1))).await,
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

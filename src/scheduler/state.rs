@@ -89,6 +89,14 @@ impl ModelSched {
     fn oldest_wait(&self) -> Option<Instant> {
         self.queue.front().map(|w| w.since)
     }
+    /// How long an idle model is kept before it may be evicted for another:
+    /// as long as it took to load (ski rental: idling that long costs no
+    /// more than the reload we might save). Recently used models tend to be
+    /// used again, so this avoids swapping back and forth on interleaved
+    /// traffic; max_wait still bounds everyone's wait.
+    fn linger(&self) -> Duration {
+        self.last_load.unwrap_or_default()
+    }
 }
 
 /// Server-wide knobs.
@@ -248,28 +256,38 @@ impl SchedState {
         let mut actions = Vec::new();
         self.expire_ttls(now, &mut actions);
         self.unload_requested(&mut actions);
-        self.plan_swap(now, &mut actions);
+        // Admit before planning a swap: a model that just loaded serves its
+        // waiters before anything can evict it (no load/unload ping-pong).
         match self.limits.policy {
             Policy::CacheAware => self.admit_resident(now, &mut actions),
             Policy::Fifo => self.admit_in_arrival_order(now, &mut actions),
         }
+        self.plan_swap(now, &mut actions);
         actions
     }
 
-    /// When the next time-based decision is due (max_wait or a ttl).
-    pub fn next_wakeup(&self) -> Option<Instant> {
+    /// When the next time-based decision is due after `now`: a waiter
+    /// reaching max_wait, an idle model outliving its reload time while
+    /// someone waits, or a ttl. Deadlines already past are left to events
+    /// (a release or a finished load), so the owner never spins.
+    pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        let someone_waits = self.swap_target(now).is_some();
         let waits = self
             .models
             .iter()
             .filter(|m| !matches!(m.residency, Residency::Loaded | Residency::Loading))
-            .filter_map(|m| m.oldest_wait())
-            .map(|since| since + self.limits.max_wait);
+            .filter_map(|m| m.oldest_wait().map(|since| since + self.patience(m)));
+        let lingers = self
+            .models
+            .iter()
+            .filter(|m| someone_waits && m.residency == Residency::Loaded && !m.busy())
+            .map(|m| m.last_used + m.linger());
         let ttls = self
             .models
             .iter()
             .filter(|m| m.residency == Residency::Loaded && !m.busy())
             .filter_map(|m| m.limits.ttl.map(|ttl| m.last_used + ttl));
-        waits.chain(ttls).min()
+        waits.chain(lingers).chain(ttls).filter(|&t| t > now).min()
     }
 
     fn unload_requested(&mut self, actions: &mut Vec<Action>) {
@@ -337,7 +355,7 @@ impl SchedState {
             .map(|(i, m)| Resident {
                 model: i,
                 bytes: m.limits.bytes,
-                busy: m.busy(),
+                busy: m.busy() || now.saturating_duration_since(m.last_used) < m.linger(),
                 last_used: m.last_used,
                 reload_ms: m.last_load.map_or(u64::MAX, |d| d.as_millis() as u64),
             })
@@ -361,7 +379,8 @@ impl SchedState {
         }
         // Room only by evicting busy models.
         let oldest = self.models[target].oldest_wait().unwrap_or(now);
-        if self.limits.policy == Policy::CacheAware && now.saturating_duration_since(oldest) < self.limits.max_wait {
+        let patience = self.patience(&self.models[target]);
+        if self.limits.policy == Policy::CacheAware && now.saturating_duration_since(oldest) < patience {
             self.models.iter_mut().for_each(|m| m.closed = false);
             return;
         }
@@ -378,6 +397,14 @@ impl SchedState {
             self.swap_for = Some(target);
             self.unload(&evict, actions);
         }
+    }
+
+    /// How long `m`'s oldest waiter may wait before busy models are made to
+    /// give way: max_wait less the time `m` takes to load, so that the wait
+    /// including the load stays within max_wait (plus draining the requests
+    /// already in flight).
+    fn patience(&self, m: &ModelSched) -> Duration {
+        self.limits.max_wait.saturating_sub(m.linger())
     }
 
     fn unload(&mut self, models: &[usize], actions: &mut Vec<Action>) {

@@ -135,7 +135,7 @@ fn max_wait_stops_admissions_to_the_blocker_then_swaps() {
     s.enqueue(0, t0).unwrap();
     load(&mut s, 0, t0);
     s.enqueue(1, secs(t0, 1)).unwrap(); // b's waiter arrives at 1s
-    assert_eq!(s.next_wakeup(), Some(secs(t0, 11)), "the bound is a timer");
+    assert_eq!(s.next_wakeup(secs(t0, 1)), Some(secs(t0, 11)), "the bound is a timer");
     // a keeps getting work and serving it before the bound.
     for k in 2..=10 {
         s.enqueue(0, secs(t0, k)).unwrap();
@@ -201,7 +201,7 @@ fn idle_model_unloads_after_its_ttl() {
     s.enqueue(0, t0).unwrap();
     load(&mut s, 0, t0);
     s.release(0, secs(t0, 5));
-    assert_eq!(s.next_wakeup(), Some(secs(t0, 35)));
+    assert_eq!(s.next_wakeup(secs(t0, 5)), Some(secs(t0, 35)));
     assert_eq!(s.poll(secs(t0, 34)), vec![]);
     assert_eq!(s.poll(secs(t0, 35)), vec![Action::Unload { model: 0 }]);
     assert_eq!(s.swaps, 0, "a ttl unload is not a swap");
@@ -326,4 +326,70 @@ fn admin_unload_waits_for_in_flight_work() {
     assert_eq!(s.poll(t0), vec![Action::Unload { model: 0 }]);
     s.unload_done(0);
     assert_eq!(s.poll(t0), vec![Action::Load { model: 0 }], "its queued request brings it back");
+}
+
+#[test]
+fn a_freshly_loaded_model_serves_its_waiters_before_it_can_be_evicted() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 600, 1), model("b", 600, 1)], limits(1000, Policy::CacheAware), t0);
+    s.enqueue(0, t0).unwrap();
+    s.enqueue(1, t0).unwrap();
+    assert_eq!(s.poll(t0), vec![Action::Load { model: 0 }]);
+    // The load took longer than max_wait: b's waiter is overdue by now.
+    let later = secs(t0, 30);
+    s.load_done(0, Ok(None), later);
+    let actions = s.poll(later);
+    assert_eq!(admitted(&actions), vec![(0, 1)], "a serves its waiter first: {actions:?}");
+    assert!(!actions.contains(&Action::Unload { model: 0 }));
+    s.release(0, later);
+    assert_eq!(s.poll(later), vec![Action::Unload { model: 0 }]);
+}
+
+#[test]
+fn an_idle_model_lingers_for_its_reload_time_before_eviction() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 600, 1), model("b", 600, 1)], limits(1000, Policy::CacheAware), t0);
+    s.enqueue(0, t0).unwrap();
+    assert_eq!(s.poll(t0), vec![Action::Load { model: 0 }]);
+    s.load_done(0, Ok(None), secs(t0, 2)); // the load took 2s
+    s.poll(secs(t0, 2));
+    s.release(0, secs(t0, 3));
+    s.enqueue(1, secs(t0, 3)).unwrap();
+    assert_eq!(s.poll(secs(t0, 4)), vec![], "a was used 1s ago; reloading it costs 2s");
+    assert_eq!(s.next_wakeup(secs(t0, 4)), Some(secs(t0, 5)));
+    assert_eq!(s.poll(secs(t0, 5)), vec![Action::Unload { model: 0 }]);
+}
+
+#[test]
+fn past_deadlines_never_make_the_owner_spin() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 600, 1), model("b", 600, 1)], limits(1000, Policy::CacheAware), t0);
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    s.enqueue(1, t0).unwrap();
+    // b is overdue but a is still in flight: only a release can help.
+    assert_eq!(s.poll(secs(t0, 60)), vec![]);
+    assert_eq!(s.next_wakeup(secs(t0, 60)), None);
+}
+
+#[test]
+fn max_wait_counts_the_load_time_of_the_waiting_model() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 600, 1), model("b", 600, 1)], limits(1000, Policy::CacheAware), t0);
+    // b was loaded once before and took 3s.
+    s.enqueue(1, t0).unwrap();
+    s.poll(t0);
+    s.load_done(1, Ok(None), secs(t0, 3));
+    s.poll(secs(t0, 3));
+    s.release(1, secs(t0, 3));
+    s.enqueue(0, secs(t0, 20)).unwrap();
+    s.poll(secs(t0, 20)); // b idle long enough: swapped for a
+    s.unload_done(1);
+    s.load_done(0, Ok(None), secs(t0, 20));
+    s.poll(secs(t0, 20)); // a in flight
+    s.enqueue(1, secs(t0, 21)).unwrap();
+    assert_eq!(s.next_wakeup(secs(t0, 21)), Some(secs(t0, 28)), "10s max_wait - 3s load");
+    assert_eq!(s.poll(secs(t0, 27)), vec![]);
+    assert_eq!(s.poll(secs(t0, 28)), vec![]);
+    assert!(s.models[0].closed, "a stops taking work at 28s");
 }
