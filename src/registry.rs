@@ -39,9 +39,12 @@ pub struct ModelSpec {
     pub max_tokens: Option<u32>,
 }
 
+/// Receives load progress, 0.0 to 1.0.
+pub type Progress = Arc<dyn Fn(f32) + Send + Sync>;
+
 /// Loads engines; the real one wraps llama.cpp, tests pass a fake.
 pub trait EngineFactory: Send + Sync + 'static {
-    fn load(&self, spec: &ModelSpec) -> Result<Arc<dyn Engine>, EngineError>;
+    fn load(&self, spec: &ModelSpec, progress: Progress) -> Result<Arc<dyn Engine>, EngineError>;
 }
 
 /// Where a model's chat template came from, for `/props` and the logs.
@@ -164,7 +167,7 @@ impl Registry {
 }
 
 /// Loads one model and its chat template (blocking: call off the runtime).
-pub fn load_one(factory: &dyn EngineFactory, spec: &ModelSpec) -> Result<LoadedModel, String> {
+pub fn load_one(factory: &dyn EngineFactory, spec: &ModelSpec, progress: Progress) -> Result<LoadedModel, String> {
     // Read the template file before the (slow) load so a typo fails fast.
     let file_template = match &spec.chat_template_file {
         Some(path) => Some((
@@ -174,7 +177,7 @@ pub fn load_one(factory: &dyn EngineFactory, spec: &ModelSpec) -> Result<LoadedM
         )),
         None => None,
     };
-    let engine = factory.load(spec).map_err(|e| e.to_string())?;
+    let engine = factory.load(spec, progress).map_err(|e| e.to_string())?;
     let (source, origin) = choose_template(file_template, engine.info());
     let info = engine.info();
     let template = ChatTemplate::new(&source, &info.bos_token, &info.eos_token)

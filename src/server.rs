@@ -12,7 +12,7 @@ use crate::cli::{ModelsArgs, ServeArgs};
 use crate::config::Config;
 use crate::engine::llama::{LlamaEngine, LoadOptions};
 use crate::engine::{Engine, EngineError};
-use crate::registry::{EngineFactory, ModelSpec, Registry};
+use crate::registry::{EngineFactory, ModelSpec, Progress, Registry};
 use crate::scheduler::{ModelLimits, SchedLimits, Scheduler};
 
 /// Loads models with llama.cpp.
@@ -22,7 +22,7 @@ pub struct LlamaFactory {
 }
 
 impl EngineFactory for LlamaFactory {
-    fn load(&self, spec: &ModelSpec) -> Result<Arc<dyn Engine>, EngineError> {
+    fn load(&self, spec: &ModelSpec, progress: Progress) -> Result<Arc<dyn Engine>, EngineError> {
         let engine = LlamaEngine::load(LoadOptions {
             path: spec.path.clone(),
             ctx_size: spec.ctx_size,
@@ -30,7 +30,7 @@ impl EngineFactory for LlamaFactory {
             threads: self.threads,
             n_gpu_layers: spec.n_gpu_layers,
             batch_size: self.batch_size,
-        })?;
+        }, progress)?;
         Ok(Arc::new(engine))
     }
 }
@@ -92,6 +92,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         ready: ready.clone(),
         api_key: server.api_key.clone().map(Arc::from),
         admin_token: server.admin_token.clone().map(Arc::from),
+        notify_swaps: server.notify_swaps,
         body_limit: server.max_body_mib as usize * 1024 * 1024,
         build: BUILD,
     };

@@ -141,3 +141,49 @@ async fn admin_api_needs_its_token_and_loads_and_unloads() {
     let missing = post(&base, "/admin/models/load", json!({"model": "zzz"}), Some("tok")).await;
     assert_eq!(missing.status(), 404);
 }
+
+#[tokio::test]
+async fn notify_swaps_streams_load_progress_before_the_answer() {
+    use futures_util::StreamExt;
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let factory = FakeFactory { load_gate: Some(gate.clone()), ..FakeFactory::new("done") };
+    let mut state = fake_state(vec![fake_spec("fake")], Arc::new(factory), roomy_limits(), 1 << 20, true);
+    state.notify_swaps = true;
+    let base = serve(state).await;
+    let resp = post(&base, "/v1/chat/completions", json!({"messages":[{"role":"user","content":"Hi"}],"stream":true}), None).await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    // The load is held at 50%: its progress must arrive before any answer.
+    while !text.contains("loading model fake: 50%") {
+        let chunk = stream.next().await.expect("stream ended early").unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!text.contains("\"content\":\"d"), "no answer before the load finished: {text}");
+    {
+        let (open, cond) = &*gate;
+        *open.lock().unwrap() = true;
+        cond.notify_all();
+    }
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let events = vram_llm::api::sse::parse_events(&text);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let answer: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(answer, "done");
+    let first_content = chunks.iter().position(|c| c["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty())).unwrap();
+    let last_progress = chunks.iter().rposition(|c| c["choices"][0]["delta"]["reasoning_content"].is_string()).unwrap();
+    assert!(last_progress < first_content);
+}
+
+#[tokio::test]
+async fn notify_swaps_still_rejects_bad_input_with_a_400() {
+    let mut state = fake_state(vec![fake_spec("fake")], Arc::new(FakeFactory::new("x")), roomy_limits(), 1 << 20, true);
+    state.notify_swaps = true;
+    let base = serve(state).await;
+    let resp = post(&base, "/v1/chat/completions", json!({"messages":[],"stream":true}), None).await;
+    assert_eq!(resp.status(), 400);
+}

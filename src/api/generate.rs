@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use axum::body::Bytes;
+
 use crate::engine::{EventReceiver, FinishReason, GenerationEvent, GenerationRequest, Usage};
 use crate::registry::LoadedModel;
 use crate::validate::ValidSampling;
@@ -75,17 +77,14 @@ pub fn response_id(prefix: &str) -> String {
     format!("{prefix}-{:08x}{:06x}", nanos, n & 0xff_ffff)
 }
 
-/// Streams a generation as SSE: `prologue` frames first, one frame per text
-/// piece, the frames `finish` makes from the outcome, then `[DONE]`. An engine
-/// failure is sent as an error envelope event. When the client disconnects the
-/// task ends, dropping `events`, and the engine frees the slot. `permit`
-/// (the scheduler's slot) is held until the stream ends.
+/// Streams a generation as SSE: `prologue` frames first, then what [`pump`]
+/// sends. `permit` (the scheduler's slot) is held until the stream ends.
 pub fn stream_sse(
-    mut events: EventReceiver,
+    events: EventReceiver,
     permit: crate::scheduler::Permit,
-    prologue: Vec<axum::body::Bytes>,
-    text: impl Fn(String) -> axum::body::Bytes + Send + 'static,
-    finish: impl FnOnce(FinishReason, Usage) -> Vec<axum::body::Bytes> + Send + 'static,
+    prologue: Vec<Bytes>,
+    text: impl Fn(String) -> Bytes + Send + 'static,
+    finish: impl FnOnce(FinishReason, Usage) -> Vec<Bytes> + Send + 'static,
 ) -> axum::response::Response {
     let (tx, response) = super::sse::channel_response();
     tokio::spawn(async move {
@@ -95,23 +94,36 @@ pub fn stream_sse(
                 return;
             }
         }
-        let mut finish = Some(finish);
-        while let Some(event) = events.recv().await {
-            let frames = match event {
-                GenerationEvent::Text(t) => vec![text(t)],
-                GenerationEvent::Done { finish_reason, usage } => {
-                    let mut frames = finish.take().map(|f| f(finish_reason, usage)).unwrap_or_default();
-                    frames.push(super::sse::done());
-                    frames
-                }
-                GenerationEvent::Failed(message) => vec![super::sse::data(&ApiError::Internal(message).body())],
-            };
-            for frame in frames {
-                if tx.send(frame).await.is_err() {
-                    return;
-                }
-            }
-        }
+        pump(&tx, events, text, finish).await;
     });
     response
+}
+
+/// Sends one frame per text piece, the frames `finish` makes from the
+/// outcome, then `[DONE]`; an engine failure becomes an error envelope event.
+/// Returns early when the client is gone: dropping `events` then tells the
+/// engine to free the slot.
+pub async fn pump(
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+    mut events: EventReceiver,
+    text: impl Fn(String) -> Bytes,
+    finish: impl FnOnce(FinishReason, Usage) -> Vec<Bytes>,
+) {
+    let mut finish = Some(finish);
+    while let Some(event) = events.recv().await {
+        let frames = match event {
+            GenerationEvent::Text(t) => vec![text(t)],
+            GenerationEvent::Done { finish_reason, usage } => {
+                let mut frames = finish.take().map(|f| f(finish_reason, usage)).unwrap_or_default();
+                frames.push(super::sse::done());
+                frames
+            }
+            GenerationEvent::Failed(message) => vec![super::sse::data(&ApiError::Internal(message).body())],
+        };
+        for frame in frames {
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+    }
 }

@@ -35,6 +35,8 @@ pub struct AppState {
     pub api_key: Option<Arc<str>>,
     /// Enables /admin/* (Bearer or `X-Admin-Token`).
     pub admin_token: Option<Arc<str>>,
+    /// Stream load progress to streamed chats that wait for a load.
+    pub notify_swaps: bool,
     pub body_limit: usize,
     pub build: BuildInfo,
 }

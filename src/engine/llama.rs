@@ -92,7 +92,7 @@ struct Stats {
 impl LlamaEngine {
     /// Loads the model and starts its worker. Blocks until the context exists,
     /// so call it off the async runtime.
-    pub fn load(options: LoadOptions) -> Result<Self, EngineError> {
+    pub fn load(options: LoadOptions, progress: crate::registry::Progress) -> Result<Self, EngineError> {
         let path_text = options.path.display().to_string();
         let fail = |reason: String| EngineError::Load { path: path_text.clone(), reason };
         if !options.path.is_file() {
@@ -104,7 +104,7 @@ impl LlamaEngine {
         let worker_stats = stats.clone();
         let worker = std::thread::Builder::new()
             .name(format!("model:{}", file_stem(&options.path)))
-            .spawn(move || worker_main(options, ready_tx, cmd_rx, worker_stats))
+            .spawn(move || worker_main(options, progress, ready_tx, cmd_rx, worker_stats))
             .map_err(|e| fail(e.to_string()))?;
         match ready_rx.recv() {
             Ok(Ok((model, info, context_bytes))) => Ok(Self {
@@ -202,11 +202,12 @@ fn resident_bytes() -> u64 {
 
 fn worker_main(
     options: LoadOptions,
+    progress: crate::registry::Progress,
     ready: std_mpsc::Sender<Ready>,
     commands: std_mpsc::Receiver<Command>,
     stats: Arc<Stats>,
 ) {
-    let loaded = match load_model(&options) {
+    let loaded = match load_model(&options, progress) {
         Ok(loaded) => loaded,
         Err(reason) => {
             let _ = ready.send(Err(reason));
@@ -244,9 +245,15 @@ fn worker_main(
     worker.run(&commands);
 }
 
-fn load_model(options: &LoadOptions) -> Result<(Arc<LlamaModel>, ModelInfo, LlamaContextParams), String> {
+fn load_model(
+    options: &LoadOptions,
+    progress: crate::registry::Progress,
+) -> Result<(Arc<LlamaModel>, ModelInfo, LlamaContextParams), String> {
     let backend = backend()?;
-    let mut params = LlamaModelParams::default();
+    let mut params = LlamaModelParams::default().with_progress_callback(move |fraction| {
+        progress(fraction);
+        true
+    });
     if let Some(n) = options.n_gpu_layers {
         params = params.with_n_gpu_layers(n);
     }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::error::ApiError;
 use crate::registry::{load_one, EngineFactory, LoadedModel, ModelState, Registry};
@@ -62,13 +62,17 @@ enum Msg {
 #[derive(Clone)]
 pub struct Scheduler {
     tx: mpsc::UnboundedSender<Msg>,
+    /// Per model: load progress in percent while a load runs, else `None`.
+    progress: Arc<Vec<watch::Sender<Option<u8>>>>,
 }
 
 impl Scheduler {
     /// Starts the owner task. `models` must list the registry's entries in order.
     pub fn start(registry: Arc<Registry>, factory: Arc<dyn EngineFactory>, models: Vec<ModelLimits>, limits: SchedLimits) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let progress: Arc<Vec<_>> = Arc::new(models.iter().map(|_| watch::channel(None).0).collect());
         let owner = Owner {
+            progress: progress.clone(),
             state: SchedState::new(models, limits, Instant::now()),
             registry,
             factory,
@@ -78,7 +82,12 @@ impl Scheduler {
             loads_in_progress: HashMap::new(),
         };
         tokio::spawn(owner.run(rx));
-        Self { tx }
+        Self { tx, progress }
+    }
+
+    /// Watches `model`'s load progress (percent; `None` when not loading).
+    pub fn progress(&self, model: usize) -> watch::Receiver<Option<u8>> {
+        self.progress[model].subscribe()
     }
 
     /// Waits until `model` is loaded and has a free slot for this request.
@@ -146,6 +155,7 @@ pub struct ModelStatus {
 }
 
 struct Owner {
+    progress: Arc<Vec<watch::Sender<Option<u8>>>>,
     state: SchedState,
     registry: Arc<Registry>,
     factory: Arc<dyn EngineFactory>,
@@ -194,6 +204,7 @@ impl Owner {
             Msg::Release { model } => self.state.release(model, now),
             Msg::LoadDone { model, result } => {
                 self.loads_in_progress.remove(&model);
+                self.progress[model].send_replace(None);
                 let entry = self.registry.entry(model);
                 let fails = match result {
                     Ok(loaded) => {
@@ -290,9 +301,18 @@ impl Owner {
         tracing::info!(model = %entry.spec.id, "loading");
         let factory = self.factory.clone();
         let tx = self.tx.clone();
+        let watcher = self.progress.clone();
+        let progress: crate::registry::Progress = Arc::new(move |fraction: f32| {
+            let percent = (fraction.clamp(0.0, 1.0) * 100.0) as u8;
+            watcher[model].send_if_modified(|p| {
+                let changed = *p != Some(percent);
+                *p = Some(percent);
+                changed
+            });
+        });
         tokio::spawn(async move {
             let spec = entry.spec.clone();
-            let result = tokio::task::spawn_blocking(move || load_one(factory.as_ref(), &spec))
+            let result = tokio::task::spawn_blocking(move || load_one(factory.as_ref(), &spec, progress))
                 .await
                 .unwrap_or_else(|e| Err(format!("loader panicked: {e}")))
                 .map(Arc::new);

@@ -14,7 +14,7 @@ use vram_llm::api::{router, AppState, DEFAULT_BODY_LIMIT};
 use vram_llm::build_info::BUILD;
 use vram_llm::engine::text::TextStream;
 use vram_llm::engine::*;
-use vram_llm::registry::{EngineFactory, ModelSpec, Registry};
+use vram_llm::registry::{EngineFactory, ModelSpec, Progress, Registry};
 use vram_llm::scheduler::{ModelLimits, Policy, SchedLimits, Scheduler};
 
 /// Tokens are Unicode code points; the reply is sent one character at a time.
@@ -113,16 +113,27 @@ pub struct FakeFactory {
     pub gate: Option<Arc<tokio::sync::Semaphore>>,
     /// Models whose load fails.
     pub failing: Vec<String>,
+    /// When set, a load reports 50% and then waits until the flag is true.
+    pub load_gate: Option<Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>>,
 }
 
 impl FakeFactory {
     pub fn new(reply: &str) -> Self {
-        Self { reply: reply.into(), n_ctx_slot: 64, gate: None, failing: Vec::new() }
+        Self { reply: reply.into(), n_ctx_slot: 64, gate: None, failing: Vec::new(), load_gate: None }
     }
 }
 
 impl EngineFactory for FakeFactory {
-    fn load(&self, spec: &ModelSpec) -> Result<Arc<dyn Engine>, EngineError> {
+    fn load(&self, spec: &ModelSpec, progress: Progress) -> Result<Arc<dyn Engine>, EngineError> {
+        progress(0.5);
+        if let Some(gate) = &self.load_gate {
+            let (open, cond) = &**gate;
+            let mut open = open.lock().expect("gate");
+            while !*open {
+                open = cond.wait(open).expect("gate");
+            }
+        }
+        progress(1.0);
         if self.failing.contains(&spec.id) {
             return Err(EngineError::Load { path: spec.path.display().to_string(), reason: "corrupt file".into() });
         }
@@ -181,6 +192,7 @@ pub fn fake_state(
         ready: Arc::new(AtomicBool::new(ready)),
         api_key: None,
         admin_token: None,
+        notify_swaps: false,
         body_limit: DEFAULT_BODY_LIMIT,
         build: BUILD,
     }
