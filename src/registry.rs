@@ -89,9 +89,19 @@ pub struct ModelEntry {
     /// Unix time the entry was registered (`created` in /v1/models).
     pub created: u64,
     state: RwLock<ModelState>,
+    /// Removed by a reload: takes no new requests, unloads once idle.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl ModelEntry {
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, std::sync::atomic::Ordering::Release);
+    }
+
     pub fn state_name(&self) -> &'static str {
         self.state.read().name()
     }
@@ -121,46 +131,65 @@ impl ModelEntry {
     }
 }
 
+/// The catalogue. Append-only, so a model's index never changes: a reload
+/// retires entries (they finish their work, then unload) and appends new ones.
 pub struct Registry {
-    entries: Vec<Arc<ModelEntry>>,
+    entries: RwLock<Vec<Arc<ModelEntry>>>,
 }
 
 impl Registry {
     pub fn new(specs: Vec<ModelSpec>) -> Self {
-        let created = crate::api::unix_now();
-        let entries = specs
-            .into_iter()
-            .map(|spec| Arc::new(ModelEntry { spec, created, state: RwLock::new(ModelState::Unloaded) }))
-            .collect();
-        Self { entries }
+        let registry = Self { entries: RwLock::new(Vec::new()) };
+        for spec in specs {
+            registry.push(spec);
+        }
+        registry
     }
 
-    pub fn entries(&self) -> &[Arc<ModelEntry>] {
-        &self.entries
+    /// Appends a model; returns its index.
+    pub(crate) fn push(&self, spec: ModelSpec) -> usize {
+        let entry = ModelEntry {
+            spec,
+            created: crate::api::unix_now(),
+            state: RwLock::new(ModelState::Unloaded),
+            retired: std::sync::atomic::AtomicBool::new(false),
+        };
+        let mut entries = self.entries.write();
+        entries.push(Arc::new(entry));
+        entries.len() - 1
+    }
+
+    /// Every entry ever registered, retired ones included (index order).
+    pub fn entries(&self) -> Vec<Arc<ModelEntry>> {
+        self.entries.read().clone()
+    }
+
+    /// The models clients can use now.
+    pub fn active(&self) -> Vec<Arc<ModelEntry>> {
+        self.entries.read().iter().filter(|e| !e.is_retired()).cloned().collect()
     }
 
     /// Finds a model by id or alias, returning its index. With no name
-    /// (llama-server clients often send none) the first registered model
-    /// answers.
+    /// (llama-server clients often send none) the first active model answers.
     pub fn resolve(&self, name: Option<&str>) -> Result<usize, ApiError> {
+        let entries = self.entries.read();
+        let mut active = entries.iter().enumerate().filter(|(_, e)| !e.is_retired());
         match name.map(str::trim).filter(|n| !n.is_empty()) {
-            None if self.entries.is_empty() => Err(ApiError::Unavailable("no model is registered".into())),
-            None => Ok(0),
-            Some(name) => self
-                .entries
-                .iter()
-                .position(|e| e.spec.id == name || e.spec.aliases.iter().any(|a| a == name))
+            None => active.next().map(|(i, _)| i).ok_or_else(|| ApiError::Unavailable("no model is registered".into())),
+            Some(name) => active
+                .find(|(_, e)| e.spec.id == name || e.spec.aliases.iter().any(|a| a == name))
+                .map(|(i, _)| i)
                 .ok_or_else(|| ApiError::ModelNotFound(name.to_string())),
         }
     }
 
-    pub fn entry(&self, index: usize) -> &Arc<ModelEntry> {
-        &self.entries[index]
+    pub fn entry(&self, index: usize) -> Arc<ModelEntry> {
+        self.entries.read()[index].clone()
     }
 
     /// Drops every loaded model (stops its worker thread, frees its memory).
     pub fn unload_all(&self) {
-        for entry in &self.entries {
+        for entry in self.entries.read().iter() {
             entry.set(ModelState::Unloaded);
         }
     }

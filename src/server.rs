@@ -93,6 +93,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         api_key: server.api_key.clone().map(Arc::from),
         admin_token: server.admin_token.clone().map(Arc::from),
         notify_swaps: server.notify_swaps,
+        reload_from: Some(Arc::new((args.sources.clone(), args.server.clone()))),
         body_limit: server.max_body_mib as usize * 1024 * 1024,
         build: BUILD,
     };

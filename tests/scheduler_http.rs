@@ -187,3 +187,60 @@ async fn notify_swaps_still_rejects_bad_input_with_a_400() {
     let resp = post(&base, "/v1/chat/completions", json!({"messages":[],"stream":true}), None).await;
     assert_eq!(resp.status(), 400);
 }
+
+#[tokio::test]
+async fn reload_adds_removes_and_changes_models_without_dropping_in_flight_work() {
+    use vram_llm::cli::{ModelSources, ServerFlags};
+    let dir = std::env::temp_dir().join(format!("vram-llm-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["a.gguf", "b.gguf", "c.gguf"] {
+        std::fs::write(dir.join(f), b"not really a model").unwrap();
+    }
+    let config = dir.join("vram-llm.toml");
+    let model = |name: &str, extra: &str| format!("[[models]]\nname = \"{name}\"\npath = \"{name}.gguf\"\n{extra}\n");
+    std::fs::write(&config, model("a", "") + &model("b", "")).unwrap();
+    let sources = ModelSources { config: Some(config.clone()), ..Default::default() };
+    let loaded = vram_llm::config::Config::load(&sources, &ServerFlags::default()).unwrap();
+
+    let gate = Arc::new(Semaphore::new(0));
+    let factory = FakeFactory { gate: Some(gate.clone()), ..FakeFactory::new("ok") };
+    let mut state = fake_state(loaded.models, Arc::new(factory), roomy_limits(), 1 << 20, true);
+    state.admin_token = Some(Arc::from("tok"));
+    state.reload_from = Some(Arc::new((sources, ServerFlags::default())));
+    let base = serve(state).await;
+
+    // A request on `a` is in flight (held at the gate) while `a` is removed.
+    let in_flight = tokio::spawn({
+        let base = base.clone();
+        async move { post(&base, "/v1/completions", json!({"model": "a", "prompt": "x"}), None).await.status() }
+    });
+    wait_for(&base, "a's request to be in flight", |m| m["in_flight"] == 1).await;
+    std::fs::write(&config, model("b", "ctx_size = 32") + &model("c", "")).unwrap();
+    let resp = post(&base, "/admin/reload", json!({}), Some("tok")).await;
+    assert_eq!(resp.status(), 200);
+    let report: Value = resp.json().await.unwrap();
+    assert_eq!(report["added"], json!(["c"]), "{report}");
+    assert_eq!(report["removed"], json!(["a"]));
+    assert_eq!(report["changed"], json!(["b"]));
+
+    let models: Value = reqwest::get(format!("{base}/v1/models")).await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["b", "c"]);
+    let gone = post(&base, "/v1/completions", json!({"model": "a", "prompt": "x"}), None).await;
+    assert_eq!(gone.status(), 404);
+
+    gate.add_permits(100);
+    assert_eq!(in_flight.await.unwrap(), 200, "the in-flight request on the removed model finished");
+    for m in ["b", "c"] {
+        let resp = post(&base, "/v1/completions", json!({"model": m, "prompt": "x"}), None).await;
+        assert_eq!(resp.status(), 200, "{m}");
+    }
+    // A bad config is refused and changes nothing.
+    std::fs::write(&config, "[[models]]\nname = \"z\"\npath = \"missing.gguf\"\n").unwrap();
+    let bad = post(&base, "/admin/reload", json!({}), Some("tok")).await;
+    assert_eq!(bad.status(), 400);
+    let ok = post(&base, "/v1/completions", json!({"model": "c", "prompt": "x"}), None).await;
+    assert_eq!(ok.status(), 200);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

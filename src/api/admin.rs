@@ -47,6 +47,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError>
                 "aliases": entry.spec.aliases,
                 "path": entry.spec.path.display().to_string(),
                 "state": m.state,
+                "retired": entry.is_retired(),
                 "memory_bytes": m.bytes,
                 "memory_measured": m.bytes_measured,
                 "queue_depth": m.queue_depth,
@@ -93,4 +94,23 @@ pub async fn unload(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAc
     state.scheduler.unload(index, req.force).await?;
     let entry = state.registry.entry(index);
     Ok(Json(json!({"model": entry.spec.id, "state": entry.state_name()})).into_response())
+}
+
+/// Re-reads the config (and models folder, and --model flags) and applies its
+/// model list: adds new models, retires removed ones once their work is done,
+/// replaces changed ones. Server settings need a restart.
+pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let Some(from) = state.reload_from.clone() else {
+        return Err(ApiError::InvalidRequest { message: "this server has no config to reload".into(), param: None });
+    };
+    let config = tokio::task::spawn_blocking(move || crate::config::Config::load(&from.0, &from.1))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|message| ApiError::InvalidRequest { message: format!("config not reloaded: {message}"), param: None })?;
+    let (_, limits) = crate::server::scheduler_limits(&config);
+    let report = state.scheduler.reload(config.models.into_iter().zip(limits).collect()).await?;
+    Ok(Json(json!({ "reloaded": true, "added": report.added, "removed": report.removed,
+                    "changed": report.changed, "unchanged": report.unchanged,
+                    "note": "server settings ([server], flags) take effect on restart" }))
+    .into_response())
 }

@@ -21,10 +21,11 @@ pub async fn chat_completions(
     ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let index = state.registry.resolve(req.model.as_deref())?;
-    let spec = &state.registry.entry(index).spec;
+    let entry = state.registry.entry(index);
+    let spec = &entry.spec;
     let model_id = spec.id.clone();
     let chunks = Chunks::new(&state, model_id.clone(), req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage));
-    if state.notify_swaps && req.sampling.stream && state.registry.entry(index).loaded().is_none() {
+    if state.notify_swaps && req.sampling.stream && entry.loaded().is_none() {
         // Check everything that needs no model now, so bad input is still a 400.
         crate::validate::chat(req.clone(), u32::MAX, &spec.defaults())?;
         return Ok(stream_after_load(state, index, req, chunks));
@@ -60,7 +61,8 @@ pub async fn chat_completions(
 /// Validates against the loaded model, renders the template, starts generating.
 fn prepare(state: &AppState, permit: &Permit, req: ChatCompletionRequest) -> Result<(ValidChat, Started), ApiError> {
     let model = &permit.model;
-    let spec = &state.registry.entry(permit.index).spec;
+    let entry = state.registry.entry(permit.index);
+    let spec = &entry.spec;
     let valid = crate::validate::chat(req, model.engine.info().n_vocab, &spec.defaults())?;
     let prompt = model.render_chat(&valid.messages, true, valid.tools.as_ref(), valid.template_kwargs.as_ref())?;
     let started = start(model, &prompt, &valid.sampling, "messages")?;

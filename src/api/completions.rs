@@ -16,7 +16,8 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let permit = state.permit(req.model.as_deref()).await?;
     let model = permit.model.clone();
-    let spec = &state.registry.entry(permit.index).spec;
+    let entry = state.registry.entry(permit.index);
+    let spec = &entry.spec;
     let model_id = spec.id.clone();
     let valid = crate::validate::completion(req, model.engine.info().n_vocab, &spec.defaults())?;
     let started = start(&model, &valid.prompt, &valid.sampling, "prompt")?;

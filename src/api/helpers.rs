@@ -19,14 +19,14 @@ use crate::registry::TemplateOrigin;
 pub async fn health(State(state): State<AppState>) -> Response {
     let models: serde_json::Map<String, Value> = state
         .registry
-        .entries()
+        .active()
         .iter()
         .map(|e| (e.spec.id.clone(), Value::from(e.state_name())))
         .collect();
     if state.ready.load(std::sync::atomic::Ordering::Acquire) {
         Json(json!({"status": "ok", "models": models})).into_response()
     } else {
-        let failed = state.registry.entries().iter().any(|e| e.state_name() == "failed");
+        let failed = state.registry.active().iter().any(|e| e.state_name() == "failed");
         let status = if failed { "error" } else { "loading" };
         let message = if failed { "A model failed to load" } else { "Loading model" };
         (
@@ -87,7 +87,7 @@ pub async fn apply_template(
 /// Server and model properties, shaped like llama-server's `/props` where
 /// the fields mean the same thing.
 pub async fn props(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let entry = state.registry.entry(state.registry.resolve(None)?).clone();
+    let entry = state.registry.entry(state.registry.resolve(None)?);
     let model = state.loaded(None).await?;
     let info = model.engine.info();
     let slots = model.engine.slot_stats();

@@ -37,6 +37,8 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     /// Stream load progress to streamed chats that wait for a load.
     pub notify_swaps: bool,
+    /// What `/admin/reload` re-reads: the startup model sources and flags.
+    pub reload_from: Option<Arc<(crate::cli::ModelSources, crate::cli::ServerFlags)>>,
     pub body_limit: usize,
     pub build: BuildInfo,
 }
@@ -61,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/status", get(admin::status))
         .route("/admin/models/load", post(admin::load))
         .route("/admin/models/unload", post(admin::unload))
+        .route("/admin/reload", post(admin::reload))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_admin_token));
     Router::new()
         .route("/health", get(helpers::health))

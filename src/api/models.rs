@@ -10,7 +10,7 @@ use super::AppState;
 pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     let data = state
         .registry
-        .entries()
+        .active()
         .iter()
         .map(|entry| {
             let meta = entry.loaded().map(|m| {

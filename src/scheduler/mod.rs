@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::error::ApiError;
-use crate::registry::{load_one, EngineFactory, LoadedModel, ModelState, Registry};
+use crate::registry::{load_one, EngineFactory, LoadedModel, ModelSpec, ModelState, Registry};
 use state::{Action, EnqueueError, Residency, SchedState, Ticket};
 
 pub use policy::Policy;
@@ -55,6 +55,7 @@ enum Msg {
     UnloadDone { model: usize },
     Unload { model: usize, force: bool, reply: oneshot::Sender<()> },
     Status { reply: oneshot::Sender<Status> },
+    Reload { models: Vec<(ModelSpec, ModelLimits)>, reply: oneshot::Sender<ReloadReport> },
     Shutdown { reply: oneshot::Sender<()> },
 }
 
@@ -63,14 +64,17 @@ enum Msg {
 pub struct Scheduler {
     tx: mpsc::UnboundedSender<Msg>,
     /// Per model: load progress in percent while a load runs, else `None`.
-    progress: Arc<Vec<watch::Sender<Option<u8>>>>,
+    progress: Progress,
 }
+
+/// One watch channel per model, growing with reloads.
+type Progress = Arc<parking_lot::RwLock<Vec<watch::Sender<Option<u8>>>>>;
 
 impl Scheduler {
     /// Starts the owner task. `models` must list the registry's entries in order.
     pub fn start(registry: Arc<Registry>, factory: Arc<dyn EngineFactory>, models: Vec<ModelLimits>, limits: SchedLimits) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let progress: Arc<Vec<_>> = Arc::new(models.iter().map(|_| watch::channel(None).0).collect());
+        let progress: Progress = Arc::new(parking_lot::RwLock::new(models.iter().map(|_| watch::channel(None).0).collect()));
         let owner = Owner {
             progress: progress.clone(),
             state: SchedState::new(models, limits, Instant::now()),
@@ -87,7 +91,16 @@ impl Scheduler {
 
     /// Watches `model`'s load progress (percent; `None` when not loading).
     pub fn progress(&self, model: usize) -> watch::Receiver<Option<u8>> {
-        self.progress[model].subscribe()
+        self.progress.read()[model].subscribe()
+    }
+
+    /// Applies a re-read model list: new names are added, missing ones
+    /// retired (they finish in-flight and queued work, then unload), changed
+    /// ones retired and added anew. Requests in flight are never dropped.
+    pub async fn reload(&self, models: Vec<(ModelSpec, ModelLimits)>) -> Result<ReloadReport, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Reload { models, reply }).map_err(|_| shutting_down())?;
+        rx.await.map_err(|_| shutting_down())
     }
 
     /// Waits until `model` is loaded and has a free slot for this request.
@@ -154,8 +167,17 @@ pub struct ModelStatus {
     pub failure: Option<String>,
 }
 
+/// What a reload changed, by model name.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
 struct Owner {
-    progress: Arc<Vec<watch::Sender<Option<u8>>>>,
+    progress: Progress,
     state: SchedState,
     registry: Arc<Registry>,
     factory: Arc<dyn EngineFactory>,
@@ -204,7 +226,7 @@ impl Owner {
             Msg::Release { model } => self.state.release(model, now),
             Msg::LoadDone { model, result } => {
                 self.loads_in_progress.remove(&model);
-                self.progress[model].send_replace(None);
+                self.progress.read()[model].send_replace(None);
                 let entry = self.registry.entry(model);
                 let fails = match result {
                     Ok(loaded) => {
@@ -244,6 +266,9 @@ impl Owner {
             }
             Msg::Status { reply } => {
                 let _ = reply.send(self.status(now));
+            }
+            Msg::Reload { models, reply } => {
+                let _ = reply.send(self.reload(models, now));
             }
             Msg::Shutdown { reply } => {
                 for (_, (_, waiter)) in self.waiters.drain() {
@@ -286,7 +311,7 @@ impl Owner {
                 Action::Unload { model } => self.start_unload(model),
                 Action::Fail { ticket, reason, model } => {
                     if let Some((_, reply)) = self.waiters.remove(&ticket) {
-                        let name = &self.registry.entry(model).spec.id;
+                        let name = self.registry.entry(model).spec.id.clone();
                         let _ = reply.send(Err(ApiError::Unavailable(format!("model `{name}` failed to load: {reason}"))));
                     }
                 }
@@ -295,7 +320,7 @@ impl Owner {
     }
 
     fn start_load(&mut self, model: usize) {
-        let entry = self.registry.entry(model).clone();
+        let entry = self.registry.entry(model);
         entry.set(ModelState::Loading);
         self.loads_in_progress.insert(model, Instant::now());
         tracing::info!(model = %entry.spec.id, "loading");
@@ -304,7 +329,7 @@ impl Owner {
         let watcher = self.progress.clone();
         let progress: crate::registry::Progress = Arc::new(move |fraction: f32| {
             let percent = (fraction.clamp(0.0, 1.0) * 100.0) as u8;
-            watcher[model].send_if_modified(|p| {
+            watcher.read()[model].send_if_modified(|p| {
                 let changed = *p != Some(percent);
                 *p = Some(percent);
                 changed
@@ -321,7 +346,7 @@ impl Owner {
     }
 
     fn start_unload(&mut self, model: usize) {
-        let entry = self.registry.entry(model).clone();
+        let entry = self.registry.entry(model);
         tracing::info!(model = %entry.spec.id, "unloading");
         let loaded = entry.take_loaded();
         let tx = self.tx.clone();
@@ -331,6 +356,37 @@ impl Owner {
             let _ = tokio::task::spawn_blocking(move || drop(loaded)).await;
             let _ = tx.send(Msg::UnloadDone { model });
         });
+    }
+
+    fn reload(&mut self, models: Vec<(ModelSpec, ModelLimits)>, now: Instant) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let current: Vec<(usize, Arc<crate::registry::ModelEntry>)> =
+            self.registry.entries().into_iter().enumerate().filter(|(_, e)| !e.is_retired()).collect();
+        for (index, entry) in &current {
+            match models.iter().find(|(spec, _)| spec.id == entry.spec.id) {
+                Some((spec, _)) if *spec == entry.spec => report.unchanged.push(spec.id.clone()),
+                found => {
+                    entry.retire();
+                    self.state.retire(*index);
+                    let list = if found.is_some() { &mut report.changed } else { &mut report.removed };
+                    list.push(entry.spec.id.clone());
+                }
+            }
+        }
+        for (spec, limits) in models {
+            if report.unchanged.contains(&spec.id) {
+                continue;
+            }
+            if !report.changed.contains(&spec.id) {
+                report.added.push(spec.id.clone());
+            }
+            // Registry, scheduler state and progress channels grow together.
+            self.registry.push(spec);
+            self.state.add_model(limits, now);
+            self.progress.write().push(watch::channel(None).0);
+        }
+        tracing::info!(?report, "config reloaded");
+        report
     }
 
     fn status(&self, now: Instant) -> Status {

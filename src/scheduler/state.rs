@@ -76,6 +76,8 @@ pub struct ModelSched {
     pub closed: bool,
     /// An admin asked for an unload: admit nothing, unload once idle.
     pub unload_requested: bool,
+    /// Removed by a config reload: serves what it has, then unloads for good.
+    pub retired: bool,
     pub load_count: u32,
     pub failures: u32,
     pub last_load: Option<Duration>,
@@ -143,24 +145,37 @@ pub struct SchedState {
 
 impl SchedState {
     pub fn new(models: Vec<ModelLimits>, limits: SchedLimits, now: Instant) -> Self {
-        let models = models
-            .into_iter()
-            .map(|limits| ModelSched {
-                limits,
-                residency: Residency::Unloaded,
-                measured: false,
-                in_flight: 0,
-                queue: VecDeque::new(),
-                last_used: now,
-                closed: false,
-                unload_requested: false,
-                load_count: 0,
-                failures: 0,
-                last_load: None,
-                load_started: None,
-            })
-            .collect();
-        Self { models, limits, swaps: 0, swap_for: None, next_ticket: 1 }
+        let mut state = Self { models: Vec::new(), limits, swaps: 0, swap_for: None, next_ticket: 1 };
+        for model in models {
+            state.add_model(model, now);
+        }
+        state
+    }
+
+    /// Registers a model (config reload); returns its index.
+    pub fn add_model(&mut self, limits: ModelLimits, now: Instant) -> usize {
+        self.models.push(ModelSched {
+            limits,
+            residency: Residency::Unloaded,
+            measured: false,
+            in_flight: 0,
+            queue: VecDeque::new(),
+            last_used: now,
+            closed: false,
+            unload_requested: false,
+            retired: false,
+            load_count: 0,
+            failures: 0,
+            last_load: None,
+            load_started: None,
+        });
+        self.models.len() - 1
+    }
+
+    /// Removes a model (config reload): queued and in-flight requests finish,
+    /// then it unloads and takes no part in decisions again.
+    pub fn retire(&mut self, model: usize) {
+        self.models[model].retired = true;
     }
 
     /// A request for `model` arrives. It waits in the model's queue until
@@ -292,7 +307,8 @@ impl SchedState {
 
     fn unload_requested(&mut self, actions: &mut Vec<Action>) {
         for (i, m) in self.models.iter_mut().enumerate() {
-            if m.unload_requested && m.residency == Residency::Loaded && m.in_flight == 0 {
+            let retired_idle = m.retired && !m.busy();
+            if (m.unload_requested || retired_idle) && m.residency == Residency::Loaded && m.in_flight == 0 {
                 m.residency = Residency::Unloading;
                 actions.push(Action::Unload { model: i });
             }

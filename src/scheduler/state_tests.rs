@@ -393,3 +393,19 @@ fn max_wait_counts_the_load_time_of_the_waiting_model() {
     assert_eq!(s.poll(secs(t0, 28)), vec![]);
     assert!(s.models[0].closed, "a stops taking work at 28s");
 }
+
+#[test]
+fn a_retired_model_finishes_its_work_then_unloads() {
+    let t0 = Instant::now();
+    let mut s = SchedState::new(vec![model("a", 100, 1)], limits(1000, Policy::CacheAware), t0);
+    s.enqueue(0, t0).unwrap();
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    s.retire(0);
+    s.release(0, t0);
+    assert_eq!(admitted(&s.poll(t0)).len(), 1, "its queued request is still served");
+    s.release(0, t0);
+    assert_eq!(s.poll(t0), vec![Action::Unload { model: 0 }]);
+    let b = s.add_model(model("b", 100, 1), t0);
+    assert_eq!(b, 1);
+}

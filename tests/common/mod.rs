@@ -193,6 +193,7 @@ pub fn fake_state(
         api_key: None,
         admin_token: None,
         notify_swaps: false,
+        reload_from: None,
         body_limit: DEFAULT_BODY_LIMIT,
         build: BUILD,
     }
