@@ -30,8 +30,10 @@ fn main() {
 
     let mut features: Vec<String> = std::env::vars()
         .filter_map(|(k, _)| k.strip_prefix("CARGO_FEATURE_").map(|f| f.to_lowercase().replace('_', "-")))
+        .filter(|f| f != "default")
         .collect();
     features.sort();
+    // Without `cuda`, llama.cpp runs on the CPU only.
     let features = if features.is_empty() { "cpu".to_string() } else { features.join(",") };
     println!("cargo:rustc-env=VRAM_LLM_FEATURES={features}");
 }

@@ -67,3 +67,21 @@ async fn three_names_one_budget_swap_and_unload_frees_memory() {
     );
     eprintln!("RSS with one model loaded: {} MiB; after unload: {} MiB", loaded_rss >> 20, unloaded_rss >> 20);
 }
+
+#[tokio::test]
+async fn a_preload_model_from_the_config_is_loaded_before_the_port_opens() {
+    let dir = std::env::temp_dir().join(format!("vram-llm-preload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("vram-llm.toml");
+    let text = format!(
+        "[server]\nctx_size = 256\nparallel = 1\n[[models]]\nname = \"warm\"\npath = \"{}\"\npreload = true\n[[models]]\nname = \"cold\"\npath = \"{}\"\n",
+        test_model().display(),
+        test_model().display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = RealServer::start_with(&["--config", config.to_str().unwrap(), "--admin-token", "tok"]).await;
+    let status = admin(&server.base, reqwest::Method::GET, "/admin/status", None).await;
+    assert_eq!(status["models"][0]["state"], "loaded", "{status}");
+    assert_eq!(status["models"][1]["state"], "unloaded", "{status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -254,7 +254,7 @@ impl RealServer {
         cmd.arg("serve")
             .args(["--port", &port.to_string()])
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         let child = cmd.spawn().expect("spawn vram-llm");
