@@ -29,6 +29,69 @@ pub enum Command {
     /// Print the model registry (from --config, --models-dir and --model)
     /// with each model's estimated memory, without loading anything.
     Models(ModelsArgs),
+    /// Print the GPU inventory (NVML, or --gpus-from FILE).
+    Gpus(GpusArgs),
+    /// Print where a model would be placed (GPUs, tensor_split, offloaded
+    /// layers) without loading anything.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GpusArgs {
+    /// Read the inventory from a JSON file instead of NVML: a list in CUDA
+    /// order of {"index", "name", "total_mib", "free_mib"} (optional "uuid",
+    /// "utilization", "used_mib").
+    #[arg(long, value_name = "FILE")]
+    pub gpus_from: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    /// The GGUF model to place.
+    #[arg(short = 'm', long, value_name = "PATH")]
+    pub model: PathBuf,
+    /// Context tokens per request slot [default: training context, capped at 4096].
+    #[arg(short = 'c', long, value_name = "TOKENS")]
+    pub ctx_size: Option<u32>,
+    /// Sequence slots (the KV cache holds ctx-size x parallel tokens) [default: 4].
+    #[arg(short = 'p', long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+    #[command(flatten)]
+    pub gpus: GpuFlags,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// GPU placement flags.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GpuFlags {
+    /// Read the GPU inventory from this JSON file instead of NVML.
+    #[arg(long, value_name = "FILE")]
+    pub gpus_from: Option<PathBuf>,
+    /// MiB kept free on every GPU [default: 1024].
+    #[arg(long, value_name = "MIB")]
+    pub reserve_mib: Option<u64>,
+    /// Use only these GPUs (physical CUDA indices, e.g. 0,2).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub devices: Option<Vec<u32>>,
+    /// `free_desc`: the GPU with the most free memory becomes the main GPU;
+    /// `index`: by index [default: free_desc].
+    #[arg(long, value_name = "ORDER")]
+    pub device_order: Option<crate::gpu::DeviceOrder>,
+    /// `layer` (split layers across GPUs), `row` (split tensors by rows) or
+    /// `none` (one GPU) [default: layer].
+    #[arg(long, value_name = "MODE")]
+    pub split_mode: Option<crate::gpu::SplitMode>,
+    /// Split even a model that fits on one GPU across all selected GPUs.
+    #[arg(long)]
+    pub spread: bool,
+    /// Force the main GPU (physical index).
+    #[arg(long, value_name = "INDEX")]
+    pub main_gpu: Option<u32>,
 }
 
 /// Where models come from. They merge: `--model` beats `[[models]]` in the

@@ -6,6 +6,7 @@ pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod gpu;
 pub mod gguf;
 pub mod memory;
 pub mod registry;

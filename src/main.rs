@@ -22,6 +22,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => vram_llm::server::serve(args).await,
             Command::Models(args) => vram_llm::server::print_models(&args),
+            Command::Gpus(args) => vram_llm::gpu::report::print_gpus(&args),
+            Command::Plan(args) => vram_llm::gpu::report::print_plan(&args),
         }
     });
     match result {

@@ -37,3 +37,17 @@ pub fn default_cpu_budget_bytes() -> u64 {
         None => 8 * 1024 * MIB,
     }
 }
+
+/// What GPU placement needs to know about a model, from its GGUF header.
+pub fn footprint(path: &std::path::Path, ctx_size: Option<u32>, parallel: u32) -> Result<crate::gpu::ModelFootprint, String> {
+    let header = crate::gguf::read_header(path).map_err(|e| e.to_string())?;
+    let n_ctx_train = header.context_length().unwrap_or(u64::from(crate::engine::DEFAULT_CTX_CAP));
+    let ctx = crate::engine::slot_context(ctx_size, n_ctx_train.min(u64::from(u32::MAX)) as u32);
+    let estimate = crate::gguf::estimate(&header, ctx, parallel, crate::gguf::KvCacheType::F16);
+    Ok(crate::gpu::ModelFootprint {
+        layer_bytes: header.layer_bytes(),
+        non_layer_bytes: header.non_layer_bytes(),
+        kv_bytes_per_layer: estimate.kv_bytes_per_layer,
+        compute_bytes: estimate.compute_bytes,
+    })
+}

@@ -1,0 +1,70 @@
+//! `vram-llm gpus` and `vram-llm plan`: print the inventory and a placement.
+
+use super::{detect, plan, GpuInfo, PlacementOptions};
+use crate::cli::{GpuFlags, GpusArgs, PlanArgs};
+
+fn inventory(gpus_from: Option<&std::path::Path>) -> Result<Vec<GpuInfo>, String> {
+    detect(gpus_from).and_then(|inv| inv.gpus()).map_err(|e| e.to_string())
+}
+
+/// Placement options from the command line; unset flags keep their defaults.
+pub fn options(flags: &GpuFlags) -> PlacementOptions {
+    let defaults = PlacementOptions::default();
+    PlacementOptions {
+        reserve_mib: flags.reserve_mib.unwrap_or(defaults.reserve_mib),
+        devices: flags.devices.clone(),
+        device_order: flags.device_order.unwrap_or(defaults.device_order),
+        split_mode: flags.split_mode.unwrap_or(defaults.split_mode),
+        main_gpu: flags.main_gpu,
+        spread: flags.spread,
+        ..defaults
+    }
+}
+
+pub fn print_gpus(args: &GpusArgs) -> Result<(), String> {
+    let gpus = inventory(args.gpus_from.as_deref())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&gpus).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    if gpus.is_empty() {
+        println!("no GPU: models run on the CPU");
+        return Ok(());
+    }
+    println!("{:>5}  {:<28} {:>10} {:>10} {:>10}  uuid", "index", "name", "total MiB", "free MiB", "used MiB");
+    for g in &gpus {
+        println!(
+            "{:>5}  {:<28} {:>10} {:>10} {:>10}  {}",
+            g.index,
+            g.name,
+            g.total_mib,
+            g.free_mib,
+            g.used_mib,
+            g.uuid.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+pub fn print_plan(args: &PlanArgs) -> Result<(), String> {
+    let gpus = inventory(args.gpus.gpus_from.as_deref())?;
+    let footprint = crate::memory::footprint(&args.model, args.ctx_size, args.parallel)
+        .map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let placement = plan(&gpus, &footprint, &options(&args.gpus)).map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&placement).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    println!("model:         {}", args.model.display());
+    println!("placement:     {:?}: {}", placement.kind, placement.reason);
+    println!("devices:       {:?} (main GPU first)", placement.devices);
+    println!("main_gpu:      {}", placement.main_gpu.map_or_else(|| "-".to_string(), |g| g.to_string()));
+    println!("split_mode:    {:?}", placement.split_mode);
+    println!("tensor_split:  {:?}", placement.tensor_split);
+    println!("n_gpu_layers:  {} of {} layers", placement.n_gpu_layers, placement.n_layers);
+    for d in &placement.mib_per_device {
+        println!("  GPU {}: {} MiB, {} layers", d.index, d.mib, d.layers);
+    }
+    println!("cpu:           {} MiB", placement.cpu_mib);
+    Ok(())
+}
