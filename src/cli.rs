@@ -87,8 +87,8 @@ pub struct GpuFlags {
     #[arg(long, value_name = "MODE")]
     pub split_mode: Option<crate::gpu::SplitMode>,
     /// Split even a model that fits on one GPU across all selected GPUs.
-    #[arg(long)]
-    pub spread: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub spread: Option<bool>,
     /// Force the main GPU (physical index).
     #[arg(long, value_name = "INDEX")]
     pub main_gpu: Option<u32>,
@@ -231,6 +231,9 @@ pub struct ServerFlags {
     /// Largest accepted request body, in MiB [default: 16].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_body_mib: Option<u32>,
+
+    #[command(flatten)]
+    pub gpu: GpuFlags,
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h` or plain seconds (`10`, `0.5`).

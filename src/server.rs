@@ -11,19 +11,47 @@ use crate::build_info::BUILD;
 use crate::cli::{ModelsArgs, ServeArgs};
 use crate::config::Config;
 use crate::engine::llama::{LlamaEngine, LoadOptions};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, GpuParams};
+use crate::gpu::{GpuInventory, PlacementOptions};
 use crate::registry::{EngineFactory, ModelSpec, Progress, Registry};
 use crate::scheduler::{ModelLimits, SchedLimits, Scheduler};
 
-/// Loads models with llama.cpp.
+/// Loads models with llama.cpp, placing them on GPUs when there are any.
 pub struct LlamaFactory {
     pub threads: Option<u32>,
     pub batch_size: u32,
+    pub inventory: Arc<dyn GpuInventory>,
+    pub placement: PlacementOptions,
+}
+
+impl LlamaFactory {
+    /// The GPU plan for `spec` from the inventory as it is now (`None`: no GPU).
+    fn gpu_params(&self, spec: &ModelSpec) -> Result<Option<GpuParams>, String> {
+        let gpus = self.inventory.gpus().map_err(|e| e.to_string())?;
+        if gpus.is_empty() {
+            return Ok(None);
+        }
+        let footprint = crate::memory::footprint(&spec.path, spec.ctx_size, spec.parallel)?;
+        let options = PlacementOptions { n_gpu_layers_override: spec.n_gpu_layers, ..self.placement.clone() };
+        let plan = crate::gpu::plan(&gpus, &footprint, &options).map_err(|e| e.to_string())?;
+        tracing::info!(model = %spec.id, kind = ?plan.kind, devices = ?plan.devices, tensor_split = ?plan.tensor_split,
+            n_gpu_layers = plan.n_gpu_layers, "placement: {}", plan.reason);
+        Ok(Some(GpuParams {
+            devices: plan.devices,
+            split_mode: plan.split_mode,
+            n_gpu_layers: plan.n_gpu_layers,
+            tensor_split: plan.tensor_split,
+        }))
+    }
 }
 
 impl EngineFactory for LlamaFactory {
     fn load(&self, spec: &ModelSpec, progress: Progress) -> Result<Arc<dyn Engine>, EngineError> {
+        let gpu = self
+            .gpu_params(spec)
+            .map_err(|reason| EngineError::Load { path: spec.path.display().to_string(), reason })?;
         let engine = LlamaEngine::load(LoadOptions {
+            gpu,
             path: spec.path.clone(),
             ctx_size: spec.ctx_size,
             parallel: spec.parallel,
@@ -39,7 +67,7 @@ impl EngineFactory for LlamaFactory {
 pub fn scheduler_limits(config: &Config) -> (SchedLimits, Vec<ModelLimits>) {
     let server = &config.server;
     let limits = SchedLimits {
-        budget_bytes: server.memory_budget_mib.map_or_else(crate::memory::default_cpu_budget_bytes, |m| m << 20),
+        budget_bytes: server.memory_budget_mib.map_or_else(|| default_budget_bytes(server), |m| m << 20),
         max_loaded: server.max_loaded_models,
         max_wait: server.max_wait,
         max_queue: server.max_queue,
@@ -60,6 +88,19 @@ pub fn scheduler_limits(config: &Config) -> (SchedLimits, Vec<ModelLimits>) {
     (limits, models)
 }
 
+/// Without --memory-budget-mib: the free memory of the selected GPUs minus
+/// the reserve on each, when there are GPUs; else the CPU default.
+fn default_budget_bytes(server: &crate::config::ServerConfig) -> u64 {
+    let gpus = crate::gpu::detect(server.gpus_from.as_deref()).and_then(|inv| inv.gpus()).unwrap_or_default();
+    let selected = gpus.iter().filter(|g| server.placement.devices.as_ref().is_none_or(|d| d.contains(&g.index)));
+    let usable_mib: u64 = selected.map(|g| g.free_mib.saturating_sub(server.placement.reserve_mib)).sum();
+    if gpus.is_empty() {
+        crate::memory::default_cpu_budget_bytes()
+    } else {
+        usable_mib << 20
+    }
+}
+
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
     let server = config.server.clone();
@@ -74,7 +115,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     // A lone model without a config loads at once, after the port opens.
     let load_after_bind = config.models.len() == 1 && preload.is_empty();
     let registry = Arc::new(Registry::new(config.models));
-    let factory: Arc<dyn EngineFactory> = Arc::new(LlamaFactory { threads: server.threads, batch_size: server.batch_size });
+    let inventory: Arc<dyn GpuInventory> =
+        Arc::from(crate::gpu::detect(server.gpus_from.as_deref()).map_err(|e| e.to_string())?);
+    let factory: Arc<dyn EngineFactory> = Arc::new(LlamaFactory {
+        threads: server.threads,
+        batch_size: server.batch_size,
+        inventory,
+        placement: server.placement.clone(),
+    });
     let scheduler = Scheduler::start(registry.clone(), factory, model_limits, limits);
 
     for &i in &preload {

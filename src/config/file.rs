@@ -40,6 +40,13 @@ pub struct ServerSection {
     pub shutdown_grace: Option<Duration>,
     pub max_body_mib: Option<u32>,
     pub models_dir: Option<PathBuf>,
+    pub gpus_from: Option<PathBuf>,
+    pub reserve_mib: Option<u64>,
+    pub devices: Option<Vec<u32>>,
+    pub device_order: Option<crate::gpu::DeviceOrder>,
+    pub split_mode: Option<crate::gpu::SplitMode>,
+    pub spread: Option<bool>,
+    pub main_gpu: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

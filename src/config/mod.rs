@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub notify_swaps: bool,
     pub shutdown_grace: Duration,
     pub max_body_mib: u32,
+    /// A JSON GPU inventory replacing NVML.
+    pub gpus_from: Option<PathBuf>,
+    pub placement: crate::gpu::PlacementOptions,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +79,8 @@ impl Config {
             notify_swaps: flags.notify_swaps.or(s.notify_swaps).unwrap_or(false),
             shutdown_grace: flags.shutdown_grace.or(s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             max_body_mib: flags.max_body_mib.or(s.max_body_mib).unwrap_or(DEFAULT_MAX_BODY_MIB),
+            gpus_from: flags.gpu.gpus_from.clone().or_else(|| s.gpus_from.as_ref().map(|p| config_dir_of(&file_path).join(p))),
+            placement: crate::gpu::report::options(&flags.gpu, &file_placement(s)),
         };
         let origin = file_path.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
         check_server(&server, &origin)?;
@@ -87,7 +92,7 @@ impl Config {
             n_gpu_layers: flags.n_gpu_layers.or(s.n_gpu_layers),
             chat_template_file: flags.chat_template_file.clone().or_else(|| s.chat_template_file.clone()),
         };
-        let config_dir = file_path.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        let config_dir = config_dir_of(&file_path);
         let mut models = Models::default();
         let models_dir = sources.models_dir.clone().or_else(|| s.models_dir.as_ref().map(|d| config_dir.join(d)));
         if let Some(dir) = models_dir {
@@ -113,6 +118,24 @@ impl Config {
             return Err("no model to serve: give --model PATH, --models-dir DIR or a --config with [[models]]".into());
         }
         Ok(Config { server, models, file: file_path })
+    }
+}
+
+fn config_dir_of(file: &Option<PathBuf>) -> PathBuf {
+    file.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The `[server]` placement keys over the defaults.
+fn file_placement(s: &file::ServerSection) -> crate::gpu::PlacementOptions {
+    let d = crate::gpu::PlacementOptions::default();
+    crate::gpu::PlacementOptions {
+        reserve_mib: s.reserve_mib.unwrap_or(d.reserve_mib),
+        devices: s.devices.clone(),
+        device_order: s.device_order.unwrap_or(d.device_order),
+        split_mode: s.split_mode.unwrap_or(d.split_mode),
+        main_gpu: s.main_gpu,
+        spread: s.spread.unwrap_or(d.spread),
+        ..d
     }
 }
 

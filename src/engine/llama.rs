@@ -48,6 +48,8 @@ pub struct LoadOptions {
     pub threads: Option<u32>,
     /// Layers to offload to the GPU; `None` = all (ignored without a GPU build).
     pub n_gpu_layers: Option<u32>,
+    /// A placement plan (GPUs present); wins over `n_gpu_layers`.
+    pub gpu: Option<super::GpuParams>,
     /// Largest batch decoded in one step.
     pub batch_size: u32,
 }
@@ -257,6 +259,9 @@ fn load_model(
     if let Some(n) = options.n_gpu_layers {
         params = params.with_n_gpu_layers(n);
     }
+    if let Some(gpu) = &options.gpu {
+        params = apply_gpu_plan(params, gpu)?;
+    }
     let model = LlamaModel::load_from_file(backend, &options.path, &params).map_err(|e| e.to_string())?;
     let model = Arc::new(model);
 
@@ -297,6 +302,41 @@ fn load_model(
         chat_template: model.meta_val_str("tokenizer.chat_template").ok(),
     };
     Ok((model, info, ctx_params))
+}
+
+/// Puts a placement plan into the model params: CUDA indices become ggml
+/// device indices (`CUDA<i>` in ggml's device list), `main_gpu` is a position
+/// in that list, and `tensor_split` follows the same order.
+fn apply_gpu_plan(params: LlamaModelParams, gpu: &super::GpuParams) -> Result<LlamaModelParams, String> {
+    use llama_cpp_2::model::params::LlamaSplitMode;
+    let ggml = llama_cpp_2::list_llama_ggml_backend_devices();
+    let devices = gpu
+        .devices
+        .iter()
+        .map(|cuda| {
+            let name = format!("CUDA{cuda}");
+            ggml.iter()
+                .find(|d| d.name == name)
+                .map(|d| d.index)
+                .ok_or_else(|| format!("GPU {cuda} ({name}) is not a llama.cpp device; is this a CUDA build?"))
+        })
+        .collect::<Result<Vec<usize>, String>>()?;
+    let split_mode = match gpu.split_mode {
+        crate::gpu::SplitMode::None => LlamaSplitMode::None,
+        crate::gpu::SplitMode::Layer => LlamaSplitMode::Layer,
+        crate::gpu::SplitMode::Row => LlamaSplitMode::Row,
+    };
+    if devices.is_empty() {
+        // CPU only: llama.cpp clears its device list only for this combination.
+        return Ok(params.with_n_gpu_layers(0).with_split_mode(LlamaSplitMode::None).with_main_gpu(-1));
+    }
+    params
+        .with_n_gpu_layers(gpu.n_gpu_layers)
+        .with_split_mode(split_mode)
+        .with_main_gpu(0)
+        .with_tensor_split(&gpu.tensor_split)
+        .with_devices(&devices)
+        .map_err(|e| format!("cannot select GPUs {devices:?}: {e}"))
 }
 
 /// One request occupying a sequence slot.

@@ -22,6 +22,20 @@ pub fn slot_context(requested: Option<u32>, n_ctx_train: u32) -> u32 {
     requested.unwrap_or(DEFAULT_CTX_CAP.min(n_ctx_train)).min(n_ctx_train).max(1)
 }
 
+/// Where llama.cpp should put a model, in CUDA device indices (the engine
+/// maps them to ggml's device list). Built from a `gpu::Placement`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuParams {
+    /// CUDA indices of the devices used, main GPU first.
+    pub devices: Vec<u32>,
+    /// `None`: one GPU (the first device); `Layer`/`Row`: split across `devices`.
+    pub split_mode: crate::gpu::SplitMode,
+    /// llama.cpp's count: `n_layers + 1` offloads the output head too.
+    pub n_gpu_layers: u32,
+    /// One fraction per entry of `devices`.
+    pub tensor_split: Vec<f32>,
+}
+
 /// A token id as the vocabulary numbers it.
 pub type TokenId = u32;
 

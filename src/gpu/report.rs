@@ -7,17 +7,17 @@ fn inventory(gpus_from: Option<&std::path::Path>) -> Result<Vec<GpuInfo>, String
     detect(gpus_from).and_then(|inv| inv.gpus()).map_err(|e| e.to_string())
 }
 
-/// Placement options from the command line; unset flags keep their defaults.
-pub fn options(flags: &GpuFlags) -> PlacementOptions {
-    let defaults = PlacementOptions::default();
+/// Placement options from flags, falling back to `base` (the config file's
+/// `[server]` keys, or the defaults).
+pub fn options(flags: &GpuFlags, base: &PlacementOptions) -> PlacementOptions {
     PlacementOptions {
-        reserve_mib: flags.reserve_mib.unwrap_or(defaults.reserve_mib),
-        devices: flags.devices.clone(),
-        device_order: flags.device_order.unwrap_or(defaults.device_order),
-        split_mode: flags.split_mode.unwrap_or(defaults.split_mode),
-        main_gpu: flags.main_gpu,
-        spread: flags.spread,
-        ..defaults
+        reserve_mib: flags.reserve_mib.unwrap_or(base.reserve_mib),
+        devices: flags.devices.clone().or_else(|| base.devices.clone()),
+        device_order: flags.device_order.unwrap_or(base.device_order),
+        split_mode: flags.split_mode.unwrap_or(base.split_mode),
+        main_gpu: flags.main_gpu.or(base.main_gpu),
+        spread: flags.spread.unwrap_or(base.spread),
+        ..base.clone()
     }
 }
 
@@ -50,7 +50,7 @@ pub fn print_plan(args: &PlanArgs) -> Result<(), String> {
     let gpus = inventory(args.gpus.gpus_from.as_deref())?;
     let footprint = crate::memory::footprint(&args.model, args.ctx_size, args.parallel)
         .map_err(|e| format!("{}: {e}", args.model.display()))?;
-    let placement = plan(&gpus, &footprint, &options(&args.gpus)).map_err(|e| e.to_string())?;
+    let placement = plan(&gpus, &footprint, &options(&args.gpus, &PlacementOptions::default())).map_err(|e| e.to_string())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&placement).map_err(|e| e.to_string())?);
         return Ok(());
