@@ -10,12 +10,8 @@ const MIB: u64 = 1 << 20;
 /// An unreadable header falls back to the file size plus 25%. The scheduler
 /// replaces the estimate by the measured figure after the first load.
 pub fn estimate_bytes(spec: &ModelSpec) -> u64 {
-    match crate::gguf::read_header(&spec.path) {
-        Ok(header) => {
-            let n_ctx_train = header.context_length().unwrap_or(u64::from(crate::engine::DEFAULT_CTX_CAP));
-            let ctx = crate::engine::slot_context(spec.ctx_size, n_ctx_train.min(u64::from(u32::MAX)) as u32);
-            crate::gguf::estimate(&header, ctx, spec.parallel, crate::gguf::KvCacheType::F16).total_bytes
-        }
+    match header_estimate(&spec.path, spec.ctx_size, spec.parallel) {
+        Ok((_, estimate)) => estimate.total_bytes,
         Err(e) => {
             tracing::warn!(model = %spec.id, "cannot read the GGUF header for a memory estimate: {e}");
             let file = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
@@ -40,14 +36,25 @@ pub fn default_cpu_budget_bytes() -> u64 {
 
 /// What GPU placement needs to know about a model, from its GGUF header.
 pub fn footprint(path: &std::path::Path, ctx_size: Option<u32>, parallel: u32) -> Result<crate::gpu::ModelFootprint, String> {
-    let header = crate::gguf::read_header(path).map_err(|e| e.to_string())?;
-    let n_ctx_train = header.context_length().unwrap_or(u64::from(crate::engine::DEFAULT_CTX_CAP));
-    let ctx = crate::engine::slot_context(ctx_size, n_ctx_train.min(u64::from(u32::MAX)) as u32);
-    let estimate = crate::gguf::estimate(&header, ctx, parallel, crate::gguf::KvCacheType::F16);
+    let (header, estimate) = header_estimate(path, ctx_size, parallel).map_err(|e| e.to_string())?;
     Ok(crate::gpu::ModelFootprint {
         layer_bytes: header.layer_bytes(),
         non_layer_bytes: header.non_layer_bytes(),
         kv_bytes_per_layer: estimate.kv_bytes_per_layer,
         compute_bytes: estimate.compute_bytes,
     })
+}
+
+/// Reads a GGUF header and estimates the model with the per-slot context the
+/// engine will use (`engine::slot_context`) and an F16 KV cache.
+fn header_estimate(
+    path: &std::path::Path,
+    ctx_size: Option<u32>,
+    parallel: u32,
+) -> Result<(crate::gguf::GgufHeader, crate::gguf::MemoryEstimate), crate::gguf::GgufError> {
+    let header = crate::gguf::read_header(path)?;
+    let n_ctx_train = header.context_length().unwrap_or(u64::from(crate::engine::DEFAULT_CTX_CAP));
+    let ctx = crate::engine::slot_context(ctx_size, n_ctx_train.min(u64::from(u32::MAX)) as u32);
+    let estimate = crate::gguf::estimate(&header, ctx, parallel, crate::gguf::KvCacheType::F16);
+    Ok((header, estimate))
 }

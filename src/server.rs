@@ -9,10 +9,10 @@ use std::sync::Arc;
 use crate::api::{router, AppState};
 use crate::build_info::BUILD;
 use crate::cli::{ModelsArgs, ServeArgs};
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::engine::llama::{LlamaEngine, LoadOptions};
 use crate::engine::{Engine, EngineError, GpuParams};
-use crate::gpu::{GpuInventory, PlacementOptions};
+use crate::gpu::{GpuInfo, GpuInventory, PlacementOptions};
 use crate::registry::{EngineFactory, ModelSpec, Progress, Registry};
 use crate::scheduler::{ModelLimits, SchedLimits, Scheduler};
 
@@ -63,19 +63,22 @@ impl EngineFactory for LlamaFactory {
     }
 }
 
-/// Scheduler settings and per-model limits from a validated config.
-pub fn scheduler_limits(config: &Config) -> (SchedLimits, Vec<ModelLimits>) {
-    let server = &config.server;
-    let limits = SchedLimits {
-        budget_bytes: server.memory_budget_mib.map_or_else(|| default_budget_bytes(server), |m| m << 20),
+/// Scheduler settings from a validated config; `gpus` decides the default
+/// budget when --memory-budget-mib is not given.
+pub fn sched_limits(server: &ServerConfig, gpus: &[GpuInfo]) -> SchedLimits {
+    SchedLimits {
+        budget_bytes: server.memory_budget_mib.map_or_else(|| default_budget_bytes(server, gpus), |m| m << 20),
         max_loaded: server.max_loaded_models,
         max_wait: server.max_wait,
         max_queue: server.max_queue,
         policy: server.policy,
         retry_backoff: std::time::Duration::from_secs(2),
-    };
-    let models = config
-        .models
+    }
+}
+
+/// Each model's scheduling limits, with its memory estimated from its GGUF.
+pub fn model_limits(models: &[ModelSpec]) -> Vec<ModelLimits> {
+    models
         .iter()
         .map(|spec| ModelLimits {
             name: spec.id.clone(),
@@ -84,27 +87,32 @@ pub fn scheduler_limits(config: &Config) -> (SchedLimits, Vec<ModelLimits>) {
             exclusive: spec.exclusive,
             ttl: spec.ttl,
         })
-        .collect();
-    (limits, models)
+        .collect()
 }
 
 /// Without --memory-budget-mib: the free memory of the selected GPUs minus
 /// the reserve on each, when there are GPUs; else the CPU default.
-fn default_budget_bytes(server: &crate::config::ServerConfig) -> u64 {
-    let gpus = crate::gpu::detect(server.gpus_from.as_deref()).and_then(|inv| inv.gpus()).unwrap_or_default();
+fn default_budget_bytes(server: &ServerConfig, gpus: &[GpuInfo]) -> u64 {
+    if gpus.is_empty() {
+        return crate::memory::default_cpu_budget_bytes();
+    }
     let selected = gpus.iter().filter(|g| server.placement.devices.as_ref().is_none_or(|d| d.contains(&g.index)));
     let usable_mib: u64 = selected.map(|g| g.free_mib.saturating_sub(server.placement.reserve_mib)).sum();
-    if gpus.is_empty() {
-        crate::memory::default_cpu_budget_bytes()
-    } else {
-        usable_mib << 20
-    }
+    usable_mib << 20
+}
+
+/// The GPU inventory named by the config (a JSON file, else NVML), probed
+/// once; `gpus()` refreshes its figures on every call.
+fn inventory(server: &ServerConfig) -> Result<Arc<dyn GpuInventory>, String> {
+    crate::gpu::detect(server.gpus_from.as_deref()).map(Arc::from).map_err(|e| e.to_string())
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
     let server = config.server.clone();
-    let (limits, model_limits) = scheduler_limits(&config);
+    let inventory = inventory(&server)?;
+    let limits = sched_limits(&server, &inventory.gpus().map_err(|e| e.to_string())?);
+    let model_limits = model_limits(&config.models);
     tracing::info!(
         budget_mib = limits.budget_bytes >> 20,
         policy = ?limits.policy,
@@ -115,8 +123,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     // A lone model without a config loads at once, after the port opens.
     let load_after_bind = config.models.len() == 1 && preload.is_empty();
     let registry = Arc::new(Registry::new(config.models));
-    let inventory: Arc<dyn GpuInventory> =
-        Arc::from(crate::gpu::detect(server.gpus_from.as_deref()).map_err(|e| e.to_string())?);
     let factory: Arc<dyn EngineFactory> = Arc::new(LlamaFactory {
         threads: server.threads,
         batch_size: server.batch_size,
@@ -187,7 +193,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
 /// `vram-llm models`: the registry with estimated memory, nothing loaded.
 pub fn print_models(args: &ModelsArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
-    let (limits, model_limits) = scheduler_limits(&config);
+    let gpus = inventory(&config.server)?.gpus().map_err(|e| e.to_string())?;
+    let limits = sched_limits(&config.server, &gpus);
+    let model_limits = model_limits(&config.models);
     let rows: Vec<serde_json::Value> = config
         .models
         .iter()

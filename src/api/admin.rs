@@ -107,7 +107,7 @@ pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError>
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|message| ApiError::InvalidRequest { message: format!("config not reloaded: {message}"), param: None })?;
-    let (_, limits) = crate::server::scheduler_limits(&config);
+    let limits = crate::server::model_limits(&config.models);
     let report = state.scheduler.reload(config.models.into_iter().zip(limits).collect()).await?;
     Ok(Json(json!({ "reloaded": true, "added": report.added, "removed": report.removed,
                     "changed": report.changed, "unchanged": report.unchanged,

@@ -83,7 +83,6 @@ impl Scheduler {
             waiters: HashMap::new(),
             unload_replies: Vec::new(),
             tx: tx.clone(),
-            loads_in_progress: HashMap::new(),
         };
         tokio::spawn(owner.run(rx));
         Self { tx, progress }
@@ -184,7 +183,6 @@ struct Owner {
     waiters: HashMap<Ticket, (usize, Reply)>,
     unload_replies: Vec<(usize, oneshot::Sender<()>)>,
     tx: mpsc::UnboundedSender<Msg>,
-    loads_in_progress: HashMap<usize, Instant>,
 }
 
 impl Owner {
@@ -225,7 +223,6 @@ impl Owner {
             },
             Msg::Release { model } => self.state.release(model, now),
             Msg::LoadDone { model, result } => {
-                self.loads_in_progress.remove(&model);
                 self.progress.read()[model].send_replace(None);
                 let entry = self.registry.entry(model);
                 let fails = match result {
@@ -322,7 +319,6 @@ impl Owner {
     fn start_load(&mut self, model: usize) {
         let entry = self.registry.entry(model);
         entry.set(ModelState::Loading);
-        self.loads_in_progress.insert(model, Instant::now());
         tracing::info!(model = %entry.spec.id, "loading");
         let factory = self.factory.clone();
         let tx = self.tx.clone();
