@@ -250,7 +250,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m or h)")),
     };
     let secs = value * scale;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("duration `{text}` is out of range"));
     }
     Ok(std::time::Duration::from_secs_f64(secs))

@@ -14,6 +14,7 @@ use parking_lot::RwLock;
 
 use crate::api::error::ApiError;
 use crate::engine::{Engine, EngineError, ModelInfo};
+use crate::gpu::{Placement, PlacementOptions, SplitMode};
 use crate::template::ChatTemplate;
 
 /// What the user asked to serve, before loading.
@@ -26,6 +27,8 @@ pub struct ModelSpec {
     pub ctx_size: Option<u32>,
     pub parallel: u32,
     pub n_gpu_layers: Option<u32>,
+    /// The model's own GPU placement settings (config); they win over the server's.
+    pub gpu: GpuOverrides,
     pub chat_template_file: Option<PathBuf>,
     /// Unload after this long idle.
     pub ttl: Option<std::time::Duration>,
@@ -44,7 +47,8 @@ pub type Progress = Arc<dyn Fn(f32) + Send + Sync>;
 
 /// Loads engines; the real one wraps llama.cpp, tests pass a fake.
 pub trait EngineFactory: Send + Sync + 'static {
-    fn load(&self, spec: &ModelSpec, progress: Progress) -> Result<Arc<dyn Engine>, EngineError>;
+    /// Loads `spec` where the scheduler placed it (`None`: no GPU plan).
+    fn load(&self, spec: &ModelSpec, placement: Option<&Placement>, progress: Progress) -> Result<Arc<dyn Engine>, EngineError>;
 }
 
 /// Where a model's chat template came from, for `/props` and the logs.
@@ -196,7 +200,12 @@ impl Registry {
 }
 
 /// Loads one model and its chat template (blocking: call off the runtime).
-pub fn load_one(factory: &dyn EngineFactory, spec: &ModelSpec, progress: Progress) -> Result<LoadedModel, String> {
+pub fn load_one(
+    factory: &dyn EngineFactory,
+    spec: &ModelSpec,
+    placement: Option<&Placement>,
+    progress: Progress,
+) -> Result<LoadedModel, String> {
     // Read the template file before the (slow) load so a typo fails fast.
     let file_template = match &spec.chat_template_file {
         Some(path) => Some((
@@ -206,7 +215,7 @@ pub fn load_one(factory: &dyn EngineFactory, spec: &ModelSpec, progress: Progres
         )),
         None => None,
     };
-    let engine = factory.load(spec, progress).map_err(|e| e.to_string())?;
+    let engine = factory.load(spec, placement, progress).map_err(|e| e.to_string())?;
     let (source, origin) = choose_template(file_template, engine.info());
     let info = engine.info();
     let template = ChatTemplate::new(&source, &info.bos_token, &info.eos_token)
@@ -282,7 +291,32 @@ mod tests {
     }
 }
 
+/// Per-model placement settings from `[[models]]`; `None` keeps the server's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuOverrides {
+    pub devices: Option<Vec<u32>>,
+    pub main_gpu: Option<u32>,
+    pub split_mode: Option<SplitMode>,
+    /// Shares over the selected GPUs in index order, like llama.cpp's `--tensor-split`.
+    pub tensor_split: Option<Vec<f32>>,
+}
+
 impl ModelSpec {
+    /// The placement options for this model: the server's, with the model's
+    /// overrides (`n_gpu_layers`, `devices`, `main_gpu`, `split_mode`,
+    /// `tensor_split`) winning.
+    pub fn placement_options(&self, server: &PlacementOptions) -> PlacementOptions {
+        let g = &self.gpu;
+        PlacementOptions {
+            devices: g.devices.clone().or_else(|| server.devices.clone()),
+            main_gpu: g.main_gpu.or(server.main_gpu),
+            split_mode: g.split_mode.unwrap_or(server.split_mode),
+            n_gpu_layers_override: self.n_gpu_layers,
+            tensor_split_override: g.tensor_split.clone().or_else(|| server.tensor_split_override.clone()),
+            ..server.clone()
+        }
+    }
+
     /// What a request's missing fields default to for this model.
     pub fn defaults(&self) -> crate::validate::Defaults {
         crate::validate::Defaults { sampling: self.sampling.clone(), max_tokens: self.max_tokens }

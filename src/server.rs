@@ -12,44 +12,24 @@ use crate::cli::{ModelsArgs, ServeArgs};
 use crate::config::{Config, ServerConfig};
 use crate::engine::llama::{LlamaEngine, LoadOptions};
 use crate::engine::{Engine, EngineError, GpuParams};
-use crate::gpu::{GpuInfo, GpuInventory, PlacementOptions};
+use crate::gpu::{GpuInventory, Placement, PlacementOptions};
 use crate::registry::{EngineFactory, ModelSpec, Progress, Registry};
-use crate::scheduler::{ModelLimits, SchedLimits, Scheduler};
+use crate::scheduler::{GpuDemand, ModelLimits, SchedLimits, Scheduler};
 
-/// Loads models with llama.cpp, placing them on GPUs when there are any.
+/// Loads models with llama.cpp where the scheduler placed them.
 pub struct LlamaFactory {
     pub threads: Option<u32>,
     pub batch_size: u32,
-    pub inventory: Arc<dyn GpuInventory>,
-    pub placement: PlacementOptions,
-}
-
-impl LlamaFactory {
-    /// The GPU plan for `spec` from the inventory as it is now (`None`: no GPU).
-    fn gpu_params(&self, spec: &ModelSpec) -> Result<Option<GpuParams>, String> {
-        let gpus = self.inventory.gpus().map_err(|e| e.to_string())?;
-        if gpus.is_empty() {
-            return Ok(None);
-        }
-        let footprint = crate::memory::footprint(&spec.path, spec.ctx_size, spec.parallel)?;
-        let options = PlacementOptions { n_gpu_layers_override: spec.n_gpu_layers, ..self.placement.clone() };
-        let plan = crate::gpu::plan(&gpus, &footprint, &options).map_err(|e| e.to_string())?;
-        tracing::info!(model = %spec.id, kind = ?plan.kind, devices = ?plan.devices, tensor_split = ?plan.tensor_split,
-            n_gpu_layers = plan.n_gpu_layers, "placement: {}", plan.reason);
-        Ok(Some(GpuParams {
-            devices: plan.devices,
-            split_mode: plan.split_mode,
-            n_gpu_layers: plan.n_gpu_layers,
-            tensor_split: plan.tensor_split,
-        }))
-    }
 }
 
 impl EngineFactory for LlamaFactory {
-    fn load(&self, spec: &ModelSpec, progress: Progress) -> Result<Arc<dyn Engine>, EngineError> {
-        let gpu = self
-            .gpu_params(spec)
-            .map_err(|reason| EngineError::Load { path: spec.path.display().to_string(), reason })?;
+    fn load(&self, spec: &ModelSpec, placement: Option<&Placement>, progress: Progress) -> Result<Arc<dyn Engine>, EngineError> {
+        let gpu = placement.map(|p| GpuParams {
+            devices: p.devices.clone(),
+            split_mode: p.split_mode,
+            n_gpu_layers: p.n_gpu_layers,
+            tensor_split: p.tensor_split.clone(),
+        });
         let engine = LlamaEngine::load(LoadOptions {
             gpu,
             path: spec.path.clone(),
@@ -63,11 +43,12 @@ impl EngineFactory for LlamaFactory {
     }
 }
 
-/// Scheduler settings from a validated config; `gpus` decides the default
-/// budget when --memory-budget-mib is not given.
-pub fn sched_limits(server: &ServerConfig, gpus: &[GpuInfo]) -> SchedLimits {
+/// Scheduler settings from a validated config. The budget is host memory
+/// (--memory-budget-mib, else 75% of what is available); GPUs are budgeted
+/// per GPU from their free memory by the scheduler itself.
+pub fn sched_limits(server: &ServerConfig) -> SchedLimits {
     SchedLimits {
-        budget_bytes: server.memory_budget_mib.map_or_else(|| default_budget_bytes(server, gpus), |m| m << 20),
+        budget_bytes: server.memory_budget_mib.map_or_else(crate::memory::default_cpu_budget_bytes, |m| m << 20),
         max_loaded: server.max_loaded_models,
         max_wait: server.max_wait,
         max_queue: server.max_queue,
@@ -76,8 +57,10 @@ pub fn sched_limits(server: &ServerConfig, gpus: &[GpuInfo]) -> SchedLimits {
     }
 }
 
-/// Each model's scheduling limits, with its memory estimated from its GGUF.
-pub fn model_limits(models: &[ModelSpec]) -> Vec<ModelLimits> {
+/// Each model's scheduling limits: memory estimated from its GGUF, and what
+/// GPU placement needs (its footprint, the server's placement options with
+/// the model's overrides).
+pub fn model_limits(models: &[ModelSpec], placement: &PlacementOptions) -> Vec<ModelLimits> {
     models
         .iter()
         .map(|spec| ModelLimits {
@@ -86,19 +69,15 @@ pub fn model_limits(models: &[ModelSpec]) -> Vec<ModelLimits> {
             slots: spec.parallel,
             exclusive: spec.exclusive,
             ttl: spec.ttl,
+            gpu: match crate::memory::footprint(&spec.path, spec.ctx_size, spec.parallel) {
+                Ok(footprint) => Some(GpuDemand { footprint, options: spec.placement_options(placement) }),
+                Err(e) => {
+                    tracing::warn!(model = %spec.id, "no GPU placement (llama.cpp's defaults apply): {e}");
+                    None
+                }
+            },
         })
         .collect()
-}
-
-/// Without --memory-budget-mib: the free memory of the selected GPUs minus
-/// the reserve on each, when there are GPUs; else the CPU default.
-fn default_budget_bytes(server: &ServerConfig, gpus: &[GpuInfo]) -> u64 {
-    if gpus.is_empty() {
-        return crate::memory::default_cpu_budget_bytes();
-    }
-    let selected = gpus.iter().filter(|g| server.placement.devices.as_ref().is_none_or(|d| d.contains(&g.index)));
-    let usable_mib: u64 = selected.map(|g| g.free_mib.saturating_sub(server.placement.reserve_mib)).sum();
-    usable_mib << 20
 }
 
 /// The GPU inventory named by the config (a JSON file, else NVML), probed
@@ -111,8 +90,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
     let server = config.server.clone();
     let inventory = inventory(&server)?;
-    let limits = sched_limits(&server, &inventory.gpus().map_err(|e| e.to_string())?);
-    let model_limits = model_limits(&config.models);
+    let limits = sched_limits(&server);
+    let model_limits = model_limits(&config.models, &server.placement);
     tracing::info!(
         budget_mib = limits.budget_bytes >> 20,
         policy = ?limits.policy,
@@ -123,13 +102,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     // A lone model without a config loads at once, after the port opens.
     let load_after_bind = config.models.len() == 1 && preload.is_empty();
     let registry = Arc::new(Registry::new(config.models));
-    let factory: Arc<dyn EngineFactory> = Arc::new(LlamaFactory {
-        threads: server.threads,
-        batch_size: server.batch_size,
-        inventory,
-        placement: server.placement.clone(),
-    });
-    let scheduler = Scheduler::start(registry.clone(), factory, model_limits, limits);
+    let factory: Arc<dyn EngineFactory> = Arc::new(LlamaFactory { threads: server.threads, batch_size: server.batch_size });
+    let scheduler = Scheduler::start(registry.clone(), factory, model_limits, limits, inventory);
 
     for &i in &preload {
         let id = &registry.entry(i).spec.id;
@@ -193,9 +167,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
 /// `vram-llm models`: the registry with estimated memory, nothing loaded.
 pub fn print_models(args: &ModelsArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
-    let gpus = inventory(&config.server)?.gpus().map_err(|e| e.to_string())?;
-    let limits = sched_limits(&config.server, &gpus);
-    let model_limits = model_limits(&config.models);
+    let limits = sched_limits(&config.server);
+    let model_limits = model_limits(&config.models, &config.server.placement);
     let rows: Vec<serde_json::Value> = config
         .models
         .iter()

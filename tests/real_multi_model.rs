@@ -41,7 +41,7 @@ async fn three_names_one_budget_swap_and_unload_frees_memory() {
         assert_eq!(resp.status(), 200, "{model}");
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["model"], model);
-        assert_eq!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0, true);
+        assert!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0);
     }
     let status = admin(base, reqwest::Method::GET, "/admin/status", None).await;
     assert_eq!(status["swaps"], 3, "{status}");

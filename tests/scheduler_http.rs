@@ -244,3 +244,85 @@ async fn reload_adds_removes_and_changes_models_without_dropping_in_flight_work(
     assert_eq!(ok.status(), 200);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Three fake models of 15 000 MiB (10 layers of 1 500 MiB) on a simulated
+/// machine with two GPUs of 20 000 MiB free: one model fits per GPU.
+fn on_two_gpus(factory: Arc<FakeFactory>) -> vram_llm::api::AppState {
+    use vram_llm::gpu::{ModelFootprint, PlacementOptions, StaticInventory};
+    use vram_llm::scheduler::{GpuDemand, ModelLimits};
+    let specs = vec![fake_spec("a"), fake_spec("b"), fake_spec("c")];
+    let limits = specs
+        .iter()
+        .map(|s| ModelLimits {
+            name: s.id.clone(),
+            bytes: 15_000 << 20,
+            slots: s.parallel,
+            exclusive: false,
+            ttl: None,
+            gpu: Some(GpuDemand {
+                footprint: ModelFootprint {
+                    layer_bytes: vec![1500 << 20; 10],
+                    non_layer_bytes: 0,
+                    kv_bytes_per_layer: vec![0; 10],
+                    compute_bytes: 0,
+                },
+                options: PlacementOptions::default(),
+            }),
+        })
+        .collect();
+    let gpus = StaticInventory::from_json_str(
+        r#"[{"index": 0, "name": "GPU A", "total_mib": 24576, "free_mib": 20000},
+            {"index": 1, "name": "GPU B", "total_mib": 24576, "free_mib": 20000}]"#,
+    )
+    .unwrap();
+    let mut sched = roomy_limits();
+    sched.budget_bytes = 64 << 20; // host memory: fully offloaded models hold none
+    let mut state = common::state_with(specs, limits, factory, sched, Arc::new(gpus), true);
+    state.admin_token = Some(Arc::from("tok"));
+    state
+}
+
+#[tokio::test]
+async fn models_on_different_gpus_stay_loaded_together_and_status_shows_where() {
+    let factory = Arc::new(FakeFactory::new("ok"));
+    let base = serve(on_two_gpus(factory.clone())).await;
+    for model in ["a", "b"] {
+        let resp = post(&base, "/v1/completions", json!({"model": model, "prompt": "x"}), None).await;
+        assert_eq!(resp.status(), 200, "{model}");
+    }
+    let status = admin_status(&base).await;
+    assert_eq!(status["swaps"], 0, "{status}");
+    let m = &status["models"];
+    assert_eq!((m[0]["state"].as_str(), m[1]["state"].as_str()), (Some("loaded"), Some("loaded")));
+    assert_eq!(m[0]["placement"]["devices"], json!([0]));
+    assert_eq!(m[1]["placement"]["devices"], json!([1]));
+    assert_eq!(m[1]["placement"]["kind"], "single_gpu");
+    assert_eq!(m[1]["holding"]["gpu_mib"], json!([{"index": 1, "mib": 15000}]));
+    assert_eq!(status["gpus"][0]["models_mib"], 15000);
+    assert_eq!(status["gpus"][1]["name"], "GPU B");
+    assert_eq!(status["gpus"][1]["free_mib"], 20000);
+
+    // The third model evicts the least recently used one and takes its GPU.
+    let resp = post(&base, "/v1/completions", json!({"model": "c", "prompt": "x"}), None).await;
+    assert_eq!(resp.status(), 200);
+    let status = admin_status(&base).await;
+    let states: Vec<&str> = status["models"].as_array().unwrap().iter().map(|m| m["state"].as_str().unwrap()).collect();
+    assert_eq!(states, vec!["unloaded", "loaded", "loaded"], "{status}");
+    assert_eq!(status["models"][0]["placement"], Value::Null, "an unloaded model has no placement");
+    assert_eq!(status["swaps"], 1);
+
+    // The engine was loaded exactly where the scheduler placed it.
+    let loads: Vec<(String, Vec<u32>)> = factory
+        .placements
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, p)| (id.clone(), p.as_ref().expect("a GPU plan").devices.clone()))
+        .collect();
+    assert_eq!(loads, vec![("a".into(), vec![0]), ("b".into(), vec![1]), ("c".into(), vec![0])]);
+
+    // /props (first model, loading it again) shows the inventory and its placement.
+    let props: Value = reqwest::get(format!("{base}/props")).await.unwrap().json().await.unwrap();
+    assert_eq!(props["gpus"].as_array().map(Vec::len), Some(2));
+    assert_eq!(props["placement"]["n_layers"], 10);
+}

@@ -32,8 +32,9 @@ pub async fn require_admin_token(State(state): State<AppState>, req: Request, ne
     next.run(req).await
 }
 
-/// Per model: state, estimated and measured memory, queue, in-flight, idle
-/// time, loads; totals: budget, used, swaps.
+/// Per model: state, estimated and measured memory, placement and what it
+/// holds on each GPU, queue, in-flight, idle time, loads; totals: host budget
+/// and use, swaps, and the GPU inventory with what our models hold there.
 pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     let status = state.scheduler.status().await?;
     let models: Vec<serde_json::Value> = status
@@ -58,6 +59,8 @@ pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError>
                 "last_load_ms": m.last_load_ms,
                 "failure": m.failure,
                 "n_ctx": loaded.as_ref().map(|l| l.engine.info().n_ctx_slot),
+                "placement": m.placement,
+                "holding": m.holding,
             })
         })
         .collect();
@@ -67,6 +70,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError>
         "used_bytes": status.used_bytes,
         "swaps": status.swaps,
         "max_wait_ms": status.max_wait_ms,
+        "gpus": status.gpus,
         "models": models,
     }))
     .into_response())
@@ -107,7 +111,7 @@ pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError>
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|message| ApiError::InvalidRequest { message: format!("config not reloaded: {message}"), param: None })?;
-    let limits = crate::server::model_limits(&config.models);
+    let limits = crate::server::model_limits(&config.models, &config.server.placement);
     let report = state.scheduler.reload(config.models.into_iter().zip(limits).collect()).await?;
     Ok(Json(json!({ "reloaded": true, "added": report.added, "removed": report.removed,
                     "changed": report.changed, "unchanged": report.unchanged,

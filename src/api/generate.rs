@@ -21,7 +21,7 @@ pub struct Started {
 pub fn start(model: &Arc<LoadedModel>, prompt: &str, sampling: &ValidSampling, prompt_param: &str) -> Result<Started, ApiError> {
     let engine = &model.engine;
     let info = engine.info();
-    let add_bos = info.add_bos && !(!info.bos_token.is_empty() && prompt.starts_with(&info.bos_token));
+    let add_bos = info.add_bos && (info.bos_token.is_empty() || !prompt.starts_with(&info.bos_token));
     let tokens = engine.tokenize(prompt, add_bos);
     if tokens.is_empty() {
         return Err(super::error::invalid(prompt_param, "the prompt is empty"));

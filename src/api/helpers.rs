@@ -87,8 +87,11 @@ pub async fn apply_template(
 /// Server and model properties, shaped like llama-server's `/props` where
 /// the fields mean the same thing.
 pub async fn props(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let entry = state.registry.entry(state.registry.resolve(None)?);
+    let index = state.registry.resolve(None)?;
+    let entry = state.registry.entry(index);
     let model = state.loaded(None).await?;
+    let status = state.scheduler.status().await?;
+    let placement = status.models.get(index).and_then(|m| m.placement.clone());
     let info = model.engine.info();
     let slots = model.engine.slot_stats();
     let origin = match &model.template_origin {
@@ -109,6 +112,8 @@ pub async fn props(State(state): State<AppState>) -> Result<Response, ApiError> 
         "bos_token": info.bos_token,
         "eos_token": info.eos_token,
         "build_info": state.build,
+        "gpus": status.gpus,
+        "placement": placement,
         "default_generation_settings": {
             "n_ctx": info.n_ctx_slot,
             "params": crate::engine::SamplingParams::default().to_json(),

@@ -59,6 +59,12 @@ pub struct ModelSection {
     pub ctx_size: Option<u32>,
     pub parallel: Option<u32>,
     pub n_gpu_layers: Option<u32>,
+    /// Placement overrides: each wins over the `[server]` key of the same name.
+    pub devices: Option<Vec<u32>>,
+    pub main_gpu: Option<u32>,
+    pub split_mode: Option<crate::gpu::SplitMode>,
+    /// GPU shares in index order (like llama.cpp's `--tensor-split`).
+    pub tensor_split: Option<Vec<f32>>,
     pub chat_template_file: Option<PathBuf>,
     /// Idle time after which the model is unloaded.
     #[serde(default, deserialize_with = "duration")]

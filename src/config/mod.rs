@@ -177,6 +177,7 @@ impl ModelDefaults {
             ctx_size: self.ctx_size,
             parallel: self.parallel,
             n_gpu_layers: self.n_gpu_layers,
+            gpu: Default::default(),
             chat_template_file: self.chat_template_file.clone(),
             ttl: None,
             preload: false,
@@ -193,6 +194,17 @@ fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &s
     spec.ctx_size = m.ctx_size.or(spec.ctx_size);
     spec.parallel = m.parallel.unwrap_or(spec.parallel);
     spec.n_gpu_layers = m.n_gpu_layers.or(spec.n_gpu_layers);
+    spec.gpu = crate::registry::GpuOverrides {
+        devices: m.devices.clone(),
+        main_gpu: m.main_gpu,
+        split_mode: m.split_mode,
+        tensor_split: m.tensor_split.clone(),
+    };
+    if let Some(shares) = &spec.gpu.tensor_split {
+        if shares.is_empty() || shares.iter().any(|v| !v.is_finite() || *v < 0.0) || shares.iter().all(|v| *v == 0.0) {
+            return Err(format!("{at}: tensor_split must list non-negative shares, not all zero (got {shares:?})"));
+        }
+    }
     if let Some(t) = &m.chat_template_file {
         spec.chat_template_file = Some(dir.join(t));
     }

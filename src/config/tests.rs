@@ -151,3 +151,30 @@ fn gpu_placement_keys_merge_like_the_other_server_keys() {
     assert_eq!(p.split_mode, crate::gpu::SplitMode::Row);
     assert_eq!(c.server.gpus_from, Some(d.0.join("gpus.json")));
 }
+
+#[test]
+fn per_model_placement_keys_win_over_the_server_ones() {
+    let d = Dir::new("gpu-model");
+    let cfg = d.write(
+        "c.toml",
+        "[server]\ndevices = [0, 1]\nsplit_mode = \"row\"\nreserve_mib = 512\n\
+         [[models]]\nname = \"a\"\npath = \"models/a.gguf\"\ndevices = [1, 2]\nmain_gpu = 2\nsplit_mode = \"layer\"\ntensor_split = [1, 3]\nn_gpu_layers = 20\n\
+         [[models]]\nname = \"c\"\npath = \"models/c.gguf\"\n",
+    );
+    let c = Config::load(&sources(Some(cfg)), &ServerFlags::default()).unwrap();
+    let a = c.models[0].placement_options(&c.server.placement);
+    assert_eq!(a.devices, Some(vec![1, 2]));
+    assert_eq!((a.main_gpu, a.split_mode), (Some(2), crate::gpu::SplitMode::Layer));
+    assert_eq!(a.tensor_split_override, Some(vec![1.0, 3.0]));
+    assert_eq!((a.n_gpu_layers_override, a.reserve_mib), (Some(20), 512), "server keys the model leaves alone still apply");
+    let other = c.models[1].placement_options(&c.server.placement);
+    assert_eq!((other.devices, other.split_mode), (Some(vec![0, 1]), crate::gpu::SplitMode::Row));
+}
+
+#[test]
+fn a_bad_per_model_tensor_split_names_the_model() {
+    let d = Dir::new("gpu-model-bad");
+    let cfg = d.write("c.toml", "[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\ntensor_split = [0, 0]\n");
+    let err = Config::load(&sources(Some(cfg)), &ServerFlags::default()).unwrap_err();
+    assert!(err.contains("tensor_split") && err.contains("models"), "{err}");
+}

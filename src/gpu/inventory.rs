@@ -41,6 +41,12 @@ pub struct GpuInfo {
 /// models (ours and other processes') load and unload.
 pub trait GpuInventory: Send + Sync {
     fn gpus(&self) -> Result<Vec<GpuInfo>, GpuError>;
+
+    /// Whether the free figures count what this process has allocated (true
+    /// for NVML). A static list describes the machine before we load anything.
+    fn counts_our_usage(&self) -> bool {
+        true
+    }
 }
 
 /// Failures reading a GPU list or querying NVML; each names the file/entry or the query.
@@ -178,6 +184,11 @@ impl StaticInventory {
 impl GpuInventory for StaticInventory {
     fn gpus(&self) -> Result<Vec<GpuInfo>, GpuError> {
         Ok(self.gpus.clone())
+    }
+
+    /// The list is the machine as it is before we load anything.
+    fn counts_our_usage(&self) -> bool {
+        false
     }
 }
 

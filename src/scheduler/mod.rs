@@ -7,6 +7,7 @@
 //! A request gets a [`Permit`] from [`Scheduler::acquire`]: the model is
 //! loaded and one of its slots is reserved for it until the permit is dropped.
 
+pub mod memory;
 pub mod policy;
 pub mod state;
 
@@ -22,9 +23,11 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::error::ApiError;
+use crate::gpu::{GpuInfo, GpuInventory, Placement};
 use crate::registry::{load_one, EngineFactory, LoadedModel, ModelSpec, ModelState, Registry};
 use state::{Action, EnqueueError, Residency, SchedState, Ticket};
 
+pub use memory::{GpuDemand, Holding};
 pub use policy::Policy;
 pub use state::{ModelLimits, SchedLimits};
 
@@ -71,15 +74,30 @@ pub struct Scheduler {
 type Progress = Arc<parking_lot::RwLock<Vec<watch::Sender<Option<u8>>>>>;
 
 impl Scheduler {
-    /// Starts the owner task. `models` must list the registry's entries in order.
-    pub fn start(registry: Arc<Registry>, factory: Arc<dyn EngineFactory>, models: Vec<ModelLimits>, limits: SchedLimits) -> Self {
+    /// Starts the owner task. `models` must list the registry's entries in
+    /// order; `gpus` is asked for a fresh snapshot before each load (an empty
+    /// inventory: no GPUs, everything budgeted in host memory).
+    pub fn start(
+        registry: Arc<Registry>,
+        factory: Arc<dyn EngineFactory>,
+        models: Vec<ModelLimits>,
+        limits: SchedLimits,
+        gpus: Arc<dyn GpuInventory>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let progress: Progress = Arc::new(parking_lot::RwLock::new(models.iter().map(|_| watch::channel(None).0).collect()));
+        let mut state = SchedState::new(models, limits, Instant::now());
+        match gpus.gpus() {
+            Ok(live) => state.set_gpus(&live, gpus.counts_our_usage()),
+            Err(e) => tracing::warn!("GPU snapshot failed, budgeting host memory only: {e}"),
+        }
         let owner = Owner {
             progress: progress.clone(),
-            state: SchedState::new(models, limits, Instant::now()),
+            state,
             registry,
             factory,
+            gpus,
+            before_load: None,
             waiters: HashMap::new(),
             unload_replies: Vec::new(),
             tx: tx.clone(),
@@ -144,11 +162,22 @@ fn shutting_down() -> ApiError {
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub policy: Policy,
+    /// Host memory budget and what the models hold of it.
     pub budget_bytes: u64,
     pub used_bytes: u64,
     pub swaps: u64,
     pub max_wait_ms: u64,
+    /// The inventory now, with what our models hold on each GPU.
+    pub gpus: Vec<GpuStatus>,
     pub models: Vec<ModelStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuStatus {
+    #[serde(flatten)]
+    pub info: GpuInfo,
+    /// MiB our resident models hold there (measured when NVML could tell).
+    pub models_mib: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,6 +193,10 @@ pub struct ModelStatus {
     pub load_count: u32,
     pub last_load_ms: Option<u64>,
     pub failure: Option<String>,
+    /// Where it is loaded (GPUs present and the model loading or loaded).
+    pub placement: Option<Placement>,
+    /// What it holds while resident: host bytes and MiB per GPU.
+    pub holding: Option<Holding>,
 }
 
 /// What a reload changed, by model name.
@@ -180,6 +213,10 @@ struct Owner {
     state: SchedState,
     registry: Arc<Registry>,
     factory: Arc<dyn EngineFactory>,
+    gpus: Arc<dyn GpuInventory>,
+    /// The GPU snapshot taken as the running load started, to measure what
+    /// it took on each GPU (live inventories only).
+    before_load: Option<Vec<GpuInfo>>,
     waiters: HashMap<Ticket, (usize, Reply)>,
     unload_replies: Vec<(usize, oneshot::Sender<()>)>,
     tx: mpsc::UnboundedSender<Msg>,
@@ -204,6 +241,9 @@ impl Owner {
                 }
             }
             self.prune_cancelled();
+            if self.state.wants_gpu_refresh(Instant::now()) {
+                self.refresh_gpus();
+            }
             let actions = self.state.poll(Instant::now());
             self.apply(actions);
         }
@@ -227,11 +267,13 @@ impl Owner {
                 let entry = self.registry.entry(model);
                 let fails = match result {
                     Ok(loaded) => {
+                        self.measure_gpus(model);
                         let measured = loaded.engine.memory_bytes();
                         entry.set(ModelState::Loaded(loaded));
                         self.state.load_done(model, Ok(measured), now)
                     }
                     Err(reason) => {
+                        self.before_load = None;
                         tracing::error!(model = %entry.spec.id, "load failed: {reason}");
                         entry.set(ModelState::Failed(reason.clone()));
                         self.state.load_done(model, Err(reason), now)
@@ -316,10 +358,45 @@ impl Owner {
         }
     }
 
+    /// A fresh GPU snapshot for the next load decision.
+    fn refresh_gpus(&mut self) {
+        match self.gpus.gpus() {
+            Ok(live) => self.state.set_gpus(&live, self.gpus.counts_our_usage()),
+            Err(e) => tracing::warn!("GPU snapshot failed, deciding on the previous one: {e}"),
+        }
+    }
+
+    /// After a load: what it took on each of its GPUs, from the free memory
+    /// before and after (loads run one at a time, so the difference is ours).
+    fn measure_gpus(&mut self, model: usize) {
+        let Some(before) = self.before_load.take() else { return };
+        let Some(placement) = self.state.models[model].placement.clone() else { return };
+        let Ok(after) = self.gpus.gpus() else { return };
+        let mib: Vec<(u32, u64)> = placement
+            .devices
+            .iter()
+            .filter_map(|&index| {
+                let free = |gpus: &[GpuInfo]| gpus.iter().find(|g| g.index == index).map(|g| g.free_mib);
+                Some((index, free(&before)?.saturating_sub(free(&after)?)))
+            })
+            .collect();
+        tracing::info!(model = %self.registry.entry(model).spec.id, planned = ?placement.mib_per_device, measured_mib = ?mib, "GPU memory taken by the load");
+        self.state.gpu_measured(model, mib);
+    }
+
     fn start_load(&mut self, model: usize) {
         let entry = self.registry.entry(model);
         entry.set(ModelState::Loading);
-        tracing::info!(model = %entry.spec.id, "loading");
+        let placement = self.state.models[model].placement.clone();
+        match &placement {
+            Some(p) => tracing::info!(model = %entry.spec.id, kind = ?p.kind, devices = ?p.devices, tensor_split = ?p.tensor_split,
+                n_gpu_layers = p.n_gpu_layers, "loading; placement: {}", p.reason),
+            None => tracing::info!(model = %entry.spec.id, "loading"),
+        }
+        self.before_load = match (&placement, self.gpus.counts_our_usage()) {
+            (Some(p), true) if !p.devices.is_empty() => self.gpus.gpus().ok(),
+            _ => None,
+        };
         let factory = self.factory.clone();
         let tx = self.tx.clone();
         let watcher = self.progress.clone();
@@ -333,7 +410,7 @@ impl Owner {
         });
         tokio::spawn(async move {
             let spec = entry.spec.clone();
-            let result = tokio::task::spawn_blocking(move || load_one(factory.as_ref(), &spec, progress))
+            let result = tokio::task::spawn_blocking(move || load_one(factory.as_ref(), &spec, placement.as_ref(), progress))
                 .await
                 .unwrap_or_else(|e| Err(format!("loader panicked: {e}")))
                 .map(Arc::new);
@@ -387,7 +464,21 @@ impl Owner {
 
     fn status(&self, now: Instant) -> Status {
         let s = &self.state;
+        let holdings: Vec<Option<Holding>> = (0..s.models.len())
+            .map(|i| matches!(s.models[i].residency, Residency::Loading | Residency::Loaded | Residency::Unloading).then(|| s.holding(i)))
+            .collect();
+        let gpus = self
+            .gpus
+            .gpus()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|info| {
+                let models_mib = holdings.iter().flatten().flat_map(|h| &h.gpu_mib).filter(|(i, _)| *i == info.index).map(|(_, m)| m).sum();
+                GpuStatus { info, models_mib }
+            })
+            .collect();
         Status {
+            gpus,
             policy: s.limits.policy,
             budget_bytes: s.limits.budget_bytes,
             used_bytes: s.used_bytes(),
@@ -396,7 +487,8 @@ impl Owner {
             models: s
                 .models
                 .iter()
-                .map(|m| ModelStatus {
+                .zip(holdings)
+                .map(|(m, holding)| ModelStatus {
                     name: m.limits.name.clone(),
                     state: m.residency.name(),
                     bytes: m.limits.bytes,
@@ -411,6 +503,8 @@ impl Owner {
                         Residency::Failed { reason, .. } => Some(reason.clone()),
                         _ => None,
                     },
+                    placement: m.placement.clone(),
+                    holding,
                 })
                 .collect(),
         }

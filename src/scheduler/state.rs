@@ -13,7 +13,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::memory::{self, GpuDemand, Holding};
 use super::policy::{choose_evictions, Policy, Resident};
+use crate::gpu::{GpuInfo, Placement, PlacementKind};
 
 pub type Ticket = u64;
 
@@ -55,6 +57,9 @@ pub struct ModelLimits {
     pub exclusive: bool,
     /// Unload after this long idle.
     pub ttl: Option<Duration>,
+    /// What GPU placement needs; `None` when the GGUF header could not be
+    /// read (the model is then budgeted in host memory only).
+    pub gpu: Option<GpuDemand>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +86,10 @@ pub struct ModelSched {
     pub load_count: u32,
     pub failures: u32,
     pub last_load: Option<Duration>,
+    /// Where it is (or is being) loaded, when there are GPUs.
+    pub placement: Option<Placement>,
+    /// MiB per GPU measured after the load (NVML), replacing the plan's figures.
+    pub gpu_measured: Option<Vec<(u32, u64)>>,
     load_started: Option<Instant>,
 }
 
@@ -104,6 +113,9 @@ impl ModelSched {
 /// Server-wide knobs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedLimits {
+    /// Host memory the models may hold (all of a model without GPUs; the
+    /// part a placement leaves on the CPU with them). GPUs are budgeted per
+    /// GPU from their free memory (`SchedState::gpus`).
     pub budget_bytes: u64,
     pub max_loaded: Option<usize>,
     pub max_wait: Duration,
@@ -141,11 +153,14 @@ pub struct SchedState {
     /// then an evicted model's waiter is older.
     swap_for: Option<usize>,
     next_ticket: Ticket,
+    /// GPU memory our models may use, per GPU, as if none were loaded (see
+    /// `memory::baseline`); empty on a machine without GPUs.
+    pub gpus: Vec<GpuInfo>,
 }
 
 impl SchedState {
     pub fn new(models: Vec<ModelLimits>, limits: SchedLimits, now: Instant) -> Self {
-        let mut state = Self { models: Vec::new(), limits, swaps: 0, swap_for: None, next_ticket: 1 };
+        let mut state = Self { models: Vec::new(), limits, swaps: 0, swap_for: None, next_ticket: 1, gpus: Vec::new() };
         for model in models {
             state.add_model(model, now);
         }
@@ -167,6 +182,8 @@ impl SchedState {
             load_count: 0,
             failures: 0,
             last_load: None,
+            placement: None,
+            gpu_measured: None,
             load_started: None,
         });
         self.models.len() - 1
@@ -224,7 +241,9 @@ impl SchedState {
         m.last_load = m.load_started.take().map(|t| now.saturating_duration_since(t));
         match result {
             Ok(measured) => {
-                if let Some(bytes) = measured {
+                // A host measurement says nothing about what went to a GPU.
+                let offloaded = m.placement.as_ref().is_some_and(|p| p.kind != PlacementKind::CpuOnly);
+                if let Some(bytes) = measured.filter(|_| !offloaded) {
                     m.limits.bytes = bytes;
                     m.measured = true;
                 }
@@ -237,6 +256,8 @@ impl SchedState {
             Err(reason) => {
                 let factor = 1u32 << m.failures.min(6);
                 m.failures += 1;
+                m.placement = None;
+                m.gpu_measured = None;
                 m.residency = Residency::Failed { reason: reason.clone(), retry_at: now + backoff * factor };
                 m.queue
                     .drain(..)
@@ -246,9 +267,17 @@ impl SchedState {
         }
     }
 
+    /// What a finished load measured on each GPU (NVML's free memory before
+    /// and after), in place of the plan's estimate.
+    pub fn gpu_measured(&mut self, model: usize, mib: Vec<(u32, u64)>) {
+        self.models[model].gpu_measured = Some(mib);
+    }
+
     pub fn unload_done(&mut self, model: usize) {
         let m = &mut self.models[model];
         m.residency = Residency::Unloaded;
+        m.placement = None;
+        m.gpu_measured = None;
         m.closed = false;
         m.unload_requested = false;
     }
@@ -261,9 +290,47 @@ impl SchedState {
         }
     }
 
-    /// Bytes held by models that are loaded, loading or unloading.
+    /// Host bytes held by models that are loaded, loading or unloading.
     pub fn used_bytes(&self) -> u64 {
-        self.models.iter().filter(|m| m.residency.occupies_memory()).map(|m| m.limits.bytes).sum()
+        (0..self.models.len()).filter(|&i| self.models[i].residency.occupies_memory()).map(|i| self.holding(i).host_bytes).sum()
+    }
+
+    /// What model `i` holds (or will hold) while resident: its placement's
+    /// figures (measured ones when known) with GPUs, else all in host memory.
+    pub fn holding(&self, i: usize) -> Holding {
+        let m = &self.models[i];
+        match &m.placement {
+            Some(p) if p.kind != PlacementKind::CpuOnly => {
+                let planned = Holding::of_placement(p);
+                Holding { host_bytes: planned.host_bytes, gpu_mib: m.gpu_measured.clone().unwrap_or(planned.gpu_mib) }
+            }
+            _ => Holding { host_bytes: m.limits.bytes, gpu_mib: Vec::new() },
+        }
+    }
+
+    /// Takes a fresh GPU snapshot (`live_counts_ours`: NVML, whose free figure
+    /// already excludes our loaded models). Ignored while a load or unload
+    /// runs, when the figures are in flux; the owner refreshes again before
+    /// the next load (see `wants_gpu_refresh`).
+    pub fn set_gpus(&mut self, live: &[GpuInfo], live_counts_ours: bool) {
+        if self.swap_in_progress() {
+            return;
+        }
+        let held: Vec<Holding> = (0..self.models.len())
+            .filter(|&i| self.models[i].residency == Residency::Loaded)
+            .map(|i| self.holding(i))
+            .collect();
+        self.gpus = memory::baseline(live, &held, live_counts_ours);
+    }
+
+    /// A GPU snapshot is due: there are GPUs, nothing is loading or
+    /// unloading, and some model waits to be loaded.
+    pub fn wants_gpu_refresh(&self, now: Instant) -> bool {
+        !self.gpus.is_empty() && !self.swap_in_progress() && self.swap_target(now).is_some()
+    }
+
+    fn swap_in_progress(&self) -> bool {
+        self.models.iter().any(|m| matches!(m.residency, Residency::Loading | Residency::Unloading))
     }
 
     /// Decides what happens next.
@@ -347,7 +414,7 @@ impl SchedState {
 
     fn plan_swap(&mut self, now: Instant, actions: &mut Vec<Action>) {
         // One swap step at a time: a load or unload in progress settles first.
-        if self.models.iter().any(|m| matches!(m.residency, Residency::Loading | Residency::Unloading)) {
+        if self.swap_in_progress() {
             return;
         }
         let Some(target) = self.swap_target(now) else {
@@ -358,11 +425,10 @@ impl SchedState {
         if self.limits.policy == Policy::Fifo && self.head_model() != Some(target) {
             return;
         }
-        let budget = self.limits.budget_bytes;
-        let exclusive_resident = self.models.iter().any(|m| m.residency == Residency::Loaded && m.limits.exclusive);
-        let t = &self.models[target];
-        // A model larger than the whole budget may still run alone.
-        let need = if t.limits.exclusive || exclusive_resident { budget } else { t.limits.bytes.min(budget) };
+        if let Err(reason) = self.check_placeable(target) {
+            actions.extend(self.fail_load(target, reason, now));
+            return;
+        }
         let residents: Vec<Resident> = self
             .models
             .iter()
@@ -370,20 +436,22 @@ impl SchedState {
             .filter(|(_, m)| m.residency == Residency::Loaded)
             .map(|(i, m)| Resident {
                 model: i,
-                bytes: m.limits.bytes,
                 busy: m.busy() || now.saturating_duration_since(m.last_used) < m.linger(),
                 last_used: m.last_used,
                 reload_ms: m.last_load.map_or(u64::MAX, |d| d.as_millis() as u64),
             })
             .collect();
-        let free = budget.saturating_sub(self.used_bytes());
         let count_room = self.limits.max_loaded.is_none_or(|max| residents.len() < max);
+        let fits = |evicted: &[usize]| self.fit(target, evicted).is_some();
 
-        if let Some(evict) = choose_evictions(&residents, free, need, count_room, false) {
+        if let Some(evict) = choose_evictions(&residents, count_room, false, fits) {
             self.models.iter_mut().for_each(|m| m.closed = false);
             if evict.is_empty() {
                 self.swap_for = None;
+                let placement = self.fit(target, &[]).flatten();
                 let m = &mut self.models[target];
+                m.placement = placement;
+                m.gpu_measured = None;
                 m.residency = Residency::Loading;
                 m.load_started = Some(now);
                 actions.push(Action::Load { model: target });
@@ -400,7 +468,7 @@ impl SchedState {
             self.models.iter_mut().for_each(|m| m.closed = false);
             return;
         }
-        let Some(evict) = choose_evictions(&residents, free, need, count_room, true) else {
+        let Some(evict) = choose_evictions(&residents, count_room, true, fits) else {
             return;
         };
         let idle_now: Vec<usize> = evict.iter().copied().filter(|&i| self.models[i].in_flight == 0).collect();
@@ -413,6 +481,48 @@ impl SchedState {
             self.swap_for = Some(target);
             self.unload(&evict, actions);
         }
+    }
+
+    /// Whether `target` fits once `evicted` are gone: `Some(placement)` (the
+    /// GPU plan, `None` without GPUs) or `None`. Exclusive models fit only
+    /// alone; host memory and every GPU must have room, except that a model
+    /// too big for the budget may still run alone.
+    fn fit(&self, target: usize, evicted: &[usize]) -> Option<Option<Placement>> {
+        let others: Vec<usize> = (0..self.models.len())
+            .filter(|&i| i != target && self.models[i].residency == Residency::Loaded && !evicted.contains(&i))
+            .collect();
+        let t = &self.models[target];
+        let exclusive = t.limits.exclusive || others.iter().any(|&i| self.models[i].limits.exclusive);
+        if exclusive && !others.is_empty() {
+            return None;
+        }
+        let held: Vec<Holding> = others.iter().map(|&i| self.holding(i)).collect();
+        let (placement, host_need) = match (&t.limits.gpu, self.gpus.is_empty()) {
+            (Some(demand), false) => {
+                let refs: Vec<&Holding> = held.iter().collect();
+                let p = memory::place(&self.gpus, &refs, demand).ok()??;
+                let host = if p.kind == PlacementKind::CpuOnly { t.limits.bytes } else { Holding::of_placement(&p).host_bytes };
+                (Some(p), host)
+            }
+            _ => (None, t.limits.bytes),
+        };
+        let host_used: u64 = held.iter().map(|h| h.host_bytes).sum();
+        (others.is_empty() || host_used + host_need <= self.limits.budget_bytes).then_some(placement)
+    }
+
+    /// A model whose placement options cannot be met on these GPUs (a
+    /// `devices` entry that does not exist, say) cannot load at all.
+    fn check_placeable(&self, target: usize) -> Result<(), String> {
+        match (&self.models[target].limits.gpu, self.gpus.is_empty()) {
+            (Some(demand), false) => memory::place(&self.gpus, &[], demand).map(drop).map_err(|e| e.to_string()),
+            _ => Ok(()),
+        }
+    }
+
+    /// A load that cannot start fails like one that failed.
+    fn fail_load(&mut self, model: usize, reason: String, now: Instant) -> Vec<Action> {
+        self.models[model].load_started = Some(now);
+        self.load_done(model, Err(reason), now)
     }
 
     /// How long `m`'s oldest waiter may wait before busy models are made to

@@ -9,7 +9,7 @@ use super::state::*;
 const MIB: u64 = 1 << 20;
 
 fn model(name: &str, mib: u64, slots: u32) -> ModelLimits {
-    ModelLimits { name: name.into(), bytes: mib * MIB, slots, exclusive: false, ttl: None }
+    ModelLimits { name: name.into(), bytes: mib * MIB, slots, exclusive: false, ttl: None, gpu: None }
 }
 
 fn limits(budget_mib: u64, policy: Policy) -> SchedLimits {
@@ -408,4 +408,160 @@ fn a_retired_model_finishes_its_work_then_unloads() {
     assert_eq!(s.poll(t0), vec![Action::Unload { model: 0 }]);
     let b = s.add_model(model("b", 100, 1), t0);
     assert_eq!(b, 1);
+}
+
+// ---- GPUs: the budget is per GPU, from each model's placement ----
+
+use crate::gpu::{GpuInfo, ModelFootprint, PlacementKind, PlacementOptions};
+use crate::scheduler::memory::GpuDemand;
+
+fn gpu(index: u32, free_mib: u64) -> GpuInfo {
+    GpuInfo { index, uuid: None, name: format!("GPU {index}"), total_mib: 24_576, free_mib, used_mib: 24_576 - free_mib, utilization: None }
+}
+
+/// A model of `layers` layers of `layer_mib` each, placed with the default
+/// options (1 GiB reserve per GPU, most free GPU first).
+fn gpu_model(name: &str, layers: usize, layer_mib: u64) -> ModelLimits {
+    let footprint = ModelFootprint {
+        layer_bytes: vec![layer_mib * MIB; layers],
+        non_layer_bytes: 0,
+        kv_bytes_per_layer: vec![0; layers],
+        compute_bytes: 0,
+    };
+    ModelLimits {
+        gpu: Some(GpuDemand { footprint, options: PlacementOptions::default() }),
+        ..model(name, layers as u64 * layer_mib, 1)
+    }
+}
+
+/// Two GPUs as a static list (free figures do not count our models).
+fn on_gpus(models: Vec<ModelLimits>, free: &[u64], t0: Instant) -> SchedState {
+    // Host budget far below any model: fully offloaded models hold nothing there.
+    let mut s = SchedState::new(models, limits(10, Policy::CacheAware), t0);
+    let gpus: Vec<GpuInfo> = free.iter().enumerate().map(|(i, f)| gpu(i as u32, *f)).collect();
+    s.set_gpus(&gpus, false);
+    s
+}
+
+fn devices(s: &SchedState, model: usize) -> Vec<u32> {
+    s.models[model].placement.as_ref().expect("placed").devices.clone()
+}
+
+#[test]
+fn two_models_that_fit_on_different_gpus_stay_loaded_together() {
+    let t0 = Instant::now();
+    // 15 000 MiB each; each GPU has 18 976 MiB usable: one model per GPU.
+    let mut s = on_gpus(vec![gpu_model("a", 10, 1500), gpu_model("b", 10, 1500)], &[20_000, 20_000], t0);
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    assert_eq!(devices(&s, 0), vec![0]);
+    s.release(0, t0);
+    s.enqueue(1, secs(t0, 1)).unwrap();
+    assert_eq!(s.poll(secs(t0, 1)), vec![Action::Load { model: 1 }], "no eviction: GPU 1 is free");
+    assert_eq!(devices(&s, 1), vec![1]);
+    s.load_done(1, Ok(None), secs(t0, 1));
+    s.poll(secs(t0, 1));
+    assert_eq!(s.models[0].residency, Residency::Loaded);
+    assert_eq!(s.models[1].residency, Residency::Loaded);
+    assert_eq!(s.swaps, 0);
+    assert_eq!(s.holding(1).gpu_mib, vec![(1, 15_000)]);
+    assert_eq!(s.used_bytes(), 0, "nothing left in host memory");
+}
+
+/// a (15 000 MiB) loaded on GPU 0, b (5 000 MiB) on GPU 1, which has more
+/// room left after a; both in flight. c (15 000 MiB) fits only on GPU 0.
+fn a_on_gpu0_b_on_gpu1(t0: Instant) -> SchedState {
+    let models = vec![gpu_model("a", 10, 1500), gpu_model("b", 10, 500), gpu_model("c", 10, 1500)];
+    let mut s = on_gpus(models, &[20_000, 10_000], t0);
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    s.enqueue(1, t0).unwrap();
+    load(&mut s, 1, t0);
+    s
+}
+
+#[test]
+fn a_newcomer_evicts_only_the_model_on_the_gpu_it_needs() {
+    let t0 = Instant::now();
+    let mut s = a_on_gpu0_b_on_gpu1(t0);
+    s.release(0, t0);
+    s.release(1, secs(t0, 1)); // b used later than a, yet a must go
+    assert_eq!((devices(&s, 0), devices(&s, 1)), (vec![0], vec![1]));
+    s.enqueue(2, secs(t0, 5)).unwrap();
+    assert_eq!(s.poll(secs(t0, 5)), vec![Action::Unload { model: 0 }]);
+    s.unload_done(0);
+    assert_eq!(s.poll(secs(t0, 5)), vec![Action::Load { model: 2 }]);
+    assert_eq!(devices(&s, 2), vec![0]);
+    assert_eq!(s.models[1].residency, Residency::Loaded, "b on GPU 1 was never in the way");
+    assert_eq!(s.swaps, 1);
+}
+
+#[test]
+fn evictions_on_a_gpu_nobody_needs_are_skipped_even_for_the_least_recently_used() {
+    let t0 = Instant::now();
+    let mut s = a_on_gpu0_b_on_gpu1(t0);
+    s.release(1, t0); // b is now the least recently used
+    s.release(0, secs(t0, 1));
+    s.enqueue(2, secs(t0, 5)).unwrap();
+    assert_eq!(s.poll(secs(t0, 5)), vec![Action::Unload { model: 0 }], "evicting b would free nothing c can use");
+}
+
+#[test]
+fn a_live_snapshot_counts_our_models_once() {
+    let t0 = Instant::now();
+    let mut s = on_gpus(vec![gpu_model("a", 10, 1500), gpu_model("b", 10, 1500)], &[20_000, 20_000], t0);
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    // NVML after a's load: GPU 0 shows what a took (measured 14 000 MiB).
+    s.gpu_measured(0, vec![(0, 14_000)]);
+    s.set_gpus(&[gpu(0, 6_000), gpu(1, 20_000)], true);
+    assert_eq!(s.gpus[0].free_mib, 20_000, "free for our models = NVML free + what a holds");
+    s.release(0, t0);
+    s.enqueue(1, secs(t0, 1)).unwrap();
+    assert_eq!(s.poll(secs(t0, 1)), vec![Action::Load { model: 1 }]);
+    assert_eq!(devices(&s, 1), vec![1]);
+}
+
+#[test]
+fn the_cpu_part_of_a_partial_offload_counts_against_the_host_budget() {
+    let t0 = Instant::now();
+    // 30 layers of 1 000 MiB on one GPU with 18 976 MiB usable: 18 on the
+    // GPU, 12 000 MiB on the CPU. The host budget (16 000 MiB) holds one.
+    let mut limits = limits(16_000, Policy::CacheAware);
+    limits.max_wait = Duration::from_secs(1);
+    let mut s = SchedState::new(vec![gpu_model("a", 30, 1000), gpu_model("b", 30, 1000)], limits, t0);
+    s.set_gpus(&[gpu(0, 20_000)], false);
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    let a = s.models[0].placement.clone().expect("placed");
+    assert_eq!((a.kind, a.n_gpu_layers), (PlacementKind::PartialOffload, 19), "18 layers + the output head");
+    assert_eq!(s.used_bytes(), a.cpu_mib * MIB);
+    s.release(0, t0);
+    s.enqueue(1, secs(t0, 5)).unwrap();
+    assert_eq!(s.poll(secs(t0, 5)), vec![Action::Unload { model: 0 }]);
+}
+
+#[test]
+fn placement_options_naming_a_missing_gpu_fail_the_waiters() {
+    let t0 = Instant::now();
+    let mut m = gpu_model("a", 10, 100);
+    m.gpu.as_mut().unwrap().options.devices = Some(vec![7]);
+    let mut s = on_gpus(vec![m], &[20_000], t0);
+    let ticket = s.enqueue(0, t0).unwrap();
+    let actions = s.poll(t0);
+    assert!(matches!(&actions[..], [Action::Fail { model: 0, ticket: t, reason }] if *t == ticket && reason.contains("GPU 7")), "{actions:?}");
+    assert!(matches!(s.models[0].residency, Residency::Failed { .. }));
+}
+
+#[test]
+fn gpu_refresh_is_wanted_only_before_a_load_decision() {
+    let t0 = Instant::now();
+    let mut s = on_gpus(vec![gpu_model("a", 10, 100)], &[20_000], t0);
+    assert!(!s.wants_gpu_refresh(t0), "nobody waits");
+    s.enqueue(0, t0).unwrap();
+    assert!(s.wants_gpu_refresh(t0));
+    assert_eq!(s.poll(t0), vec![Action::Load { model: 0 }]);
+    assert!(!s.wants_gpu_refresh(t0), "a load is running");
+    let cpu = SchedState::new(vec![model("a", 1, 1)], limits(10, Policy::CacheAware), t0);
+    assert!(!cpu.wants_gpu_refresh(t0), "no GPUs");
 }

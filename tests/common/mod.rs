@@ -14,6 +14,7 @@ use vram_llm::api::{router, AppState, DEFAULT_BODY_LIMIT};
 use vram_llm::build_info::BUILD;
 use vram_llm::engine::text::TextStream;
 use vram_llm::engine::*;
+use vram_llm::gpu::{GpuInventory, Placement, StaticInventory};
 use vram_llm::registry::{EngineFactory, ModelSpec, Progress, Registry};
 use vram_llm::scheduler::{ModelLimits, Policy, SchedLimits, Scheduler};
 
@@ -106,6 +107,9 @@ impl Engine for FakeEngine {
     }
 }
 
+/// Each load's model name and the placement it was given.
+pub type LoadLog = Arc<std::sync::Mutex<Vec<(String, Option<Placement>)>>>;
+
 pub struct FakeFactory {
     pub reply: String,
     pub n_ctx_slot: u32,
@@ -115,16 +119,19 @@ pub struct FakeFactory {
     pub failing: Vec<String>,
     /// When set, a load reports 50% and then waits until the flag is true.
     pub load_gate: Option<Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>>,
+    /// Every load's model and the placement the scheduler gave it.
+    pub placements: LoadLog,
 }
 
 impl FakeFactory {
     pub fn new(reply: &str) -> Self {
-        Self { reply: reply.into(), n_ctx_slot: 64, gate: None, failing: Vec::new(), load_gate: None }
+        Self { reply: reply.into(), n_ctx_slot: 64, gate: None, failing: Vec::new(), load_gate: None, placements: Default::default() }
     }
 }
 
 impl EngineFactory for FakeFactory {
-    fn load(&self, spec: &ModelSpec, progress: Progress) -> Result<Arc<dyn Engine>, EngineError> {
+    fn load(&self, spec: &ModelSpec, placement: Option<&Placement>, progress: Progress) -> Result<Arc<dyn Engine>, EngineError> {
+        self.placements.lock().expect("placements").push((spec.id.clone(), placement.cloned()));
         progress(0.5);
         if let Some(gate) = &self.load_gate {
             let (open, cond) = &**gate;
@@ -151,6 +158,7 @@ pub fn fake_spec(id: &str) -> ModelSpec {
         ctx_size: None,
         parallel: 2,
         n_gpu_layers: None,
+        gpu: Default::default(),
         chat_template_file: None,
         ttl: None,
         preload: false,
@@ -182,10 +190,22 @@ pub fn fake_state(
 ) -> AppState {
     let model_limits = specs
         .iter()
-        .map(|s| ModelLimits { name: s.id.clone(), bytes: bytes_per_model, slots: s.parallel, exclusive: s.exclusive, ttl: s.ttl })
+        .map(|s| ModelLimits { name: s.id.clone(), bytes: bytes_per_model, slots: s.parallel, exclusive: s.exclusive, ttl: s.ttl, gpu: None })
         .collect();
+    state_with(specs, model_limits, factory, limits, Arc::new(StaticInventory::default()), ready)
+}
+
+/// App state over fake models with explicit limits and a GPU inventory.
+pub fn state_with(
+    specs: Vec<ModelSpec>,
+    model_limits: Vec<ModelLimits>,
+    factory: Arc<dyn EngineFactory>,
+    limits: SchedLimits,
+    gpus: Arc<dyn GpuInventory>,
+    ready: bool,
+) -> AppState {
     let registry = Arc::new(Registry::new(specs));
-    let scheduler = Scheduler::start(registry.clone(), factory, model_limits, limits);
+    let scheduler = Scheduler::start(registry.clone(), factory, model_limits, limits, gpus);
     AppState {
         registry,
         scheduler,
