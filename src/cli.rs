@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the OpenAI-compatible API for the registered models (loaded on
-    /// demand, kept while they fit the memory budget).
+    /// demand, kept while they fit in GPU memory and the memory budget).
     Serve(ServeArgs),
     /// Print the model registry (from --config, --models-dir and --model)
     /// with each model's estimated memory, without loading anything.
@@ -92,6 +92,11 @@ pub struct GpuFlags {
     /// Force the main GPU (physical index).
     #[arg(long, value_name = "INDEX")]
     pub main_gpu: Option<u32>,
+    /// Let llama.cpp's own fitter (common_fit_params) choose n_gpu_layers and
+    /// tensor_split at load time, keeping --reserve-mib free per device. The
+    /// scheduler still budgets with its own plan until the load is measured.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub use_fit_params: Option<bool>,
 }
 
 /// Where models come from. They merge: `--model` beats `[[models]]` in the
@@ -191,9 +196,10 @@ pub struct ServerFlags {
     #[arg(long, env = "VRAM_LLM_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Memory the loaded models may use together, in MiB; models stay loaded
-    /// while their footprints fit [default: 75% of the RAM available at
-    /// startup].
+    /// Host memory the loaded models may use together, in MiB; without GPUs,
+    /// models stay loaded while their footprints fit. With GPUs each GPU is
+    /// budgeted by its free memory and this bounds only what placements
+    /// leave on the CPU [default: 75% of the RAM available at startup].
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     pub memory_budget_mib: Option<u64>,
 

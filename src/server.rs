@@ -13,13 +13,15 @@ use crate::config::{Config, ServerConfig};
 use crate::engine::llama::{LlamaEngine, LoadOptions};
 use crate::engine::{Engine, EngineError, GpuParams};
 use crate::gpu::{GpuInventory, Placement, PlacementOptions};
-use crate::registry::{EngineFactory, ModelSpec, Progress, Registry};
+use crate::registry::{EngineFactory, GpuOverrides, ModelSpec, Progress, Registry};
 use crate::scheduler::{GpuDemand, ModelLimits, SchedLimits, Scheduler};
 
 /// Loads models with llama.cpp where the scheduler placed them.
 pub struct LlamaFactory {
     pub threads: Option<u32>,
     pub batch_size: u32,
+    /// `--use-fit-params`: the MiB llama.cpp's fitter keeps free per device.
+    pub fit_margin_mib: Option<u64>,
 }
 
 impl EngineFactory for LlamaFactory {
@@ -37,6 +39,8 @@ impl EngineFactory for LlamaFactory {
             parallel: spec.parallel,
             threads: self.threads,
             n_gpu_layers: spec.n_gpu_layers,
+            // A model's own placement settings win over the fitter.
+            fit_margin_mib: self.fit_margin_mib.filter(|_| spec.n_gpu_layers.is_none() && spec.gpu == GpuOverrides::default()),
             batch_size: self.batch_size,
         }, progress)?;
         Ok(Arc::new(engine))
@@ -102,7 +106,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     // A lone model without a config loads at once, after the port opens.
     let load_after_bind = config.models.len() == 1 && preload.is_empty();
     let registry = Arc::new(Registry::new(config.models));
-    let factory: Arc<dyn EngineFactory> = Arc::new(LlamaFactory { threads: server.threads, batch_size: server.batch_size });
+    let factory: Arc<dyn EngineFactory> = Arc::new(LlamaFactory {
+        threads: server.threads,
+        batch_size: server.batch_size,
+        fit_margin_mib: server.placement.use_fit_params.then_some(server.placement.reserve_mib),
+    });
     let scheduler = Scheduler::start(registry.clone(), factory, model_limits, limits, inventory);
 
     for &i in &preload {

@@ -47,6 +47,7 @@ pub struct ServerSection {
     pub split_mode: Option<crate::gpu::SplitMode>,
     pub spread: Option<bool>,
     pub main_gpu: Option<u32>,
+    pub use_fit_params: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

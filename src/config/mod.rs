@@ -135,6 +135,7 @@ fn file_placement(s: &file::ServerSection) -> crate::gpu::PlacementOptions {
         split_mode: s.split_mode.unwrap_or(d.split_mode),
         main_gpu: s.main_gpu,
         spread: s.spread.unwrap_or(d.spread),
+        use_fit_params: s.use_fit_params.unwrap_or(d.use_fit_params),
         ..d
     }
 }

@@ -140,7 +140,7 @@ fn gpu_placement_keys_merge_like_the_other_server_keys() {
     let d = Dir::new("gpu");
     let cfg = d.write(
         "c.toml",
-        "[server]\nreserve_mib = 2048\ndevices = [0, 2]\nsplit_mode = \"row\"\ngpus_from = \"gpus.json\"\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n",
+        "[server]\nreserve_mib = 2048\ndevices = [0, 2]\nsplit_mode = \"row\"\nuse_fit_params = true\ngpus_from = \"gpus.json\"\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n",
     );
     let mut flags = ServerFlags::default();
     flags.gpu.reserve_mib = Some(512);
@@ -149,6 +149,7 @@ fn gpu_placement_keys_merge_like_the_other_server_keys() {
     assert_eq!(p.reserve_mib, 512, "flag wins");
     assert_eq!(p.devices, Some(vec![0, 2]));
     assert_eq!(p.split_mode, crate::gpu::SplitMode::Row);
+    assert!(p.use_fit_params);
     assert_eq!(c.server.gpus_from, Some(d.0.join("gpus.json")));
 }
 

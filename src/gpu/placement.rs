@@ -134,6 +134,9 @@ pub struct PlacementOptions {
     /// Shares for the selected GPUs in ascending index order (like llama.cpp's
     /// `--tensor-split`); any non-negative scale, normalised here.
     pub tensor_split_override: Option<Vec<f32>>,
+    /// llama.cpp's fitter decides at load time (`--use-fit-params`); [`plan`]
+    /// ignores this and its result serves as the estimate.
+    pub use_fit_params: bool,
 }
 
 impl Default for PlacementOptions {
@@ -147,6 +150,7 @@ impl Default for PlacementOptions {
             spread: false,
             n_gpu_layers_override: None,
             tensor_split_override: None,
+            use_fit_params: false,
         }
     }
 }

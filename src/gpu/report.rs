@@ -17,6 +17,7 @@ pub fn options(flags: &GpuFlags, base: &PlacementOptions) -> PlacementOptions {
         split_mode: flags.split_mode.unwrap_or(base.split_mode),
         main_gpu: flags.main_gpu.or(base.main_gpu),
         spread: flags.spread.unwrap_or(base.spread),
+        use_fit_params: flags.use_fit_params.unwrap_or(base.use_fit_params),
         ..base.clone()
     }
 }
@@ -50,9 +51,23 @@ pub fn print_plan(args: &PlanArgs) -> Result<(), String> {
     let gpus = inventory(args.gpus.gpus_from.as_deref())?;
     let footprint = crate::memory::footprint(&args.model, args.ctx_size, args.parallel)
         .map_err(|e| format!("{}: {e}", args.model.display()))?;
-    let placement = plan(&gpus, &footprint, &options(&args.gpus, &PlacementOptions::default())).map_err(|e| e.to_string())?;
+    let opts = options(&args.gpus, &PlacementOptions::default());
+    let placement = plan(&gpus, &footprint, &opts).map_err(|e| e.to_string())?;
+    let fitted = if opts.use_fit_params {
+        if args.gpus.gpus_from.is_some() {
+            return Err("--use-fit-params asks llama.cpp, which sees this machine's devices, not a --gpus-from list".into());
+        }
+        let batch = crate::config::DEFAULT_BATCH_SIZE;
+        Some(crate::engine::llama::fit_only(&args.model, args.ctx_size, args.parallel, batch, opts.reserve_mib)?)
+    } else {
+        None
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&placement).map_err(|e| e.to_string())?);
+        let mut out = serde_json::to_value(&placement).map_err(|e| e.to_string())?;
+        if let Some(f) = &fitted {
+            out["llama_fit"] = serde_json::to_value(f).map_err(|e| e.to_string())?;
+        }
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
         return Ok(());
     }
     println!("model:         {}", args.model.display());
@@ -66,5 +81,9 @@ pub fn print_plan(args: &PlanArgs) -> Result<(), String> {
         println!("  GPU {}: {} MiB, {} layers", d.index, d.mib, d.layers);
     }
     println!("cpu:           {} MiB", placement.cpu_mib);
+    if let Some(f) = fitted {
+        println!("llama.cpp's fitter (--use-fit-params; applied at load, the plan above is the scheduler's estimate):");
+        println!("  n_gpu_layers {}, tensor_split {:?}, n_ctx {}, kept on CPU: {:?}", f.n_gpu_layers, f.tensor_split, f.n_ctx, f.cpu_overrides);
+    }
     Ok(())
 }
