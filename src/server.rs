@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::api::{router, AppState};
+use crate::api::{router, AppState, ReloadSource};
 use crate::build_info::BUILD;
 use crate::cli::{ModelsArgs, ServeArgs};
 use crate::config::{Config, ServerConfig};
@@ -129,7 +129,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         api_key: server.api_key.clone().map(Arc::from),
         admin_token: server.admin_token.clone().map(Arc::from),
         notify_swaps: server.notify_swaps,
-        reload_from: Some(Arc::new((args.sources.clone(), args.server.clone()))),
+        reload_from: Some(Arc::new(ReloadSource {
+            sources: args.sources.clone(),
+            flags: args.server.clone(),
+            placement: server.placement.clone(),
+        })),
         body_limit: server.max_body_mib as usize * 1024 * 1024,
         build: BUILD,
     };

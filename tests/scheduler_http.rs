@@ -207,7 +207,11 @@ async fn reload_adds_removes_and_changes_models_without_dropping_in_flight_work(
     let factory = FakeFactory { gate: Some(gate.clone()), ..FakeFactory::new("ok") };
     let mut state = fake_state(loaded.models, Arc::new(factory), roomy_limits(), 1 << 20, true);
     state.admin_token = Some(Arc::from("tok"));
-    state.reload_from = Some(Arc::new((sources, ServerFlags::default())));
+    state.reload_from = Some(Arc::new(vram_llm::api::ReloadSource {
+        sources,
+        flags: ServerFlags::default(),
+        placement: Default::default(),
+    }));
     let base = serve(state).await;
 
     // A request on `a` is in flight (held at the gate) while `a` is removed.

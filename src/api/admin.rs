@@ -107,11 +107,12 @@ pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError>
     let Some(from) = state.reload_from.clone() else {
         return Err(ApiError::InvalidRequest { message: "this server has no config to reload".into(), param: None });
     };
-    let config = tokio::task::spawn_blocking(move || crate::config::Config::load(&from.0, &from.1))
+    let read = from.clone();
+    let config = tokio::task::spawn_blocking(move || crate::config::Config::load(&read.sources, &read.flags))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|message| ApiError::InvalidRequest { message: format!("config not reloaded: {message}"), param: None })?;
-    let limits = crate::server::model_limits(&config.models, &config.server.placement);
+    let limits = crate::server::model_limits(&config.models, &from.placement);
     let report = state.scheduler.reload(config.models.into_iter().zip(limits).collect()).await?;
     Ok(Json(json!({ "reloaded": true, "added": report.added, "removed": report.removed,
                     "changed": report.changed, "unchanged": report.unchanged,

@@ -25,6 +25,15 @@ use crate::scheduler::{Permit, Scheduler};
 use error::ApiError;
 
 /// Shared by every handler.
+/// The startup model sources and flags `/admin/reload` reads again, and the
+/// running server's placement options (server settings change on restart
+/// only, so models added by a reload are placed like the others).
+pub struct ReloadSource {
+    pub sources: crate::cli::ModelSources,
+    pub flags: crate::cli::ServerFlags,
+    pub placement: crate::gpu::PlacementOptions,
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
@@ -37,8 +46,8 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     /// Stream load progress to streamed chats that wait for a load.
     pub notify_swaps: bool,
-    /// What `/admin/reload` re-reads: the startup model sources and flags.
-    pub reload_from: Option<Arc<(crate::cli::ModelSources, crate::cli::ServerFlags)>>,
+    /// What `/admin/reload` re-reads.
+    pub reload_from: Option<Arc<ReloadSource>>,
     pub body_limit: usize,
     pub build: BuildInfo,
 }
