@@ -85,3 +85,54 @@ async fn a_preload_model_from_the_config_is_loaded_before_the_port_opens() {
     assert_eq!(status["models"][1]["state"], "unloaded", "{status}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn gpu_fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/gpus/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Two names, so the server is ready at once and models load on demand.
+async fn serve_two_on(gpus: &str) -> RealServer {
+    let path = test_model().display().to_string();
+    let (a, b) = (format!("a={path}"), format!("b={path}"));
+    RealServer::start_with(&[
+        "--model", &a, "--model", &b, "--ctx-size", "512", "--parallel", "1",
+        "--gpus-from", &gpu_fixture(gpus), "--admin-token", "tok",
+    ])
+    .await
+}
+
+async fn complete(base: &str, model: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/v1/completions"))
+        .json(&json!({"model": model, "prompt": "Hello", "max_tokens": 2, "temperature": 0}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_placement_with_no_gpu_room_loads_on_the_cpu_and_status_shows_it() {
+    let server = serve_two_on("reserve_exceeds_free.json").await;
+    assert_eq!(complete(&server.base, "a").await.status(), 200);
+    let status = admin(&server.base, reqwest::Method::GET, "/admin/status", None).await;
+    assert_eq!(status["gpus"].as_array().map(Vec::len), Some(1), "{status}");
+    let a = &status["models"][0];
+    assert_eq!(a["placement"]["kind"], "cpu_only", "{a}");
+    assert_eq!(a["placement"]["n_gpu_layers"], 0);
+    assert_eq!(a["holding"]["gpu_mib"], json!([]));
+    assert_eq!(a["memory_measured"], true, "a CPU-only load is measured in host memory");
+}
+
+#[cfg(not(feature = "cuda"))]
+#[tokio::test]
+async fn a_gpu_placement_on_a_cpu_build_fails_the_load_with_a_clear_reason() {
+    let server = serve_two_on("one_24gb.json").await;
+    let resp = complete(&server.base, "a").await;
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("is this a CUDA build?"), "{body}");
+    let status = admin(&server.base, reqwest::Method::GET, "/admin/status", None).await;
+    assert_eq!(status["models"][0]["state"], "failed");
+    assert_eq!(status["models"][0]["placement"], Value::Null, "a failed load holds nothing");
+}
