@@ -62,21 +62,28 @@ pub fn baseline<'a>(live: &[GpuInfo], ours: impl IntoIterator<Item = &'a Holding
     out
 }
 
-/// Where a model goes with `others` resident: `Ok(Some(plan))` when it gets
-/// the same number of offloaded layers as on GPUs free of our models, and
-/// every device it uses has room for its share (the reserve kept); `Ok(None)`
-/// when it does not fit that well next to them. A model that would not fit
-/// even with none of ours resident (a forced `n_gpu_layers`, say) fits only
-/// alone. `Err` when its options name GPUs that do not exist.
-pub fn place(baseline: &[GpuInfo], others: &[&Holding], demand: &GpuDemand) -> Result<Option<Placement>, PlacementError> {
-    let ideal = plan(baseline, &demand.footprint, &demand.options)?;
+/// Where a model goes on GPUs free of our models: the yardstick for
+/// [`place`]. `Err` when its options name GPUs that do not exist.
+pub fn ideal(baseline: &[GpuInfo], demand: &GpuDemand) -> Result<Placement, PlacementError> {
+    plan(baseline, &demand.footprint, &demand.options)
+}
+
+/// Where a model goes with `others` resident: `Some(plan)` when it gets as
+/// many offloaded layers as in its `ideal` placement and every device it
+/// uses has room for its share (the reserve kept); `None` when it does not
+/// fit that well next to them. A model whose ideal placement does not fit
+/// (a forced `n_gpu_layers`, say) fits only alone.
+pub fn place(baseline: &[GpuInfo], others: &[&Holding], demand: &GpuDemand, ideal: &Placement) -> Option<Placement> {
     let held: Vec<(u32, u64)> = others.iter().flat_map(|h| h.gpu_mib.iter().copied()).collect();
-    if !within(&ideal, baseline, demand.options.reserve_mib) {
-        return Ok(held.iter().all(|(_, mib)| *mib == 0).then_some(ideal));
+    if !within(ideal, baseline, demand.options.reserve_mib) {
+        return held.iter().all(|(_, mib)| *mib == 0).then(|| ideal.clone());
+    }
+    if held.is_empty() {
+        return Some(ideal.clone());
     }
     let free = free_after(baseline, &held);
-    let now = plan(&free, &demand.footprint, &demand.options)?;
-    Ok((now.n_gpu_layers >= ideal.n_gpu_layers && within(&now, &free, demand.options.reserve_mib)).then_some(now))
+    let now = plan(&free, &demand.footprint, &demand.options).ok()?;
+    (now.n_gpu_layers >= ideal.n_gpu_layers && within(&now, &free, demand.options.reserve_mib)).then_some(now)
 }
 
 /// Every device of `p` has room for its share on `gpus`, reserve kept.
@@ -112,16 +119,21 @@ mod tests {
         }
     }
 
+    /// `place` with the ideal computed first, as the scheduler does.
+    fn fits(gpus: &[GpuInfo], others: &[&Holding], d: &GpuDemand) -> Option<Placement> {
+        place(gpus, others, d, &ideal(gpus, d).expect("valid options"))
+    }
+
     #[test]
     fn a_model_goes_to_the_gpu_the_residents_left_free() {
         let gpus = [gpu(0, 20_000), gpu(1, 20_000)];
-        let a = place(&gpus, &[], &demand(10, 1500)).unwrap().expect("fits alone");
+        let a = fits(&gpus, &[], &demand(10, 1500)).expect("fits alone");
         assert_eq!(a.devices, vec![0]);
         let held = Holding::of_placement(&a);
         assert_eq!(held.gpu_mib, vec![(0, 15_000)]);
-        let b = place(&gpus, &[&held], &demand(10, 1500)).unwrap().expect("fits on GPU 1");
+        let b = fits(&gpus, &[&held], &demand(10, 1500)).expect("fits on GPU 1");
         assert_eq!(b.devices, vec![1]);
-        let c = place(&gpus, &[&held, &Holding::of_placement(&b)], &demand(10, 1500)).unwrap();
+        let c = fits(&gpus, &[&held, &Holding::of_placement(&b)], &demand(10, 1500));
         assert_eq!(c, None, "a third copy would only partly offload");
     }
 
@@ -129,28 +141,28 @@ mod tests {
     fn a_split_model_fits_when_its_shares_fit_next_to_the_residents() {
         let gpus = [gpu(0, 20_000), gpu(1, 20_000)];
         let big = demand(20, 1500); // 30 000 MiB: split over both GPUs
-        let alone = place(&gpus, &[], &big).unwrap().expect("fits split");
+        let alone = fits(&gpus, &[], &big).expect("fits split");
         assert_eq!(alone.devices.len(), 2);
         let small = Holding { host_bytes: 0, gpu_mib: vec![(1, 2_000)] };
-        assert!(place(&gpus, &[&small], &big).unwrap().is_some(), "2 GB on GPU 1 still leaves room for a split");
+        assert!(fits(&gpus, &[&small], &big).is_some(), "2 GB on GPU 1 still leaves room for a split");
         let large = Holding { host_bytes: 0, gpu_mib: vec![(1, 10_000)] };
-        assert_eq!(place(&gpus, &[&large], &big).unwrap(), None);
+        assert_eq!(fits(&gpus, &[&large], &big), None);
     }
 
     #[test]
     fn a_model_that_never_fits_fully_fits_only_alone() {
         let gpus = [gpu(0, 8_000)];
         let huge = demand(10, 1500); // 15 000 MiB on one GPU with 6 976 MiB usable
-        let alone = place(&gpus, &[], &huge).unwrap().expect("partial offload alone");
+        let alone = fits(&gpus, &[], &huge).expect("partial offload alone");
         assert_eq!(alone.kind, PlacementKind::PartialOffload);
         let small = Holding { host_bytes: 0, gpu_mib: vec![(0, 100)] };
-        assert!(place(&gpus, &[&small], &huge).unwrap().is_some(), "4 of 10 layers either way");
+        assert!(fits(&gpus, &[&small], &huge).is_some(), "4 of 10 layers either way");
         let tiny = Holding { host_bytes: 0, gpu_mib: vec![(0, 1000)] };
-        assert_eq!(place(&gpus, &[&tiny], &huge).unwrap(), None, "3 layers next to a resident: not as good as alone");
+        assert_eq!(fits(&gpus, &[&tiny], &huge), None, "3 layers next to a resident: not as good as alone");
         let mut forced = demand(10, 1500);
         forced.options.n_gpu_layers_override = Some(11);
-        assert!(place(&gpus, &[], &forced).unwrap().is_some(), "a forced count that may not fit still runs alone");
-        assert_eq!(place(&gpus, &[&tiny], &forced).unwrap(), None);
+        assert!(fits(&gpus, &[], &forced).is_some(), "a forced count that may not fit still runs alone");
+        assert_eq!(fits(&gpus, &[&tiny], &forced), None);
     }
 
     #[test]
@@ -166,6 +178,6 @@ mod tests {
     fn options_naming_a_missing_gpu_are_an_error() {
         let mut d = demand(2, 10);
         d.options.devices = Some(vec![3]);
-        assert!(place(&[gpu(0, 20_000)], &[], &d).is_err());
+        assert!(ideal(&[gpu(0, 20_000)], &d).is_err());
     }
 }

@@ -425,10 +425,13 @@ impl SchedState {
         if self.limits.policy == Policy::Fifo && self.head_model() != Some(target) {
             return;
         }
-        if let Err(reason) = self.check_placeable(target) {
-            actions.extend(self.fail_load(target, reason, now));
-            return;
-        }
+        let ideal = match self.ideal_placement(target) {
+            Ok(ideal) => ideal,
+            Err(reason) => {
+                actions.extend(self.fail_load(target, reason, now));
+                return;
+            }
+        };
         let residents: Vec<Resident> = self
             .models
             .iter()
@@ -442,13 +445,13 @@ impl SchedState {
             })
             .collect();
         let count_room = self.limits.max_loaded.is_none_or(|max| residents.len() < max);
-        let fits = |evicted: &[usize]| self.fit(target, evicted).is_some();
+        let fits = |evicted: &[usize]| self.fit(target, evicted, ideal.as_ref()).is_some();
 
         if let Some(evict) = choose_evictions(&residents, count_room, false, fits) {
             self.models.iter_mut().for_each(|m| m.closed = false);
             if evict.is_empty() {
                 self.swap_for = None;
-                let placement = self.fit(target, &[]).flatten();
+                let placement = self.fit(target, &[], ideal.as_ref()).flatten();
                 let m = &mut self.models[target];
                 m.placement = placement;
                 m.gpu_measured = None;
@@ -486,8 +489,9 @@ impl SchedState {
     /// Whether `target` fits once `evicted` are gone: `Some(placement)` (the
     /// GPU plan, `None` without GPUs) or `None`. Exclusive models fit only
     /// alone; host memory and every GPU must have room, except that a model
-    /// too big for the budget may still run alone.
-    fn fit(&self, target: usize, evicted: &[usize]) -> Option<Option<Placement>> {
+    /// too big for the budget may still run alone. `ideal` is the target's
+    /// placement on GPUs free of our models (`ideal_placement`).
+    fn fit(&self, target: usize, evicted: &[usize], ideal: Option<&Placement>) -> Option<Option<Placement>> {
         let others: Vec<usize> = (0..self.models.len())
             .filter(|&i| i != target && self.models[i].residency == Residency::Loaded && !evicted.contains(&i))
             .collect();
@@ -497,10 +501,10 @@ impl SchedState {
             return None;
         }
         let held: Vec<Holding> = others.iter().map(|&i| self.holding(i)).collect();
-        let (placement, host_need) = match (&t.limits.gpu, self.gpus.is_empty()) {
-            (Some(demand), false) => {
+        let (placement, host_need) = match (&t.limits.gpu, ideal) {
+            (Some(demand), Some(ideal)) => {
                 let refs: Vec<&Holding> = held.iter().collect();
-                let p = memory::place(&self.gpus, &refs, demand).ok()??;
+                let p = memory::place(&self.gpus, &refs, demand, ideal)?;
                 let host = if p.kind == PlacementKind::CpuOnly { t.limits.bytes } else { Holding::of_placement(&p).host_bytes };
                 (Some(p), host)
             }
@@ -510,12 +514,13 @@ impl SchedState {
         (others.is_empty() || host_used + host_need <= self.limits.budget_bytes).then_some(placement)
     }
 
-    /// A model whose placement options cannot be met on these GPUs (a
-    /// `devices` entry that does not exist, say) cannot load at all.
-    fn check_placeable(&self, target: usize) -> Result<(), String> {
+    /// Where `target` goes on GPUs free of our models (`None`: no GPUs, or
+    /// no footprint to place). An error (a `devices` entry that does not
+    /// exist, say) means it cannot load at all.
+    fn ideal_placement(&self, target: usize) -> Result<Option<Placement>, String> {
         match (&self.models[target].limits.gpu, self.gpus.is_empty()) {
-            (Some(demand), false) => memory::place(&self.gpus, &[], demand).map(drop).map_err(|e| e.to_string()),
-            _ => Ok(()),
+            (Some(demand), false) => memory::ideal(&self.gpus, demand).map(Some).map_err(|e| e.to_string()),
+            _ => Ok(None),
         }
     }
 
