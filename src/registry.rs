@@ -313,6 +313,8 @@ impl ModelSpec {
             split_mode: g.split_mode.unwrap_or(server.split_mode),
             n_gpu_layers_override: self.n_gpu_layers,
             tensor_split_override: g.tensor_split.clone().or_else(|| server.tensor_split_override.clone()),
+            // A model's own placement settings win over llama.cpp's fitter.
+            use_fit_params: server.use_fit_params && self.n_gpu_layers.is_none() && *g == GpuOverrides::default(),
             ..server.clone()
         }
     }

@@ -10,23 +10,26 @@ use crate::api::{router, AppState, ReloadSource};
 use crate::build_info::BUILD;
 use crate::cli::{ModelsArgs, ServeArgs};
 use crate::config::{Config, ServerConfig};
-use crate::engine::llama::{LlamaEngine, LoadOptions};
+use crate::engine::llama::{FitOptions, LlamaEngine, LoadOptions};
 use crate::engine::{Engine, EngineError, GpuParams};
 use crate::gpu::{GpuInventory, Placement, PlacementOptions};
-use crate::registry::{EngineFactory, GpuOverrides, ModelSpec, Progress, Registry};
+use crate::registry::{EngineFactory, ModelSpec, Progress, Registry};
 use crate::scheduler::{GpuDemand, ModelLimits, SchedLimits, Scheduler};
 
 /// Loads models with llama.cpp where the scheduler placed them.
 pub struct LlamaFactory {
     pub threads: Option<u32>,
     pub batch_size: u32,
-    /// `--use-fit-params`: the MiB llama.cpp's fitter keeps free per device.
-    pub fit_margin_mib: Option<u64>,
+    /// For placements left to llama.cpp's fitter (`--use-fit-params`): the
+    /// MiB kept free per device and the GPUs it may use (`None`: all).
+    pub fit_reserve_mib: u64,
+    pub fit_devices: Option<Vec<u32>>,
 }
 
 impl EngineFactory for LlamaFactory {
     fn load(&self, spec: &ModelSpec, placement: Option<&Placement>, progress: Progress) -> Result<Arc<dyn Engine>, EngineError> {
-        let gpu = placement.map(|p| GpuParams {
+        let fit = placement.is_some_and(|p| p.use_fit_params);
+        let gpu = placement.filter(|_| !fit).map(|p| GpuParams {
             devices: p.devices.clone(),
             split_mode: p.split_mode,
             n_gpu_layers: p.n_gpu_layers,
@@ -38,9 +41,10 @@ impl EngineFactory for LlamaFactory {
             ctx_size: spec.ctx_size,
             parallel: spec.parallel,
             threads: self.threads,
-            n_gpu_layers: spec.n_gpu_layers,
-            // A model's own placement settings win over the fitter.
-            fit_margin_mib: self.fit_margin_mib.filter(|_| spec.n_gpu_layers.is_none() && spec.gpu == GpuOverrides::default()),
+            // Without a plan (no GPUs, or no GGUF footprint to plan with)
+            // nothing is offloaded unless the model asks for layers.
+            n_gpu_layers: spec.n_gpu_layers.or(Some(0)).filter(|_| placement.is_none()),
+            fit: fit.then(|| FitOptions { reserve_mib: self.fit_reserve_mib, devices: self.fit_devices.clone() }),
             batch_size: self.batch_size,
         }, progress)?;
         Ok(Arc::new(engine))
@@ -109,7 +113,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let factory: Arc<dyn EngineFactory> = Arc::new(LlamaFactory {
         threads: server.threads,
         batch_size: server.batch_size,
-        fit_margin_mib: server.placement.use_fit_params.then_some(server.placement.reserve_mib),
+        fit_reserve_mib: server.placement.reserve_mib,
+        fit_devices: server.placement.devices.clone(),
     });
     let scheduler = Scheduler::start(registry.clone(), factory, model_limits, limits, inventory);
 

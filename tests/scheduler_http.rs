@@ -249,10 +249,19 @@ async fn reload_adds_removes_and_changes_models_without_dropping_in_flight_work(
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Three fake models of 15 000 MiB (10 layers of 1 500 MiB) on a simulated
-/// machine with two GPUs of 20 000 MiB free: one model fits per GPU.
-fn on_two_gpus(factory: Arc<FakeFactory>) -> vram_llm::api::AppState {
-    use vram_llm::gpu::{ModelFootprint, PlacementOptions, StaticInventory};
+/// Two GPUs with 20 000 MiB free each.
+fn two_gpus() -> vram_llm::gpu::StaticInventory {
+    vram_llm::gpu::StaticInventory::from_json_str(
+        r#"[{"index": 0, "name": "GPU A", "total_mib": 24576, "free_mib": 20000},
+            {"index": 1, "name": "GPU B", "total_mib": 24576, "free_mib": 20000}]"#,
+    )
+    .unwrap()
+}
+
+/// Three fake models of 15 000 MiB (10 layers of 1 500 MiB) on a machine
+/// with two GPUs of 20 000 MiB free: one model fits per GPU.
+fn on_two_gpus(factory: Arc<FakeFactory>, gpus: Arc<dyn vram_llm::gpu::GpuInventory>) -> vram_llm::api::AppState {
+    use vram_llm::gpu::{ModelFootprint, PlacementOptions};
     use vram_llm::scheduler::{GpuDemand, ModelLimits};
     let specs = vec![fake_spec("a"), fake_spec("b"), fake_spec("c")];
     let limits = specs
@@ -274,14 +283,9 @@ fn on_two_gpus(factory: Arc<FakeFactory>) -> vram_llm::api::AppState {
             }),
         })
         .collect();
-    let gpus = StaticInventory::from_json_str(
-        r#"[{"index": 0, "name": "GPU A", "total_mib": 24576, "free_mib": 20000},
-            {"index": 1, "name": "GPU B", "total_mib": 24576, "free_mib": 20000}]"#,
-    )
-    .unwrap();
     let mut sched = roomy_limits();
     sched.budget_bytes = 64 << 20; // host memory: fully offloaded models hold none
-    let mut state = common::state_with(specs, limits, factory, sched, Arc::new(gpus), true);
+    let mut state = common::state_with(specs, limits, factory, sched, gpus, true);
     state.admin_token = Some(Arc::from("tok"));
     state
 }
@@ -289,7 +293,7 @@ fn on_two_gpus(factory: Arc<FakeFactory>) -> vram_llm::api::AppState {
 #[tokio::test]
 async fn models_on_different_gpus_stay_loaded_together_and_status_shows_where() {
     let factory = Arc::new(FakeFactory::new("ok"));
-    let base = serve(on_two_gpus(factory.clone())).await;
+    let base = serve(on_two_gpus(factory.clone(), Arc::new(two_gpus()))).await;
     for model in ["a", "b"] {
         let resp = post(&base, "/v1/completions", json!({"model": model, "prompt": "x"}), None).await;
         assert_eq!(resp.status(), 200, "{model}");
@@ -329,4 +333,83 @@ async fn models_on_different_gpus_stay_loaded_together_and_status_shows_where() 
     let props: Value = reqwest::get(format!("{base}/props")).await.unwrap().json().await.unwrap();
     assert_eq!(props["gpus"].as_array().map(Vec::len), Some(2));
     assert_eq!(props["placement"]["n_layers"], 10);
+}
+
+/// NVML stand-in: live free memory that fake loads take and give back, plus
+/// the 300 MiB a CUDA context keeps on each GPU once a model used it.
+struct FakeNvml {
+    gpus: std::sync::Mutex<Vec<vram_llm::gpu::GpuInfo>>,
+    contexts: std::sync::Mutex<Vec<u32>>,
+}
+
+impl vram_llm::gpu::GpuInventory for FakeNvml {
+    fn gpus(&self) -> Result<Vec<vram_llm::gpu::GpuInfo>, vram_llm::gpu::GpuError> {
+        Ok(self.gpus.lock().unwrap().clone())
+    }
+    // The default `counts_our_usage() == true`: free figures include our loads.
+}
+
+impl FakeNvml {
+    fn take(&self, index: u32, mib: i64) {
+        let mut gpus = self.gpus.lock().unwrap();
+        let g = gpus.iter_mut().find(|g| g.index == index).unwrap();
+        g.free_mib = (g.free_mib as i64 - mib) as u64;
+        g.used_mib = (g.used_mib as i64 + mib) as u64;
+    }
+}
+
+struct GiveBack(Arc<FakeNvml>, Vec<(u32, u64)>);
+
+impl Drop for GiveBack {
+    fn drop(&mut self) {
+        for (index, mib) in &self.1 {
+            self.0.take(*index, -(*mib as i64));
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_live_nvml_figures_our_models_are_added_back_and_measured() {
+    let nvml = Arc::new(FakeNvml {
+        gpus: std::sync::Mutex::new(vram_llm::gpu::GpuInventory::gpus(&two_gpus()).unwrap()),
+        contexts: Default::default(),
+    });
+    let on_load: common::OnLoad = Arc::new({
+        let nvml = nvml.clone();
+        move |placement| {
+            let mut held = Vec::new();
+            for d in placement.map(|p| p.mib_per_device.clone()).unwrap_or_default() {
+                let mut contexts = nvml.contexts.lock().unwrap();
+                if !contexts.contains(&d.index) {
+                    contexts.push(d.index);
+                    nvml.take(d.index, 300);
+                }
+                nvml.take(d.index, d.mib as i64);
+                held.push((d.index, d.mib));
+            }
+            Box::new(GiveBack(nvml.clone(), held))
+        }
+    });
+    let factory = Arc::new(FakeFactory { on_load: Some(on_load), ..FakeFactory::new("ok") });
+    let base = serve(on_two_gpus(factory.clone(), nvml.clone())).await;
+
+    for model in ["a", "b", "c"] {
+        let resp = post(&base, "/v1/completions", json!({"model": model, "prompt": "x"}), None).await;
+        assert_eq!(resp.status(), 200, "{model}");
+    }
+    let loads: Vec<(String, Vec<u32>)> =
+        factory.placements.lock().unwrap().iter().map(|(id, p)| (id.clone(), p.as_ref().unwrap().devices.clone())).collect();
+    // b goes to GPU 1 although NVML shows GPU 0 with only 4 700 MiB free:
+    // a's 15 000 MiB count as ours. c takes a's GPU after a is evicted.
+    assert_eq!(loads, vec![("a".into(), vec![0]), ("b".into(), vec![1]), ("c".into(), vec![0])]);
+    let status = admin_status(&base).await;
+    assert_eq!(status["swaps"], 1, "{status}");
+    // Without adding a's 15 000 MiB back to NVML's 4 700, c would have
+    // evicted b as well. The measured drop for b on GPU 1 was 15 300 MiB
+    // (its share and the CUDA context, which stays after an unload): what b
+    // holds is capped at its plan.
+    assert_eq!(status["models"][1]["holding"]["gpu_mib"], json!([{"index": 1, "mib": 15000}]));
+    assert_eq!(status["models"][2]["holding"]["gpu_mib"], json!([{"index": 0, "mib": 15000}]));
+    assert_eq!(status["gpus"][0]["free_mib"], 20000 - 300 - 15000, "live NVML figure");
+    assert_eq!(status["gpus"][0]["models_mib"], 15000);
 }

@@ -150,6 +150,12 @@ fn check_server(s: &ServerConfig, origin: &str) -> Result<(), String> {
     if s.batch_size < 32 {
         return Err(format!("{at}[server] batch_size must be at least 32 (got {})", s.batch_size));
     }
+    if s.placement.use_fit_params && s.gpus_from.is_some() {
+        return Err(format!(
+            "{at}use_fit_params (--use-fit-params) asks llama.cpp, which sees this machine's GPUs, \
+             not the gpus_from (--gpus-from) list: use one or the other"
+        ));
+    }
     if s.max_queue == 0 {
         return Err(format!("{at}[server] max_queue must be at least 1"));
     }

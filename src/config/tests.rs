@@ -140,7 +140,7 @@ fn gpu_placement_keys_merge_like_the_other_server_keys() {
     let d = Dir::new("gpu");
     let cfg = d.write(
         "c.toml",
-        "[server]\nreserve_mib = 2048\ndevices = [0, 2]\nsplit_mode = \"row\"\nuse_fit_params = true\ngpus_from = \"gpus.json\"\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n",
+        "[server]\nreserve_mib = 2048\ndevices = [0, 2]\nsplit_mode = \"row\"\ngpus_from = \"gpus.json\"\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n",
     );
     let mut flags = ServerFlags::default();
     flags.gpu.reserve_mib = Some(512);
@@ -149,7 +149,6 @@ fn gpu_placement_keys_merge_like_the_other_server_keys() {
     assert_eq!(p.reserve_mib, 512, "flag wins");
     assert_eq!(p.devices, Some(vec![0, 2]));
     assert_eq!(p.split_mode, crate::gpu::SplitMode::Row);
-    assert!(p.use_fit_params);
     assert_eq!(c.server.gpus_from, Some(d.0.join("gpus.json")));
 }
 
@@ -158,7 +157,7 @@ fn per_model_placement_keys_win_over_the_server_ones() {
     let d = Dir::new("gpu-model");
     let cfg = d.write(
         "c.toml",
-        "[server]\ndevices = [0, 1]\nsplit_mode = \"row\"\nreserve_mib = 512\n\
+        "[server]\ndevices = [0, 1]\nsplit_mode = \"row\"\nreserve_mib = 512\nuse_fit_params = true\n\
          [[models]]\nname = \"a\"\npath = \"models/a.gguf\"\ndevices = [1, 2]\nmain_gpu = 2\nsplit_mode = \"layer\"\ntensor_split = [1, 3]\nn_gpu_layers = 20\n\
          [[models]]\nname = \"c\"\npath = \"models/c.gguf\"\n",
     );
@@ -168,8 +167,10 @@ fn per_model_placement_keys_win_over_the_server_ones() {
     assert_eq!((a.main_gpu, a.split_mode), (Some(2), crate::gpu::SplitMode::Layer));
     assert_eq!(a.tensor_split_override, Some(vec![1.0, 3.0]));
     assert_eq!((a.n_gpu_layers_override, a.reserve_mib), (Some(20), 512), "server keys the model leaves alone still apply");
+    assert!(!a.use_fit_params, "a model's own placement keys win over llama.cpp's fitter");
     let other = c.models[1].placement_options(&c.server.placement);
     assert_eq!((other.devices, other.split_mode), (Some(vec![0, 1]), crate::gpu::SplitMode::Row));
+    assert!(other.use_fit_params);
 }
 
 #[test]
@@ -178,4 +179,17 @@ fn a_bad_per_model_tensor_split_names_the_model() {
     let cfg = d.write("c.toml", "[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\ntensor_split = [0, 0]\n");
     let err = Config::load(&sources(Some(cfg)), &ServerFlags::default()).unwrap_err();
     assert!(err.contains("tensor_split") && err.contains("models"), "{err}");
+}
+
+#[test]
+fn use_fit_params_and_a_simulated_gpu_list_exclude_each_other() {
+    let d = Dir::new("fit");
+    let cfg = d.write("c.toml", "[server]\nuse_fit_params = true\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n");
+    let c = Config::load(&sources(Some(cfg.clone())), &ServerFlags::default()).unwrap();
+    assert!(c.server.placement.use_fit_params);
+    assert!(c.models[0].placement_options(&c.server.placement).use_fit_params);
+    let mut flags = ServerFlags::default();
+    flags.gpu.gpus_from = Some(d.0.join("gpus.json"));
+    let err = Config::load(&sources(Some(cfg)), &flags).unwrap_err();
+    assert!(err.contains("use_fit_params") && err.contains("gpus_from"), "{err}");
 }

@@ -51,10 +51,19 @@ pub struct LoadOptions {
     /// A placement plan (GPUs present); wins over `n_gpu_layers`.
     pub gpu: Option<super::GpuParams>,
     /// `--use-fit-params`: llama.cpp's own fitter chooses the layers and the
-    /// split instead of `gpu`, keeping this many MiB free on every device.
-    pub fit_margin_mib: Option<u64>,
+    /// split instead of `gpu`.
+    pub fit: Option<FitOptions>,
     /// Largest batch decoded in one step.
     pub batch_size: u32,
+}
+
+/// How llama.cpp's fitter may place a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitOptions {
+    /// MiB kept free on every device.
+    pub reserve_mib: u64,
+    /// CUDA indices it may use (`--devices`); `None`: every device.
+    pub devices: Option<Vec<u32>>,
 }
 
 /// What llama.cpp's fitter (`common_fit_params`) chose for a model.
@@ -338,10 +347,14 @@ fn load_model(
         progress(fraction);
         true
     });
-    if let Some(margin) = options.fit_margin_mib {
+    if let Some(fit_options) = &options.fit {
+        if let Some(cuda) = &fit_options.devices {
+            let devices = ggml_devices(cuda)?;
+            params = params.with_devices(&devices).map_err(|e| format!("cannot select GPUs {devices:?}: {e}"))?;
+        }
         // The fitter needs the context before the model loads: from the header.
         let (mut cparams, _) = context_for(&options.path, options.ctx_size, options.parallel, options.batch_size, options.threads)?;
-        let fitted = fit(&mut params, &options.path, &mut cparams, margin)?;
+        let fitted = fit(&mut params, &options.path, &mut cparams, fit_options.reserve_mib)?;
         tracing::info!(path = %options.path.display(), ?fitted, "placement chosen by llama.cpp's fitter");
     } else {
         if let Some(n) = options.n_gpu_layers {
@@ -376,15 +389,10 @@ fn load_model(
     Ok((model, info, ctx_params))
 }
 
-/// Puts a placement plan into the model params: CUDA indices become ggml
-/// device indices (`CUDA<i>` in ggml's device list), `main_gpu` is a position
-/// in that list, and `tensor_split` follows the same order.
-fn apply_gpu_plan(params: LlamaModelParams, gpu: &super::GpuParams) -> Result<LlamaModelParams, String> {
-    use llama_cpp_2::model::params::LlamaSplitMode;
+/// ggml's device indices for CUDA indices (`CUDA<i>` in ggml's device list).
+fn ggml_devices(cuda: &[u32]) -> Result<Vec<usize>, String> {
     let ggml = llama_cpp_2::list_llama_ggml_backend_devices();
-    let devices = gpu
-        .devices
-        .iter()
+    cuda.iter()
         .map(|cuda| {
             let name = format!("CUDA{cuda}");
             ggml.iter()
@@ -392,7 +400,15 @@ fn apply_gpu_plan(params: LlamaModelParams, gpu: &super::GpuParams) -> Result<Ll
                 .map(|d| d.index)
                 .ok_or_else(|| format!("GPU {cuda} ({name}) is not a llama.cpp device; is this a CUDA build?"))
         })
-        .collect::<Result<Vec<usize>, String>>()?;
+        .collect()
+}
+
+/// Puts a placement plan into the model params: CUDA indices become ggml
+/// device indices (`CUDA<i>` in ggml's device list), `main_gpu` is a position
+/// in that list, and `tensor_split` follows the same order.
+fn apply_gpu_plan(params: LlamaModelParams, gpu: &super::GpuParams) -> Result<LlamaModelParams, String> {
+    use llama_cpp_2::model::params::LlamaSplitMode;
+    let devices = ggml_devices(&gpu.devices)?;
     let split_mode = match gpu.split_mode {
         crate::gpu::SplitMode::None => LlamaSplitMode::None,
         crate::gpu::SplitMode::Layer => LlamaSplitMode::Layer,

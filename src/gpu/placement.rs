@@ -198,6 +198,10 @@ pub struct Placement {
     pub kind: PlacementKind,
     /// One human sentence saying why.
     pub reason: String,
+    /// llama.cpp's fitter chooses the layers and split at load time
+    /// (`--use-fit-params`); this plan is then only the estimate.
+    #[serde(default)]
+    pub use_fit_params: bool,
 }
 
 impl Placement {
@@ -250,13 +254,13 @@ pub fn plan(
     let costs = Costs::new(model)?;
     let selected = select(gpus, opts)?;
     let ordered = order(&selected, opts)?;
-    if let Some(shares) = &opts.tensor_split_override {
-        return with_tensor_split(&costs, &selected, &ordered, shares, opts);
-    }
-    Ok(match opts.n_gpu_layers_override {
-        Some(k) => with_forced_layers(&costs, &ordered, opts, k),
-        None => automatic(&costs, &ordered, opts),
-    })
+    let mut placement = match (&opts.tensor_split_override, opts.n_gpu_layers_override) {
+        (Some(shares), _) => with_tensor_split(&costs, &selected, &ordered, shares, opts)?,
+        (None, Some(k)) => with_forced_layers(&costs, &ordered, opts, k),
+        (None, None) => automatic(&costs, &ordered, opts),
+    };
+    placement.use_fit_params = opts.use_fit_params;
+    Ok(placement)
 }
 
 /// `gpus` with what our own loaded models hold (`(index, MiB)`, several entries per
@@ -731,6 +735,7 @@ fn build(
         cpu_mib,
         kind,
         reason,
+        use_fit_params: false,
     }
 }
 
@@ -746,6 +751,7 @@ fn cpu_only(costs: &Costs, reason: String) -> Placement {
         cpu_mib: mib_up(costs.total()),
         kind: PlacementKind::CpuOnly,
         reason,
+        use_fit_params: false,
     }
 }
 

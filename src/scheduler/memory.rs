@@ -76,7 +76,9 @@ pub fn ideal(baseline: &[GpuInfo], demand: &GpuDemand) -> Result<Placement, Plac
 pub fn place(baseline: &[GpuInfo], others: &[&Holding], demand: &GpuDemand, ideal: &Placement) -> Option<Placement> {
     let held: Vec<(u32, u64)> = others.iter().flat_map(|h| h.gpu_mib.iter().copied()).collect();
     if !within(ideal, baseline, demand.options.reserve_mib) {
-        return held.iter().all(|(_, mib)| *mib == 0).then(|| ideal.clone());
+        // Alone on its own GPUs: models on other GPUs are not in the way.
+        let in_the_way = held.iter().any(|(i, mib)| *mib > 0 && ideal.devices.contains(i));
+        return (!in_the_way).then(|| ideal.clone());
     }
     if held.is_empty() {
         return Some(ideal.clone());
@@ -163,6 +165,13 @@ mod tests {
         forced.options.n_gpu_layers_override = Some(11);
         assert!(fits(&gpus, &[], &forced).is_some(), "a forced count that may not fit still runs alone");
         assert_eq!(fits(&gpus, &[&tiny], &forced), None);
+        let elsewhere = Holding { host_bytes: 0, gpu_mib: vec![(1, 5_000)] };
+        assert!(fits(&[gpu(0, 8_000), gpu(1, 20_000)], &[&elsewhere], &{
+            let mut pinned = forced.clone();
+            pinned.options.devices = Some(vec![0]);
+            pinned
+        })
+        .is_some(), "alone on its own GPU: a model on another GPU is not in the way");
     }
 
     #[test]

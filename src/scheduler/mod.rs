@@ -87,9 +87,15 @@ impl Scheduler {
         let (tx, rx) = mpsc::unbounded_channel();
         let progress: Progress = Arc::new(parking_lot::RwLock::new(models.iter().map(|_| watch::channel(None).0).collect()));
         let mut state = SchedState::new(models, limits, Instant::now());
+        // NVML is asked before every load decision even if its first answer
+        // was empty or failed; a static list only when it lists GPUs.
+        let mut gpu_source = gpus.counts_our_usage();
         match gpus.gpus() {
-            Ok(live) => state.set_gpus(&live, gpus.counts_our_usage()),
-            Err(e) => tracing::warn!("GPU snapshot failed, budgeting host memory only: {e}"),
+            Ok(live) => {
+                gpu_source |= !live.is_empty();
+                state.set_gpus(&live, gpus.counts_our_usage());
+            }
+            Err(e) => tracing::warn!("GPU snapshot failed, will retry before the next load: {e}"),
         }
         let owner = Owner {
             progress: progress.clone(),
@@ -97,7 +103,9 @@ impl Scheduler {
             registry,
             factory,
             gpus,
+            gpu_source,
             before_load: None,
+            unloads: 0,
             waiters: HashMap::new(),
             unload_replies: Vec::new(),
             tx: tx.clone(),
@@ -214,9 +222,14 @@ struct Owner {
     registry: Arc<Registry>,
     factory: Arc<dyn EngineFactory>,
     gpus: Arc<dyn GpuInventory>,
-    /// The GPU snapshot taken as the running load started, to measure what
-    /// it took on each GPU (live inventories only).
-    before_load: Option<Vec<GpuInfo>>,
+    /// Whether there are GPUs to refresh before load decisions.
+    gpu_source: bool,
+    /// The GPU snapshot taken as the running load started (live inventories
+    /// only), with `unloads` at that moment, to measure what the load took.
+    before_load: Option<(u64, Vec<GpuInfo>)>,
+    /// Unloads started or finished so far: an unload during a load (a ttl,
+    /// an admin unload) spoils that load's measurement.
+    unloads: u64,
     waiters: HashMap<Ticket, (usize, Reply)>,
     unload_replies: Vec<(usize, oneshot::Sender<()>)>,
     tx: mpsc::UnboundedSender<Msg>,
@@ -241,7 +254,7 @@ impl Owner {
                 }
             }
             self.prune_cancelled();
-            if self.state.wants_gpu_refresh(Instant::now()) {
+            if self.gpu_source && self.state.wants_gpu_refresh(Instant::now()) {
                 self.refresh_gpus();
             }
             let actions = self.state.poll(Instant::now());
@@ -282,6 +295,7 @@ impl Owner {
                 self.apply(fails);
             }
             Msg::UnloadDone { model } => {
+                self.unloads += 1;
                 self.registry.entry(model).set(ModelState::Unloaded);
                 self.state.unload_done(model);
                 let (done, keep): (Vec<_>, Vec<_>) = self.unload_replies.drain(..).partition(|(m, _)| *m == model);
@@ -367,13 +381,20 @@ impl Owner {
     }
 
     /// After a load: what it took on each of its GPUs, from the free memory
-    /// before and after (loads run one at a time, so the difference is ours).
+    /// before and after (loads run one at a time, so the difference is ours
+    /// unless an unload ran meanwhile; then the plan's figures stay).
     fn measure_gpus(&mut self, model: usize) {
-        let Some(before) = self.before_load.take() else { return };
+        let Some((unloads_before, before)) = self.before_load.take() else { return };
         let Some(placement) = self.state.models[model].placement.clone() else { return };
+        if unloads_before != self.unloads {
+            tracing::debug!("an unload ran during the load: keeping the planned GPU figures");
+            return;
+        }
         let Ok(after) = self.gpus.gpus() else { return };
-        let mib: Vec<(u32, u64)> = placement
-            .devices
+        // llama.cpp's fitter may use any GPU; our own plan only its devices.
+        let devices: Vec<u32> =
+            if placement.use_fit_params { after.iter().map(|g| g.index).collect() } else { placement.devices.clone() };
+        let mib: Vec<(u32, u64)> = devices
             .iter()
             .filter_map(|&index| {
                 let free = |gpus: &[GpuInfo]| gpus.iter().find(|g| g.index == index).map(|g| g.free_mib);
@@ -394,7 +415,7 @@ impl Owner {
             None => tracing::info!(model = %entry.spec.id, "loading"),
         }
         self.before_load = match (&placement, self.gpus.counts_our_usage()) {
-            (Some(p), true) if !p.devices.is_empty() => self.gpus.gpus().ok(),
+            (Some(p), true) if !p.devices.is_empty() || p.use_fit_params => self.gpus.gpus().ok().map(|g| (self.unloads, g)),
             _ => None,
         };
         let factory = self.factory.clone();
@@ -419,6 +440,7 @@ impl Owner {
     }
 
     fn start_unload(&mut self, model: usize) {
+        self.unloads += 1;
         let entry = self.registry.entry(model);
         tracing::info!(model = %entry.spec.id, "unloading");
         let loaded = entry.take_loaded();

@@ -268,9 +268,24 @@ impl SchedState {
     }
 
     /// What a finished load measured on each GPU (NVML's free memory before
-    /// and after), in place of the plan's estimate.
+    /// and after). Each GPU keeps the smaller of the measured and the planned
+    /// figure: the measurement can include memory the model does not free on
+    /// unload (the process's CUDA context on the first load), and counting
+    /// less than the model holds only makes later decisions more cautious
+    /// (the baseline adds back what our models hold).
     pub fn gpu_measured(&mut self, model: usize, mib: Vec<(u32, u64)>) {
-        self.models[model].gpu_measured = Some(mib);
+        let m = &mut self.models[model];
+        if m.placement.as_ref().is_some_and(|p| p.use_fit_params) {
+            // llama.cpp's fitter chose the GPUs: only the measurement knows.
+            m.gpu_measured = Some(mib.into_iter().filter(|(_, got)| *got > 0).collect());
+            return;
+        }
+        let planned = m.placement.as_ref().map(Holding::of_placement).unwrap_or_default().gpu_mib;
+        let kept = planned
+            .iter()
+            .map(|&(index, plan)| (index, mib.iter().find(|(i, _)| *i == index).map_or(plan, |&(_, got)| got.min(plan))))
+            .collect();
+        m.gpu_measured = Some(kept);
     }
 
     pub fn unload_done(&mut self, model: usize) {
@@ -323,10 +338,11 @@ impl SchedState {
         self.gpus = memory::baseline(live, &held, live_counts_ours);
     }
 
-    /// A GPU snapshot is due: there are GPUs, nothing is loading or
-    /// unloading, and some model waits to be loaded.
+    /// A GPU snapshot is due (when the machine has GPU sources at all: the
+    /// owner decides that): nothing is loading or unloading, and some model
+    /// waits to be loaded.
     pub fn wants_gpu_refresh(&self, now: Instant) -> bool {
-        !self.gpus.is_empty() && !self.swap_in_progress() && self.swap_target(now).is_some()
+        !self.swap_in_progress() && self.swap_target(now).is_some()
     }
 
     fn swap_in_progress(&self) -> bool {
@@ -475,8 +491,10 @@ impl SchedState {
             return;
         };
         let idle_now: Vec<usize> = evict.iter().copied().filter(|&i| self.models[i].in_flight == 0).collect();
-        for &i in &evict {
-            self.models[i].closed = true;
+        // Close exactly this poll's blockers: one dropped from the set since
+        // an earlier poll takes work again.
+        for (i, m) in self.models.iter_mut().enumerate() {
+            m.closed = evict.contains(&i);
         }
         // Unload only when every blocker can go: a partial eviction frees
         // memory nobody can use yet.

@@ -562,6 +562,19 @@ fn gpu_refresh_is_wanted_only_before_a_load_decision() {
     assert!(s.wants_gpu_refresh(t0));
     assert_eq!(s.poll(t0), vec![Action::Load { model: 0 }]);
     assert!(!s.wants_gpu_refresh(t0), "a load is running");
-    let cpu = SchedState::new(vec![model("a", 1, 1)], limits(10, Policy::CacheAware), t0);
-    assert!(!cpu.wants_gpu_refresh(t0), "no GPUs");
+}
+
+#[test]
+fn a_measurement_never_counts_more_than_the_plan_except_for_llama_cpp_fits() {
+    let t0 = Instant::now();
+    let mut s = on_gpus(vec![gpu_model("a", 10, 1500)], &[20_000, 20_000], t0);
+    s.enqueue(0, t0).unwrap();
+    load(&mut s, 0, t0);
+    s.gpu_measured(0, vec![(0, 15_300)]);
+    assert_eq!(s.holding(0).gpu_mib, vec![(0, 15_000)], "the CUDA context is not the model's");
+    s.gpu_measured(0, vec![(0, 12_000)]);
+    assert_eq!(s.holding(0).gpu_mib, vec![(0, 12_000)], "a smaller real footprint is believed");
+    s.models[0].placement.as_mut().unwrap().use_fit_params = true;
+    s.gpu_measured(0, vec![(0, 9_000), (1, 7_000)]);
+    assert_eq!(s.holding(0).gpu_mib, vec![(0, 9_000), (1, 7_000)], "llama.cpp's fitter chose the GPUs");
 }

@@ -25,7 +25,16 @@ pub struct FakeEngine {
     info: ModelInfo,
     reply: String,
     gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Dropped with the engine (see `FakeFactory::on_load`).
+    _guard: Option<LoadGuard>,
 }
+
+/// Whatever a test wants released when a fake model unloads.
+pub type LoadGuard = Box<dyn std::any::Any + Send + Sync>;
+
+/// Called on every fake load with its placement; the guard it returns lives
+/// as long as the model (a fake GPU uses it to give memory back).
+pub type OnLoad = Arc<dyn Fn(Option<&Placement>) -> LoadGuard + Send + Sync>;
 
 pub const FAKE_TEMPLATE: &str =
     "{% for m in messages %}{% if m.role == 'system' and m.content == 'fail' %}{{ raise_exception('no system role here') }}{% endif %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}";
@@ -48,6 +57,7 @@ impl FakeEngine {
             },
             reply: reply.to_string(),
             gate: None,
+            _guard: None,
         }
     }
 }
@@ -121,11 +131,12 @@ pub struct FakeFactory {
     pub load_gate: Option<Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>>,
     /// Every load's model and the placement the scheduler gave it.
     pub placements: LoadLog,
+    pub on_load: Option<OnLoad>,
 }
 
 impl FakeFactory {
     pub fn new(reply: &str) -> Self {
-        Self { reply: reply.into(), n_ctx_slot: 64, gate: None, failing: Vec::new(), load_gate: None, placements: Default::default() }
+        Self { reply: reply.into(), n_ctx_slot: 64, gate: None, failing: Vec::new(), load_gate: None, placements: Default::default(), on_load: None }
     }
 }
 
@@ -146,6 +157,7 @@ impl EngineFactory for FakeFactory {
         }
         let mut engine = FakeEngine::new(&self.reply, self.n_ctx_slot);
         engine.gate = self.gate.clone();
+        engine._guard = self.on_load.as_ref().map(|f| f(placement));
         Ok(Arc::new(engine))
     }
 }
