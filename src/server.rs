@@ -227,7 +227,7 @@ pub fn print_models(args: &ModelsArgs) -> Result<(), String> {
         let ctx = spec.ctx_size.map_or_else(|| "auto".to_string(), |c| c.to_string());
         println!("{:<28} {:>9} {:>6} {:>8}  {:<24} {}", spec.id, l.bytes >> 20, ctx, spec.parallel, flags.join(" "), spec.path.display());
     }
-    println!("memory budget: {} MiB ({} policy)", limits.budget_bytes >> 20, match limits.policy {
+    println!("host memory budget: {} MiB ({} policy)", limits.budget_bytes >> 20, match limits.policy {
         crate::scheduler::Policy::CacheAware => "cache-aware",
         crate::scheduler::Policy::Fifo => "fifo",
     });
