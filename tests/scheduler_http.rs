@@ -413,3 +413,24 @@ async fn with_live_nvml_figures_our_models_are_added_back_and_measured() {
     assert_eq!(status["gpus"][0]["free_mib"], 20000 - 300 - 15000, "live NVML figure");
     assert_eq!(status["gpus"][0]["models_mib"], 15000);
 }
+
+#[tokio::test]
+async fn a_non_streamed_request_whose_client_goes_away_frees_its_slot() {
+    use std::io::Write;
+    let gate = Arc::new(Semaphore::new(0));
+    let factory = FakeFactory { gate: Some(gate.clone()), ..FakeFactory::new("ok") };
+    let mut state = fake_state(vec![fake_spec("a")], Arc::new(factory), roomy_limits(), 1 << 20, true);
+    state.admin_token = Some(Arc::from("tok"));
+    let base = serve(state).await;
+    let body = r#"{"prompt":"x"}"#;
+    // A plain socket (writing a few bytes into the kernel buffer never blocks).
+    let mut socket = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    let request = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).unwrap();
+    wait_for(&base, "the request to hold a slot", |m| m["in_flight"] == 1).await;
+    drop(socket); // the client hangs up before the (gated) answer
+    wait_for(&base, "the slot to be freed", |m| m["in_flight"] == 0).await;
+}
