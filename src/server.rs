@@ -24,6 +24,11 @@ pub struct LlamaFactory {
     /// MiB kept free per device and the GPUs it may use (`None`: all).
     pub fit_reserve_mib: u64,
     pub fit_devices: Option<Vec<u32>>,
+    /// GPUs are known (NVML or a GPU list): a model the scheduler could not
+    /// place (no GGUF footprint) then stays on the CPU rather than landing on
+    /// a GPU outside the budget. Without an inventory llama.cpp's defaults
+    /// apply, as they would in any llama.cpp program.
+    pub gpus_known: bool,
 }
 
 impl EngineFactory for LlamaFactory {
@@ -41,9 +46,11 @@ impl EngineFactory for LlamaFactory {
             ctx_size: spec.ctx_size,
             parallel: spec.parallel,
             threads: self.threads,
-            // Without a plan (no GPUs, or no GGUF footprint to plan with)
-            // nothing is offloaded unless the model asks for layers.
-            n_gpu_layers: spec.n_gpu_layers.or(Some(0)).filter(|_| placement.is_none()),
+            n_gpu_layers: match (placement, spec.n_gpu_layers) {
+                (Some(_), _) => None,
+                (None, Some(n)) => Some(n),
+                (None, None) => self.gpus_known.then_some(0),
+            },
             fit: fit.then(|| FitOptions { reserve_mib: self.fit_reserve_mib, devices: self.fit_devices.clone() }),
             batch_size: self.batch_size,
         }, progress)?;
@@ -98,6 +105,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
     let server = config.server.clone();
     let inventory = inventory(&server)?;
+    let gpus_known = inventory.counts_our_usage() || inventory.gpus().is_ok_and(|g| !g.is_empty());
     let limits = sched_limits(&server);
     let model_limits = model_limits(&config.models, &server.placement);
     tracing::info!(
@@ -115,6 +123,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         batch_size: server.batch_size,
         fit_reserve_mib: server.placement.reserve_mib,
         fit_devices: server.placement.devices.clone(),
+        gpus_known,
     });
     let scheduler = Scheduler::start(registry.clone(), factory, model_limits, limits, inventory);
 
