@@ -12,7 +12,7 @@ use crate::cli::{ModelsArgs, ServeArgs};
 use crate::config::{Config, ServerConfig};
 use crate::engine::llama::{FitOptions, LlamaEngine, LoadOptions};
 use crate::engine::{Engine, EngineError, GpuParams};
-use crate::gpu::{GpuInventory, Placement, PlacementOptions};
+use crate::gpu::{GpuInventory, Placement, PlacementKind, PlacementOptions};
 use crate::registry::{EngineFactory, ModelSpec, Progress, Registry};
 use crate::scheduler::{GpuDemand, ModelLimits, SchedLimits, Scheduler};
 
@@ -105,9 +105,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
     let server = config.server.clone();
     let inventory = inventory(&server)?;
-    let gpus_known = inventory.counts_our_usage() || inventory.gpus().is_ok_and(|g| !g.is_empty());
+    let gpus_now = inventory.gpus().unwrap_or_default();
+    let gpus_known = inventory.counts_our_usage() || !gpus_now.is_empty();
     let limits = sched_limits(&server);
     let model_limits = model_limits(&config.models, &server.placement);
+    // Placement options that name missing GPUs are config errors: say so now,
+    // not at the first request.
+    for (spec, l) in config.models.iter().zip(&model_limits) {
+        if let (Some(demand), false) = (&l.gpu, gpus_now.is_empty()) {
+            crate::scheduler::memory::ideal(&gpus_now, demand).map_err(|e| format!("model `{}`: {e}", spec.id))?;
+        }
+    }
     tracing::info!(
         budget_mib = limits.budget_bytes >> 20,
         policy = ?limits.policy,
@@ -195,11 +203,21 @@ pub fn print_models(args: &ModelsArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
     let limits = sched_limits(&config.server);
     let model_limits = model_limits(&config.models, &config.server.placement);
+    // Where each model would go on the GPUs as they are now, alone.
+    let gpus = inventory(&config.server)?.gpus().map_err(|e| e.to_string())?;
+    let placements: Vec<Option<Result<Placement, String>>> = model_limits
+        .iter()
+        .map(|l| {
+            let demand = l.gpu.as_ref().filter(|_| !gpus.is_empty())?;
+            Some(crate::scheduler::memory::ideal(&gpus, demand).map_err(|e| e.to_string()))
+        })
+        .collect();
     let rows: Vec<serde_json::Value> = config
         .models
         .iter()
         .zip(&model_limits)
-        .map(|(spec, l)| {
+        .zip(&placements)
+        .map(|((spec, l), placement)| {
             serde_json::json!({
                 "name": spec.id,
                 "aliases": spec.aliases,
@@ -210,6 +228,8 @@ pub fn print_models(args: &ModelsArgs) -> Result<(), String> {
                 "ttl_s": spec.ttl.map(|t| t.as_secs()),
                 "preload": spec.preload,
                 "exclusive": spec.exclusive,
+                "placement": placement.as_ref().and_then(|p| p.as_ref().ok()),
+                "placement_error": placement.as_ref().and_then(|p| p.as_ref().err()),
             })
         })
         .collect();
@@ -218,8 +238,9 @@ pub fn print_models(args: &ModelsArgs) -> Result<(), String> {
         println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
         return Ok(());
     }
-    println!("{:<28} {:>9} {:>6} {:>8}  {:<24} path", "name", "est. MiB", "ctx", "parallel", "flags");
-    for (spec, l) in config.models.iter().zip(&model_limits) {
+    println!("{:<28} {:>9} {:>6} {:>8}  {:<20} {:<24} path", "name", "est. MiB", "ctx", "parallel", "alone on GPUs", "flags");
+    let mut errors = Vec::new();
+    for ((spec, l), placement) in config.models.iter().zip(&model_limits).zip(&placements) {
         let mut flags = Vec::new();
         if spec.preload {
             flags.push("preload".to_string());
@@ -234,13 +255,44 @@ pub fn print_models(args: &ModelsArgs) -> Result<(), String> {
             flags.push(format!("aliases={}", spec.aliases.join(",")));
         }
         let ctx = spec.ctx_size.map_or_else(|| "auto".to_string(), |c| c.to_string());
-        println!("{:<28} {:>9} {:>6} {:>8}  {:<24} {}", spec.id, l.bytes >> 20, ctx, spec.parallel, flags.join(" "), spec.path.display());
+        let alone = match placement {
+            None => "-".to_string(),
+            Some(Err(e)) => {
+                errors.push(format!("{}: {e}", spec.id));
+                "error (below)".to_string()
+            }
+            Some(Ok(p)) => short_placement(p),
+        };
+        println!(
+            "{:<28} {:>9} {:>6} {:>8}  {:<20} {:<24} {}",
+            spec.id,
+            l.bytes >> 20,
+            ctx,
+            spec.parallel,
+            alone,
+            flags.join(" "),
+            spec.path.display()
+        );
+    }
+    for e in errors {
+        println!("placement error: {e}");
     }
     println!("host memory budget: {} MiB ({} policy)", limits.budget_bytes >> 20, match limits.policy {
         crate::scheduler::Policy::CacheAware => "cache-aware",
         crate::scheduler::Policy::Fifo => "fifo",
     });
     Ok(())
+}
+
+/// `GPU 0`, `split 0,1`, `13/33 layers on 0`, `cpu`: a placement in a table cell.
+fn short_placement(p: &Placement) -> String {
+    let list = p.devices.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    match p.kind {
+        PlacementKind::SingleGpu => format!("GPU {list}"),
+        PlacementKind::Split => format!("split {list}"),
+        PlacementKind::PartialOffload => format!("{}/{} layers on {list}", p.n_gpu_layers.saturating_sub(1), p.n_layers),
+        PlacementKind::CpuOnly => "cpu".to_string(),
+    }
 }
 
 async fn shutdown_signal() {

@@ -59,3 +59,17 @@ fn use_fit_params_with_a_simulated_machine_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--gpus-from"), "{err}");
 }
+
+#[test]
+fn serve_refuses_placement_keys_naming_a_missing_gpu() {
+    let dir = std::env::temp_dir().join(format!("vram-llm-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("bad-devices.toml");
+    let model = common::test_model();
+    std::fs::write(&config, format!("[[models]]\nname = \"x\"\npath = {:?}\ndevices = [5]\n", model.display().to_string())).unwrap();
+    let out = run(&["serve", "--config", config.to_str().unwrap(), "--gpus-from", &fixture("one_24gb.json"), "--port", "0"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success(), "serve started with a missing GPU in `devices`");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model `x`") && err.contains("GPU 5"), "{err}");
+}
