@@ -5,17 +5,24 @@ use crate::registry::ModelSpec;
 
 const MIB: u64 = 1 << 20;
 
-/// Footprint of a model before loading it, from its GGUF header: weights +
-/// KV cache for its slots + a compute-buffer margin (see `gguf::estimate`).
-/// An unreadable header falls back to the file size plus 25%. The scheduler
-/// replaces the estimate by the measured figure after the first load.
-pub fn estimate_bytes(spec: &ModelSpec) -> u64 {
+/// What the scheduler knows of a model before loading it.
+pub struct ModelMemory {
+    /// Weights + KV cache for its slots + a compute-buffer margin (see
+    /// `gguf::estimate`); with an unreadable header, the file size plus 25%.
+    /// The scheduler replaces it by the measured figure after the first load.
+    pub bytes: u64,
+    /// Per-layer sizes for GPU placement; `None` with an unreadable header.
+    pub footprint: Option<crate::gpu::ModelFootprint>,
+}
+
+/// Reads `spec`'s GGUF header once for both figures of [`ModelMemory`].
+pub fn model_memory(spec: &ModelSpec) -> ModelMemory {
     match header_estimate(&spec.path, spec.ctx_size, spec.parallel) {
-        Ok((_, estimate)) => estimate.total_bytes,
+        Ok((header, estimate)) => ModelMemory { bytes: estimate.total_bytes, footprint: Some(footprint_of(&header, &estimate)) },
         Err(e) => {
-            tracing::warn!(model = %spec.id, "cannot read the GGUF header for a memory estimate: {e}");
+            tracing::warn!(model = %spec.id, "cannot read the GGUF header (memory is guessed from the file size, no GPU plan): {e}");
             let file = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
-            file + file / 4 + 64 * MIB
+            ModelMemory { bytes: file + file / 4 + 64 * MIB, footprint: None }
         }
     }
 }
@@ -37,24 +44,27 @@ pub fn default_cpu_budget_bytes() -> u64 {
 /// What GPU placement needs to know about a model, from its GGUF header.
 pub fn footprint(path: &std::path::Path, ctx_size: Option<u32>, parallel: u32) -> Result<crate::gpu::ModelFootprint, String> {
     let (header, estimate) = header_estimate(path, ctx_size, parallel).map_err(|e| e.to_string())?;
-    Ok(crate::gpu::ModelFootprint {
+    Ok(footprint_of(&header, &estimate))
+}
+
+fn footprint_of(header: &crate::gguf::GgufHeader, estimate: &crate::gguf::MemoryEstimate) -> crate::gpu::ModelFootprint {
+    crate::gpu::ModelFootprint {
         layer_bytes: header.layer_bytes(),
         non_layer_bytes: header.non_layer_bytes(),
-        kv_bytes_per_layer: estimate.kv_bytes_per_layer,
+        kv_bytes_per_layer: estimate.kv_bytes_per_layer.clone(),
         compute_bytes: estimate.compute_bytes,
-    })
+    }
 }
 
 /// Reads a GGUF header and estimates the model with the per-slot context the
-/// engine will use (`engine::slot_context`) and an F16 KV cache.
+/// engine will use and an F16 KV cache.
 fn header_estimate(
     path: &std::path::Path,
     ctx_size: Option<u32>,
     parallel: u32,
 ) -> Result<(crate::gguf::GgufHeader, crate::gguf::MemoryEstimate), crate::gguf::GgufError> {
     let header = crate::gguf::read_header(path)?;
-    let n_ctx_train = header.context_length().unwrap_or(u64::from(crate::engine::DEFAULT_CTX_CAP));
-    let ctx = crate::engine::slot_context(ctx_size, n_ctx_train.min(u64::from(u32::MAX)) as u32);
+    let ctx = crate::engine::header_slot_context(&header, ctx_size);
     let estimate = crate::gguf::estimate(&header, ctx, parallel, crate::gguf::KvCacheType::F16);
     Ok((header, estimate))
 }

@@ -78,19 +78,16 @@ pub fn sched_limits(server: &ServerConfig) -> SchedLimits {
 pub fn model_limits(models: &[ModelSpec], placement: &PlacementOptions) -> Vec<ModelLimits> {
     models
         .iter()
-        .map(|spec| ModelLimits {
-            name: spec.id.clone(),
-            bytes: crate::memory::estimate_bytes(spec),
-            slots: spec.parallel,
-            exclusive: spec.exclusive,
-            ttl: spec.ttl,
-            gpu: match crate::memory::footprint(&spec.path, spec.ctx_size, spec.parallel) {
-                Ok(footprint) => Some(GpuDemand { footprint, options: spec.placement_options(placement) }),
-                Err(e) => {
-                    tracing::warn!(model = %spec.id, "no GPU placement (llama.cpp's defaults apply): {e}");
-                    None
-                }
-            },
+        .map(|spec| {
+            let memory = crate::memory::model_memory(spec);
+            ModelLimits {
+                name: spec.id.clone(),
+                bytes: memory.bytes,
+                slots: spec.parallel,
+                exclusive: spec.exclusive,
+                ttl: spec.ttl,
+                gpu: memory.footprint.map(|footprint| GpuDemand { footprint, options: spec.placement_options(placement) }),
+            }
         })
         .collect()
 }
@@ -105,16 +102,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
     let server = config.server.clone();
     let inventory = inventory(&server)?;
-    let gpus_now = inventory.gpus().unwrap_or_default();
-    let gpus_known = inventory.counts_our_usage() || !gpus_now.is_empty();
     let limits = sched_limits(&server);
     let model_limits = model_limits(&config.models, &server.placement);
     // Placement options that name missing GPUs are config errors: say so now,
     // not at the first request.
-    for (spec, l) in config.models.iter().zip(&model_limits) {
-        if let (Some(demand), false) = (&l.gpu, gpus_now.is_empty()) {
-            crate::scheduler::memory::ideal(&gpus_now, demand).map_err(|e| format!("model `{}`: {e}", spec.id))?;
-        }
+    let gpus_now = inventory.gpus().unwrap_or_default();
+    for (spec, alone) in config.models.iter().zip(placements_alone(&gpus_now, &model_limits)) {
+        alone.transpose().map_err(|e| format!("model `{}`: {e}", spec.id))?;
     }
     tracing::info!(
         budget_mib = limits.budget_bytes >> 20,
@@ -131,7 +125,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         batch_size: server.batch_size,
         fit_reserve_mib: server.placement.reserve_mib,
         fit_devices: server.placement.devices.clone(),
-        gpus_known,
+        gpus_known: inventory.has_gpus(),
     });
     let scheduler = Scheduler::start(registry.clone(), factory, model_limits, limits, inventory);
 
@@ -203,15 +197,8 @@ pub fn print_models(args: &ModelsArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
     let limits = sched_limits(&config.server);
     let model_limits = model_limits(&config.models, &config.server.placement);
-    // Where each model would go on the GPUs as they are now, alone.
     let gpus = inventory(&config.server)?.gpus().map_err(|e| e.to_string())?;
-    let placements: Vec<Option<Result<Placement, String>>> = model_limits
-        .iter()
-        .map(|l| {
-            let demand = l.gpu.as_ref().filter(|_| !gpus.is_empty())?;
-            Some(crate::scheduler::memory::ideal(&gpus, demand).map_err(|e| e.to_string()))
-        })
-        .collect();
+    let placements = placements_alone(&gpus, &model_limits);
     let rows: Vec<serde_json::Value> = config
         .models
         .iter()
@@ -282,6 +269,19 @@ pub fn print_models(args: &ModelsArgs) -> Result<(), String> {
         crate::scheduler::Policy::Fifo => "fifo",
     });
     Ok(())
+}
+
+/// Where each model would go on `gpus` as they are, alone; `None` without
+/// GPUs or without a footprint to plan with, `Err` for options naming GPUs
+/// that are not there.
+fn placements_alone(gpus: &[crate::gpu::GpuInfo], models: &[ModelLimits]) -> Vec<Option<Result<Placement, String>>> {
+    models
+        .iter()
+        .map(|l| {
+            let demand = l.gpu.as_ref().filter(|_| !gpus.is_empty())?;
+            Some(crate::scheduler::memory::ideal(gpus, demand).map_err(|e| e.to_string()))
+        })
+        .collect()
 }
 
 /// `GPU 0`, `split 0,1`, `13/33 layers on 0`, `cpu`: a placement in a table cell.

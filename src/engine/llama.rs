@@ -83,7 +83,7 @@ pub struct Fitted {
 /// engine would give it, without loading it (`vram-llm plan --use-fit-params`).
 pub fn fit_only(path: &Path, ctx_size: Option<u32>, parallel: u32, batch_size: u32, margin_mib: u64) -> Result<Fitted, String> {
     backend()?;
-    let (mut cparams, _) = context_for(path, ctx_size, parallel, batch_size, None)?;
+    let mut cparams = context_for(path, ctx_size, parallel, batch_size, None)?;
     fit(&mut LlamaModelParams::default(), path, &mut cparams, margin_mib)
 }
 
@@ -95,11 +95,9 @@ fn context_for(
     parallel: u32,
     batch_size: u32,
     threads: Option<u32>,
-) -> Result<(LlamaContextParams, u32), String> {
+) -> Result<LlamaContextParams, String> {
     let header = crate::gguf::read_header(path).map_err(|e| e.to_string())?;
-    let n_ctx_train = header.context_length().unwrap_or(u64::from(super::DEFAULT_CTX_CAP)).min(u64::from(u32::MAX)) as u32;
-    let n_ctx_slot = super::slot_context(ctx_size, n_ctx_train);
-    Ok((context_params(n_ctx_slot, parallel, batch_size, threads)?, n_ctx_slot))
+    context_params(super::header_slot_context(&header, ctx_size), parallel, batch_size, threads)
 }
 
 fn context_params(n_ctx_slot: u32, parallel: u32, batch_size: u32, threads: Option<u32>) -> Result<LlamaContextParams, String> {
@@ -353,7 +351,7 @@ fn load_model(
             params = params.with_devices(&devices).map_err(|e| format!("cannot select GPUs {devices:?}: {e}"))?;
         }
         // The fitter needs the context before the model loads: from the header.
-        let (mut cparams, _) = context_for(&options.path, options.ctx_size, options.parallel, options.batch_size, options.threads)?;
+        let mut cparams = context_for(&options.path, options.ctx_size, options.parallel, options.batch_size, options.threads)?;
         let fitted = fit(&mut params, &options.path, &mut cparams, fit_options.reserve_mib)?;
         tracing::info!(path = %options.path.display(), ?fitted, "placement chosen by llama.cpp's fitter");
     } else {

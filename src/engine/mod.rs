@@ -22,6 +22,13 @@ pub fn slot_context(requested: Option<u32>, n_ctx_train: u32) -> u32 {
     requested.unwrap_or(DEFAULT_CTX_CAP.min(n_ctx_train)).min(n_ctx_train).max(1)
 }
 
+/// [`slot_context`] for a model not loaded yet: the training context from
+/// its GGUF header (absent: [`DEFAULT_CTX_CAP`]), as llama.cpp will read it.
+pub fn header_slot_context(header: &crate::gguf::GgufHeader, requested: Option<u32>) -> u32 {
+    let n_ctx_train = header.context_length().unwrap_or(u64::from(DEFAULT_CTX_CAP));
+    slot_context(requested, n_ctx_train.min(u64::from(u32::MAX)) as u32)
+}
+
 /// Where llama.cpp should put a model, in CUDA device indices (the engine
 /// maps them to ggml's device list). Built from a `gpu::Placement`.
 #[derive(Debug, Clone, PartialEq)]

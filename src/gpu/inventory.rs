@@ -47,6 +47,12 @@ pub trait GpuInventory: Send + Sync {
     fn counts_our_usage(&self) -> bool {
         true
     }
+
+    /// Whether there are GPUs to place models on: a live source (NVML, even
+    /// if its first answer was empty or failed) or a list that names some.
+    fn has_gpus(&self) -> bool {
+        self.counts_our_usage() || self.gpus().is_ok_and(|g| !g.is_empty())
+    }
 }
 
 /// Failures reading a GPU list or querying NVML; each names the file/entry or the query.

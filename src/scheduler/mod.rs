@@ -87,14 +87,8 @@ impl Scheduler {
         let (tx, rx) = mpsc::unbounded_channel();
         let progress: Progress = Arc::new(parking_lot::RwLock::new(models.iter().map(|_| watch::channel(None).0).collect()));
         let mut state = SchedState::new(models, limits, Instant::now());
-        // NVML is asked before every load decision even if its first answer
-        // was empty or failed; a static list only when it lists GPUs.
-        let mut gpu_source = gpus.counts_our_usage();
         match gpus.gpus() {
-            Ok(live) => {
-                gpu_source |= !live.is_empty();
-                state.set_gpus(&live, gpus.counts_our_usage());
-            }
+            Ok(live) => state.set_gpus(&live, gpus.counts_our_usage()),
             Err(e) => tracing::warn!("GPU snapshot failed, will retry before the next load: {e}"),
         }
         let owner = Owner {
@@ -102,8 +96,8 @@ impl Scheduler {
             state,
             registry,
             factory,
+            gpu_source: gpus.has_gpus(),
             gpus,
-            gpu_source,
             before_load: None,
             unloads: 0,
             waiters: HashMap::new(),
@@ -487,7 +481,7 @@ impl Owner {
     fn status(&self, now: Instant) -> Status {
         let s = &self.state;
         let holdings: Vec<Option<Holding>> = (0..s.models.len())
-            .map(|i| matches!(s.models[i].residency, Residency::Loading | Residency::Loaded | Residency::Unloading).then(|| s.holding(i)))
+            .map(|i| s.models[i].residency.occupies_memory().then(|| s.holding(i)))
             .collect();
         let gpus = self
             .gpus

@@ -40,7 +40,7 @@ impl Residency {
     }
 
     /// Holds (or is about to hold, or still holds) memory.
-    fn occupies_memory(&self) -> bool {
+    pub fn occupies_memory(&self) -> bool {
         matches!(self, Residency::Loading | Residency::Loaded | Residency::Unloading)
     }
 }
@@ -97,6 +97,18 @@ impl ModelSched {
     fn busy(&self) -> bool {
         self.in_flight > 0 || !self.queue.is_empty()
     }
+    /// What it holds under `placement`: the plan's figures (measured ones
+    /// when known) when something is offloaded, else all in host memory.
+    fn holding_with(&self, placement: Option<&Placement>) -> Holding {
+        match placement {
+            Some(p) if p.kind != PlacementKind::CpuOnly => {
+                let planned = Holding::of_placement(p);
+                Holding { host_bytes: planned.host_bytes, gpu_mib: self.gpu_measured.clone().unwrap_or(planned.gpu_mib) }
+            }
+            _ => Holding { host_bytes: self.limits.bytes, gpu_mib: Vec::new() },
+        }
+    }
+
     fn oldest_wait(&self) -> Option<Instant> {
         self.queue.front().map(|w| w.since)
     }
@@ -314,13 +326,7 @@ impl SchedState {
     /// figures (measured ones when known) with GPUs, else all in host memory.
     pub fn holding(&self, i: usize) -> Holding {
         let m = &self.models[i];
-        match &m.placement {
-            Some(p) if p.kind != PlacementKind::CpuOnly => {
-                let planned = Holding::of_placement(p);
-                Holding { host_bytes: planned.host_bytes, gpu_mib: m.gpu_measured.clone().unwrap_or(planned.gpu_mib) }
-            }
-            _ => Holding { host_bytes: m.limits.bytes, gpu_mib: Vec::new() },
-        }
+        m.holding_with(m.placement.as_ref())
     }
 
     /// Takes a fresh GPU snapshot (`live_counts_ours`: NVML, whose free figure
@@ -519,15 +525,14 @@ impl SchedState {
             return None;
         }
         let held: Vec<Holding> = others.iter().map(|&i| self.holding(i)).collect();
-        let (placement, host_need) = match (&t.limits.gpu, ideal) {
+        let placement = match (&t.limits.gpu, ideal) {
             (Some(demand), Some(ideal)) => {
                 let refs: Vec<&Holding> = held.iter().collect();
-                let p = memory::place(&self.gpus, &refs, demand, ideal)?;
-                let host = if p.kind == PlacementKind::CpuOnly { t.limits.bytes } else { Holding::of_placement(&p).host_bytes };
-                (Some(p), host)
+                Some(memory::place(&self.gpus, &refs, demand, ideal)?)
             }
-            _ => (None, t.limits.bytes),
+            _ => None,
         };
+        let host_need = t.holding_with(placement.as_ref()).host_bytes;
         let host_used: u64 = held.iter().map(|h| h.host_bytes).sum();
         (others.is_empty() || host_used + host_need <= self.limits.budget_bytes).then_some(placement)
     }
