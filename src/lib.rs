@@ -1,16 +1,28 @@
 //! vram-llm: serve local GGUF models in-process over the OpenAI API.
-//! See docs/ARCHITECTURE.md for the shape of the code.
+//! See docs/ARCHITECTURE.md for the shape of the code: the modules below are
+//! layers, each importing only those beneath it (tests/layers.rs checks it).
 
-pub mod api;
+// Leaves: no imports from the crate.
 pub mod build_info;
+pub mod gguf;
+pub mod gpu;
+pub mod template;
+// Shared plain types.
+pub mod types;
+// Inference, then scheduling.
+pub mod engine;
+pub mod scheduler;
+// Configuration and the model catalogue.
+pub mod catalogue;
 pub mod cli;
 pub mod config;
-pub mod engine;
-pub mod gpu;
-pub mod gguf;
-pub mod memory;
-pub mod registry;
-pub mod scheduler;
+// HTTP, then the commands.
+pub mod api;
+pub mod commands;
 pub mod server;
-pub mod template;
-pub mod validate;
+
+/// Until the engine files import `Progress` from `types`.
+#[doc(hidden)]
+pub mod registry {
+    pub use crate::types::Progress;
+}

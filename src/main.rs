@@ -21,9 +21,9 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => vram_llm::server::serve(args).await,
-            Command::Models(args) => vram_llm::server::print_models(&args),
-            Command::Gpus(args) => vram_llm::gpu::report::print_gpus(&args),
-            Command::Plan(args) => vram_llm::gpu::report::print_plan(&args),
+            Command::Models(args) => vram_llm::commands::models::print_models(&args),
+            Command::Gpus(args) => vram_llm::commands::gpus::print_gpus(&args),
+            Command::Plan(args) => vram_llm::commands::gpus::print_plan(&args),
         }
     });
     match result {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use common::{fake_spec, fake_state, roomy_limits, serve, FakeFactory};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
+use vram_llm::scheduler::{ModelView, Scheduler, Snapshot};
 
 async fn post(base: &str, path: &str, body: Value, token: Option<&str>) -> reqwest::Response {
     let mut req = reqwest::Client::new().post(format!("{base}{path}")).json(&body);
@@ -56,15 +57,16 @@ async fn three_models_with_a_one_model_budget_all_answer_and_swap() {
     assert_eq!(models["data"][1]["state"], "unloaded");
 }
 
-/// Polls /admin/status until `check` holds for model 0 (bounded: 10 s).
-async fn wait_for(base: &str, what: &str, check: impl Fn(&Value) -> bool) {
-    for _ in 0..1000 {
-        if check(&admin_status(base).await["models"][0]) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
+/// Waits until a snapshot the scheduler publishes shows `check` true for
+/// model 0. The timeout only turns a hang into a failure.
+async fn wait_for(sched: &Scheduler, what: &str, check: impl Fn(&ModelView) -> bool) {
+    wait_until(sched, what, |s| s.models.first().is_some_and(&check)).await;
+}
+
+/// Waits until a published snapshot satisfies `check`.
+async fn wait_until(sched: &Scheduler, what: &str, check: impl Fn(&Snapshot) -> bool) {
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(120), sched.wait_for(check)).await;
+    assert!(matches!(waited, Ok(Ok(_))), "the scheduler never reached: {what}");
 }
 
 #[tokio::test]
@@ -77,6 +79,7 @@ async fn a_full_queue_answers_429_with_retry_after() {
     limits.max_queue = 1;
     let mut state = fake_state(vec![spec], Arc::new(factory), limits, 1 << 20, true);
     state.admin_token = Some(Arc::from("tok"));
+    let sched = state.scheduler.clone();
     let base = serve(state).await;
 
     let send = |prompt: &'static str| {
@@ -84,9 +87,9 @@ async fn a_full_queue_answers_429_with_retry_after() {
         tokio::spawn(async move { post(&base, "/v1/completions", json!({"prompt": prompt}), None).await.status() })
     };
     let first = send("1");
-    wait_for(&base, "the first request to hold the only slot", |m| m["in_flight"] == 1).await;
+    wait_for(&sched, "the first request to hold the only slot", |m| m.in_flight == 1).await;
     let second = send("2");
-    wait_for(&base, "the second request to queue", |m| m["queue_depth"] == 1).await;
+    wait_for(&sched, "the second request to queue", |m| m.queue_depth == 1).await;
 
     let third = post(&base, "/v1/completions", json!({"prompt": "3"}), None).await;
     assert_eq!(third.status(), 429);
@@ -212,6 +215,7 @@ async fn reload_adds_removes_and_changes_models_without_dropping_in_flight_work(
         flags: ServerFlags::default(),
         placement: Default::default(),
     }));
+    let sched = state.scheduler.clone();
     let base = serve(state).await;
 
     // A request on `a` is in flight (held at the gate) while `a` is removed.
@@ -219,7 +223,7 @@ async fn reload_adds_removes_and_changes_models_without_dropping_in_flight_work(
         let base = base.clone();
         async move { post(&base, "/v1/completions", json!({"model": "a", "prompt": "x"}), None).await.status() }
     });
-    wait_for(&base, "a's request to be in flight", |m| m["in_flight"] == 1).await;
+    wait_for(&sched, "a's request to be in flight", |m| m.in_flight == 1).await;
     std::fs::write(&config, model("b", "ctx_size = 32") + &model("c", "")).unwrap();
     let resp = post(&base, "/admin/reload", json!({}), Some("tok")).await;
     assert_eq!(resp.status(), 200);
@@ -421,6 +425,7 @@ async fn a_non_streamed_request_whose_client_goes_away_frees_its_slot() {
     let factory = FakeFactory { gate: Some(gate.clone()), ..FakeFactory::new("ok") };
     let mut state = fake_state(vec![fake_spec("a")], Arc::new(factory), roomy_limits(), 1 << 20, true);
     state.admin_token = Some(Arc::from("tok"));
+    let sched = state.scheduler.clone();
     let base = serve(state).await;
     let body = r#"{"prompt":"x"}"#;
     // A plain socket (writing a few bytes into the kernel buffer never blocks).
@@ -430,7 +435,83 @@ async fn a_non_streamed_request_whose_client_goes_away_frees_its_slot() {
         body.len()
     );
     socket.write_all(request.as_bytes()).unwrap();
-    wait_for(&base, "the request to hold a slot", |m| m["in_flight"] == 1).await;
+    wait_for(&sched, "the request to hold a slot", |m| m.in_flight == 1).await;
     drop(socket); // the client hangs up before the (gated) answer
-    wait_for(&base, "the slot to be freed", |m| m["in_flight"] == 0).await;
+    wait_for(&sched, "the slot to be freed", |m| m.in_flight == 0).await;
+}
+
+#[tokio::test]
+async fn a_bad_request_is_refused_before_any_load_or_swap() {
+    let factory = Arc::new(FakeFactory::new("hi"));
+    let mut state = fake_state(vec![fake_spec("a"), fake_spec("b")], factory.clone(), one_model_budget(), 100 << 20, true);
+    state.admin_token = Some(Arc::from("tok"));
+    let base = serve(state).await;
+    assert_eq!(post(&base, "/v1/completions", json!({"model": "a", "prompt": "x"}), None).await.status(), 200);
+    let bad = [
+        ("/v1/completions", json!({"model": "b", "prompt": "x", "temperature": 500})),
+        ("/v1/completions", json!({"model": "b", "prompt": "x", "max_tokens": 0})),
+        ("/v1/chat/completions", json!({"model": "b", "messages": [{"role": "user", "content": "x"}], "top_p": 7})),
+        ("/v1/chat/completions", json!({"model": "b", "messages": []})),
+    ];
+    for (path, body) in bad {
+        let resp = post(&base, path, body.clone(), None).await;
+        assert_eq!(resp.status(), 400, "{body}");
+    }
+    let status = admin_status(&base).await;
+    assert_eq!(status["swaps"], 0, "{status}");
+    assert_eq!((status["models"][0]["state"].as_str(), status["models"][1]["state"].as_str()), (Some("loaded"), Some("unloaded")));
+    let loads: Vec<String> = factory.placements.lock().unwrap().iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(loads, vec!["a"]);
+}
+
+#[tokio::test]
+async fn a_forced_unload_ends_in_flight_requests_with_a_503_not_a_500() {
+    let gate = Arc::new(Semaphore::new(0));
+    let factory = FakeFactory { gate: Some(gate.clone()), ..FakeFactory::new("ok") };
+    let mut state = fake_state(vec![fake_spec("a")], Arc::new(factory), roomy_limits(), 1 << 20, true);
+    state.admin_token = Some(Arc::from("tok"));
+    let sched = state.scheduler.clone();
+    let base = serve(state).await;
+    let in_flight = tokio::spawn({
+        let base = base.clone();
+        async move { post(&base, "/v1/completions", json!({"prompt": "x"}), None).await }
+    });
+    wait_for(&sched, "the request to be in flight", |m| m.in_flight == 1).await;
+    let unloaded = post(&base, "/admin/models/unload", json!({"model": "a", "force": true}), Some("tok")).await;
+    assert_eq!(unloaded.status(), 200);
+    let resp = in_flight.await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_unavailable", "{body}");
+    assert_eq!(admin_status(&base).await["models"][0]["state"], "unloaded");
+}
+
+/// Lingering (an idle model is kept for as long as it took to load) runs on
+/// the scheduler's clock: with loads of 5 s on a manual clock, the outcome is
+/// the same however long the machine really takes.
+#[tokio::test]
+async fn an_idle_model_lingers_for_its_load_time_on_the_schedulers_clock() {
+    let factory = Arc::new(FakeFactory { load_time: std::time::Duration::from_secs(5), ..FakeFactory::new("hi") });
+    let mut limits = one_model_budget();
+    limits.max_wait = std::time::Duration::from_secs(60);
+    let mut state = fake_state(vec![fake_spec("a"), fake_spec("b")], factory.clone(), limits, 100 << 20, true);
+    state.admin_token = Some(Arc::from("tok"));
+    let sched = state.scheduler.clone();
+    let base = serve(state).await;
+    assert_eq!(post(&base, "/v1/completions", json!({"model": "a", "prompt": "x"}), None).await.status(), 200);
+    let b = tokio::spawn({
+        let base = base.clone();
+        async move { post(&base, "/v1/completions", json!({"model": "b", "prompt": "x"}), None).await.status() }
+    });
+    wait_until(&sched, "b's request to queue", |s| s.models[1].queue_depth == 1).await;
+    // a was used 0 s ago and took 5 s to load: it stays, b waits.
+    let snapshot = sched.synced().await.unwrap();
+    assert_eq!((snapshot.models[0].state, snapshot.models[1].state), ("loaded", "unloaded"));
+    factory.clock.advance(std::time::Duration::from_secs(4));
+    assert_eq!(sched.synced().await.unwrap().models[0].state, "loaded", "still within a's load time");
+    factory.clock.advance(std::time::Duration::from_secs(1));
+    assert_eq!(b.await.unwrap(), 200);
+    let status = admin_status(&base).await;
+    assert_eq!(status["swaps"], 1, "{status}");
+    assert_eq!(status["models"][1]["last_load_ms"], 5000);
 }

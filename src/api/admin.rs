@@ -36,41 +36,40 @@ pub async fn require_admin_token(State(state): State<AppState>, req: Request, ne
 /// holds on each GPU, queue, in-flight, idle time, loads; totals: host budget
 /// and use, swaps, and the GPU inventory with what our models hold there.
 pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let status = state.scheduler.status().await?;
-    let models: Vec<serde_json::Value> = status
+    let snapshot = state.scheduler.synced().await?;
+    let now = state.scheduler.now();
+    let models: Vec<serde_json::Value> = snapshot
         .models
         .iter()
-        .zip(state.registry.entries())
-        .map(|(m, entry)| {
-            let loaded = entry.loaded();
+        .map(|m| {
             json!({
-                "name": m.name,
-                "aliases": entry.spec.aliases,
-                "path": entry.spec.path.display().to_string(),
+                "name": m.spec.id,
+                "aliases": m.spec.aliases,
+                "path": m.spec.path.display().to_string(),
                 "state": m.state,
-                "retired": entry.is_retired(),
+                "retired": m.retired,
                 "memory_bytes": m.bytes,
                 "memory_measured": m.bytes_measured,
                 "queue_depth": m.queue_depth,
                 "in_flight": m.in_flight,
                 "slots": m.slots,
-                "idle_ms": m.idle_ms,
+                "idle_ms": now.saturating_duration_since(m.last_used).as_millis() as u64,
                 "load_count": m.load_count,
                 "last_load_ms": m.last_load_ms,
                 "failure": m.failure,
-                "n_ctx": loaded.as_ref().map(|l| l.engine.info().n_ctx_slot),
+                "n_ctx": m.loaded().map(|l| l.engine.info().n_ctx_slot),
                 "placement": m.placement,
                 "holding": m.holding,
             })
         })
         .collect();
     Ok(Json(json!({
-        "policy": status.policy,
-        "budget_bytes": status.budget_bytes,
-        "used_bytes": status.used_bytes,
-        "swaps": status.swaps,
-        "max_wait_ms": status.max_wait_ms,
-        "gpus": status.gpus,
+        "policy": snapshot.policy,
+        "budget_bytes": snapshot.budget_bytes,
+        "used_bytes": snapshot.used_bytes,
+        "swaps": snapshot.swaps,
+        "max_wait_ms": snapshot.max_wait_ms,
+        "gpus": state.scheduler.gpu_status(&snapshot),
         "models": models,
     }))
     .into_response())
@@ -87,33 +86,38 @@ impl WireRequest for ModelAction {}
 
 /// Loads a model now (waits until it is loaded).
 pub async fn load(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAction>) -> Result<Response, ApiError> {
-    let index = state.registry.resolve(Some(&req.model))?;
-    state.scheduler.load(index).await?;
-    Ok(Json(json!({"model": state.registry.entry(index).spec.id, "state": "loaded"})).into_response())
+    let snapshot = state.scheduler.snapshot();
+    let model = snapshot.resolve(Some(&req.model))?;
+    state.scheduler.load(model.index).await?;
+    Ok(Json(json!({"model": model.spec.id, "state": "loaded"})).into_response())
 }
 
 /// Unloads a model once its in-flight requests finish (`force`: cancels them).
 pub async fn unload(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAction>) -> Result<Response, ApiError> {
-    let index = state.registry.resolve(Some(&req.model))?;
+    let index = state.scheduler.snapshot().resolve(Some(&req.model))?.index;
     state.scheduler.unload(index, req.force).await?;
-    let entry = state.registry.entry(index);
-    Ok(Json(json!({"model": entry.spec.id, "state": entry.state_name()})).into_response())
+    let snapshot = state.scheduler.synced().await?;
+    let model = &snapshot.models[index];
+    Ok(Json(json!({"model": model.spec.id, "state": model.state})).into_response())
 }
 
 /// Re-reads the config (and models folder, and --model flags) and applies its
 /// model list: adds new models, retires removed ones once their work is done,
 /// replaces changed ones. Server settings need a restart.
 pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let Some(from) = state.reload_from.clone() else {
+    let Some(read) = state.reload_from.clone() else {
         return Err(ApiError::InvalidRequest { message: "this server has no config to reload".into(), param: None });
     };
-    let read = from.clone();
-    let config = tokio::task::spawn_blocking(move || crate::config::Config::load(&read.sources, &read.flags))
+    // Reading the config and the GGUF headers blocks: not on the runtime.
+    let read_models = move || {
+        let config = crate::config::Config::load(&read.sources, &read.flags)?;
+        Ok::<_, String>(crate::catalogue::registrations(config.models, &read.placement))
+    };
+    let models = tokio::task::spawn_blocking(read_models)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|message| ApiError::InvalidRequest { message: format!("config not reloaded: {message}"), param: None })?;
-    let limits = crate::server::model_limits(&config.models, &from.placement);
-    let report = state.scheduler.reload(config.models.into_iter().zip(limits).collect()).await?;
+    let report = state.scheduler.reload(models).await?;
     Ok(Json(json!({ "reloaded": true, "added": report.added, "removed": report.removed,
                     "changed": report.changed, "unchanged": report.unchanged,
                     "note": "server settings ([server], flags) take effect on restart" }))

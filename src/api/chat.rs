@@ -11,27 +11,27 @@ use super::error::ApiError;
 use super::extract::ApiJson;
 use super::generate::{collect, pump, response_id, start, stream_sse, Started};
 use super::openai::*;
+use super::validate::{self, ValidChat};
 use super::{sse, unix_now, AppState};
 use crate::engine::{FinishReason, Usage};
 use crate::scheduler::Permit;
-use crate::validate::ValidChat;
 
 pub async fn chat_completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let index = state.registry.resolve(req.model.as_deref())?;
-    let entry = state.registry.entry(index);
-    let spec = &entry.spec;
-    let model_id = spec.id.clone();
-    let chunks = Chunks::new(&state, model_id.clone(), req.sampling.stream_options.as_ref().is_some_and(|o| o.include_usage));
-    if state.notify_swaps && req.sampling.stream && entry.loaded().is_none() {
-        // Check everything that needs no model now, so bad input is still a 400.
-        crate::validate::chat(req.clone(), u32::MAX, &spec.defaults())?;
-        return Ok(stream_after_load(state, index, req, chunks));
+    // Everything that needs no loaded model is checked before one is
+    // acquired: a bad request never causes a load or a swap.
+    let snapshot = state.scheduler.snapshot();
+    let view = snapshot.resolve(req.model.as_deref())?;
+    let valid = validate::chat(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+    let (index, model_id) = (view.index, view.spec.id.clone());
+    let chunks = Chunks::new(&state, model_id.clone(), valid.sampling.include_usage);
+    if state.notify_swaps && valid.sampling.stream && view.loaded().is_none() {
+        return Ok(stream_after_load(state, index, valid, chunks));
     }
     let permit = state.scheduler.acquire(index).await?;
-    let (valid, started) = prepare(&state, &permit, req)?;
+    let started = prepare(&permit, &valid)?;
 
     if !valid.sampling.stream {
         let out = collect(started.events).await?;
@@ -58,38 +58,40 @@ pub async fn chat_completions(
     Ok(stream_sse(started.events, permit, prologue, text, finish))
 }
 
-/// Validates against the loaded model, renders the template, starts generating.
-fn prepare(state: &AppState, permit: &Permit, req: ChatCompletionRequest) -> Result<(ValidChat, Started), ApiError> {
+/// On the acquired model: the token-id guard, the template, the generation.
+fn prepare(permit: &Permit, valid: &ValidChat) -> Result<Started, ApiError> {
     let model = &permit.model;
-    let entry = state.registry.entry(permit.index);
-    let spec = &entry.spec;
-    let valid = crate::validate::chat(req, model.engine.info().n_vocab, &spec.defaults())?;
+    validate::within_vocab(&valid.sampling, model.engine.info().n_vocab)?;
     let prompt = model.render_chat(&valid.messages, true, valid.tools.as_ref(), valid.template_kwargs.as_ref())?;
-    let started = start(model, &prompt, &valid.sampling, "messages")?;
-    Ok((valid, started))
+    start(model, &prompt, &valid.sampling, "messages")
 }
 
 /// `--notify-swaps`: the stream starts at once; while the model loads, the
-/// client gets progress in `delta.reasoning_content`, then the answer. Errors
-/// after this point can only be sent as error events in the stream.
-fn stream_after_load(state: AppState, index: usize, req: ChatCompletionRequest, chunks: Chunks) -> Response {
+/// client gets progress in `delta.reasoning_content` (from the scheduler's
+/// snapshots), then the answer. Errors after this point can only be sent as
+/// error events in the stream.
+fn stream_after_load(state: AppState, index: usize, valid: ValidChat, chunks: Chunks) -> Response {
     let (tx, response) = sse::channel_response();
     let chunks = Arc::new(chunks);
     tokio::spawn(async move {
         if tx.send(chunks.role()).await.is_err() {
             return;
         }
-        let name = state.registry.entry(index).spec.id.clone();
-        let mut progress = state.scheduler.progress(index);
+        let name = chunks.model.clone();
+        let mut snapshots = state.scheduler.watch();
         let acquire = state.scheduler.acquire(index);
         tokio::pin!(acquire);
         let mut last_sent = None;
         let permit = loop {
             tokio::select! {
                 permit = &mut acquire => break permit,
-                changed = progress.changed() => {
-                    let percent = *progress.borrow_and_update();
-                    if changed.is_err() || percent.is_none() || percent == last_sent {
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        // The scheduler is gone: the acquire ends too.
+                        break (&mut acquire).await;
+                    }
+                    let percent = snapshots.borrow_and_update().models.get(index).and_then(|m| m.progress);
+                    if percent.is_none() || percent == last_sent {
                         continue;
                     }
                     last_sent = percent;
@@ -100,7 +102,7 @@ fn stream_after_load(state: AppState, index: usize, req: ChatCompletionRequest, 
                 }
             }
         };
-        let prepared = permit.and_then(|permit| prepare(&state, &permit, req).map(|(_, started)| (permit, started)));
+        let prepared = permit.map_err(ApiError::from).and_then(|permit| prepare(&permit, &valid).map(|started| (permit, started)));
         match prepared {
             Ok((_permit, started)) => {
                 let (text, finish) = chunks.framers();

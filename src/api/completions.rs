@@ -8,18 +8,21 @@ use super::error::ApiError;
 use super::extract::ApiJson;
 use super::generate::{collect, response_id, start, stream_sse};
 use super::openai::*;
+use super::validate;
 use super::{sse, unix_now, AppState};
 
 pub async fn completions(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let permit = state.permit(req.model.as_deref()).await?;
+    // Validated before a model is acquired: a bad request never causes a swap.
+    let snapshot = state.scheduler.snapshot();
+    let view = snapshot.resolve(req.model.as_deref())?;
+    let valid = validate::completion(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+    let model_id = view.spec.id.clone();
+    let permit = state.scheduler.acquire(view.index).await?;
     let model = permit.model.clone();
-    let entry = state.registry.entry(permit.index);
-    let spec = &entry.spec;
-    let model_id = spec.id.clone();
-    let valid = crate::validate::completion(req, model.engine.info().n_vocab, &spec.defaults())?;
+    validate::within_vocab(&valid.sampling, model.engine.info().n_vocab)?;
     let started = start(&model, &valid.prompt, &valid.sampling, "prompt")?;
     let id = response_id("cmpl");
     let created = unix_now();

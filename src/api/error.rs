@@ -1,9 +1,15 @@
 //! The one table that maps every API error to an HTTP status and an OpenAI
-//! error envelope: `{"error":{"message","type","param","code"}}`.
+//! error envelope: `{"error":{"message","type","param","code"}}`. The lower
+//! layers' errors (scheduler, engine, template) become `ApiError`s here and
+//! nowhere else; the SSE error event and /health use the same envelope.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+use crate::engine::{EngineError, GenerationEvent};
+use crate::scheduler::{EnqueueError, SchedError};
+use crate::template::TemplateError;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
@@ -35,6 +41,43 @@ pub enum ApiError {
     /// Something broke on our side; never caused by input.
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<SchedError> for ApiError {
+    fn from(e: SchedError) -> Self {
+        match e {
+            SchedError::UnknownModel(name) => ApiError::ModelNotFound(name),
+            SchedError::Rejected(EnqueueError::QueueFull { .. }) => ApiError::Overloaded { message: e.to_string(), retry_after_s: 1 },
+            SchedError::Rejected(EnqueueError::BackingOff { retry_in_s, .. }) => {
+                ApiError::Unavailable(format!("{e} (retry after {retry_in_s}s)"))
+            }
+            SchedError::ShuttingDown | SchedError::NoModels | SchedError::LoadFailed { .. } => ApiError::Unavailable(e.to_string()),
+            SchedError::Internal(message) => ApiError::Internal(message),
+        }
+    }
+}
+
+/// A chat template that raised or failed to render is the request's fault.
+impl From<TemplateError> for ApiError {
+    fn from(e: TemplateError) -> Self {
+        ApiError::Template(e.to_string())
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+/// How a generation that did not finish reaches the client: an engine
+/// failure is ours (500); a forced unload is the model going away (503).
+pub fn generation_error(event: &GenerationEvent) -> Option<ApiError> {
+    match event {
+        GenerationEvent::Failed(message) => Some(ApiError::Internal(message.clone())),
+        GenerationEvent::Cancelled(message) => Some(ApiError::Unavailable(message.clone())),
+        GenerationEvent::Text(_) | GenerationEvent::Done { .. } => None,
+    }
 }
 
 /// Builds the common 400 for a named field.

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 
+use crate::engine::loaded::LoadedModel;
 use crate::engine::{EventReceiver, FinishReason, GenerationEvent, GenerationRequest, Usage};
-use crate::registry::LoadedModel;
-use crate::validate::ValidSampling;
 
-use super::error::ApiError;
+use super::error::{generation_error, ApiError};
+use super::validate::ValidSampling;
 
 /// A started generation.
 pub struct Started {
@@ -43,7 +43,7 @@ pub fn start(model: &Arc<LoadedModel>, prompt: &str, sampling: &ValidSampling, p
         max_tokens: sampling.max_tokens,
         stop: sampling.stop.clone(),
     };
-    let events = engine.generate(request).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let events = engine.generate(request)?;
     Ok(Started { events })
 }
 
@@ -60,7 +60,11 @@ pub async fn collect(mut events: EventReceiver) -> Result<Collected, ApiError> {
         match event {
             GenerationEvent::Text(t) => text.push_str(&t),
             GenerationEvent::Done { finish_reason, usage } => return Ok(Collected { text, finish_reason, usage }),
-            GenerationEvent::Failed(message) => return Err(ApiError::Internal(message)),
+            ended => {
+                if let Some(e) = generation_error(&ended) {
+                    return Err(e);
+                }
+            }
         }
     }
     Err(ApiError::Internal("the model worker stopped before finishing".into()))
@@ -118,7 +122,7 @@ pub async fn pump(
                 frames.push(super::sse::done());
                 frames
             }
-            GenerationEvent::Failed(message) => vec![super::sse::data(&ApiError::Internal(message).body())],
+            ended => generation_error(&ended).map(|e| super::sse::data(&e.body())).into_iter().collect(),
         };
         for frame in frames {
             if tx.send(frame).await.is_err() {

@@ -12,6 +12,7 @@ pub mod helpers;
 pub mod models;
 pub mod openai;
 pub mod sse;
+pub mod validate;
 
 use std::sync::Arc;
 
@@ -20,9 +21,11 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::build_info::BuildInfo;
-use crate::registry::{LoadedModel, Registry};
-use crate::scheduler::{Permit, Scheduler};
+use crate::engine::loaded::LoadedModel;
+use crate::scheduler::{ModelView, Scheduler};
 use error::ApiError;
+
+pub use crate::types::unix_now;
 
 /// Shared by every handler.
 /// The startup model sources and flags `/admin/reload` reads again, and the
@@ -36,7 +39,7 @@ pub struct ReloadSource {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub registry: Arc<Registry>,
+    /// Owns every model's lifecycle; its snapshot is the model list.
     pub scheduler: Scheduler,
     /// False while startup loads run: /health answers 503.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
@@ -94,27 +97,12 @@ async fn method_not_allowed(req: Request) -> ApiError {
 }
 
 impl AppState {
-    /// A slot on the named model (loading it if needed): for generation.
-    pub async fn permit(&self, model: Option<&str>) -> Result<Permit, ApiError> {
-        let index = self.registry.resolve(model)?;
-        self.scheduler.acquire(index).await
-    }
-
     /// The named model for work that needs no slot (tokenizing, templates):
     /// the loaded model if it is loaded, else it is loaded first.
-    pub async fn loaded(&self, model: Option<&str>) -> Result<Arc<LoadedModel>, ApiError> {
-        let index = self.registry.resolve(model)?;
-        if let Some(loaded) = self.registry.entry(index).loaded() {
+    pub async fn loaded(&self, view: &ModelView) -> Result<Arc<LoadedModel>, ApiError> {
+        if let Some(loaded) = view.loaded() {
             return Ok(loaded);
         }
-        Ok(self.scheduler.acquire(index).await?.model.clone())
+        Ok(self.scheduler.acquire(view.index).await?.model.clone())
     }
-}
-
-/// Seconds since the Unix epoch, for `created` fields.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -8,10 +8,9 @@ use super::openai::{ModelList, ModelMeta, ModelObject};
 use super::AppState;
 
 pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
-    let data = state
-        .registry
+    let snapshot = state.scheduler.snapshot();
+    let data = snapshot
         .active()
-        .iter()
         .map(|entry| {
             let meta = entry.loaded().map(|m| {
                 let info = m.engine.info();
@@ -30,7 +29,7 @@ pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
                 created: entry.created,
                 owned_by: "vram-llm",
                 aliases: entry.spec.aliases.clone(),
-                state: entry.state_name(),
+                state: entry.state,
                 meta,
             }
         })

@@ -4,6 +4,7 @@
 //! `--model` beats `[[models]]` beats `--models-dir` when names collide.
 
 pub mod file;
+pub mod placement;
 pub mod scan;
 
 use std::collections::HashMap;
@@ -12,9 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::{parse_model_arg, ModelSources, ServerFlags};
-use crate::engine::SamplingParams;
-use crate::registry::{default_id, ModelSpec};
-use crate::scheduler::Policy;
+use crate::scheduler::{Policy, SchedLimits};
+use crate::types::{default_id, GpuOverrides, ModelSpec, SamplingField, SamplingParams};
 use file::{ConfigFile, ModelSection};
 
 pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -25,6 +25,8 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_QUEUE: usize = 128;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BODY_MIB: u32 = 16;
+/// First retry delay after a failed load (doubles per failure).
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Server-wide settings after merging.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +82,7 @@ impl Config {
             shutdown_grace: flags.shutdown_grace.or(s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             max_body_mib: flags.max_body_mib.or(s.max_body_mib).unwrap_or(DEFAULT_MAX_BODY_MIB),
             gpus_from: flags.gpu.gpus_from.clone().or_else(|| s.gpus_from.as_ref().map(|p| config_dir_of(&file_path).join(p))),
-            placement: crate::gpu::report::options(&flags.gpu, &file_placement(s)),
+            placement: placement::server_options(&flags.gpu, s),
         };
         let origin = file_path.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
         check_server(&server, &origin)?;
@@ -121,23 +123,44 @@ impl Config {
     }
 }
 
-fn config_dir_of(file: &Option<PathBuf>) -> PathBuf {
-    file.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
+impl ServerConfig {
+    /// The GPU inventory named by the config (a JSON file, else NVML), probed
+    /// once; `gpus()` refreshes its figures on every call.
+    pub fn gpu_inventory(&self) -> Result<std::sync::Arc<dyn crate::gpu::GpuInventory>, String> {
+        crate::gpu::detect(self.gpus_from.as_deref()).map(std::sync::Arc::from).map_err(|e| e.to_string())
+    }
+
+    /// Scheduler settings. The budget is host memory (--memory-budget-mib,
+    /// else 75% of what is available); GPUs are budgeted per GPU from their
+    /// free memory by the scheduler itself.
+    pub fn sched_limits(&self) -> SchedLimits {
+        SchedLimits {
+            budget_bytes: self.memory_budget_mib.map_or_else(default_cpu_budget_bytes, |m| m << 20),
+            max_loaded: self.max_loaded_models,
+            max_wait: self.max_wait,
+            max_queue: self.max_queue,
+            policy: self.policy,
+            retry_backoff: DEFAULT_RETRY_BACKOFF,
+        }
+    }
 }
 
-/// The `[server]` placement keys over the defaults.
-fn file_placement(s: &file::ServerSection) -> crate::gpu::PlacementOptions {
-    let d = crate::gpu::PlacementOptions::default();
-    crate::gpu::PlacementOptions {
-        reserve_mib: s.reserve_mib.unwrap_or(d.reserve_mib),
-        devices: s.devices.clone(),
-        device_order: s.device_order.unwrap_or(d.device_order),
-        split_mode: s.split_mode.unwrap_or(d.split_mode),
-        main_gpu: s.main_gpu,
-        spread: s.spread.unwrap_or(d.spread),
-        use_fit_params: s.use_fit_params.unwrap_or(d.use_fit_params),
-        ..d
+/// Default budget on a CPU-only machine: 75% of the memory available now
+/// (`MemAvailable`), so the OS and page cache keep the rest.
+pub fn default_cpu_budget_bytes() -> u64 {
+    let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    match available_kib {
+        Some(kib) => kib * 1024 / 4 * 3,
+        None => 8 * 1024 * 1024 * 1024,
     }
+}
+
+fn config_dir_of(file: &Option<PathBuf>) -> PathBuf {
+    file.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
 }
 
 fn read_file(path: &Path) -> Result<ConfigFile, String> {
@@ -201,7 +224,7 @@ fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &s
     spec.ctx_size = m.ctx_size.or(spec.ctx_size);
     spec.parallel = m.parallel.unwrap_or(spec.parallel);
     spec.n_gpu_layers = m.n_gpu_layers.or(spec.n_gpu_layers);
-    spec.gpu = crate::registry::GpuOverrides {
+    spec.gpu = GpuOverrides {
         devices: m.devices.clone(),
         main_gpu: m.main_gpu,
         split_mode: m.split_mode,
@@ -220,41 +243,42 @@ fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &s
     spec.exclusive = m.exclusive;
     let d = &m.sampling;
     let p = &mut spec.sampling;
-    let check = |ok: bool, key: &str, rule: &str| if ok { Ok(()) } else { Err(format!("{at}: sampling.{key} {rule}")) };
+    // The same ranges as requests (types::SamplingField), named as in the file.
+    let check = |field: SamplingField, v: f64| field.check(v).map_err(|rule| format!("{at}: sampling.{} {rule}", field.name()));
     if let Some(v) = d.temperature {
-        check((0.0..=100.0).contains(&v), "temperature", "must be between 0 and 100")?;
+        check(SamplingField::Temperature, v.into())?;
         p.temperature = v;
     }
     if let Some(v) = d.top_p {
-        check(v > 0.0 && v <= 1.0, "top_p", "must be in (0, 1]")?;
+        check(SamplingField::TopP, v.into())?;
         p.top_p = v;
     }
     if let Some(v) = d.top_k {
-        check(v >= 0, "top_k", "must be >= 0")?;
+        check(SamplingField::TopK, v.into())?;
         p.top_k = v;
     }
     if let Some(v) = d.min_p {
-        check((0.0..=1.0).contains(&v), "min_p", "must be in [0, 1]")?;
+        check(SamplingField::MinP, v.into())?;
         p.min_p = v;
     }
     if let Some(v) = d.presence_penalty {
-        check((-2.0..=2.0).contains(&v), "presence_penalty", "must be between -2 and 2")?;
+        check(SamplingField::PresencePenalty, v.into())?;
         p.presence_penalty = v;
     }
     if let Some(v) = d.frequency_penalty {
-        check((-2.0..=2.0).contains(&v), "frequency_penalty", "must be between -2 and 2")?;
+        check(SamplingField::FrequencyPenalty, v.into())?;
         p.frequency_penalty = v;
     }
     if let Some(v) = d.repeat_penalty {
-        check(v > 0.0, "repeat_penalty", "must be > 0")?;
+        check(SamplingField::RepeatPenalty, v.into())?;
         p.repeat_penalty = v;
     }
     if let Some(v) = d.repeat_last_n {
-        check(v >= 0, "repeat_last_n", "must be >= 0")?;
+        check(SamplingField::RepeatLastN, v.into())?;
         p.penalty_last_n = v;
     }
     if let Some(v) = d.max_tokens {
-        check(v >= 1, "max_tokens", "must be >= 1")?;
+        check(SamplingField::MaxTokens, v.into())?;
         spec.max_tokens = Some(v);
     }
     if !(1..=256).contains(&spec.parallel) {

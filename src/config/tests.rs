@@ -162,13 +162,13 @@ fn per_model_placement_keys_win_over_the_server_ones() {
          [[models]]\nname = \"c\"\npath = \"models/c.gguf\"\n",
     );
     let c = Config::load(&sources(Some(cfg)), &ServerFlags::default()).unwrap();
-    let a = c.models[0].placement_options(&c.server.placement);
+    let a = super::placement::model_options(&c.server.placement, &c.models[0]);
     assert_eq!(a.devices, Some(vec![1, 2]));
     assert_eq!((a.main_gpu, a.split_mode), (Some(2), crate::gpu::SplitMode::Layer));
     assert_eq!(a.tensor_split_override, Some(vec![1.0, 3.0]));
     assert_eq!((a.n_gpu_layers_override, a.reserve_mib), (Some(20), 512), "server keys the model leaves alone still apply");
     assert!(!a.use_fit_params, "a model's own placement keys win over llama.cpp's fitter");
-    let other = c.models[1].placement_options(&c.server.placement);
+    let other = super::placement::model_options(&c.server.placement, &c.models[1]);
     assert_eq!((other.devices, other.split_mode), (Some(vec![0, 1]), crate::gpu::SplitMode::Row));
     assert!(other.use_fit_params);
 }
@@ -187,7 +187,7 @@ fn use_fit_params_and_a_simulated_gpu_list_exclude_each_other() {
     let cfg = d.write("c.toml", "[server]\nuse_fit_params = true\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n");
     let c = Config::load(&sources(Some(cfg.clone())), &ServerFlags::default()).unwrap();
     assert!(c.server.placement.use_fit_params);
-    assert!(c.models[0].placement_options(&c.server.placement).use_fit_params);
+    assert!(super::placement::model_options(&c.server.placement, &c.models[0]).use_fit_params);
     let mut flags = ServerFlags::default();
     flags.gpu.gpus_from = Some(d.0.join("gpus.json"));
     let err = Config::load(&sources(Some(cfg)), &flags).unwrap_err();

@@ -1,16 +1,23 @@
 //! The seam between the HTTP layer and inference.
 //!
-//! The HTTP layer and (later) the scheduler see only the [`Engine`] trait and
+//! The scheduler and the HTTP layer see only the [`Engine`] trait and
 //! the plain types below, never llama.cpp types. `llama.rs` is the one file
 //! that touches `llama_cpp_2`; `text.rs` holds the pure streaming-text logic
 //! (UTF-8 reassembly and stop strings) so it can be unit-tested alone.
 
+pub mod factory;
 pub mod llama;
+pub mod loaded;
 pub mod text;
 
 use std::fmt;
+use std::sync::Arc;
+
 use thiserror::Error;
 use tokio::sync::mpsc;
+
+use crate::gpu::Placement;
+use crate::types::{ModelSpec, Progress};
 
 /// Per-slot context used when the user gives no `ctx_size`: large enough for
 /// real conversations, small enough that `parallel` slots stay affordable.
@@ -43,48 +50,7 @@ pub struct GpuParams {
     pub tensor_split: Vec<f32>,
 }
 
-/// A token id as the vocabulary numbers it.
-pub type TokenId = u32;
-
-/// Sampling settings after validation. Defaults follow llama-server, whose
-/// users are the people we want to serve without surprises.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SamplingParams {
-    /// 0 means greedy decoding.
-    pub temperature: f32,
-    pub top_p: f32,
-    /// 0 disables top-k.
-    pub top_k: i32,
-    /// 0 disables min-p.
-    pub min_p: f32,
-    /// `None` lets llama.cpp pick a random seed.
-    pub seed: Option<u32>,
-    pub presence_penalty: f32,
-    pub frequency_penalty: f32,
-    /// 1.0 disables the repetition penalty.
-    pub repeat_penalty: f32,
-    /// How many recent tokens the penalties look at.
-    pub penalty_last_n: i32,
-    /// Additive biases on token logits (ids checked against the vocabulary).
-    pub logit_bias: Vec<(TokenId, f32)>,
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        Self {
-            temperature: 0.8,
-            top_p: 0.95,
-            top_k: 40,
-            min_p: 0.05,
-            seed: None,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
-            repeat_penalty: 1.0,
-            penalty_last_n: 64,
-            logit_bias: Vec::new(),
-        }
-    }
-}
+pub use crate::types::{SamplingParams, TokenId};
 
 /// One generation job, fully validated: the prompt is already tokenized and
 /// fits the context.
@@ -136,7 +102,10 @@ pub enum GenerationEvent {
     /// The next piece of output text; never splits a UTF-8 character.
     Text(String),
     Done { finish_reason: FinishReason, usage: Usage },
+    /// The engine could not go on (a decode error, a prompt it cannot take).
     Failed(String),
+    /// Ended on purpose: the model is being unloaded (`cancel_all`).
+    Cancelled(String),
 }
 
 /// Receives a generation's events. Dropping it cancels the generation: the
@@ -178,6 +147,16 @@ pub enum EngineError {
     Load { path: String, reason: String },
     #[error("the model worker has stopped")]
     Stopped,
+    /// The chat template file could not be read or the template not compiled.
+    #[error("{0}")]
+    Template(String),
+}
+
+/// Loads engines; the real one wraps llama.cpp ([`factory::LlamaFactory`]),
+/// tests pass a fake.
+pub trait EngineFactory: Send + Sync + 'static {
+    /// Loads `spec` where the scheduler placed it (`None`: no GPU plan).
+    fn load(&self, spec: &ModelSpec, placement: Option<&Placement>, progress: Progress) -> Result<Arc<dyn Engine>, EngineError>;
 }
 
 /// A loaded model that can tokenize and generate. Implemented by the llama.cpp
@@ -198,21 +177,4 @@ pub trait Engine: Send + Sync + 'static {
     }
     /// Ends every running and queued generation with an error (forced unload).
     fn cancel_all(&self) {}
-}
-
-impl SamplingParams {
-    /// The settings as llama-server names them, for `/props`.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "min_p": self.min_p,
-            "seed": self.seed,
-            "presence_penalty": self.presence_penalty,
-            "frequency_penalty": self.frequency_penalty,
-            "repeat_penalty": self.repeat_penalty,
-            "repeat_last_n": self.penalty_last_n,
-        })
-    }
 }

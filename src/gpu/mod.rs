@@ -7,7 +7,6 @@
 
 pub mod inventory;
 pub mod placement;
-pub mod report;
 
 pub use inventory::{
     detect, resolve_visible_devices, GpuError, GpuInfo, GpuInventory, NvmlInventory,

@@ -15,16 +15,18 @@ use vram_llm::build_info::BUILD;
 use vram_llm::engine::text::TextStream;
 use vram_llm::engine::*;
 use vram_llm::gpu::{GpuInventory, Placement, StaticInventory};
-use vram_llm::registry::{EngineFactory, ModelSpec, Progress, Registry};
-use vram_llm::scheduler::{ModelLimits, Policy, SchedLimits, Scheduler};
+use vram_llm::scheduler::{ManualClock, ModelLimits, Policy, Registration, SchedLimits, Scheduler};
+use vram_llm::types::{ModelSpec, Progress};
 
 /// Tokens are Unicode code points; the reply is sent one character at a time.
 /// With a gate, each generation waits for a permit before it finishes, so a
-/// test controls how long requests stay in flight.
+/// test controls how long requests stay in flight; `cancel_all` (a forced
+/// unload) ends the ones still waiting.
 pub struct FakeEngine {
     info: ModelInfo,
     reply: String,
     gate: Option<Arc<tokio::sync::Semaphore>>,
+    waiting: std::sync::Mutex<Vec<EventSender>>,
     /// Dropped with the engine (see `FakeFactory::on_load`).
     _guard: Option<LoadGuard>,
 }
@@ -57,6 +59,7 @@ impl FakeEngine {
             },
             reply: reply.to_string(),
             gate: None,
+            waiting: Default::default(),
             _guard: None,
         }
     }
@@ -102,6 +105,7 @@ impl Engine for FakeEngine {
                 let _ = tx.send(done);
             }
             Some(gate) => {
+                self.waiting.lock().expect("waiting").push(tx.clone());
                 tokio::spawn(async move {
                     if let Ok(permit) = gate.acquire().await {
                         permit.forget();
@@ -114,6 +118,11 @@ impl Engine for FakeEngine {
     }
     fn slot_stats(&self) -> SlotStats {
         SlotStats { total: self.info.parallel, busy: 0, queued: 0 }
+    }
+    fn cancel_all(&self) {
+        for tx in self.waiting.lock().expect("waiting").drain(..) {
+            let _ = tx.send(GenerationEvent::Cancelled("the model was unloaded".into()));
+        }
     }
 }
 
@@ -132,11 +141,26 @@ pub struct FakeFactory {
     /// Every load's model and the placement the scheduler gave it.
     pub placements: LoadLog,
     pub on_load: Option<OnLoad>,
+    /// The scheduler's clock in tests built with this factory: it moves only
+    /// by `load_time` per load, or when a test advances it.
+    pub clock: Arc<ManualClock>,
+    /// How long each load takes on `clock`.
+    pub load_time: Duration,
 }
 
 impl FakeFactory {
     pub fn new(reply: &str) -> Self {
-        Self { reply: reply.into(), n_ctx_slot: 64, gate: None, failing: Vec::new(), load_gate: None, placements: Default::default(), on_load: None }
+        Self {
+            reply: reply.into(),
+            n_ctx_slot: 64,
+            gate: None,
+            failing: Vec::new(),
+            load_gate: None,
+            placements: Default::default(),
+            on_load: None,
+            clock: Default::default(),
+            load_time: Duration::ZERO,
+        }
     }
 }
 
@@ -152,6 +176,7 @@ impl EngineFactory for FakeFactory {
             }
         }
         progress(1.0);
+        self.clock.advance(self.load_time);
         if self.failing.contains(&spec.id) {
             return Err(EngineError::Load { path: spec.path.display().to_string(), reason: "corrupt file".into() });
         }
@@ -175,7 +200,7 @@ pub fn fake_spec(id: &str) -> ModelSpec {
         ttl: None,
         preload: false,
         exclusive: false,
-        sampling: SamplingParams::default(),
+        sampling: Default::default(),
         max_tokens: None,
     }
 }
@@ -193,13 +218,7 @@ pub fn roomy_limits() -> SchedLimits {
 }
 
 /// App state over fake models; `ready` says whether startup loads are done.
-pub fn fake_state(
-    specs: Vec<ModelSpec>,
-    factory: Arc<dyn EngineFactory>,
-    limits: SchedLimits,
-    bytes_per_model: u64,
-    ready: bool,
-) -> AppState {
+pub fn fake_state(specs: Vec<ModelSpec>, factory: Arc<FakeFactory>, limits: SchedLimits, bytes_per_model: u64, ready: bool) -> AppState {
     let model_limits = specs
         .iter()
         .map(|s| ModelLimits { name: s.id.clone(), bytes: bytes_per_model, slots: s.parallel, exclusive: s.exclusive, ttl: s.ttl, gpu: None })
@@ -207,19 +226,20 @@ pub fn fake_state(
     state_with(specs, model_limits, factory, limits, Arc::new(StaticInventory::default()), ready)
 }
 
-/// App state over fake models with explicit limits and a GPU inventory.
+/// App state over fake models with explicit limits and a GPU inventory; the
+/// scheduler runs on the factory's manual clock.
 pub fn state_with(
     specs: Vec<ModelSpec>,
     model_limits: Vec<ModelLimits>,
-    factory: Arc<dyn EngineFactory>,
+    factory: Arc<FakeFactory>,
     limits: SchedLimits,
     gpus: Arc<dyn GpuInventory>,
     ready: bool,
 ) -> AppState {
-    let registry = Arc::new(Registry::new(specs));
-    let scheduler = Scheduler::start(registry.clone(), factory, model_limits, limits, gpus);
+    let models = specs.into_iter().zip(model_limits).map(|(spec, limits)| Registration { spec, limits, n_vocab: None }).collect();
+    let clock = factory.clock.clone();
+    let scheduler = Scheduler::start(models, factory, limits, gpus, clock);
     AppState {
-        registry,
         scheduler,
         ready: Arc::new(AtomicBool::new(ready)),
         api_key: None,

@@ -1,25 +1,12 @@
 //! `vram-llm gpus` and `vram-llm plan`: print the inventory and a placement.
 
-use super::{detect, plan, GpuInfo, PlacementOptions};
-use crate::cli::{GpuFlags, GpusArgs, PlanArgs};
+use crate::cli::{GpusArgs, PlanArgs};
+use crate::config::file::ServerSection;
+use crate::config::placement::server_options;
+use crate::gpu::{detect, plan, GpuInfo};
 
 fn inventory(gpus_from: Option<&std::path::Path>) -> Result<Vec<GpuInfo>, String> {
     detect(gpus_from).and_then(|inv| inv.gpus()).map_err(|e| e.to_string())
-}
-
-/// Placement options from flags, falling back to `base` (the config file's
-/// `[server]` keys, or the defaults).
-pub fn options(flags: &GpuFlags, base: &PlacementOptions) -> PlacementOptions {
-    PlacementOptions {
-        reserve_mib: flags.reserve_mib.unwrap_or(base.reserve_mib),
-        devices: flags.devices.clone().or_else(|| base.devices.clone()),
-        device_order: flags.device_order.unwrap_or(base.device_order),
-        split_mode: flags.split_mode.unwrap_or(base.split_mode),
-        main_gpu: flags.main_gpu.or(base.main_gpu),
-        spread: flags.spread.unwrap_or(base.spread),
-        use_fit_params: flags.use_fit_params.unwrap_or(base.use_fit_params),
-        ..base.clone()
-    }
 }
 
 pub fn print_gpus(args: &GpusArgs) -> Result<(), String> {
@@ -49,9 +36,9 @@ pub fn print_gpus(args: &GpusArgs) -> Result<(), String> {
 
 pub fn print_plan(args: &PlanArgs) -> Result<(), String> {
     let gpus = inventory(args.gpus.gpus_from.as_deref())?;
-    let footprint = crate::memory::footprint(&args.model, args.ctx_size, args.parallel)
+    let footprint = crate::catalogue::estimate::footprint(&args.model, args.ctx_size, args.parallel)
         .map_err(|e| format!("{}: {e}", args.model.display()))?;
-    let opts = options(&args.gpus, &PlacementOptions::default());
+    let opts = server_options(&args.gpus, &ServerSection::default());
     let placement = plan(&gpus, &footprint, &opts).map_err(|e| e.to_string())?;
     let fitted = if opts.use_fit_params {
         if args.gpus.gpus_from.is_some() {

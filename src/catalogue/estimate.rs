@@ -1,7 +1,7 @@
-//! Memory figures the scheduler budgets with: a model's footprint before it
-//! is loaded, and the default budget on a machine without GPUs.
+//! A model's memory before it is loaded, from its GGUF header: host bytes,
+//! per-layer footprint for GPU placement, and its vocabulary size.
 
-use crate::registry::ModelSpec;
+use crate::types::ModelSpec;
 
 const MIB: u64 = 1 << 20;
 
@@ -13,31 +13,23 @@ pub struct ModelMemory {
     pub bytes: u64,
     /// Per-layer sizes for GPU placement; `None` with an unreadable header.
     pub footprint: Option<crate::gpu::ModelFootprint>,
+    /// Vocabulary size, so requests are validated before the model loads.
+    pub n_vocab: Option<u32>,
 }
 
 /// Reads `spec`'s GGUF header once for both figures of [`ModelMemory`].
 pub fn model_memory(spec: &ModelSpec) -> ModelMemory {
     match header_estimate(&spec.path, spec.ctx_size, spec.parallel) {
-        Ok((header, estimate)) => ModelMemory { bytes: estimate.total_bytes, footprint: Some(footprint_of(&header, &estimate)) },
+        Ok((header, estimate)) => ModelMemory {
+            bytes: estimate.total_bytes,
+            footprint: Some(footprint_of(&header, &estimate)),
+            n_vocab: header.n_vocab().and_then(|n| u32::try_from(n).ok()),
+        },
         Err(e) => {
             tracing::warn!(model = %spec.id, "cannot read the GGUF header (memory is guessed from the file size, no GPU plan): {e}");
             let file = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
-            ModelMemory { bytes: file + file / 4 + 64 * MIB, footprint: None }
+            ModelMemory { bytes: file + file / 4 + 64 * MIB, footprint: None, n_vocab: None }
         }
-    }
-}
-
-/// Default budget on a CPU-only machine: 75% of the memory available now
-/// (`MemAvailable`), so the OS and page cache keep the rest.
-pub fn default_cpu_budget_bytes() -> u64 {
-    let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
-        text.lines()
-            .find_map(|l| l.strip_prefix("MemAvailable:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    });
-    match available_kib {
-        Some(kib) => kib * 1024 / 4 * 3,
-        None => 8 * 1024 * MIB,
     }
 }
 

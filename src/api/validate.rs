@@ -1,12 +1,14 @@
 //! Wire requests -> validated values ("parse, don't validate"). Every error
-//! names the field at fault; nothing here touches a model except the vocabulary
-//! size used to check token ids.
+//! names the field at fault. Handlers call this once, before they acquire a
+//! model (so a bad request never causes a load or a swap); nothing here
+//! touches a model: the vocabulary size for token ids comes from the GGUF
+//! header. Sampling ranges come from the one table in `types`.
 
 use serde_json::{Map, Value};
 
-use crate::api::error::{invalid, ApiError};
-use crate::api::openai::{ChatCompletionRequest, CompletionRequest, PromptField, SamplingFields, StopField};
-use crate::engine::{SamplingParams, TokenId};
+use super::error::{invalid, ApiError};
+use super::openai::{ChatCompletionRequest, CompletionRequest, PromptField, SamplingFields, StopField};
+use crate::types::{Defaults, SamplingField, SamplingParams, TokenId};
 
 /// At most this many stop strings, as OpenAI allows.
 pub const MAX_STOP_STRINGS: usize = 4;
@@ -36,13 +38,6 @@ pub struct ValidCompletion {
     pub model: Option<String>,
     pub prompt: String,
     pub sampling: ValidSampling,
-}
-
-/// Defaults a request's missing fields take: the model's configured sampling.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Defaults {
-    pub sampling: SamplingParams,
-    pub max_tokens: Option<u32>,
 }
 
 pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Result<ValidChat, ApiError> {
@@ -157,34 +152,10 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
     if f.logprobs.as_ref().is_some_and(|v| v.as_bool() == Some(true) || v.is_number()) {
         return Err(invalid("logprobs", "`logprobs` is not supported yet"));
     }
-    let temperature = match f.temperature {
-        Some(t) if !t.is_finite() || !(0.0..=100.0).contains(&t) => {
-            return Err(invalid("temperature", format!("`temperature` must be between 0 and 100 (got {t})")))
-        }
-        Some(t) => t as f32,
-        None => defaults.temperature,
-    };
-    let top_p = match f.top_p {
-        Some(p) if !(p > 0.0 && p <= 1.0) => {
-            return Err(invalid("top_p", format!("`top_p` must be in (0, 1] (got {p})")))
-        }
-        Some(p) => p as f32,
-        None => defaults.top_p,
-    };
-    let top_k = match f.top_k {
-        Some(k) if !(0..=i32::MAX as i64).contains(&k) => {
-            return Err(invalid("top_k", format!("`top_k` must be >= 0 (got {k}); 0 disables it")))
-        }
-        Some(k) => k as i32,
-        None => defaults.top_k,
-    };
-    let min_p = match f.min_p {
-        Some(p) if !(0.0..=1.0).contains(&p) => {
-            return Err(invalid("min_p", format!("`min_p` must be in [0, 1] (got {p})")))
-        }
-        Some(p) => p as f32,
-        None => defaults.min_p,
-    };
+    let temperature = ranged(SamplingField::Temperature, f.temperature)?.map_or(defaults.temperature, |v| v as f32);
+    let top_p = ranged(SamplingField::TopP, f.top_p)?.map_or(defaults.top_p, |v| v as f32);
+    let top_k = ranged(SamplingField::TopK, f.top_k.map(|k| k as f64))?.map_or(defaults.top_k, |v| v as i32);
+    let min_p = ranged(SamplingField::MinP, f.min_p)?.map_or(defaults.min_p, |v| v as f32);
     let seed = match f.seed {
         Some(s) if !(0..=u32::MAX as i64).contains(&s) => {
             return Err(invalid("seed", format!("`seed` must be between 0 and {} (got {s})", u32::MAX)))
@@ -192,22 +163,13 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
         Some(s) => Some(s as u32),
         None => None,
     };
-    let presence_penalty = penalty("presence_penalty", f.presence_penalty, defaults.presence_penalty)?;
-    let frequency_penalty = penalty("frequency_penalty", f.frequency_penalty, defaults.frequency_penalty)?;
-    let repeat_penalty = match f.repeat_penalty {
-        Some(r) if !(r > 0.0 && r.is_finite()) => {
-            return Err(invalid("repeat_penalty", format!("`repeat_penalty` must be > 0 (got {r}); 1 disables it")))
-        }
-        Some(r) => r as f32,
-        None => defaults.repeat_penalty,
-    };
-    let penalty_last_n = match f.repeat_last_n {
-        Some(n) if !(0..=1_000_000).contains(&n) => {
-            return Err(invalid("repeat_last_n", format!("`repeat_last_n` must be between 0 and 1000000 (got {n})")))
-        }
-        Some(n) => n as i32,
-        None => defaults.penalty_last_n,
-    };
+    let presence_penalty =
+        ranged(SamplingField::PresencePenalty, f.presence_penalty)?.map_or(defaults.presence_penalty, |v| v as f32);
+    let frequency_penalty =
+        ranged(SamplingField::FrequencyPenalty, f.frequency_penalty)?.map_or(defaults.frequency_penalty, |v| v as f32);
+    let repeat_penalty = ranged(SamplingField::RepeatPenalty, f.repeat_penalty)?.map_or(defaults.repeat_penalty, |v| v as f32);
+    let penalty_last_n =
+        ranged(SamplingField::RepeatLastN, f.repeat_last_n.map(|n| n as f64))?.map_or(defaults.penalty_last_n, |v| v as i32);
     let logit_bias = logit_bias(f.logit_bias.unwrap_or_default(), n_vocab)?;
     let max_tokens = match (f.max_tokens, f.n_predict) {
         (Some(m), _) => Some(positive_u32("max_tokens", m)?),
@@ -244,13 +206,14 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
     })
 }
 
-fn penalty(name: &str, value: Option<f64>, default: f32) -> Result<f32, ApiError> {
+/// A value checked against the sampling range table, or `None` if absent.
+fn ranged(field: SamplingField, value: Option<f64>) -> Result<Option<f64>, ApiError> {
     match value {
-        Some(v) if !(-2.0..=2.0).contains(&v) => {
-            Err(invalid(name, format!("`{name}` must be between -2 and 2 (got {v})")))
-        }
-        Some(v) => Ok(v as f32),
-        None => Ok(default),
+        Some(v) => field.check(v).map(|()| Some(v)).map_err(|rule| {
+            let name = field.name();
+            invalid(name, format!("`{name}` {rule} (got {v})"))
+        }),
+        None => Ok(None),
     }
 }
 
@@ -277,6 +240,16 @@ fn logit_bias(map: std::collections::BTreeMap<String, f64>, n_vocab: u32) -> Res
             Ok((token, bias as f32))
         })
         .collect()
+}
+
+/// The guard once the model is loaded: `logit_bias` ids against the real
+/// vocabulary (validation ran against the GGUF header's, which a model with an
+/// unreadable header does not have; an out-of-range id would crash llama.cpp).
+pub fn within_vocab(sampling: &ValidSampling, n_vocab: u32) -> Result<(), ApiError> {
+    match sampling.params.logit_bias.iter().find(|(t, _)| *t >= n_vocab) {
+        Some((t, _)) => Err(invalid("logit_bias", format!("`logit_bias` key `{t}` is not a token id below {n_vocab}"))),
+        None => Ok(()),
+    }
 }
 
 /// Token ids from a client (`/detokenize`), checked against the vocabulary:

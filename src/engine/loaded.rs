@@ -1,0 +1,128 @@
+//! A model ready to serve: its engine and its chat template, and the one
+//! place that chooses the template (`--chat-template-file`, else the GGUF's,
+//! else a built-in chosen by architecture).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Engine, EngineError, EngineFactory, ModelInfo};
+use crate::gpu::Placement;
+use crate::template::{ChatTemplate, RenderRequest, TemplateError};
+use crate::types::{ModelSpec, Progress};
+
+/// Where a model's chat template came from, for `/props` and the logs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplateOrigin {
+    File(PathBuf),
+    Gguf,
+    /// Built in, chosen by architecture when the GGUF has none.
+    BuiltIn(&'static str),
+}
+
+impl TemplateOrigin {
+    /// `file:PATH`, `gguf` or `builtin:NAME`, as `/props` shows it.
+    pub fn label(&self) -> String {
+        match self {
+            TemplateOrigin::File(p) => format!("file:{}", p.display()),
+            TemplateOrigin::Gguf => "gguf".to_string(),
+            TemplateOrigin::BuiltIn(name) => format!("builtin:{name}"),
+        }
+    }
+}
+
+/// A model ready to serve.
+pub struct LoadedModel {
+    pub engine: Arc<dyn Engine>,
+    pub template: ChatTemplate,
+    pub template_source: String,
+    pub template_origin: TemplateOrigin,
+}
+
+impl LoadedModel {
+    /// Renders a conversation with this model's chat template (including the
+    /// template's own `raise_exception`).
+    pub fn render_chat(
+        &self,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+        kwargs: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<String, TemplateError> {
+        let request = RenderRequest { messages, add_generation_prompt, tools, extra: kwargs, now: None };
+        self.template.render(&request)
+    }
+}
+
+/// Loads one model and its chat template (blocking: call off the runtime).
+pub fn load_one(
+    factory: &dyn EngineFactory,
+    spec: &ModelSpec,
+    placement: Option<&Placement>,
+    progress: Progress,
+) -> Result<LoadedModel, EngineError> {
+    // Read the template file before the (slow) load so a typo fails fast.
+    let file_template = match &spec.chat_template_file {
+        Some(path) => Some((
+            std::fs::read_to_string(path)
+                .map_err(|e| EngineError::Template(format!("cannot read chat template file {}: {e}", path.display())))?,
+            path.clone(),
+        )),
+        None => None,
+    };
+    let engine = factory.load(spec, placement, progress)?;
+    let (source, origin) = choose_template(file_template, engine.info());
+    let info = engine.info();
+    let template = ChatTemplate::new(&source, &info.bos_token, &info.eos_token)
+        .map_err(|e| EngineError::Template(format!("chat template of model `{}` ({origin:?}): {e}", spec.id)))?;
+    Ok(LoadedModel { engine, template, template_source: source, template_origin: origin })
+}
+
+/// Built-in templates, used when neither a file nor the GGUF provides one.
+pub const GEMMA3_TEMPLATE: &str = include_str!("../../config/templates/gemma3.jinja");
+pub const CHATML_TEMPLATE: &str = include_str!("../../config/templates/chatml.jinja");
+
+/// The one place that decides a model's chat template: `--chat-template-file`,
+/// else the GGUF's `tokenizer.chat_template`, else a built-in chosen by the
+/// architecture (Gemma 3 for `gemma3`, ChatML otherwise).
+pub fn choose_template(file: Option<(String, PathBuf)>, info: &ModelInfo) -> (String, TemplateOrigin) {
+    if let Some((source, path)) = file {
+        return (source, TemplateOrigin::File(path));
+    }
+    if let Some(source) = info.chat_template.as_ref().filter(|s| !s.trim().is_empty()) {
+        return (source.clone(), TemplateOrigin::Gguf);
+    }
+    match info.architecture.as_deref() {
+        Some(arch) if arch.starts_with("gemma") => (GEMMA3_TEMPLATE.to_string(), TemplateOrigin::BuiltIn("gemma3")),
+        _ => (CHATML_TEMPLATE.to_string(), TemplateOrigin::BuiltIn("chatml")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(arch: Option<&str>, template: Option<&str>) -> ModelInfo {
+        ModelInfo {
+            n_ctx_slot: 1,
+            n_ctx_train: 1,
+            parallel: 1,
+            n_params: 0,
+            size_bytes: 0,
+            n_vocab: 1,
+            bos_token: String::new(),
+            eos_token: String::new(),
+            add_bos: false,
+            architecture: arch.map(str::to_string),
+            chat_template: template.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn template_file_beats_gguf_beats_builtin() {
+        let file = Some(("F".to_string(), PathBuf::from("t.jinja")));
+        assert_eq!(choose_template(file, &info(None, Some("G"))).0, "F");
+        assert_eq!(choose_template(None, &info(Some("gemma3"), Some("G"))).1, TemplateOrigin::Gguf);
+        assert_eq!(choose_template(None, &info(Some("gemma3"), None)).1, TemplateOrigin::BuiltIn("gemma3"));
+        assert_eq!(choose_template(None, &info(Some("llama"), None)).1, TemplateOrigin::BuiltIn("chatml"));
+    }
+}

@@ -1,0 +1,418 @@
+//! The owner task: the one place that mutates scheduling state. It applies
+//! messages (acquire, release, load/unload results, admin requests, reload)
+//! to `SchedState`, carries out the actions its `poll` returns, and publishes
+//! a [`Snapshot`] after every step. Replies go out after the snapshot that
+//! reflects them is published, so a caller never reads an older state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::snapshot::{ModelView, Snapshot};
+use super::state::{Action, Residency, SchedState, Ticket};
+use super::{Clock, Permit, Registration, ReloadReport, Release, SchedError, SchedLimits};
+use crate::engine::loaded::{load_one, LoadedModel};
+use crate::engine::EngineFactory;
+use crate::gpu::{GpuInfo, GpuInventory};
+use crate::types::{ModelSpec, Progress};
+
+type Reply = oneshot::Sender<Result<Permit, SchedError>>;
+
+pub(super) enum Msg {
+    Acquire { model: usize, reply: Reply },
+    Release { model: usize },
+    Progress { model: usize, percent: u8 },
+    LoadDone { model: usize, result: Result<Arc<LoadedModel>, String> },
+    UnloadDone { model: usize },
+    Unload { model: usize, force: bool, reply: oneshot::Sender<()> },
+    Sync { reply: oneshot::Sender<Arc<Snapshot>> },
+    Reload { models: Vec<Registration>, reply: oneshot::Sender<ReloadReport> },
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// What the owner keeps per model beside `SchedState`'s figures.
+struct Entry {
+    spec: Arc<ModelSpec>,
+    n_vocab: Option<u32>,
+    created: u64,
+    loaded: Option<Arc<LoadedModel>>,
+    progress: Option<u8>,
+}
+
+type Deferred = Box<dyn FnOnce(&Arc<Snapshot>) + Send>;
+
+pub(super) struct Owner {
+    state: SchedState,
+    entries: Vec<Entry>,
+    factory: Arc<dyn EngineFactory>,
+    gpus: Arc<dyn GpuInventory>,
+    clock: Arc<dyn Clock>,
+    /// Whether there are GPUs to refresh before load decisions.
+    gpu_source: bool,
+    /// The GPU snapshot taken as the running load started (live inventories
+    /// only), with `unloads` at that moment, to measure what the load took.
+    before_load: Option<(u64, Vec<GpuInfo>)>,
+    /// Unloads started or finished so far: an unload during a load (a ttl,
+    /// an admin unload) spoils that load's measurement.
+    unloads: u64,
+    waiters: HashMap<Ticket, (usize, Reply)>,
+    unload_replies: Vec<(usize, oneshot::Sender<()>)>,
+    /// Replies to send once this step's snapshot is published.
+    deferred: Vec<Deferred>,
+    publish: watch::Sender<Arc<Snapshot>>,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Owner {
+    pub(super) fn new(
+        models: Vec<Registration>,
+        factory: Arc<dyn EngineFactory>,
+        limits: SchedLimits,
+        gpus: Arc<dyn GpuInventory>,
+        clock: Arc<dyn Clock>,
+        tx: mpsc::UnboundedSender<Msg>,
+    ) -> (Self, watch::Receiver<Arc<Snapshot>>) {
+        let now = clock.now();
+        let mut state = SchedState::new(Vec::new(), limits, now);
+        let mut entries = Vec::new();
+        for r in models {
+            state.add_model(r.limits, now);
+            entries.push(entry(r.spec, r.n_vocab));
+        }
+        match gpus.gpus() {
+            Ok(live) => state.set_gpus(&live, gpus.counts_our_usage()),
+            Err(e) => tracing::warn!("GPU snapshot failed, will retry before the next load: {e}"),
+        }
+        let mut owner = Self {
+            state,
+            entries,
+            factory,
+            gpu_source: gpus.has_gpus(),
+            gpus,
+            clock,
+            before_load: None,
+            unloads: 0,
+            waiters: HashMap::new(),
+            unload_replies: Vec::new(),
+            deferred: Vec::new(),
+            publish: watch::channel(Arc::new(Snapshot::empty())).0,
+            tx,
+        };
+        let rx = owner.publish.subscribe();
+        owner.publish_snapshot();
+        (owner, rx)
+    }
+
+    pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        loop {
+            let wakeup = self.state.next_wakeup(self.clock.now());
+            // A timer wake-up (max_wait, linger or a ttl) brings no message.
+            let msg = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => Some(msg),
+                    None => return,
+                },
+                () = sleep_until(self.clock.as_ref(), wakeup) => None,
+            };
+            if let Some(msg) = msg {
+                if let Some(reply) = self.handle(msg) {
+                    self.publish_snapshot();
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+            self.prune_cancelled();
+            let now = self.clock.now();
+            if self.gpu_source && self.state.wants_gpu_refresh(now) {
+                self.refresh_gpus();
+            }
+            let actions = self.state.poll(now);
+            self.apply(actions);
+            self.publish_snapshot();
+        }
+    }
+
+    /// Applies one message; returns the reply to send when shutting down.
+    fn handle(&mut self, msg: Msg) -> Option<oneshot::Sender<()>> {
+        let now = self.clock.now();
+        match msg {
+            Msg::Acquire { model, reply } => match self.state.enqueue(model, now) {
+                Ok(ticket) => {
+                    self.waiters.insert(ticket, (model, reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Msg::Release { model } => self.state.release(model, now),
+            Msg::Progress { model, percent } => self.entries[model].progress = Some(percent),
+            Msg::LoadDone { model, result } => {
+                self.entries[model].progress = None;
+                let fails = match result {
+                    Ok(loaded) => {
+                        self.measure_gpus(model);
+                        let measured = loaded.engine.memory_bytes();
+                        self.entries[model].loaded = Some(loaded);
+                        self.state.load_done(model, Ok(measured), now)
+                    }
+                    Err(reason) => {
+                        self.before_load = None;
+                        tracing::error!(model = %self.entries[model].spec.id, "load failed: {reason}");
+                        self.state.load_done(model, Err(reason), now)
+                    }
+                };
+                self.apply(fails);
+            }
+            Msg::UnloadDone { model } => {
+                self.unloads += 1;
+                self.state.unload_done(model);
+                let (done, keep): (Vec<_>, Vec<_>) = self.unload_replies.drain(..).partition(|(m, _)| *m == model);
+                self.unload_replies = keep;
+                for (_, reply) in done {
+                    self.defer(move |_| { let _ = reply.send(()); });
+                }
+            }
+            Msg::Unload { model, force, reply } => {
+                if self.state.models[model].residency != Residency::Loaded {
+                    let _ = reply.send(());
+                } else {
+                    if force {
+                        if let Some(loaded) = &self.entries[model].loaded {
+                            loaded.engine.cancel_all();
+                        }
+                    }
+                    self.state.request_unload(model);
+                    self.unload_replies.push((model, reply));
+                }
+            }
+            Msg::Sync { reply } => self.defer(move |snap| drop(reply.send(snap.clone()))),
+            Msg::Reload { models, reply } => {
+                let report = self.reload(models, now);
+                self.defer(move |_| drop(reply.send(report)));
+            }
+            Msg::Shutdown { reply } => {
+                for (_, (_, waiter)) in self.waiters.drain() {
+                    let _ = waiter.send(Err(SchedError::ShuttingDown));
+                }
+                // Dropping the engines stops their workers and frees memory.
+                for e in &mut self.entries {
+                    e.loaded = None;
+                }
+                return Some(reply);
+            }
+        }
+        None
+    }
+
+    fn defer(&mut self, f: impl FnOnce(&Arc<Snapshot>) + Send + 'static) {
+        self.deferred.push(Box::new(f));
+    }
+
+    /// Forgets queued requests whose client went away.
+    fn prune_cancelled(&mut self) {
+        let gone: Vec<Ticket> = self.waiters.iter().filter(|(_, (_, r))| r.is_closed()).map(|(t, _)| *t).collect();
+        for ticket in gone {
+            if let Some((model, _)) = self.waiters.remove(&ticket) {
+                self.state.cancel(model, ticket);
+            }
+        }
+    }
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Admit { model, ticket } => {
+                    let Some((_, reply)) = self.waiters.remove(&ticket) else {
+                        self.state.release(model, self.clock.now());
+                        continue;
+                    };
+                    let release = Release { tx: self.tx.clone(), model };
+                    let result = match &self.entries[model].loaded {
+                        Some(loaded) => Ok(Permit { model: loaded.clone(), index: model, _release: release }),
+                        None => Err(SchedError::Internal("admitted to a model that is not loaded".into())),
+                    };
+                    // If the client is gone, the permit drops here and its
+                    // Release frees the slot.
+                    self.defer(move |_| drop(reply.send(result)));
+                }
+                Action::Load { model } => self.start_load(model),
+                Action::Unload { model } => self.start_unload(model),
+                Action::Fail { ticket, reason, model } => {
+                    if let Some((_, reply)) = self.waiters.remove(&ticket) {
+                        let model = self.entries[model].spec.id.clone();
+                        let _ = reply.send(Err(SchedError::LoadFailed { model, reason }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A fresh GPU snapshot for the next load decision.
+    fn refresh_gpus(&mut self) {
+        match self.gpus.gpus() {
+            Ok(live) => self.state.set_gpus(&live, self.gpus.counts_our_usage()),
+            Err(e) => tracing::warn!("GPU snapshot failed, deciding on the previous one: {e}"),
+        }
+    }
+
+    /// After a load: what it took on each of its GPUs, from the free memory
+    /// before and after (loads run one at a time, so the difference is ours
+    /// unless an unload ran meanwhile; then the plan's figures stay).
+    fn measure_gpus(&mut self, model: usize) {
+        let Some((unloads_before, before)) = self.before_load.take() else { return };
+        let Some(placement) = self.state.models[model].placement.clone() else { return };
+        if unloads_before != self.unloads {
+            tracing::debug!("an unload ran during the load: keeping the planned GPU figures");
+            return;
+        }
+        let Ok(after) = self.gpus.gpus() else { return };
+        // llama.cpp's fitter may use any GPU; our own plan only its devices.
+        let devices: Vec<u32> =
+            if placement.use_fit_params { after.iter().map(|g| g.index).collect() } else { placement.devices.clone() };
+        let mib: Vec<(u32, u64)> = devices
+            .iter()
+            .filter_map(|&index| {
+                let free = |gpus: &[GpuInfo]| gpus.iter().find(|g| g.index == index).map(|g| g.free_mib);
+                Some((index, free(&before)?.saturating_sub(free(&after)?)))
+            })
+            .collect();
+        tracing::info!(model = %self.entries[model].spec.id, planned = ?placement.mib_per_device, measured_mib = ?mib, "GPU memory taken by the load");
+        self.state.gpu_measured(model, mib);
+    }
+
+    fn start_load(&mut self, model: usize) {
+        let spec = self.entries[model].spec.clone();
+        let placement = self.state.models[model].placement.clone();
+        match &placement {
+            Some(p) => tracing::info!(model = %spec.id, kind = ?p.kind, devices = ?p.devices, tensor_split = ?p.tensor_split,
+                n_gpu_layers = p.n_gpu_layers, "loading; placement: {}", p.reason),
+            None => tracing::info!(model = %spec.id, "loading"),
+        }
+        self.before_load = match (&placement, self.gpus.counts_our_usage()) {
+            (Some(p), true) if !p.devices.is_empty() || p.use_fit_params => self.gpus.gpus().ok().map(|g| (self.unloads, g)),
+            _ => None,
+        };
+        let factory = self.factory.clone();
+        let tx = self.tx.clone();
+        let progress_tx = self.tx.clone();
+        let progress: Progress = Arc::new(move |fraction: f32| {
+            let percent = (fraction.clamp(0.0, 1.0) * 100.0) as u8;
+            let _ = progress_tx.send(Msg::Progress { model, percent });
+        });
+        tokio::spawn(async move {
+            let load = move || load_one(factory.as_ref(), &spec, placement.as_ref(), progress);
+            let result = match tokio::task::spawn_blocking(load).await {
+                Ok(loaded) => loaded.map(Arc::new).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("loader panicked: {e}")),
+            };
+            let _ = tx.send(Msg::LoadDone { model, result });
+        });
+    }
+
+    fn start_unload(&mut self, model: usize) {
+        self.unloads += 1;
+        tracing::info!(model = %self.entries[model].spec.id, "unloading");
+        let loaded = self.entries[model].loaded.take();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            // Dropping the last handle stops the worker thread and frees the
+            // context and weights; that blocks, so not on the runtime.
+            let _ = tokio::task::spawn_blocking(move || drop(loaded)).await;
+            let _ = tx.send(Msg::UnloadDone { model });
+        });
+    }
+
+    fn reload(&mut self, models: Vec<Registration>, now: std::time::Instant) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        for index in 0..self.entries.len() {
+            if self.state.models[index].retired {
+                continue;
+            }
+            let spec = self.entries[index].spec.clone();
+            match models.iter().find(|r| r.spec.id == spec.id) {
+                Some(r) if r.spec == *spec => report.unchanged.push(spec.id.clone()),
+                found => {
+                    self.state.retire(index);
+                    let list = if found.is_some() { &mut report.changed } else { &mut report.removed };
+                    list.push(spec.id.clone());
+                }
+            }
+        }
+        for r in models {
+            if report.unchanged.contains(&r.spec.id) {
+                continue;
+            }
+            if !report.changed.contains(&r.spec.id) {
+                report.added.push(r.spec.id.clone());
+            }
+            self.state.add_model(r.limits, now);
+            self.entries.push(entry(r.spec, r.n_vocab));
+        }
+        tracing::info!(?report, "config reloaded");
+        report
+    }
+
+    /// Publishes the state after this step, then sends the replies it holds.
+    fn publish_snapshot(&mut self) {
+        let snapshot = Arc::new(self.snapshot());
+        self.publish.send_replace(snapshot.clone());
+        for reply in self.deferred.drain(..) {
+            reply(&snapshot);
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let s = &self.state;
+        let models = s
+            .models
+            .iter()
+            .zip(&self.entries)
+            .enumerate()
+            .map(|(i, (m, e))| ModelView {
+                index: i,
+                spec: e.spec.clone(),
+                n_vocab: e.n_vocab,
+                created: e.created,
+                retired: m.retired,
+                state: m.residency.name(),
+                engine: e.loaded.as_ref().map(Arc::downgrade),
+                progress: e.progress,
+                bytes: m.limits.bytes,
+                bytes_measured: m.measured,
+                queue_depth: m.queue.len(),
+                in_flight: m.in_flight,
+                slots: m.limits.slots,
+                last_used: m.last_used,
+                load_count: m.load_count,
+                last_load_ms: m.last_load.map(|d| d.as_millis() as u64),
+                failure: match &m.residency {
+                    Residency::Failed { reason, .. } => Some(reason.clone()),
+                    _ => None,
+                },
+                placement: m.placement.clone(),
+                holding: m.residency.occupies_memory().then(|| s.holding(i)),
+            })
+            .collect();
+        Snapshot {
+            models,
+            policy: s.limits.policy,
+            budget_bytes: s.limits.budget_bytes,
+            used_bytes: s.used_bytes(),
+            swaps: s.swaps,
+            max_wait_ms: s.limits.max_wait.as_millis() as u64,
+        }
+    }
+}
+
+fn entry(spec: ModelSpec, n_vocab: Option<u32>) -> Entry {
+    Entry { spec: Arc::new(spec), n_vocab, created: crate::types::unix_now(), loaded: None, progress: None }
+}
+
+
+async fn sleep_until(clock: &dyn Clock, at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,217 @@
+//! Shared plain types, the bottom layer above the leaf libraries (gguf,
+//! template, gpu): what a served model is (`ModelSpec`), its sampling
+//! defaults and their allowed ranges (one table for the config file and for
+//! requests), and the load-progress callback. Nothing here does I/O.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::gpu::SplitMode;
+
+/// A token id as the vocabulary numbers it.
+pub type TokenId = u32;
+
+/// Receives load progress, 0.0 to 1.0.
+pub type Progress = Arc<dyn Fn(f32) + Send + Sync>;
+
+/// What the user asked to serve, before loading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// The name clients use: `--alias` or the file stem.
+    pub id: String,
+    pub aliases: Vec<String>,
+    pub path: PathBuf,
+    pub ctx_size: Option<u32>,
+    pub parallel: u32,
+    pub n_gpu_layers: Option<u32>,
+    /// The model's own GPU placement settings (config); they win over the server's.
+    pub gpu: GpuOverrides,
+    pub chat_template_file: Option<PathBuf>,
+    /// Unload after this long idle.
+    pub ttl: Option<Duration>,
+    /// Load at startup, before the port opens.
+    pub preload: bool,
+    /// Evict every other model while this one is loaded.
+    pub exclusive: bool,
+    /// Sampling defaults for requests that leave a field out.
+    pub sampling: SamplingParams,
+    /// Default `max_tokens` for requests that give none.
+    pub max_tokens: Option<u32>,
+}
+
+impl ModelSpec {
+    /// What a request's missing fields default to for this model.
+    pub fn defaults(&self) -> Defaults {
+        Defaults { sampling: self.sampling.clone(), max_tokens: self.max_tokens }
+    }
+
+    /// Whether `name` is this model's id or one of its aliases.
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.id == name || self.aliases.iter().any(|a| a == name)
+    }
+}
+
+/// Per-model placement settings from `[[models]]`; `None` keeps the server's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuOverrides {
+    pub devices: Option<Vec<u32>>,
+    pub main_gpu: Option<u32>,
+    pub split_mode: Option<SplitMode>,
+    /// Shares over the selected GPUs in index order, like llama.cpp's `--tensor-split`.
+    pub tensor_split: Option<Vec<f32>>,
+}
+
+/// The id a model file gets when no alias is given: its file stem, with a
+/// split suffix (`-00001-of-00003`) removed.
+pub fn default_id(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    match stem.rfind("-of-") {
+        Some(at) if at >= 6 && stem[at - 6..at].starts_with('-') && stem[at - 5..at].bytes().all(|b| b.is_ascii_digit()) => {
+            stem[..at - 6].to_string()
+        }
+        _ => stem,
+    }
+}
+
+/// Seconds since the Unix epoch, for `created` fields.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Sampling settings after validation. Defaults follow llama-server, whose
+/// users are the people we want to serve without surprises.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy decoding.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 disables top-k.
+    pub top_k: i32,
+    /// 0 disables min-p.
+    pub min_p: f32,
+    /// `None` lets llama.cpp pick a random seed.
+    pub seed: Option<u32>,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// 1.0 disables the repetition penalty.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    pub penalty_last_n: i32,
+    /// Additive biases on token logits (ids checked against the vocabulary).
+    pub logit_bias: Vec<(TokenId, f32)>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            seed: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repeat_penalty: 1.0,
+            penalty_last_n: 64,
+            logit_bias: Vec::new(),
+        }
+    }
+}
+
+impl SamplingParams {
+    /// The settings as llama-server names them, for `/props`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "seed": self.seed,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "repeat_penalty": self.repeat_penalty,
+            "repeat_last_n": self.penalty_last_n,
+        })
+    }
+}
+
+/// Defaults a request's missing fields take: the model's configured sampling.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Defaults {
+    pub sampling: SamplingParams,
+    pub max_tokens: Option<u32>,
+}
+
+/// A sampling field with a range, as the config file and requests name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplingField {
+    Temperature,
+    TopP,
+    TopK,
+    MinP,
+    PresencePenalty,
+    FrequencyPenalty,
+    RepeatPenalty,
+    RepeatLastN,
+    MaxTokens,
+}
+
+impl SamplingField {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Temperature => "temperature",
+            Self::TopP => "top_p",
+            Self::TopK => "top_k",
+            Self::MinP => "min_p",
+            Self::PresencePenalty => "presence_penalty",
+            Self::FrequencyPenalty => "frequency_penalty",
+            Self::RepeatPenalty => "repeat_penalty",
+            Self::RepeatLastN => "repeat_last_n",
+            Self::MaxTokens => "max_tokens",
+        }
+    }
+
+    /// The one table of allowed values, for `[[models]] sampling` and for
+    /// requests alike: `Err(rule)` says what the value must be.
+    pub fn check(self, v: f64) -> Result<(), &'static str> {
+        let (ok, rule) = match self {
+            Self::Temperature => ((0.0..=100.0).contains(&v), "must be between 0 and 100"),
+            Self::TopP => (v > 0.0 && v <= 1.0, "must be in (0, 1]"),
+            Self::TopK => ((0.0..=i32::MAX as f64).contains(&v), "must be >= 0; 0 disables it"),
+            Self::MinP => ((0.0..=1.0).contains(&v), "must be in [0, 1]"),
+            Self::PresencePenalty | Self::FrequencyPenalty => ((-2.0..=2.0).contains(&v), "must be between -2 and 2"),
+            Self::RepeatPenalty => (v > 0.0 && v.is_finite(), "must be > 0; 1 disables it"),
+            Self::RepeatLastN => ((0.0..=1_000_000.0).contains(&v), "must be between 0 and 1000000"),
+            Self::MaxTokens => ((1.0..=u32::MAX as f64).contains(&v), "must be at least 1"),
+        };
+        // NaN fails every range above (comparisons with NaN are false).
+        if ok {
+            Ok(())
+        } else {
+            Err(rule)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_id_is_the_file_stem_without_split_suffix() {
+        assert_eq!(default_id(Path::new("models/gemma-3-270m-q4_k_m.gguf")), "gemma-3-270m-q4_k_m");
+        assert_eq!(default_id(Path::new("/m/big-model-00001-of-00003.gguf")), "big-model");
+    }
+
+    #[test]
+    fn one_range_table_for_config_and_requests() {
+        use SamplingField::*;
+        assert!(Temperature.check(0.0).is_ok() && Temperature.check(100.0).is_ok());
+        assert!(Temperature.check(f64::NAN).is_err() && Temperature.check(-0.1).is_err());
+        assert!(TopP.check(0.0).is_err() && TopP.check(1.0).is_ok());
+        assert!(RepeatPenalty.check(f64::INFINITY).is_err() && RepeatPenalty.check(0.0).is_err());
+        assert!(RepeatLastN.check(1_000_001.0).is_err() && RepeatLastN.check(0.0).is_ok());
+        assert!(MaxTokens.check(0.0).is_err() && MaxTokens.check(1.0).is_ok());
+    }
+}
