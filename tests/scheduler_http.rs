@@ -418,15 +418,21 @@ async fn with_live_nvml_figures_our_models_are_added_back_and_measured() {
     assert_eq!(status["gpus"][0]["models_mib"], 15000);
 }
 
-#[tokio::test]
-async fn a_non_streamed_request_whose_client_goes_away_frees_its_slot() {
-    use std::io::Write;
+/// One fake model `a` whose generations wait at the returned gate, with the
+/// admin API on: the gate, the scheduler and the base URL.
+async fn gated_server() -> (Arc<Semaphore>, Scheduler, String) {
     let gate = Arc::new(Semaphore::new(0));
     let factory = FakeFactory { gate: Some(gate.clone()), ..FakeFactory::new("ok") };
     let mut state = fake_state(vec![fake_spec("a")], Arc::new(factory), roomy_limits(), 1 << 20, true);
     state.admin_token = Some(Arc::from("tok"));
     let sched = state.scheduler.clone();
-    let base = serve(state).await;
+    (gate, sched, serve(state).await)
+}
+
+#[tokio::test]
+async fn a_non_streamed_request_whose_client_goes_away_frees_its_slot() {
+    use std::io::Write;
+    let (_gate, sched, base) = gated_server().await;
     let body = r#"{"prompt":"x"}"#;
     // A plain socket (writing a few bytes into the kernel buffer never blocks).
     let mut socket = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
@@ -466,12 +472,7 @@ async fn a_bad_request_is_refused_before_any_load_or_swap() {
 
 #[tokio::test]
 async fn a_forced_unload_ends_in_flight_requests_with_a_503_not_a_500() {
-    let gate = Arc::new(Semaphore::new(0));
-    let factory = FakeFactory { gate: Some(gate.clone()), ..FakeFactory::new("ok") };
-    let mut state = fake_state(vec![fake_spec("a")], Arc::new(factory), roomy_limits(), 1 << 20, true);
-    state.admin_token = Some(Arc::from("tok"));
-    let sched = state.scheduler.clone();
-    let base = serve(state).await;
+    let (_gate, sched, base) = gated_server().await;
     let in_flight = tokio::spawn({
         let base = base.clone();
         async move { post(&base, "/v1/completions", json!({"prompt": "x"}), None).await }
