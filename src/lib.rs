@@ -20,9 +20,3 @@ pub mod config;
 pub mod api;
 pub mod commands;
 pub mod server;
-
-/// Until the engine files import `Progress` from `types`.
-#[doc(hidden)]
-pub mod registry {
-    pub use crate::types::Progress;
-}

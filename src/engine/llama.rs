@@ -183,7 +183,7 @@ struct Stats {
 impl LlamaEngine {
     /// Loads the model and starts its worker. Blocks until the context exists,
     /// so call it off the async runtime.
-    pub fn load(options: LoadOptions, progress: crate::registry::Progress) -> Result<Self, EngineError> {
+    pub fn load(options: LoadOptions, progress: crate::types::Progress) -> Result<Self, EngineError> {
         let path_text = options.path.display().to_string();
         let fail = |reason: String| EngineError::Load { path: path_text.clone(), reason };
         if !options.path.is_file() {
@@ -293,7 +293,7 @@ fn resident_bytes() -> u64 {
 
 fn worker_main(
     options: LoadOptions,
-    progress: crate::registry::Progress,
+    progress: crate::types::Progress,
     ready: std_mpsc::Sender<Ready>,
     commands: std_mpsc::Receiver<Command>,
     stats: Arc<Stats>,
@@ -338,7 +338,7 @@ fn worker_main(
 
 fn load_model(
     options: &LoadOptions,
-    progress: crate::registry::Progress,
+    progress: crate::types::Progress,
 ) -> Result<(Arc<LlamaModel>, ModelInfo, LlamaContextParams), String> {
     let backend = backend()?;
     let mut params = LlamaModelParams::default().with_progress_callback(move |fraction| {
