@@ -515,24 +515,26 @@ impl<'m> Worker<'m> {
                 true
             }
             Command::CancelAll => {
-                self.fail_all("cancelled: the model is being unloaded");
+                self.cancel_all("cancelled: the model is being unloaded");
                 true
             }
             Command::Shutdown => {
-                self.fail_all("the server is shutting down");
+                self.cancel_all("the server is shutting down");
                 false
             }
         }
     }
 
-    fn fail_all(&mut self, reason: &str) {
+    /// Ends every running and pending generation on purpose (an unload or
+    /// shutdown, not an engine failure).
+    fn cancel_all(&mut self, reason: &str) {
         for slot in &mut self.slots {
             if let Some(active) = slot.active.take() {
-                let _ = active.tx.send(GenerationEvent::Failed(reason.to_string()));
+                let _ = active.tx.send(GenerationEvent::Cancelled(reason.to_string()));
             }
         }
         for (_, tx) in self.queue.drain(..) {
-            let _ = tx.send(GenerationEvent::Failed(reason.to_string()));
+            let _ = tx.send(GenerationEvent::Cancelled(reason.to_string()));
         }
     }
 
