@@ -1,7 +1,7 @@
 //! The cache-aware scheduler: which model is resident, who is admitted, when
 //! to swap. `state.rs` is the synchronous state machine whose `poll` applies
 //! the pure decision (`decide`), `policy.rs` the eviction choice,
-//! `memory.rs` the memory pools, and this file the single owner task that
+//! `pools.rs` the memory pools, and this file the single owner task that
 //! feeds events to the state, carries out its actions (loads and unloads run
 //! off the async runtime on blocking threads) and publishes a [`Snapshot`]
 //! after every step. Time comes from an injected [`Clock`].
@@ -11,7 +11,8 @@
 //! The scheduler's slots are the only admission control.
 
 pub mod clock;
-pub mod memory;
+pub mod decide;
+pub mod pools;
 pub mod policy;
 pub mod snapshot;
 pub mod state;
@@ -19,6 +20,10 @@ pub mod state;
 #[cfg(test)]
 #[path = "state_tests.rs"]
 mod state_tests;
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod decide_tests;
 
 mod owner;
 
@@ -35,7 +40,8 @@ use crate::types::ModelSpec;
 use owner::{Msg, Owner};
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use memory::{GpuDemand, Holding};
+pub use decide::{Decision, Step, UnloadReason};
+pub use pools::{GpuDemand, Holding};
 pub use policy::Policy;
 pub use snapshot::{GpuStatus, ModelView, Snapshot};
 pub use state::{EnqueueError, ModelLimits, SchedLimits};

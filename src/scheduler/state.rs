@@ -7,14 +7,14 @@
 //!                         \--err--> Failed (retry after a backoff) --> Loading
 //! ```
 //! Events (`enqueue`, `release`, `load_done`, ...) update the state; `poll`
-//! decides what happens next and returns the actions for the owner task to
-//! carry out. Decisions use `policy.rs`.
+//! decides what happens next (`decide.rs`: a pure `decide`, then `apply`)
+//! and returns the actions for the owner task to carry out.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::memory::{self, GpuDemand, Holding};
-use super::policy::{choose_evictions, Policy, Resident};
+use super::pools::{self, GpuDemand, Holding};
+use super::policy::Policy;
 use crate::gpu::{GpuInfo, Placement, PlacementKind};
 
 pub type Ticket = u64;
@@ -90,11 +90,11 @@ pub struct ModelSched {
     pub placement: Option<Placement>,
     /// MiB per GPU measured after the load (NVML), replacing the plan's figures.
     pub gpu_measured: Option<Vec<(u32, u64)>>,
-    load_started: Option<Instant>,
+    pub(super) load_started: Option<Instant>,
 }
 
 impl ModelSched {
-    fn busy(&self) -> bool {
+    pub(super) fn busy(&self) -> bool {
         self.in_flight > 0 || !self.queue.is_empty()
     }
     /// What it holds under `placement`: the plan's figures (measured ones
@@ -109,7 +109,7 @@ impl ModelSched {
         }
     }
 
-    fn oldest_wait(&self) -> Option<Instant> {
+    pub(super) fn oldest_wait(&self) -> Option<Instant> {
         self.queue.front().map(|w| w.since)
     }
     /// How long an idle model is kept before it may be evicted for another:
@@ -117,7 +117,7 @@ impl ModelSched {
     /// more than the reload we might save). Recently used models tend to be
     /// used again, so this avoids swapping back and forth on interleaved
     /// traffic; max_wait still bounds everyone's wait.
-    fn linger(&self) -> Duration {
+    pub(super) fn linger(&self) -> Duration {
         self.last_load.unwrap_or_default()
     }
 }
@@ -163,10 +163,10 @@ pub struct SchedState {
     pub swaps: u64,
     /// The model that evictions are under way for: it loads next, even if by
     /// then an evicted model's waiter is older.
-    swap_for: Option<usize>,
+    pub(super) swap_for: Option<usize>,
     next_ticket: Ticket,
     /// GPU memory our models may use, per GPU, as if none were loaded (see
-    /// `memory::baseline`); empty on a machine without GPUs.
+    /// `pools::baseline`); empty on a machine without GPUs.
     pub gpus: Vec<GpuInfo>,
 }
 
@@ -341,7 +341,7 @@ impl SchedState {
             .filter(|&i| self.models[i].residency == Residency::Loaded)
             .map(|i| self.holding(i))
             .collect();
-        self.gpus = memory::baseline(live, &held, live_counts_ours);
+        self.gpus = pools::baseline(live, &held, live_counts_ours);
     }
 
     /// A GPU snapshot is due (when the machine has GPU sources at all: the
@@ -351,23 +351,8 @@ impl SchedState {
         !self.swap_in_progress() && self.swap_target(now).is_some()
     }
 
-    fn swap_in_progress(&self) -> bool {
+    pub(super) fn swap_in_progress(&self) -> bool {
         self.models.iter().any(|m| matches!(m.residency, Residency::Loading | Residency::Unloading))
-    }
-
-    /// Decides what happens next.
-    pub fn poll(&mut self, now: Instant) -> Vec<Action> {
-        let mut actions = Vec::new();
-        self.expire_ttls(now, &mut actions);
-        self.unload_requested(&mut actions);
-        // Admit before planning a swap: a model that just loaded serves its
-        // waiters before anything can evict it (no load/unload ping-pong).
-        match self.limits.policy {
-            Policy::CacheAware => self.admit_resident(now, &mut actions),
-            Policy::Fifo => self.admit_in_arrival_order(now, &mut actions),
-        }
-        self.plan_swap(now, &mut actions);
-        actions
     }
 
     /// When the next time-based decision is due after `now`: a waiter
@@ -394,30 +379,10 @@ impl SchedState {
         waits.chain(lingers).chain(ttls).filter(|&t| t > now).min()
     }
 
-    fn unload_requested(&mut self, actions: &mut Vec<Action>) {
-        for (i, m) in self.models.iter_mut().enumerate() {
-            let retired_idle = m.retired && !m.busy();
-            if (m.unload_requested || retired_idle) && m.residency == Residency::Loaded && m.in_flight == 0 {
-                m.residency = Residency::Unloading;
-                actions.push(Action::Unload { model: i });
-            }
-        }
-    }
-
-    fn expire_ttls(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        for (i, m) in self.models.iter_mut().enumerate() {
-            let expired = m.limits.ttl.is_some_and(|ttl| now >= m.last_used + ttl);
-            if m.residency == Residency::Loaded && !m.busy() && expired {
-                m.residency = Residency::Unloading;
-                actions.push(Action::Unload { model: i });
-            }
-        }
-    }
-
     /// The model that should be loaded next, if any: the one whose oldest
     /// waiter is oldest (cache-aware), or the one the global head waits for
     /// (fifo: the same rule, as the head is the oldest waiter of all).
-    fn swap_target(&self, now: Instant) -> Option<usize> {
+    pub(super) fn swap_target(&self, now: Instant) -> Option<usize> {
         if let Some(i) = self.swap_for.filter(|&i| !self.models[i].queue.is_empty()) {
             return Some(i);
         }
@@ -434,88 +399,12 @@ impl SchedState {
             .map(|(_, i)| i)
     }
 
-    fn plan_swap(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        // One swap step at a time: a load or unload in progress settles first.
-        if self.swap_in_progress() {
-            return;
-        }
-        let Some(target) = self.swap_target(now) else {
-            self.models.iter_mut().for_each(|m| m.closed = false);
-            return;
-        };
-        // Under fifo a resident model is only the head's if the head is its.
-        if self.limits.policy == Policy::Fifo && self.head_model() != Some(target) {
-            return;
-        }
-        let ideal = match self.ideal_placement(target) {
-            Ok(ideal) => ideal,
-            Err(reason) => {
-                actions.extend(self.fail_load(target, reason, now));
-                return;
-            }
-        };
-        let residents: Vec<Resident> = self
-            .models
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.residency == Residency::Loaded)
-            .map(|(i, m)| Resident {
-                model: i,
-                busy: m.busy() || now.saturating_duration_since(m.last_used) < m.linger(),
-                last_used: m.last_used,
-                reload_ms: m.last_load.map_or(u64::MAX, |d| d.as_millis() as u64),
-            })
-            .collect();
-        let count_room = self.limits.max_loaded.is_none_or(|max| residents.len() < max);
-        let fits = |evicted: &[usize]| self.fit(target, evicted, ideal.as_ref()).is_some();
-
-        if let Some(evict) = choose_evictions(&residents, count_room, false, fits) {
-            self.models.iter_mut().for_each(|m| m.closed = false);
-            if evict.is_empty() {
-                self.swap_for = None;
-                let placement = self.fit(target, &[], ideal.as_ref()).flatten();
-                let m = &mut self.models[target];
-                m.placement = placement;
-                m.gpu_measured = None;
-                m.residency = Residency::Loading;
-                m.load_started = Some(now);
-                actions.push(Action::Load { model: target });
-            } else {
-                self.swap_for = Some(target);
-                self.unload(&evict, actions);
-            }
-            return;
-        }
-        // Room only by evicting busy models.
-        let oldest = self.models[target].oldest_wait().unwrap_or(now);
-        let patience = self.patience(&self.models[target]);
-        if self.limits.policy == Policy::CacheAware && now.saturating_duration_since(oldest) < patience {
-            self.models.iter_mut().for_each(|m| m.closed = false);
-            return;
-        }
-        let Some(evict) = choose_evictions(&residents, count_room, true, fits) else {
-            return;
-        };
-        let idle_now: Vec<usize> = evict.iter().copied().filter(|&i| self.models[i].in_flight == 0).collect();
-        // Close exactly this poll's blockers: one dropped from the set since
-        // an earlier poll takes work again.
-        for (i, m) in self.models.iter_mut().enumerate() {
-            m.closed = evict.contains(&i);
-        }
-        // Unload only when every blocker can go: a partial eviction frees
-        // memory nobody can use yet.
-        if idle_now.len() == evict.len() {
-            self.swap_for = Some(target);
-            self.unload(&evict, actions);
-        }
-    }
-
     /// Whether `target` fits once `evicted` are gone: `Some(placement)` (the
     /// GPU plan, `None` without GPUs) or `None`. Exclusive models fit only
     /// alone; host memory and every GPU must have room, except that a model
     /// too big for the budget may still run alone. `ideal` is the target's
     /// placement on GPUs free of our models (`ideal_placement`).
-    fn fit(&self, target: usize, evicted: &[usize], ideal: Option<&Placement>) -> Option<Option<Placement>> {
+    pub(super) fn fit(&self, target: usize, evicted: &[usize], ideal: Option<&Placement>) -> Option<Option<Placement>> {
         let others: Vec<usize> = (0..self.models.len())
             .filter(|&i| i != target && self.models[i].residency == Residency::Loaded && !evicted.contains(&i))
             .collect();
@@ -528,7 +417,7 @@ impl SchedState {
         let placement = match (&t.limits.gpu, ideal) {
             (Some(demand), Some(ideal)) => {
                 let refs: Vec<&Holding> = held.iter().collect();
-                Some(memory::place(&self.gpus, &refs, demand, ideal)?)
+                Some(pools::place(&self.gpus, &refs, demand, ideal)?)
             }
             _ => None,
         };
@@ -540,73 +429,28 @@ impl SchedState {
     /// Where `target` goes on GPUs free of our models (`None`: no GPUs, or
     /// no footprint to place). An error (a `devices` entry that does not
     /// exist, say) means it cannot load at all.
-    fn ideal_placement(&self, target: usize) -> Result<Option<Placement>, String> {
+    pub(super) fn ideal_placement(&self, target: usize) -> Result<Option<Placement>, String> {
         match (&self.models[target].limits.gpu, self.gpus.is_empty()) {
-            (Some(demand), false) => memory::ideal(&self.gpus, demand).map(Some).map_err(|e| e.to_string()),
+            (Some(demand), false) => pools::ideal(&self.gpus, demand).map(Some).map_err(|e| e.to_string()),
             _ => Ok(None),
         }
-    }
-
-    /// A load that cannot start fails like one that failed.
-    fn fail_load(&mut self, model: usize, reason: String, now: Instant) -> Vec<Action> {
-        self.models[model].load_started = Some(now);
-        self.load_done(model, Err(reason), now)
     }
 
     /// How long `m`'s oldest waiter may wait before busy models are made to
     /// give way: max_wait less the time `m` takes to load, so that the wait
     /// including the load stays within max_wait (plus draining the requests
     /// already in flight).
-    fn patience(&self, m: &ModelSched) -> Duration {
+    pub(super) fn patience(&self, m: &ModelSched) -> Duration {
         self.limits.max_wait.saturating_sub(m.linger())
     }
 
-    fn unload(&mut self, models: &[usize], actions: &mut Vec<Action>) {
-        for &i in models {
-            self.models[i].residency = Residency::Unloading;
-            self.models[i].closed = false;
-            self.swaps += 1;
-            actions.push(Action::Unload { model: i });
-        }
-    }
-
     /// The model of the oldest waiter overall.
-    fn head_model(&self) -> Option<usize> {
+    pub(super) fn head_model(&self) -> Option<usize> {
         self.models
             .iter()
             .enumerate()
             .filter_map(|(i, m)| m.oldest_wait().map(|t| (t, i)))
             .min()
             .map(|(_, i)| i)
-    }
-
-    fn admit_resident(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        for (i, m) in self.models.iter_mut().enumerate() {
-            if m.residency != Residency::Loaded || m.closed || m.unload_requested {
-                continue;
-            }
-            while m.in_flight < m.limits.slots {
-                let Some(w) = m.queue.pop_front() else { break };
-                m.in_flight += 1;
-                m.last_used = now;
-                actions.push(Action::Admit { model: i, ticket: w.ticket });
-            }
-        }
-    }
-
-    /// Admits waiters strictly in arrival order; the first that cannot start
-    /// (its model is not resident or has no free slot) blocks the rest.
-    fn admit_in_arrival_order(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        loop {
-            let Some(i) = self.head_model() else { return };
-            let m = &mut self.models[i];
-            if m.residency != Residency::Loaded || m.unload_requested || m.in_flight >= m.limits.slots {
-                return;
-            }
-            let Some(w) = m.queue.pop_front() else { return };
-            m.in_flight += 1;
-            m.last_used = now;
-            actions.push(Action::Admit { model: i, ticket: w.ticket });
-        }
     }
 }

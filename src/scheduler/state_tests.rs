@@ -413,7 +413,7 @@ fn a_retired_model_finishes_its_work_then_unloads() {
 // ---- GPUs: the budget is per GPU, from each model's placement ----
 
 use crate::gpu::{GpuInfo, ModelFootprint, PlacementKind, PlacementOptions};
-use crate::scheduler::memory::GpuDemand;
+use crate::scheduler::pools::GpuDemand;
 
 fn gpu(index: u32, free_mib: u64) -> GpuInfo {
     GpuInfo { index, uuid: None, name: format!("GPU {index}"), total_mib: 24_576, free_mib, used_mib: 24_576 - free_mib, utilization: None }
