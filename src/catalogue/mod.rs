@@ -41,7 +41,7 @@ pub fn placements_alone(gpus: &[GpuInfo], models: &[Registration]) -> Vec<Option
         .iter()
         .map(|r| {
             let demand = r.limits.gpu.as_ref().filter(|_| !gpus.is_empty())?;
-            Some(crate::scheduler::memory::ideal(gpus, demand).map_err(|e| e.to_string()))
+            Some(crate::scheduler::pools::ideal(gpus, demand).map_err(|e| e.to_string()))
         })
         .collect()
 }
