@@ -26,7 +26,7 @@ pub enum Command {
     /// Serve the OpenAI-compatible API for the registered models (loaded on
     /// demand, kept while they fit in GPU memory and the memory budget).
     Serve(ServeArgs),
-    /// Print the model registry (from --config, --models-dir and --model)
+    /// Print the configured models (from --config, --models-dir and --model)
     /// with each model's estimated memory, without loading anything.
     Models(ModelsArgs),
     /// Print the GPU inventory (NVML, or --gpus-from FILE).

@@ -8,6 +8,7 @@
 pub mod factory;
 pub mod llama;
 pub mod loaded;
+pub mod step;
 pub mod text;
 
 use std::fmt;

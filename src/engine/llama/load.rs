@@ -1,0 +1,104 @@
+//! Loading a model: llama.cpp model parameters, the GPU plan applied as
+//! ggml devices, split mode and tensor split.
+
+use std::sync::Arc;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+
+use llama_cpp_2::token::LlamaToken;
+
+use crate::engine::ModelInfo;
+
+use super::*;
+
+pub(super) fn load_model(
+    options: &LoadOptions,
+    progress: crate::types::Progress,
+) -> Result<(Arc<LlamaModel>, ModelInfo, LlamaContextParams), String> {
+    let backend = backend()?;
+    let mut params = LlamaModelParams::default().with_progress_callback(move |fraction| {
+        progress(fraction);
+        true
+    });
+    if let Some(fit_options) = &options.fit {
+        if let Some(cuda) = &fit_options.devices {
+            let devices = ggml_devices(cuda)?;
+            params = params.with_devices(&devices).map_err(|e| format!("cannot select GPUs {devices:?}: {e}"))?;
+        }
+        // The fitter needs the context before the model loads: from the header.
+        let mut cparams = context_for(&options.path, options.ctx_size, options.parallel, options.batch_size, options.threads)?;
+        let fitted = fit(&mut params, &options.path, &mut cparams, fit_options.reserve_mib)?;
+        tracing::info!(path = %options.path.display(), ?fitted, "placement chosen by llama.cpp's fitter");
+    } else {
+        if let Some(n) = options.n_gpu_layers {
+            params = params.with_n_gpu_layers(n);
+        }
+        if let Some(gpu) = &options.gpu {
+            params = apply_gpu_plan(params, gpu)?;
+        }
+    }
+    let model = LlamaModel::load_from_file(backend, &options.path, &params).map_err(|e| e.to_string())?;
+    let model = Arc::new(model);
+    let n_ctx_train = model.n_ctx_train();
+    let n_ctx_slot = crate::engine::slot_context(options.ctx_size, n_ctx_train);
+    let parallel = options.parallel.clamp(1, 256);
+    let ctx_params = context_params(n_ctx_slot, parallel, options.batch_size, options.threads)?;
+
+    let vocab = model.vocab();
+    let token_text = |t: LlamaToken| vocab.text(t).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let info = ModelInfo {
+        n_ctx_slot,
+        n_ctx_train,
+        parallel,
+        n_params: model.n_params(),
+        size_bytes: model.size(),
+        n_vocab: model.n_vocab().max(0) as u32,
+        bos_token: token_text(vocab.bos()),
+        eos_token: token_text(vocab.eos()),
+        add_bos: vocab.should_add_bos(),
+        architecture: model.meta_val_str("general.architecture").ok(),
+        chat_template: model.meta_val_str("tokenizer.chat_template").ok(),
+    };
+    Ok((model, info, ctx_params))
+}
+
+/// ggml's device indices for CUDA indices (`CUDA<i>` in ggml's device list).
+pub(super) fn ggml_devices(cuda: &[u32]) -> Result<Vec<usize>, String> {
+    let ggml = llama_cpp_2::list_llama_ggml_backend_devices();
+    cuda.iter()
+        .map(|cuda| {
+            let name = format!("CUDA{cuda}");
+            ggml.iter()
+                .find(|d| d.name == name)
+                .map(|d| d.index)
+                .ok_or_else(|| format!("GPU {cuda} ({name}) is not a llama.cpp device; is this a CUDA build?"))
+        })
+        .collect()
+}
+
+/// Puts a placement plan into the model params: CUDA indices become ggml
+/// device indices (`CUDA<i>` in ggml's device list), `main_gpu` is a position
+/// in that list, and `tensor_split` follows the same order.
+pub(super) fn apply_gpu_plan(params: LlamaModelParams, gpu: &crate::engine::GpuParams) -> Result<LlamaModelParams, String> {
+    use llama_cpp_2::model::params::LlamaSplitMode;
+    let devices = ggml_devices(&gpu.devices)?;
+    let split_mode = match gpu.split_mode {
+        crate::gpu::SplitMode::None => LlamaSplitMode::None,
+        crate::gpu::SplitMode::Layer => LlamaSplitMode::Layer,
+        crate::gpu::SplitMode::Row => LlamaSplitMode::Row,
+    };
+    if devices.is_empty() {
+        // CPU only: llama.cpp clears its device list only for this combination.
+        return Ok(params.with_n_gpu_layers(0).with_split_mode(LlamaSplitMode::None).with_main_gpu(-1));
+    }
+    params
+        .with_n_gpu_layers(gpu.n_gpu_layers)
+        .with_split_mode(split_mode)
+        .with_main_gpu(0)
+        .with_tensor_split(&gpu.tensor_split)
+        .with_devices(&devices)
+        .map_err(|e| format!("cannot select GPUs {devices:?}: {e}"))
+}

@@ -1,0 +1,197 @@
+//! The llama.cpp engine: the only code that touches `llama_cpp_2`.
+//!
+//! Each loaded model gets one OS thread that owns its `LlamaContext` (which
+//! borrows the model and is `!Sync`; llama.cpp calls block) and runs the
+//! continuous-batching loop. The `LlamaModel` itself is `Send + Sync`, so the
+//! HTTP side shares it through an `Arc` for tokenizing.
+//!
+//! Slot lifecycle: `Free -> Prefill -> Generate -> Free`. Every step decodes one
+//! batch holding the pending token of each generating sequence plus prompt
+//! chunks of prefilling ones, never more than `n_batch` tokens (a larger batch
+//! aborts the process inside llama.cpp).
+//!
+//! Files: this one (`LlamaEngine`, the `Engine` impl, `LoadOptions`, the
+//! backend), `load.rs`, `fitter.rs`, `worker.rs`, `sampler.rs`. What a step
+//! decodes is decided by the pure `engine::step::plan_step`.
+
+mod fitter;
+mod load;
+mod sampler;
+mod worker;
+
+pub use fitter::{fit_only, FitOptions, Fitted};
+use fitter::*;
+use load::*;
+use worker::*;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::engine::{Engine, EngineError, EventReceiver, EventSender, GenerationRequest, ModelInfo, SlotStats, TokenId};
+
+/// How a model is loaded and how its context is shaped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadOptions {
+    pub path: PathBuf,
+    /// Context tokens per sequence slot; see [`crate::engine::slot_context`].
+    pub ctx_size: Option<u32>,
+    /// Sequence slots decoded together (continuous batching).
+    pub parallel: u32,
+    /// CPU threads for llama.cpp; `None` = all available cores.
+    pub threads: Option<u32>,
+    /// Layers to offload to the GPU; `None` = all (ignored without a GPU build).
+    pub n_gpu_layers: Option<u32>,
+    /// A placement plan (GPUs present); wins over `n_gpu_layers`.
+    pub gpu: Option<crate::engine::GpuParams>,
+    /// `--use-fit-params`: llama.cpp's own fitter chooses the layers and the
+    /// split instead of `gpu`.
+    pub fit: Option<FitOptions>,
+    /// Largest batch decoded in one step.
+    pub batch_size: u32,
+}
+
+/// How llama.cpp's fitter may place a model.
+
+/// Initializes llama.cpp once per process; models take it as a token.
+pub(super) fn backend() -> Result<&'static LlamaBackend, String> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// A model loaded by llama.cpp with its worker thread.
+pub struct LlamaEngine {
+    model: Arc<LlamaModel>,
+    info: ModelInfo,
+    /// Weights (llama.cpp's own count) + what creating the context added to
+    /// this process's resident memory (KV cache and compute buffers).
+    memory_bytes: u64,
+    commands: Mutex<std_mpsc::Sender<Command>>,
+    stats: Arc<Stats>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub(super) enum Command {
+    Generate(GenerationRequest, EventSender),
+    /// End every running and queued generation (forced unload).
+    CancelAll,
+    Shutdown,
+}
+
+#[derive(Default)]
+pub(super) struct Stats {
+    pub(super) busy: AtomicU32,
+    pub(super) queued: AtomicU32,
+}
+
+impl LlamaEngine {
+    /// Loads the model and starts its worker. Blocks until the context exists,
+    /// so call it off the async runtime.
+    pub fn load(options: LoadOptions, progress: crate::types::Progress) -> Result<Self, EngineError> {
+        let path_text = options.path.display().to_string();
+        let fail = |reason: String| EngineError::Load { path: path_text.clone(), reason };
+        if !options.path.is_file() {
+            return Err(fail("no such file".into()));
+        }
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let (cmd_tx, cmd_rx) = std_mpsc::channel();
+        let stats = Arc::new(Stats::default());
+        let worker_stats = stats.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("model:{}", file_stem(&options.path)))
+            .spawn(move || worker_main(options, progress, ready_tx, cmd_rx, worker_stats))
+            .map_err(|e| fail(e.to_string()))?;
+        match ready_rx.recv() {
+            Ok(Ok((model, info, context_bytes))) => Ok(Self {
+                memory_bytes: model.size() + context_bytes,
+                model,
+                info,
+                commands: Mutex::new(cmd_tx),
+                stats,
+                worker: Mutex::new(Some(worker)),
+            }),
+            Ok(Err(reason)) => {
+                let _ = worker.join();
+                Err(fail(reason))
+            }
+            Err(_) => {
+                let _ = worker.join();
+                Err(fail("the model worker exited during load".into()))
+            }
+        }
+    }
+}
+
+impl Drop for LlamaEngine {
+    fn drop(&mut self) {
+        let _ = self.commands.lock().send(Command::Shutdown);
+        if let Some(worker) = self.worker.lock().take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Engine for LlamaEngine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn tokenize(&self, text: &str, add_bos: bool) -> Vec<TokenId> {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), add_bos, true)
+            .into_iter()
+            .map(|t| t.0 as TokenId)
+            .collect()
+    }
+
+    fn detokenize(&self, tokens: &[TokenId]) -> String {
+        let vocab = self.model.vocab();
+        let mut bytes = Vec::new();
+        for &t in tokens {
+            vocab.token_to_piece_into(LlamaToken(t as i32), &mut bytes, true, None);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn generate(&self, request: GenerationRequest) -> Result<EventReceiver, EngineError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.commands
+            .lock()
+            .send(Command::Generate(request, tx))
+            .map_err(|_| EngineError::Stopped)?;
+        Ok(rx)
+    }
+
+    fn memory_bytes(&self) -> Option<u64> {
+        Some(self.memory_bytes)
+    }
+
+    fn cancel_all(&self) {
+        let _ = self.commands.lock().send(Command::CancelAll);
+    }
+
+    fn slot_stats(&self) -> SlotStats {
+        SlotStats {
+            total: self.info.parallel,
+            busy: self.stats.busy.load(Ordering::Relaxed),
+            queued: self.stats.queued.load(Ordering::Relaxed),
+        }
+    }
+}
+

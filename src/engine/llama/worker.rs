@@ -1,0 +1,385 @@
+//! The worker thread: owns the `LlamaContext`, takes commands, admits
+//! requests into sequence slots (longest cached prefix first), and runs one
+//! step at a time: `plan_step` decides the batch, this file fills it,
+//! decodes and samples.
+
+use std::collections::VecDeque;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+
+use llama_cpp_2::context::LlamaContext;
+
+use llama_cpp_2::llama_batch::LlamaBatch;
+
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+
+use llama_cpp_2::token::LlamaToken;
+
+use crate::engine::text::TextStream;
+use crate::engine::{EventSender, FinishReason, GenerationEvent, GenerationRequest, ModelInfo, Usage};
+
+use super::sampler::build_sampler;
+use crate::engine::step::{plan_step, Part, SlotView};
+use super::*;
+
+pub(super) fn file_stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+pub(super) type Ready = Result<(Arc<LlamaModel>, ModelInfo, u64), String>;
+
+/// This process's resident memory in bytes (Linux; 0 elsewhere).
+pub(super) fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+pub(super) fn worker_main(
+    options: LoadOptions,
+    progress: crate::types::Progress,
+    ready: std_mpsc::Sender<Ready>,
+    commands: std_mpsc::Receiver<Command>,
+    stats: Arc<Stats>,
+) {
+    let loaded = match load_model(&options, progress) {
+        Ok(loaded) => loaded,
+        Err(reason) => {
+            let _ = ready.send(Err(reason));
+            return;
+        }
+    };
+    let (model, info, ctx_params) = loaded;
+    let backend = match backend() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let before = resident_bytes();
+    let ctx = match model.new_context(backend, ctx_params) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot create context: {e}")));
+            return;
+        }
+    };
+    tracing::info!(
+        model = %options.path.display(),
+        n_ctx_slot = info.n_ctx_slot,
+        parallel = info.parallel,
+        n_batch = ctx.n_batch(),
+        "model loaded"
+    );
+    let context_bytes = resident_bytes().saturating_sub(before);
+    let mut worker = Worker::new(&model, ctx, &info, stats);
+    if ready.send(Ok((model.clone(), info, context_bytes))).is_err() {
+        return;
+    }
+    worker.run(&commands);
+}
+
+/// One request occupying a sequence slot.
+pub(super) struct Active {
+    pub(super) tx: EventSender,
+    pub(super) prompt: Vec<LlamaToken>,
+    pub(super) sampler: LlamaSampler,
+    pub(super) text: TextStream,
+    pub(super) max_tokens: Option<u32>,
+    pub(super) generated: u32,
+    /// Sampled but not yet decoded; `None` while the prompt is prefilling.
+    pub(super) pending: Option<LlamaToken>,
+    /// Index of this sequence's logits in the batch just decoded.
+    pub(super) logits_at: Option<i32>,
+}
+
+pub(super) struct Slot {
+    pub(super) seq: i32,
+    /// Tokens whose KV entries this slot's sequence holds: a prefix cache for
+    /// the next request (multi-turn chats resend the whole conversation).
+    pub(super) cached: Vec<LlamaToken>,
+    pub(super) active: Option<Active>,
+}
+
+pub(super) struct Worker<'m> {
+    pub(super) model: &'m LlamaModel,
+    pub(super) ctx: LlamaContext<'m>,
+    pub(super) slots: Vec<Slot>,
+    pub(super) queue: VecDeque<(GenerationRequest, EventSender)>,
+    pub(super) batch: LlamaBatch<'static>,
+    pub(super) n_batch: usize,
+    pub(super) n_ctx_slot: usize,
+    pub(super) n_vocab: i32,
+    pub(super) stats: Arc<Stats>,
+}
+
+impl<'m> Worker<'m> {
+    fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>, info: &ModelInfo, stats: Arc<Stats>) -> Self {
+        let n_batch = ctx.n_batch() as usize;
+        let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None }).collect();
+        Self {
+            model,
+            ctx,
+            slots,
+            queue: VecDeque::new(),
+            batch: LlamaBatch::new(n_batch, 1),
+            n_batch,
+            n_ctx_slot: info.n_ctx_slot as usize,
+            n_vocab: info.n_vocab as i32,
+            stats,
+        }
+    }
+
+    fn run(&mut self, commands: &std_mpsc::Receiver<Command>) {
+        loop {
+            let idle = self.queue.is_empty() && self.slots.iter().all(|s| s.active.is_none());
+            if idle {
+                match commands.recv() {
+                    Ok(cmd) => {
+                        if !self.accept(cmd) {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match commands.try_recv() {
+                    Ok(cmd) => {
+                        if !self.accept(cmd) {
+                            return;
+                        }
+                    }
+                    Err(std_mpsc::TryRecvError::Empty) => break,
+                    Err(std_mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+            self.drop_cancelled();
+            self.admit();
+            self.step();
+            self.publish_stats();
+        }
+    }
+
+    /// Takes one command; false means shut down.
+    fn accept(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Generate(req, tx) => {
+                self.queue.push_back((req, tx));
+                true
+            }
+            Command::CancelAll => {
+                self.cancel_all("cancelled: the model is being unloaded");
+                true
+            }
+            Command::Shutdown => {
+                self.cancel_all("the server is shutting down");
+                false
+            }
+        }
+    }
+
+    /// Ends every running and pending generation on purpose (an unload or
+    /// shutdown, not an engine failure).
+    fn cancel_all(&mut self, reason: &str) {
+        for slot in &mut self.slots {
+            if let Some(active) = slot.active.take() {
+                let _ = active.tx.send(GenerationEvent::Cancelled(reason.to_string()));
+            }
+        }
+        for (_, tx) in self.queue.drain(..) {
+            let _ = tx.send(GenerationEvent::Cancelled(reason.to_string()));
+        }
+    }
+
+    fn publish_stats(&self) {
+        let busy = self.slots.iter().filter(|s| s.active.is_some()).count() as u32;
+        self.stats.busy.store(busy, Ordering::Relaxed);
+        self.stats.queued.store(self.queue.len() as u32, Ordering::Relaxed);
+    }
+
+    /// Frees the slots of clients that went away (their receiver was dropped).
+    fn drop_cancelled(&mut self) {
+        self.queue.retain(|(_, tx)| !tx.is_closed());
+        for slot in &mut self.slots {
+            if slot.active.as_ref().is_some_and(|a| a.tx.is_closed()) {
+                tracing::debug!(seq = slot.seq, "client went away; freeing slot");
+                slot.active = None;
+            }
+        }
+    }
+
+    /// Moves queued requests into free slots, preferring the slot whose cached
+    /// tokens share the longest prefix with the prompt.
+    fn admit(&mut self) {
+        while !self.queue.is_empty() {
+            let Some((req, tx)) = self.queue.pop_front() else { break };
+            if req.prompt.is_empty() || req.prompt.len() >= self.n_ctx_slot {
+                // The HTTP layer rejects these; this guards llama.cpp against them.
+                let _ = tx.send(GenerationEvent::Failed(format!(
+                    "prompt of {} tokens does not fit a context of {}",
+                    req.prompt.len(),
+                    self.n_ctx_slot
+                )));
+                continue;
+            }
+            let prompt: Vec<LlamaToken> = req.prompt.iter().map(|&t| LlamaToken(t as i32)).collect();
+            let best = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.active.is_none())
+                .max_by_key(|(_, s)| common_prefix(&s.cached, &prompt))
+                .map(|(i, _)| i);
+            let Some(i) = best else {
+                self.queue.push_front((req, tx));
+                break;
+            };
+            // Keep at least one prompt token to decode: its logits start generation.
+            let reuse = common_prefix(&self.slots[i].cached, &prompt).min(prompt.len().saturating_sub(1));
+            let seq = self.slots[i].seq;
+            let reuse = match self.ctx.kv_cache_seq_rm(seq, Some(reuse as u32), None) {
+                Ok(()) => reuse,
+                Err(_) => {
+                    // Recurrent models cannot drop a tail; start the sequence afresh.
+                    let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
+                    0
+                }
+            };
+            self.slots[i].cached.truncate(reuse);
+            let sampler = build_sampler(&req.sampling, self.n_vocab, &prompt);
+            self.slots[i].active = Some(Active {
+                tx,
+                prompt,
+                sampler,
+                text: TextStream::new(req.stop),
+                max_tokens: req.max_tokens,
+                generated: 0,
+                pending: None,
+                logits_at: None,
+            });
+        }
+    }
+
+    /// Decodes the batch `plan_step` chose and samples every sequence that
+    /// produced logits.
+    fn step(&mut self) {
+        let views: Vec<SlotView> = self
+            .slots
+            .iter()
+            .map(|slot| match &slot.active {
+                Some(a) if a.pending.is_some() => SlotView::Generate,
+                Some(a) if a.generated == 0 => SlotView::Prefill { done: slot.cached.len(), len: a.prompt.len() },
+                _ => SlotView::Idle,
+            })
+            .collect();
+        // No per-slot prefill cap beyond the batch itself.
+        let plan = plan_step(&views, self.n_batch, self.n_batch);
+        self.batch.clear();
+        for slot in &mut self.slots {
+            if let Some(active) = slot.active.as_mut() {
+                active.logits_at = None;
+            }
+        }
+        for part in plan {
+            match part {
+                Part::Pending { slot } => {
+                    let slot = &mut self.slots[slot];
+                    let Some(active) = slot.active.as_mut() else { continue };
+                    let Some(token) = active.pending.take() else { continue };
+                    let pos = slot.cached.len() as i32;
+                    active.logits_at = Some(self.batch.n_tokens());
+                    if self.batch.add(token, pos, &[slot.seq], true).is_err() {
+                        // Cannot happen: the plan stays within n_batch. Put the token back.
+                        active.pending = Some(token);
+                        active.logits_at = None;
+                        continue;
+                    }
+                    slot.cached.push(token);
+                }
+                Part::Prompt { slot, from, to, logits } => {
+                    let slot = &mut self.slots[slot];
+                    let Some(active) = slot.active.as_mut() else { continue };
+                    for at in from..to {
+                        let last = logits && at + 1 == to;
+                        if last {
+                            active.logits_at = Some(self.batch.n_tokens());
+                        }
+                        let _ = self.batch.add(active.prompt[at], at as i32, &[slot.seq], last);
+                        slot.cached.push(active.prompt[at]);
+                    }
+                }
+            }
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            self.fail_batch(&format!("decode failed: {e}"));
+            return;
+        }
+        let n_ctx_slot = self.n_ctx_slot;
+        let vocab = self.model.vocab();
+        for slot in &mut self.slots {
+            let Some(active) = slot.active.as_mut() else { continue };
+            let Some(idx) = active.logits_at.take() else { continue };
+            let token = active.sampler.sample(&self.ctx, idx);
+            let outcome = if vocab.is_eog(token) {
+                Some(FinishReason::Stop)
+            } else {
+                active.generated += 1;
+                let mut piece = Vec::new();
+                vocab.token_to_piece_into(token, &mut piece, false, None);
+                let pushed = active.text.push(&piece);
+                if !pushed.text.is_empty() && active.tx.send(GenerationEvent::Text(pushed.text)).is_err() {
+                    slot.active = None;
+                    continue;
+                }
+                if pushed.stopped {
+                    Some(FinishReason::Stop)
+                } else if active.max_tokens.is_some_and(|m| active.generated >= m)
+                    || slot.cached.len() + 1 >= n_ctx_slot
+                {
+                    Some(FinishReason::Length)
+                } else {
+                    active.pending = Some(token);
+                    None
+                }
+            };
+            if let Some(finish_reason) = outcome {
+                if let Some(mut done) = slot.active.take() {
+                    // Text held back as a possible stop-string start is real output.
+                    let rest = done.text.finish();
+                    if !rest.is_empty() {
+                        let _ = done.tx.send(GenerationEvent::Text(rest));
+                    }
+                    let usage = Usage { prompt_tokens: done.prompt.len() as u32, completion_tokens: done.generated };
+                    let _ = done.tx.send(GenerationEvent::Done { finish_reason, usage });
+                }
+            }
+        }
+    }
+
+    /// A failed decode leaves the KV cache of this batch's sequences unknown:
+    /// fail their requests and clear their caches.
+    fn fail_batch(&mut self, message: &str) {
+        tracing::error!("{message}");
+        for slot in &mut self.slots {
+            if let Some(active) = slot.active.take() {
+                let _ = active.tx.send(GenerationEvent::Failed(message.to_string()));
+                let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
+                slot.cached.clear();
+            }
+        }
+    }
+}
+
+pub(super) fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}

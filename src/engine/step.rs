@@ -1,0 +1,65 @@
+//! What one engine step decodes, as a pure function: `plan_step` looks at
+//! each sequence slot and returns the parts of the next batch. The llama.cpp
+//! worker only carries the plan out (fills the batch, decodes, samples), so
+//! the batching rules are tested here without a model.
+//!
+//! The rules: the pending token of every generating sequence first (one token
+//! each keeps their latency flat), then prompt chunks in slot order in the
+//! room left, each at most `prefill_cap` tokens; never more than `n_batch`
+//! tokens in all (a larger batch aborts llama.cpp). A slot asks for logits
+//! when its part ends its prompt, or for its pending token.
+
+/// A slot as the planner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotView {
+    /// No request, or one with nothing to decode now.
+    Idle,
+    /// Reading its prompt: `done` of `len` tokens are in the KV cache.
+    Prefill { done: usize, len: usize },
+    /// Generating: one sampled token waits to be decoded.
+    Generate,
+}
+
+/// What one slot puts in the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Its pending token (logits wanted).
+    Pending { slot: usize },
+    /// Prompt tokens `from..to`; logits wanted when `to` ends the prompt.
+    Prompt { slot: usize, from: usize, to: usize, logits: bool },
+}
+
+impl Part {
+    pub fn tokens(&self) -> usize {
+        match *self {
+            Part::Pending { .. } => 1,
+            Part::Prompt { from, to, .. } => to - from,
+        }
+    }
+}
+
+/// The next batch, in the order its tokens are added.
+pub fn plan_step(slots: &[SlotView], n_batch: usize, prefill_cap: usize) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut used = 0;
+    for (slot, view) in slots.iter().enumerate() {
+        if *view == SlotView::Generate && used < n_batch {
+            parts.push(Part::Pending { slot });
+            used += 1;
+        }
+    }
+    for (slot, view) in slots.iter().enumerate() {
+        let SlotView::Prefill { done, len } = *view else { continue };
+        let take = (len - done.min(len)).min(n_batch - used).min(prefill_cap);
+        if take == 0 {
+            continue;
+        }
+        parts.push(Part::Prompt { slot, from: done, to: done + take, logits: done + take == len });
+        used += take;
+    }
+    parts
+}
+
+#[cfg(test)]
+#[path = "step_tests.rs"]
+mod tests;
