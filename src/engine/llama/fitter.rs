@@ -5,7 +5,6 @@ use std::num::NonZeroU32;
 use std::path::Path;
 
 use llama_cpp_2::context::params::LlamaContextParams;
-
 use llama_cpp_2::model::params::LlamaModelParams;
 
 use super::*;

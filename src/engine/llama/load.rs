@@ -4,10 +4,8 @@
 use std::sync::Arc;
 
 use llama_cpp_2::context::params::LlamaContextParams;
-
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
-
 use llama_cpp_2::token::LlamaToken;
 
 use crate::engine::ModelInfo;

@@ -4,19 +4,15 @@
 //! decodes and samples.
 
 use std::collections::VecDeque;
-
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
 use llama_cpp_2::context::LlamaContext;
-
 use llama_cpp_2::llama_batch::LlamaBatch;
-
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
-
 use llama_cpp_2::token::LlamaToken;
 
 use crate::engine::text::TextStream;
