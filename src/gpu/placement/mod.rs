@@ -22,7 +22,8 @@
 //! to the first device whose cumulative split point is greater than `j / k` (computed in
 //! `f32` like the C++), so the head ends up on the *last* device. Every plan is checked
 //! device by device against that layout, not only in aggregate. Row split is modelled
-//! with the same layout, which gets the per-device totals right to within one layer.//!
+//! with the same layout, which gets the per-device totals right to within one layer.
+//!
 //! Files: this one (the types, `plan`, `free_after`), `layout.rs` (costs and
 //! llama.cpp's layer assignment), `select.rs` (which GPUs, in what order),
 //! `strategy.rs` (the strategies and building a plan).
