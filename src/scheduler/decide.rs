@@ -1,6 +1,6 @@
 //! The swap decision as one pure function. `SchedState::decide(now)` reads
 //! the state and returns a [`Decision`]: the steps of this poll, in order
-//! (unloads for ttl or an admin, admissions, then at most one swap step:
+//! (unloads for a ttl, an admin or a retirement, admissions, then at most one swap step:
 //! close blockers, evict, load with a placement, or fail a load that cannot
 //! start). `SchedState::apply` replays those steps and returns the actions for
 //! the owner task; it makes no choice of its own. `poll` is the two together.
@@ -20,8 +20,10 @@ use crate::gpu::Placement;
 pub enum UnloadReason {
     /// Idle past its ttl.
     Ttl,
-    /// An admin asked, or a reload retired it and its work is done.
+    /// An admin asked.
     Requested,
+    /// A config reload removed it and its work is done.
+    Retired,
     /// Evicted to make room for the swap target.
     Evicted,
 }
@@ -40,8 +42,9 @@ pub enum Step {
     /// The model evictions are under way for (it loads next).
     SwapFor { model: Option<usize> },
     Load { model: usize, placement: Option<Placement> },
-    /// The target cannot load at all (say, its options name a missing GPU).
-    FailLoad { model: usize, reason: String },
+    /// The target cannot load at all (say, its options name a missing GPU):
+    /// it backs off and `tickets`, its waiters, fail with `reason`.
+    FailLoad { model: usize, reason: String, tickets: Vec<Ticket> },
 }
 
 /// Everything one poll does, in order.
@@ -59,6 +62,18 @@ impl Decision {
     }
     pub fn load(&self) -> Option<(usize, Option<&Placement>)> {
         self.steps.iter().find_map(|s| if let Step::Load { model, placement } = s { Some((*model, placement.as_ref())) } else { None })
+    }
+    /// The models closed to new admissions by this poll, if it closes any.
+    pub fn blockers(&self) -> Option<&[usize]> {
+        self.steps.iter().find_map(|s| if let Step::Close { models } = s { Some(&models[..]) } else { None })
+    }
+    /// The swap target this poll sets, if it sets one (`Some(None)`: cleared).
+    pub fn swap_for(&self) -> Option<Option<usize>> {
+        self.steps.iter().find_map(|s| if let Step::SwapFor { model } = s { Some(*model) } else { None })
+    }
+    /// The load that cannot start, with the tickets that fail with it.
+    pub fn failed_load(&self) -> Option<(usize, &[Ticket])> {
+        self.steps.iter().find_map(|s| if let Step::FailLoad { model, tickets, .. } = s { Some((*model, &tickets[..])) } else { None })
     }
 }
 
@@ -120,7 +135,8 @@ impl SchedState {
                 m.load_started = Some(now);
                 actions.push(Action::Load { model: *model });
             }
-            Step::FailLoad { model, reason } => {
+            Step::FailLoad { model, reason, .. } => {
+                // `load_done` fails exactly the queued `tickets`.
                 self.models[*model].load_started = Some(now);
                 actions.extend(self.load_done(*model, Err(reason.clone()), now));
             }
@@ -160,7 +176,8 @@ impl SchedState {
             let m = &self.models[i];
             let retired_idle = m.retired && !m.busy();
             if (m.unload_requested || retired_idle) && m.residency == Residency::Loaded && m.in_flight == 0 {
-                self.record(Step::Unload { model: i, why: UnloadReason::Requested }, now, steps);
+                let why = if m.unload_requested { UnloadReason::Requested } else { UnloadReason::Retired };
+                self.record(Step::Unload { model: i, why }, now, steps);
             }
         }
     }
@@ -210,7 +227,8 @@ impl SchedState {
         let ideal = match self.ideal_placement(target) {
             Ok(ideal) => ideal,
             Err(reason) => {
-                self.record(Step::FailLoad { model: target, reason }, now, steps);
+                let tickets = self.models[target].queue.iter().map(|w| w.ticket).collect();
+                self.record(Step::FailLoad { model: target, reason, tickets }, now, steps);
                 return;
             }
         };

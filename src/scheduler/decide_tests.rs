@@ -105,3 +105,78 @@ fn a_ttl_unload_is_a_step_with_its_reason() {
     assert!(s.decide(t0 + Duration::from_secs(4)).unloads().is_empty());
     assert_eq!(s.decide(t0 + Duration::from_secs(5)).unloads(), vec![(0, UnloadReason::Ttl)]);
 }
+
+/// `a` loaded with two slots, both admitted (in flight).
+fn a_serving_two(t0: Instant) -> SchedState {
+    let mut a = model("a", 100);
+    a.slots = 2;
+    let mut s = one_model_room(vec![a, model("b", 100)], t0);
+    s.enqueue(0, t0).unwrap();
+    s.enqueue(0, t0).unwrap();
+    s.poll(t0);
+    s.load_done(0, Ok(None), t0);
+    assert_eq!(s.poll(t0).len(), 2);
+    s
+}
+
+#[test]
+fn an_admin_unload_and_a_retirement_say_which_they_are() {
+    let t0 = Instant::now();
+    let mut s = a_serving_two(t0);
+    s.request_unload(0);
+    s.release(0, t0);
+    assert!(s.decide(t0).unloads().is_empty(), "one sequence still in flight");
+    s.release(0, t0);
+    assert_eq!(s.decide(t0).unloads(), vec![(0, UnloadReason::Requested)]);
+
+    let mut s = a_serving_two(t0);
+    s.retire(0);
+    s.release(0, t0);
+    s.release(0, t0);
+    assert_eq!(s.decide(t0).unloads(), vec![(0, UnloadReason::Retired)]);
+}
+
+#[test]
+fn a_busy_blocker_past_max_wait_is_closed_then_evicted() {
+    let t0 = Instant::now();
+    let mut s = a_serving_two(t0);
+    s.enqueue(1, t0).unwrap();
+    let early = s.decide(t0 + Duration::from_secs(9));
+    assert_eq!(early.blockers(), None, "b has not waited max_wait: {early:?}");
+    let late = t0 + Duration::from_secs(10);
+    let close = s.decide(late);
+    assert_eq!(close.blockers(), Some(&[0][..]));
+    assert_eq!(close.swap_for(), None, "a still serves: nothing is evicted yet");
+    assert!(close.unloads().is_empty());
+    s.apply(&close, late);
+    assert!(s.models[0].closed);
+    s.release(0, late);
+    s.release(0, late);
+    let evict = s.decide(late);
+    assert_eq!(evict.swap_for(), Some(Some(1)));
+    assert_eq!(evict.unloads(), vec![(0, UnloadReason::Evicted)]);
+}
+
+#[test]
+fn a_load_that_cannot_start_names_the_tickets_that_fail() {
+    use crate::gpu::{GpuInfo, ModelFootprint, PlacementOptions};
+    use crate::scheduler::pools::GpuDemand;
+
+    let t0 = Instant::now();
+    let footprint =
+        ModelFootprint { layer_bytes: vec![100 * MIB; 4], non_layer_bytes: 0, kv_bytes_per_layer: vec![0; 4], compute_bytes: 0 };
+    let options = PlacementOptions { devices: Some(vec![7]), ..PlacementOptions::default() };
+    let a = ModelLimits { gpu: Some(GpuDemand { footprint, options }), ..model("a", 400) };
+    let mut s = one_model_room(vec![a], t0);
+    let gpu = GpuInfo { index: 0, uuid: None, name: "GPU 0".into(), total_mib: 24_576, free_mib: 20_000, used_mib: 4_576, utilization: None };
+    s.set_gpus(&[gpu], false);
+    let first = s.enqueue(0, t0).unwrap();
+    let second = s.enqueue(0, t0).unwrap();
+    let decision = s.decide(t0);
+    assert_eq!(decision.failed_load(), Some((0, &[first, second][..])));
+    assert!(decision.load().is_none());
+    let failed: Vec<Ticket> =
+        s.apply(&decision, t0).iter().filter_map(|a| if let Action::Fail { ticket, .. } = a { Some(*ticket) } else { None }).collect();
+    assert_eq!(failed, vec![first, second]);
+    assert!(matches!(s.models[0].residency, Residency::Failed { .. }));
+}
