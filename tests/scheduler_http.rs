@@ -210,6 +210,7 @@ async fn reload_adds_removes_and_changes_models_without_dropping_in_flight_work(
     let factory = FakeFactory { gate: Some(gate.clone()), ..FakeFactory::new("ok") };
     let mut state = fake_state(loaded.models, Arc::new(factory), roomy_limits(), 1 << 20, true);
     state.admin_token = Some(Arc::from("tok"));
+    state.notify_swaps = true;
     state.reload_from = Some(Arc::new(vram_llm::api::ReloadSource {
         sources,
         flags: ServerFlags::default(),
@@ -240,6 +241,19 @@ async fn reload_adds_removes_and_changes_models_without_dropping_in_flight_work(
 
     gate.add_permits(100);
     assert_eq!(in_flight.await.unwrap(), 200, "the in-flight request on the removed model finished");
+    // A streamed chat that waits for the added model's first load follows its
+    // progress in the scheduler's snapshot (one list: no index it lacks).
+    let chat = json!({"model": "c", "messages": [{"role": "user", "content": "Hi"}], "stream": true});
+    let streamed = post(&base, "/v1/chat/completions", chat, None).await;
+    assert_eq!(streamed.status(), 200);
+    let events = vram_llm::api::sse::parse_events(&streamed.text().await.unwrap());
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    let text: String = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .collect();
+    assert_eq!(text, "ok", "{events:?}");
     for m in ["b", "c"] {
         let resp = post(&base, "/v1/completions", json!({"model": m, "prompt": "x"}), None).await;
         assert_eq!(resp.status(), 200, "{m}");

@@ -105,7 +105,8 @@ pub fn stream_sse(
 
 /// Sends one frame per text piece, the frames `finish` makes from the
 /// outcome, then `[DONE]`; an engine failure becomes an error envelope event.
-/// Returns early when the client is gone: dropping `events` then tells the
+/// The stream ends at the generation's last event, whether or not the engine
+/// drops its sender. Returns early when the client is gone: dropping `events` then tells the
 /// engine to free the slot.
 pub async fn pump(
     tx: &tokio::sync::mpsc::Sender<Bytes>,
@@ -114,20 +115,28 @@ pub async fn pump(
     finish: impl FnOnce(FinishReason, Usage) -> Vec<Bytes>,
 ) {
     let mut finish = Some(finish);
-    while let Some(event) = events.recv().await {
-        let frames = match event {
-            GenerationEvent::Text(t) => vec![text(t)],
-            GenerationEvent::Done { finish_reason, usage } => {
+    loop {
+        let (frames, last) = match events.recv().await {
+            Some(GenerationEvent::Text(t)) => (vec![text(t)], false),
+            Some(GenerationEvent::Done { finish_reason, usage }) => {
                 let mut frames = finish.take().map(|f| f(finish_reason, usage)).unwrap_or_default();
                 frames.push(super::sse::done());
-                frames
+                (frames, true)
             }
-            ended => generation_error(&ended).map(|e| super::sse::data(&e.body())).into_iter().collect(),
+            // A failure or cancellation is the stream's last event.
+            Some(ended) => (generation_error(&ended).map(|e| super::sse::data(&e.body())).into_iter().collect(), true),
+            None => {
+                let e = ApiError::Internal("the model worker stopped before finishing".into());
+                (vec![super::sse::data(&e.body())], true)
+            }
         };
         for frame in frames {
             if tx.send(frame).await.is_err() {
                 return;
             }
+        }
+        if last {
+            return;
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod factory;
 pub mod llama;
 pub mod loaded;
+pub mod slots;
 pub mod step;
 pub mod text;
 
@@ -94,6 +95,8 @@ impl fmt::Display for FinishReason {
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// Prompt tokens served from a cache instead of being decoded.
+    pub cached_tokens: u32,
 }
 
 /// What a running generation reports, in order: any number of `Text`, then

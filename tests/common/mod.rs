@@ -98,7 +98,7 @@ impl Engine for FakeEngine {
         if !rest.is_empty() {
             let _ = tx.send(GenerationEvent::Text(rest));
         }
-        let usage = Usage { prompt_tokens: request.prompt.len() as u32, completion_tokens: generated };
+        let usage = Usage { prompt_tokens: request.prompt.len() as u32, completion_tokens: generated, cached_tokens: 0 };
         let done = GenerationEvent::Done { finish_reason, usage };
         match self.gate.clone() {
             None => {

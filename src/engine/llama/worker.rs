@@ -19,6 +19,7 @@ use crate::engine::text::TextStream;
 use crate::engine::{EventSender, FinishReason, GenerationEvent, GenerationRequest, ModelInfo, Usage};
 
 use super::sampler::build_sampler;
+use crate::engine::slots::{choose_slot, Choice, SlotCache};
 use crate::engine::step::{plan_step, Part, SlotView};
 use super::*;
 
@@ -89,6 +90,8 @@ pub(super) struct Active {
     pub(super) text: TextStream,
     pub(super) max_tokens: Option<u32>,
     pub(super) generated: u32,
+    /// Prompt tokens found in the slot's cache (not decoded again).
+    pub(super) cached_tokens: u32,
     /// Sampled but not yet decoded; `None` while the prompt is prefilling.
     pub(super) pending: Option<LlamaToken>,
     /// Index of this sequence's logits in the batch just decoded.
@@ -101,6 +104,8 @@ pub(super) struct Slot {
     /// the next request (multi-turn chats resend the whole conversation).
     pub(super) cached: Vec<LlamaToken>,
     pub(super) active: Option<Active>,
+    /// The worker's `uses` count when this slot last took a request.
+    pub(super) last_used: u64,
 }
 
 pub(super) struct Worker<'m> {
@@ -113,12 +118,14 @@ pub(super) struct Worker<'m> {
     pub(super) n_ctx_slot: usize,
     pub(super) n_vocab: i32,
     pub(super) stats: Arc<Stats>,
+    /// Requests admitted so far (orders slots by last use).
+    pub(super) uses: u64,
 }
 
 impl<'m> Worker<'m> {
     fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>, info: &ModelInfo, stats: Arc<Stats>) -> Self {
         let n_batch = ctx.n_batch() as usize;
-        let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None }).collect();
+        let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0 }).collect();
         Self {
             model,
             ctx,
@@ -129,6 +136,7 @@ impl<'m> Worker<'m> {
             n_ctx_slot: info.n_ctx_slot as usize,
             n_vocab: info.n_vocab as i32,
             stats,
+            uses: 0,
         }
     }
 
@@ -184,12 +192,10 @@ impl<'m> Worker<'m> {
     /// Ends every running and pending generation on purpose (an unload or
     /// shutdown, not an engine failure).
     fn cancel_all(&mut self, reason: &str) {
-        for slot in &mut self.slots {
-            if let Some(active) = slot.active.take() {
-                let _ = active.tx.send(GenerationEvent::Cancelled(reason.to_string()));
-            }
-        }
-        for (_, tx) in self.queue.drain(..) {
+        let mut cancelled: Vec<EventSender> = self.slots.iter_mut().filter_map(|s| s.active.take()).map(|a| a.tx).collect();
+        cancelled.extend(self.queue.drain(..).map(|(_, tx)| tx));
+        self.publish_stats();
+        for tx in cancelled {
             let _ = tx.send(GenerationEvent::Cancelled(reason.to_string()));
         }
     }
@@ -226,19 +232,17 @@ impl<'m> Worker<'m> {
                 continue;
             }
             let prompt: Vec<LlamaToken> = req.prompt.iter().map(|&t| LlamaToken(t as i32)).collect();
-            let best = self
+            let views: Vec<SlotCache<'_, LlamaToken>> = self
                 .slots
                 .iter()
-                .enumerate()
-                .filter(|(_, s)| s.active.is_none())
-                .max_by_key(|(_, s)| common_prefix(&s.cached, &prompt))
-                .map(|(i, _)| i);
-            let Some(i) = best else {
+                .map(|s| SlotCache { free: s.active.is_none(), cached: &s.cached, last_used: s.last_used })
+                .collect();
+            let Some(Choice { slot: i, reuse }) = choose_slot(&views, &prompt) else {
                 self.queue.push_front((req, tx));
                 break;
             };
-            // Keep at least one prompt token to decode: its logits start generation.
-            let reuse = common_prefix(&self.slots[i].cached, &prompt).min(prompt.len().saturating_sub(1));
+            self.uses += 1;
+            self.slots[i].last_used = self.uses;
             let seq = self.slots[i].seq;
             let reuse = match self.ctx.kv_cache_seq_rm(seq, Some(reuse as u32), None) {
                 Ok(()) => reuse,
@@ -257,6 +261,7 @@ impl<'m> Worker<'m> {
                 text: TextStream::new(req.stop),
                 max_tokens: req.max_tokens,
                 generated: 0,
+                cached_tokens: reuse as u32,
                 pending: None,
                 logits_at: None,
             });
@@ -322,6 +327,9 @@ impl<'m> Worker<'m> {
         }
         let n_ctx_slot = self.n_ctx_slot;
         let vocab = self.model.vocab();
+        // Final events go out after the freed slots are published, so a client
+        // that sees its answer also sees its slot free in `slot_stats`.
+        let mut finished: Vec<(EventSender, String, GenerationEvent)> = Vec::new();
         for slot in &mut self.slots {
             let Some(active) = slot.active.as_mut() else { continue };
             let Some(idx) = active.logits_at.take() else { continue };
@@ -352,13 +360,23 @@ impl<'m> Worker<'m> {
                 if let Some(mut done) = slot.active.take() {
                     // Text held back as a possible stop-string start is real output.
                     let rest = done.text.finish();
-                    if !rest.is_empty() {
-                        let _ = done.tx.send(GenerationEvent::Text(rest));
-                    }
-                    let usage = Usage { prompt_tokens: done.prompt.len() as u32, completion_tokens: done.generated };
-                    let _ = done.tx.send(GenerationEvent::Done { finish_reason, usage });
+                    let usage = Usage {
+                        prompt_tokens: done.prompt.len() as u32,
+                        completion_tokens: done.generated,
+                        cached_tokens: done.cached_tokens,
+                    };
+                    finished.push((done.tx, rest, GenerationEvent::Done { finish_reason, usage }));
                 }
             }
+        }
+        if !finished.is_empty() {
+            self.publish_stats();
+        }
+        for (tx, rest, done) in finished {
+            if !rest.is_empty() {
+                let _ = tx.send(GenerationEvent::Text(rest));
+            }
+            let _ = tx.send(done);
         }
     }
 
@@ -366,16 +384,17 @@ impl<'m> Worker<'m> {
     /// fail their requests and clear their caches.
     fn fail_batch(&mut self, message: &str) {
         tracing::error!("{message}");
+        let mut failed = Vec::new();
         for slot in &mut self.slots {
             if let Some(active) = slot.active.take() {
-                let _ = active.tx.send(GenerationEvent::Failed(message.to_string()));
+                failed.push(active.tx);
                 let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
                 slot.cached.clear();
             }
         }
+        self.publish_stats();
+        for tx in failed {
+            let _ = tx.send(GenerationEvent::Failed(message.to_string()));
+        }
     }
-}
-
-pub(super) fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

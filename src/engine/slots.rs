@@ -1,0 +1,138 @@
+//! Which sequence slot a new request takes, as a pure function. Each slot's
+//! KV cache holds the tokens of its last request: a prefix cache for the next
+//! one (a chat resends the whole conversation; agents resend long system
+//! prompts). Taking a slot keeps the prefix it shares with the new prompt and
+//! drops the rest of its cache, so the choice decides whose cache survives.
+//!
+//! The rule: among free slots, the one that keeps the most, that is the
+//! tokens it can reuse minus the cached tokens it would drop; ties go to the
+//! least recently used slot. An unrelated prompt therefore takes an empty
+//! slot (or the least valuable cache) instead of overwriting the only slot
+//! that holds a long prefix, and a follow-up goes back to its own slot.
+
+/// A slot as the chooser sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotCache<'a, T> {
+    /// No request runs in it.
+    pub free: bool,
+    /// The tokens its KV cache holds, from position 0.
+    pub cached: &'a [T],
+    /// When it last took a request (any increasing counter); 0 = never.
+    pub last_used: u64,
+}
+
+/// The chosen slot and how many of its cached tokens the request reuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    pub slot: usize,
+    /// Tokens of the prompt already in the slot's cache (never the whole
+    /// prompt: the last prompt token is decoded again for its logits).
+    pub reuse: usize,
+}
+
+/// The longest common prefix of two token lists.
+pub fn common_prefix<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// How many of `cached` a request for `prompt` can reuse: the shared prefix,
+/// less the last prompt token (its logits start generation).
+pub fn reusable<T: PartialEq>(cached: &[T], prompt: &[T]) -> usize {
+    common_prefix(cached, prompt).min(prompt.len().saturating_sub(1))
+}
+
+/// The free slot for `prompt` (see the module doc); `None` when all are busy.
+pub fn choose_slot<T: PartialEq>(slots: &[SlotCache<'_, T>], prompt: &[T]) -> Option<Choice> {
+    slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.free)
+        .map(|(slot, s)| {
+            let reuse = reusable(s.cached, prompt);
+            let dropped = s.cached.len() - reuse;
+            (Choice { slot, reuse }, reuse as i64 - dropped as i64, s.last_used)
+        })
+        // Highest net keep first, then the least recently used.
+        .min_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)))
+        .map(|(choice, _, _)| choice)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(cached: &[u32], last_used: u64) -> SlotCache<'_, u32> {
+        SlotCache { free: true, cached, last_used }
+    }
+
+    fn seq(from: u32, n: u32) -> Vec<u32> {
+        (from..from + n).collect()
+    }
+
+    #[test]
+    fn an_unrelated_prompt_takes_an_empty_slot_not_the_one_with_a_long_prefix() {
+        // Both prompts start with the same BOS token (0).
+        let long: Vec<u32> = std::iter::once(0).chain(seq(100, 700)).collect();
+        let unrelated: Vec<u32> = std::iter::once(0).chain(seq(5000, 700)).collect();
+        let slots = [slot(&long, 1), slot(&[], 0), slot(&[], 0), slot(&[], 0)];
+        let choice = choose_slot(&slots, &unrelated).unwrap();
+        assert_ne!(choice.slot, 0);
+        assert_eq!(choice.reuse, 0);
+    }
+
+    #[test]
+    fn a_follow_up_goes_back_to_the_slot_holding_its_prefix() {
+        let first = seq(0, 700);
+        let longer = seq(0, 720);
+        let other = seq(9000, 50);
+        let slots = [slot(&other, 3), slot(&first, 2), slot(&[], 0)];
+        assert_eq!(choose_slot(&slots, &longer), Some(Choice { slot: 1, reuse: 700 }));
+    }
+
+    #[test]
+    fn the_same_prompt_again_reuses_all_but_its_last_token() {
+        let p = seq(0, 700);
+        let mut extended = p.clone();
+        extended.extend(seq(800, 20));
+        let slots = [slot(&extended, 1), slot(&[], 0)];
+        assert_eq!(choose_slot(&slots, &p), Some(Choice { slot: 0, reuse: 699 }));
+    }
+
+    #[test]
+    fn a_branch_reuses_the_shared_part() {
+        let mut a = seq(0, 600);
+        a.extend(seq(1000, 30));
+        let mut b = seq(0, 600);
+        b.extend(seq(2000, 30));
+        let slots = [slot(&[], 0), slot(&a, 5)];
+        assert_eq!(choose_slot(&slots, &b), Some(Choice { slot: 1, reuse: 600 }));
+    }
+
+    #[test]
+    fn busy_slots_are_never_chosen() {
+        let p = seq(0, 10);
+        let slots = [SlotCache { free: false, cached: &p[..], last_used: 1 }, slot(&[], 0)];
+        assert_eq!(choose_slot(&slots, &p), Some(Choice { slot: 1, reuse: 0 }));
+        let all_busy = [SlotCache { free: false, cached: &p[..], last_used: 1 }];
+        assert_eq!(choose_slot(&all_busy, &p), None);
+    }
+
+    #[test]
+    fn ties_go_to_the_least_recently_used_slot() {
+        let a = seq(100, 5);
+        let b = seq(200, 5);
+        let c = seq(300, 5);
+        let slots = [slot(&a, 7), slot(&b, 3), slot(&c, 9)];
+        assert_eq!(choose_slot(&slots, &seq(0, 4)).unwrap().slot, 1);
+        let empties = [slot(&[], 4), slot(&[], 2), slot(&[], 8)];
+        assert_eq!(choose_slot(&empties, &seq(0, 4)).unwrap().slot, 1);
+    }
+
+    #[test]
+    fn with_every_slot_holding_a_cache_the_smallest_loss_wins() {
+        let big = seq(100, 900);
+        let small = seq(200, 40);
+        let slots = [slot(&big, 1), slot(&small, 2)];
+        assert_eq!(choose_slot(&slots, &seq(0, 4)).unwrap().slot, 1);
+    }
+}
