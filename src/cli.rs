@@ -203,6 +203,13 @@ pub struct ServerFlags {
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     pub memory_budget_mib: Option<u64>,
 
+    /// Host memory for saved KV caches, in MiB, shared by every model: a
+    /// slot's cache is saved before another prompt takes the slot or its
+    /// model unloads, and a request sharing a saved prefix restores it
+    /// instead of prefilling (0 turns it off) [default: 512].
+    #[arg(long, value_name = "MIB")]
+    pub kv_cache_mib: Option<u64>,
+
     /// Also cap how many models are loaded at once [default: no cap].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_loaded_models: Option<u64>,

@@ -12,7 +12,8 @@ use crate::catalogue::{placements_alone, registrations};
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::engine::factory::LlamaFactory;
-use crate::engine::EngineFactory;
+use crate::engine::kvstore::PrefixStore;
+use crate::engine::{EngineFactory, SharedKvStore};
 use crate::scheduler::{Scheduler, SystemClock};
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
@@ -43,6 +44,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         fit_reserve_mib: server.placement.reserve_mib,
         fit_devices: server.placement.devices.clone(),
         gpus_known: inventory.has_gpus(),
+        kv_store: (server.kv_cache_mib > 0).then(|| {
+            Arc::new(parking_lot::Mutex::new(PrefixStore::new((server.kv_cache_mib << 20) as usize))) as SharedKvStore
+        }),
     });
     let scheduler = Scheduler::start(models, factory, limits, inventory, Arc::new(SystemClock));
 

@@ -190,3 +190,28 @@ async fn disconnected_stream_frees_its_slot() {
     let props: Value = reqwest::get(format!("{base}/props")).await.unwrap().json().await.unwrap();
     assert_eq!(props["busy_slots"], 0, "{props}");
 }
+
+/// A long prompt of numbered sentences (several hundred tokens).
+fn long_prompt(topic: &str) -> String {
+    (0..40).map(|i| format!("Sentence {i} is about {topic} number {i}.")).collect::<Vec<_>>().join(" ")
+}
+
+fn cached_tokens(body: &Value) -> u64 {
+    body["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or_else(|| panic!("no cached_tokens: {body}"))
+}
+
+#[tokio::test]
+async fn an_unrelated_prompt_leaves_the_slot_holding_a_long_prefix_alone() {
+    // Without the host KV cache, only the slot choice can keep the prefix.
+    let server = RealServer::start(&["--ctx-size", "1024", "--parallel", "2", "--kv-cache-mib", "0"]).await;
+    let base = server.base.as_str();
+    let ask = |prompt: String| post(base, "/v1/completions", json!({"prompt": prompt, "max_tokens": 1, "temperature": 0}));
+    let (status, first) = ask(long_prompt("the sky")).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(cached_tokens(&first), 0);
+    let prompt_tokens = first["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt_tokens > 300, "{first}");
+    let (_, unrelated) = ask(long_prompt("the price of apples")).await;
+    let (_, again) = ask(long_prompt("the sky") + " One more sentence.").await;
+    assert!(cached_tokens(&again) >= prompt_tokens - 1, "the prefix was overwritten: {again} after {unrelated}");
+}

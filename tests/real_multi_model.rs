@@ -136,3 +136,39 @@ async fn a_gpu_placement_on_a_cpu_build_fails_the_load_with_a_clear_reason() {
     assert_eq!(status["models"][0]["state"], "failed");
     assert_eq!(status["models"][0]["placement"], Value::Null, "a failed load holds nothing");
 }
+
+#[tokio::test]
+async fn a_conversation_keeps_its_kv_cache_across_a_swap() {
+    let path = test_model().display().to_string();
+    let (a, b) = (format!("a={path}"), format!("b={path}"));
+    let server = RealServer::start_with(&[
+        "--model", &a, "--model", &b,
+        "--ctx-size", "1024", "--parallel", "1",
+        "--memory-budget-mib", "400",
+        "--admin-token", "tok",
+    ])
+    .await;
+    let base = server.base.as_str();
+    let client = reqwest::Client::new();
+    let turn = |model: &'static str, prompt: String| {
+        let req = client.post(format!("{base}/v1/completions")).json(&json!({"model": model, "prompt": prompt, "max_tokens": 1, "temperature": 0}));
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{model}");
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let conversation: String = (0..40).map(|i| format!("Turn {i}: the user asks about planet number {i}.")).collect::<Vec<_>>().join(" ");
+    let first = turn("a", conversation.clone()).await;
+    let prompt_tokens = first["usage"]["prompt_tokens"].as_u64().unwrap();
+    turn("b", "Hello".into()).await;
+    let second = turn("a", conversation + " And the moon?").await;
+    let status = admin(base, reqwest::Method::GET, "/admin/status", None).await;
+    assert_eq!(status["swaps"], 2, "a was swapped out and back: {status}");
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    assert!(cached >= prompt_tokens - 1, "turn 2 prefilled again: {second}");
+    let swaps = status["recent_swaps"].as_array().unwrap();
+    assert_eq!(swaps.len(), 2, "{status}");
+    assert_eq!(swaps[1]["model"], "a");
+    assert_eq!(swaps[1]["evicted"], json!(["b"]));
+}

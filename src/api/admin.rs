@@ -56,6 +56,8 @@ pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError>
                 "idle_ms": now.saturating_duration_since(m.last_used).as_millis() as u64,
                 "load_count": m.load_count,
                 "last_load_ms": m.last_load_ms,
+                "last_load": m.loaded().map(|l| l.engine.load_timings()),
+                "lingers": m.lingers,
                 "failure": m.failure,
                 "n_ctx": m.loaded().map(|l| l.engine.info().n_ctx_slot),
                 "placement": m.placement,
@@ -69,6 +71,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError>
         "used_bytes": snapshot.used_bytes,
         "swaps": snapshot.swaps,
         "max_wait_ms": snapshot.max_wait_ms,
+        "recent_swaps": snapshot.recent_swaps,
         "gpus": state.scheduler.gpu_status(&snapshot),
         "models": models,
     }))

@@ -24,6 +24,7 @@ pub struct ServerSection {
     pub ctx_size: Option<u32>,
     pub parallel: Option<u32>,
     pub threads: Option<u32>,
+    pub kv_cache_mib: Option<u64>,
     pub batch_size: Option<u32>,
     pub n_gpu_layers: Option<u32>,
     pub chat_template_file: Option<PathBuf>,

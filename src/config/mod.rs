@@ -25,6 +25,8 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_QUEUE: usize = 128;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BODY_MIB: u32 = 16;
+/// Host memory for saved KV caches (`--kv-cache-mib`).
+pub const DEFAULT_KV_CACHE_MIB: u64 = 512;
 /// First retry delay after a failed load (doubles per failure).
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -38,6 +40,8 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     pub admin_token: Option<String>,
     pub memory_budget_mib: Option<u64>,
+    /// Host KV cache budget (0: off).
+    pub kv_cache_mib: u64,
     pub max_loaded_models: Option<usize>,
     pub policy: Policy,
     pub max_wait: Duration,
@@ -74,6 +78,7 @@ impl Config {
             api_key: nonempty(flags.api_key.clone().or_else(|| s.api_key.clone())),
             admin_token: nonempty(flags.admin_token.clone().or_else(|| s.admin_token.clone())),
             memory_budget_mib: flags.memory_budget_mib.or(s.memory_budget_mib),
+            kv_cache_mib: flags.kv_cache_mib.or(s.kv_cache_mib).unwrap_or(DEFAULT_KV_CACHE_MIB),
             max_loaded_models: flags.max_loaded_models.or(s.max_loaded_models).map(|n| n as usize),
             policy: flags.policy.or(s.policy).unwrap_or_default(),
             max_wait: flags.max_wait.or(s.max_wait).unwrap_or(DEFAULT_MAX_WAIT),

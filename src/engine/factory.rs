@@ -21,6 +21,8 @@ pub struct LlamaFactory {
     /// a GPU outside the budget. Without an inventory llama.cpp's defaults
     /// apply, as they would in any llama.cpp program.
     pub gpus_known: bool,
+    /// The host KV cache shared by every model (`None`: off).
+    pub kv_store: Option<super::SharedKvStore>,
 }
 
 impl EngineFactory for LlamaFactory {
@@ -45,6 +47,7 @@ impl EngineFactory for LlamaFactory {
             },
             fit: fit.then(|| FitOptions { reserve_mib: self.fit_reserve_mib, devices: self.fit_devices.clone() }),
             batch_size: self.batch_size,
+            kv_store: self.kv_store.clone(),
         };
         Ok(Arc::new(LlamaEngine::load(options, progress)?))
     }

@@ -6,6 +6,7 @@
 //! (UTF-8 reassembly and stop strings) so it can be unit-tested alone.
 
 pub mod factory;
+pub mod kvstore;
 pub mod llama;
 pub mod loaded;
 pub mod slots;
@@ -181,4 +182,20 @@ pub trait Engine: Send + Sync + 'static {
     }
     /// Ends every running and queued generation with an error (forced unload).
     fn cancel_all(&self) {}
+    /// Where this model's load went (zero when unknown).
+    fn load_timings(&self) -> LoadTimings {
+        LoadTimings::default()
+    }
 }
+
+/// The parts of a load, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct LoadTimings {
+    /// Reading the weights (or reusing them, see the weights cache).
+    pub weights_ms: u64,
+    /// Creating the context: KV cache and compute buffers.
+    pub context_ms: u64,
+}
+
+/// The host-memory KV cache every model's worker shares (see [`kvstore`]).
+pub type SharedKvStore = Arc<parking_lot::Mutex<kvstore::PrefixStore<llama_cpp_2::context::session::SeqState>>>;

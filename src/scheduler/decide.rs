@@ -109,6 +109,7 @@ impl SchedState {
                 m.residency = Residency::Unloading;
                 if *why == UnloadReason::Evicted {
                     m.closed = false;
+                    m.watching_comeback = true;
                     self.swaps += 1;
                 }
                 actions.push(Action::Unload { model: *model });

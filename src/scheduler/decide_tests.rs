@@ -180,3 +180,65 @@ fn a_load_that_cannot_start_names_the_tickets_that_fail() {
     assert_eq!(failed, vec![first, second]);
     assert!(matches!(s.models[0].residency, Residency::Failed { .. }));
 }
+
+/// From `a_resident_b_waiting`: `a` is evicted after its linger, `b` loads
+/// (1 s) and serves its request; returns the time `b` went idle.
+fn swap_to_b(s: &mut SchedState, t0: Instant, a_comes_back_during_the_swap: bool) -> Instant {
+    let t2 = t0 + Duration::from_secs(2);
+    s.poll(t2); // evicts a
+    s.unload_done(0);
+    s.poll(t2); // loads b
+    if a_comes_back_during_the_swap {
+        s.enqueue(0, t2 + Duration::from_millis(500)).unwrap();
+    }
+    let t3 = t2 + Duration::from_secs(1);
+    s.load_done(1, Ok(None), t3);
+    s.poll(t3); // admits b's request
+    s.release(1, t3);
+    t3
+}
+
+#[test]
+fn a_model_whose_requests_only_come_after_the_swap_stops_lingering() {
+    // A client alternating a, b, a, ... one request at a time: a's next
+    // request comes only after b has loaded and answered.
+    let t0 = Instant::now();
+    let mut s = a_resident_b_waiting(t0);
+    let t3 = swap_to_b(&mut s, t0, false);
+    s.enqueue(0, t3).unwrap();
+    s.poll(t3);
+    // b lingers (it was never evicted yet); once evicted and a is loaded,
+    // neither lingers: a request for b is no longer kept waiting.
+    let t4 = t3 + Duration::from_secs(1);
+    s.poll(t4);
+    s.unload_done(1);
+    s.poll(t4);
+    let t5 = t4 + Duration::from_secs(1);
+    s.load_done(0, Ok(None), t5);
+    s.poll(t5);
+    s.release(0, t5);
+    s.enqueue(1, t5).unwrap();
+    let at_once = s.decide(t5);
+    assert_eq!(at_once.unloads(), vec![(0, UnloadReason::Evicted)], "a waited for nothing: {at_once:?}");
+}
+
+#[test]
+fn a_model_asked_for_again_during_the_swap_keeps_lingering() {
+    let t0 = Instant::now();
+    let mut s = a_resident_b_waiting(t0);
+    let t3 = swap_to_b(&mut s, t0, true);
+    // a's request (queued during b's load) brings a back; later b is wanted.
+    let t3b = t3 + Duration::from_millis(1);
+    s.poll(t3b);
+    s.unload_done(1);
+    s.poll(t3b);
+    let t4 = t3b + Duration::from_secs(1);
+    s.load_done(0, Ok(None), t4);
+    s.poll(t4);
+    s.release(0, t4);
+    s.enqueue(1, t4).unwrap();
+    let kept = s.decide(t4 + Duration::from_millis(500));
+    assert!(kept.unloads().is_empty(), "a lingers its load time: {kept:?}");
+    let evicted = s.decide(t4 + Duration::from_secs(1));
+    assert_eq!(evicted.unloads(), vec![(0, UnloadReason::Evicted)]);
+}

@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::snapshot::{ModelView, Snapshot};
+use super::snapshot::{ModelView, Snapshot, SwapRecord};
 use super::state::{Action, Residency, SchedState, Ticket};
 use super::{Clock, Permit, Registration, ReloadReport, Release, SchedError, SchedLimits};
 use crate::engine::loaded::{load_one, LoadedModel};
@@ -58,6 +59,12 @@ pub(super) struct Owner {
     unloads: u64,
     waiters: HashMap<Ticket, (usize, Reply)>,
     unload_replies: Vec<(usize, oneshot::Sender<()>)>,
+    /// Evictions since the last load began: model, start, duration once done.
+    evictions: Vec<(usize, Instant, Option<Duration>)>,
+    /// The running load: when it began, how long its first waiter had
+    /// waited, and the evictions made for it.
+    swap: Option<(Instant, Duration, Vec<(usize, Instant, Option<Duration>)>)>,
+    recent_swaps: std::collections::VecDeque<SwapRecord>,
     /// Replies to send once this step's snapshot is published.
     deferred: Vec<Deferred>,
     publish: watch::Sender<Arc<Snapshot>>,
@@ -95,6 +102,9 @@ impl Owner {
             unloads: 0,
             waiters: HashMap::new(),
             unload_replies: Vec::new(),
+            evictions: Vec::new(),
+            swap: None,
+            recent_swaps: Default::default(),
             deferred: Vec::new(),
             publish: watch::channel(Arc::new(Snapshot::empty())).0,
             tx,
@@ -152,6 +162,7 @@ impl Owner {
                 let fails = match result {
                     Ok(loaded) => {
                         self.measure_gpus(model);
+                        self.record_swap(model, &loaded, now);
                         let measured = loaded.engine.memory_bytes();
                         self.entries[model].loaded = Some(loaded);
                         self.state.load_done(model, Ok(measured), now)
@@ -166,6 +177,12 @@ impl Owner {
             }
             Msg::UnloadDone { model } => {
                 self.unloads += 1;
+                let pending = self.evictions.iter_mut().chain(self.swap.iter_mut().flat_map(|s| s.2.iter_mut()));
+                for (m, started, took) in pending {
+                    if *m == model && took.is_none() {
+                        *took = Some(now.saturating_duration_since(*started));
+                    }
+                }
                 self.state.unload_done(model);
                 let (done, keep): (Vec<_>, Vec<_>) = self.unload_replies.drain(..).partition(|(m, _)| *m == model);
                 self.unload_replies = keep;
@@ -281,7 +298,36 @@ impl Owner {
         self.state.gpu_measured(model, mib);
     }
 
+    /// A load that evicted models is a swap: log and keep where its time went.
+    fn record_swap(&mut self, model: usize, loaded: &LoadedModel, now: Instant) {
+        let Some((started, waited, evicted)) = self.swap.take() else { return };
+        if evicted.is_empty() {
+            return;
+        }
+        let ms = |d: Duration| d.as_millis() as u64;
+        let timings = loaded.engine.load_timings();
+        let record = SwapRecord {
+            model: self.entries[model].spec.id.clone(),
+            evicted: evicted.iter().map(|(m, _, _)| self.entries[*m].spec.id.clone()).collect(),
+            wait_ms: ms(waited),
+            unload_ms: evicted.iter().filter_map(|(_, _, took)| *took).map(ms).max().unwrap_or(0),
+            weights_ms: timings.weights_ms,
+            context_ms: timings.context_ms,
+            load_ms: ms(now.saturating_duration_since(started)),
+            at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        };
+        tracing::info!(model = %record.model, evicted = ?record.evicted, wait_ms = record.wait_ms, unload_ms = record.unload_ms,
+            weights_ms = record.weights_ms, context_ms = record.context_ms, load_ms = record.load_ms, "swap");
+        if self.recent_swaps.len() == 16 {
+            self.recent_swaps.pop_front();
+        }
+        self.recent_swaps.push_back(record);
+    }
+
     fn start_load(&mut self, model: usize) {
+        let now = self.clock.now();
+        let waited = self.state.models[model].oldest_wait().map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.swap = Some((now, waited, std::mem::take(&mut self.evictions)));
         let spec = self.entries[model].spec.clone();
         let placement = self.state.models[model].placement.clone();
         match &placement {
@@ -312,6 +358,9 @@ impl Owner {
 
     fn start_unload(&mut self, model: usize) {
         self.unloads += 1;
+        if self.state.models[model].evicted() {
+            self.evictions.push((model, self.clock.now(), None));
+        }
         tracing::info!(model = %self.entries[model].spec.id, "unloading");
         let loaded = self.entries[model].loaded.take();
         let tx = self.tx.clone();
@@ -386,6 +435,7 @@ impl Owner {
                 last_used: m.last_used,
                 load_count: m.load_count,
                 last_load_ms: m.last_load.map(|d| d.as_millis() as u64),
+                lingers: m.linger() > Duration::ZERO,
                 failure: match &m.residency {
                     Residency::Failed { reason, .. } => Some(reason.clone()),
                     _ => None,
@@ -401,6 +451,7 @@ impl Owner {
             used_bytes: s.used_bytes(),
             swaps: s.swaps,
             max_wait_ms: s.limits.max_wait.as_millis() as u64,
+            recent_swaps: self.recent_swaps.iter().cloned().collect(),
         }
     }
 }

@@ -26,6 +26,25 @@ pub struct Snapshot {
     /// Evictions made to give another model room.
     pub swaps: u64,
     pub max_wait_ms: u64,
+    /// The latest loads that waited for evictions, oldest first.
+    pub recent_swaps: Vec<SwapRecord>,
+}
+
+/// Where one swap's time went, in milliseconds: the request that caused it
+/// waited `wait_ms` (idle models lingering, draining busy ones, the
+/// unloads) before the load began; the load read the weights and created
+/// the context.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SwapRecord {
+    pub model: String,
+    pub evicted: Vec<String>,
+    pub wait_ms: u64,
+    pub unload_ms: u64,
+    pub weights_ms: u64,
+    pub context_ms: u64,
+    pub load_ms: u64,
+    /// Unix time the load finished.
+    pub at: u64,
 }
 
 /// One model as the scheduler sees it now.
@@ -53,6 +72,8 @@ pub struct ModelView {
     pub last_used: Instant,
     pub load_count: u32,
     pub last_load_ms: Option<u64>,
+    /// Whether, idle, it is kept for its load time before an eviction.
+    pub lingers: bool,
     pub failure: Option<String>,
     /// Where it is loaded (GPUs present and the model loading or loaded).
     pub placement: Option<Placement>,
@@ -70,7 +91,15 @@ impl ModelView {
 impl Snapshot {
     /// Before the owner's first step.
     pub(super) fn empty() -> Self {
-        Self { models: Vec::new(), policy: Policy::default(), budget_bytes: 0, used_bytes: 0, swaps: 0, max_wait_ms: 0 }
+        Self {
+            models: Vec::new(),
+            policy: Policy::default(),
+            budget_bytes: 0,
+            used_bytes: 0,
+            swaps: 0,
+            max_wait_ms: 0,
+            recent_swaps: Vec::new(),
+        }
     }
 
     /// The models clients can use now.

@@ -91,6 +91,12 @@ pub struct ModelSched {
     /// MiB per GPU measured after the load (NVML), replacing the plan's figures.
     pub gpu_measured: Option<Vec<(u32, u64)>>,
     pub(super) load_started: Option<Instant>,
+    /// Evicted for a swap that has not finished loading: a request for this
+    /// model now means the eviction came too early (see `linger`).
+    pub(super) watching_comeback: bool,
+    /// Whether it lingers when idle (see `linger`): true until an eviction
+    /// shows otherwise.
+    pub(super) lingers: bool,
 }
 
 impl ModelSched {
@@ -109,16 +115,30 @@ impl ModelSched {
         }
     }
 
+    /// Unloaded (or unloading) to make room for a swap still loading.
+    pub(super) fn evicted(&self) -> bool {
+        self.watching_comeback
+    }
+
     pub(super) fn oldest_wait(&self) -> Option<Instant> {
         self.queue.front().map(|w| w.since)
     }
     /// How long an idle model is kept before it may be evicted for another:
     /// as long as it took to load (ski rental: idling that long costs no
-    /// more than the reload we might save). Recently used models tend to be
-    /// used again, so this avoids swapping back and forth on interleaved
-    /// traffic; max_wait still bounds everyone's wait.
+    /// more than the reload we might save), but only while lingering has paid
+    /// off. It has when, the last time this model was evicted, a request for
+    /// it came back before the swap that evicted it had finished loading
+    /// (interleaved traffic: keeping it would have served that request
+    /// without a reload). When its requests only come after the other
+    /// model's (a client alternating models, one request at a time),
+    /// lingering only makes the waiting request wait, and it stops.
+    /// max_wait still bounds everyone's wait.
     pub(super) fn linger(&self) -> Duration {
-        self.last_load.unwrap_or_default()
+        if self.lingers {
+            self.last_load.unwrap_or_default()
+        } else {
+            Duration::ZERO
+        }
     }
 }
 
@@ -197,6 +217,8 @@ impl SchedState {
             placement: None,
             gpu_measured: None,
             load_started: None,
+            watching_comeback: false,
+            lingers: true,
         });
         self.models.len() - 1
     }
@@ -224,6 +246,10 @@ impl SchedState {
         if m.queue.len() >= max_queue {
             return Err(EnqueueError::QueueFull { model: m.limits.name.clone(), max: max_queue });
         }
+        if m.watching_comeback {
+            m.watching_comeback = false;
+            m.lingers = true;
+        }
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         m.queue.push_back(Waiter { ticket, since: now });
@@ -249,6 +275,14 @@ impl SchedState {
     /// failure every waiter fails and the model backs off.
     pub fn load_done(&mut self, model: usize, result: Result<Option<u64>, String>, now: Instant) -> Vec<Action> {
         let backoff = self.limits.retry_backoff;
+        // The swap is over: models it evicted that nobody asked for meanwhile
+        // stop lingering.
+        for (i, other) in self.models.iter_mut().enumerate() {
+            if i != model && other.watching_comeback {
+                other.watching_comeback = false;
+                other.lingers = false;
+            }
+        }
         let m = &mut self.models[model];
         m.last_load = m.load_started.take().map(|t| now.saturating_duration_since(t));
         match result {
@@ -441,7 +475,7 @@ impl SchedState {
     /// including the load stays within max_wait (plus draining the requests
     /// already in flight).
     pub(super) fn patience(&self, m: &ModelSched) -> Duration {
-        self.limits.max_wait.saturating_sub(m.linger())
+        self.limits.max_wait.saturating_sub(m.last_load.unwrap_or_default())
     }
 
     /// The model of the oldest waiter overall.

@@ -36,10 +36,10 @@ use llama_cpp_2::token::LlamaToken;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use crate::engine::{Engine, EngineError, EventReceiver, EventSender, GenerationRequest, ModelInfo, SlotStats, TokenId};
+use crate::engine::{Engine, EngineError, EventReceiver, EventSender, GenerationRequest, LoadTimings, ModelInfo, SlotStats, TokenId};
 
 /// How a model is loaded and how its context is shaped.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub path: PathBuf,
     /// Context tokens per sequence slot; see [`crate::engine::slot_context`].
@@ -55,6 +55,9 @@ pub struct LoadOptions {
     /// `--use-fit-params`: llama.cpp's own fitter chooses the layers and the
     /// split instead of `gpu`.
     pub fit: Option<FitOptions>,
+    /// Where sequences are saved before a slot drops them or the model
+    /// unloads, and restored from (`None`: no host KV cache).
+    pub kv_store: Option<crate::engine::SharedKvStore>,
     /// Largest batch decoded in one step.
     pub batch_size: u32,
 }
@@ -80,6 +83,7 @@ pub struct LlamaEngine {
     /// Weights (llama.cpp's own count) + what creating the context added to
     /// this process's resident memory (KV cache and compute buffers).
     memory_bytes: u64,
+    timings: LoadTimings,
     commands: Mutex<std_mpsc::Sender<Command>>,
     stats: Arc<Stats>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -116,8 +120,9 @@ impl LlamaEngine {
             .spawn(move || worker_main(options, progress, ready_tx, cmd_rx, worker_stats))
             .map_err(|e| fail(e.to_string()))?;
         match ready_rx.recv() {
-            Ok(Ok((model, info, context_bytes))) => Ok(Self {
+            Ok(Ok((model, info, context_bytes, timings))) => Ok(Self {
                 memory_bytes: model.size() + context_bytes,
+                timings,
                 model,
                 info,
                 commands: Mutex::new(cmd_tx),
@@ -184,6 +189,10 @@ impl Engine for LlamaEngine {
 
     fn cancel_all(&self) {
         let _ = self.commands.lock().send(Command::CancelAll);
+    }
+
+    fn load_timings(&self) -> LoadTimings {
+        self.timings
     }
 
     fn slot_stats(&self) -> SlotStats {

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
+use llama_cpp_2::context::session::LlamaStateSeqFlags;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -16,7 +17,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use crate::engine::text::TextStream;
-use crate::engine::{EventSender, FinishReason, GenerationEvent, GenerationRequest, ModelInfo, Usage};
+use crate::engine::{EventSender, FinishReason, GenerationEvent, GenerationRequest, LoadTimings, ModelInfo, Usage};
 
 use super::sampler::build_sampler;
 use crate::engine::slots::{choose_slot, Choice, SlotCache};
@@ -27,7 +28,7 @@ pub(super) fn file_stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-pub(super) type Ready = Result<(Arc<LlamaModel>, ModelInfo, u64), String>;
+pub(super) type Ready = Result<(Arc<LlamaModel>, ModelInfo, u64, LoadTimings), String>;
 
 /// This process's resident memory in bytes (Linux; 0 elsewhere).
 pub(super) fn resident_bytes() -> u64 {
@@ -44,6 +45,7 @@ pub(super) fn worker_main(
     commands: std_mpsc::Receiver<Command>,
     stats: Arc<Stats>,
 ) {
+    let started = std::time::Instant::now();
     let loaded = match load_model(&options, progress) {
         Ok(loaded) => loaded,
         Err(reason) => {
@@ -59,7 +61,9 @@ pub(super) fn worker_main(
             return;
         }
     };
+    let weights_ms = started.elapsed().as_millis() as u64;
     let before = resident_bytes();
+    let context_started = std::time::Instant::now();
     let ctx = match model.new_context(backend, ctx_params) {
         Ok(ctx) => ctx,
         Err(e) => {
@@ -75,12 +79,35 @@ pub(super) fn worker_main(
         "model loaded"
     );
     let context_bytes = resident_bytes().saturating_sub(before);
-    let mut worker = Worker::new(&model, ctx, &info, stats);
-    if ready.send(Ok((model.clone(), info, context_bytes))).is_err() {
+    let timings = LoadTimings { weights_ms, context_ms: context_started.elapsed().as_millis() as u64 };
+    let store = options.kv_store.clone().map(|store| (store, store_key(&options.path, &info)));
+    let mut worker = Worker::new(&model, ctx, &info, stats, store);
+    if ready.send(Ok((model.clone(), info, context_bytes, timings))).is_err() {
         return;
     }
     worker.run(&commands);
+    // Unloading: what the slots hold outlives the model in the host cache.
+    for i in 0..worker.slots.len() {
+        worker.save_slot(i);
+    }
 }
+
+/// Saved states restore only into the same model file and context layout.
+fn store_key(path: &Path, info: &ModelInfo) -> String {
+    let meta = std::fs::metadata(path).ok();
+    let modified = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    format!(
+        "{}|{}|{}|ctx={}|seqs={}",
+        path.display(),
+        meta.map_or(0, |m| m.len()),
+        modified.map_or(0, |d| d.as_nanos()),
+        info.n_ctx_slot,
+        info.parallel
+    )
+}
+
+/// Fewer cached tokens than this are not worth a save or a restore.
+const MIN_SAVED_TOKENS: usize = 32;
 
 /// One request occupying a sequence slot.
 pub(super) struct Active {
@@ -120,10 +147,18 @@ pub(super) struct Worker<'m> {
     pub(super) stats: Arc<Stats>,
     /// Requests admitted so far (orders slots by last use).
     pub(super) uses: u64,
+    /// The host KV cache and this model's key in it.
+    pub(super) store: Option<(crate::engine::SharedKvStore, String)>,
 }
 
 impl<'m> Worker<'m> {
-    fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>, info: &ModelInfo, stats: Arc<Stats>) -> Self {
+    fn new(
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        info: &ModelInfo,
+        stats: Arc<Stats>,
+        store: Option<(crate::engine::SharedKvStore, String)>,
+    ) -> Self {
         let n_batch = ctx.n_batch() as usize;
         let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0 }).collect();
         Self {
@@ -137,6 +172,7 @@ impl<'m> Worker<'m> {
             n_vocab: info.n_vocab as i32,
             stats,
             uses: 0,
+            store,
         }
     }
 
@@ -244,6 +280,7 @@ impl<'m> Worker<'m> {
             self.uses += 1;
             self.slots[i].last_used = self.uses;
             let seq = self.slots[i].seq;
+            let reuse = self.from_host_cache(i, &req.prompt, reuse);
             let reuse = match self.ctx.kv_cache_seq_rm(seq, Some(reuse as u32), None) {
                 Ok(()) => reuse,
                 Err(_) => {
@@ -265,6 +302,58 @@ impl<'m> Worker<'m> {
                 pending: None,
                 logits_at: None,
             });
+        }
+    }
+
+    /// Before slot `i` takes `prompt` (reusing `reuse` cached tokens): saves
+    /// what the slot would drop, and restores a longer saved prefix of the
+    /// prompt if the host cache has one. Returns the tokens reused.
+    fn from_host_cache(&mut self, i: usize, prompt: &[u32], reuse: usize) -> usize {
+        let Some((store, key)) = &self.store else { return reuse };
+        let found = store.lock().best(key, prompt, reuse + MIN_SAVED_TOKENS);
+        if found.is_some() || self.slots[i].cached.len() >= reuse + MIN_SAVED_TOKENS {
+            self.save_slot(i);
+        }
+        let Some(found) = found else { return reuse };
+        let seq = self.slots[i].seq;
+        let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
+        match self.ctx.state_seq_set(&found.blob, seq) {
+            Ok(()) => {
+                tracing::debug!(seq, tokens = found.shared, "restored a prefix from the host KV cache");
+                self.slots[i].cached = found.tokens.iter().map(|&t| LlamaToken(t as i32)).collect();
+                found.shared.min(prompt.len().saturating_sub(1))
+            }
+            Err(e) => {
+                tracing::warn!(seq, "restoring a saved prefix failed ({e}); prefilling instead");
+                if let Some((store, key)) = &self.store {
+                    store.lock().forget(key, &found.tokens);
+                }
+                let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
+                self.slots[i].cached.clear();
+                0
+            }
+        }
+    }
+
+    /// Saves slot `i`'s sequence in the host cache, unless it holds little
+    /// or the cache already has it.
+    pub(super) fn save_slot(&self, i: usize) {
+        let Some((store, key)) = &self.store else { return };
+        let slot = &self.slots[i];
+        if slot.cached.len() < MIN_SAVED_TOKENS {
+            return;
+        }
+        let tokens: Vec<u32> = slot.cached.iter().map(|t| t.0 as u32).collect();
+        if !store.lock().worth_saving(key, &tokens) {
+            return;
+        }
+        match self.ctx.state_seq_get(slot.seq, LlamaStateSeqFlags::empty()) {
+            Ok(state) => {
+                let bytes = state.byte_len();
+                tracing::debug!(seq = slot.seq, tokens = tokens.len(), bytes, "saved a sequence to the host KV cache");
+                store.lock().insert(key, tokens, state, bytes);
+            }
+            Err(e) => tracing::warn!(seq = slot.seq, "saving a sequence failed: {e}"),
         }
     }
 
