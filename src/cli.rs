@@ -210,6 +210,13 @@ pub struct ServerFlags {
     #[arg(long, value_name = "MIB")]
     pub kv_cache_mib: Option<u64>,
 
+    /// Full-size KV cache for sliding-window layers (Gemma 2/3, gpt-oss...).
+    /// Off, those layers keep only their window: less memory and faster
+    /// swaps, but a cached prefix can only be continued, not cut back (a
+    /// retried or edited last message is prefilled again) [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub swa_full: Option<bool>,
+
     /// Also cap how many models are loaded at once [default: no cap].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_loaded_models: Option<u64>,

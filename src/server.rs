@@ -13,8 +13,13 @@ use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::engine::factory::LlamaFactory;
 use crate::engine::kvstore::PrefixStore;
+use crate::engine::llama::weights::KeptWeights;
 use crate::engine::{EngineFactory, SharedKvStore};
 use crate::scheduler::{Scheduler, SystemClock};
+
+/// CPU-only models evicted for a swap whose mapped weights are kept (page
+/// cache the kernel may reclaim; a reload then only creates the context).
+const KEPT_WEIGHTS: usize = 8;
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
@@ -44,6 +49,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         fit_reserve_mib: server.placement.reserve_mib,
         fit_devices: server.placement.devices.clone(),
         gpus_known: inventory.has_gpus(),
+        swa_full: server.swa_full,
+        kept_weights: Some(Arc::new(KeptWeights::new(KEPT_WEIGHTS))),
         kv_store: (server.kv_cache_mib > 0).then(|| {
             Arc::new(parking_lot::Mutex::new(PrefixStore::new((server.kv_cache_mib << 20) as usize))) as SharedKvStore
         }),

@@ -215,3 +215,23 @@ async fn an_unrelated_prompt_leaves_the_slot_holding_a_long_prefix_alone() {
     let (_, again) = ask(long_prompt("the sky") + " One more sentence.").await;
     assert!(cached_tokens(&again) >= prompt_tokens - 1, "the prefix was overwritten: {again} after {unrelated}");
 }
+
+#[tokio::test]
+async fn a_follow_up_that_reuses_the_cache_answers_as_a_fresh_prefill_does() {
+    // Gemma 3's sliding-window layers keep only their window (no
+    // --swa-full): reusing the prompt means cutting the generated tokens back
+    // off through the prompt checkpoint. The answer must not change.
+    let server = RealServer::start(&["--ctx-size", "1024", "--parallel", "1", "--kv-cache-mib", "0"]).await;
+    let base = server.base.as_str();
+    let ask = |prompt: String| post(base, "/v1/completions", json!({"prompt": prompt, "max_tokens": 12, "temperature": 0}));
+    let prompt = long_prompt("the sky");
+    let follow_up = prompt.clone() + " One more sentence.";
+    let (_, first) = ask(prompt.clone()).await;
+    let (_, reused) = ask(follow_up.clone()).await;
+    assert!(cached_tokens(&reused) >= first["usage"]["prompt_tokens"].as_u64().unwrap(), "{reused}");
+    let unrelated: String = (0..40).map(|i| format!("Item {i}: apples cost {i} coins.")).collect::<Vec<_>>().join(" ");
+    ask(unrelated).await;
+    let (_, fresh) = ask(follow_up).await;
+    assert!(cached_tokens(&fresh) <= 1, "only the BOS token is shared: {fresh}");
+    assert_eq!(reused["choices"][0]["text"], fresh["choices"][0]["text"], "reused {reused}\nfresh {fresh}");
+}

@@ -25,6 +25,7 @@ pub struct ServerSection {
     pub parallel: Option<u32>,
     pub threads: Option<u32>,
     pub kv_cache_mib: Option<u64>,
+    pub swa_full: Option<bool>,
     pub batch_size: Option<u32>,
     pub n_gpu_layers: Option<u32>,
     pub chat_template_file: Option<PathBuf>,

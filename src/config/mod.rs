@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub memory_budget_mib: Option<u64>,
     /// Host KV cache budget (0: off).
     pub kv_cache_mib: u64,
+    /// Full-size KV for sliding-window layers.
+    pub swa_full: bool,
     pub max_loaded_models: Option<usize>,
     pub policy: Policy,
     pub max_wait: Duration,
@@ -79,6 +81,7 @@ impl Config {
             admin_token: nonempty(flags.admin_token.clone().or_else(|| s.admin_token.clone())),
             memory_budget_mib: flags.memory_budget_mib.or(s.memory_budget_mib),
             kv_cache_mib: flags.kv_cache_mib.or(s.kv_cache_mib).unwrap_or(DEFAULT_KV_CACHE_MIB),
+            swa_full: flags.swa_full.or(s.swa_full).unwrap_or(false),
             max_loaded_models: flags.max_loaded_models.or(s.max_loaded_models).map(|n| n as usize),
             policy: flags.policy.or(s.policy).unwrap_or_default(),
             max_wait: flags.max_wait.or(s.max_wait).unwrap_or(DEFAULT_MAX_WAIT),

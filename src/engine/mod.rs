@@ -182,6 +182,10 @@ pub trait Engine: Send + Sync + 'static {
     }
     /// Ends every running and queued generation with an error (forced unload).
     fn cancel_all(&self) {}
+    /// Called before an unload that made room for a swap: the engine may
+    /// keep what costs nothing to keep (CPU-only weights, which are the
+    /// mapped file) so the next load of this model is cheaper.
+    fn keep_weights_on_unload(&self) {}
     /// Where this model's load went (zero when unknown).
     fn load_timings(&self) -> LoadTimings {
         LoadTimings::default()

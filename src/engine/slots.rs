@@ -19,6 +19,10 @@ pub struct SlotCache<'a, T> {
     pub cached: &'a [T],
     /// When it last took a request (any increasing counter); 0 = never.
     pub last_used: u64,
+    /// A sliding-window cache that lost the start of its window: it can
+    /// only be continued whole, or cut back to exactly this many tokens
+    /// (its prompt checkpoint; `Some(0)`: not at all). `None`: any cut works.
+    pub cut_only_to: Option<usize>,
 }
 
 /// The chosen slot and how many of its cached tokens the request reuses.
@@ -41,6 +45,17 @@ pub fn reusable<T: PartialEq>(cached: &[T], prompt: &[T]) -> usize {
     common_prefix(cached, prompt).min(prompt.len().saturating_sub(1))
 }
 
+/// What a slot can reuse for `prompt`, given how it may be cut back.
+pub fn slot_reuse<T: PartialEq>(slot: &SlotCache<'_, T>, prompt: &[T]) -> usize {
+    let reuse = reusable(slot.cached, prompt);
+    match slot.cut_only_to {
+        None => reuse,
+        Some(_) if reuse == slot.cached.len() => reuse,
+        Some(to) if to <= reuse => to,
+        Some(_) => 0,
+    }
+}
+
 /// The free slot for `prompt` (see the module doc); `None` when all are busy.
 pub fn choose_slot<T: PartialEq>(slots: &[SlotCache<'_, T>], prompt: &[T]) -> Option<Choice> {
     slots
@@ -48,7 +63,7 @@ pub fn choose_slot<T: PartialEq>(slots: &[SlotCache<'_, T>], prompt: &[T]) -> Op
         .enumerate()
         .filter(|(_, s)| s.free)
         .map(|(slot, s)| {
-            let reuse = reusable(s.cached, prompt);
+            let reuse = slot_reuse(s, prompt);
             let dropped = s.cached.len() - reuse;
             (Choice { slot, reuse }, reuse as i64 - dropped as i64, s.last_used)
         })
@@ -62,7 +77,7 @@ mod tests {
     use super::*;
 
     fn slot(cached: &[u32], last_used: u64) -> SlotCache<'_, u32> {
-        SlotCache { free: true, cached, last_used }
+        SlotCache { free: true, cached, last_used, cut_only_to: None }
     }
 
     fn seq(from: u32, n: u32) -> Vec<u32> {
@@ -111,9 +126,9 @@ mod tests {
     #[test]
     fn busy_slots_are_never_chosen() {
         let p = seq(0, 10);
-        let slots = [SlotCache { free: false, cached: &p[..], last_used: 1 }, slot(&[], 0)];
+        let slots = [SlotCache { free: false, cached: &p[..], last_used: 1, cut_only_to: None }, slot(&[], 0)];
         assert_eq!(choose_slot(&slots, &p), Some(Choice { slot: 1, reuse: 0 }));
-        let all_busy = [SlotCache { free: false, cached: &p[..], last_used: 1 }];
+        let all_busy = [SlotCache { free: false, cached: &p[..], last_used: 1, cut_only_to: None }];
         assert_eq!(choose_slot(&all_busy, &p), None);
     }
 
@@ -134,5 +149,24 @@ mod tests {
         let small = seq(200, 40);
         let slots = [slot(&big, 1), slot(&small, 2)];
         assert_eq!(choose_slot(&slots, &seq(0, 4)).unwrap().slot, 1);
+    }
+
+    #[test]
+    fn a_windowed_cache_is_continued_or_cut_back_to_its_checkpoint_only() {
+        // 600 prompt tokens (checkpoint), then 10 generated ones.
+        let held = seq(0, 610);
+        let windowed = |to| SlotCache { free: true, cached: &held[..], last_used: 1, cut_only_to: Some(to) };
+        let mut follow_up = seq(0, 600);
+        follow_up.extend(seq(5000, 20));
+        assert_eq!(slot_reuse(&windowed(600), &follow_up), 600, "cut back to the checkpoint");
+        let mut continued = held.clone();
+        continued.push(7);
+        assert_eq!(slot_reuse(&windowed(600), &continued), 610, "continued whole");
+        let shorter = seq(0, 500);
+        assert_eq!(slot_reuse(&windowed(600), &shorter), 0, "cannot cut below the checkpoint");
+        // Choosing: the slot that cannot serve the prompt loses to an empty one.
+        let empty: [u32; 0] = [];
+        let slots = [windowed(600), slot(&empty, 0)];
+        assert_eq!(choose_slot(&slots, &shorter), Some(Choice { slot: 1, reuse: 0 }));
     }
 }

@@ -360,6 +360,9 @@ impl Owner {
         self.unloads += 1;
         if self.state.models[model].evicted() {
             self.evictions.push((model, self.clock.now(), None));
+            if let Some(loaded) = &self.entries[model].loaded {
+                loaded.engine.keep_weights_on_unload();
+            }
         }
         tracing::info!(model = %self.entries[model].spec.id, "unloading");
         let loaded = self.entries[model].loaded.take();

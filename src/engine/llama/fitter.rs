@@ -34,7 +34,7 @@ pub struct Fitted {
 /// engine would give it, without loading it (`vram-llm plan --use-fit-params`).
 pub fn fit_only(path: &Path, ctx_size: Option<u32>, parallel: u32, batch_size: u32, margin_mib: u64) -> Result<Fitted, String> {
     backend()?;
-    let mut cparams = context_for(path, ctx_size, parallel, batch_size, None)?;
+    let mut cparams = context_for(path, ctx_size, parallel, batch_size, None, false)?;
     fit(&mut LlamaModelParams::default(), path, &mut cparams, margin_mib)
 }
 
@@ -46,12 +46,19 @@ pub(super) fn context_for(
     parallel: u32,
     batch_size: u32,
     threads: Option<u32>,
+    swa_full: bool,
 ) -> Result<LlamaContextParams, String> {
     let header = crate::gguf::read_header(path).map_err(|e| e.to_string())?;
-    context_params(crate::engine::header_slot_context(&header, ctx_size), parallel, batch_size, threads)
+    context_params(crate::engine::header_slot_context(&header, ctx_size), parallel, batch_size, threads, swa_full)
 }
 
-pub(super) fn context_params(n_ctx_slot: u32, parallel: u32, batch_size: u32, threads: Option<u32>) -> Result<LlamaContextParams, String> {
+pub(super) fn context_params(
+    n_ctx_slot: u32,
+    parallel: u32,
+    batch_size: u32,
+    threads: Option<u32>,
+    swa_full: bool,
+) -> Result<LlamaContextParams, String> {
     let parallel = parallel.clamp(1, 256);
     let n_ctx_total = n_ctx_slot
         .checked_mul(parallel)
@@ -68,7 +75,11 @@ pub(super) fn context_params(n_ctx_slot: u32, parallel: u32, batch_size: u32, th
         .with_n_threads(threads)
         .with_n_threads_batch(threads)
         // One KV stream per slot: a request can never eat another's context.
-        .with_kv_unified(false))
+        .with_kv_unified(false)
+        // Sliding-window layers keep only their window (llama-server's
+        // default): a smaller KV cache, created faster. A sequence can then
+        // be continued but not rolled back (see the worker's admit).
+        .with_swa_full(swa_full))
 }
 
 /// Runs llama.cpp's fitter on `params` (which must still hold the default

@@ -27,7 +27,7 @@ pub(super) fn load_model(
             params = params.with_devices(&devices).map_err(|e| format!("cannot select GPUs {devices:?}: {e}"))?;
         }
         // The fitter needs the context before the model loads: from the header.
-        let mut cparams = context_for(&options.path, options.ctx_size, options.parallel, options.batch_size, options.threads)?;
+        let mut cparams = context_for(&options.path, options.ctx_size, options.parallel, options.batch_size, options.threads, options.swa_full)?;
         let fitted = fit(&mut params, &options.path, &mut cparams, fit_options.reserve_mib)?;
         tracing::info!(path = %options.path.display(), ?fitted, "placement chosen by llama.cpp's fitter");
     } else {
@@ -38,12 +38,18 @@ pub(super) fn load_model(
             params = apply_gpu_plan(params, gpu)?;
         }
     }
-    let model = LlamaModel::load_from_file(backend, &options.path, &params).map_err(|e| e.to_string())?;
-    let model = Arc::new(model);
+    let kept = options.kept_weights.as_ref().filter(|_| super::cpu_only(options));
+    let model = match kept.and_then(|k| k.take(&super::weights::cpu_weights_key(&options.path))) {
+        Some(model) => {
+            tracing::debug!(path = %options.path.display(), "reusing the weights kept from the last unload");
+            model
+        }
+        None => Arc::new(LlamaModel::load_from_file(backend, &options.path, &params).map_err(|e| e.to_string())?),
+    };
     let n_ctx_train = model.n_ctx_train();
     let n_ctx_slot = crate::engine::slot_context(options.ctx_size, n_ctx_train);
     let parallel = options.parallel.clamp(1, 256);
-    let ctx_params = context_params(n_ctx_slot, parallel, options.batch_size, options.threads)?;
+    let ctx_params = context_params(n_ctx_slot, parallel, options.batch_size, options.threads, options.swa_full)?;
 
     let vocab = model.vocab();
     let token_text = |t: LlamaToken| vocab.text(t).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

@@ -17,6 +17,7 @@
 mod fitter;
 mod load;
 mod sampler;
+pub mod weights;
 mod worker;
 
 pub use fitter::{fit_only, FitOptions, Fitted};
@@ -58,6 +59,11 @@ pub struct LoadOptions {
     /// Where sequences are saved before a slot drops them or the model
     /// unloads, and restored from (`None`: no host KV cache).
     pub kv_store: Option<crate::engine::SharedKvStore>,
+    /// Where the weights of CPU-only models evicted for a swap are kept.
+    pub kept_weights: Option<Arc<weights::KeptWeights<LlamaModel>>>,
+    /// Full-size KV cache for sliding-window layers (rollbacks keep their
+    /// prefix) instead of the window only.
+    pub swa_full: bool,
     /// Largest batch decoded in one step.
     pub batch_size: u32,
 }
@@ -84,6 +90,10 @@ pub struct LlamaEngine {
     /// this process's resident memory (KV cache and compute buffers).
     memory_bytes: u64,
     timings: LoadTimings,
+    /// Where to keep the weights on an unload after `keep_weights_on_unload`
+    /// (CPU-only loads): the cache and this model's key in it.
+    keep: Option<(Arc<weights::KeptWeights<LlamaModel>>, String)>,
+    keep_on_drop: std::sync::atomic::AtomicBool,
     commands: Mutex<std_mpsc::Sender<Command>>,
     stats: Arc<Stats>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -111,6 +121,7 @@ impl LlamaEngine {
         if !options.path.is_file() {
             return Err(fail("no such file".into()));
         }
+        let keep = options.kept_weights.clone().filter(|_| cpu_only(&options)).map(|w| (w, weights::cpu_weights_key(&options.path)));
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let (cmd_tx, cmd_rx) = std_mpsc::channel();
         let stats = Arc::new(Stats::default());
@@ -123,6 +134,8 @@ impl LlamaEngine {
             Ok(Ok((model, info, context_bytes, timings))) => Ok(Self {
                 memory_bytes: model.size() + context_bytes,
                 timings,
+                keep,
+                keep_on_drop: Default::default(),
                 model,
                 info,
                 commands: Mutex::new(cmd_tx),
@@ -147,7 +160,21 @@ impl Drop for LlamaEngine {
         if let Some(worker) = self.worker.lock().take() {
             let _ = worker.join();
         }
+        if let Some((kept, key)) = &self.keep {
+            if self.keep_on_drop.load(Ordering::Relaxed) {
+                kept.keep(key.clone(), self.model.clone());
+            } else {
+                kept.release(key);
+            }
+        }
     }
+}
+
+/// Whether a load puts nothing on a GPU (its weights are then the mapped file).
+fn cpu_only(options: &LoadOptions) -> bool {
+    let no_gpu_build = backend().map(|b| !b.supports_gpu_offload()).unwrap_or(false);
+    let planned_cpu = options.gpu.as_ref().is_some_and(|g| g.devices.is_empty() || g.n_gpu_layers == 0);
+    options.fit.is_none() && (no_gpu_build || planned_cpu || (options.gpu.is_none() && options.n_gpu_layers == Some(0)))
 }
 
 impl Engine for LlamaEngine {
@@ -193,6 +220,10 @@ impl Engine for LlamaEngine {
 
     fn load_timings(&self) -> LoadTimings {
         self.timings
+    }
+
+    fn keep_weights_on_unload(&self) {
+        self.keep_on_drop.store(true, Ordering::Relaxed);
     }
 
     fn slot_stats(&self) -> SlotStats {

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
-use llama_cpp_2::context::session::LlamaStateSeqFlags;
+use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -81,15 +81,29 @@ pub(super) fn worker_main(
     let context_bytes = resident_bytes().saturating_sub(before);
     let timings = LoadTimings { weights_ms, context_ms: context_started.elapsed().as_millis() as u64 };
     let store = options.kv_store.clone().map(|store| (store, store_key(&options.path, &info)));
-    let mut worker = Worker::new(&model, ctx, &info, stats, store);
+    let windowed = !options.swa_full && has_sliding_window(&model);
+    let mut worker = Worker::new(&model, ctx, &info, stats, store, windowed);
     if ready.send(Ok((model.clone(), info, context_bytes, timings))).is_err() {
         return;
     }
     worker.run(&commands);
-    // Unloading: what the slots hold outlives the model in the host cache.
+    // Unloading: what the slots hold outlives the model in the host cache;
+    // a windowed sequence is saved as it was when its prompt was read, so
+    // a follow-up of that prompt can continue it.
     for i in 0..worker.slots.len() {
+        worker.rewind_to_prompt(i);
         worker.save_slot(i);
     }
+}
+
+/// Whether some layers attend only to a sliding window (Gemma 2/3, gpt-oss...).
+fn has_sliding_window(model: &LlamaModel) -> bool {
+    let arch = model.meta_val_str("general.architecture").unwrap_or_default();
+    model
+        .meta_val_str(&format!("{arch}.attention.sliding_window"))
+        .ok()
+        .and_then(|w| w.trim().parse::<u64>().ok())
+        .is_some_and(|w| w > 0)
 }
 
 /// Saved states restore only into the same model file and context layout.
@@ -133,6 +147,10 @@ pub(super) struct Slot {
     pub(super) active: Option<Active>,
     /// The worker's `uses` count when this slot last took a request.
     pub(super) last_used: u64,
+    /// Sliding-window models without `--swa-full`: the window's state when
+    /// the last prompt was read (its length, the state), so the next request
+    /// can cut the generated tokens back off (see `admit`).
+    pub(super) checkpoint: Option<(usize, SeqState)>,
 }
 
 pub(super) struct Worker<'m> {
@@ -147,6 +165,9 @@ pub(super) struct Worker<'m> {
     pub(super) stats: Arc<Stats>,
     /// Requests admitted so far (orders slots by last use).
     pub(super) uses: u64,
+    /// Sliding-window layers keep only their window (`--swa-full` off):
+    /// prompt checkpoints make the generated tail removable.
+    pub(super) windowed: bool,
     /// The host KV cache and this model's key in it.
     pub(super) store: Option<(crate::engine::SharedKvStore, String)>,
 }
@@ -158,9 +179,10 @@ impl<'m> Worker<'m> {
         info: &ModelInfo,
         stats: Arc<Stats>,
         store: Option<(crate::engine::SharedKvStore, String)>,
+        windowed: bool,
     ) -> Self {
         let n_batch = ctx.n_batch() as usize;
-        let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0 }).collect();
+        let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0, checkpoint: None }).collect();
         Self {
             model,
             ctx,
@@ -172,6 +194,7 @@ impl<'m> Worker<'m> {
             n_vocab: info.n_vocab as i32,
             stats,
             uses: 0,
+            windowed,
             store,
         }
     }
@@ -271,7 +294,12 @@ impl<'m> Worker<'m> {
             let views: Vec<SlotCache<'_, LlamaToken>> = self
                 .slots
                 .iter()
-                .map(|s| SlotCache { free: s.active.is_none(), cached: &s.cached, last_used: s.last_used })
+                .map(|s| SlotCache {
+                    free: s.active.is_none(),
+                    cached: &s.cached,
+                    last_used: s.last_used,
+                    cut_only_to: self.cut_only_to(s),
+                })
                 .collect();
             let Some(Choice { slot: i, reuse }) = choose_slot(&views, &prompt) else {
                 self.queue.push_front((req, tx));
@@ -281,14 +309,23 @@ impl<'m> Worker<'m> {
             self.slots[i].last_used = self.uses;
             let seq = self.slots[i].seq;
             let reuse = self.from_host_cache(i, &req.prompt, reuse);
+            let held = (self.ctx.kv_cache_seq_pos_max(seq) + 1).max(0) as usize;
             let reuse = match self.ctx.kv_cache_seq_rm(seq, Some(reuse as u32), None) {
                 Ok(()) => reuse,
-                Err(_) => {
-                    // Recurrent models cannot drop a tail; start the sequence afresh.
-                    let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
-                    0
-                }
+                Err(_) => 0,
             };
+            // A sliding-window cache (`--swa-full` off) that has dropped the
+            // start of the sequence can be continued, not cut back: the
+            // positions before the cut are gone from the window.
+            let windowed = self.ctx.kv_cache_seq_pos_min(seq) > 0;
+            let reuse = if reuse > 0 && windowed && reuse < held { self.rewind(i, reuse) } else { reuse };
+            if self.slots[i].checkpoint.as_ref().is_some_and(|(len, _)| *len > reuse) {
+                self.slots[i].checkpoint = None;
+            }
+            if reuse == 0 {
+                // Recurrent models cannot drop a tail either; start afresh.
+                let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
+            }
             self.slots[i].cached.truncate(reuse);
             let sampler = build_sampler(&req.sampling, self.n_vocab, &prompt);
             self.slots[i].active = Some(Active {
@@ -312,6 +349,9 @@ impl<'m> Worker<'m> {
         let Some((store, key)) = &self.store else { return reuse };
         let found = store.lock().best(key, prompt, reuse + MIN_SAVED_TOKENS);
         if found.is_some() || self.slots[i].cached.len() >= reuse + MIN_SAVED_TOKENS {
+            if reuse == 0 {
+                self.rewind_to_prompt(i);
+            }
             self.save_slot(i);
         }
         let Some(found) = found else { return reuse };
@@ -321,6 +361,7 @@ impl<'m> Worker<'m> {
             Ok(()) => {
                 tracing::debug!(seq, tokens = found.shared, "restored a prefix from the host KV cache");
                 self.slots[i].cached = found.tokens.iter().map(|&t| LlamaToken(t as i32)).collect();
+                self.slots[i].checkpoint = None;
                 found.shared.min(prompt.len().saturating_sub(1))
             }
             Err(e) => {
@@ -332,6 +373,53 @@ impl<'m> Worker<'m> {
                 self.slots[i].cached.clear();
                 0
             }
+        }
+    }
+
+    /// How slot `s` may be cut back (see `SlotCache::cut_only_to`).
+    fn cut_only_to(&self, s: &Slot) -> Option<usize> {
+        let windowed = self.windowed && self.ctx.kv_cache_seq_pos_min(s.seq) > 0;
+        windowed.then(|| s.checkpoint.as_ref().map_or(0, |(len, _)| *len))
+    }
+
+    /// Cuts slot `i` back to its prompt checkpoint when the new request keeps
+    /// at least that much (`reuse`): the full-attention layers drop the tail,
+    /// the window is restored as it was when the prompt was read. Returns
+    /// the tokens kept (0: no usable checkpoint, prefill afresh).
+    fn rewind(&mut self, i: usize, reuse: usize) -> usize {
+        let seq = self.slots[i].seq;
+        let Some((len, state)) = self.slots[i].checkpoint.as_ref().filter(|(len, _)| *len <= reuse) else { return 0 };
+        let len = *len;
+        if self.ctx.kv_cache_seq_rm(seq, Some(len as u32), None).is_err() {
+            return 0;
+        }
+        match self.ctx.state_seq_set(state, seq) {
+            Ok(()) => len,
+            Err(e) => {
+                tracing::warn!(seq, "restoring a prompt checkpoint failed: {e}");
+                0
+            }
+        }
+    }
+
+    /// Cuts slot `i` back to its prompt checkpoint before its cache is saved
+    /// and dropped: a follow-up of that prompt (not of the generated text,
+    /// which completions do not resend) can then continue the saved state.
+    pub(super) fn rewind_to_prompt(&mut self, i: usize) {
+        let held = self.slots[i].cached.len();
+        let Some(prompt_end) = self.slots[i].checkpoint.as_ref().map(|(len, _)| *len) else { return };
+        if prompt_end < held && self.rewind(i, prompt_end) == prompt_end {
+            self.slots[i].cached.truncate(prompt_end);
+        }
+    }
+
+    /// After slot `i` read its whole prompt: keep the window's state (the
+    /// partial state, sliding-window layers only) for a later rewind.
+    fn take_checkpoint(&mut self, i: usize) {
+        let slot = &self.slots[i];
+        match self.ctx.state_seq_get(slot.seq, LlamaStateSeqFlags::PARTIAL_ONLY) {
+            Ok(state) => self.slots[i].checkpoint = Some((self.slots[i].cached.len(), state)),
+            Err(e) => tracing::debug!(seq = slot.seq, "no prompt checkpoint: {e}"),
         }
     }
 
@@ -377,6 +465,7 @@ impl<'m> Worker<'m> {
                 active.logits_at = None;
             }
         }
+        let mut prompt_read = Vec::new();
         for part in plan {
             match part {
                 Part::Pending { slot } => {
@@ -394,6 +483,9 @@ impl<'m> Worker<'m> {
                     slot.cached.push(token);
                 }
                 Part::Prompt { slot, from, to, logits } => {
+                    if logits && self.windowed {
+                        prompt_read.push(slot);
+                    }
                     let slot = &mut self.slots[slot];
                     let Some(active) = slot.active.as_mut() else { continue };
                     for at in from..to {
@@ -413,6 +505,9 @@ impl<'m> Worker<'m> {
         if let Err(e) = self.ctx.decode(&mut self.batch) {
             self.fail_batch(&format!("decode failed: {e}"));
             return;
+        }
+        for slot in prompt_read {
+            self.take_checkpoint(slot);
         }
         let n_ctx_slot = self.n_ctx_slot;
         let vocab = self.model.vocab();
