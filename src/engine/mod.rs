@@ -9,6 +9,7 @@ pub mod factory;
 pub mod kvstore;
 pub mod llama;
 pub mod loaded;
+pub mod prefetch;
 pub mod slots;
 pub mod step;
 pub mod text;

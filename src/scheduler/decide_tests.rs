@@ -242,3 +242,13 @@ fn a_model_asked_for_again_during_the_swap_keeps_lingering() {
     let evicted = s.decide(t4 + Duration::from_secs(1));
     assert_eq!(evicted.unloads(), vec![(0, UnloadReason::Evicted)]);
 }
+
+#[test]
+fn the_next_load_is_known_once_evictions_or_draining_start_for_it() {
+    let t0 = Instant::now();
+    let mut s = a_resident_b_waiting(t0);
+    assert_eq!(s.next_load(t0 + Duration::from_millis(1500)), None, "a still lingers: nothing decided");
+    let t2 = t0 + Duration::from_secs(2);
+    s.poll(t2); // evicts a for b
+    assert_eq!(s.next_load(t2), Some(1));
+}

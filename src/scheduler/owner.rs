@@ -65,6 +65,8 @@ pub(super) struct Owner {
     /// waited, and the evictions made for it.
     swap: Option<(Instant, Duration, Vec<(usize, Instant, Option<Duration>)>)>,
     recent_swaps: std::collections::VecDeque<SwapRecord>,
+    /// The model whose file was last read ahead (see `read_ahead`).
+    read_ahead_for: Option<usize>,
     /// Replies to send once this step's snapshot is published.
     deferred: Vec<Deferred>,
     publish: watch::Sender<Arc<Snapshot>>,
@@ -105,6 +107,7 @@ impl Owner {
             evictions: Vec::new(),
             swap: None,
             recent_swaps: Default::default(),
+            read_ahead_for: None,
             deferred: Vec::new(),
             publish: watch::channel(Arc::new(Snapshot::empty())).0,
             tx,
@@ -139,6 +142,7 @@ impl Owner {
             }
             let actions = self.state.poll(now);
             self.apply(actions);
+            self.read_ahead(now);
             self.publish_snapshot();
         }
     }
@@ -296,6 +300,17 @@ impl Owner {
             .collect();
         tracing::info!(model = %self.entries[model].spec.id, planned = ?placement.mib_per_device, measured_mib = ?mib, "GPU memory taken by the load");
         self.state.gpu_measured(model, mib);
+    }
+
+    /// Starts reading the next model's file while the current ones drain or
+    /// unload (once per target).
+    fn read_ahead(&mut self, now: Instant) {
+        let next = self.state.next_load(now);
+        if let Some(model) = next.filter(|_| next != self.read_ahead_for) {
+            let path = self.entries[model].spec.path.clone();
+            tokio::task::spawn_blocking(move || crate::engine::prefetch::read_ahead(&path));
+        }
+        self.read_ahead_for = next;
     }
 
     /// A load that evicted models is a swap: log and keep where its time went.

@@ -416,6 +416,13 @@ impl SchedState {
     /// The model that should be loaded next, if any: the one whose oldest
     /// waiter is oldest (cache-aware), or the one the global head waits for
     /// (fifo: the same rule, as the head is the oldest waiter of all).
+    /// The model whose file is worth reading ahead now: the one evictions
+    /// are under way for, or the target while blockers drain for it.
+    pub(super) fn next_load(&self, now: Instant) -> Option<usize> {
+        let evicting_or_draining = self.swap_for.is_some() || self.models.iter().any(|m| m.closed);
+        evicting_or_draining.then(|| self.swap_target(now)).flatten()
+    }
+
     pub(super) fn swap_target(&self, now: Instant) -> Option<usize> {
         if let Some(i) = self.swap_for.filter(|&i| !self.models[i].queue.is_empty()) {
             return Some(i);
