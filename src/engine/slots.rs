@@ -4,11 +4,13 @@
 //! prompts). Taking a slot keeps the prefix it shares with the new prompt and
 //! drops the rest of its cache, so the choice decides whose cache survives.
 //!
-//! The rule: among free slots, the one that keeps the most, that is the
-//! tokens it can reuse minus the cached tokens it would drop; ties go to the
-//! least recently used slot. An unrelated prompt therefore takes an empty
-//! slot (or the least valuable cache) instead of overwriting the only slot
-//! that holds a long prefix, and a follow-up goes back to its own slot.
+//! The rule, among free slots: the one whose cache the prompt continues (it
+//! reuses at least half of what the slot holds) with the longest reuse;
+//! else an empty slot; else the least recently used one. Ties go to the
+//! least recently used. An unrelated prompt therefore takes an empty or
+//! stale slot instead of overwriting the slot that holds a long prefix (a
+//! shared BOS token is no reason to take it), and a follow-up goes back to
+//! its own slot. What a slot drops is saved in the host KV cache first.
 
 /// A slot as the chooser sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,17 +60,21 @@ pub fn slot_reuse<T: PartialEq>(slot: &SlotCache<'_, T>, prompt: &[T]) -> usize 
 
 /// The free slot for `prompt` (see the module doc); `None` when all are busy.
 pub fn choose_slot<T: PartialEq>(slots: &[SlotCache<'_, T>], prompt: &[T]) -> Option<Choice> {
-    slots
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.free)
-        .map(|(slot, s)| {
-            let reuse = slot_reuse(s, prompt);
-            let dropped = s.cached.len() - reuse;
-            (Choice { slot, reuse }, reuse as i64 - dropped as i64, s.last_used)
-        })
-        // Highest net keep first, then the least recently used.
-        .min_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)))
+    // Rank: 2 = continues its cache, 1 = empty, 0 = anything else.
+    let ranked = slots.iter().enumerate().filter(|(_, s)| s.free).map(|(slot, s)| {
+        let reuse = slot_reuse(s, prompt);
+        let rank = if reuse > 0 && reuse * 2 >= s.cached.len() {
+            2
+        } else if s.cached.is_empty() {
+            1
+        } else {
+            0
+        };
+        (Choice { slot, reuse }, rank, s.last_used)
+    });
+    // Best rank, then the longest reuse, then the least recently used.
+    ranked
+        .min_by(|a, b| b.1.cmp(&a.1).then(b.0.reuse.cmp(&a.0.reuse)).then(a.2.cmp(&b.2)))
         .map(|(choice, _, _)| choice)
 }
 
@@ -144,11 +150,31 @@ mod tests {
     }
 
     #[test]
-    fn with_every_slot_holding_a_cache_the_smallest_loss_wins() {
+    fn with_every_slot_holding_an_unrelated_cache_the_least_recently_used_goes() {
         let big = seq(100, 900);
         let small = seq(200, 40);
         let slots = [slot(&big, 1), slot(&small, 2)];
-        assert_eq!(choose_slot(&slots, &seq(0, 4)).unwrap().slot, 1);
+        assert_eq!(choose_slot(&slots, &seq(0, 4)).unwrap().slot, 0);
+        // A cache that shares only a token or two (BOS) is not continued.
+        let mut p = vec![0u32];
+        p.extend(seq(5000, 700));
+        let mut older = vec![0u32];
+        older.extend(seq(7000, 705));
+        let mut newer = vec![0u32];
+        newer.extend(seq(9000, 700));
+        let slots = [slot(&newer, 9), slot(&older, 2)];
+        assert_eq!(choose_slot(&slots, &p), Some(Choice { slot: 1, reuse: 1 }));
+    }
+
+    #[test]
+    fn a_prompt_sharing_a_long_system_prompt_takes_that_slot() {
+        let mut conversation = seq(0, 1500);
+        conversation.extend(seq(3000, 500));
+        let mut newcomer = seq(0, 1500);
+        newcomer.extend(seq(8000, 40));
+        let empty: [u32; 0] = [];
+        let slots = [slot(&empty, 0), slot(&conversation, 4)];
+        assert_eq!(choose_slot(&slots, &newcomer), Some(Choice { slot: 1, reuse: 1500 }));
     }
 
     #[test]

@@ -349,7 +349,9 @@ impl<'m> Worker<'m> {
         let Some((store, key)) = &self.store else { return reuse };
         let found = store.lock().best(key, prompt, reuse + MIN_SAVED_TOKENS);
         if found.is_some() || self.slots[i].cached.len() >= reuse + MIN_SAVED_TOKENS {
-            if reuse == 0 {
+            // What goes beyond the prompt checkpoint is lost anyway: save the
+            // sequence as of its prompt, which a follow-up can continue.
+            if self.slots[i].checkpoint.as_ref().is_some_and(|(len, _)| reuse <= *len) {
                 self.rewind_to_prompt(i);
             }
             self.save_slot(i);
