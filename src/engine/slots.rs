@@ -70,12 +70,13 @@ pub fn choose_slot<T: PartialEq>(slots: &[SlotCache<'_, T>], prompt: &[T]) -> Op
         } else {
             0
         };
-        (Choice { slot, reuse }, rank, s.last_used)
+        // Reuse orders only slots that are continued: a token or two shared
+        // with a stale cache is no reason to prefer it over an older one.
+        let continued = if rank == 2 { reuse } else { 0 };
+        (Choice { slot, reuse }, (rank, continued), s.last_used)
     });
-    // Best rank, then the longest reuse, then the least recently used.
-    ranked
-        .min_by(|a, b| b.1.cmp(&a.1).then(b.0.reuse.cmp(&a.0.reuse)).then(a.2.cmp(&b.2)))
-        .map(|(choice, _, _)| choice)
+    // Best rank, then the longest continued reuse, then the least recently used.
+    ranked.min_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2))).map(|(choice, _, _)| choice)
 }
 
 #[cfg(test)]
@@ -164,6 +165,11 @@ mod tests {
         newer.extend(seq(9000, 700));
         let slots = [slot(&newer, 9), slot(&older, 2)];
         assert_eq!(choose_slot(&slots, &p), Some(Choice { slot: 1, reuse: 1 }));
+        // Sharing two tokens with the newer cache instead of one changes nothing.
+        let mut newer2 = vec![0u32, 5000];
+        newer2.extend(seq(9000, 700));
+        let slots = [slot(&newer2, 9), slot(&older, 2)];
+        assert_eq!(choose_slot(&slots, &p).unwrap().slot, 1);
     }
 
     #[test]
