@@ -212,8 +212,9 @@ pub struct ServerFlags {
 
     /// Full-size KV cache for sliding-window layers (Gemma 2/3, gpt-oss...).
     /// Off, those layers keep only their window: less memory and faster
-    /// swaps, but a cached prefix can only be continued, not cut back (a
-    /// retried or edited last message is prefilled again) [default: false].
+    /// swaps, but once a sequence outgrew the window its cache can only be
+    /// continued or cut back to where its prompt ended (a retried or edited
+    /// last message may be prefilled again) [default: false].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub swa_full: Option<bool>,
 
