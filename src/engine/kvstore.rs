@@ -45,13 +45,11 @@ pub struct PrefixStore<B> {
     used: usize,
     entries: Vec<Entry<B>>,
     clock: u64,
-    pub hits: u64,
-    pub saves: u64,
 }
 
 impl<B> PrefixStore<B> {
     pub fn new(budget_bytes: usize) -> Self {
-        Self { budget: budget_bytes, used: 0, entries: Vec::new(), clock: 0, hits: 0, saves: 0 }
+        Self { budget: budget_bytes, used: 0, entries: Vec::new(), clock: 0 }
     }
 
     pub fn enabled(&self) -> bool {
@@ -92,7 +90,6 @@ impl<B> PrefixStore<B> {
             self.used -= gone.bytes;
         }
         self.clock += 1;
-        self.saves += 1;
         self.used += bytes;
         self.entries.push(Entry { key: key.to_string(), tokens: Arc::new(tokens), blob: Arc::new(blob), bytes, last_used: self.clock });
     }
@@ -111,7 +108,6 @@ impl<B> PrefixStore<B> {
             return None;
         }
         self.clock += 1;
-        self.hits += 1;
         let e = &mut self.entries[index];
         e.last_used = self.clock;
         Some(Found { tokens: e.tokens.clone(), blob: e.blob.clone(), shared })

@@ -12,9 +12,11 @@ use crate::engine::ModelInfo;
 
 use super::*;
 
+/// `reused`: weights kept from this file's last eviction (CPU-only loads).
 pub(super) fn load_model(
     options: &LoadOptions,
     progress: crate::types::Progress,
+    reused: Option<Arc<LlamaModel>>,
 ) -> Result<(Arc<LlamaModel>, ModelInfo, LlamaContextParams), String> {
     let backend = backend()?;
     let mut params = LlamaModelParams::default().with_progress_callback(move |fraction| {
@@ -38,8 +40,7 @@ pub(super) fn load_model(
             params = apply_gpu_plan(params, gpu)?;
         }
     }
-    let kept = options.kept_weights.as_ref().filter(|_| super::cpu_only(options));
-    let model = match kept.and_then(|k| k.take(&super::weights::cpu_weights_key(&options.path))) {
+    let model = match reused {
         Some(model) => {
             tracing::debug!(path = %options.path.display(), "reusing the weights kept from the last unload");
             model

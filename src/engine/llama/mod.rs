@@ -121,14 +121,17 @@ impl LlamaEngine {
         if !options.path.is_file() {
             return Err(fail("no such file".into()));
         }
-        let keep = options.kept_weights.clone().filter(|_| cpu_only(&options)).map(|w| (w, weights::cpu_weights_key(&options.path)));
+        // The file's identity keys both the kept weights and the saved KV states.
+        let identity = weights::file_identity(&options.path);
+        let keep = options.kept_weights.clone().filter(|_| cpu_only(&options)).map(|w| (w, identity.clone()));
+        let reused = keep.as_ref().and_then(|(kept, key)| kept.take(key));
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let (cmd_tx, cmd_rx) = std_mpsc::channel();
         let stats = Arc::new(Stats::default());
         let worker_stats = stats.clone();
         let worker = std::thread::Builder::new()
             .name(format!("model:{}", file_stem(&options.path)))
-            .spawn(move || worker_main(options, progress, ready_tx, cmd_rx, worker_stats))
+            .spawn(move || worker_main(options, identity, reused, progress, ready_tx, cmd_rx, worker_stats))
             .map_err(|e| fail(e.to_string()))?;
         match ready_rx.recv() {
             Ok(Ok((model, info, context_bytes, timings))) => Ok(Self {

@@ -58,9 +58,10 @@ impl<T> KeptWeights<T> {
     }
 }
 
-/// The key of a CPU-only load of `path`: its identity on disk, so a file
-/// replaced in place is read again.
-pub fn cpu_weights_key(path: &std::path::Path) -> String {
+/// A model file's identity on disk (path, size, modification time): the key
+/// of its kept weights and part of its saved KV states' key, so a file
+/// replaced in place is read again and its old states are never restored.
+pub fn file_identity(path: &std::path::Path) -> String {
     let meta = std::fs::metadata(path).ok();
     let modified = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     format!("{}|{}|{}", path.display(), meta.map_or(0, |m| m.len()), modified.map_or(0, |d| d.as_nanos()))
@@ -89,9 +90,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("m.gguf");
         std::fs::write(&file, b"one").unwrap();
-        let first = cpu_weights_key(&file);
+        let first = file_identity(&file);
         std::fs::write(&file, b"three").unwrap();
-        assert_ne!(first, cpu_weights_key(&file), "size changed");
+        assert_ne!(first, file_identity(&file), "size changed");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -40,13 +40,15 @@ pub(super) fn resident_bytes() -> u64 {
 
 pub(super) fn worker_main(
     options: LoadOptions,
+    identity: String,
+    reused: Option<Arc<LlamaModel>>,
     progress: crate::types::Progress,
     ready: std_mpsc::Sender<Ready>,
     commands: std_mpsc::Receiver<Command>,
     stats: Arc<Stats>,
 ) {
     let started = std::time::Instant::now();
-    let loaded = match load_model(&options, progress) {
+    let loaded = match load_model(&options, progress, reused) {
         Ok(loaded) => loaded,
         Err(reason) => {
             let _ = ready.send(Err(reason));
@@ -80,7 +82,7 @@ pub(super) fn worker_main(
     );
     let context_bytes = resident_bytes().saturating_sub(before);
     let timings = LoadTimings { weights_ms, context_ms: context_started.elapsed().as_millis() as u64 };
-    let store = options.kv_store.clone().map(|store| (store, store_key(&options.path, &info)));
+    let store = options.kv_store.clone().map(|store| (store, store_key(&identity, &info)));
     let windowed = !options.swa_full && has_sliding_window(&model);
     let mut worker = Worker::new(&model, ctx, &info, stats, store, windowed);
     if ready.send(Ok((model.clone(), info, context_bytes, timings))).is_err() {
@@ -106,18 +108,10 @@ fn has_sliding_window(model: &LlamaModel) -> bool {
         .is_some_and(|w| w > 0)
 }
 
-/// Saved states restore only into the same model file and context layout.
-fn store_key(path: &Path, info: &ModelInfo) -> String {
-    let meta = std::fs::metadata(path).ok();
-    let modified = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    format!(
-        "{}|{}|{}|ctx={}|seqs={}",
-        path.display(),
-        meta.map_or(0, |m| m.len()),
-        modified.map_or(0, |d| d.as_nanos()),
-        info.n_ctx_slot,
-        info.parallel
-    )
+/// Saved states restore only into the same model file (`identity`, see
+/// `weights::file_identity`) and context layout.
+fn store_key(identity: &str, info: &ModelInfo) -> String {
+    format!("{identity}|ctx={}|seqs={}", info.n_ctx_slot, info.parallel)
 }
 
 /// Fewer cached tokens than this are not worth a save or a restore.
@@ -309,7 +303,7 @@ impl<'m> Worker<'m> {
             self.slots[i].last_used = self.uses;
             let seq = self.slots[i].seq;
             let reuse = self.from_host_cache(i, &req.prompt, reuse);
-            let held = (self.ctx.kv_cache_seq_pos_max(seq) + 1).max(0) as usize;
+            let held = self.slots[i].cached.len();
             let reuse = match self.ctx.kv_cache_seq_rm(seq, Some(reuse as u32), None) {
                 Ok(()) => reuse,
                 Err(_) => 0,
@@ -576,6 +570,7 @@ impl<'m> Worker<'m> {
                 failed.push(active.tx);
                 let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
                 slot.cached.clear();
+                slot.checkpoint = None;
             }
         }
         self.publish_stats();
