@@ -210,6 +210,19 @@ pub struct ServerFlags {
     #[arg(long, value_name = "MIB")]
     pub kv_cache_mib: Option<u64>,
 
+    /// Also keep saved KV caches in this directory, so they survive a
+    /// restart: written in the background as they are saved, read back when
+    /// a prompt shares a longer prefix than memory holds. A state restores
+    /// only into the same model file (path, size, modification time) and
+    /// context size; files are checksummed [default: none].
+    #[arg(long, value_name = "DIR")]
+    pub kv_cache_dir: Option<std::path::PathBuf>,
+
+    /// Disk space for --kv-cache-dir, in MiB; the least recently used
+    /// states are deleted beyond it [default: 4096].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub kv_cache_dir_mib: Option<u64>,
+
     /// Full-size KV cache for sliding-window layers (Gemma 2/3, gpt-oss...).
     /// Off, those layers keep only their window: less memory and faster
     /// swaps, but once a sequence outgrew the window its cache can only be

@@ -12,7 +12,8 @@ use crate::catalogue::{placements_alone, registrations};
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::engine::factory::LlamaFactory;
-use crate::engine::kvstore::PrefixStore;
+use crate::engine::kvcache::HostKvCache;
+use crate::engine::kvdisk::KvDir;
 use crate::engine::llama::weights::KeptWeights;
 use crate::engine::{EngineFactory, SharedKvStore};
 use crate::scheduler::{Scheduler, SystemClock};
@@ -43,6 +44,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         models.iter().enumerate().filter(|(_, r)| r.spec.preload).map(|(i, r)| (i, r.spec.id.clone())).collect();
     // A lone model without a config loads at once, after the port opens.
     let load_after_bind = models.len() == 1 && preload.is_empty();
+    let kv_dir = match &server.kv_cache_dir {
+        Some(dir) => Some(KvDir::open(dir, (server.kv_cache_dir_mib << 20) as usize)?),
+        None => None,
+    };
+    let kv_store: Option<SharedKvStore> = (server.kv_cache_mib > 0 || kv_dir.is_some())
+        .then(|| Arc::new(HostKvCache::new((server.kv_cache_mib << 20) as usize, kv_dir)));
     let factory: Arc<dyn EngineFactory> = Arc::new(LlamaFactory {
         threads: server.threads,
         batch_size: server.batch_size,
@@ -51,9 +58,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         gpus_known: inventory.has_gpus(),
         swa_full: server.swa_full,
         kept_weights: Some(Arc::new(KeptWeights::new(KEPT_WEIGHTS))),
-        kv_store: (server.kv_cache_mib > 0).then(|| {
-            Arc::new(parking_lot::Mutex::new(PrefixStore::new((server.kv_cache_mib << 20) as usize))) as SharedKvStore
-        }),
+        kv_store: kv_store.clone(),
     });
     let scheduler = Scheduler::start(models, factory, limits, inventory, Arc::new(SystemClock));
 
@@ -78,6 +83,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         })),
         body_limit: server.max_body_mib as usize * 1024 * 1024,
         build: BUILD,
+        kv_cache: kv_store.clone(),
     };
     let addr = SocketAddr::new(server.host, server.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -115,6 +121,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     tracing::info!("freeing models");
     scheduler.shutdown().await;
+    if let Some(store) = kv_store {
+        // Unloading saved what the slots held; let it reach the directory.
+        tokio::task::spawn_blocking(move || store.flush()).await.map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

@@ -235,3 +235,26 @@ async fn a_follow_up_that_reuses_the_cache_answers_as_a_fresh_prefill_does() {
     assert!(cached_tokens(&fresh) <= 1, "only the BOS token is shared: {fresh}");
     assert_eq!(reused["choices"][0]["text"], fresh["choices"][0]["text"], "reused {reused}\nfresh {fresh}");
 }
+
+#[tokio::test]
+async fn saved_caches_in_the_kv_cache_dir_survive_a_restart() {
+    let dir = std::env::temp_dir().join(format!("vram-llm-kv-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let args = ["--ctx-size", "1024", "--parallel", "1", "--kv-cache-dir", dir.to_str().unwrap()];
+    let prompt = long_prompt("the sky");
+    let server = RealServer::start(&args).await;
+    let (status, first) = post(&server.base, "/v1/completions", json!({"prompt": prompt.clone(), "max_tokens": 1, "temperature": 0})).await;
+    assert_eq!(status, 200, "{first}");
+    let prompt_tokens = first["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(server.stop(), "graceful shutdown");
+    let saved = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "vlkv")).count();
+    assert_eq!(saved, 1, "the slot's cache was saved at shutdown");
+
+    let server = RealServer::start(&args).await;
+    let follow_up = prompt + " One more sentence.";
+    let (status, again) = post(&server.base, "/v1/completions", json!({"prompt": follow_up, "max_tokens": 1, "temperature": 0})).await;
+    assert_eq!(status, 200, "{again}");
+    assert!(cached_tokens(&again) >= prompt_tokens - 1, "restored from the directory: {again}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

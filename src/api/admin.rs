@@ -72,6 +72,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError>
         "swaps": snapshot.swaps,
         "max_wait_ms": snapshot.max_wait_ms,
         "recent_swaps": snapshot.recent_swaps,
+        "kv_cache": state.kv_cache.as_ref().map(|c| c.usage()),
         "gpus": state.scheduler.gpu_status(&snapshot),
         "models": models,
     }))

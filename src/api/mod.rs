@@ -53,6 +53,8 @@ pub struct AppState {
     pub reload_from: Option<Arc<ReloadSource>>,
     pub body_limit: usize,
     pub build: BuildInfo,
+    /// The host KV cache, for /admin/status.
+    pub kv_cache: Option<crate::engine::SharedKvStore>,
 }
 
 /// Default request body limit: a long conversation fits easily.

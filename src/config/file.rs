@@ -25,6 +25,8 @@ pub struct ServerSection {
     pub parallel: Option<u32>,
     pub threads: Option<u32>,
     pub kv_cache_mib: Option<u64>,
+    pub kv_cache_dir: Option<PathBuf>,
+    pub kv_cache_dir_mib: Option<u64>,
     pub swa_full: Option<bool>,
     pub batch_size: Option<u32>,
     pub n_gpu_layers: Option<u32>,

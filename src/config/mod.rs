@@ -27,6 +27,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BODY_MIB: u32 = 16;
 /// Host memory for saved KV caches (`--kv-cache-mib`).
 pub const DEFAULT_KV_CACHE_MIB: u64 = 512;
+/// Disk for saved KV caches when `--kv-cache-dir` is given.
+pub const DEFAULT_KV_CACHE_DIR_MIB: u64 = 4096;
 /// First retry delay after a failed load (doubles per failure).
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -42,6 +44,9 @@ pub struct ServerConfig {
     pub memory_budget_mib: Option<u64>,
     /// Host KV cache budget (0: off).
     pub kv_cache_mib: u64,
+    /// Where saved KV caches are also kept across restarts, and its budget.
+    pub kv_cache_dir: Option<PathBuf>,
+    pub kv_cache_dir_mib: u64,
     /// Full-size KV for sliding-window layers.
     pub swa_full: bool,
     pub max_loaded_models: Option<usize>,
@@ -81,6 +86,8 @@ impl Config {
             admin_token: nonempty(flags.admin_token.clone().or_else(|| s.admin_token.clone())),
             memory_budget_mib: flags.memory_budget_mib.or(s.memory_budget_mib),
             kv_cache_mib: flags.kv_cache_mib.or(s.kv_cache_mib).unwrap_or(DEFAULT_KV_CACHE_MIB),
+            kv_cache_dir: flags.kv_cache_dir.clone().or_else(|| s.kv_cache_dir.as_ref().map(|p| config_dir_of(&file_path).join(p))),
+            kv_cache_dir_mib: flags.kv_cache_dir_mib.or(s.kv_cache_dir_mib).unwrap_or(DEFAULT_KV_CACHE_DIR_MIB),
             swa_full: flags.swa_full.or(s.swa_full).unwrap_or(false),
             max_loaded_models: flags.max_loaded_models.or(s.max_loaded_models).map(|n| n as usize),
             policy: flags.policy.or(s.policy).unwrap_or_default(),

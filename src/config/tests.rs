@@ -48,6 +48,17 @@ fn flag_beats_file_key_beats_default() {
 }
 
 #[test]
+fn the_kv_cache_dir_is_relative_to_the_config_file_and_off_by_default() {
+    let d = Dir::new("kvdir");
+    let cfg = d.write("c.toml", "[server]\nkv_cache_dir = \"kv\"\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n");
+    let c = Config::load(&sources(Some(cfg)), &ServerFlags::default()).unwrap();
+    assert_eq!(c.server.kv_cache_dir, Some(d.0.join("kv")));
+    assert_eq!(c.server.kv_cache_dir_mib, DEFAULT_KV_CACHE_DIR_MIB);
+    let plain = d.write("plain.toml", "[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n");
+    assert_eq!(Config::load(&sources(Some(plain)), &ServerFlags::default()).unwrap().server.kv_cache_dir, None);
+}
+
+#[test]
 fn model_keys_are_read_and_checked() {
     let d = Dir::new("models");
     let cfg = d.write(

@@ -76,22 +76,27 @@ impl<B> PrefixStore<B> {
 
     /// Saves a sequence. Entries it extends (same key, their tokens a prefix
     /// of these) are dropped; then least recently used entries until it fits.
-    /// A blob larger than the whole budget is not kept.
-    pub fn insert(&mut self, key: &str, tokens: Vec<u32>, blob: B, bytes: usize) {
+    /// A blob larger than the whole budget, or already held, is not kept.
+    /// Returns the blobs that left (the new one among them when not kept),
+    /// for a caller that must release what they stand for (a file).
+    pub fn insert(&mut self, key: &str, tokens: Vec<u32>, blob: impl Into<Arc<B>>, bytes: usize) -> Vec<Arc<B>> {
+        let blob = blob.into();
         if bytes > self.budget || !self.worth_saving(key, &tokens) {
-            return;
+            return vec![blob];
         }
-        self.remove_where(|e| e.key == key && tokens.starts_with(&e.tokens));
+        let mut gone = self.remove_where(|e| e.key == key && tokens.starts_with(&e.tokens));
         while self.used + bytes > self.budget {
             let Some(oldest) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.last_used).map(|(i, _)| i) else {
                 break;
             };
-            let gone = self.entries.swap_remove(oldest);
-            self.used -= gone.bytes;
+            let entry = self.entries.swap_remove(oldest);
+            self.used -= entry.bytes;
+            gone.push(entry.blob);
         }
         self.clock += 1;
         self.used += bytes;
-        self.entries.push(Entry { key: key.to_string(), tokens: Arc::new(tokens), blob: Arc::new(blob), bytes, last_used: self.clock });
+        self.entries.push(Entry { key: key.to_string(), tokens: Arc::new(tokens), blob, bytes, last_used: self.clock });
+        gone
     }
 
     /// The saved sequence sharing the longest prefix with `prompt` under
@@ -113,21 +118,16 @@ impl<B> PrefixStore<B> {
         Some(Found { tokens: e.tokens.clone(), blob: e.blob.clone(), shared })
     }
 
-    /// Forgets a saved sequence that failed to restore.
-    pub fn forget(&mut self, key: &str, tokens: &[u32]) {
-        self.remove_where(|e| e.key == key && *e.tokens == tokens);
+    /// Forgets a saved sequence that failed to restore; returns its blob.
+    pub fn forget(&mut self, key: &str, tokens: &[u32]) -> Vec<Arc<B>> {
+        self.remove_where(|e| e.key == key && *e.tokens == tokens)
     }
 
-    fn remove_where(&mut self, gone: impl Fn(&Entry<B>) -> bool) {
-        let mut freed = 0;
-        self.entries.retain(|e| {
-            let drop = gone(e);
-            if drop {
-                freed += e.bytes;
-            }
-            !drop
-        });
-        self.used -= freed;
+    fn remove_where(&mut self, gone: impl Fn(&Entry<B>) -> bool) -> Vec<Arc<B>> {
+        let (dropped, kept) = std::mem::take(&mut self.entries).into_iter().partition::<Vec<_>, _>(|e| gone(e));
+        self.entries = kept;
+        self.used -= dropped.iter().map(|e| e.bytes).sum::<usize>();
+        dropped.into_iter().map(|e| e.blob).collect()
     }
 }
 
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn the_budget_evicts_the_least_recently_used_entries() {
-        let mut s = PrefixStore::new(30);
+        let mut s = PrefixStore::<&str>::new(30);
         s.insert("m", seq(0, 10), "a", 10);
         s.insert("m", seq(100, 10), "b", 10);
         s.insert("n", seq(200, 10), "c", 10);
@@ -179,6 +179,17 @@ mod tests {
         assert_eq!(s.used_bytes(), 30);
         s.insert("m", seq(400, 10), "too big", 31);
         assert!(s.best("m", &seq(400, 11), 0).is_none());
+    }
+
+    #[test]
+    fn insert_returns_every_blob_that_left() {
+        let mut s = PrefixStore::<&str>::new(20);
+        assert!(s.insert("m", seq(0, 10), "a", 10).is_empty());
+        assert_eq!(s.insert("m", seq(0, 20), "a longer", 10).iter().map(|b| **b).collect::<Vec<_>>(), ["a"]);
+        assert!(s.insert("m", seq(100, 10), "b", 10).is_empty());
+        assert_eq!(s.insert("m", seq(200, 10), "c", 10).iter().map(|b| **b).collect::<Vec<_>>(), ["a longer"]);
+        assert_eq!(s.insert("m", seq(200, 5), "held", 5).iter().map(|b| **b).collect::<Vec<_>>(), ["held"], "not kept");
+        assert_eq!(s.forget("m", &seq(100, 10)).iter().map(|b| **b).collect::<Vec<_>>(), ["b"]);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! (UTF-8 reassembly and stop strings) so it can be unit-tested alone.
 
 pub mod factory;
+pub mod kvcache;
+pub mod kvdisk;
 pub mod kvstore;
 pub mod llama;
 pub mod loaded;
@@ -203,4 +205,4 @@ pub struct LoadTimings {
 }
 
 /// The host-memory KV cache every model's worker shares (see [`kvstore`]).
-pub type SharedKvStore = Arc<parking_lot::Mutex<kvstore::PrefixStore<llama_cpp_2::context::session::SeqState>>>;
+pub type SharedKvStore = Arc<kvcache::HostKvCache<llama_cpp_2::context::session::SeqState>>;

@@ -248,6 +248,7 @@ pub fn state_with(
         reload_from: None,
         body_limit: DEFAULT_BODY_LIMIT,
         build: BUILD,
+        kv_cache: None,
     }
 }
 
@@ -341,6 +342,17 @@ impl RealServer {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS");
         kib * 1024
+    }
+}
+
+impl RealServer {
+    /// Stops the server as SIGTERM does (graceful shutdown) and waits for
+    /// it to exit; returns whether it exited successfully.
+    pub fn stop(mut self) -> bool {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
 }
 

@@ -341,7 +341,7 @@ impl<'m> Worker<'m> {
     /// prompt if the host cache has one. Returns the tokens reused.
     fn from_host_cache(&mut self, i: usize, prompt: &[u32], reuse: usize) -> usize {
         let Some((store, key)) = &self.store else { return reuse };
-        let found = store.lock().best(key, prompt, reuse + MIN_SAVED_TOKENS);
+        let found = store.best(key, prompt, reuse + MIN_SAVED_TOKENS);
         if found.is_some() || self.slots[i].cached.len() >= reuse + MIN_SAVED_TOKENS {
             // What goes beyond the prompt checkpoint is lost anyway: save the
             // sequence as of its prompt, which a follow-up can continue.
@@ -363,7 +363,7 @@ impl<'m> Worker<'m> {
             Err(e) => {
                 tracing::warn!(seq, "restoring a saved prefix failed ({e}); prefilling instead");
                 if let Some((store, key)) = &self.store {
-                    store.lock().forget(key, &found.tokens);
+                    store.forget(key, &found.tokens);
                 }
                 let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
                 self.slots[i].cached.clear();
@@ -428,14 +428,14 @@ impl<'m> Worker<'m> {
             return;
         }
         let tokens: Vec<u32> = slot.cached.iter().map(|t| t.0 as u32).collect();
-        if !store.lock().worth_saving(key, &tokens) {
+        if !store.worth_saving(key, &tokens) {
             return;
         }
         match self.ctx.state_seq_get(slot.seq, LlamaStateSeqFlags::empty()) {
             Ok(state) => {
                 let bytes = state.byte_len();
                 tracing::debug!(seq = slot.seq, tokens = tokens.len(), bytes, "saved a sequence to the host KV cache");
-                store.lock().insert(key, tokens, state, bytes);
+                store.insert(key, tokens, state, bytes);
             }
             Err(e) => tracing::warn!(seq = slot.seq, "saving a sequence failed: {e}"),
         }

@@ -683,6 +683,25 @@ impl SeqState {
     pub fn byte_len(&self) -> usize {
         self.bytes.len()
     }
+
+    /// PATCH(vram-llm): the serialized state, to keep it in a file.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// PATCH(vram-llm): a state read back from a file that
+    /// [`Self::as_bytes`] wrote.
+    ///
+    /// # Safety
+    ///
+    /// `bytes` must be exactly what [`Self::as_bytes`] returned for a state
+    /// captured with `flags` (the caller checks integrity, e.g. with a
+    /// checksum): llama.cpp checks the layout on restore, not the contents.
+    #[must_use]
+    pub unsafe fn from_saved_bytes(bytes: Vec<u8>, flags: LlamaStateSeqFlags) -> Self {
+        Self { bytes, flags }
+    }
 }
 
 impl Debug for SeqState {
