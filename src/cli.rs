@@ -59,6 +59,10 @@ pub struct PlanArgs {
     /// Sequence slots (the KV cache holds ctx-size x parallel tokens) [default: 4].
     #[arg(short = 'p', long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub parallel: u32,
+    /// Size the KV cache of sliding-window layers at full size, as `serve
+    /// --swa-full` does (by default they hold only their window).
+    #[arg(long)]
+    pub swa_full: bool,
     #[command(flatten)]
     pub gpus: GpuFlags,
     /// Print JSON instead of text.

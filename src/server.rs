@@ -56,7 +56,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         fit_reserve_mib: server.placement.reserve_mib,
         fit_devices: server.placement.devices.clone(),
         gpus_known: inventory.has_gpus(),
-        swa_full: server.swa_full,
         kept_weights: Some(Arc::new(KeptWeights::new(KEPT_WEIGHTS))),
         kv_store: kv_store.clone(),
     });

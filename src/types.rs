@@ -38,6 +38,8 @@ pub struct ModelSpec {
     pub sampling: SamplingParams,
     /// Default `max_tokens` for requests that give none.
     pub max_tokens: Option<u32>,
+    /// Full-size KV cache for sliding-window layers (`--swa-full`).
+    pub swa_full: bool,
 }
 
 impl ModelSpec {

@@ -36,7 +36,7 @@ pub fn print_gpus(args: &GpusArgs) -> Result<(), String> {
 
 pub fn print_plan(args: &PlanArgs) -> Result<(), String> {
     let gpus = inventory(args.gpus.gpus_from.as_deref())?;
-    let footprint = crate::catalogue::estimate::footprint(&args.model, args.ctx_size, args.parallel)
+    let footprint = crate::catalogue::estimate::footprint(&args.model, args.ctx_size, args.parallel, args.swa_full)
         .map_err(|e| format!("{}: {e}", args.model.display()))?;
     let opts = server_options(&args.gpus, &ServerSection::default());
     let placement = plan(&gpus, &footprint, &opts).map_err(|e| e.to_string())?;

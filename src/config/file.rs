@@ -64,6 +64,7 @@ pub struct ModelSection {
     pub ctx_size: Option<u32>,
     pub parallel: Option<u32>,
     pub n_gpu_layers: Option<u32>,
+    pub swa_full: Option<bool>,
     /// Placement overrides: each wins over the `[server]` key of the same name.
     pub devices: Option<Vec<u32>>,
     pub main_gpu: Option<u32>,

@@ -47,8 +47,6 @@ pub struct ServerConfig {
     /// Where saved KV caches are also kept across restarts, and its budget.
     pub kv_cache_dir: Option<PathBuf>,
     pub kv_cache_dir_mib: u64,
-    /// Full-size KV for sliding-window layers.
-    pub swa_full: bool,
     pub max_loaded_models: Option<usize>,
     pub policy: Policy,
     pub max_wait: Duration,
@@ -88,7 +86,6 @@ impl Config {
             kv_cache_mib: flags.kv_cache_mib.or(s.kv_cache_mib).unwrap_or(DEFAULT_KV_CACHE_MIB),
             kv_cache_dir: flags.kv_cache_dir.clone().or_else(|| s.kv_cache_dir.as_ref().map(|p| config_dir_of(&file_path).join(p))),
             kv_cache_dir_mib: flags.kv_cache_dir_mib.or(s.kv_cache_dir_mib).unwrap_or(DEFAULT_KV_CACHE_DIR_MIB),
-            swa_full: flags.swa_full.or(s.swa_full).unwrap_or(false),
             max_loaded_models: flags.max_loaded_models.or(s.max_loaded_models).map(|n| n as usize),
             policy: flags.policy.or(s.policy).unwrap_or_default(),
             max_wait: flags.max_wait.or(s.max_wait).unwrap_or(DEFAULT_MAX_WAIT),
@@ -108,6 +105,7 @@ impl Config {
             parallel: flags.parallel.or(s.parallel).unwrap_or(DEFAULT_PARALLEL),
             n_gpu_layers: flags.n_gpu_layers.or(s.n_gpu_layers),
             chat_template_file: flags.chat_template_file.clone().or_else(|| s.chat_template_file.clone()),
+            swa_full: flags.swa_full.or(s.swa_full).unwrap_or(false),
         };
         let config_dir = config_dir_of(&file_path);
         let mut models = Models::default();
@@ -211,6 +209,7 @@ struct ModelDefaults {
     parallel: u32,
     n_gpu_layers: Option<u32>,
     chat_template_file: Option<PathBuf>,
+    swa_full: bool,
 }
 
 impl ModelDefaults {
@@ -229,6 +228,7 @@ impl ModelDefaults {
             exclusive: false,
             sampling: SamplingParams::default(),
             max_tokens: None,
+            swa_full: self.swa_full,
         }
     }
 }
@@ -239,6 +239,7 @@ fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &s
     spec.ctx_size = m.ctx_size.or(spec.ctx_size);
     spec.parallel = m.parallel.unwrap_or(spec.parallel);
     spec.n_gpu_layers = m.n_gpu_layers.or(spec.n_gpu_layers);
+    spec.swa_full = m.swa_full.unwrap_or(spec.swa_full);
     spec.gpu = GpuOverrides {
         devices: m.devices.clone(),
         main_gpu: m.main_gpu,

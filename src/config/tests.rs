@@ -59,6 +59,20 @@ fn the_kv_cache_dir_is_relative_to_the_config_file_and_off_by_default() {
 }
 
 #[test]
+fn swa_full_is_a_server_default_a_model_may_override() {
+    let d = Dir::new("swafull");
+    let cfg = d.write(
+        "c.toml",
+        "[server]\nswa_full = true\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n[[models]]\nname = \"c\"\npath = \"models/c.gguf\"\nswa_full = false\n",
+    );
+    let c = Config::load(&sources(Some(cfg)), &ServerFlags::default()).unwrap();
+    assert_eq!(c.models.iter().map(|m| m.swa_full).collect::<Vec<_>>(), [true, false]);
+    let cli = ModelSources { model: vec![d.0.join("models/a.gguf").display().to_string()], ..Default::default() };
+    let c = Config::load(&cli, &ServerFlags::default()).unwrap();
+    assert!(!c.models[0].swa_full, "off by default");
+}
+
+#[test]
 fn model_keys_are_read_and_checked() {
     let d = Dir::new("models");
     let cfg = d.write(

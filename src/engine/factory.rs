@@ -23,8 +23,6 @@ pub struct LlamaFactory {
     pub gpus_known: bool,
     /// The host KV cache shared by every model (`None`: off).
     pub kv_store: Option<super::SharedKvStore>,
-    /// `--swa-full`: full-size KV for sliding-window layers.
-    pub swa_full: bool,
     /// Weights of CPU-only models evicted for a swap (`None`: never kept).
     pub kept_weights: Option<Arc<super::llama::weights::KeptWeights<llama_cpp_2::model::LlamaModel>>>,
 }
@@ -53,7 +51,7 @@ impl EngineFactory for LlamaFactory {
             batch_size: self.batch_size,
             kv_store: self.kv_store.clone(),
             kept_weights: self.kept_weights.clone(),
-            swa_full: self.swa_full,
+            swa_full: spec.swa_full,
         };
         Ok(Arc::new(LlamaEngine::load(options, progress)?))
     }

@@ -71,7 +71,7 @@ impl KvCacheType {
 pub struct MemoryEstimate {
     /// Sum of all tensors (= llama.cpp model size).
     pub weights_bytes: u64,
-    /// KV cache, all layers (SWA layers at full size, llama.cpp `swa_full = true`).
+    /// KV cache, all layers (SWA layers at full size only with `swa_full`).
     pub kv_bytes: u64,
     /// Recurrent state (Mamba/RWKV), 0 for attention-only models.
     pub recurrent_bytes: u64,
@@ -98,6 +98,14 @@ pub fn kv_cells(ctx_per_slot: u64, parallel: u64) -> (u64, u64) {
     let n_ctx = ctx_per_slot.saturating_mul(parallel).div_ceil(KV_CELL_PAD).saturating_mul(KV_CELL_PAD);
     let n_ctx_seq = (n_ctx / parallel).div_ceil(KV_CELL_PAD).saturating_mul(KV_CELL_PAD).max(KV_CELL_PAD);
     (n_ctx_seq.saturating_mul(parallel), n_ctx_seq)
+}
+
+/// KV cells per sequence of a sliding-window layer when the SWA cache is not
+/// full size (llama.cpp's `llama_kv_cache_iswa`, one stream per sequence):
+/// `pad256(min(n_ctx_seq, window + n_ubatch))`. The server's n_ubatch is at
+/// most 512, so estimating with 512 never undercounts.
+pub fn swa_cells(n_ctx_seq: u64, window: u64, n_ubatch: u64) -> u64 {
+    n_ctx_seq.min(window.saturating_add(n_ubatch)).div_ceil(KV_CELL_PAD).saturating_mul(KV_CELL_PAD)
 }
 
 /// The default micro-batch llama.cpp reserves the compute graph for (`n_ubatch`).
@@ -157,19 +165,27 @@ pub fn compute_buffer_estimate(p: &ModelParams, n_ubatch: u64, n_ctx_seq: u64, f
 /// flash attention on (llama.cpp's `auto` default resolves to on for the
 /// CPU, CUDA and Metal backends); call [`compute_buffer_estimate`] directly
 /// for other settings. KV for SWA layers is full size (llama.cpp
-/// default `swa_full = true`); the SWA layout is in
+/// default `swa_full = true`) when `swa_full`; otherwise a sliding-window
+/// layer holds [`swa_cells`] per sequence. The SWA layout is in
 /// [`GgufHeader::model_params`]. K and V use the same `kv_type`.
-pub fn estimate(header: &GgufHeader, ctx_per_slot: u32, parallel: u32, kv_type: KvCacheType) -> MemoryEstimate {
+pub fn estimate(header: &GgufHeader, ctx_per_slot: u32, parallel: u32, kv_type: KvCacheType, swa_full: bool) -> MemoryEstimate {
     let p = header.model_params();
     let ctx = if ctx_per_slot == 0 { p.n_ctx_train.unwrap_or(4096) } else { ctx_per_slot as u64 };
     let parallel = parallel.max(1) as u64;
     let (cells, n_ctx_seq) = kv_cells(ctx, parallel);
+    let window_cells = match (swa_full, p.sliding_window) {
+        (false, Some(window)) => swa_cells(n_ctx_seq, window, DEFAULT_N_UBATCH).saturating_mul(parallel),
+        _ => cells,
+    };
     let kv_bytes_per_layer: Vec<u64> = p
         .n_head_kv
         .iter()
-        .map(|&h| {
+        .enumerate()
+        .map(|(il, &h)| {
             let k = kv_type.row_bytes(h.saturating_mul(p.head_dim_k));
             let v = kv_type.row_bytes(h.saturating_mul(p.head_dim_v));
+            let windowed = p.swa_layers.as_ref().is_some_and(|swa| swa.get(il) == Some(&true));
+            let cells = if windowed { window_cells } else { cells };
             cells.saturating_mul(k.saturating_add(v))
         })
         .collect();

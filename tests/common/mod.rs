@@ -202,6 +202,7 @@ pub fn fake_spec(id: &str) -> ModelSpec {
         exclusive: false,
         sampling: Default::default(),
         max_tokens: None,
+        swa_full: false,
     }
 }
 
