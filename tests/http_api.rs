@@ -237,6 +237,10 @@ async fn helpers_tokenize_detokenize_apply_template_props() {
     assert_eq!(props["chat_template"], common::FAKE_TEMPLATE);
     assert_eq!(props["build_info"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(props["total_slots"], 2);
+    let slots: Value = reqwest::get(format!("{base}/slots")).await.unwrap().json().await.unwrap();
+    assert_eq!(slots.as_array().map(Vec::len), Some(2), "{slots}");
+    assert_eq!(slots[1]["id"], 1);
+    assert_eq!(slots[0]["is_processing"], false);
 }
 
 #[tokio::test]

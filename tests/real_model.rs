@@ -211,6 +211,11 @@ async fn an_unrelated_prompt_leaves_the_slot_holding_a_long_prefix_alone() {
     assert_eq!(cached_tokens(&first), 0);
     let prompt_tokens = first["usage"]["prompt_tokens"].as_u64().unwrap();
     assert!(prompt_tokens > 300, "{first}");
+    // /slots shows which slot holds the prompt.
+    let slots: Value = reqwest::get(format!("{base}/slots")).await.unwrap().json().await.unwrap();
+    let held: Vec<u64> = slots.as_array().unwrap().iter().map(|s| s["n_cached"].as_u64().unwrap()).collect();
+    assert_eq!(held.len(), 2);
+    assert!(held.iter().any(|&n| n >= prompt_tokens), "{slots}");
     let (_, unrelated) = ask(long_prompt("the price of apples")).await;
     let (_, again) = ask(long_prompt("the sky") + " One more sentence.").await;
     assert!(cached_tokens(&again) >= prompt_tokens - 1, "the prefix was overwritten: {again} after {unrelated}");

@@ -347,10 +347,19 @@ async fn models_on_different_gpus_stay_loaded_together_and_status_shows_where() 
         .collect();
     assert_eq!(loads, vec![("a".into(), vec![0]), ("b".into(), vec![1]), ("c".into(), vec![0])]);
 
-    // /props (first model, loading it again) shows the inventory and its placement.
-    let props: Value = reqwest::get(format!("{base}/props")).await.unwrap().json().await.unwrap();
+    // /props of a loaded model shows the inventory and its placement.
+    let props: Value = reqwest::get(format!("{base}/props?model=c")).await.unwrap().json().await.unwrap();
     assert_eq!(props["gpus"].as_array().map(Vec::len), Some(2));
     assert_eq!(props["placement"]["n_layers"], 10);
+    assert_eq!(props["loaded"], true);
+    // A monitoring poll of the unloaded model (also the default one) loads nothing.
+    for path in ["/props", "/props?model=a"] {
+        let props: Value = reqwest::get(format!("{base}{path}")).await.unwrap().json().await.unwrap();
+        assert_eq!((props["model_alias"].as_str(), &props["loaded"], &props["placement"]), (Some("a"), &json!(false), &Value::Null), "{props}");
+    }
+    assert_eq!(factory.placements.lock().unwrap().len(), 3, "no load");
+    let unknown = reqwest::get(format!("{base}/props?model=zzz")).await.unwrap();
+    assert_eq!(unknown.status(), 404);
 }
 
 /// NVML stand-in: live free memory that fake loads take and give back, plus

@@ -1,7 +1,7 @@
 //! llama-server's helper endpoints: /health, /tokenize, /detokenize,
-//! /apply-template and /props.
+//! /apply-template, /props and /slots.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -81,35 +81,116 @@ pub async fn apply_template(
 }
 
 /// Server and model properties, shaped like llama-server's `/props` where
-/// the fields mean the same thing.
-pub async fn props(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let first = state.scheduler.snapshot();
-    let first = first.resolve(None)?;
-    let (index, model) = (first.index, state.loaded(first).await?);
-    // After the load: the snapshot that shows where it went.
-    let snapshot = state.scheduler.synced().await?;
-    let view = &snapshot.models[index];
-    let info = model.engine.info();
-    let slots = model.engine.slot_stats();
-    Ok(Json(json!({
+/// the fields mean the same thing. `?model=NAME` picks the model (default:
+/// the first). Answered from the published snapshot: a monitoring poll never
+/// loads or evicts anything; a model that is not loaded says `loaded: false`
+/// and gives what its registration knows.
+pub async fn props(State(state): State<AppState>, query: RawQuery) -> Result<Response, ApiError> {
+    let name = model_param(&query)?;
+    let snapshot = state.scheduler.snapshot();
+    let view = snapshot.resolve(name.as_deref())?;
+    let mut body = json!({
         "model_alias": view.spec.id,
         "model_path": view.spec.path.display().to_string(),
-        "n_ctx": info.n_ctx_slot,
-        "n_ctx_train": info.n_ctx_train,
-        "total_slots": slots.total,
-        "busy_slots": slots.busy,
-        "queued_requests": slots.queued,
-        "chat_template": model.template_source,
-        "chat_template_origin": model.template_origin.label(),
-        "bos_token": info.bos_token,
-        "eos_token": info.eos_token,
+        "loaded": false,
+        "state": view.state,
+        "total_slots": view.spec.parallel,
+        "busy_slots": 0,
+        "queued_requests": view.queue_depth,
         "build_info": state.build,
         "gpus": state.scheduler.gpu_status(&snapshot),
         "placement": view.placement,
-        "default_generation_settings": {
+    });
+    if let Some(model) = view.loaded() {
+        let info = model.engine.info();
+        let slots = model.engine.slot_stats();
+        let loaded = json!({
+            "loaded": true,
             "n_ctx": info.n_ctx_slot,
-            "params": crate::types::SamplingParams::default().to_json(),
-        },
-    }))
-    .into_response())
+            "n_ctx_train": info.n_ctx_train,
+            "total_slots": slots.total,
+            "busy_slots": slots.busy,
+            "queued_requests": slots.queued as usize + view.queue_depth,
+            "chat_template": model.template_source,
+            "chat_template_origin": model.template_origin.label(),
+            "bos_token": info.bos_token,
+            "eos_token": info.eos_token,
+            "default_generation_settings": {
+                "n_ctx": info.n_ctx_slot,
+                "params": crate::types::SamplingParams::default().to_json(),
+            },
+        });
+        if let (Some(body), Value::Object(loaded)) = (body.as_object_mut(), loaded) {
+            body.extend(loaded);
+        }
+    }
+    Ok(Json(body).into_response())
+}
+
+/// llama-server's `/slots` for one model (`?model=NAME`, default the
+/// first): each slot's id, context size, whether it is processing and how
+/// many tokens its cache holds. From the published snapshot: a model that is
+/// not loaded has no slots (`[]`), and nothing is loaded to answer.
+pub async fn slots(State(state): State<AppState>, query: RawQuery) -> Result<Response, ApiError> {
+    let name = model_param(&query)?;
+    let snapshot = state.scheduler.snapshot();
+    let view = snapshot.resolve(name.as_deref())?;
+    let slots: Vec<Value> = match view.loaded() {
+        Some(model) => {
+            let n_ctx = model.engine.info().n_ctx_slot;
+            model
+                .engine
+                .slots()
+                .into_iter()
+                .map(|s| json!({"id": s.id, "n_ctx": n_ctx, "is_processing": s.is_processing, "n_cached": s.n_cached, "model": view.spec.id}))
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    Ok(Json(slots).into_response())
+}
+
+/// The `model` query parameter of a GET (`?model=NAME`), percent-decoded.
+pub(super) fn model_param(query: &RawQuery) -> Result<Option<String>, ApiError> {
+    let Some(query) = query.0.as_deref() else { return Ok(None) };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "model" {
+            return percent_decode(value)
+                .map(Some)
+                .ok_or_else(|| ApiError::InvalidRequest { message: "model: not a valid percent-encoded name".into(), param: Some("model".into()) });
+        }
+    }
+    Ok(None)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_parameter_is_percent_decoded() {
+        let q = |s: &str| model_param(&RawQuery(Some(s.to_string())));
+        assert_eq!(q("model=org%2Fname%3Aq4").unwrap().as_deref(), Some("org/name:q4"));
+        assert_eq!(q("x=1&model=a+b").unwrap().as_deref(), Some("a b"));
+        assert_eq!(q("x=1").unwrap(), None);
+        assert_eq!(model_param(&RawQuery(None)).unwrap(), None);
+        assert!(q("model=%zz").is_err());
+    }
 }

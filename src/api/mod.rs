@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/detokenize", post(helpers::detokenize))
         .route("/apply-template", post(helpers::apply_template))
         .route("/props", get(helpers::props))
+        .route("/slots", get(helpers::slots))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key));
     let admin = Router::new()
         .route("/admin/status", get(admin::status))

@@ -149,6 +149,15 @@ pub struct SlotStats {
     pub queued: u32,
 }
 
+/// One sequence slot, for `/slots` (as of the last admission or finish).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct SlotView {
+    pub id: u32,
+    pub is_processing: bool,
+    /// Tokens its KV cache holds (a prefix the next request may reuse).
+    pub n_cached: u32,
+}
+
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum EngineError {
     #[error("failed to load model {path}: {reason}")]
@@ -179,6 +188,11 @@ pub trait Engine: Send + Sync + 'static {
     /// Queues a generation; events arrive on the returned receiver.
     fn generate(&self, request: GenerationRequest) -> Result<EventReceiver, EngineError>;
     fn slot_stats(&self) -> SlotStats;
+    /// Each slot's state; by default only what `slot_stats` says.
+    fn slots(&self) -> Vec<SlotView> {
+        let stats = self.slot_stats();
+        (0..stats.total).map(|id| SlotView { id, is_processing: id < stats.busy, n_cached: 0 }).collect()
+    }
     /// Memory this model measurably holds (weights + context), if known.
     fn memory_bytes(&self) -> Option<u64> {
         None

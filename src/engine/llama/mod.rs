@@ -110,6 +110,7 @@ pub(super) enum Command {
 pub(super) struct Stats {
     pub(super) busy: AtomicU32,
     pub(super) queued: AtomicU32,
+    pub(super) slots: Mutex<Vec<crate::engine::SlotView>>,
 }
 
 impl LlamaEngine {
@@ -227,6 +228,10 @@ impl Engine for LlamaEngine {
 
     fn keep_weights_on_unload(&self) {
         self.keep_on_drop.store(true, Ordering::Relaxed);
+    }
+
+    fn slots(&self) -> Vec<crate::engine::SlotView> {
+        self.stats.slots.lock().clone()
     }
 
     fn slot_stats(&self) -> SlotStats {

@@ -85,6 +85,7 @@ pub(super) fn worker_main(
     let store = options.kv_store.clone().map(|store| (store, store_key(&identity, &info)));
     let windowed = !options.swa_full && has_sliding_window(&model);
     let mut worker = Worker::new(&model, ctx, &info, stats, store, windowed);
+    worker.publish_stats();
     if ready.send(Ok((model.clone(), info, context_bytes, timings))).is_err() {
         return;
     }
@@ -257,6 +258,12 @@ impl<'m> Worker<'m> {
         let busy = self.slots.iter().filter(|s| s.active.is_some()).count() as u32;
         self.stats.busy.store(busy, Ordering::Relaxed);
         self.stats.queued.store(self.queue.len() as u32, Ordering::Relaxed);
+        *self.stats.slots.lock() = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(id, s)| crate::engine::SlotView { id: id as u32, is_processing: s.active.is_some(), n_cached: s.cached.len() as u32 })
+            .collect();
     }
 
     /// Frees the slots of clients that went away (their receiver was dropped).
