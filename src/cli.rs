@@ -19,6 +19,18 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as `text` (colours only on a terminal) or `json` (one
+    /// object per line); `RUST_LOG` sets the levels (default
+    /// `info,llama-cpp-2=warn`; every request is one `vram_llm::request`
+    /// line at info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "VRAM_LLM_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

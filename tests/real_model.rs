@@ -263,3 +263,23 @@ async fn saved_caches_in_the_kv_cache_dir_survive_a_restart() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn every_request_is_one_log_line_without_colour_codes() {
+    let log = std::env::temp_dir().join(format!("vram-llm-request-log-{}.log", std::process::id()));
+    let server = RealServer::start_logging(&["--ctx-size", "256", "--parallel", "1"], &log).await;
+    let (status, body) = post(&server.base, "/v1/completions", json!({"prompt": "Hello", "max_tokens": 2})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = post(&server.base, "/v1/completions", json!({"prompt": "Hello", "temperature": -1})).await;
+    assert_eq!(status, 400);
+    assert!(server.stop());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(!text.contains('\x1b'), "ANSI codes in a log file:\n{text}");
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("vram_llm::request")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for field in ["method=POST", "path=/v1/completions", "status=200", "prompt_tokens=", "completion_tokens=2", "ttft_ms=", "total_ms="] {
+        assert!(lines[0].contains(field), "{field} missing: {}", lines[0]);
+    }
+    assert!(lines[1].contains("status=400"), "{}", lines[1]);
+}

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::Extension;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -11,6 +12,7 @@ use super::error::ApiError;
 use super::extract::ApiJson;
 use super::generate::{collect, pump, response_id, start, stream_sse, Started};
 use super::openai::*;
+use super::reqlog::RequestLog;
 use super::validate::{self, ValidChat};
 use super::{sse, unix_now, AppState};
 use crate::engine::{FinishReason, Usage};
@@ -18,23 +20,25 @@ use crate::scheduler::Permit;
 
 pub async fn chat_completions(
     State(state): State<AppState>,
+    Extension(log): Extension<RequestLog>,
     ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     // Everything that needs no loaded model is checked before one is
     // acquired: a bad request never causes a load or a swap.
     let snapshot = state.scheduler.snapshot();
     let view = snapshot.resolve(req.model.as_deref())?;
+    log.model(&view.spec.id);
     let valid = validate::chat(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let (index, model_id) = (view.index, view.spec.id.clone());
     let chunks = Chunks::new(&state, model_id.clone(), valid.sampling.include_usage);
     if state.notify_swaps && valid.sampling.stream && view.loaded().is_none() {
-        return Ok(stream_after_load(state, index, valid, chunks));
+        return Ok(stream_after_load(state, index, valid, chunks, log));
     }
     let permit = state.scheduler.acquire(index).await?;
-    let started = prepare(&permit, &valid)?;
+    let started = prepare(&permit, &valid, log)?;
 
     if !valid.sampling.stream {
-        let out = collect(started.events).await?;
+        let out = collect(started).await?;
         drop(permit);
         return Ok(Json(ChatCompletion {
             id: chunks.id,
@@ -55,22 +59,22 @@ pub async fn chat_completions(
     let chunks = Arc::new(chunks);
     let prologue = vec![chunks.role()];
     let (text, finish) = chunks.clone().framers();
-    Ok(stream_sse(started.events, permit, prologue, text, finish))
+    Ok(stream_sse(started, permit, prologue, text, finish))
 }
 
 /// On the acquired model: the token-id guard, the template, the generation.
-fn prepare(permit: &Permit, valid: &ValidChat) -> Result<Started, ApiError> {
+fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog) -> Result<Started, ApiError> {
     let model = &permit.model;
     validate::within_vocab(&valid.sampling, model.engine.info().n_vocab)?;
     let prompt = model.render_chat(&valid.messages, true, valid.tools.as_ref(), valid.template_kwargs.as_ref())?;
-    start(model, &prompt, &valid.sampling, "messages")
+    start(model, &prompt, &valid.sampling, "messages", log)
 }
 
 /// `--notify-swaps`: the stream starts at once; while the model loads, the
 /// client gets progress in `delta.reasoning_content` (from the scheduler's
 /// snapshots), then the answer. Errors after this point can only be sent as
 /// error events in the stream.
-fn stream_after_load(state: AppState, index: usize, valid: ValidChat, chunks: Chunks) -> Response {
+fn stream_after_load(state: AppState, index: usize, valid: ValidChat, chunks: Chunks, log: RequestLog) -> Response {
     let (tx, response) = sse::channel_response();
     let chunks = Arc::new(chunks);
     tokio::spawn(async move {
@@ -102,13 +106,14 @@ fn stream_after_load(state: AppState, index: usize, valid: ValidChat, chunks: Ch
                 }
             }
         };
-        let prepared = permit.map_err(ApiError::from).and_then(|permit| prepare(&permit, &valid).map(|started| (permit, started)));
+        let prepared = permit.map_err(ApiError::from).and_then(|permit| prepare(&permit, &valid, log.clone()).map(|started| (permit, started)));
         match prepared {
             Ok((_permit, started)) => {
                 let (text, finish) = chunks.framers();
-                pump(&tx, started.events, text, finish).await;
+                pump(&tx, started, text, finish).await;
             }
             Err(e) => {
+                log.ended(&e.to_string());
                 let _ = tx.send(sse::data(&e.body())).await;
                 let _ = tx.send(sse::done()).await;
             }

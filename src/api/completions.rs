@@ -1,6 +1,7 @@
 //! `POST /v1/completions` (legacy text completions).
 
 use axum::extract::State;
+use axum::Extension;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -8,22 +9,25 @@ use super::error::ApiError;
 use super::extract::ApiJson;
 use super::generate::{collect, response_id, start, stream_sse};
 use super::openai::*;
+use super::reqlog::RequestLog;
 use super::validate;
 use super::{sse, unix_now, AppState};
 
 pub async fn completions(
     State(state): State<AppState>,
+    Extension(log): Extension<RequestLog>,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     // Validated before a model is acquired: a bad request never causes a swap.
     let snapshot = state.scheduler.snapshot();
     let view = snapshot.resolve(req.model.as_deref())?;
+    log.model(&view.spec.id);
     let valid = validate::completion(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let model_id = view.spec.id.clone();
     let permit = state.scheduler.acquire(view.index).await?;
     let model = permit.model.clone();
     validate::within_vocab(&valid.sampling, model.engine.info().n_vocab)?;
-    let started = start(&model, &valid.prompt, &valid.sampling, "prompt")?;
+    let started = start(&model, &valid.prompt, &valid.sampling, "prompt", log)?;
     let id = response_id("cmpl");
     let created = unix_now();
     let fingerprint = state.build.fingerprint();
@@ -38,7 +42,7 @@ pub async fn completions(
     };
 
     if !valid.sampling.stream {
-        let out = collect(started.events).await?;
+        let out = collect(started).await?;
         drop(permit);
         return Ok(Json(completion(out.text, Some(out.finish_reason.as_str()), Some(out.usage.into()))).into_response());
     }
@@ -46,7 +50,7 @@ pub async fn completions(
     let include_usage = valid.sampling.include_usage;
     let text_chunk = completion.clone();
     Ok(stream_sse(
-        started.events,
+        started,
         permit,
         Vec::new(),
         move |text| sse::data(&text_chunk(text, None, None)),

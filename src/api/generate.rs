@@ -10,15 +10,23 @@ use crate::engine::loaded::LoadedModel;
 use crate::engine::{EventReceiver, FinishReason, GenerationEvent, GenerationRequest, Usage};
 
 use super::error::{generation_error, ApiError};
+use super::reqlog::RequestLog;
 use super::validate::ValidSampling;
 
-/// A started generation.
+/// A started generation, and the request's log line its events complete.
 pub struct Started {
     pub events: EventReceiver,
+    pub log: RequestLog,
 }
 
 /// Tokenizes `prompt`, checks it against the per-request context and queues it.
-pub fn start(model: &Arc<LoadedModel>, prompt: &str, sampling: &ValidSampling, prompt_param: &str) -> Result<Started, ApiError> {
+pub fn start(
+    model: &Arc<LoadedModel>,
+    prompt: &str,
+    sampling: &ValidSampling,
+    prompt_param: &str,
+    log: RequestLog,
+) -> Result<Started, ApiError> {
     let engine = &model.engine;
     let info = engine.info();
     let add_bos = info.add_bos && (info.bos_token.is_empty() || !prompt.starts_with(&info.bos_token));
@@ -44,7 +52,7 @@ pub fn start(model: &Arc<LoadedModel>, prompt: &str, sampling: &ValidSampling, p
         stop: sampling.stop.clone(),
     };
     let events = engine.generate(request)?;
-    Ok(Started { events })
+    Ok(Started { events, log })
 }
 
 /// The whole output of a non-streamed generation.
@@ -54,12 +62,19 @@ pub struct Collected {
     pub usage: Usage,
 }
 
-pub async fn collect(mut events: EventReceiver) -> Result<Collected, ApiError> {
+pub async fn collect(started: Started) -> Result<Collected, ApiError> {
+    let Started { mut events, log } = started;
     let mut text = String::new();
     while let Some(event) = events.recv().await {
         match event {
-            GenerationEvent::Text(t) => text.push_str(&t),
-            GenerationEvent::Done { finish_reason, usage } => return Ok(Collected { text, finish_reason, usage }),
+            GenerationEvent::Text(t) => {
+                log.first_token();
+                text.push_str(&t);
+            }
+            GenerationEvent::Done { finish_reason, usage } => {
+                log.done(&usage);
+                return Ok(Collected { text, finish_reason, usage });
+            }
             ended => {
                 if let Some(e) = generation_error(&ended) {
                     return Err(e);
@@ -84,7 +99,7 @@ pub fn response_id(prefix: &str) -> String {
 /// Streams a generation as SSE: `prologue` frames first, then what [`pump`]
 /// sends. `permit` (the scheduler's slot) is held until the stream ends.
 pub fn stream_sse(
-    events: EventReceiver,
+    started: Started,
     permit: crate::scheduler::Permit,
     prologue: Vec<Bytes>,
     text: impl Fn(String) -> Bytes + Send + 'static,
@@ -98,7 +113,7 @@ pub fn stream_sse(
                 return;
             }
         }
-        pump(&tx, events, text, finish).await;
+        pump(&tx, started, text, finish).await;
     });
     response
 }
@@ -110,28 +125,39 @@ pub fn stream_sse(
 /// engine to free the slot.
 pub async fn pump(
     tx: &tokio::sync::mpsc::Sender<Bytes>,
-    mut events: EventReceiver,
+    started: Started,
     text: impl Fn(String) -> Bytes,
     finish: impl FnOnce(FinishReason, Usage) -> Vec<Bytes>,
 ) {
+    let Started { mut events, log } = started;
     let mut finish = Some(finish);
     loop {
         let (frames, last) = match events.recv().await {
-            Some(GenerationEvent::Text(t)) => (vec![text(t)], false),
+            Some(GenerationEvent::Text(t)) => {
+                log.first_token();
+                (vec![text(t)], false)
+            }
             Some(GenerationEvent::Done { finish_reason, usage }) => {
+                log.done(&usage);
                 let mut frames = finish.take().map(|f| f(finish_reason, usage)).unwrap_or_default();
                 frames.push(super::sse::done());
                 (frames, true)
             }
             // A failure or cancellation is the stream's last event.
-            Some(ended) => (generation_error(&ended).map(|e| super::sse::data(&e.body())).into_iter().collect(), true),
+            Some(ended) => {
+                let error = generation_error(&ended);
+                log.ended(&error.as_ref().map_or_else(|| "ended".to_string(), |e| e.to_string()));
+                (error.map(|e| super::sse::data(&e.body())).into_iter().collect(), true)
+            }
             None => {
                 let e = ApiError::Internal("the model worker stopped before finishing".into());
+                log.ended(&e.to_string());
                 (vec![super::sse::data(&e.body())], true)
             }
         };
         for frame in frames {
             if tx.send(frame).await.is_err() {
+                log.ended("client disconnected");
                 return;
             }
         }

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod helpers;
 pub mod models;
 pub mod openai;
+pub mod reqlog;
 pub mod sse;
 pub mod validate;
 
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.body_limit))
+        .layer(axum::middleware::from_fn(reqlog::middleware))
         .with_state(state)
 }
 

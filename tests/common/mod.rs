@@ -303,14 +303,26 @@ impl RealServer {
 
     /// `vram-llm serve ARGS --port <free>`.
     pub async fn start_with(args: &[&str]) -> Self {
+        Self::spawn(args, None).await
+    }
+
+    /// Serves the test model with `extra_args`, its log (`RUST_LOG=info`)
+    /// going to the file `log`.
+    pub async fn start_logging(extra_args: &[&str], log: &std::path::Path) -> Self {
+        let model = test_model().display().to_string();
+        let mut args = vec!["--model", model.as_str()];
+        args.extend_from_slice(extra_args);
+        Self::spawn(&args, Some(log)).await
+    }
+
+    async fn spawn(args: &[&str], log: Option<&std::path::Path>) -> Self {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vram-llm"));
-        cmd.arg("serve")
-            .args(["--port", &port.to_string()])
-            .args(args)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        cmd.arg("serve").args(["--port", &port.to_string()]).args(args).stdout(Stdio::null());
+        match log {
+            Some(path) => cmd.env("RUST_LOG", "info").stderr(std::fs::File::create(path).expect("log file")),
+            None => cmd.env("RUST_LOG", "error").stderr(Stdio::inherit()),
+        };
         let child = cmd.spawn().expect("spawn vram-llm");
         let server = Self { child, base: format!("http://127.0.0.1:{port}") };
         server.wait_healthy(Duration::from_secs(120)).await;

@@ -1,0 +1,107 @@
+//! One log line per request (target `vram_llm::request`): method, path,
+//! status, model, prompt / completion / cached tokens, time to first token
+//! and total time. The middleware starts a [`RequestLog`]; handlers fill in
+//! what they learn; the line is written when the last holder lets go of it,
+//! so a streamed response is logged when its stream ends, with its totals.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use parking_lot::Mutex;
+
+use crate::engine::Usage;
+
+#[derive(Debug, Default)]
+struct Record {
+    method: String,
+    path: String,
+    status: u16,
+    model: Option<String>,
+    usage: Option<Usage>,
+    ttft_ms: Option<u64>,
+    /// How the generation ended, when it did not finish normally.
+    ended: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    started: Instant,
+    record: Mutex<Record>,
+}
+
+/// A request's log line in the making; clones share it.
+#[derive(Debug, Clone)]
+pub struct RequestLog(Arc<Inner>);
+
+impl RequestLog {
+    fn new(method: &str, path: &str) -> Self {
+        let record = Record { method: method.to_string(), path: path.to_string(), ..Record::default() };
+        Self(Arc::new(Inner { started: Instant::now(), record: Mutex::new(record) }))
+    }
+
+    pub fn model(&self, id: &str) {
+        self.0.record.lock().model = Some(id.to_string());
+    }
+
+    /// The first generated text arrived.
+    pub fn first_token(&self) {
+        let mut r = self.0.record.lock();
+        if r.ttft_ms.is_none() {
+            r.ttft_ms = Some(self.0.started.elapsed().as_millis() as u64);
+        }
+    }
+
+    pub fn done(&self, usage: &Usage) {
+        self.0.record.lock().usage = Some(usage.clone());
+    }
+
+    /// The generation failed or was cancelled after the response started.
+    pub fn ended(&self, why: &str) {
+        self.0.record.lock().ended = Some(why.to_string());
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let r = self.record.get_mut();
+        let total_ms = self.started.elapsed().as_millis() as u64;
+        let usage = r.usage.as_ref();
+        macro_rules! line {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "vram_llm::request",
+                    $level,
+                    method = %r.method,
+                    path = %r.path,
+                    status = r.status,
+                    model = r.model.as_deref().unwrap_or("-"),
+                    prompt_tokens = usage.map(|u| u.prompt_tokens),
+                    completion_tokens = usage.map(|u| u.completion_tokens),
+                    cached_tokens = usage.map(|u| u.cached_tokens),
+                    ttft_ms = r.ttft_ms,
+                    total_ms,
+                    ended = r.ended.as_deref(),
+                    "request"
+                )
+            };
+        }
+        // Health and status polls would drown the rest.
+        if r.path == "/health" || r.path == "/v1/health" || r.path == "/metrics" {
+            line!(tracing::Level::DEBUG);
+        } else {
+            line!(tracing::Level::INFO);
+        }
+    }
+}
+
+/// Starts every request's log line; handlers find it in the extensions.
+pub async fn middleware(mut req: Request, next: Next) -> Response {
+    let log = RequestLog::new(req.method().as_str(), req.uri().path());
+    req.extensions_mut().insert(log.clone());
+    let response = next.run(req).await;
+    log.0.record.lock().status = response.status().as_u16();
+    response
+}
