@@ -282,6 +282,12 @@ pub struct ServerFlags {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_body_mib: Option<u32>,
 
+    /// Web origins whose pages may call the API from a browser (CORS), e.g.
+    /// `http://localhost:3000`; `*` allows every site. Comma separated
+    /// [default: none: browsers refuse cross-site calls].
+    #[arg(long, value_delimiter = ',', value_name = "ORIGINS")]
+    pub cors_origins: Option<Vec<String>>,
+
     #[command(flatten)]
     pub gpu: GpuFlags,
 }

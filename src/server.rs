@@ -83,6 +83,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         body_limit: server.max_body_mib as usize * 1024 * 1024,
         build: BUILD,
         kv_cache: kv_store.clone(),
+        cors_origins: server.cors_origins.clone().into(),
     };
     let addr = SocketAddr::new(server.host, server.port);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -271,3 +271,42 @@ async fn health_is_503_until_startup_loads_finish() {
     let resp = reqwest::get(format!("{base}/health")).await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn cors_answers_preflights_only_for_configured_origins() {
+    use std::sync::Arc;
+    let preflight = |base: String, origin: &'static str| async move {
+        reqwest::Client::new()
+            .request(reqwest::Method::OPTIONS, format!("{base}/v1/chat/completions"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "authorization, content-type")
+            .send()
+            .await
+            .unwrap()
+    };
+    let allowed = |resp: &reqwest::Response| resp.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_string());
+
+    // Default: no CORS at all, as llama-server.
+    let closed = fake_server("ok", None, None).await;
+    let resp = preflight(closed.clone(), "http://localhost:3000").await;
+    assert_eq!(allowed(&resp), None);
+
+    let factory = Arc::new(common::FakeFactory::new("ok"));
+    let mut state = common::fake_state(vec![common::fake_spec("fake")], factory, common::roomy_limits(), 1 << 20, true);
+    state.cors_origins = Arc::from(vec!["http://localhost:3000".to_string()]);
+    let base = common::serve(state).await;
+    let resp = preflight(base.clone(), "http://localhost:3000").await;
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(allowed(&resp).as_deref(), Some("http://localhost:3000"));
+    let methods = resp.headers().get("access-control-allow-methods").unwrap().to_str().unwrap().to_string();
+    assert!(methods.contains("POST"), "{methods}");
+    assert_eq!(allowed(&preflight(base.clone(), "http://evil.example").await), None);
+
+    // The actual call carries the header for the allowed origin only.
+    let call = |origin: &'static str| {
+        reqwest::Client::new().get(format!("{base}/v1/models")).header("Origin", origin).send()
+    };
+    assert_eq!(allowed(&call("http://localhost:3000").await.unwrap()).as_deref(), Some("http://localhost:3000"));
+    assert_eq!(allowed(&call("http://evil.example").await.unwrap()), None);
+}

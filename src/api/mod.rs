@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod chat;
+pub mod cors;
 pub mod completions;
 pub mod error;
 pub mod extract;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub build: BuildInfo,
     /// The host KV cache, for /admin/status.
     pub kv_cache: Option<crate::engine::SharedKvStore>,
+    /// Browser origins allowed to call the API (`--cors-origins`).
+    pub cors_origins: Arc<[String]>,
 }
 
 /// Default request body limit: a long conversation fits easily.
@@ -81,7 +84,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/models/unload", post(admin::unload))
         .route("/admin/reload", post(admin::reload))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_admin_token));
-    Router::new()
+    let cors = cors::layer(&state.cors_origins);
+    let app = Router::new()
         .route("/health", get(helpers::health))
         .merge(admin)
         .route("/v1/health", get(helpers::health))
@@ -89,8 +93,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.body_limit))
-        .layer(axum::middleware::from_fn(reqlog::middleware))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(reqlog::middleware));
+    // Outermost: a preflight is answered before auth or routing.
+    let app = match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    app.with_state(state)
 }
 
 async fn route_not_found(req: Request) -> ApiError {

@@ -43,6 +43,7 @@ pub struct ServerSection {
     #[serde(default, deserialize_with = "duration")]
     pub shutdown_grace: Option<Duration>,
     pub max_body_mib: Option<u32>,
+    pub cors_origins: Option<Vec<String>>,
     pub models_dir: Option<PathBuf>,
     pub gpus_from: Option<PathBuf>,
     pub reserve_mib: Option<u64>,

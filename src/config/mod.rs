@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub notify_swaps: bool,
     pub shutdown_grace: Duration,
     pub max_body_mib: u32,
+    /// Browser origins allowed to call the API (`*`: any); empty: none.
+    pub cors_origins: Vec<String>,
     /// A JSON GPU inventory replacing NVML.
     pub gpus_from: Option<PathBuf>,
     pub placement: crate::gpu::PlacementOptions,
@@ -93,6 +95,7 @@ impl Config {
             notify_swaps: flags.notify_swaps.or(s.notify_swaps).unwrap_or(false),
             shutdown_grace: flags.shutdown_grace.or(s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             max_body_mib: flags.max_body_mib.or(s.max_body_mib).unwrap_or(DEFAULT_MAX_BODY_MIB),
+            cors_origins: flags.cors_origins.clone().or_else(|| s.cors_origins.clone()).unwrap_or_default(),
             gpus_from: flags.gpu.gpus_from.clone().or_else(|| s.gpus_from.as_ref().map(|p| config_dir_of(&file_path).join(p))),
             placement: placement::server_options(&flags.gpu, s),
         };
@@ -192,6 +195,11 @@ fn check_server(s: &ServerConfig, origin: &str) -> Result<(), String> {
              not the gpus_from (--gpus-from) list: use one or the other"
         ));
     }
+    for origin in &s.cors_origins {
+        if origin != "*" && !is_origin(origin) {
+            return Err(format!("{at}cors_origins: `{origin}` is not an origin like http://localhost:3000 (or *)"));
+        }
+    }
     if s.max_queue == 0 {
         return Err(format!("{at}[server] max_queue must be at least 1"));
     }
@@ -202,6 +210,14 @@ fn check_server(s: &ServerConfig, origin: &str) -> Result<(), String> {
         return Err(format!("{at}[server] max_loaded_models must be at least 1"));
     }
     Ok(())
+}
+
+/// A browser origin as browsers send it: `http(s)://host[:port]`, nothing after.
+fn is_origin(s: &str) -> bool {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    rest.is_some_and(|host| {
+        !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
+    })
 }
 
 struct ModelDefaults {

@@ -218,3 +218,18 @@ fn use_fit_params_and_a_simulated_gpu_list_exclude_each_other() {
     let err = Config::load(&sources(Some(cfg)), &flags).unwrap_err();
     assert!(err.contains("use_fit_params") && err.contains("gpus_from"), "{err}");
 }
+
+#[test]
+fn cors_origins_must_be_origins() {
+    let d = Dir::new("cors");
+    let cfg = d.write("c.toml", "[server]\ncors_origins = [\"http://localhost:3000\", \"https://app.example.com\"]\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n");
+    let c = Config::load(&sources(Some(cfg.clone())), &ServerFlags::default()).unwrap();
+    assert_eq!(c.server.cors_origins, ["http://localhost:3000", "https://app.example.com"]);
+    for bad in ["localhost:3000", "http://x.com/path", "http://", "ftp://x"] {
+        let flags = ServerFlags { cors_origins: Some(vec![bad.into()]), ..Default::default() };
+        let err = Config::load(&sources(Some(cfg.clone())), &flags).unwrap_err();
+        assert!(err.contains("cors_origins") && err.contains(bad), "{err}");
+    }
+    let any = ServerFlags { cors_origins: Some(vec!["*".into()]), ..Default::default() };
+    assert_eq!(Config::load(&sources(Some(cfg)), &any).unwrap().server.cors_origins, ["*"]);
+}

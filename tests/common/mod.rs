@@ -250,6 +250,7 @@ pub fn state_with(
         body_limit: DEFAULT_BODY_LIMIT,
         build: BUILD,
         kv_cache: None,
+        cors_origins: Arc::from(Vec::new()),
     }
 }
 
