@@ -6,6 +6,7 @@
 pub mod build_info;
 pub mod gguf;
 pub mod gpu;
+pub mod metrics;
 pub mod template;
 // Shared plain types.
 pub mod types;

@@ -360,6 +360,19 @@ async fn models_on_different_gpus_stay_loaded_together_and_status_shows_where() 
     assert_eq!(factory.placements.lock().unwrap().len(), 3, "no load");
     let unknown = reqwest::get(format!("{base}/props?model=zzz")).await.unwrap();
     assert_eq!(unknown.status(), 404);
+
+    // /metrics: the swap and the loads were counted (the registry is the
+    // process's, shared with other tests: at least), the GPUs are there.
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let value = |prefix: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix} missing:\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("vram_llm_swaps_total ") >= 1.0);
+    assert!(value("vram_llm_swap_phase_seconds_count{phase=\"context\"}") >= 1.0);
+    assert!(value("vram_llm_model_loads_total{model=\"c\",result=\"ok\"}") >= 1.0);
+    assert_eq!(value("vram_llm_model_loaded{model=\"a\"}"), 0.0);
+    assert!(value("vram_llm_gpu_memory_bytes{gpu=\"1\",kind=\"total\"}") > 0.0);
 }
 
 /// NVML stand-in: live free memory that fake loads take and give back, plus

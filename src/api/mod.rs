@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod generate;
 pub mod helpers;
+pub mod metrics;
 pub mod models;
 pub mod openai;
 pub mod reqlog;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/apply-template", post(helpers::apply_template))
         .route("/props", get(helpers::props))
         .route("/slots", get(helpers::slots))
+        .route("/metrics", get(metrics::metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key));
     let admin = Router::new()
         .route("/admin/status", get(admin::status))

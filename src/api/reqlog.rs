@@ -88,6 +88,7 @@ impl Drop for Inner {
                 )
             };
         }
+        record_metrics(r, total_ms);
         // Health and status polls would drown the rest.
         if r.path == "/health" || r.path == "/v1/health" || r.path == "/metrics" {
             line!(tracing::Level::DEBUG);
@@ -104,4 +105,34 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     log.0.record.lock().status = response.status().as_u16();
     response
+}
+
+/// The request's counters and histograms (see `crate::metrics`).
+fn record_metrics(r: &Record, total_ms: u64) {
+    let m = crate::metrics::global();
+    let model = r.model.as_deref().unwrap_or("");
+    m.requests.with_label_values(&[model, route_label(&r.path), &r.status.to_string()]).inc();
+    let Some(usage) = &r.usage else { return };
+    m.prompt_tokens.with_label_values(&[model]).inc_by(u64::from(usage.prompt_tokens));
+    m.predicted_tokens.with_label_values(&[model]).inc_by(u64::from(usage.completion_tokens));
+    m.cached_tokens.with_label_values(&[model]).inc_by(u64::from(usage.cached_tokens));
+    m.duration.with_label_values(&[model]).observe(total_ms as f64 / 1000.0);
+    if let Some(ttft) = r.ttft_ms {
+        m.ttft.with_label_values(&[model]).observe(ttft as f64 / 1000.0);
+        if usage.completion_tokens > 1 {
+            let per_token = total_ms.saturating_sub(ttft) as f64 / 1000.0 / f64::from(usage.completion_tokens - 1);
+            m.per_token.with_label_values(&[model]).observe(per_token);
+        }
+    }
+}
+
+/// The endpoint as a metric label: known routes as they are, anything else
+/// `other` (a client probing random paths must not grow the label set).
+fn route_label(path: &str) -> &str {
+    const ROUTES: &[&str] = &[
+        "/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions", "/v1/models", "/models",
+        "/tokenize", "/detokenize", "/apply-template", "/props", "/slots", "/health", "/v1/health", "/metrics",
+        "/admin/status", "/admin/models/load", "/admin/models/unload", "/admin/reload",
+    ];
+    ROUTES.iter().find(|&&r| r == path).copied().unwrap_or("other")
 }

@@ -163,6 +163,12 @@ impl Owner {
             Msg::Progress { model, percent } => self.entries[model].progress = Some(percent),
             Msg::LoadDone { model, result } => {
                 self.entries[model].progress = None;
+                let metrics = crate::metrics::global();
+                let id = self.entries[model].spec.id.clone();
+                if let Some((started, _, _)) = &self.swap {
+                    metrics.load_seconds.with_label_values(&[&id]).observe(now.saturating_duration_since(*started).as_secs_f64());
+                }
+                metrics.loads.with_label_values(&[id.as_str(), if result.is_ok() { "ok" } else { "error" }]).inc();
                 let fails = match result {
                     Ok(loaded) => {
                         self.measure_gpus(model);
@@ -333,6 +339,12 @@ impl Owner {
         };
         tracing::info!(model = %record.model, evicted = ?record.evicted, wait_ms = record.wait_ms, unload_ms = record.unload_ms,
             weights_ms = record.weights_ms, context_ms = record.context_ms, load_ms = record.load_ms, "swap");
+        let metrics = crate::metrics::global();
+        metrics.swaps.inc();
+        let phases = [("wait", record.wait_ms), ("unload", record.unload_ms), ("weights", record.weights_ms), ("context", record.context_ms), ("load", record.load_ms)];
+        for (phase, ms) in phases {
+            metrics.swap_phase.with_label_values(&[phase]).observe(ms as f64 / 1000.0);
+        }
         if self.recent_swaps.len() == 16 {
             self.recent_swaps.pop_front();
         }
@@ -373,6 +385,8 @@ impl Owner {
 
     fn start_unload(&mut self, model: usize) {
         self.unloads += 1;
+        let reason = if self.state.models[model].evicted() { "evicted" } else { "other" };
+        crate::metrics::global().unloads.with_label_values(&[self.entries[model].spec.id.as_str(), reason]).inc();
         if self.state.models[model].evicted() {
             self.evictions.push((model, self.clock.now(), None));
             if let Some(loaded) = &self.entries[model].loaded {

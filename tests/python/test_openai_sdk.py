@@ -114,3 +114,32 @@ def test_wrong_key_is_rejected(server):
     bad = openai.OpenAI(base_url=f"{server}/v1", api_key="wrong")
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def test_metrics_parse_with_the_prometheus_parser(server, client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    req = urllib.request.Request(f"{server}/metrics", headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = r.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples.setdefault(s.name, []).append(s)
+
+    def value(name, **labels):
+        found = [s.value for s in samples.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items())]
+        assert found, f"{name} {labels} not in /metrics"
+        return found[0]
+
+    assert value("vram_llm_requests_total", model="gemma", path="/v1/chat/completions", status="200") >= 1
+    assert value("llamacpp:prompt_tokens_total", model="gemma") > 0
+    assert value("llamacpp:tokens_predicted_total", model="gemma") >= 2
+    assert value("vram_llm_time_to_first_token_seconds_count", model="gemma") >= 1
+    assert value("vram_llm_model_loaded", model="gemma") == 1
+    assert value("vram_llm_slots_total", model="gemma") == 4
+    assert value("vram_llm:num_requests_waiting") == 0
+    info = samples["vram_llm:lora_requests_info"][0].labels
+    assert info["running_lora_adapters"] == "gemma" and info["waiting_lora_adapters"] == "", info
