@@ -151,6 +151,15 @@ async fn prompt_longer_than_context_is_400_context_length_exceeded() {
     let (status, out) = post(&base, "/v1/completions", json!({"prompt":"y".repeat(64)}).to_string()).await;
     assert_eq!(status, 400);
     assert_eq!(out["error"]["code"], "context_length_exceeded");
+    // Cheap checks refuse without tokenizing: more bytes than n_ctx (64)
+    // tokens can hold, more messages than n_ctx tokens.
+    let (status, out) = post(&base, "/v1/completions", json!({"prompt":"y".repeat(64 * 256 + 1)}).to_string()).await;
+    assert_eq!((status, out["error"]["param"].as_str()), (400, Some("prompt")), "{out}");
+    assert!(out["error"]["message"].as_str().unwrap().contains("more than 64 tokens"), "{out}");
+    let messages: Vec<Value> = (0..64).map(|_| json!({"role": "user", "content": "hi"})).collect();
+    let (status, out) = post(&base, "/v1/chat/completions", json!({"messages": messages}).to_string()).await;
+    assert_eq!((status, out["error"]["param"].as_str()), (400, Some("messages")), "{out}");
+    assert_eq!(out["error"]["code"], "context_length_exceeded");
 }
 
 #[tokio::test]
@@ -309,4 +318,32 @@ async fn cors_answers_preflights_only_for_configured_origins() {
     };
     assert_eq!(allowed(&call("http://localhost:3000").await.unwrap()).as_deref(), Some("http://localhost:3000"));
     assert_eq!(allowed(&call("http://evil.example").await.unwrap()), None);
+}
+
+#[tokio::test]
+async fn health_answers_while_tokenizers_hold_every_core() {
+    // Tokenizing runs on the blocking pool (api::cpu), never on the async
+    // runtime: with every CPU job slot taken by a tokenizer that does not
+    // finish, /health still answers. (Before, the first such request blocked
+    // this test's single runtime thread and nothing answered.)
+    let base = fake_server("ok", None, None).await;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let requests: Vec<_> = (0..cores + 1)
+        .map(|_| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                let body = json!({"content": format!("x{}", common::BLOCKING_TOKENIZE)});
+                reqwest::Client::new().post(format!("{base}/tokenize")).json(&body).send().await.unwrap().status()
+            })
+        })
+        .collect();
+    while common::tokenize_gate::blocked() < cores {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let health = tokio::time::timeout(std::time::Duration::from_secs(60), reqwest::get(format!("{base}/health")));
+    assert_eq!(health.await.expect("/health answered").unwrap().status(), 200);
+    common::tokenize_gate::open();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200);
+    }
 }

@@ -35,7 +35,7 @@ pub async fn chat_completions(
         return Ok(stream_after_load(state, index, valid, chunks, log));
     }
     let permit = state.scheduler.acquire(index).await?;
-    let started = prepare(&permit, &valid, log)?;
+    let started = prepare(&permit, &valid, log).await?;
 
     if !valid.sampling.stream {
         let out = collect(started).await?;
@@ -63,11 +63,20 @@ pub async fn chat_completions(
 }
 
 /// On the acquired model: the token-id guard, the template, the generation.
-fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog) -> Result<Started, ApiError> {
-    let model = &permit.model;
-    validate::within_vocab(&valid.sampling, model.engine.info().n_vocab)?;
-    let prompt = model.render_chat(&valid.messages, true, valid.tools.as_ref(), valid.template_kwargs.as_ref())?;
-    start(model, &prompt, &valid.sampling, "messages", log)
+/// Rendering and tokenizing run off the runtime (`cpu::run`); a conversation
+/// with more messages than the context has tokens is refused before either.
+async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog) -> Result<Started, ApiError> {
+    let model = permit.model.clone();
+    let info = model.engine.info();
+    validate::within_vocab(&valid.sampling, info.n_vocab)?;
+    let n_ctx = info.n_ctx_slot as usize;
+    if valid.messages.len() >= n_ctx {
+        return Err(super::generate::too_long(&format!("at least {}", valid.messages.len()), n_ctx, "messages"));
+    }
+    let (messages, tools, kwargs) = (valid.messages.clone(), valid.tools.clone(), valid.template_kwargs.clone());
+    let renderer = model.clone();
+    let prompt = super::cpu::run(move || renderer.render_chat(&messages, true, tools.as_ref(), kwargs.as_ref())).await??;
+    start(&model, prompt, &valid.sampling, "messages", log).await
 }
 
 /// `--notify-swaps`: the stream starts at once; while the model loads, the
@@ -106,7 +115,10 @@ fn stream_after_load(state: AppState, index: usize, valid: ValidChat, chunks: Ch
                 }
             }
         };
-        let prepared = permit.map_err(ApiError::from).and_then(|permit| prepare(&permit, &valid, log.clone()).map(|started| (permit, started)));
+        let prepared = match permit.map_err(ApiError::from) {
+            Ok(permit) => prepare(&permit, &valid, log.clone()).await.map(|started| (permit, started)),
+            Err(e) => Err(e),
+        };
         match prepared {
             Ok((_permit, started)) => {
                 let (text, finish) = chunks.framers();

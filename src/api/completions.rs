@@ -27,7 +27,7 @@ pub async fn completions(
     let permit = state.scheduler.acquire(view.index).await?;
     let model = permit.model.clone();
     validate::within_vocab(&valid.sampling, model.engine.info().n_vocab)?;
-    let started = start(&model, &valid.prompt, &valid.sampling, "prompt", log)?;
+    let started = start(&model, valid.prompt.clone(), &valid.sampling, "prompt", log).await?;
     let id = response_id("cmpl");
     let created = unix_now();
     let fingerprint = state.build.fingerprint();

@@ -19,31 +19,44 @@ pub struct Started {
     pub log: RequestLog,
 }
 
-/// Tokenizes `prompt`, checks it against the per-request context and queues it.
-pub fn start(
+/// No token of any vocabulary we serve is longer than this many bytes: a
+/// prompt of more than `n_ctx` times this cannot fit and is refused before
+/// it is tokenized.
+const MAX_TOKEN_BYTES: usize = 256;
+
+/// The error for a prompt of `tokens` (or more) in a context of `n_ctx`.
+pub fn too_long(tokens: &str, n_ctx: usize, prompt_param: &str) -> ApiError {
+    ApiError::ContextLengthExceeded {
+        message: format!(
+            "the prompt has {tokens} tokens but a request's context holds {n_ctx} (including at least one generated token); shorten `{prompt_param}` or raise --ctx-size"
+        ),
+        param: prompt_param.to_string(),
+    }
+}
+
+/// Tokenizes `prompt` (off the runtime), checks it against the per-request
+/// context and queues it.
+pub async fn start(
     model: &Arc<LoadedModel>,
-    prompt: &str,
+    prompt: String,
     sampling: &ValidSampling,
     prompt_param: &str,
     log: RequestLog,
 ) -> Result<Started, ApiError> {
     let engine = &model.engine;
     let info = engine.info();
+    let n_ctx = info.n_ctx_slot as usize;
+    if prompt.len() > n_ctx.saturating_mul(MAX_TOKEN_BYTES) {
+        return Err(too_long(&format!("more than {n_ctx}"), n_ctx, prompt_param));
+    }
     let add_bos = info.add_bos && (info.bos_token.is_empty() || !prompt.starts_with(&info.bos_token));
-    let tokens = engine.tokenize(prompt, add_bos);
+    let tokenizer = model.clone();
+    let tokens = super::cpu::run(move || tokenizer.engine.tokenize(&prompt, add_bos)).await?;
     if tokens.is_empty() {
         return Err(super::error::invalid(prompt_param, "the prompt is empty"));
     }
-    let n_ctx = info.n_ctx_slot as usize;
     if tokens.len() >= n_ctx {
-        return Err(ApiError::ContextLengthExceeded {
-            message: format!(
-                "the prompt has {} tokens but a request's context holds {} (including at least one generated token); shorten `{prompt_param}` or raise --ctx-size",
-                tokens.len(),
-                n_ctx
-            ),
-            param: prompt_param.to_string(),
-        });
+        return Err(too_long(&tokens.len().to_string(), n_ctx, prompt_param));
     }
     let request = GenerationRequest {
         prompt: tokens,

@@ -32,15 +32,16 @@ pub async fn health(State(state): State<AppState>) -> Response {
 pub async fn tokenize(State(state): State<AppState>, ApiJson(req): ApiJson<TokenizeRequest>) -> Result<Response, ApiError> {
     let snapshot = state.scheduler.snapshot();
     let model = state.loaded(snapshot.resolve(req.model.as_deref())?).await?;
-    let tokens = model.engine.tokenize(&req.content, req.add_special);
-    if req.with_pieces {
-        let pieces: Vec<Value> = tokens
-            .iter()
-            .map(|&t| json!({"id": t, "piece": model.engine.detokenize(&[t])}))
-            .collect();
-        return Ok(Json(json!({ "tokens": pieces })).into_response());
-    }
-    Ok(Json(json!({ "tokens": tokens })).into_response())
+    let body = super::cpu::run(move || {
+        let tokens = model.engine.tokenize(&req.content, req.add_special);
+        if req.with_pieces {
+            let pieces: Vec<Value> = tokens.iter().map(|&t| json!({"id": t, "piece": model.engine.detokenize(&[t])})).collect();
+            return json!({ "tokens": pieces });
+        }
+        json!({ "tokens": tokens })
+    })
+    .await?;
+    Ok(Json(body).into_response())
 }
 
 pub async fn detokenize(State(state): State<AppState>, ApiJson(req): ApiJson<DetokenizeRequest>) -> Result<Response, ApiError> {
@@ -51,7 +52,8 @@ pub async fn detokenize(State(state): State<AppState>, ApiJson(req): ApiJson<Det
     validate::token_ids("tokens", &req.tokens, view.n_vocab.unwrap_or(u32::MAX))?;
     let model = state.loaded(view).await?;
     let tokens = validate::token_ids("tokens", &req.tokens, model.engine.info().n_vocab)?;
-    Ok(Json(json!({ "content": model.engine.detokenize(&tokens) })).into_response())
+    let content = super::cpu::run(move || model.engine.detokenize(&tokens)).await?;
+    Ok(Json(json!({ "content": content })).into_response())
 }
 
 pub async fn apply_template(
@@ -71,12 +73,11 @@ pub async fn apply_template(
     };
     let valid = validate::chat(chat, u32::MAX, &Default::default())?;
     let model = state.loaded(view).await?;
-    let prompt = model.render_chat(
-        &valid.messages,
-        req.add_generation_prompt.unwrap_or(true),
-        valid.tools.as_ref(),
-        valid.template_kwargs.as_ref(),
-    )?;
+    let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
+    let prompt = super::cpu::run(move || {
+        model.render_chat(&valid.messages, add_generation_prompt, valid.tools.as_ref(), valid.template_kwargs.as_ref())
+    })
+    .await??;
     Ok(Json(json!({ "prompt": prompt })).into_response())
 }
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod cors;
+pub mod cpu;
 pub mod completions;
 pub mod error;
 pub mod extract;

@@ -41,6 +41,37 @@ pub type OnLoad = Arc<dyn Fn(Option<&Placement>) -> LoadGuard + Send + Sync>;
 pub const FAKE_TEMPLATE: &str =
     "{% for m in messages %}{% if m.role == 'system' and m.content == 'fail' %}{{ raise_exception('no system role here') }}{% endif %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}";
 
+/// Text that makes the fake tokenizer block until `tokenize_gate::open()`:
+/// stands in for CPU-heavy tokenizing of a huge prompt.
+pub const BLOCKING_TOKENIZE: &str = "\u{0}block the tokenizer\u{0}";
+
+pub mod tokenize_gate {
+    use std::sync::{Condvar, Mutex};
+
+    static STATE: Mutex<(bool, usize)> = Mutex::new((false, 0));
+    static CHANGED: Condvar = Condvar::new();
+
+    /// Blocks (a blocking thread, like real tokenizing) until `open`.
+    pub fn wait() {
+        let mut s = STATE.lock().unwrap();
+        s.1 += 1;
+        CHANGED.notify_all();
+        while !s.0 {
+            s = CHANGED.wait(s).unwrap();
+        }
+    }
+
+    /// How many tokenizers are (or were) blocked.
+    pub fn blocked() -> usize {
+        STATE.lock().unwrap().1
+    }
+
+    pub fn open() {
+        STATE.lock().unwrap().0 = true;
+        CHANGED.notify_all();
+    }
+}
+
 impl FakeEngine {
     pub fn new(reply: &str, n_ctx_slot: u32) -> Self {
         Self {
@@ -70,6 +101,9 @@ impl Engine for FakeEngine {
         &self.info
     }
     fn tokenize(&self, text: &str, _add_bos: bool) -> Vec<TokenId> {
+        if text.contains(BLOCKING_TOKENIZE) {
+            tokenize_gate::wait();
+        }
         text.chars().map(|c| c as TokenId).collect()
     }
     fn detokenize(&self, tokens: &[TokenId]) -> String {
