@@ -204,8 +204,14 @@ pub struct ServerFlags {
     pub chat_template_file: Option<PathBuf>,
 
     /// Require `Authorization: Bearer KEY` on every endpoint except /health.
-    #[arg(long, env = "VRAM_LLM_API_KEY", hide_env_values = true)]
+    /// A flag shows in `ps`: prefer the environment or --api-key-file. An
+    /// empty key is refused (it would turn authentication off).
+    #[arg(long, env = "VRAM_LLM_API_KEY", hide_env_values = true, conflicts_with = "api_key_file")]
     pub api_key: Option<String>,
+
+    /// Read the API key from this file (its first line).
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
 
     /// Enable the admin API (/admin/*) with this token (`Authorization:
     /// Bearer TOKEN` or `X-Admin-Token: TOKEN`).

@@ -76,14 +76,13 @@ impl Config {
             None => (ConfigFile::default(), None),
         };
         let s = &file.server;
-        let nonempty = |v: Option<String>| v.filter(|k| !k.is_empty());
         let server = ServerConfig {
             host: flags.host.or(s.host).unwrap_or(DEFAULT_HOST),
             port: flags.port.or(s.port).unwrap_or(DEFAULT_PORT),
             threads: flags.threads.or(s.threads),
             batch_size: flags.batch_size.or(s.batch_size).unwrap_or(DEFAULT_BATCH_SIZE),
-            api_key: nonempty(flags.api_key.clone().or_else(|| s.api_key.clone())),
-            admin_token: nonempty(flags.admin_token.clone().or_else(|| s.admin_token.clone())),
+            api_key: secret("api_key", flags.api_key.clone().or_else(|| s.api_key.clone()), flags.api_key_file.as_deref())?,
+            admin_token: secret("admin_token", flags.admin_token.clone().or_else(|| s.admin_token.clone()), None)?,
             memory_budget_mib: flags.memory_budget_mib.or(s.memory_budget_mib),
             kv_cache_mib: flags.kv_cache_mib.or(s.kv_cache_mib).unwrap_or(DEFAULT_KV_CACHE_MIB),
             kv_cache_dir: flags.kv_cache_dir.clone().or_else(|| s.kv_cache_dir.as_ref().map(|p| config_dir_of(&file_path).join(p))),
@@ -210,6 +209,24 @@ fn check_server(s: &ServerConfig, origin: &str) -> Result<(), String> {
         return Err(format!("{at}[server] max_loaded_models must be at least 1"));
     }
     Ok(())
+}
+
+/// A key or token: given, read from a file, or absent. Empty is an error,
+/// never "no authentication" (`--api-key ""`, `VRAM_LLM_API_KEY=`).
+fn secret(name: &str, given: Option<String>, file: Option<&Path>) -> Result<Option<String>, String> {
+    let value = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read {}: {e}", path.display()))?;
+            Some(text.lines().next().unwrap_or_default().trim().to_string())
+        }
+        None => given,
+    };
+    match value {
+        Some(v) if v.trim().is_empty() => {
+            Err(format!("{name} is empty: an empty key would turn authentication off; leave it unset for no authentication"))
+        }
+        other => Ok(other),
+    }
 }
 
 /// A browser origin as browsers send it: `http(s)://host[:port]`, nothing after.

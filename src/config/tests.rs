@@ -233,3 +233,18 @@ fn cors_origins_must_be_origins() {
     let any = ServerFlags { cors_origins: Some(vec!["*".into()]), ..Default::default() };
     assert_eq!(Config::load(&sources(Some(cfg)), &any).unwrap().server.cors_origins, ["*"]);
 }
+
+#[test]
+fn an_empty_key_is_refused_and_a_key_file_is_read() {
+    let d = Dir::new("keys");
+    let cfg = d.write("c.toml", "[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n");
+    let empty = ServerFlags { api_key: Some(String::new()), ..Default::default() };
+    let err = Config::load(&sources(Some(cfg.clone())), &empty).unwrap_err();
+    assert!(err.contains("api_key is empty"), "{err}");
+    let blank_file = ServerFlags { api_key_file: Some(d.write("blank", "\n")), ..Default::default() };
+    assert!(Config::load(&sources(Some(cfg.clone())), &blank_file).unwrap_err().contains("api_key is empty"));
+    let file = ServerFlags { api_key_file: Some(d.write("key", "s3cret\nignored\n")), ..Default::default() };
+    assert_eq!(Config::load(&sources(Some(cfg.clone())), &file).unwrap().server.api_key.as_deref(), Some("s3cret"));
+    let token = d.write("t.toml", "[server]\nadmin_token = \"\"\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n");
+    assert!(Config::load(&sources(Some(token)), &ServerFlags::default()).unwrap_err().contains("admin_token is empty"));
+}
