@@ -294,6 +294,14 @@ pub struct ServerFlags {
     #[arg(long, value_delimiter = ',', value_name = "ORIGINS")]
     pub cors_origins: Option<Vec<String>>,
 
+    /// Host names clients may use to reach this server (the `Host` header),
+    /// besides localhost, 127.0.0.1, ::1 and the --host address; other
+    /// names are refused (403), which stops DNS-rebinding pages. Listening
+    /// on every interface (0.0.0.0) without this list accepts any name.
+    /// Comma separated [default: none].
+    #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
+    pub allowed_hosts: Option<Vec<String>>,
+
     #[command(flatten)]
     pub gpu: GpuFlags,
 }

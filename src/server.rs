@@ -84,6 +84,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         build: BUILD,
         kv_cache: kv_store.clone(),
         cors_origins: server.cors_origins.clone().into(),
+        allowed_hosts: crate::api::guard::allowed_hosts(server.host, &server.allowed_hosts).map(Into::into),
     };
     let addr = SocketAddr::new(server.host, server.port);
     let listener = tokio::net::TcpListener::bind(addr)

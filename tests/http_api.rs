@@ -347,3 +347,40 @@ async fn health_answers_while_tokenizers_hold_every_core() {
         assert_eq!(r.await.unwrap(), 200);
     }
 }
+
+#[tokio::test]
+async fn foreign_host_names_and_web_pages_are_refused() {
+    use std::sync::Arc;
+    let factory = Arc::new(common::FakeFactory::new("ok"));
+    let mut state = common::fake_state(vec![common::fake_spec("fake")], factory, common::roomy_limits(), 1 << 20, true);
+    state.allowed_hosts = vram_llm::api::guard::allowed_hosts("127.0.0.1".parse().unwrap(), &[]).map(Into::into);
+    let base = common::serve(state).await;
+    let client = reqwest::Client::new();
+    let get = |host: &'static str, origin: Option<&'static str>| {
+        let mut req = client.get(format!("{base}/v1/models")).header("Host", host);
+        if let Some(origin) = origin {
+            req = req.header("Origin", origin);
+        }
+        req.send()
+    };
+    assert_eq!(get("127.0.0.1:1234", None).await.unwrap().status(), 200);
+    assert_eq!(get("localhost", None).await.unwrap().status(), 200);
+    // DNS rebinding: a hostile name pointed at 127.0.0.1.
+    let resp = get("evil.example:8080", None).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_envelope(&body, None);
+    assert_eq!(body["error"]["code"], "forbidden");
+    // A page on another site, even with a valid Host (a "simple" form post).
+    let resp = client
+        .post(format!("{base}/v1/completions"))
+        .header("Origin", "http://evil.example")
+        .header("Content-Type", "text/plain")
+        .body(json!({"prompt": "hi"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // Pages served from this machine are fine.
+    assert_eq!(get("localhost:8080", Some("http://localhost:3000")).await.unwrap().status(), 200);
+}

@@ -26,6 +26,9 @@ pub enum ApiError {
     ModelNotFound(String),
     #[error("invalid or missing API key; send `Authorization: Bearer <key>`")]
     Unauthorized,
+    /// A browser page or host name this server does not serve.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("no route for {method} {path}")]
     RouteNotFound { method: String, path: String },
     #[error("method {method} is not allowed on {path}")]
@@ -97,6 +100,7 @@ impl ApiError {
             Template(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", Some("chat_template_error")),
             ModelNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found")),
             Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error", Some("invalid_api_key")),
+            Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error", Some("forbidden")),
             RouteNotFound { .. } => (StatusCode::NOT_FOUND, "invalid_request_error", Some("not_found")),
             MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", Some("method_not_allowed"))

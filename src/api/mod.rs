@@ -10,6 +10,7 @@ pub mod completions;
 pub mod error;
 pub mod extract;
 pub mod generate;
+pub mod guard;
 pub mod helpers;
 pub mod metrics;
 pub mod models;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub kv_cache: Option<crate::engine::SharedKvStore>,
     /// Browser origins allowed to call the API (`--cors-origins`).
     pub cors_origins: Arc<[String]>,
+    /// Host names the server answers to (`None`: any); see `guard`.
+    pub allowed_hosts: Option<Arc<[String]>>,
 }
 
 /// Default request body limit: a long conversation fits easily.
@@ -96,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::check_host_and_origin))
         .layer(axum::middleware::from_fn(reqlog::middleware));
     // Outermost: a preflight is answered before auth or routing.
     let app = match cors {

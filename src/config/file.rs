@@ -44,6 +44,7 @@ pub struct ServerSection {
     pub shutdown_grace: Option<Duration>,
     pub max_body_mib: Option<u32>,
     pub cors_origins: Option<Vec<String>>,
+    pub allowed_hosts: Option<Vec<String>>,
     pub models_dir: Option<PathBuf>,
     pub gpus_from: Option<PathBuf>,
     pub reserve_mib: Option<u64>,

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub max_body_mib: u32,
     /// Browser origins allowed to call the API (`*`: any); empty: none.
     pub cors_origins: Vec<String>,
+    /// Host names beyond the loopback ones and the bind address.
+    pub allowed_hosts: Vec<String>,
     /// A JSON GPU inventory replacing NVML.
     pub gpus_from: Option<PathBuf>,
     pub placement: crate::gpu::PlacementOptions,
@@ -95,6 +97,7 @@ impl Config {
             shutdown_grace: flags.shutdown_grace.or(s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             max_body_mib: flags.max_body_mib.or(s.max_body_mib).unwrap_or(DEFAULT_MAX_BODY_MIB),
             cors_origins: flags.cors_origins.clone().or_else(|| s.cors_origins.clone()).unwrap_or_default(),
+            allowed_hosts: flags.allowed_hosts.clone().or_else(|| s.allowed_hosts.clone()).unwrap_or_default(),
             gpus_from: flags.gpu.gpus_from.clone().or_else(|| s.gpus_from.as_ref().map(|p| config_dir_of(&file_path).join(p))),
             placement: placement::server_options(&flags.gpu, s),
         };

@@ -285,6 +285,7 @@ pub fn state_with(
         build: BUILD,
         kv_cache: None,
         cors_origins: Arc::from(Vec::new()),
+        allowed_hosts: None,
     }
 }
 
