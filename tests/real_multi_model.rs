@@ -172,3 +172,24 @@ async fn a_conversation_keeps_its_kv_cache_across_a_swap() {
     assert_eq!(swaps[1]["model"], "a");
     assert_eq!(swaps[1]["evicted"], json!(["b"]));
 }
+
+#[tokio::test]
+async fn a_truncated_model_file_fails_with_a_reason_and_without_the_servers_path() {
+    let dir = std::env::temp_dir().join(format!("vram-llm-truncated-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("broken.gguf");
+    let bytes = std::fs::read(test_model()).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let good = format!("good={}", test_model().display());
+    let bad = format!("broken={}", broken.display());
+    let server = RealServer::start_with(&["--model", &good, "--model", &bad, "--ctx-size", "256", "--parallel", "1"]).await;
+    let resp = complete(&server.base, "broken").await;
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("model `broken` failed to load: the model file is not a readable GGUF file (broken.gguf: file truncated"), "{body}");
+    assert!(!message.contains(dir.to_str().unwrap()), "the server's path leaked: {body}");
+    assert_eq!(complete(&server.base, "good").await.status(), 200, "the other model still serves");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

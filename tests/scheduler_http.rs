@@ -119,6 +119,20 @@ async fn a_failed_load_is_a_503_naming_the_reason_and_the_model_shows_failed() {
     assert_eq!(again.status(), 503);
     let body: Value = again.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("retry"), "{body}");
+    // Not a preloaded model: the server itself stays healthy.
+    assert_eq!(reqwest::get(format!("{base}/health")).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn health_is_503_while_a_preloaded_model_is_failed() {
+    let factory = FakeFactory { failing: vec!["a".into()], ..FakeFactory::new("ok") };
+    let spec = vram_llm::types::ModelSpec { preload: true, ..fake_spec("a") };
+    let base = serve(fake_state(vec![spec, fake_spec("b")], Arc::new(factory), roomy_limits(), 1 << 20, true)).await;
+    assert_eq!(post(&base, "/v1/completions", json!({"model": "a", "prompt": "x"}), None).await.status(), 503);
+    let resp = reqwest::get(format!("{base}/health")).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!((body["status"].as_str(), body["models"]["a"].as_str()), (Some("error"), Some("failed")), "{body}");
 }
 
 #[tokio::test]

@@ -13,13 +13,15 @@ use super::validate;
 use super::AppState;
 
 /// 200 `{"status":"ok"}` once the startup loads are done (models load on
-/// demand after that); 503 with the same shape while they run or after one
-/// failed, carrying the error envelope. Both list each model's state.
+/// demand after that); 503 with the same shape while they run, after one
+/// failed, or while a model marked `preload` is failed (it is retried on its
+/// next request), carrying the error envelope. Both list each model's state.
 pub async fn health(State(state): State<AppState>) -> Response {
     let snapshot = state.scheduler.snapshot();
     let models: serde_json::Map<String, Value> =
         snapshot.active().map(|m| (m.spec.id.clone(), Value::from(m.state))).collect();
-    if state.ready.load(std::sync::atomic::Ordering::Acquire) {
+    let preload_failed = snapshot.active().any(|m| m.spec.preload && m.state == "failed");
+    if state.ready.load(std::sync::atomic::Ordering::Acquire) && !preload_failed {
         return Json(json!({"status": "ok", "models": models})).into_response();
     }
     let failed = snapshot.active().any(|m| m.state == "failed");

@@ -160,7 +160,9 @@ pub struct SlotView {
 
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum EngineError {
-    #[error("failed to load model {path}: {reason}")]
+    /// The reason only: it reaches API clients, who need not learn the
+    /// server's file layout (the path is in the server log).
+    #[error("{reason}")]
     Load { path: String, reason: String },
     #[error("the model worker has stopped")]
     Stopped,

@@ -45,7 +45,7 @@ pub(super) fn load_model(
             tracing::debug!(path = %options.path.display(), "reusing the weights kept from the last unload");
             model
         }
-        None => Arc::new(LlamaModel::load_from_file(backend, &options.path, &params).map_err(|e| e.to_string())?),
+        None => Arc::new(LlamaModel::load_from_file(backend, &options.path, &params).map_err(|e| why_not_loaded(&options.path, &e.to_string()))?),
     };
     let n_ctx_train = model.n_ctx_train();
     let n_ctx_slot = crate::engine::slot_context(options.ctx_size, n_ctx_train);
@@ -106,4 +106,21 @@ pub(super) fn apply_gpu_plan(params: LlamaModelParams, gpu: &crate::engine::GpuP
         .with_tensor_split(&gpu.tensor_split)
         .with_devices(&devices)
         .map_err(|e| format!("cannot select GPUs {devices:?}: {e}"))
+}
+
+/// A load failure in words: llama.cpp only says "null result"; the header
+/// tells a file that is not GGUF (or is truncated) from one llama.cpp
+/// rejects.
+fn why_not_loaded(path: &std::path::Path, llama: &str) -> String {
+    match crate::gguf::read_header(path) {
+        Err(e) => {
+            // Without the directory: clients need not learn the server's layout.
+            let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            format!("the model file is not a readable GGUF file ({})", e.to_string().replace(&path.display().to_string(), &name))
+        }
+        Ok(header) => {
+            let arch = header.model_params().architecture.unwrap_or_else(|| "unknown".into());
+            format!("llama.cpp could not load this GGUF (architecture `{arch}`; unsupported, or tensors missing or truncated; {llama}; details in the server log)")
+        }
+    }
 }

@@ -118,9 +118,12 @@ impl LlamaEngine {
     /// so call it off the async runtime.
     pub fn load(options: LoadOptions, progress: crate::types::Progress) -> Result<Self, EngineError> {
         let path_text = options.path.display().to_string();
-        let fail = |reason: String| EngineError::Load { path: path_text.clone(), reason };
+        let fail = |reason: String| {
+            tracing::error!(path = %path_text, "cannot load: {reason}");
+            EngineError::Load { path: path_text.clone(), reason }
+        };
         if !options.path.is_file() {
-            return Err(fail("no such file".into()));
+            return Err(fail("the model file is missing".into()));
         }
         // The file's identity keys both the kept weights and the saved KV states.
         let identity = weights::file_identity(&options.path);
