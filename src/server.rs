@@ -107,18 +107,36 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     // Graceful: stop accepting, let open requests finish within the grace
     // period, then cancel what is left and free every model.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(());
-    });
+    let mut serving = tokio::spawn(
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(());
+            })
+            .into_future(),
+    );
     let grace = server.shutdown_grace;
     tokio::select! {
-        result = serving.into_future() => result.map_err(|e| e.to_string())?,
+        result = &mut serving => result.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?,
         () = async {
             let _ = stop_rx.await;
             tracing::info!("shutting down: open requests get {grace:?} to finish");
             tokio::time::sleep(grace).await;
-        } => tracing::warn!("grace period over; cancelling open requests"),
+        } => {
+            tracing::warn!("grace period over; cancelling open requests");
+            // Cancelling ends each open stream with an error event and
+            // [DONE]; the connections then close and the server returns. A
+            // client that stops reading could hold it: a second signal exits
+            // at once.
+            scheduler.shutdown().await;
+            tokio::select! {
+                _ = &mut serving => {}
+                () = shutdown_signal() => {
+                    tracing::warn!("second signal: closing the remaining connections");
+                    serving.abort();
+                }
+            }
+        }
     }
     tracing::info!("freeing models");
     scheduler.shutdown().await;

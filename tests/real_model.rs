@@ -283,3 +283,21 @@ async fn every_request_is_one_log_line_without_colour_codes() {
     }
     assert!(lines[1].contains("status=400"), "{}", lines[1]);
 }
+
+#[tokio::test]
+async fn a_stream_cut_by_shutdown_ends_with_an_error_event_and_done() {
+    let server = RealServer::start(&["--ctx-size", "4096", "--parallel", "1", "--shutdown-grace", "0s"]).await;
+    let body = json!({"prompt":"Count:","max_tokens":4000,"temperature":0,"logit_bias":no_eog(),"stream":true});
+    let resp = reqwest::Client::new().post(format!("{}/v1/completions", server.base)).json(&body).send().await.unwrap();
+    let mut stream = resp.bytes_stream();
+    let mut text = String::from_utf8(stream.next().await.expect("a first chunk").unwrap().to_vec()).unwrap();
+    server.terminate();
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("the stream ends cleanly")));
+    }
+    let events = vram_llm::api::sse::parse_events(&text);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let error: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(error["error"]["code"], "model_unavailable", "{error}");
+    assert!(server.wait(), "exited successfully");
+}

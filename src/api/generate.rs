@@ -157,15 +157,18 @@ pub async fn pump(
                 (frames, true)
             }
             // A failure or cancellation is the stream's last event.
+            // An error event, then [DONE] as after any stream.
             Some(ended) => {
                 let error = generation_error(&ended);
                 log.ended(&error.as_ref().map_or_else(|| "ended".to_string(), |e| e.to_string()));
-                (error.map(|e| super::sse::data(&e.body())).into_iter().collect(), true)
+                let mut frames: Vec<Bytes> = error.map(|e| super::sse::data(&e.body())).into_iter().collect();
+                frames.push(super::sse::done());
+                (frames, true)
             }
             None => {
                 let e = ApiError::Internal("the model worker stopped before finishing".into());
                 log.ended(&e.to_string());
-                (vec![super::sse::data(&e.body())], true)
+                (vec![super::sse::data(&e.body()), super::sse::done()], true)
             }
         };
         for frame in frames {

@@ -222,9 +222,13 @@ impl Owner {
                 for (_, (_, waiter)) in self.waiters.drain() {
                     let _ = waiter.send(Err(SchedError::ShuttingDown));
                 }
-                // Dropping the engines stops their workers and frees memory.
+                // Open generations end now (their streams get an error
+                // event); dropping the engines stops their workers and frees
+                // memory once the last request lets go of its model.
                 for e in &mut self.entries {
-                    e.loaded = None;
+                    if let Some(loaded) = e.loaded.take() {
+                        loaded.engine.cancel_all();
+                    }
                 }
                 return Some(reply);
             }

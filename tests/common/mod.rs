@@ -397,10 +397,19 @@ impl RealServer {
 impl RealServer {
     /// Stops the server as SIGTERM does (graceful shutdown) and waits for
     /// it to exit; returns whether it exited successfully.
-    pub fn stop(mut self) -> bool {
-        let pid = self.child.id() as libc::pid_t;
+    pub fn stop(self) -> bool {
+        self.terminate();
+        self.wait()
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+
+    /// Waits for the server to exit; whether it exited successfully.
+    pub fn wait(mut self) -> bool {
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
 }
