@@ -188,6 +188,40 @@ pub struct ServerFlags {
     #[arg(short = 't', long, value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
 
+    /// CPU threads for prompt processing [default: --threads].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads_batch: Option<u32>,
+
+    /// Micro-batch: tokens computed per step within a batch; with the
+    /// context it sizes the compute buffer [default: min(batch-size, 512)].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub ubatch_size: Option<u32>,
+
+    /// Flash attention: `auto` lets llama.cpp decide (on for CPU and CUDA)
+    /// [default: auto].
+    #[arg(long, value_enum, value_name = "on|off|auto")]
+    pub flash_attn: Option<crate::types::FlashAttn>,
+
+    /// KV cache type for K: f16, bf16, f32, q8_0, q5_1, q5_0, q4_1, q4_0,
+    /// iq4_nl (smaller types fit longer contexts, at some quality) [default: f16].
+    #[arg(long, value_name = "TYPE", value_parser = parse_cache_type)]
+    pub cache_type_k: Option<crate::gguf::KvCacheType>,
+
+    /// KV cache type for V (quantized V needs flash attention) [default: f16].
+    #[arg(long, value_name = "TYPE", value_parser = parse_cache_type)]
+    pub cache_type_v: Option<crate::gguf::KvCacheType>,
+
+    /// Pin model weights in RAM (mlock) so the kernel never pages them out;
+    /// needs a high enough `ulimit -l` [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub mlock: Option<bool>,
+
+    /// Read weights into memory instead of mapping the GGUF file: slower
+    /// loads, but a file replaced on disk cannot affect a loaded model
+    /// [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub no_mmap: Option<bool>,
+
     /// Most tokens decoded in one step; long prompts are fed in chunks
     /// [default: 512].
     #[arg(short = 'b', long, value_parser = clap::value_parser!(u32).range(32..))]
@@ -356,4 +390,9 @@ mod tests {
         assert_eq!(parse_model_arg("models/x.gguf"), (None, PathBuf::from("models/x.gguf")));
         assert_eq!(parse_model_arg("./dir/a=b.gguf"), (None, PathBuf::from("./dir/a=b.gguf")));
     }
+}
+
+fn parse_cache_type(s: &str) -> Result<crate::gguf::KvCacheType, String> {
+    crate::gguf::KvCacheType::from_name(s)
+        .ok_or_else(|| format!("`{s}` is not a KV cache type (f16, bf16, f32, q8_0, q5_1, q5_0, q4_1, q4_0, iq4_nl)"))
 }

@@ -40,6 +40,57 @@ pub struct ModelSpec {
     pub max_tokens: Option<u32>,
     /// Full-size KV cache for sliding-window layers (`--swa-full`).
     pub swa_full: bool,
+    /// llama.cpp context and loading settings.
+    pub knobs: EngineKnobs,
+}
+
+/// How llama.cpp loads a model and shapes its context (`--flash-attn`,
+/// `--cache-type-k/-v`, `--threads-batch`, `--ubatch-size`, `--mlock`,
+/// `--no-mmap`); each also a `[server]` and a `[[models]]` key.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EngineKnobs {
+    pub flash_attn: FlashAttn,
+    pub cache_type_k: crate::gguf::KvCacheType,
+    pub cache_type_v: crate::gguf::KvCacheType,
+    /// Threads for prompt processing (`None`: the `--threads` count).
+    pub threads_batch: Option<u32>,
+    /// Micro-batch: tokens per compute step (`None`: min(batch, 512)).
+    pub ubatch_size: Option<u32>,
+    /// Pin the weights in RAM.
+    pub mlock: bool,
+    /// Read the weights into memory instead of mapping the file.
+    pub no_mmap: bool,
+}
+
+impl EngineKnobs {
+    /// What the memory estimate needs (an unset micro-batch counts as 512,
+    /// the most the server uses).
+    pub fn shape(&self, swa_full: bool) -> crate::gguf::Shape {
+        crate::gguf::Shape {
+            type_k: self.cache_type_k,
+            type_v: self.cache_type_v,
+            swa_full,
+            flash_attn: self.flash_attn != FlashAttn::Off,
+            n_ubatch: u64::from(self.ubatch_size.unwrap_or(512)),
+        }
+    }
+
+    /// Weights that stay page cache the kernel may reclaim (mapped, not
+    /// pinned): only those are worth keeping after an eviction.
+    pub fn weights_are_page_cache(&self) -> bool {
+        !self.no_mmap && !self.mlock
+    }
+}
+
+/// llama.cpp's flash attention setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashAttn {
+    /// llama.cpp decides (on where the backend supports it).
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 impl ModelSpec {

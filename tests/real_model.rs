@@ -301,3 +301,15 @@ async fn a_stream_cut_by_shutdown_ends_with_an_error_event_and_done() {
     assert_eq!(error["error"]["code"], "model_unavailable", "{error}");
     assert!(server.wait(), "exited successfully");
 }
+
+#[tokio::test]
+async fn engine_knobs_load_and_serve() {
+    // Quantized KV, explicit flash attention and micro-batch, batch threads,
+    // weights read instead of mapped: llama.cpp accepts them and answers.
+    let args = ["--ctx-size", "512", "--parallel", "1", "--cache-type-k", "q8_0", "--cache-type-v", "q8_0", "--flash-attn", "on",
+        "--ubatch-size", "64", "--threads-batch", "1", "--no-mmap"];
+    let server = RealServer::start(&args).await;
+    let (status, body) = post(&server.base, "/v1/completions", json!({"prompt": "The capital of France is", "max_tokens": 4, "logit_bias": no_eog()})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 4);
+}

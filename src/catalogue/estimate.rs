@@ -19,7 +19,7 @@ pub struct ModelMemory {
 
 /// Reads `spec`'s GGUF header once for both figures of [`ModelMemory`].
 pub fn model_memory(spec: &ModelSpec) -> ModelMemory {
-    match header_estimate(&spec.path, spec.ctx_size, spec.parallel, spec.swa_full) {
+    match header_estimate(&spec.path, spec.ctx_size, spec.parallel, &spec.knobs.shape(spec.swa_full)) {
         Ok((header, estimate)) => ModelMemory {
             bytes: estimate.total_bytes,
             footprint: Some(footprint_of(&header, &estimate)),
@@ -35,7 +35,8 @@ pub fn model_memory(spec: &ModelSpec) -> ModelMemory {
 
 /// What GPU placement needs to know about a model, from its GGUF header.
 pub fn footprint(path: &std::path::Path, ctx_size: Option<u32>, parallel: u32, swa_full: bool) -> Result<crate::gpu::ModelFootprint, String> {
-    let (header, estimate) = header_estimate(path, ctx_size, parallel, swa_full).map_err(|e| e.to_string())?;
+    let shape = crate::gguf::Shape { swa_full, ..Default::default() };
+    let (header, estimate) = header_estimate(path, ctx_size, parallel, &shape).map_err(|e| e.to_string())?;
     Ok(footprint_of(&header, &estimate))
 }
 
@@ -49,15 +50,16 @@ fn footprint_of(header: &crate::gguf::GgufHeader, estimate: &crate::gguf::Memory
 }
 
 /// Reads a GGUF header and estimates the model with the per-slot context the
-/// engine will use, an F16 KV cache and sliding-window layers as `swa_full`.
+/// engine will use and the context `shape` (cache types, window, flash
+/// attention, micro-batch).
 fn header_estimate(
     path: &std::path::Path,
     ctx_size: Option<u32>,
     parallel: u32,
-    swa_full: bool,
+    shape: &crate::gguf::Shape,
 ) -> Result<(crate::gguf::GgufHeader, crate::gguf::MemoryEstimate), crate::gguf::GgufError> {
     let header = crate::gguf::read_header(path)?;
     let ctx = crate::engine::header_slot_context(&header, ctx_size);
-    let estimate = crate::gguf::estimate(&header, ctx, parallel, crate::gguf::KvCacheType::F16, swa_full);
+    let estimate = crate::gguf::estimate(&header, ctx, parallel, shape);
     Ok((header, estimate))
 }

@@ -25,6 +25,13 @@ pub struct ServerSection {
     pub parallel: Option<u32>,
     pub threads: Option<u32>,
     pub kv_cache_mib: Option<u64>,
+    pub flash_attn: Option<crate::types::FlashAttn>,
+    pub cache_type_k: Option<String>,
+    pub cache_type_v: Option<String>,
+    pub threads_batch: Option<u32>,
+    pub ubatch_size: Option<u32>,
+    pub mlock: Option<bool>,
+    pub no_mmap: Option<bool>,
     pub kv_cache_dir: Option<PathBuf>,
     pub kv_cache_dir_mib: Option<u64>,
     pub swa_full: Option<bool>,
@@ -67,6 +74,13 @@ pub struct ModelSection {
     pub parallel: Option<u32>,
     pub n_gpu_layers: Option<u32>,
     pub swa_full: Option<bool>,
+    pub flash_attn: Option<crate::types::FlashAttn>,
+    pub cache_type_k: Option<String>,
+    pub cache_type_v: Option<String>,
+    pub threads_batch: Option<u32>,
+    pub ubatch_size: Option<u32>,
+    pub mlock: Option<bool>,
+    pub no_mmap: Option<bool>,
     /// Placement overrides: each wins over the `[server]` key of the same name.
     pub devices: Option<Vec<u32>>,
     pub main_gpu: Option<u32>,
@@ -114,3 +128,37 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
         Some(Raw::Text(t)) => crate::cli::parse_duration(&t).map(Some).map_err(serde::de::Error::custom),
     }
 }
+
+/// The engine knobs as `[server]` / `[[models]]` keys (see `types::EngineKnobs`).
+/// Both sections repeat these fields (and `knob_keys!` copies them here):
+/// serde's `flatten` would drop `deny_unknown_fields`, which catches typos.
+#[derive(Debug, Default, Clone)]
+pub struct KnobKeys {
+    pub flash_attn: Option<crate::types::FlashAttn>,
+    pub cache_type_k: Option<String>,
+    pub cache_type_v: Option<String>,
+    pub threads_batch: Option<u32>,
+    pub ubatch_size: Option<u32>,
+    pub mlock: Option<bool>,
+    pub no_mmap: Option<bool>,
+}
+
+macro_rules! knob_keys {
+    ($section:ty) => {
+        impl $section {
+            pub fn knob_keys(&self) -> KnobKeys {
+                KnobKeys {
+                    flash_attn: self.flash_attn,
+                    cache_type_k: self.cache_type_k.clone(),
+                    cache_type_v: self.cache_type_v.clone(),
+                    threads_batch: self.threads_batch,
+                    ubatch_size: self.ubatch_size,
+                    mlock: self.mlock,
+                    no_mmap: self.no_mmap,
+                }
+            }
+        }
+    };
+}
+knob_keys!(ServerSection);
+knob_keys!(ModelSection);

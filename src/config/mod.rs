@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use crate::cli::{parse_model_arg, ModelSources, ServerFlags};
 use crate::scheduler::{Policy, SchedLimits};
-use crate::types::{default_id, GpuOverrides, ModelSpec, SamplingField, SamplingParams};
+use crate::gguf::KvCacheType;
+use crate::types::{default_id, EngineKnobs, FlashAttn, GpuOverrides, ModelSpec, SamplingField, SamplingParams};
 use file::{ConfigFile, ModelSection};
 
 pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -111,6 +112,7 @@ impl Config {
             n_gpu_layers: flags.n_gpu_layers.or(s.n_gpu_layers),
             chat_template_file: flags.chat_template_file.clone().or_else(|| s.chat_template_file.clone()),
             swa_full: flags.swa_full.or(s.swa_full).unwrap_or(false),
+            knobs: knobs(&flags_knobs(flags), &s.knob_keys(), EngineKnobs::default(), &format!("{origin}: [server]"))?,
         };
         let config_dir = config_dir_of(&file_path);
         let mut models = Models::default();
@@ -214,6 +216,50 @@ fn check_server(s: &ServerConfig, origin: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The flags' engine knobs in the keys' shape (flags win over keys).
+fn flags_knobs(f: &ServerFlags) -> file::KnobKeys {
+    file::KnobKeys {
+        flash_attn: f.flash_attn,
+        cache_type_k: f.cache_type_k.map(|t| t.name().to_string()),
+        cache_type_v: f.cache_type_v.map(|t| t.name().to_string()),
+        threads_batch: f.threads_batch,
+        ubatch_size: f.ubatch_size,
+        mlock: f.mlock,
+        no_mmap: f.no_mmap,
+    }
+}
+
+/// Engine knobs: `first` wins over `then`, which wins over `base`. A cache
+/// type must be one llama.cpp knows, and a quantized V cache needs flash
+/// attention.
+fn knobs(first: &file::KnobKeys, then: &file::KnobKeys, base: EngineKnobs, at: &str) -> Result<EngineKnobs, String> {
+    let cache_type = |key: &str, given: Option<&String>, base: KvCacheType| match given {
+        None => Ok(base),
+        Some(name) => KvCacheType::from_name(name).ok_or_else(|| {
+            format!("{at}: {key} `{name}` is not a KV cache type (f16, bf16, f32, q8_0, q5_1, q5_0, q4_1, q4_0, iq4_nl)")
+        }),
+    };
+    let k = cache_type("cache_type_k", first.cache_type_k.as_ref().or(then.cache_type_k.as_ref()), base.cache_type_k)?;
+    let v = cache_type("cache_type_v", first.cache_type_v.as_ref().or(then.cache_type_v.as_ref()), base.cache_type_v)?;
+    let out = EngineKnobs {
+        flash_attn: first.flash_attn.or(then.flash_attn).unwrap_or(base.flash_attn),
+        cache_type_k: k,
+        cache_type_v: v,
+        threads_batch: first.threads_batch.or(then.threads_batch).or(base.threads_batch),
+        ubatch_size: first.ubatch_size.or(then.ubatch_size).or(base.ubatch_size),
+        mlock: first.mlock.or(then.mlock).unwrap_or(base.mlock),
+        no_mmap: first.no_mmap.or(then.no_mmap).unwrap_or(base.no_mmap),
+    };
+    let quantized = |t: KvCacheType| !matches!(t, KvCacheType::F16 | KvCacheType::BF16 | KvCacheType::F32);
+    if quantized(out.cache_type_v) && out.flash_attn == FlashAttn::Off {
+        return Err(format!("{at}: a quantized cache_type_v needs flash attention (flash_attn on or auto)"));
+    }
+    if out.threads_batch == Some(0) || out.ubatch_size == Some(0) {
+        return Err(format!("{at}: threads_batch and ubatch_size must be at least 1"));
+    }
+    Ok(out)
+}
+
 /// A key or token: given, read from a file, or absent. Empty is an error,
 /// never "no authentication" (`--api-key ""`, `VRAM_LLM_API_KEY=`).
 fn secret(name: &str, given: Option<String>, file: Option<&Path>) -> Result<Option<String>, String> {
@@ -246,6 +292,7 @@ struct ModelDefaults {
     n_gpu_layers: Option<u32>,
     chat_template_file: Option<PathBuf>,
     swa_full: bool,
+    knobs: EngineKnobs,
 }
 
 impl ModelDefaults {
@@ -265,6 +312,7 @@ impl ModelDefaults {
             sampling: SamplingParams::default(),
             max_tokens: None,
             swa_full: self.swa_full,
+            knobs: self.knobs,
         }
     }
 }
@@ -276,6 +324,7 @@ fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &s
     spec.parallel = m.parallel.unwrap_or(spec.parallel);
     spec.n_gpu_layers = m.n_gpu_layers.or(spec.n_gpu_layers);
     spec.swa_full = m.swa_full.unwrap_or(spec.swa_full);
+    spec.knobs = knobs(&file::KnobKeys::default(), &m.knob_keys(), spec.knobs, at)?;
     spec.gpu = GpuOverrides {
         devices: m.devices.clone(),
         main_gpu: m.main_gpu,

@@ -248,3 +248,29 @@ fn an_empty_key_is_refused_and_a_key_file_is_read() {
     let token = d.write("t.toml", "[server]\nadmin_token = \"\"\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n");
     assert!(Config::load(&sources(Some(token)), &ServerFlags::default()).unwrap_err().contains("admin_token is empty"));
 }
+
+#[test]
+fn engine_knobs_merge_flag_over_server_key_over_model_key_order() {
+    use crate::gguf::KvCacheType;
+    use crate::types::FlashAttn;
+    let d = Dir::new("knobs");
+    let cfg = d.write(
+        "c.toml",
+        "[server]\ncache_type_k = \"q8_0\"\nflash_attn = \"on\"\nubatch_size = 256\n\
+         [[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n\
+         [[models]]\nname = \"c\"\npath = \"models/c.gguf\"\ncache_type_v = \"q4_0\"\nno_mmap = true\n",
+    );
+    let c = Config::load(&sources(Some(cfg.clone())), &ServerFlags::default()).unwrap();
+    let (a, cm) = (c.models[0].knobs, c.models[1].knobs);
+    assert_eq!((a.cache_type_k, a.cache_type_v, a.flash_attn, a.ubatch_size, a.no_mmap), (KvCacheType::Q8_0, KvCacheType::F16, FlashAttn::On, Some(256), false));
+    assert_eq!((cm.cache_type_k, cm.cache_type_v, cm.no_mmap), (KvCacheType::Q8_0, KvCacheType::Q4_0, true), "a model key adds to the server's");
+    let flags = ServerFlags { cache_type_k: Some(KvCacheType::Q4_0), ..Default::default() };
+    assert_eq!(Config::load(&sources(Some(cfg.clone())), &flags).unwrap().models[0].knobs.cache_type_k, KvCacheType::Q4_0, "the flag wins");
+    // A quantized V cache without flash attention, and an unknown type, are named.
+    let off = ServerFlags { flash_attn: Some(FlashAttn::Off), ..Default::default() };
+    let err = Config::load(&sources(Some(cfg)), &off).unwrap_err();
+    assert!(err.contains("models[1]") && err.contains("cache_type_v needs flash attention"), "{err}");
+    let bad = d.write("b.toml", "[server]\ncache_type_k = \"q9\"\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n");
+    let err = Config::load(&sources(Some(bad)), &ServerFlags::default()).unwrap_err();
+    assert!(err.contains("[server]: cache_type_k `q9`"), "{err}");
+}

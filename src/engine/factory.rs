@@ -52,6 +52,7 @@ impl EngineFactory for LlamaFactory {
             kv_store: self.kv_store.clone(),
             kept_weights: self.kept_weights.clone(),
             swa_full: spec.swa_full,
+            knobs: spec.knobs,
         };
         Ok(Arc::new(LlamaEngine::load(options, progress)?))
     }

@@ -49,6 +49,20 @@ impl KvCacheType {
         let (b, s) = ggml_type_block(self.ggml_type()).expect("cache types are known");
         n.div_ceil(b).saturating_mul(s)
     }
+    /// llama.cpp's name (`f16`, `q8_0`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            KvCacheType::F32 => "f32",
+            KvCacheType::F16 => "f16",
+            KvCacheType::BF16 => "bf16",
+            KvCacheType::Q8_0 => "q8_0",
+            KvCacheType::Q5_1 => "q5_1",
+            KvCacheType::Q5_0 => "q5_0",
+            KvCacheType::Q4_1 => "q4_1",
+            KvCacheType::Q4_0 => "q4_0",
+            KvCacheType::IQ4_NL => "iq4_nl",
+        }
+    }
     /// Parses llama.cpp names: "f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl".
     pub fn from_name(s: &str) -> Option<Self> {
         Some(match s.to_ascii_lowercase().as_str() {
@@ -63,6 +77,31 @@ impl KvCacheType {
             "iq4_nl" => KvCacheType::IQ4_NL,
             _ => return None,
         })
+    }
+}
+
+/// How the context will be created, as far as memory goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shape {
+    pub type_k: KvCacheType,
+    pub type_v: KvCacheType,
+    /// Sliding-window layers at full size (llama.cpp's default) or the window.
+    pub swa_full: bool,
+    /// Flash attention (llama.cpp's `auto` resolves to on for CPU and CUDA).
+    pub flash_attn: bool,
+    pub n_ubatch: u64,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self { type_k: KvCacheType::F16, type_v: KvCacheType::F16, swa_full: true, flash_attn: true, n_ubatch: DEFAULT_N_UBATCH }
+    }
+}
+
+impl Shape {
+    /// llama.cpp's defaults with both caches of type `kv`.
+    pub fn kv(kv: KvCacheType) -> Self {
+        Self { type_k: kv, type_v: kv, ..Self::default() }
     }
 }
 
@@ -168,13 +207,14 @@ pub fn compute_buffer_estimate(p: &ModelParams, n_ubatch: u64, n_ctx_seq: u64, f
 /// default `swa_full = true`) when `swa_full`; otherwise a sliding-window
 /// layer holds [`swa_cells`] per sequence. The SWA layout is in
 /// [`GgufHeader::model_params`]. K and V use the same `kv_type`.
-pub fn estimate(header: &GgufHeader, ctx_per_slot: u32, parallel: u32, kv_type: KvCacheType, swa_full: bool) -> MemoryEstimate {
+pub fn estimate(header: &GgufHeader, ctx_per_slot: u32, parallel: u32, shape: &Shape) -> MemoryEstimate {
+    let Shape { type_k, type_v, swa_full, flash_attn, n_ubatch } = *shape;
     let p = header.model_params();
     let ctx = if ctx_per_slot == 0 { p.n_ctx_train.unwrap_or(4096) } else { ctx_per_slot as u64 };
     let parallel = parallel.max(1) as u64;
     let (cells, n_ctx_seq) = kv_cells(ctx, parallel);
     let window_cells = match (swa_full, p.sliding_window) {
-        (false, Some(window)) => swa_cells(n_ctx_seq, window, DEFAULT_N_UBATCH).saturating_mul(parallel),
+        (false, Some(window)) => swa_cells(n_ctx_seq, window, n_ubatch).saturating_mul(parallel),
         _ => cells,
     };
     let kv_bytes_per_layer: Vec<u64> = p
@@ -182,8 +222,8 @@ pub fn estimate(header: &GgufHeader, ctx_per_slot: u32, parallel: u32, kv_type: 
         .iter()
         .enumerate()
         .map(|(il, &h)| {
-            let k = kv_type.row_bytes(h.saturating_mul(p.head_dim_k));
-            let v = kv_type.row_bytes(h.saturating_mul(p.head_dim_v));
+            let k = type_k.row_bytes(h.saturating_mul(p.head_dim_k));
+            let v = type_v.row_bytes(h.saturating_mul(p.head_dim_v));
             let windowed = p.swa_layers.as_ref().is_some_and(|swa| swa.get(il) == Some(&true));
             let cells = if windowed { window_cells } else { cells };
             cells.saturating_mul(k.saturating_add(v))
@@ -191,7 +231,7 @@ pub fn estimate(header: &GgufHeader, ctx_per_slot: u32, parallel: u32, kv_type: 
         .collect();
     let kv_bytes = sat_add(&kv_bytes_per_layer);
     let recurrent_bytes = sat_mul(&[p.recurrent_state_bytes_per_layer.unwrap_or(0), p.n_recurrent_layers as u64, parallel]);
-    let compute_bytes = compute_buffer_estimate(&p, DEFAULT_N_UBATCH, n_ctx_seq, true);
+    let compute_bytes = compute_buffer_estimate(&p, n_ubatch, n_ctx_seq, flash_attn);
     let weights_bytes = header.weight_bytes();
     MemoryEstimate {
         weights_bytes,

@@ -237,6 +237,7 @@ pub fn fake_spec(id: &str) -> ModelSpec {
         sampling: Default::default(),
         max_tokens: None,
         swa_full: false,
+        knobs: Default::default(),
     }
 }
 

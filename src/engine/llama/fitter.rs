@@ -8,6 +8,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::model::params::LlamaModelParams;
 
 use super::*;
+use crate::types::{EngineKnobs, FlashAttn};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitOptions {
@@ -34,7 +35,7 @@ pub struct Fitted {
 /// engine would give it, without loading it (`vram-llm plan --use-fit-params`).
 pub fn fit_only(path: &Path, ctx_size: Option<u32>, parallel: u32, batch_size: u32, margin_mib: u64) -> Result<Fitted, String> {
     backend()?;
-    let mut cparams = context_for(path, ctx_size, parallel, batch_size, None, false)?;
+    let mut cparams = context_for(path, ctx_size, parallel, batch_size, None, false, &EngineKnobs::default())?;
     fit(&mut LlamaModelParams::default(), path, &mut cparams, margin_mib)
 }
 
@@ -47,9 +48,10 @@ pub(super) fn context_for(
     batch_size: u32,
     threads: Option<u32>,
     swa_full: bool,
+    knobs: &EngineKnobs,
 ) -> Result<LlamaContextParams, String> {
     let header = crate::gguf::read_header(path).map_err(|e| e.to_string())?;
-    context_params(crate::engine::header_slot_context(&header, ctx_size), parallel, batch_size, threads, swa_full)
+    context_params(crate::engine::header_slot_context(&header, ctx_size), parallel, batch_size, threads, swa_full, knobs)
 }
 
 pub(super) fn context_params(
@@ -58,6 +60,7 @@ pub(super) fn context_params(
     batch_size: u32,
     threads: Option<u32>,
     swa_full: bool,
+    knobs: &EngineKnobs,
 ) -> Result<LlamaContextParams, String> {
     let parallel = parallel.clamp(1, 256);
     let n_ctx_total = n_ctx_slot
@@ -71,9 +74,16 @@ pub(super) fn context_params(
         .with_n_ctx(NonZeroU32::new(n_ctx_total))
         .with_n_seq_max(parallel)
         .with_n_batch(n_batch)
-        .with_n_ubatch(n_batch.min(512))
+        .with_n_ubatch(knobs.ubatch_size.unwrap_or(512).min(n_batch))
         .with_n_threads(threads)
-        .with_n_threads_batch(threads)
+        .with_n_threads_batch(knobs.threads_batch.map_or(threads, |t| t.max(1) as i32))
+        .with_flash_attention_policy(match knobs.flash_attn {
+            FlashAttn::Auto => -1,
+            FlashAttn::Off => 0,
+            FlashAttn::On => 1,
+        })
+        .with_type_k(cache_type(knobs.cache_type_k))
+        .with_type_v(cache_type(knobs.cache_type_v))
         // One KV stream per slot: a request can never eat another's context.
         .with_kv_unified(false)
         // Sliding-window layers keep only their window (llama-server's
@@ -103,4 +113,20 @@ pub(super) fn fit(params: &mut LlamaModelParams, path: &Path, cparams: &mut Llam
         cpu_overrides: params.tensor_buft_override_patterns(),
         n_ctx: cparams.n_ctx().map_or(0, NonZeroU32::get),
     })
+}
+
+fn cache_type(t: crate::gguf::KvCacheType) -> llama_cpp_2::context::params::KvCacheType {
+    use crate::gguf::KvCacheType as Ours;
+    use llama_cpp_2::context::params::KvCacheType as Theirs;
+    match t {
+        Ours::F32 => Theirs::F32,
+        Ours::F16 => Theirs::F16,
+        Ours::BF16 => Theirs::BF16,
+        Ours::Q8_0 => Theirs::Q8_0,
+        Ours::Q5_1 => Theirs::Q5_1,
+        Ours::Q5_0 => Theirs::Q5_0,
+        Ours::Q4_1 => Theirs::Q4_1,
+        Ours::Q4_0 => Theirs::Q4_0,
+        Ours::IQ4_NL => Theirs::IQ4_NL,
+    }
 }

@@ -19,17 +19,20 @@ pub(super) fn load_model(
     reused: Option<Arc<LlamaModel>>,
 ) -> Result<(Arc<LlamaModel>, ModelInfo, LlamaContextParams), String> {
     let backend = backend()?;
-    let mut params = LlamaModelParams::default().with_progress_callback(move |fraction| {
-        progress(fraction);
-        true
-    });
+    let mut params = LlamaModelParams::default()
+        .with_use_mmap(!options.knobs.no_mmap)
+        .with_use_mlock(options.knobs.mlock)
+        .with_progress_callback(move |fraction| {
+            progress(fraction);
+            true
+        });
     if let Some(fit_options) = &options.fit {
         if let Some(cuda) = &fit_options.devices {
             let devices = ggml_devices(cuda)?;
             params = params.with_devices(&devices).map_err(|e| format!("cannot select GPUs {devices:?}: {e}"))?;
         }
         // The fitter needs the context before the model loads: from the header.
-        let mut cparams = context_for(&options.path, options.ctx_size, options.parallel, options.batch_size, options.threads, options.swa_full)?;
+        let mut cparams = context_for(&options.path, options.ctx_size, options.parallel, options.batch_size, options.threads, options.swa_full, &options.knobs)?;
         let fitted = fit(&mut params, &options.path, &mut cparams, fit_options.reserve_mib)?;
         tracing::info!(path = %options.path.display(), ?fitted, "placement chosen by llama.cpp's fitter");
     } else {
@@ -50,7 +53,7 @@ pub(super) fn load_model(
     let n_ctx_train = model.n_ctx_train();
     let n_ctx_slot = crate::engine::slot_context(options.ctx_size, n_ctx_train);
     let parallel = options.parallel.clamp(1, 256);
-    let ctx_params = context_params(n_ctx_slot, parallel, options.batch_size, options.threads, options.swa_full)?;
+    let ctx_params = context_params(n_ctx_slot, parallel, options.batch_size, options.threads, options.swa_full, &options.knobs)?;
 
     let vocab = model.vocab();
     let token_text = |t: LlamaToken| vocab.text(t).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

@@ -66,6 +66,8 @@ pub struct LoadOptions {
     pub swa_full: bool,
     /// Largest batch decoded in one step.
     pub batch_size: u32,
+    /// Flash attention, cache types, micro-batch, batch threads, mlock, mmap.
+    pub knobs: crate::types::EngineKnobs,
 }
 
 /// How llama.cpp's fitter may place a model.
@@ -127,7 +129,9 @@ impl LlamaEngine {
         }
         // The file's identity keys both the kept weights and the saved KV states.
         let identity = weights::file_identity(&options.path);
-        let keep = options.kept_weights.clone().filter(|_| cpu_only(&options)).map(|w| (w, identity.clone()));
+        // Only weights that are page cache (mapped, not pinned) cost nothing to keep.
+        let keepable = cpu_only(&options) && options.knobs.weights_are_page_cache();
+        let keep = options.kept_weights.clone().filter(|_| keepable).map(|w| (w, identity.clone()));
         let reused = keep.as_ref().and_then(|(kept, key)| kept.take(key));
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let (cmd_tx, cmd_rx) = std_mpsc::channel();

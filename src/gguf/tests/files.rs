@@ -21,7 +21,7 @@ fn absurd_metadata_does_not_panic() {
         let h = header_with(&dir, &format!("{arch}.gguf"), &kvs, &tensors);
         let _ = h.model_params();
         let _ = h.layer_bytes();
-        let e = estimate(&h, u32::MAX, u32::MAX, KvCacheType::Q4_0, true);
+        let e = estimate(&h, u32::MAX, u32::MAX, &Shape::kv(KvCacheType::Q4_0));
         assert!(e.total_bytes >= e.weights_bytes);
     }
 }
@@ -237,13 +237,13 @@ fn real_model() {
     let swa = p.swa_layers.clone().unwrap();
     assert_eq!((0..18).filter(|&i| !swa[i]).collect::<Vec<_>>(), vec![5, 11, 17]);
 
-    let e = estimate(&h, 4096, 4, KvCacheType::F16, true);
+    let e = estimate(&h, 4096, 4, &Shape::kv(KvCacheType::F16));
     // llama.cpp: KV 48 MiB (3 global layers) + 240 MiB (15 SWA layers, full size).
     assert_eq!(e.kv_bytes, 288 << 20);
     assert_eq!(e.kv_cells, 16384);
     // Without swa_full (the server's default) llama.cpp logs "creating SWA KV
     // cache, size = 1024 cells" per stream: 15 layers x 4 x 1024 cells x 1 KiB.
-    let windowed = estimate(&h, 4096, 4, KvCacheType::F16, false);
+    let windowed = estimate(&h, 4096, 4, &Shape { swa_full: false, ..Shape::default() });
     assert_eq!(windowed.kv_bytes, (48 << 20) + (60 << 20));
     // llama.cpp measured 526.3 MiB (flash attn) / 536.3 MiB (without).
     let mib = |b: u64| b as f64 / (1 << 20) as f64;

@@ -292,13 +292,13 @@ fn parse_synthetic_file() {
         assert!(!p.recurrent);
 
         // KV: ctx 100 × 3 slots → n_ctx 512 → n_ctx_seq pad(170) = 256 → 768 cells.
-        let e = estimate(&h, 100, 3, KvCacheType::F16, true);
+        let e = estimate(&h, 100, 3, &Shape::kv(KvCacheType::F16));
         assert_eq!((e.kv_cells, e.n_ctx_seq), (768, 256));
         assert_eq!(e.kv_bytes_per_layer, vec![768 * 2 * (16 + 8) * 2, 768 * (16 + 8) * 2]);
         assert_eq!(e.kv_bytes, e.kv_bytes_per_layer.iter().sum::<u64>());
         assert_eq!(e.weights_bytes, total);
         assert_eq!(e.total_bytes, e.weights_bytes + e.kv_bytes + e.recurrent_bytes + e.compute_bytes);
-        let q8 = estimate(&h, 100, 3, KvCacheType::Q8_0, true);
+        let q8 = estimate(&h, 100, 3, &Shape::kv(KvCacheType::Q8_0));
         // Rows of 2*16=32 and 2*8=16 elements: 34 + ceil(16/32)*34 bytes.
         assert_eq!(q8.kv_bytes_per_layer[0], 768 * (34 + 34));
     }
@@ -378,7 +378,7 @@ fn swa_patterns_and_recurrent() {
     assert!(p.recurrent);
     assert_eq!(p.n_recurrent_layers, 2);
     assert_eq!(p.recurrent_state_bytes_per_layer, Some((3 * 32 + 16 * 32) * 4));
-    let e = estimate(&h, 1000, 2, KvCacheType::F16, true);
+    let e = estimate(&h, 1000, 2, &Shape::kv(KvCacheType::F16));
     assert_eq!(e.kv_bytes, 0);
     assert_eq!(e.recurrent_bytes, 2 * 2 * (3 * 32 + 16 * 32) * 4);
 
