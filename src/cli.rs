@@ -240,10 +240,11 @@ pub struct ServerFlags {
     /// Require `Authorization: Bearer KEY` on every endpoint except /health.
     /// A flag shows in `ps`: prefer the environment or --api-key-file. An
     /// empty key is refused (it would turn authentication off).
-    #[arg(long, env = "VRAM_LLM_API_KEY", hide_env_values = true, conflicts_with = "api_key_file")]
+    #[arg(long, env = "VRAM_LLM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
-    /// Read the API key from this file (its first line).
+    /// Read the API key from this file (its first line); wins over
+    /// --api-key, VRAM_LLM_API_KEY and the config's api_key.
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
 

@@ -64,7 +64,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     for (i, id) in &preload {
         tracing::info!(model = %id, "preloading");
         if let Err(e) = scheduler.load(*i).await {
-            tracing::error!(model = %id, "preload failed: {e}");
+            tracing::error!(model = %id, "preload failed: {e}; retrying in the background");
+            tokio::spawn(retry_preload(scheduler.clone(), *i, id.clone()));
         }
     }
 
@@ -86,6 +87,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         cors_origins: server.cors_origins.clone().into(),
         allowed_hosts: crate::api::guard::allowed_hosts(server.host, &server.allowed_hosts).map(Into::into),
     };
+    if server.host.is_unspecified() && server.allowed_hosts.is_empty() {
+        tracing::warn!(
+            "listening on every interface without --allowed-hosts: any Host name is accepted, so a web page \
+             using DNS rebinding is not stopped; name this server's hosts with --allowed-hosts, or set --api-key"
+        );
+    }
     let addr = SocketAddr::new(server.host, server.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -116,35 +123,64 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             .into_future(),
     );
     let grace = server.shutdown_grace;
+    let mut models = Vec::new();
     tokio::select! {
         result = &mut serving => result.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?,
         () = async {
             let _ = stop_rx.await;
-            tracing::info!("shutting down: open requests get {grace:?} to finish");
-            tokio::time::sleep(grace).await;
+            tracing::info!("shutting down: open requests get {grace:?} to finish (a second signal cuts it short)");
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {}
+                () = shutdown_signal() => {}
+            }
         } => {
             tracing::warn!("grace period over; cancelling open requests");
             // Cancelling ends each open stream with an error event and
             // [DONE]; the connections then close and the server returns. A
-            // client that stops reading could hold it: a second signal exits
+            // client that stops reading could hold it: another signal exits
             // at once.
-            scheduler.shutdown().await;
+            models = scheduler.shutdown().await;
             tokio::select! {
                 _ = &mut serving => {}
                 () = shutdown_signal() => {
-                    tracing::warn!("second signal: closing the remaining connections");
+                    tracing::warn!("signal: closing the remaining connections");
                     serving.abort();
                 }
             }
         }
     }
     tracing::info!("freeing models");
-    scheduler.shutdown().await;
+    models.extend(scheduler.shutdown().await);
+    // A model a finishing request still held is dropped with it; its worker
+    // then saves what its slots hold.
+    tokio::select! {
+        () = Scheduler::models_dropped(&models) => {}
+        () = shutdown_signal() => tracing::warn!("signal: not waiting for the models to be freed"),
+    }
     if let Some(store) = kv_store {
         // Unloading saved what the slots held; let it reach the directory.
         tokio::task::spawn_blocking(move || store.flush()).await.map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Retries a failed preload with a doubling delay (2 s to 1 min) until it
+/// loads: /health says 503 meanwhile, and a probe that keeps requests away
+/// from an unready server would otherwise never see it recover.
+async fn retry_preload(scheduler: Scheduler, model: usize, id: String) {
+    let mut delay = std::time::Duration::from_secs(2);
+    loop {
+        tokio::time::sleep(delay).await;
+        match scheduler.load(model).await {
+            Ok(()) => {
+                tracing::info!(model = %id, "preloaded after a retry");
+                return;
+            }
+            Err(crate::scheduler::SchedError::ShuttingDown | crate::scheduler::SchedError::UnknownModel(_)) => return,
+            Err(e) => tracing::warn!(model = %id, "preload retry failed: {e}"),
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(60));
+    }
 }
 
 async fn shutdown_signal() {

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use axum::http::{header, HeaderValue, Method};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use axum::http::{HeaderValue, Method};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 /// The CORS layer for `origins` (already checked by the config), or `None`.
 pub fn layer(origins: &[String]) -> Option<CorsLayer> {
@@ -22,7 +22,9 @@ pub fn layer(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static("x-admin-token")])
+            // Whatever the page asks for: SDKs add their own headers
+            // (openai-node sends x-stainless-*).
+            .allow_headers(AllowHeaders::mirror_request())
             .max_age(Duration::from_secs(600)),
     )
 }

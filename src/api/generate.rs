@@ -64,7 +64,7 @@ pub async fn start(
         max_tokens: sampling.max_tokens,
         stop: sampling.stop.clone(),
     };
-    let events = engine.generate(request)?;
+    let events = model.generate(request)?;
     Ok(Started { events, log })
 }
 

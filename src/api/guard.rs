@@ -8,6 +8,7 @@
 //!   even "simple" form posts that skip the CORS preflight) must come from
 //!   an allowed host, the server itself, or a `--cors-origins` entry.
 //! Clients that are not browsers (curl, SDKs) send no `Origin` and pass.
+//! A `Host` that is an IP address always passes (rebinding needs a name).
 
 use axum::extract::{Request, State};
 use axum::http::header::{HOST, ORIGIN};
@@ -28,7 +29,9 @@ fn check(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiErr
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let host = header(HOST).map(host_name);
     if let (Some(allowed), Some(host)) = (state.allowed_hosts.as_deref(), host.as_deref()) {
-        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+        // An IP address is no DNS name, so no rebinding: probes and scrapes
+        // by address are fine.
+        if host.parse::<std::net::IpAddr>().is_err() && !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
             return Err(ApiError::Forbidden(format!(
                 "the Host header `{host}` is not one of this server's names; add it with --allowed-hosts"
             )));
@@ -50,11 +53,16 @@ fn check(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiErr
     Ok(())
 }
 
-/// The host of a `Host` header, without the port (`[::1]:8080` -> `::1`).
+/// The host of a `Host` header, without the port (`[::1]:8080` -> `::1`);
+/// an IP address in its canonical form.
 fn host_name(value: &str) -> String {
     let value = value.trim();
     if let Some(rest) = value.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or_default().to_string();
+        let inner = rest.split(']').next().unwrap_or_default();
+        return inner.parse::<std::net::IpAddr>().map_or_else(|_| inner.to_string(), |ip| ip.to_string());
+    }
+    if let Ok(ip) = value.parse::<std::net::IpAddr>() {
+        return ip.to_string();
     }
     value.rsplit_once(':').filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit())).map_or(value, |(h, _)| h).to_string()
 }
@@ -88,6 +96,8 @@ mod tests {
         assert_eq!(host_name("localhost:8080"), "localhost");
         assert_eq!(host_name("[::1]:8080"), "::1");
         assert_eq!(host_name("example.com"), "example.com");
+        assert_eq!(host_name("fe80::1"), "fe80::1", "an IPv6 address is not host:port");
+        assert_eq!(host_name("[0:0:0:0:0:0:0:1]:80"), "::1");
         assert_eq!(origin_host("http://localhost:3000").as_deref(), Some("localhost"));
         assert_eq!(origin_host("https://app.example.com").as_deref(), Some("app.example.com"));
         assert_eq!(origin_host("null"), None);

@@ -9,6 +9,10 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    // Scrapes reset and set the same global gauges: one at a time, or a
+    // concurrent one could encode between another's reset and set.
+    static SCRAPE: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    let _one_at_a_time = SCRAPE.lock();
     let m = crate::metrics::global();
     let snapshot = state.scheduler.snapshot();
     for family in [&m.model_loaded, &m.model_memory, &m.queue_depth, &m.in_flight, &m.slots_busy, &m.slots_total, &m.llamacpp_processing, &m.llamacpp_deferred] {

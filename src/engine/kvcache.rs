@@ -104,7 +104,10 @@ impl<B: Persist> HostKvCache<B> {
 
     fn queue_write(&self, key: &str, tokens: &[u32], blob: Arc<B>) {
         let bytes = blob.payload().len();
-        if self.pending.load(Ordering::Acquire) + bytes > self.pending_max {
+        // One state is always accepted, however large; more wait their turn
+        // only up to the bound.
+        let pending = self.pending.load(Ordering::Acquire);
+        if pending > 0 && pending + bytes > self.pending_max {
             tracing::debug!(bytes, "the KV cache directory is behind; this state is kept in memory only");
             return;
         }

@@ -223,6 +223,15 @@ fn read_file(path: &Path, key: &str, tokens: &[u32]) -> Result<(u32, Vec<u8>), S
     if header.key != key || header.tokens != tokens {
         return Err("another sequence".into());
     }
+    // Only whole-sequence states are saved (flags 0); the flags are outside
+    // the checksum, so anything else is refused rather than trusted.
+    if header.flags != 0 {
+        return Err(format!("unexpected state flags {}", header.flags));
+    }
+    let size = fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if header.len > size {
+        return Err(format!("the header says {} payload bytes but the file has {size}", header.len));
+    }
     let mut payload = Vec::with_capacity(header.len as usize);
     file.read_to_end(&mut payload).map_err(|e| e.to_string())?;
     if payload.len() as u64 != header.len {
@@ -267,7 +276,7 @@ mod tests {
         let tmp = TempDir::new("reopen");
         let dir = KvDir::open(&tmp.0, 1 << 20).unwrap();
         dir.write("m", &seq(0, 50), 0, b"fifty").unwrap();
-        dir.write("m", &seq(0, 80), 1, b"eighty").unwrap();
+        dir.write("m", &seq(0, 80), 0, b"eighty").unwrap();
         assert_eq!(dir.len(), 1, "the longer save replaced the shorter");
         assert_eq!(files(&tmp.0), 1);
         drop(dir);
@@ -276,7 +285,7 @@ mod tests {
         let prompt = seq(0, 90);
         let found = dir.best("m", &prompt, 0).unwrap();
         assert_eq!(found.shared, 80);
-        assert_eq!(dir.read("m", &found), Some((1, b"eighty".to_vec())));
+        assert_eq!(dir.read("m", &found), Some((0, b"eighty".to_vec())));
         assert!(dir.best("other model", &prompt, 0).is_none());
         assert!(dir.best("m", &prompt, 80).is_none(), "must share more than asked");
     }
@@ -295,6 +304,10 @@ mod tests {
         assert_eq!(dir.read("m", &found), None);
         assert!(dir.is_empty());
         assert_eq!(files(&tmp.0), 0);
+        // Flags other than a whole sequence's are not trusted either.
+        dir.write("m", &seq(500, 40), 2, b"partial").unwrap();
+        let found = dir.best("m", &seq(500, 41), 0).unwrap();
+        assert_eq!(dir.read("m", &found), None);
     }
 
     #[test]

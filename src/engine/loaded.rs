@@ -36,6 +36,29 @@ pub struct LoadedModel {
     pub template: ChatTemplate,
     pub template_source: String,
     pub template_origin: TemplateOrigin,
+    /// Set by [`LoadedModel::cancel_all`]: no generation starts after it.
+    /// The lock orders a start against a cancel (a request still tokenizing
+    /// when a forced unload comes must not start on the model afterwards).
+    cancelled: parking_lot::Mutex<bool>,
+}
+
+impl LoadedModel {
+    /// Starts a generation, unless the model was cancelled (`Stopped`).
+    pub fn generate(&self, request: super::GenerationRequest) -> Result<super::EventReceiver, EngineError> {
+        let cancelled = self.cancelled.lock();
+        if *cancelled {
+            return Err(EngineError::Stopped);
+        }
+        self.engine.generate(request)
+    }
+
+    /// Ends every running and queued generation, and refuses new ones (a
+    /// forced unload, shutdown).
+    pub fn cancel_all(&self) {
+        let mut cancelled = self.cancelled.lock();
+        *cancelled = true;
+        self.engine.cancel_all();
+    }
 }
 
 impl LoadedModel {
@@ -74,7 +97,7 @@ pub fn load_one(
     let info = engine.info();
     let template = ChatTemplate::new(&source, &info.bos_token, &info.eos_token)
         .map_err(|e| EngineError::Template(format!("chat template of model `{}` ({origin:?}): {e}", spec.id)))?;
-    Ok(LoadedModel { engine, template, template_source: source, template_origin: origin })
+    Ok(LoadedModel { engine, template, template_source: source, template_origin: origin, cancelled: Default::default() })
 }
 
 /// Built-in templates, used when neither a file nor the GGUF provides one.

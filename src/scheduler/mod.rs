@@ -182,11 +182,23 @@ impl Scheduler {
         rx.await.map_err(|_| SchedError::ShuttingDown)
     }
 
-    /// Fails every waiter and unloads every model; returns when done.
-    pub async fn shutdown(&self) {
+    /// Fails every waiter, cancels every generation and lets go of every
+    /// model. Returns the models that were loaded: a request still holding
+    /// one keeps it alive a moment longer (see [`Scheduler::models_dropped`]).
+    pub async fn shutdown(&self) -> Vec<std::sync::Weak<LoadedModel>> {
+        let loaded = self.snapshot().models.iter().filter_map(|m| m.engine.clone()).collect();
         let (reply, rx) = oneshot::channel();
         if self.send(Msg::Shutdown { reply }).is_ok() {
             let _ = rx.await;
+        }
+        loaded
+    }
+
+    /// Waits until every model in `models` is dropped: its worker has
+    /// stopped and saved what its slots held.
+    pub async fn models_dropped(models: &[std::sync::Weak<LoadedModel>]) {
+        while models.iter().any(|m| m.strong_count() > 0) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 

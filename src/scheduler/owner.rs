@@ -206,7 +206,7 @@ impl Owner {
                 } else {
                     if force {
                         if let Some(loaded) = &self.entries[model].loaded {
-                            loaded.engine.cancel_all();
+                            loaded.cancel_all();
                         }
                     }
                     self.state.request_unload(model);
@@ -227,7 +227,7 @@ impl Owner {
                 // memory once the last request lets go of its model.
                 for e in &mut self.entries {
                     if let Some(loaded) = e.loaded.take() {
-                        loaded.engine.cancel_all();
+                        loaded.cancel_all();
                     }
                 }
                 return Some(reply);

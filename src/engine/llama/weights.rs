@@ -82,7 +82,8 @@ impl crate::engine::kvcache::Persist for llama_cpp_2::context::session::SeqState
 
     fn from_file(flags: u32, payload: Vec<u8>) -> Self {
         // SAFETY: the directory hands back only payloads whose CRC-32 matches
-        // the one written with a state that `as_bytes` produced, with its flags.
+        // the one written with a state that `as_bytes` produced, and only
+        // whole-sequence states (flags 0, the only ones saved).
         unsafe { SeqState::from_saved_bytes(payload, llama_cpp_2::context::session::LlamaStateSeqFlags::from_bits(flags)) }
     }
 }

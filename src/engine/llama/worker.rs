@@ -82,7 +82,7 @@ pub(super) fn worker_main(
     );
     let context_bytes = resident_bytes().saturating_sub(before);
     let timings = LoadTimings { weights_ms, context_ms: context_started.elapsed().as_millis() as u64 };
-    let store = options.kv_store.clone().map(|store| (store, store_key(&identity, &info)));
+    let store = options.kv_store.clone().map(|store| (store, store_key(&identity, &info, &options)));
     let windowed = !options.swa_full && has_sliding_window(&model);
     let mut worker = Worker::new(&model, ctx, &info, stats, store, windowed);
     worker.publish_stats();
@@ -111,8 +111,17 @@ fn has_sliding_window(model: &LlamaModel) -> bool {
 
 /// Saved states restore only into the same model file (`identity`, see
 /// `weights::file_identity`) and context layout.
-fn store_key(identity: &str, info: &ModelInfo) -> String {
-    format!("{identity}|ctx={}|seqs={}", info.n_ctx_slot, info.parallel)
+fn store_key(identity: &str, info: &ModelInfo, options: &LoadOptions) -> String {
+    let k = &options.knobs;
+    format!(
+        "{identity}|ctx={}|seqs={}|swa_full={}|k={}|v={}|fa={:?}",
+        info.n_ctx_slot,
+        info.parallel,
+        options.swa_full,
+        k.cache_type_k.name(),
+        k.cache_type_v.name(),
+        k.flash_attn
+    )
 }
 
 /// Fewer cached tokens than this are not worth a save or a restore.
@@ -311,14 +320,16 @@ impl<'m> Worker<'m> {
             let seq = self.slots[i].seq;
             let reuse = self.from_host_cache(i, &req.prompt, reuse);
             let held = self.slots[i].cached.len();
+            // A sliding-window cache (`--swa-full` off) that has dropped the
+            // start of the sequence can be continued, not cut back: the
+            // positions before the cut are gone from the window. Asked
+            // before cutting: after a cut that removed every window cell
+            // llama.cpp reports no minimum at all.
+            let windowed = self.ctx.kv_cache_seq_pos_min(seq) > 0;
             let reuse = match self.ctx.kv_cache_seq_rm(seq, Some(reuse as u32), None) {
                 Ok(()) => reuse,
                 Err(_) => 0,
             };
-            // A sliding-window cache (`--swa-full` off) that has dropped the
-            // start of the sequence can be continued, not cut back: the
-            // positions before the cut are gone from the window.
-            let windowed = self.ctx.kv_cache_seq_pos_min(seq) > 0;
             let reuse = if reuse > 0 && windowed && reuse < held { self.rewind(i, reuse) } else { reuse };
             if self.slots[i].checkpoint.as_ref().is_some_and(|(len, _)| *len > reuse) {
                 self.slots[i].checkpoint = None;
