@@ -218,7 +218,10 @@ fn header_of(file: &mut impl Read) -> Result<Header, String> {
 }
 
 fn read_file(path: &Path, key: &str, tokens: &[u32]) -> Result<(u32, Vec<u8>), String> {
-    let mut file = std::io::BufReader::new(fs::File::open(path).map_err(|e| e.to_string())?);
+    let file = fs::File::open(path).map_err(|e| e.to_string())?;
+    // The size of the file we read, not of whatever the path names later.
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut file = std::io::BufReader::new(file);
     let header = header_of(&mut file)?;
     if header.key != key || header.tokens != tokens {
         return Err("another sequence".into());
@@ -228,7 +231,6 @@ fn read_file(path: &Path, key: &str, tokens: &[u32]) -> Result<(u32, Vec<u8>), S
     if header.flags != 0 {
         return Err(format!("unexpected state flags {}", header.flags));
     }
-    let size = fs::metadata(path).map_err(|e| e.to_string())?.len();
     if header.len > size {
         return Err(format!("the header says {} payload bytes but the file has {size}", header.len));
     }
