@@ -323,6 +323,19 @@ pub struct ServerFlags {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_body_mib: Option<u32>,
 
+    /// Client connections served at once; past it a connection gets 503
+    /// (`too_many_connections`) and is closed. Lowered to fit the open-files
+    /// limit, which is raised to its hard limit at start [default: 1024].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+
+    /// How long a connection may take to send a request's headers, counted
+    /// from when it opens and from each response, so it also closes idle
+    /// keep-alive connections; a request body that pauses this long fails
+    /// too (30s, 2m) [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = crate::cli::parse_duration)]
+    pub header_timeout: Option<std::time::Duration>,
+
     /// Web origins whose pages may call the API from a browser (CORS), e.g.
     /// `http://localhost:3000`; `*` allows every site. Comma separated
     /// [default: none: browsers refuse cross-site calls].

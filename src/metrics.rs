@@ -9,7 +9,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    exponential_buckets, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    exponential_buckets, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
@@ -27,6 +27,8 @@ pub struct Metrics {
     pub unloads: IntCounterVec,
     pub swaps: IntCounter,
     pub swap_phase: HistogramVec,
+    pub connections_open: IntGauge,
+    pub connections: IntCounterVec,
     // Set at scrape time from the snapshot.
     pub model_loaded: IntGaugeVec,
     pub model_memory: IntGaugeVec,
@@ -84,6 +86,12 @@ impl Metrics {
             load_seconds: histogram("vram_llm_model_load_seconds", "Time to load a model.", &["model"], seconds(0.025, 12)),
             unloads: counter("vram_llm_model_unloads_total", "Model unloads, by reason (evicted for another model, or other).", &["model", "reason"]),
             swaps: register(&r, IntCounter::new("vram_llm_swaps_total", "Loads that evicted other models.").expect("opts")),
+            connections_open: register(&r, IntGauge::new("vram_llm_connections_open", "Client connections being served.").expect("opts")),
+            connections: counter(
+                "vram_llm_connections_total",
+                "Client connections accepted, by outcome: served, or refused (--max-connections reached).",
+                &["outcome"],
+            ),
             swap_phase: histogram(
                 "vram_llm_swap_phase_seconds",
                 "Where swaps spend their time: wait (oldest request before the load began), unload, weights, context, load (all of it).",

@@ -41,6 +41,9 @@ pub enum ApiError {
     /// The model is loading or failed to load.
     #[error("{0}")]
     Unavailable(String),
+    /// Every connection the server takes at once is open (--max-connections).
+    #[error("the server is at its connection limit ({max}); try again shortly")]
+    TooManyConnections { max: usize },
     /// Something broke on our side; never caused by input.
     #[error("{0}")]
     Internal(String),
@@ -110,6 +113,7 @@ impl ApiError {
             }
             Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("queue_full")),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", Some("model_unavailable")),
+            TooManyConnections { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", Some("too_many_connections")),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
         }
     }
@@ -164,7 +168,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::TooManyConnections { .. } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Overloaded { retry_after_s, .. } => {

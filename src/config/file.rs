@@ -50,6 +50,9 @@ pub struct ServerSection {
     #[serde(default, deserialize_with = "duration")]
     pub shutdown_grace: Option<Duration>,
     pub max_body_mib: Option<u32>,
+    pub max_connections: Option<u64>,
+    #[serde(default, deserialize_with = "duration")]
+    pub header_timeout: Option<Duration>,
     pub cors_origins: Option<Vec<String>>,
     pub allowed_hosts: Option<Vec<String>>,
     pub models_dir: Option<PathBuf>,

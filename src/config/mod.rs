@@ -26,6 +26,8 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_QUEUE: usize = 128;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BODY_MIB: u32 = 16;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Host memory for saved KV caches (`--kv-cache-mib`).
 pub const DEFAULT_KV_CACHE_MIB: u64 = 512;
 /// Disk for saved KV caches when `--kv-cache-dir` is given.
@@ -55,6 +57,10 @@ pub struct ServerConfig {
     pub notify_swaps: bool,
     pub shutdown_grace: Duration,
     pub max_body_mib: u32,
+    /// Connections served at once (before the open-files limit lowers it).
+    pub max_connections: usize,
+    /// Header-read (and idle keep-alive) timeout per connection.
+    pub header_timeout: Duration,
     /// Browser origins allowed to call the API (`*`: any); empty: none.
     pub cors_origins: Vec<String>,
     /// Host names beyond the loopback ones and the bind address.
@@ -97,6 +103,8 @@ impl Config {
             notify_swaps: flags.notify_swaps.or(s.notify_swaps).unwrap_or(false),
             shutdown_grace: flags.shutdown_grace.or(s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             max_body_mib: flags.max_body_mib.or(s.max_body_mib).unwrap_or(DEFAULT_MAX_BODY_MIB),
+            max_connections: flags.max_connections.or(s.max_connections).map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+            header_timeout: flags.header_timeout.or(s.header_timeout).unwrap_or(DEFAULT_HEADER_TIMEOUT),
             cors_origins: flags.cors_origins.clone().or_else(|| s.cors_origins.clone()).unwrap_or_default(),
             allowed_hosts: flags.allowed_hosts.clone().or_else(|| s.allowed_hosts.clone()).unwrap_or_default(),
             gpus_from: flags.gpu.gpus_from.clone().or_else(|| s.gpus_from.as_ref().map(|p| config_dir_of(&file_path).join(p))),
@@ -212,6 +220,12 @@ fn check_server(s: &ServerConfig, origin: &str) -> Result<(), String> {
     }
     if s.max_loaded_models == Some(0) {
         return Err(format!("{at}[server] max_loaded_models must be at least 1"));
+    }
+    if s.max_connections == 0 {
+        return Err(format!("{at}[server] max_connections must be at least 1"));
+    }
+    if s.header_timeout.is_zero() {
+        return Err(format!("{at}[server] header_timeout must be longer than 0"));
     }
     Ok(())
 }

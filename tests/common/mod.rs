@@ -299,13 +299,21 @@ pub async fn fake_server(reply: &str, api_key: Option<&str>, body_limit: Option<
     serve(state).await
 }
 
-/// Serves `state`'s router on 127.0.0.1:<ephemeral>; returns the base URL.
+/// Serves `state`'s router on 127.0.0.1:<ephemeral> through the server's
+/// own listener with its default connection limits; returns the base URL.
 pub async fn serve(state: AppState) -> String {
+    let limits = vram_llm::server::conn::ConnLimits {
+        max_connections: vram_llm::config::DEFAULT_MAX_CONNECTIONS,
+        header_timeout: vram_llm::config::DEFAULT_HEADER_TIMEOUT,
+    };
+    serve_limited(state, limits).await
+}
+
+/// `serve` with chosen connection limits.
+pub async fn serve_limited(state: AppState, limits: vram_llm::server::conn::ConnLimits) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        axum::serve(listener, router(state)).await.expect("serve");
-    });
+    tokio::spawn(vram_llm::server::conn::serve(listener, router(state), limits, std::future::pending()));
     format!("http://{addr}")
 }
 

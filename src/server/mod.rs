@@ -1,7 +1,6 @@
 //! Runs the server: build the catalogue and scheduler, bind, load what must
 //! be loaded, serve until SIGINT/SIGTERM, then free every model.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -17,6 +16,8 @@ use crate::engine::kvdisk::KvDir;
 use crate::engine::llama::weights::KeptWeights;
 use crate::engine::{EngineFactory, SharedKvStore};
 use crate::scheduler::{Scheduler, SystemClock};
+
+pub mod conn;
 
 /// CPU-only models evicted for a swap whose mapped weights are kept (page
 /// cache the kernel may reclaim; a reload then only creates the context).
@@ -113,19 +114,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
 
     // Graceful: stop accepting, let open requests finish within the grace
     // period, then cancel what is left and free every model.
+    let (max_connections, lowered) = conn::effective_max_connections(server.max_connections, conn::raise_open_files_limit());
+    if let Some(why) = lowered {
+        tracing::warn!("{why}");
+    }
+    let limits = conn::ConnLimits { max_connections, header_timeout: server.header_timeout };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut serving = tokio::spawn(
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                let _ = stop_tx.send(());
-            })
-            .into_future(),
-    );
+    let mut serving = tokio::spawn(conn::serve(listener, router(state), limits, async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+    }));
     let grace = server.shutdown_grace;
     let mut models = Vec::new();
     tokio::select! {
-        result = &mut serving => result.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?,
+        result = &mut serving => result.map_err(|e| e.to_string())?,
         () = async {
             let _ = stop_rx.await;
             tracing::info!("shutting down: open requests get {grace:?} to finish (a second signal cuts it short)");
