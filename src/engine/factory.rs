@@ -24,7 +24,7 @@ pub struct LlamaFactory {
     /// The host KV cache shared by every model (`None`: off).
     pub kv_store: Option<super::SharedKvStore>,
     /// Weights of CPU-only models evicted for a swap (`None`: never kept).
-    pub kept_weights: Option<Arc<super::llama::weights::KeptWeights<llama_cpp_2::model::LlamaModel>>>,
+    pub kept_weights: Option<Arc<super::llama::weights::KeptWeights<super::llama::weights::Weights>>>,
 }
 
 impl EngineFactory for LlamaFactory {

@@ -205,6 +205,11 @@ pub trait Engine: Send + Sync + 'static {
     /// keep what costs nothing to keep (CPU-only weights, which are the
     /// mapped file) so the next load of this model is cheaper.
     fn keep_weights_on_unload(&self) {}
+    /// Why this model should be unloaded and loaded again: its file
+    /// changed on disk or was cut short under its mapping (`None`: fine).
+    fn stale(&self) -> Option<String> {
+        None
+    }
     /// Where this model's load went (zero when unknown).
     fn load_timings(&self) -> LoadTimings {
         LoadTimings::default()

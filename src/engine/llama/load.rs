@@ -16,8 +16,8 @@ use super::*;
 pub(super) fn load_model(
     options: &LoadOptions,
     progress: crate::types::Progress,
-    reused: Option<Arc<LlamaModel>>,
-) -> Result<(Arc<LlamaModel>, ModelInfo, LlamaContextParams), String> {
+    reused: Option<Arc<weights::Weights>>,
+) -> Result<(Arc<weights::Weights>, ModelInfo, LlamaContextParams), String> {
     let backend = backend()?;
     let mut params = LlamaModelParams::default()
         .with_use_mmap(!options.knobs.no_mmap)
@@ -48,7 +48,14 @@ pub(super) fn load_model(
             tracing::debug!(path = %options.path.display(), "reusing the weights kept from the last unload");
             model
         }
-        None => Arc::new(LlamaModel::load_from_file(backend, &options.path, &params).map_err(|e| why_not_loaded(&options.path, &e.to_string()))?),
+        None => {
+            // The mappings this load adds are watched for a file truncated
+            // under them (mapguard.rs); other models may map the same file.
+            let before = mapguard::mappings_of(&options.path);
+            let model = LlamaModel::load_from_file(backend, &options.path, &params).map_err(|e| why_not_loaded(&options.path, &e.to_string()))?;
+            let added: Vec<(usize, usize)> = mapguard::mappings_of(&options.path).into_iter().filter(|r| !before.contains(r)).collect();
+            Arc::new(weights::Weights { model, guard: mapguard::MapGuard::watch(&added) })
+        }
     };
     let n_ctx_train = model.n_ctx_train();
     let n_ctx_slot = crate::engine::slot_context(options.ctx_size, n_ctx_train);

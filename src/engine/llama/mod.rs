@@ -16,6 +16,7 @@
 
 mod fitter;
 mod load;
+pub mod mapguard;
 mod sampler;
 pub mod weights;
 mod worker;
@@ -32,7 +33,6 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -60,7 +60,7 @@ pub struct LoadOptions {
     /// unloads, and restored from (`None`: no host KV cache).
     pub kv_store: Option<crate::engine::SharedKvStore>,
     /// Where the weights of CPU-only models evicted for a swap are kept.
-    pub kept_weights: Option<Arc<weights::KeptWeights<LlamaModel>>>,
+    pub kept_weights: Option<Arc<weights::KeptWeights<weights::Weights>>>,
     /// Full-size KV cache for sliding-window layers (rollbacks keep their
     /// prefix) instead of the window only.
     pub swa_full: bool,
@@ -86,7 +86,10 @@ pub(super) fn backend() -> Result<&'static LlamaBackend, String> {
 
 /// A model loaded by llama.cpp with its worker thread.
 pub struct LlamaEngine {
-    model: Arc<LlamaModel>,
+    model: Arc<weights::Weights>,
+    /// The file and its identity at load, to notice it changed on disk.
+    path: std::path::PathBuf,
+    identity: String,
     info: ModelInfo,
     /// Weights (llama.cpp's own count) + what creating the context added to
     /// this process's resident memory (KV cache and compute buffers).
@@ -94,7 +97,7 @@ pub struct LlamaEngine {
     timings: LoadTimings,
     /// Where to keep the weights on an unload after `keep_weights_on_unload`
     /// (CPU-only loads): the cache and this model's key in it.
-    keep: Option<(Arc<weights::KeptWeights<LlamaModel>>, String)>,
+    keep: Option<(Arc<weights::KeptWeights<weights::Weights>>, String)>,
     keep_on_drop: std::sync::atomic::AtomicBool,
     commands: Mutex<std_mpsc::Sender<Command>>,
     stats: Arc<Stats>,
@@ -132,6 +135,7 @@ impl LlamaEngine {
         // Only weights that are page cache (mapped, not pinned) cost nothing to keep.
         let keepable = cpu_only(&options) && options.knobs.weights_are_page_cache();
         let keep = options.kept_weights.clone().filter(|_| keepable).map(|w| (w, identity.clone()));
+        let (path, loaded_identity) = (options.path.clone(), identity.clone());
         let reused = keep.as_ref().and_then(|(kept, key)| kept.take(key));
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let (cmd_tx, cmd_rx) = std_mpsc::channel();
@@ -144,6 +148,8 @@ impl LlamaEngine {
         match ready_rx.recv() {
             Ok(Ok((model, info, context_bytes, timings))) => Ok(Self {
                 memory_bytes: model.size() + context_bytes,
+                path,
+                identity: loaded_identity,
                 timings,
                 keep,
                 keep_on_drop: Default::default(),
@@ -235,6 +241,14 @@ impl Engine for LlamaEngine {
 
     fn keep_weights_on_unload(&self) {
         self.keep_on_drop.store(true, Ordering::Relaxed);
+    }
+
+    fn stale(&self) -> Option<String> {
+        if self.model.guard.faulted() {
+            return Some(worker::FILE_CHANGED.to_string());
+        }
+        (weights::file_identity(&self.path) != self.identity)
+            .then(|| "the model file changed on disk (size or modification time); it is reloaded once its requests finish".to_string())
     }
 
     fn slots(&self) -> Vec<crate::engine::SlotView> {

@@ -10,7 +10,24 @@
 use std::sync::Arc;
 
 use llama_cpp_2::context::session::SeqState;
+use llama_cpp_2::model::LlamaModel;
 use parking_lot::Mutex;
+
+use super::mapguard::MapGuard;
+
+/// A loaded `LlamaModel` and the watch on its file mappings (mapguard.rs),
+/// which must live exactly as long as the mapping.
+pub struct Weights {
+    pub model: LlamaModel,
+    pub guard: MapGuard,
+}
+
+impl std::ops::Deref for Weights {
+    type Target = LlamaModel;
+    fn deref(&self) -> &LlamaModel {
+        &self.model
+    }
+}
 
 /// Kept models by key (file identity and load parameters), most recent last.
 pub struct KeptWeights<T> {

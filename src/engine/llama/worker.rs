@@ -24,11 +24,15 @@ use crate::engine::slots::{choose_slot, Choice, SlotCache};
 use crate::engine::step::{plan_step, Part, SlotView};
 use super::*;
 
+/// Why generations fail once the model's file was cut short under it.
+pub(crate) const FILE_CHANGED: &str =
+    "the model file was truncated or overwritten on disk while loaded (replace model files with a rename, not in place); the model is reloaded for the next request";
+
 pub(super) fn file_stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-pub(super) type Ready = Result<(Arc<LlamaModel>, ModelInfo, u64, LoadTimings), String>;
+pub(super) type Ready = Result<(Arc<weights::Weights>, ModelInfo, u64, LoadTimings), String>;
 
 /// This process's resident memory in bytes (Linux; 0 elsewhere).
 pub(super) fn resident_bytes() -> u64 {
@@ -41,7 +45,7 @@ pub(super) fn resident_bytes() -> u64 {
 pub(super) fn worker_main(
     options: LoadOptions,
     identity: String,
-    reused: Option<Arc<LlamaModel>>,
+    reused: Option<Arc<weights::Weights>>,
     progress: crate::types::Progress,
     ready: std_mpsc::Sender<Ready>,
     commands: std_mpsc::Receiver<Command>,
@@ -84,7 +88,7 @@ pub(super) fn worker_main(
     let timings = LoadTimings { weights_ms, context_ms: context_started.elapsed().as_millis() as u64 };
     let store = options.kv_store.clone().map(|store| (store, store_key(&identity, &info, &options)));
     let windowed = !options.swa_full && has_sliding_window(&model);
-    let mut worker = Worker::new(&model, ctx, &info, stats, store, windowed);
+    let mut worker = Worker::new(&model, &model.guard, ctx, &info, stats, store, windowed);
     worker.publish_stats();
     if ready.send(Ok((model.clone(), info, context_bytes, timings))).is_err() {
         return;
@@ -159,6 +163,8 @@ pub(super) struct Slot {
 
 pub(super) struct Worker<'m> {
     pub(super) model: &'m LlamaModel,
+    /// Says when the model's file was truncated under its mapping.
+    mappings: &'m super::mapguard::MapGuard,
     pub(super) ctx: LlamaContext<'m>,
     pub(super) slots: Vec<Slot>,
     pub(super) queue: VecDeque<(GenerationRequest, EventSender)>,
@@ -179,6 +185,7 @@ pub(super) struct Worker<'m> {
 impl<'m> Worker<'m> {
     fn new(
         model: &'m LlamaModel,
+        mappings: &'m super::mapguard::MapGuard,
         ctx: LlamaContext<'m>,
         info: &ModelInfo,
         stats: Arc<Stats>,
@@ -189,6 +196,7 @@ impl<'m> Worker<'m> {
         let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0, checkpoint: None }).collect();
         Self {
             model,
+            mappings,
             ctx,
             slots,
             queue: VecDeque::new(),
@@ -228,6 +236,13 @@ impl<'m> Worker<'m> {
                 }
             }
             self.drop_cancelled();
+            if self.mappings.faulted() {
+                // Zero pages replaced the file's vanished part (mapguard.rs):
+                // nothing this model computes now is right. The scheduler
+                // unloads it once these requests are gone.
+                self.cancel_all(FILE_CHANGED);
+                continue;
+            }
             self.admit();
             self.step();
             self.publish_stats();
