@@ -309,6 +309,13 @@ pub struct ServerFlags {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_queue: Option<u64>,
 
+    /// A request expected to wait longer than this for a slot (from the
+    /// queue ahead of it, the measured time per request, the models taking
+    /// turns for memory and a load) gets 429 at once, with Retry-After, so
+    /// overload is shed rather than queued for minutes [default: 120s].
+    #[arg(long, value_name = "DURATION", value_parser = crate::cli::parse_duration)]
+    pub max_queue_wait: Option<std::time::Duration>,
+
     /// Streaming requests that wait for a model load get progress in
     /// `delta.reasoning_content` ("loading model X: 40%") [default: false].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]

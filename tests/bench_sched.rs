@@ -61,6 +61,7 @@ fn scheduling_decision_costs() {
         max_loaded: None,
         max_wait: Duration::from_secs(1),
         max_queue: 1 << 20,
+        max_queue_wait: None,
         policy: Policy::CacheAware,
         retry_backoff: Duration::from_secs(2),
     };

@@ -313,3 +313,50 @@ async fn engine_knobs_load_and_serve() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["usage"]["completion_tokens"], 4);
 }
+
+#[tokio::test]
+async fn a_model_file_truncated_in_place_mid_stream_fails_cleanly_and_reloads_once_restored() {
+    // The weights are the mapped file: truncating it in place (as `cp` over
+    // it does) made the next read a SIGBUS that killed the whole server.
+    let dir = std::env::temp_dir().join(format!("vram-llm-truncate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("model.gguf");
+    let original = std::fs::read(common::test_model()).unwrap();
+    std::fs::write(&copy, &original).unwrap();
+    let model = copy.display().to_string();
+    let server = RealServer::start_with(&["--model", &model, "--ctx-size", "4096", "--parallel", "1"]).await;
+
+    let body = json!({"prompt":"Count:","max_tokens":4000,"temperature":0,"logit_bias":no_eog(),"stream":true});
+    let resp = reqwest::Client::new().post(format!("{}/v1/completions", server.base)).json(&body).send().await.unwrap();
+    let mut stream = resp.bytes_stream();
+    let mut text = String::from_utf8(stream.next().await.expect("a first chunk").unwrap().to_vec()).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&copy).unwrap().set_len(original.len() as u64 / 2).unwrap();
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("the stream ends cleanly")));
+    }
+    let events = vram_llm::api::sse::parse_events(&text);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let error: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("truncated or overwritten"), "{error}");
+    assert_eq!(reqwest::get(format!("{}/health", server.base)).await.unwrap().status(), 200, "the server lives");
+
+    // Put the file back (in place again); the model loads from it anew.
+    std::fs::write(&copy, &original).unwrap();
+    let again = json!({"prompt":"The sky is","max_tokens":4,"temperature":0});
+    let mut answers = Vec::new();
+    for _ in 0..120 {
+        let (status, answer) = post(&server.base, "/v1/completions", again.clone()).await;
+        if status == 200 {
+            break;
+        }
+        // While the first load after the restore backs off from a failure.
+        assert_eq!(status, 503, "{answer}");
+        answers.push(answer);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (status, answer) = post(&server.base, "/v1/completions", again).await;
+    assert_eq!(status, 200, "{answer} after {answers:?}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -37,7 +37,7 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     /// A queue is full: try again later.
     #[error("{message}")]
-    Overloaded { message: String, retry_after_s: u64 },
+    Overloaded { message: String, retry_after_s: u64, code: &'static str },
     /// The model is loading or failed to load.
     #[error("{0}")]
     Unavailable(String),
@@ -53,7 +53,10 @@ impl From<SchedError> for ApiError {
     fn from(e: SchedError) -> Self {
         match e {
             SchedError::UnknownModel(name) => ApiError::ModelNotFound(name),
-            SchedError::Rejected(EnqueueError::QueueFull { .. }) => ApiError::Overloaded { message: e.to_string(), retry_after_s: 1 },
+            SchedError::Rejected(EnqueueError::QueueFull { .. }) => ApiError::Overloaded { message: e.to_string(), retry_after_s: 1, code: "queue_full" },
+            SchedError::Rejected(EnqueueError::WaitTooLong { retry_after_s, .. }) => {
+                ApiError::Overloaded { message: e.to_string(), retry_after_s, code: "expected_wait_too_long" }
+            }
             SchedError::Rejected(EnqueueError::BackingOff { retry_in_s, .. }) => {
                 ApiError::Unavailable(format!("{e} (retry after {retry_in_s}s)"))
             }
@@ -111,7 +114,7 @@ impl ApiError {
             PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", Some("payload_too_large"))
             }
-            Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("queue_full")),
+            Overloaded { code, .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some(code)),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", Some("model_unavailable")),
             TooManyConnections { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", Some("too_many_connections")),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
@@ -199,6 +202,20 @@ mod tests {
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
         assert_eq!(e.body().error.param.as_deref(), Some("model"));
         assert_eq!(e.body().error.code, Some("model_not_found"));
+    }
+
+    #[test]
+    fn an_expected_wait_too_long_is_429_with_the_excess_as_retry_after() {
+        let e = ApiError::from(SchedError::Rejected(EnqueueError::WaitTooLong {
+            model: "m".into(),
+            expected_s: 200,
+            limit_s: 120,
+            retry_after_s: 80,
+        }));
+        assert_eq!(e.body().error.code, Some("expected_wait_too_long"));
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "80");
     }
 
     #[test]

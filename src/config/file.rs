@@ -46,6 +46,8 @@ pub struct ServerSection {
     #[serde(default, deserialize_with = "duration")]
     pub max_wait: Option<Duration>,
     pub max_queue: Option<u64>,
+    #[serde(default, deserialize_with = "duration")]
+    pub max_queue_wait: Option<Duration>,
     pub notify_swaps: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
     pub shutdown_grace: Option<Duration>,

@@ -24,6 +24,7 @@ pub const DEFAULT_PARALLEL: u32 = 4;
 pub const DEFAULT_BATCH_SIZE: u32 = 512;
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_QUEUE: usize = 128;
+pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(120);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BODY_MIB: u32 = 16;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -54,6 +55,8 @@ pub struct ServerConfig {
     pub policy: Policy,
     pub max_wait: Duration,
     pub max_queue: usize,
+    /// Longest expected wait a request is admitted with (then 429).
+    pub max_queue_wait: Duration,
     pub notify_swaps: bool,
     pub shutdown_grace: Duration,
     pub max_body_mib: u32,
@@ -100,6 +103,7 @@ impl Config {
             policy: flags.policy.or(s.policy).unwrap_or_default(),
             max_wait: flags.max_wait.or(s.max_wait).unwrap_or(DEFAULT_MAX_WAIT),
             max_queue: flags.max_queue.or(s.max_queue).map_or(DEFAULT_MAX_QUEUE, |n| n as usize),
+            max_queue_wait: flags.max_queue_wait.or(s.max_queue_wait).unwrap_or(DEFAULT_MAX_QUEUE_WAIT),
             notify_swaps: flags.notify_swaps.or(s.notify_swaps).unwrap_or(false),
             shutdown_grace: flags.shutdown_grace.or(s.shutdown_grace).unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             max_body_mib: flags.max_body_mib.or(s.max_body_mib).unwrap_or(DEFAULT_MAX_BODY_MIB),
@@ -167,6 +171,7 @@ impl ServerConfig {
             max_loaded: self.max_loaded_models,
             max_wait: self.max_wait,
             max_queue: self.max_queue,
+            max_queue_wait: Some(self.max_queue_wait),
             policy: self.policy,
             retry_backoff: DEFAULT_RETRY_BACKOFF,
         }
@@ -220,6 +225,9 @@ fn check_server(s: &ServerConfig, origin: &str) -> Result<(), String> {
     }
     if s.max_loaded_models == Some(0) {
         return Err(format!("{at}[server] max_loaded_models must be at least 1"));
+    }
+    if s.max_queue_wait.is_zero() {
+        return Err(format!("{at}[server] max_queue_wait must be longer than 0"));
     }
     if s.max_connections == 0 {
         return Err(format!("{at}[server] max_connections must be at least 1"));

@@ -115,10 +115,14 @@ impl SchedState {
                 actions.push(Action::Unload { model: *model });
             }
             Step::Admit { model, ticket } => {
+                if let Some(w) = self.models[*model].queue.iter().find(|w| w.ticket == *ticket).cloned() {
+                    self.calibrate(w.expected, now.saturating_duration_since(w.since));
+                }
                 let m = &mut self.models[*model];
                 m.queue.retain(|w| w.ticket != *ticket);
                 m.in_flight += 1;
                 m.last_used = now;
+                m.admitted_at.push_back(now);
                 actions.push(Action::Admit { model: *model, ticket: *ticket });
             }
             Step::ReopenAll => self.models.iter_mut().for_each(|m| m.closed = false),
@@ -267,7 +271,9 @@ impl SchedState {
             self.record(Step::ReopenAll, now, steps);
             return;
         }
-        let Some(evict) = choose_evictions(&residents, count_room, true, fits) else {
+        // A model loaded for a swap serves its quantum first (overload.rs).
+        let closable: Vec<Resident> = residents.into_iter().filter(|r| !r.busy || self.may_close(r.model, now)).collect();
+        let Some(evict) = choose_evictions(&closable, count_room, true, fits) else {
             return;
         };
         let all_idle = evict.iter().all(|&i| self.models[i].in_flight == 0);

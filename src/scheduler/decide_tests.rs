@@ -19,6 +19,7 @@ fn one_model_room(models: Vec<ModelLimits>, t0: Instant) -> SchedState {
         max_loaded: None,
         max_wait: Duration::from_secs(10),
         max_queue: 8,
+        max_queue_wait: None,
         policy: Policy::CacheAware,
         retry_backoff: Duration::from_secs(2),
     };

@@ -12,6 +12,7 @@
 
 pub mod clock;
 pub mod decide;
+mod overload;
 pub mod pools;
 pub mod policy;
 pub mod snapshot;
@@ -44,6 +45,7 @@ pub use decide::{Decision, Step, UnloadReason};
 pub use pools::{GpuDemand, Holding};
 pub use policy::Policy;
 pub use snapshot::{GpuStatus, ModelView, Snapshot};
+pub use overload::QUANTUM_SWAPS;
 pub use state::{EnqueueError, ModelLimits, SchedLimits};
 
 /// Why the scheduler could not serve a request; the API maps each to HTTP.

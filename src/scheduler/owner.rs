@@ -57,7 +57,8 @@ pub(super) struct Owner {
     /// Unloads started or finished so far: an unload during a load (a ttl,
     /// an admin unload) spoils that load's measurement.
     unloads: u64,
-    waiters: HashMap<Ticket, (usize, Reply)>,
+    /// Each waiter's model, reply, and when it came with the wait it was expected to have.
+    waiters: HashMap<Ticket, (usize, Reply, Instant, Duration)>,
     unload_replies: Vec<(usize, oneshot::Sender<()>)>,
     /// Evictions since the last load began: model, start, duration once done.
     evictions: Vec<(usize, Instant, Option<Duration>)>,
@@ -151,15 +152,22 @@ impl Owner {
     fn handle(&mut self, msg: Msg) -> Option<oneshot::Sender<()>> {
         let now = self.clock.now();
         match msg {
-            Msg::Acquire { model, reply } => match self.state.enqueue(model, now) {
-                Ok(ticket) => {
-                    self.waiters.insert(ticket, (model, reply));
+            Msg::Acquire { model, reply } => {
+                self.unload_if_stale(model);
+                let expected = self.state.expected_wait(model, now);
+                match self.state.enqueue(model, now) {
+                    Ok(ticket) => {
+                        self.waiters.insert(ticket, (model, reply, now, expected));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e.into()));
-                }
-            },
-            Msg::Release { model } => self.state.release(model, now),
+            }
+            Msg::Release { model } => {
+                self.state.release(model, now);
+                self.unload_if_stale(model);
+            }
             Msg::Progress { model, percent } => self.entries[model].progress = Some(percent),
             Msg::LoadDone { model, result } => {
                 self.entries[model].progress = None;
@@ -219,7 +227,7 @@ impl Owner {
                 self.defer(move |_| drop(reply.send(report)));
             }
             Msg::Shutdown { reply } => {
-                for (_, (_, waiter)) in self.waiters.drain() {
+                for (_, (_, waiter, _, _)) in self.waiters.drain() {
                     let _ = waiter.send(Err(SchedError::ShuttingDown));
                 }
                 // Open generations end now (their streams get an error
@@ -242,9 +250,9 @@ impl Owner {
 
     /// Forgets queued requests whose client went away.
     fn prune_cancelled(&mut self) {
-        let gone: Vec<Ticket> = self.waiters.iter().filter(|(_, (_, r))| r.is_closed()).map(|(t, _)| *t).collect();
+        let gone: Vec<Ticket> = self.waiters.iter().filter(|(_, (_, r, _, _))| r.is_closed()).map(|(t, _)| *t).collect();
         for ticket in gone {
-            if let Some((model, _)) = self.waiters.remove(&ticket) {
+            if let Some((model, ..)) = self.waiters.remove(&ticket) {
                 self.state.cancel(model, ticket);
             }
         }
@@ -254,10 +262,13 @@ impl Owner {
         for action in actions {
             match action {
                 Action::Admit { model, ticket } => {
-                    let Some((_, reply)) = self.waiters.remove(&ticket) else {
+                    let Some((_, reply, since, expected)) = self.waiters.remove(&ticket) else {
                         self.state.release(model, self.clock.now());
                         continue;
                     };
+                    let waited = self.clock.now().saturating_duration_since(since);
+                    tracing::debug!(model = %self.entries[model].spec.id, waited_ms = waited.as_millis() as u64,
+                        expected_ms = expected.as_millis() as u64, "admitted");
                     let release = Release { tx: self.tx.clone(), model };
                     let result = match &self.entries[model].loaded {
                         Some(loaded) => Ok(Permit { model: loaded.clone(), index: model, _release: release }),
@@ -270,7 +281,7 @@ impl Owner {
                 Action::Load { model } => self.start_load(model),
                 Action::Unload { model } => self.start_unload(model),
                 Action::Fail { ticket, reason, model } => {
-                    if let Some((_, reply)) = self.waiters.remove(&ticket) {
+                    if let Some((_, reply, ..)) = self.waiters.remove(&ticket) {
                         let model = self.entries[model].spec.id.clone();
                         let _ = reply.send(Err(SchedError::LoadFailed { model, reason }));
                     }
@@ -290,6 +301,19 @@ impl Owner {
     /// After a load: what it took on each of its GPUs, from the free memory
     /// before and after (loads run one at a time, so the difference is ours
     /// unless an unload ran meanwhile; then the plan's figures stay).
+    /// A loaded model whose file changed on disk (or was cut short under its
+    /// mapping) admits nothing new and unloads once its requests finish; its
+    /// queued requests then load it again from the file as it is now.
+    fn unload_if_stale(&mut self, model: usize) {
+        let m = &self.state.models[model];
+        if m.residency != Residency::Loaded || m.unload_requested {
+            return;
+        }
+        let Some(why) = self.entries[model].loaded.as_ref().and_then(|l| l.engine.stale()) else { return };
+        tracing::warn!(model = %self.entries[model].spec.id, "{why}");
+        self.state.request_unload(model);
+    }
+
     fn measure_gpus(&mut self, model: usize) {
         let Some((unloads_before, before)) = self.before_load.take() else { return };
         let Some(placement) = self.state.models[model].placement.clone() else { return };

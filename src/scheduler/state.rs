@@ -66,6 +66,8 @@ pub struct ModelLimits {
 pub struct Waiter {
     pub ticket: Ticket,
     pub since: Instant,
+    /// The wait it was expected to have (overload.rs), before calibration.
+    pub expected: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +99,12 @@ pub struct ModelSched {
     /// Whether it lingers when idle (see `linger`): true until an eviction
     /// shows otherwise.
     pub(super) lingers: bool,
+    /// When its current load finished (its quantum counts from there).
+    pub(super) loaded_at: Option<Instant>,
+    /// Typical time a request holds a slot (see `overload.rs`).
+    pub service: Option<Duration>,
+    /// When each request now holding a slot was admitted, oldest first.
+    pub(super) admitted_at: VecDeque<Instant>,
 }
 
 impl ModelSched {
@@ -153,6 +161,9 @@ pub struct SchedLimits {
     pub max_wait: Duration,
     /// Per-model queue bound; beyond it requests get 429.
     pub max_queue: usize,
+    /// A request expected to wait longer than this gets 429 (see
+    /// `overload.rs`); `None`: no bound on the expected wait.
+    pub max_queue_wait: Option<Duration>,
     pub policy: Policy,
     /// First retry delay after a failed load; doubles per failure (max 64x).
     pub retry_backoff: Duration,
@@ -173,6 +184,8 @@ pub enum EnqueueError {
     QueueFull { model: String, max: usize },
     #[error("model `{model}` failed to load ({reason}); retrying in {retry_in_s}s")]
     BackingOff { model: String, reason: String, retry_in_s: u64 },
+    #[error("a request for model `{model}` would wait about {expected_s}s, past the server's bound of {limit_s}s (--max-queue-wait)")]
+    WaitTooLong { model: String, expected_s: u64, limit_s: u64, retry_after_s: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +194,9 @@ pub struct SchedState {
     pub limits: SchedLimits,
     /// Evictions made to give another model room.
     pub swaps: u64,
+    /// How much longer than expected admitted requests waited, on average
+    /// (overload.rs): expected waits are multiplied by it.
+    pub wait_calibration: f64,
     /// The model that evictions are under way for: it loads next, even if by
     /// then an evicted model's waiter is older.
     pub(super) swap_for: Option<usize>,
@@ -192,7 +208,7 @@ pub struct SchedState {
 
 impl SchedState {
     pub fn new(models: Vec<ModelLimits>, limits: SchedLimits, now: Instant) -> Self {
-        let mut state = Self { models: Vec::new(), limits, swaps: 0, swap_for: None, next_ticket: 1, gpus: Vec::new() };
+        let mut state = Self { models: Vec::new(), limits, swaps: 0, wait_calibration: 1.0, swap_for: None, next_ticket: 1, gpus: Vec::new() };
         for model in models {
             state.add_model(model, now);
         }
@@ -219,6 +235,9 @@ impl SchedState {
             load_started: None,
             watching_comeback: false,
             lingers: true,
+            loaded_at: None,
+            service: None,
+            admitted_at: VecDeque::new(),
         });
         self.models.len() - 1
     }
@@ -233,6 +252,8 @@ impl SchedState {
     /// `poll` admits it.
     pub fn enqueue(&mut self, model: usize, now: Instant) -> Result<Ticket, EnqueueError> {
         let max_queue = self.limits.max_queue;
+        let expected = self.raw_expected_wait(model, now);
+        let too_long = self.wait_too_long(model, now);
         let m = &mut self.models[model];
         if let Residency::Failed { reason, retry_at } = &m.residency {
             if *retry_at > now {
@@ -246,13 +267,16 @@ impl SchedState {
         if m.queue.len() >= max_queue {
             return Err(EnqueueError::QueueFull { model: m.limits.name.clone(), max: max_queue });
         }
+        if let Some(refusal) = too_long {
+            return Err(refusal);
+        }
         if m.watching_comeback {
             m.watching_comeback = false;
             m.lingers = true;
         }
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        m.queue.push_back(Waiter { ticket, since: now });
+        m.queue.push_back(Waiter { ticket, since: now, expected });
         Ok(ticket)
     }
 
@@ -269,6 +293,11 @@ impl SchedState {
         let m = &mut self.models[model];
         m.in_flight = m.in_flight.saturating_sub(1);
         m.last_used = now;
+        // Pairing releases with admissions oldest-first keeps the sum of
+        // the samples right whatever order requests finish in.
+        if let Some(admitted) = m.admitted_at.pop_front() {
+            m.record_service(now.saturating_duration_since(admitted));
+        }
     }
 
     /// A load ended. On success `measured_bytes` replaces the estimate; on
@@ -294,6 +323,7 @@ impl SchedState {
                     m.measured = true;
                 }
                 m.residency = Residency::Loaded;
+                m.loaded_at = Some(now);
                 m.load_count += 1;
                 m.failures = 0;
                 m.last_used = now;
@@ -337,6 +367,8 @@ impl SchedState {
     pub fn unload_done(&mut self, model: usize) {
         let m = &mut self.models[model];
         m.residency = Residency::Unloaded;
+        m.loaded_at = None;
+        m.admitted_at.clear();
         m.placement = None;
         m.gpu_measured = None;
         m.closed = false;
@@ -390,8 +422,8 @@ impl SchedState {
     }
 
     /// When the next time-based decision is due after `now`: a waiter
-    /// reaching max_wait, an idle model outliving its reload time while
-    /// someone waits, or a ttl. Deadlines already past are left to events
+    /// reaching max_wait, an idle model outliving its reload time or a busy
+    /// one its quantum while someone waits, or a ttl. Deadlines already past are left to events
     /// (a release or a finished load), so the owner never spins.
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let someone_waits = self.swap_target(now).is_some();
@@ -410,7 +442,8 @@ impl SchedState {
             .iter()
             .filter(|m| m.residency == Residency::Loaded && !m.busy())
             .filter_map(|m| m.limits.ttl.map(|ttl| m.last_used + ttl));
-        waits.chain(lingers).chain(ttls).filter(|&t| t > now).min()
+        let quanta = self.models.iter().filter(|_| someone_waits).filter_map(|m| m.quantum_end(now, self.limits.max_wait));
+        waits.chain(lingers).chain(ttls).chain(quanta).filter(|&t| t > now).min()
     }
 
     /// The model that should be loaded next, if any: the one whose oldest

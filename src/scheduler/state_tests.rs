@@ -18,6 +18,7 @@ fn limits(budget_mib: u64, policy: Policy) -> SchedLimits {
         max_loaded: None,
         max_wait: Duration::from_secs(10),
         max_queue: 64,
+        max_queue_wait: None,
         policy,
         retry_backoff: Duration::from_secs(2),
     }

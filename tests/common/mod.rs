@@ -248,6 +248,7 @@ pub fn roomy_limits() -> SchedLimits {
         max_loaded: None,
         max_wait: Duration::from_secs(10),
         max_queue: 16,
+        max_queue_wait: None,
         policy: Policy::CacheAware,
         retry_backoff: Duration::from_secs(2),
     }
