@@ -65,7 +65,7 @@ pub async fn chat_completions(
 /// On the acquired model: the token-id guard, the template, the generation.
 /// Rendering and tokenizing run off the runtime (`cpu::run`); a conversation
 /// with more messages than the context has tokens is refused before either.
-async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog) -> Result<Started, ApiError> {
+pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog) -> Result<Started, ApiError> {
     let model = permit.model.clone();
     let info = model.engine.info();
     validate::within_vocab(&valid.sampling, info.n_vocab)?;
@@ -122,7 +122,7 @@ fn stream_after_load(state: AppState, index: usize, valid: ValidChat, chunks: Ch
         match prepared {
             Ok((_permit, started)) => {
                 let (text, finish) = chunks.framers();
-                pump(&tx, started, text, finish).await;
+                pump(&tx, started, text, finish, &super::generate::sse_framing()).await;
             }
             Err(e) => {
                 log.ended(&e.to_string());

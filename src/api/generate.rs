@@ -109,6 +109,18 @@ pub fn response_id(prefix: &str) -> String {
     format!("{prefix}-{:08x}{:06x}", nanos, n & 0xff_ffff)
 }
 
+/// How a stream frames what is not a text piece: an error, and the end.
+pub struct Framing {
+    pub error: fn(&ApiError) -> Bytes,
+    /// Sent after the last event (`None`: the stream just ends).
+    pub end: Option<Bytes>,
+}
+
+/// OpenAI's SSE: an error envelope event, then `data: [DONE]`.
+pub fn sse_framing() -> Framing {
+    Framing { error: |e| super::sse::data(&e.body()), end: Some(super::sse::done()) }
+}
+
 /// Streams a generation as SSE: `prologue` frames first, then what [`pump`]
 /// sends. `permit` (the scheduler's slot) is held until the stream ends.
 pub fn stream_sse(
@@ -126,13 +138,13 @@ pub fn stream_sse(
                 return;
             }
         }
-        pump(&tx, started, text, finish).await;
+        pump(&tx, started, text, finish, &sse_framing()).await;
     });
     response
 }
 
 /// Sends one frame per text piece, the frames `finish` makes from the
-/// outcome, then `[DONE]`; an engine failure becomes an error envelope event.
+/// outcome, then the framing's end; an engine failure becomes an error frame.
 /// The stream ends at the generation's last event, whether or not the engine
 /// drops its sender. Returns early when the client is gone: dropping `events` then tells the
 /// engine to free the slot.
@@ -141,8 +153,13 @@ pub async fn pump(
     started: Started,
     text: impl Fn(String) -> Bytes,
     finish: impl FnOnce(FinishReason, Usage) -> Vec<Bytes>,
+    framing: &Framing,
 ) {
     let Started { mut events, log } = started;
+    let end = |mut frames: Vec<Bytes>| {
+        frames.extend(framing.end.clone());
+        frames
+    };
     let mut finish = Some(finish);
     loop {
         let (frames, last) = match events.recv().await {
@@ -152,23 +169,19 @@ pub async fn pump(
             }
             Some(GenerationEvent::Done { finish_reason, usage }) => {
                 log.done(&usage);
-                let mut frames = finish.take().map(|f| f(finish_reason, usage)).unwrap_or_default();
-                frames.push(super::sse::done());
-                (frames, true)
+                (end(finish.take().map(|f| f(finish_reason, usage)).unwrap_or_default()), true)
             }
-            // A failure or cancellation is the stream's last event.
-            // An error event, then [DONE] as after any stream.
+            // A failure or cancellation is the stream's last event: an
+            // error frame, then the end as after any stream.
             Some(ended) => {
                 let error = generation_error(&ended);
                 log.ended(&error.as_ref().map_or_else(|| "ended".to_string(), |e| e.to_string()));
-                let mut frames: Vec<Bytes> = error.map(|e| super::sse::data(&e.body())).into_iter().collect();
-                frames.push(super::sse::done());
-                (frames, true)
+                (end(error.map(|e| (framing.error)(&e)).into_iter().collect()), true)
             }
             None => {
                 let e = ApiError::Internal("the model worker stopped before finishing".into());
                 log.ended(&e.to_string());
-                (vec![super::sse::data(&e.body()), super::sse::done()], true)
+                (end(vec![(framing.error)(&e)]), true)
             }
         };
         for frame in frames {

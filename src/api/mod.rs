@@ -14,6 +14,7 @@ pub mod guard;
 pub mod helpers;
 pub mod metrics;
 pub mod models;
+pub mod ollama;
 pub mod openai;
 pub mod reqlog;
 pub mod sse;
@@ -83,6 +84,14 @@ pub fn router(state: AppState) -> Router {
         .route("/props", get(helpers::props))
         .route("/slots", get(helpers::slots))
         .route("/metrics", get(metrics::metrics))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
+        .route("/api/version", get(ollama::version))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embed))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key));
     let admin = Router::new()
         .route("/admin/status", get(admin::status))

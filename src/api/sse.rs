@@ -25,12 +25,17 @@ pub fn done() -> Bytes {
 /// A streaming response and the sender that feeds it. When the client goes
 /// away the receiver is dropped and `send` fails: producers stop on that.
 pub fn channel_response() -> (mpsc::Sender<Bytes>, Response) {
+    channel_response_as("text/event-stream")
+}
+
+/// `channel_response` with another content type (Ollama's NDJSON).
+pub fn channel_response_as(content_type: &'static str) -> (mpsc::Sender<Bytes>, Response) {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let body = Body::from_stream(tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok::<_, std::io::Error>));
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     (tx, response)

@@ -52,6 +52,12 @@ use std::time::SystemTime;
 use minijinja::value::ValueKind;
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
+/// `at` as an RFC 3339 UTC timestamp (`2026-11-29T23:10:00Z`), as Ollama's
+/// API writes times.
+pub fn rfc3339_utc(at: SystemTime) -> String {
+    strftime("%Y-%m-%dT%H:%M:%SZ", at)
+}
+
 /// Name under which the single template lives inside the environment; it
 /// also appears in error locations ("in chat_template:12").
 const TEMPLATE_NAME: &str = "chat_template";

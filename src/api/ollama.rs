@@ -1,0 +1,413 @@
+//! Ollama's API (`/api/*`) for the clients that only speak it. Requests go
+//! through the same model names, validation, scheduler and generation as the
+//! OpenAI routes; answers take Ollama's shapes: NDJSON streams (streaming is
+//! Ollama's default), `{"error": "..."}` bodies, `done_reason`, counts.
+//!
+//! Options: the sampling ones map onto ours (`num_predict` is `max_tokens`;
+//! a negative one means "until the context is full"); the ones that only
+//! size resources (`num_ctx`, `num_gpu`, `num_thread`, ...) are set per model
+//! on the server and ignored here; any other (`mirostat`, `tfs_z`, ...) would
+//! change the output and is refused with 400 naming it, as are `format`
+//! (structured output), `think`, images, `suffix`, `context` and a
+//! per-request `template`. An empty `/api/generate` prompt loads the model
+//! (`keep_alive: 0` unloads it), as Ollama does.
+
+use std::time::{Instant, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::error::{invalid, ApiError};
+use super::extract::parse_json;
+use super::generate::{collect, pump, start, Framing, Started};
+use super::openai::{ChatCompletionRequest, CompletionRequest, WireRequest};
+use super::reqlog::RequestLog;
+use super::{validate, AppState};
+use crate::engine::{FinishReason, Usage};
+use crate::scheduler::{ModelView, Snapshot};
+use crate::template::rfc3339_utc;
+
+/// Ollama option -> our request field.
+const SAMPLING_OPTIONS: &[(&str, &str)] = &[
+    ("temperature", "temperature"),
+    ("top_p", "top_p"),
+    ("top_k", "top_k"),
+    ("min_p", "min_p"),
+    ("seed", "seed"),
+    ("stop", "stop"),
+    ("presence_penalty", "presence_penalty"),
+    ("frequency_penalty", "frequency_penalty"),
+    ("repeat_penalty", "repeat_penalty"),
+    ("repeat_last_n", "repeat_last_n"),
+    ("num_predict", "max_tokens"),
+];
+
+/// Options that size resources; the server sets those per model.
+const RESOURCE_OPTIONS: &[&str] =
+    &["num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap", "use_mlock", "numa", "low_vram", "vocab_only", "f16_kv", "num_keep"];
+
+/// An error in Ollama's shape: `{"error": "message"}` with our status.
+struct OllamaError(ApiError);
+
+impl IntoResponse for OllamaError {
+    fn into_response(self) -> Response {
+        let mut message = self.0.to_string();
+        if let Some(param) = self.0.body().error.param {
+            message = format!("{message} (field `{}`)", ollama_param(&param));
+        }
+        (self.0.status(), Json(json!({ "error": message }))).into_response()
+    }
+}
+
+impl From<ApiError> for OllamaError {
+    fn from(e: ApiError) -> Self {
+        OllamaError(e)
+    }
+}
+
+/// Our field name back to Ollama's (`max_tokens` is `options.num_predict`).
+fn ollama_param(param: &str) -> String {
+    match SAMPLING_OPTIONS.iter().find(|(_, ours)| *ours == param) {
+        Some((theirs, _)) => format!("options.{theirs}"),
+        None => param.to_string(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatBody {
+    model: String,
+    #[serde(default)]
+    messages: Vec<Map<String, Value>>,
+    stream: Option<bool>,
+    format: Option<Value>,
+    options: Option<Map<String, Value>>,
+    tools: Option<Value>,
+    think: Option<Value>,
+    #[allow(dead_code)]
+    keep_alive: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GenerateBody {
+    model: String,
+    prompt: Option<String>,
+    system: Option<String>,
+    #[serde(default)]
+    raw: bool,
+    stream: Option<bool>,
+    format: Option<Value>,
+    options: Option<Map<String, Value>>,
+    suffix: Option<String>,
+    images: Option<Vec<Value>>,
+    template: Option<String>,
+    context: Option<Value>,
+    think: Option<Value>,
+    keep_alive: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ShowBody {
+    model: Option<String>,
+    /// The older name of `model`.
+    name: Option<String>,
+}
+
+impl WireRequest for ChatBody {}
+impl WireRequest for GenerateBody {}
+impl WireRequest for ShowBody {}
+
+/// Ollama names carry a tag (`gemma:latest`); ours answer to the bare name.
+fn resolve<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a ModelView, ApiError> {
+    let bare = name.strip_suffix(":latest").unwrap_or(name);
+    Ok(snapshot.resolve(Some(bare))?)
+}
+
+/// Fields that would change the output and that we cannot honour.
+fn refuse_unsupported(format: &Option<Value>, think: &Option<Value>) -> Result<(), ApiError> {
+    if format.as_ref().is_some_and(|f| !f.is_null() && f != "") {
+        return Err(invalid("format", "structured output (`format`) is not supported yet"));
+    }
+    if think.as_ref().is_some_and(|t| t.as_bool() != Some(false) && !t.is_null()) {
+        return Err(invalid("think", "`think` is not supported yet"));
+    }
+    Ok(())
+}
+
+/// An OpenAI request body from Ollama's model, stream flag and options.
+fn openai_body(model: &str, stream: bool, options: Option<&Map<String, Value>>, mut body: Map<String, Value>) -> Result<Vec<u8>, ApiError> {
+    body.insert("model".into(), json!(model.strip_suffix(":latest").unwrap_or(model)));
+    body.insert("stream".into(), json!(stream));
+    for (key, value) in options.into_iter().flatten() {
+        if let Some((_, ours)) = SAMPLING_OPTIONS.iter().find(|(theirs, _)| theirs == key) {
+            // num_predict -1 (no limit) and -2 (fill the context): our default.
+            let unbounded = *ours == "max_tokens" && value.as_i64().is_some_and(|n| n < 0);
+            if !unbounded && !value.is_null() {
+                body.insert((*ours).to_string(), value.clone());
+            }
+        } else if !RESOURCE_OPTIONS.contains(&key.as_str()) {
+            return Err(invalid(format!("options.{key}"), format!("option `{key}` is not supported (it would change the output)")));
+        }
+    }
+    serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn now_rfc3339() -> String {
+    rfc3339_utc(SystemTime::now())
+}
+
+/// What Ollama's final line and non-streamed answer carry besides the text.
+fn closing(model: &str, finish: FinishReason, usage: Usage, started: Instant) -> Map<String, Value> {
+    let reason = match finish {
+        FinishReason::Length => "length",
+        _ => "stop",
+    };
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model));
+    out.insert("created_at".into(), json!(now_rfc3339()));
+    out.insert("done".into(), json!(true));
+    out.insert("done_reason".into(), json!(reason));
+    out.insert("total_duration".into(), json!(started.elapsed().as_nanos() as u64));
+    out.insert("prompt_eval_count".into(), json!(usage.prompt_tokens));
+    out.insert("eval_count".into(), json!(usage.completion_tokens));
+    out
+}
+
+fn line(value: &Value) -> Bytes {
+    let mut text = value.to_string();
+    text.push('\n');
+    Bytes::from(text)
+}
+
+fn ndjson_framing() -> Framing {
+    Framing { error: |e| line(&json!({ "error": e.to_string() })), end: None }
+}
+
+/// Streams `started` as NDJSON: one line per piece (`piece` builds it),
+/// then the closing line `last` completes.
+fn stream_ndjson(
+    started: Started,
+    permit: crate::scheduler::Permit,
+    model: String,
+    piece: fn(&str, String) -> Value,
+    last: fn(Map<String, Value>) -> Value,
+    began: Instant,
+) -> Response {
+    let (tx, response) = super::sse::channel_response_as("application/x-ndjson");
+    tokio::spawn(async move {
+        let _permit = permit;
+        let name = model.clone();
+        let text = move |t: String| line(&piece(&name, t));
+        let finish = move |reason, usage| vec![line(&last(closing(&model, reason, usage, began)))];
+        pump(&tx, started, text, finish, &ndjson_framing()).await;
+    });
+    response
+}
+
+/// `POST /api/chat`.
+pub async fn chat(State(state): State<AppState>, Extension(log): Extension<RequestLog>, body: Bytes) -> Response {
+    chat_inner(state, log, body).await.unwrap_or_else(|e| e.into_response())
+}
+
+async fn chat_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Response, OllamaError> {
+    let began = Instant::now();
+    let req: ChatBody = parse_json(&body)?;
+    refuse_unsupported(&req.format, &req.think)?;
+    for (i, m) in req.messages.iter().enumerate() {
+        if m.get("images").is_some_and(|v| !v.is_null()) {
+            return Err(invalid(format!("messages[{i}].images"), "images are not supported: this server serves text models").into());
+        }
+    }
+    let stream = req.stream.unwrap_or(true);
+    let mut extra = Map::new();
+    extra.insert("messages".into(), Value::Array(req.messages.into_iter().map(Value::Object).collect()));
+    if let Some(tools) = req.tools {
+        extra.insert("tools".into(), tools);
+    }
+    let openai: ChatCompletionRequest = parse_json(&openai_body(&req.model, stream, req.options.as_ref(), extra)?)?;
+    let snapshot = state.scheduler.snapshot();
+    let view = resolve(&snapshot, &req.model)?;
+    log.model(&view.spec.id);
+    let valid = validate::chat(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+    let (index, id) = (view.index, view.spec.id.clone());
+    let permit = state.scheduler.acquire(index).await.map_err(ApiError::from)?;
+    let started = super::chat::prepare(&permit, &valid, log).await?;
+    if !stream {
+        let out = collect(started).await?;
+        drop(permit);
+        let mut answer = closing(&id, out.finish_reason, out.usage, began);
+        answer.insert("message".into(), json!({"role": "assistant", "content": out.text}));
+        return Ok(Json(Value::Object(answer)).into_response());
+    }
+    let piece = |model: &str, text: String| {
+        json!({"model": model, "created_at": now_rfc3339(), "message": {"role": "assistant", "content": text}, "done": false})
+    };
+    let last = |mut closing: Map<String, Value>| {
+        closing.insert("message".into(), json!({"role": "assistant", "content": ""}));
+        Value::Object(closing)
+    };
+    Ok(stream_ndjson(started, permit, id, piece, last, began))
+}
+
+/// `POST /api/generate`.
+pub async fn generate(State(state): State<AppState>, Extension(log): Extension<RequestLog>, body: Bytes) -> Response {
+    generate_inner(state, log, body).await.unwrap_or_else(|e| e.into_response())
+}
+
+async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Response, OllamaError> {
+    let began = Instant::now();
+    let req: GenerateBody = parse_json(&body)?;
+    refuse_unsupported(&req.format, &req.think)?;
+    let unsupported = [
+        ("images", req.images.as_ref().is_some_and(|i| !i.is_empty()), "images are not supported: this server serves text models"),
+        ("suffix", req.suffix.as_ref().is_some_and(|s| !s.is_empty()), "`suffix` (fill-in-the-middle) is not supported yet"),
+        ("context", req.context.as_ref().is_some_and(|c| !c.is_null()), "`context` is not supported; send the conversation to /api/chat"),
+        ("template", req.template.as_ref().is_some_and(|t| !t.is_empty()), "a per-request `template` is not supported; set chat_template_file for the model"),
+    ];
+    if let Some((field, _, why)) = unsupported.iter().find(|(_, set, _)| *set) {
+        return Err(invalid(*field, *why).into());
+    }
+    let snapshot = state.scheduler.snapshot();
+    let view = resolve(&snapshot, &req.model)?;
+    log.model(&view.spec.id);
+    let (index, id) = (view.index, view.spec.id.clone());
+    let prompt = req.prompt.unwrap_or_default();
+    if prompt.is_empty() {
+        // Ollama's way to load (or, with keep_alive 0, unload) a model.
+        let unload = req.keep_alive.as_ref().is_some_and(|k| k == 0 || k == "0" || k == "0s");
+        let reason = if unload {
+            state.scheduler.unload(index, false).await.map_err(ApiError::from)?;
+            "unload"
+        } else {
+            state.scheduler.load(index).await.map_err(ApiError::from)?;
+            "load"
+        };
+        return Ok(Json(json!({"model": id, "created_at": now_rfc3339(), "response": "", "done": true, "done_reason": reason})).into_response());
+    }
+    let stream = req.stream.unwrap_or(true);
+    let piece = |model: &str, text: String| json!({"model": model, "created_at": now_rfc3339(), "response": text, "done": false});
+    let last = |mut closing: Map<String, Value>| {
+        closing.insert("response".into(), json!(""));
+        Value::Object(closing)
+    };
+    let (permit, started) = if req.raw {
+        let mut extra = Map::new();
+        extra.insert("prompt".into(), json!(prompt));
+        let openai: CompletionRequest = parse_json(&openai_body(&req.model, stream, req.options.as_ref(), extra)?)?;
+        let valid = validate::completion(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+        let permit = state.scheduler.acquire(index).await.map_err(ApiError::from)?;
+        validate::within_vocab(&valid.sampling, permit.model.engine.info().n_vocab)?;
+        let started = start(&permit.model, valid.prompt.clone(), &valid.sampling, "prompt", log).await?;
+        (permit, started)
+    } else {
+        // Not raw: the prompt goes through the model's chat template as a
+        // user turn (after `system`), as Ollama does.
+        let mut messages = Vec::new();
+        if let Some(system) = req.system.filter(|s| !s.is_empty()) {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        messages.push(json!({"role": "user", "content": prompt}));
+        let mut extra = Map::new();
+        extra.insert("messages".into(), Value::Array(messages));
+        let openai: ChatCompletionRequest = parse_json(&openai_body(&req.model, stream, req.options.as_ref(), extra)?)?;
+        let valid = validate::chat(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+        let permit = state.scheduler.acquire(index).await.map_err(ApiError::from)?;
+        let started = super::chat::prepare(&permit, &valid, log).await?;
+        (permit, started)
+    };
+    if !stream {
+        let out = collect(started).await?;
+        drop(permit);
+        let mut answer = closing(&id, out.finish_reason, out.usage, began);
+        answer.insert("response".into(), json!(out.text));
+        return Ok(Json(Value::Object(answer)).into_response());
+    }
+    Ok(stream_ndjson(started, permit, id, piece, last, began))
+}
+
+/// Ollama's `details` of a model: what we know without loading it.
+fn details(view: &ModelView) -> Value {
+    let info = view.loaded().map(|m| m.engine.info().clone());
+    json!({
+        "format": "gguf",
+        "family": info.as_ref().and_then(|i| i.architecture.clone()).unwrap_or_default(),
+        "parameter_size": info.as_ref().map(|i| format!("{:.1}M", i.n_params as f64 / 1e6)).unwrap_or_default(),
+    })
+}
+
+fn file_facts(view: &ModelView) -> (u64, String) {
+    let meta = std::fs::metadata(&view.spec.path).ok();
+    let modified = meta.as_ref().and_then(|m| m.modified().ok()).unwrap_or(SystemTime::UNIX_EPOCH);
+    (meta.map_or(0, |m| m.len()), rfc3339_utc(modified))
+}
+
+/// `GET /api/tags`: every registered model (never loads anything).
+pub async fn tags(State(state): State<AppState>) -> Json<Value> {
+    let snapshot = state.scheduler.snapshot();
+    let models: Vec<Value> = snapshot
+        .active()
+        .map(|view| {
+            let (size, modified_at) = file_facts(view);
+            json!({"name": view.spec.id, "model": view.spec.id, "modified_at": modified_at, "size": size, "details": details(view)})
+        })
+        .collect();
+    Json(json!({ "models": models }))
+}
+
+/// `GET /api/ps`: the loaded models and what they hold.
+pub async fn ps(State(state): State<AppState>) -> Json<Value> {
+    let snapshot = state.scheduler.snapshot();
+    let models: Vec<Value> = snapshot
+        .active()
+        .filter(|view| view.loaded().is_some())
+        .map(|view| {
+            let vram_mib: u64 = view.holding.as_ref().map_or(0, |h| h.gpu_mib.iter().map(|(_, mib)| mib).sum());
+            json!({"name": view.spec.id, "model": view.spec.id, "size": view.bytes, "size_vram": vram_mib << 20, "details": details(view)})
+        })
+        .collect();
+    Json(json!({ "models": models }))
+}
+
+/// `POST /api/show`: a model's facts, from what is known without loading it.
+pub async fn show(State(state): State<AppState>, body: Bytes) -> Response {
+    let answer = || -> Result<Value, OllamaError> {
+        let req: ShowBody = parse_json(&body)?;
+        let name = req.model.or(req.name).ok_or_else(|| invalid("model", "`model` is required"))?;
+        let snapshot = state.scheduler.snapshot();
+        let view = resolve(&snapshot, &name)?;
+        let loaded = view.loaded();
+        let mut model_info = Map::new();
+        if let Some(info) = loaded.as_ref().map(|m| m.engine.info()) {
+            let arch = info.architecture.clone().unwrap_or_default();
+            model_info.insert("general.architecture".into(), json!(arch));
+            model_info.insert("general.parameter_count".into(), json!(info.n_params));
+            model_info.insert(format!("{arch}.context_length"), json!(info.n_ctx_train));
+        }
+        Ok(json!({
+            "modelfile": "",
+            "parameters": "",
+            "template": loaded.as_ref().map(|m| m.template_source.clone()).unwrap_or_default(),
+            "details": details(view),
+            "model_info": model_info,
+            "capabilities": ["completion"],
+        }))
+    };
+    match answer() {
+        Ok(value) => Json(value).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /api/version`.
+pub async fn version(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "version": state.build.version }))
+}
+
+/// `POST /api/embed` and `/api/embeddings`: not served yet.
+pub async fn embed() -> Response {
+    (StatusCode::NOT_IMPLEMENTED, Json(json!({"error": "embeddings are not supported yet by this server"}))).into_response()
+}
