@@ -97,8 +97,7 @@ struct GenerateBody {
     model: String,
     prompt: Option<String>,
     system: Option<String>,
-    #[serde(default)]
-    raw: bool,
+    raw: Option<bool>,
     stream: Option<bool>,
     format: Option<Value>,
     options: Option<Map<String, Value>>,
@@ -225,7 +224,7 @@ async fn chat_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Res
     let stream = req.stream.unwrap_or(true);
     let mut extra = Map::new();
     extra.insert("messages".into(), Value::Array(req.messages.into_iter().map(Value::Object).collect()));
-    if let Some(tools) = req.tools {
+    if let Some(tools) = req.tools.filter(|t| !t.is_null()) {
         extra.insert("tools".into(), tools);
     }
     let openai: ChatCompletionRequest = parse_json(&openai_body(&req.model, stream, req.options.as_ref(), extra)?)?;
@@ -294,7 +293,7 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
         closing.insert("response".into(), json!(""));
         Value::Object(closing)
     };
-    let (permit, started) = if req.raw {
+    let (permit, started) = if req.raw.unwrap_or(false) {
         let mut extra = Map::new();
         extra.insert("prompt".into(), json!(prompt));
         let openai: CompletionRequest = parse_json(&openai_body(&req.model, stream, req.options.as_ref(), extra)?)?;

@@ -1,0 +1,48 @@
+"""The server every end-to-end test talks to: the `vram-llm` binary serving
+the test model (VRAM_LLM_BIN, VRAM_LLM_TEST_MODEL, set by `scripts/dev test`)
+with an API key, one per test module."""
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+API_KEY = "e2e-secret"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    binary = os.environ["VRAM_LLM_BIN"]
+    model = os.environ["VRAM_LLM_TEST_MODEL"]
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "serve", "--model", model, "--port", str(port), "--ctx-size", "1024",
+         "--alias", "gemma", "--api-key", API_KEY],
+        stdout=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, "vram-llm exited during startup"
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "server did not become healthy"
+        time.sleep(0.1)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
