@@ -107,3 +107,14 @@ async fn tags_ps_show_and_load_unload_through_an_empty_prompt() {
     assert_eq!(get(&base, "/api/ps").await["models"], json!([]));
     assert_eq!(get(&base, "/api/version").await["version"], env!("CARGO_PKG_VERSION"));
 }
+
+#[tokio::test]
+async fn request_metrics_label_the_matched_route_and_other_for_the_rest() {
+    let base = fake_server("ok", None, None).await;
+    get(&base, "/api/tags").await;
+    let _ = reqwest::get(format!("{base}/no/such/path/{}", std::process::id())).await.unwrap();
+    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"vram_llm_requests_total{model="",path="/api/tags",status="200"}"#), "{text}");
+    assert!(text.contains(r#"path="other",status="404""#), "{text}");
+    assert!(!text.contains("/no/such/path"), "unknown paths never become labels");
+}

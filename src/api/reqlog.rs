@@ -18,6 +18,9 @@ use crate::engine::Usage;
 struct Record {
     method: String,
     path: String,
+    /// The router's route that matched (`other` when none did): the
+    /// metrics label, bounded whatever paths clients send.
+    route: String,
     status: u16,
     model: Option<String>,
     usage: Option<Usage>,
@@ -37,8 +40,8 @@ struct Inner {
 pub struct RequestLog(Arc<Inner>);
 
 impl RequestLog {
-    fn new(method: &str, path: &str) -> Self {
-        let record = Record { method: method.to_string(), path: path.to_string(), ..Record::default() };
+    fn new(method: &str, path: &str, route: &str) -> Self {
+        let record = Record { method: method.to_string(), path: path.to_string(), route: route.to_string(), ..Record::default() };
         Self(Arc::new(Inner { started: Instant::now(), record: Mutex::new(record) }))
     }
 
@@ -100,7 +103,8 @@ impl Drop for Inner {
 
 /// Starts every request's log line; handlers find it in the extensions.
 pub async fn middleware(mut req: Request, next: Next) -> Response {
-    let log = RequestLog::new(req.method().as_str(), req.uri().path());
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("other", |p| p.as_str());
+    let log = RequestLog::new(req.method().as_str(), req.uri().path(), route);
     req.extensions_mut().insert(log.clone());
     let response = next.run(req).await;
     log.0.record.lock().status = response.status().as_u16();
@@ -111,7 +115,7 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
 fn record_metrics(r: &Record, total_ms: u64) {
     let m = crate::metrics::global();
     let model = r.model.as_deref().unwrap_or("");
-    m.requests.with_label_values(&[model, route_label(&r.path), &r.status.to_string()]).inc();
+    m.requests.with_label_values(&[model, &r.route, &r.status.to_string()]).inc();
     let Some(usage) = &r.usage else { return };
     m.prompt_tokens.with_label_values(&[model]).inc_by(u64::from(usage.prompt_tokens));
     m.predicted_tokens.with_label_values(&[model]).inc_by(u64::from(usage.completion_tokens));
@@ -124,15 +128,4 @@ fn record_metrics(r: &Record, total_ms: u64) {
             m.per_token.with_label_values(&[model]).observe(per_token);
         }
     }
-}
-
-/// The endpoint as a metric label: known routes as they are, anything else
-/// `other` (a client probing random paths must not grow the label set).
-fn route_label(path: &str) -> &str {
-    const ROUTES: &[&str] = &[
-        "/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions", "/v1/models", "/models",
-        "/tokenize", "/detokenize", "/apply-template", "/props", "/slots", "/health", "/v1/health", "/metrics",
-        "/admin/status", "/admin/models/load", "/admin/models/unload", "/admin/reload",
-    ];
-    ROUTES.iter().find(|&&r| r == path).copied().unwrap_or("other")
 }
