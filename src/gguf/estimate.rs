@@ -174,6 +174,7 @@ pub const DEFAULT_N_UBATCH: u64 = 512;
 /// | 32768 × 1 | off | 648.3 MiB | 704 MiB |
 /// | 32768 × 1 | on  | 582.3 MiB | 704 MiB |
 /// | 1024 × 1  | on  | 521.5 MiB | 580 MiB |
+/// | 256 × 1   | on  | 259.4 MiB | 320 MiB (n_ubatch capped at the context, see `estimate`) |
 ///
 /// i.e. about 40–120 MiB high, by design. Not included: the host-side output
 /// buffer (`n_seq × n_vocab × 4`, a few MiB) and per-process backend overhead
@@ -213,6 +214,10 @@ pub fn estimate(header: &GgufHeader, ctx_per_slot: u32, parallel: u32, shape: &S
     let ctx = if ctx_per_slot == 0 { p.n_ctx_train.unwrap_or(4096) } else { ctx_per_slot as u64 };
     let parallel = parallel.max(1) as u64;
     let (cells, n_ctx_seq) = kv_cells(ctx, parallel);
+    // llama.cpp limits a causal model's batch, and so its micro-batch, to
+    // the context: a small context reserves a smaller graph (Gemma 3 270M
+    // at 256 x 1 reserves 259 MiB of compute, not 515).
+    let n_ubatch = n_ubatch.min(cells);
     let window_cells = match (swa_full, p.sliding_window) {
         (false, Some(window)) => swa_cells(n_ctx_seq, window, n_ubatch).saturating_mul(parallel),
         _ => cells,
