@@ -67,10 +67,20 @@ impl ModelSched {
         });
     }
 
+    /// What swapping to it and away again costs: its load plus a drain of
+    /// about one request's service time.
+    fn swap_cost(&self) -> Duration {
+        self.last_load.unwrap_or_default() + self.service.unwrap_or_default()
+    }
+
     /// How long it is served after a load before busy work can be closed.
     pub(super) fn quantum(&self, max_wait: Duration) -> Duration {
-        let swap_cost = self.last_load.unwrap_or_default() + self.service.unwrap_or_default();
-        (swap_cost * QUANTUM_SWAPS).min(max_wait / 2)
+        (self.swap_cost() * QUANTUM_SWAPS).min(max_wait / 2)
+    }
+
+    /// One whole turn of it while models take turns: a load, a quantum, a drain.
+    fn turn_length(&self, max_wait: Duration) -> Duration {
+        self.quantum(max_wait) + self.swap_cost()
     }
 
     /// When its quantum ends, if it is loaded with work and the quantum is
@@ -126,8 +136,7 @@ impl SchedState {
         let max_wait = self.limits.max_wait;
         let turn = m.quantum(max_wait).max(service);
         let load = m.last_load.unwrap_or_default();
-        let others_turns: Duration =
-            others.iter().map(|o| o.quantum(max_wait) + o.service.unwrap_or_default() + o.last_load.unwrap_or_default()).sum();
+        let others_turns: Duration = others.iter().map(|o| o.turn_length(max_wait)).sum();
         let gap = service + others_turns + load;
         if resident {
             let left = m.quantum_end(now, max_wait).map_or(Duration::ZERO, |end| end - now);
@@ -169,7 +178,7 @@ impl SchedState {
                 }
                 // Waiting longer than this model's waiters: it goes first.
                 _ if o.oldest_wait().is_some_and(|t| t < oldest) => {
-                    ahead += o.quantum(max_wait) + o.service.unwrap_or_default() + o.last_load.unwrap_or_default();
+                    ahead += o.turn_length(max_wait);
                 }
                 _ => {}
             }
@@ -180,11 +189,11 @@ impl SchedState {
         patience_left.max(holders_left) + ahead
     }
 
-    /// The refusal for a request for `model` that would wait past
-    /// `max_queue_wait`, if it would.
-    pub(super) fn wait_too_long(&self, model: usize, now: Instant) -> Option<EnqueueError> {
+    /// The refusal for a request for `model` whose uncalibrated expected
+    /// wait is `raw`, if that (calibrated) passes `max_queue_wait`.
+    pub(super) fn wait_too_long(&self, model: usize, raw: Duration) -> Option<EnqueueError> {
         let limit = self.limits.max_queue_wait?;
-        let expected = self.expected_wait(model, now);
+        let expected = raw.mul_f64(self.wait_calibration);
         (expected > limit).then(|| EnqueueError::WaitTooLong {
             model: self.models[model].limits.name.clone(),
             expected_s: expected.as_secs_f64().ceil() as u64,

@@ -154,9 +154,11 @@ impl Owner {
         match msg {
             Msg::Acquire { model, reply } => {
                 self.unload_if_stale(model);
-                let expected = self.state.expected_wait(model, now);
                 match self.state.enqueue(model, now) {
                     Ok(ticket) => {
+                        // What enqueue expected, as a refusal would have judged it.
+                        let raw = self.state.models[model].queue.back().map_or(Duration::ZERO, |w| w.expected);
+                        let expected = raw.mul_f64(self.state.wait_calibration);
                         self.waiters.insert(ticket, (model, reply, now, expected));
                     }
                     Err(e) => {

@@ -253,7 +253,7 @@ impl SchedState {
     pub fn enqueue(&mut self, model: usize, now: Instant) -> Result<Ticket, EnqueueError> {
         let max_queue = self.limits.max_queue;
         let expected = self.raw_expected_wait(model, now);
-        let too_long = self.wait_too_long(model, now);
+        let too_long = self.wait_too_long(model, expected);
         let m = &mut self.models[model];
         if let Residency::Failed { reason, retry_at } = &m.residency {
             if *retry_at > now {
