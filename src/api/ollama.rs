@@ -186,25 +186,77 @@ fn ndjson_framing() -> Framing {
     Framing { error: |e| line(&json!({ "error": e.to_string() })), end: None }
 }
 
-/// Streams `started` as NDJSON: one line per piece (`piece` builds it),
-/// then the closing line `last` completes.
-fn stream_ndjson(
+/// Where an answer's text goes: `/api/chat` puts it in an assistant
+/// `message`, `/api/generate` in `response`.
+#[derive(Clone, Copy)]
+enum Kind {
+    Chat,
+    Generate,
+}
+
+impl Kind {
+    fn text(self, text: &str) -> (&'static str, Value) {
+        match self {
+            Kind::Chat => ("message", json!({"role": "assistant", "content": text})),
+            Kind::Generate => ("response", json!(text)),
+        }
+    }
+}
+
+/// Answers a started generation: one object (`stream` false) or NDJSON,
+/// one line per piece and then the closing line.
+async fn answer(
+    kind: Kind,
     started: Started,
     permit: crate::scheduler::Permit,
     model: String,
-    piece: fn(&str, String) -> Value,
-    last: fn(Map<String, Value>) -> Value,
+    stream: bool,
     began: Instant,
-) -> Response {
+) -> Result<Response, OllamaError> {
+    let with_text = move |mut object: Map<String, Value>, text: &str| {
+        let (key, value) = kind.text(text);
+        object.insert(key.into(), value);
+        Value::Object(object)
+    };
+    if !stream {
+        let out = collect(started).await?;
+        drop(permit);
+        return Ok(Json(with_text(closing(&model, out.finish_reason, out.usage, began), &out.text)).into_response());
+    }
     let (tx, response) = super::sse::channel_response_as("application/x-ndjson");
     tokio::spawn(async move {
         let _permit = permit;
         let name = model.clone();
-        let text = move |t: String| line(&piece(&name, t));
-        let finish = move |reason, usage| vec![line(&last(closing(&model, reason, usage, began)))];
+        let text = move |t: String| {
+            let mut piece = Map::new();
+            piece.insert("model".into(), json!(name));
+            piece.insert("created_at".into(), json!(now_rfc3339()));
+            piece.insert("done".into(), json!(false));
+            line(&with_text(piece, &t))
+        };
+        let finish = move |reason, usage| vec![line(&with_text(closing(&model, reason, usage, began), ""))];
         pump(&tx, started, text, finish, &ndjson_framing()).await;
     });
-    response
+    Ok(response)
+}
+
+/// Validates an OpenAI chat body built from an Ollama request (`extra`
+/// holds its messages and tools), then renders it through the model's
+/// template and starts it, as `/v1/chat/completions` does.
+async fn start_chat(
+    state: &AppState,
+    view: &ModelView,
+    name: &str,
+    stream: bool,
+    options: Option<&Map<String, Value>>,
+    extra: Map<String, Value>,
+    log: RequestLog,
+) -> Result<(crate::scheduler::Permit, Started), ApiError> {
+    let openai: ChatCompletionRequest = parse_json(&openai_body(name, stream, options, extra)?)?;
+    let valid = validate::chat(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+    let permit = state.scheduler.acquire(view.index).await?;
+    let started = super::chat::prepare(&permit, &valid, log).await?;
+    Ok((permit, started))
 }
 
 /// `POST /api/chat`.
@@ -227,29 +279,11 @@ async fn chat_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Res
     if let Some(tools) = req.tools.filter(|t| !t.is_null()) {
         extra.insert("tools".into(), tools);
     }
-    let openai: ChatCompletionRequest = parse_json(&openai_body(&req.model, stream, req.options.as_ref(), extra)?)?;
     let snapshot = state.scheduler.snapshot();
     let view = resolve(&snapshot, &req.model)?;
     log.model(&view.spec.id);
-    let valid = validate::chat(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
-    let (index, id) = (view.index, view.spec.id.clone());
-    let permit = state.scheduler.acquire(index).await.map_err(ApiError::from)?;
-    let started = super::chat::prepare(&permit, &valid, log).await?;
-    if !stream {
-        let out = collect(started).await?;
-        drop(permit);
-        let mut answer = closing(&id, out.finish_reason, out.usage, began);
-        answer.insert("message".into(), json!({"role": "assistant", "content": out.text}));
-        return Ok(Json(Value::Object(answer)).into_response());
-    }
-    let piece = |model: &str, text: String| {
-        json!({"model": model, "created_at": now_rfc3339(), "message": {"role": "assistant", "content": text}, "done": false})
-    };
-    let last = |mut closing: Map<String, Value>| {
-        closing.insert("message".into(), json!({"role": "assistant", "content": ""}));
-        Value::Object(closing)
-    };
-    Ok(stream_ndjson(started, permit, id, piece, last, began))
+    let (permit, started) = start_chat(&state, view, &req.model, stream, req.options.as_ref(), extra, log).await?;
+    answer(Kind::Chat, started, permit, view.spec.id.clone(), stream, began).await
 }
 
 /// `POST /api/generate`.
@@ -288,11 +322,6 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
         return Ok(Json(json!({"model": id, "created_at": now_rfc3339(), "response": "", "done": true, "done_reason": reason})).into_response());
     }
     let stream = req.stream.unwrap_or(true);
-    let piece = |model: &str, text: String| json!({"model": model, "created_at": now_rfc3339(), "response": text, "done": false});
-    let last = |mut closing: Map<String, Value>| {
-        closing.insert("response".into(), json!(""));
-        Value::Object(closing)
-    };
     let (permit, started) = if req.raw.unwrap_or(false) {
         let mut extra = Map::new();
         extra.insert("prompt".into(), json!(prompt));
@@ -312,20 +341,9 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
         messages.push(json!({"role": "user", "content": prompt}));
         let mut extra = Map::new();
         extra.insert("messages".into(), Value::Array(messages));
-        let openai: ChatCompletionRequest = parse_json(&openai_body(&req.model, stream, req.options.as_ref(), extra)?)?;
-        let valid = validate::chat(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
-        let permit = state.scheduler.acquire(index).await.map_err(ApiError::from)?;
-        let started = super::chat::prepare(&permit, &valid, log).await?;
-        (permit, started)
+        start_chat(&state, view, &req.model, stream, req.options.as_ref(), extra, log).await?
     };
-    if !stream {
-        let out = collect(started).await?;
-        drop(permit);
-        let mut answer = closing(&id, out.finish_reason, out.usage, began);
-        answer.insert("response".into(), json!(out.text));
-        return Ok(Json(Value::Object(answer)).into_response());
-    }
-    Ok(stream_ndjson(started, permit, id, piece, last, began))
+    answer(Kind::Generate, started, permit, id, stream, began).await
 }
 
 /// Ollama's `details` of a model: what we know without loading it.
