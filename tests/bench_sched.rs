@@ -23,7 +23,7 @@ fn gpus(n: u32) -> Vec<GpuInfo> {
 fn footprint(layers: usize, layer_mib: u64) -> ModelFootprint {
     ModelFootprint {
         layer_bytes: vec![layer_mib * MIB; layers],
-        non_layer_bytes: 500 * MIB,
+        output_bytes: 500 * MIB, input_bytes: 0,
         kv_bytes_per_layer: vec![16 * MIB; layers],
         compute_bytes: 300 * MIB,
     }

@@ -307,7 +307,7 @@ fn on_two_gpus(factory: Arc<FakeFactory>, gpus: Arc<dyn vram_llm::gpu::GpuInvent
             gpu: Some(GpuDemand {
                 footprint: ModelFootprint {
                     layer_bytes: vec![1500 << 20; 10],
-                    non_layer_bytes: 0,
+                    output_bytes: 0, input_bytes: 0,
                     kv_bytes_per_layer: vec![0; 10],
                     compute_bytes: 0,
                 },

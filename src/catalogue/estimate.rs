@@ -43,7 +43,8 @@ pub fn footprint(path: &std::path::Path, ctx_size: Option<u32>, parallel: u32, s
 fn footprint_of(header: &crate::gguf::GgufHeader, estimate: &crate::gguf::MemoryEstimate) -> crate::gpu::ModelFootprint {
     crate::gpu::ModelFootprint {
         layer_bytes: header.layer_bytes(),
-        non_layer_bytes: header.non_layer_bytes(),
+        output_bytes: header.output_layer_bytes(),
+        input_bytes: header.input_layer_bytes(),
         kv_bytes_per_layer: estimate.kv_bytes_per_layer.clone(),
         compute_bytes: estimate.compute_bytes,
     }

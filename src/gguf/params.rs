@@ -141,6 +141,16 @@ impl GgufHeader {
         self.tensors.iter().filter(|t| t.layer().is_none()).fold(0, |a, t| a.saturating_add(t.bytes))
     }
 
+    /// Bytes of the non-layer tensors that are not the output head
+    /// (`output.*`, `output_norm.*`): the token embeddings and the like, which
+    /// llama.cpp keeps in host memory whatever `n_gpu_layers` says.
+    pub fn input_layer_bytes(&self) -> u64 {
+        self.tensors
+            .iter()
+            .filter(|t| t.layer().is_none() && !t.name.starts_with("output.") && !t.name.starts_with("output_norm."))
+            .fold(0, |a, t| a.saturating_add(t.bytes))
+    }
+
     /// Bytes llama.cpp puts on the *output* device when the output layer is
     /// offloaded (`n_gpu_layers > n_layers`): `output.weight` + `output_norm.*`
     /// (+ `output.bias`). For models with tied embeddings (no `output.weight`)

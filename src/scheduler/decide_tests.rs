@@ -165,7 +165,7 @@ fn a_load_that_cannot_start_names_the_tickets_that_fail() {
 
     let t0 = Instant::now();
     let footprint =
-        ModelFootprint { layer_bytes: vec![100 * MIB; 4], non_layer_bytes: 0, kv_bytes_per_layer: vec![0; 4], compute_bytes: 0 };
+        ModelFootprint { layer_bytes: vec![100 * MIB; 4], output_bytes: 0, input_bytes: 0, kv_bytes_per_layer: vec![0; 4], compute_bytes: 0 };
     let options = PlacementOptions { devices: Some(vec![7]), ..PlacementOptions::default() };
     let a = ModelLimits { gpu: Some(GpuDemand { footprint, options }), ..model("a", 400) };
     let mut s = one_model_room(vec![a], t0);

@@ -113,7 +113,7 @@ mod tests {
         GpuDemand {
             footprint: ModelFootprint {
                 layer_bytes: vec![layer_mib * MIB; layers],
-                non_layer_bytes: 0,
+                output_bytes: 0, input_bytes: 0,
                 kv_bytes_per_layer: vec![0; layers],
                 compute_bytes: 0,
             },

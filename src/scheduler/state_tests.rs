@@ -425,7 +425,7 @@ fn gpu(index: u32, free_mib: u64) -> GpuInfo {
 fn gpu_model(name: &str, layers: usize, layer_mib: u64) -> ModelLimits {
     let footprint = ModelFootprint {
         layer_bytes: vec![layer_mib * MIB; layers],
-        non_layer_bytes: 0,
+        output_bytes: 0, input_bytes: 0,
         kv_bytes_per_layer: vec![0; layers],
         compute_bytes: 0,
     };

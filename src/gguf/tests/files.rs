@@ -227,6 +227,9 @@ fn real_model() {
     // Tied embeddings: no output.weight, token_embd doubles as the output head.
     assert!(h.tensors.iter().all(|t| t.name != "output.weight"));
     assert_eq!(h.output_layer_bytes(), h.non_layer_bytes());
+    // ...and the input copy stays in host memory: llama.cpp holds both with a GPU.
+    let embd = h.tensors.iter().find(|t| t.name == "token_embd.weight").map(|t| t.bytes);
+    assert_eq!(Some(h.input_layer_bytes()), embd);
 
     let p = h.model_params();
     assert_eq!((p.n_embd, p.n_head, p.head_dim_k, p.head_dim_v), (640, 4, 256, 256));

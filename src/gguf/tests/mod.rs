@@ -275,6 +275,7 @@ fn parse_synthetic_file() {
         assert_eq!(h.non_layer_bytes(), 64 * 8 * 2 * 2 + 256);
         assert_eq!(h.non_layer_bytes() + l0 + l1, total);
         assert_eq!(h.output_layer_bytes(), 64 * 8 * 2 + 256);
+        assert_eq!(h.input_layer_bytes(), 64 * 8 * 2); // token_embd: host memory
         assert!(h.file_bytes - h.header_bytes >= total);
 
         assert_eq!(h.n_layers(), Some(2));

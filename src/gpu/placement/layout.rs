@@ -3,9 +3,11 @@
 
 use super::*;
 
-/// Per-item costs: `items[i]` for `i < n` is layer `i` (weights + KV), `items[n]` the head.
+/// Per-item costs: `items[i]` for `i < n` is layer `i` (weights + KV), `items[n]` the head;
+/// `host` is what stays in host memory whatever is offloaded (the token embeddings).
 pub(super) struct Costs {
     pub(super) items: Vec<u64>,
+    pub(super) host: u64,
     pub(super) compute: u64,
     pub(super) n_layers: u32,
 }
@@ -24,9 +26,10 @@ impl Costs {
             .zip(&model.kv_bytes_per_layer)
             .map(|(w, kv)| w.saturating_add(*kv))
             .collect();
-        items.push(model.non_layer_bytes);
+        items.push(model.output_bytes);
         Ok(Self {
             items,
+            host: model.input_bytes,
             compute: model.compute_bytes,
             n_layers: model.n_layers(),
         })
@@ -37,10 +40,15 @@ impl Costs {
         self.n_layers.saturating_add(1)
     }
 
+    /// What a full offload puts on GPUs: everything but `host`.
+    pub(super) fn gpu_total(&self) -> u64 {
+        self.total().saturating_sub(self.host)
+    }
+
     pub(super) fn total(&self) -> u64 {
         self.items
             .iter()
-            .fold(self.compute, |a, b| a.saturating_add(*b))
+            .fold(self.compute.saturating_add(self.host), |a, b| a.saturating_add(*b))
     }
 }
 
@@ -82,7 +90,7 @@ pub(super) fn layout(costs: &Costs, k: u32, weights: &[f32]) -> Layout {
     let points = split_points(weights);
     let mut cpu = costs.items[..start]
         .iter()
-        .fold(0u64, |a, b| a.saturating_add(*b));
+        .fold(costs.host, |a, b| a.saturating_add(*b));
     for (j, cost) in costs.items[start..].iter().enumerate() {
         let p = j as f32 / k as f32;
         let dev = points

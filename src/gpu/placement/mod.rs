@@ -10,9 +10,10 @@
 //! more "layer" after the `n` repeating ones and offloads from the end: with
 //! `n_gpu_layers = k` (1 ≤ k ≤ n+1) the output head and the last `k - 1` repeating
 //! layers live on GPUs, so `k = n + 1` means everything is offloaded. Token embeddings
-//! always stay on the CPU. We do not know how `non_layer_bytes` divides between
-//! embeddings and the head, so the whole of it is charged to the GPU as soon as the
-//! head is offloaded (over-estimates VRAM by the embedding size: the safe side).
+//! (`input_bytes`) always stay in host memory; the head (`output_bytes`: output matrix
+//! and norm, or llama.cpp's copy of tied embeddings) goes to the last device when
+//! offloaded. Measured on an H200 (docs/gpu.md): charging the embeddings to the GPU
+//! over-reserved by exactly their size (125 MiB of a 1B model, 406 MiB of a 30B).
 //! A layer's KV cache lives on the device holding the layer. `compute_bytes` is
 //! charged to the main GPU (the first device) whenever anything is offloaded; the
 //! per-GPU reserve covers the smaller compute buffers on the other GPUs.
@@ -49,8 +50,14 @@ pub const MIB: u64 = 1024 * 1024;
 pub struct ModelFootprint {
     /// Weights of each repeating layer (block), in bytes.
     pub layer_bytes: Vec<u64>,
-    /// Token embeddings + output head + output norm, in bytes.
-    pub non_layer_bytes: u64,
+    /// The output head (output matrix + output norm; with tied embeddings the
+    /// copy of `token_embd` llama.cpp makes for it), in bytes: the last item,
+    /// on the last device when `n_gpu_layers = n_layers + 1`.
+    pub output_bytes: u64,
+    /// Non-layer tensors llama.cpp keeps in host memory whatever
+    /// `n_gpu_layers` says (the token embeddings), in bytes.
+    #[serde(default)]
+    pub input_bytes: u64,
     /// KV cache of each layer for the configured context and slots, in bytes.
     /// Must have one entry per layer.
     pub kv_bytes_per_layer: Vec<u64>,
@@ -64,13 +71,13 @@ impl ModelFootprint {
         u32::try_from(self.layer_bytes.len()).unwrap_or(u32::MAX)
     }
 
-    /// Everything: all layers + non-layer + all KV + compute.
+    /// Everything: all layers + head + embeddings + all KV + compute.
     pub fn total_bytes(&self) -> u64 {
         self.layer_bytes
             .iter()
             .chain(&self.kv_bytes_per_layer)
             .fold(
-                self.non_layer_bytes.saturating_add(self.compute_bytes),
+                self.output_bytes.saturating_add(self.input_bytes).saturating_add(self.compute_bytes),
                 |a, b| a.saturating_add(*b),
             )
     }

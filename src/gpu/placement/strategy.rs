@@ -9,7 +9,7 @@ pub(super) fn automatic(costs: &Costs, ordered: &[Candidate], opts: &PlacementOp
     let Some(first) = usable.first().copied() else {
         return cpu_only(costs, no_gpu_reason(ordered, opts));
     };
-    let total = costs.total();
+    let total = costs.gpu_total();
     let forced_main = opts.main_gpu.is_some_and(|m| m == first.index);
     let spread = opts.spread && opts.split_mode != SplitMode::None && usable.len() > 1;
     if !spread {

@@ -23,7 +23,8 @@ fn footprint(
 ) -> ModelFootprint {
     ModelFootprint {
         layer_bytes: vec![layer_mib * MIB; layers],
-        non_layer_bytes: non_layer_mib * MIB,
+        output_bytes: non_layer_mib * MIB,
+        input_bytes: 0,
         kv_bytes_per_layer: vec![kv_mib * MIB; layers],
         compute_bytes: compute_mib * MIB,
     }
@@ -370,4 +371,31 @@ fn nothing_fits_is_cpu_only() {
     let p = ok(&gpus, &m70b(), &opts());
     assert_eq!(p.kind, PlacementKind::CpuOnly);
     assert_eq!(p.cpu_mib, 41500);
+}
+
+// ---- token embeddings stay in host memory (measured on an H200, docs/gpu.md) ----
+
+#[test]
+fn token_embeddings_are_charged_to_the_host_not_the_gpu() {
+    let mut m = m7b();
+    m.input_bytes = 400 * MIB;
+    // 5152 MiB go to the GPU as before; the embeddings do not count against it.
+    let p = ok(&fixture("one_24gb.json"), &m, &opts());
+    assert_eq!(p.kind, PlacementKind::SingleGpu);
+    assert_eq!(uses(&p), vec![(0, 5152, 32)]);
+    assert_eq!(p.cpu_mib, 400);
+    assert_eq!(p.reason, "fits on GPU 0: needs 5152 MiB of 22976 MiB usable");
+    // A GPU with exactly the GPU part usable still takes the whole model.
+    let o = PlacementOptions { reserve_mib: 24000 - 5152, ..opts() };
+    let p = ok(&fixture("one_24gb.json"), &m, &o);
+    assert_eq!((p.kind, p.n_gpu_layers), (PlacementKind::SingleGpu, 33));
+    // Partial offload: the host keeps the embeddings and the layers left behind.
+    let o = PlacementOptions { reserve_mib: 24000 - 3000, ..opts() };
+    let p = ok(&fixture("one_24gb.json"), &m, &o);
+    assert_eq!(p.kind, PlacementKind::PartialOffload);
+    let left = u64::from(p.n_layers - (p.n_gpu_layers - 1)) * 136;
+    assert_eq!(p.cpu_mib, 400 + left);
+    // CPU only: everything in host memory.
+    let p = ok(&fixture("no_gpu.json"), &m, &opts());
+    assert_eq!(p.cpu_mib, 5152 + 400);
 }

@@ -303,7 +303,7 @@ fn invariants_hold_on_many_shapes() {
         let layers = 1 + next(90) as usize;
         let model = ModelFootprint {
             layer_bytes: (0..layers).map(|_| next(900 * MIB)).collect(),
-            non_layer_bytes: next(2000 * MIB),
+            output_bytes: next(2000 * MIB), input_bytes: 0,
             kv_bytes_per_layer: (0..layers).map(|_| next(64 * MIB)).collect(),
             compute_bytes: next(800 * MIB),
         };
