@@ -6,6 +6,16 @@ use tracing_subscriber::EnvFilter;
 use vram_llm::cli::{Cli, Command, LogFormat};
 
 fn main() -> std::process::ExitCode {
+    let mut args = std::env::args().skip(1);
+    if let (Some(flag), None) = (args.next(), args.next()) {
+        if flag == "--version" || flag == "-V" {
+            // clap's version text is fixed at build time; the backends are what
+            // llama.cpp finds now (with `dynamic-link`, the libraries on the path).
+            let backends = vram_llm::engine::llama::backend_devices();
+            println!("vram-llm {}\nbackends: {}", vram_llm::build_info::LONG_VERSION, backends.join("; "));
+            return std::process::ExitCode::SUCCESS;
+        }
+    }
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=warn"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -73,3 +73,14 @@ fn serve_refuses_placement_keys_naming_a_missing_gpu() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model `x`") && err.contains("GPU 5"), "{err}");
 }
+
+#[test]
+fn version_names_the_llama_cpp_devices_found_at_run_time() {
+    let out = run(&["--version"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("vram-llm "), "{text}");
+    let backends = text.lines().find_map(|l| l.strip_prefix("backends: ")).unwrap_or_else(|| panic!("{text}"));
+    // A CPU machine has at least llama.cpp's CPU device.
+    assert!(backends.contains("CPU ("), "{text}");
+}

@@ -244,6 +244,7 @@ async fn helpers_tokenize_detokenize_apply_template_props() {
     let props: Value = reqwest::get(format!("{base}/props")).await.unwrap().json().await.unwrap();
     assert_eq!(props["n_ctx"], 64);
     assert_eq!(props["chat_template"], common::FAKE_TEMPLATE);
+    assert_eq!(props["backends"], serde_json::json!(["CPU (test)"]));
     assert_eq!(props["build_info"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(props["total_slots"], 2);
     let slots: Value = reqwest::get(format!("{base}/slots")).await.unwrap().json().await.unwrap();

@@ -101,6 +101,7 @@ pub async fn props(State(state): State<AppState>, query: RawQuery) -> Result<Res
         "busy_slots": 0,
         "queued_requests": view.queue_depth,
         "build_info": state.build,
+        "backends": &*state.backends,
         "gpus": state.scheduler.gpu_status(&snapshot),
         "placement": view.placement,
     });

@@ -59,6 +59,8 @@ pub struct AppState {
     pub reload_from: Option<Arc<ReloadSource>>,
     pub body_limit: usize,
     pub build: BuildInfo,
+    /// llama.cpp's devices found at run time (`/props` `backends`).
+    pub backends: Arc<[String]>,
     /// The host KV cache, for /admin/status.
     pub kv_cache: Option<crate::engine::SharedKvStore>,
     /// Browser origins allowed to call the API (`--cors-origins`).

@@ -84,6 +84,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         })),
         body_limit: server.max_body_mib as usize * 1024 * 1024,
         build: BUILD,
+        backends: crate::engine::llama::backend_devices().into(),
         kv_cache: kv_store.clone(),
         cors_origins: server.cors_origins.clone().into(),
         allowed_hosts: crate::api::guard::allowed_hosts(server.host, &server.allowed_hosts).map(Into::into),

@@ -285,6 +285,7 @@ pub fn state_with(
         reload_from: None,
         body_limit: DEFAULT_BODY_LIMIT,
         build: BUILD,
+        backends: vec!["CPU (test)".to_string()].into(),
         kv_cache: None,
         cors_origins: Arc::from(Vec::new()),
         allowed_hosts: None,

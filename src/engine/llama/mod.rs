@@ -84,6 +84,19 @@ pub(super) fn backend() -> Result<&'static LlamaBackend, String> {
         .map_err(Clone::clone)
 }
 
+/// llama.cpp's devices as found at run time (with `dynamic-link`, from
+/// whichever libggml* the loader found): e.g. `CPU (AMD EPYC 7B13, 24000 MiB)`,
+/// `CUDA0 (NVIDIA H200, 143771 MiB)`. For `--version` and `/props`.
+pub fn backend_devices() -> Vec<String> {
+    if backend().is_err() {
+        return Vec::new();
+    }
+    llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| format!("{} ({}, {} MiB)", d.name, d.description.trim(), d.memory_total >> 20))
+        .collect()
+}
+
 /// A model loaded by llama.cpp with its worker thread.
 pub struct LlamaEngine {
     model: Arc<weights::Weights>,
