@@ -68,7 +68,7 @@ pub struct PlanArgs {
     /// Context tokens per request slot [default: training context, capped at 4096].
     #[arg(short = 'c', long, value_name = "TOKENS")]
     pub ctx_size: Option<u32>,
-    /// Sequence slots (the KV cache holds ctx-size x parallel tokens) [default: 4].
+    /// Sequence slots (the KV cache holds ctx-size x parallel tokens).
     #[arg(short = 'p', long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub parallel: u32,
     /// Size the KV cache of sliding-window layers at full size, as `serve
