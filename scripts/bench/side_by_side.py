@@ -61,12 +61,12 @@ def vram_argv(args, port, models):
             "--parallel", str(args.parallel), "--ctx-size", str(args.ctx), "--admin-token", "bench"]
     for name, path in models:
         argv += ["--model", f"{name}={path}" if name else path]
-    return argv
+    return argv + args.vram_args.split()
 
 
 def peer_common(args, port):
     return ["--host", "127.0.0.1", "--port", str(port), "-t", str(args.threads), "-tb", str(args.threads),
-            "-np", str(args.parallel), "-c", str(args.ctx * args.parallel), "--no-kv-unified", "--no-webui"]
+            "-np", str(args.parallel), "-c", str(args.ctx * args.parallel), "--no-kv-unified", "--no-webui"] + args.peer_args.split()
 
 
 def spawn(label, argv, port, section):
@@ -256,8 +256,12 @@ def verify_eviction(path):
 def start_swap_server(args, which, folder, res):
     """Two copies of the model, a and b, in `folder`; one fits, not both."""
     files = [os.path.join(folder, "a.gguf"), os.path.join(folder, "b.gguf")]
-    for f in files:
-        shutil.copyfile(args.model, f)
+    sources = args.swap_models.split(",") if args.swap_models else [args.model, args.model]
+    for src, f in zip(sources, files):
+        if args.swap_models:
+            os.link(src, f)  # given files are distinct already: no copy
+        else:
+            shutil.copyfile(args.model, f)
     port = bl.free_port()
     if which == VRAM:
         budget = args.swap_budget_mib or int(1.5 * footprint_mib(args, files[0]))
@@ -455,6 +459,10 @@ def main():
     ap.add_argument("--swaps", type=int, default=10, help="alternating requests (the first is a warm-up)")
     ap.add_argument("--swap-budget-mib", type=int, help="vram-llm budget for the swap sections "
                     "[default: 1.5 x the measured footprint, so one copy fits and two do not]")
+    ap.add_argument("--swap-models", metavar="A,B", help="two distinct model files for the swap sections "
+                    "(hard-linked into --tmp-dir, same file system) instead of two copies of --model")
+    ap.add_argument("--vram-args", default="", help="extra vram-llm serve arguments (e.g. '--max-loaded-models 1')")
+    ap.add_argument("--peer-args", default="", help="extra llama-server arguments (e.g. '-ngl all -fit off')")
     ap.add_argument("--tmp-dir", default=os.path.expanduser("~/.cache/vram-llm"),
                     help="where the model copies go (must be a disk, not tmpfs, for eviction)")
     ap.add_argument("--trace-args", default="--rate 2 --max-wait 10s", help="extra bench_trace.py arguments")
