@@ -6,6 +6,7 @@ pub mod auth;
 pub mod chat;
 pub mod cors;
 pub mod cpu;
+pub mod dashboard;
 pub mod completions;
 pub mod error;
 pub mod extract;
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
     let cors = cors::layer(&state.cors_origins);
     let app = Router::new()
         .route("/health", get(helpers::health))
+        .route("/", get(dashboard::page))
         .merge(admin)
         .route("/v1/health", get(helpers::health))
         .merge(protected)

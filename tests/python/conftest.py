@@ -19,16 +19,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+def launch(args):
+    """Starts `vram-llm serve` with `args` on a free port and waits until
+    /health says 200; returns (process, base URL)."""
     binary = os.environ["VRAM_LLM_BIN"]
-    model = os.environ["VRAM_LLM_TEST_MODEL"]
     port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "serve", "--model", model, "--port", str(port), "--ctx-size", "1024",
-         "--alias", "gemma", "--api-key", API_KEY],
-        stdout=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen([binary, "serve", "--port", str(port), *args], stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -36,13 +32,21 @@ def server():
         try:
             with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
                 if r.status == 200:
-                    break
+                    return proc, base
         except OSError:
             pass
         assert time.monotonic() < deadline, "server did not become healthy"
         time.sleep(0.1)
-    yield base
+
+
+def stop(proc):
     proc.terminate()
     proc.wait(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def server():
+    model = os.environ["VRAM_LLM_TEST_MODEL"]
+    proc, base = launch(["--model", model, "--ctx-size", "1024", "--alias", "gemma", "--api-key", API_KEY])
+    yield base
+    stop(proc)
