@@ -222,6 +222,14 @@ pub struct ServerFlags {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub no_mmap: Option<bool>,
 
+    /// When a generation fills its slot's context, drop the older half of
+    /// the slot (keeping BOS) and go on, as llama-server's `--context-shift`,
+    /// instead of finishing with `length`. Only requests with `max_tokens`
+    /// (or a model default) shift, so none runs forever; models whose memory
+    /// cannot shift (recurrent) finish as before [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub context_shift: Option<bool>,
+
     /// Most tokens decoded in one step; long prompts are fed in chunks
     /// [default: 512].
     #[arg(short = 'b', long, value_parser = clap::value_parser!(u32).range(32..))]

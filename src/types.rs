@@ -46,7 +46,7 @@ pub struct ModelSpec {
 
 /// How llama.cpp loads a model and shapes its context (`--flash-attn`,
 /// `--cache-type-k/-v`, `--threads-batch`, `--ubatch-size`, `--mlock`,
-/// `--no-mmap`); each also a `[server]` and a `[[models]]` key.
+/// `--no-mmap`, `--context-shift`); each also a `[server]` and a `[[models]]` key.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct EngineKnobs {
     pub flash_attn: FlashAttn,
@@ -60,6 +60,9 @@ pub struct EngineKnobs {
     pub mlock: bool,
     /// Read the weights into memory instead of mapping the file.
     pub no_mmap: bool,
+    /// A generation that fills its slot's context drops the older half of
+    /// it (after BOS) and goes on, instead of ending with `length`.
+    pub context_shift: bool,
 }
 
 impl EngineKnobs {

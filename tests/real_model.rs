@@ -315,6 +315,31 @@ async fn engine_knobs_load_and_serve() {
 }
 
 #[tokio::test]
+async fn context_shift_lets_a_generation_run_past_a_full_slot() {
+    // A 64-token slot: without --context-shift a 150-token request ends at the
+    // slot's end; with it, the slot drops its older half and goes on, and the
+    // shifted slot is not offered as a prefix cache afterwards.
+    let prompt = "Once upon a time, in a land far away,";
+    let ask = |max: u32| json!({"prompt": prompt, "max_tokens": max, "temperature": 0, "logit_bias": no_eog()});
+    let plain = RealServer::start(&["--ctx-size", "64", "--parallel", "1"]).await;
+    let (status, body) = post(&plain.base, "/v1/completions", ask(150)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    let filled = body["usage"]["total_tokens"].as_u64().unwrap();
+    assert!(filled <= 64, "{body}");
+    drop(plain);
+    let shifting = RealServer::start(&["--ctx-size", "64", "--parallel", "1", "--context-shift"]).await;
+    let (status, body) = post(&shifting.base, "/v1/completions", ask(150)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 150, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    let (status, body) = post(&shifting.base, "/v1/completions", ask(4)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(cached_tokens(&body), 0, "a shifted slot is not a prefix cache: {body}");
+    assert_eq!(body["usage"]["completion_tokens"], 4);
+}
+
+#[tokio::test]
 async fn a_model_file_truncated_in_place_mid_stream_fails_cleanly_and_reloads_once_restored() {
     // The weights are the mapped file: truncating it in place (as `cp` over
     // it does) made the next read a SIGBUS that killed the whole server.

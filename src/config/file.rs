@@ -32,6 +32,7 @@ pub struct ServerSection {
     pub ubatch_size: Option<u32>,
     pub mlock: Option<bool>,
     pub no_mmap: Option<bool>,
+    pub context_shift: Option<bool>,
     pub kv_cache_dir: Option<PathBuf>,
     pub kv_cache_dir_mib: Option<u64>,
     pub swa_full: Option<bool>,
@@ -86,6 +87,7 @@ pub struct ModelSection {
     pub ubatch_size: Option<u32>,
     pub mlock: Option<bool>,
     pub no_mmap: Option<bool>,
+    pub context_shift: Option<bool>,
     /// Placement overrides: each wins over the `[server]` key of the same name.
     pub devices: Option<Vec<u32>>,
     pub main_gpu: Option<u32>,
@@ -146,6 +148,7 @@ pub struct KnobKeys {
     pub ubatch_size: Option<u32>,
     pub mlock: Option<bool>,
     pub no_mmap: Option<bool>,
+    pub context_shift: Option<bool>,
 }
 
 macro_rules! knob_keys {
@@ -160,6 +163,7 @@ macro_rules! knob_keys {
                     ubatch_size: self.ubatch_size,
                     mlock: self.mlock,
                     no_mmap: self.no_mmap,
+                    context_shift: self.context_shift,
                 }
             }
         }

@@ -248,6 +248,7 @@ fn flags_knobs(f: &ServerFlags) -> file::KnobKeys {
         ubatch_size: f.ubatch_size,
         mlock: f.mlock,
         no_mmap: f.no_mmap,
+        context_shift: f.context_shift,
     }
 }
 
@@ -271,6 +272,7 @@ fn knobs(first: &file::KnobKeys, then: &file::KnobKeys, base: EngineKnobs, at: &
         ubatch_size: first.ubatch_size.or(then.ubatch_size).or(base.ubatch_size),
         mlock: first.mlock.or(then.mlock).unwrap_or(base.mlock),
         no_mmap: first.no_mmap.or(then.no_mmap).unwrap_or(base.no_mmap),
+        context_shift: first.context_shift.or(then.context_shift).unwrap_or(base.context_shift),
     };
     let quantized = |t: KvCacheType| !matches!(t, KvCacheType::F16 | KvCacheType::BF16 | KvCacheType::F32);
     if quantized(out.cache_type_v) && out.flash_attn == FlashAttn::Off {

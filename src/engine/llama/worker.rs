@@ -88,7 +88,8 @@ pub(super) fn worker_main(
     let timings = LoadTimings { weights_ms, context_ms: context_started.elapsed().as_millis() as u64 };
     let store = options.kv_store.clone().map(|store| (store, store_key(&identity, &info, &options)));
     let windowed = !options.swa_full && has_sliding_window(&model);
-    let mut worker = Worker::new(&model, &model.guard, ctx, &info, stats, store, windowed);
+    let shift_keep = super::shift::keep(options.knobs.context_shift, &ctx, &info);
+    let mut worker = Worker::new(&model, &model.guard, ctx, &info, stats, store, windowed, shift_keep);
     worker.publish_stats();
     if ready.send(Ok((model.clone(), info, context_bytes, timings))).is_err() {
         return;
@@ -159,6 +160,9 @@ pub(super) struct Slot {
     /// the last prompt was read (its length, the state), so the next request
     /// can cut the generated tokens back off (see `admit`).
     pub(super) checkpoint: Option<(usize, SeqState)>,
+    /// A context shift dropped part of this slot: its tokens no longer match
+    /// their KV entries, so it is cleared before reuse (see `shift`).
+    pub(super) shifted: bool,
 }
 
 pub(super) struct Worker<'m> {
@@ -180,6 +184,8 @@ pub(super) struct Worker<'m> {
     pub(super) windowed: bool,
     /// The host KV cache and this model's key in it.
     pub(super) store: Option<(crate::engine::SharedKvStore, String)>,
+    /// `--context-shift` on a memory that can shift: the tokens kept (BOS).
+    pub(super) shift_keep: Option<usize>,
 }
 
 impl<'m> Worker<'m> {
@@ -191,9 +197,10 @@ impl<'m> Worker<'m> {
         stats: Arc<Stats>,
         store: Option<(crate::engine::SharedKvStore, String)>,
         windowed: bool,
+        shift_keep: Option<usize>,
     ) -> Self {
         let n_batch = ctx.n_batch() as usize;
-        let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0, checkpoint: None }).collect();
+        let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0, checkpoint: None, shifted: false }).collect();
         Self {
             model,
             mappings,
@@ -208,6 +215,7 @@ impl<'m> Worker<'m> {
             uses: 0,
             windowed,
             store,
+            shift_keep,
         }
     }
 
@@ -304,6 +312,7 @@ impl<'m> Worker<'m> {
     /// Moves queued requests into free slots, preferring the slot whose cached
     /// tokens share the longest prefix with the prompt.
     fn admit(&mut self) {
+        self.clear_shifted();
         while !self.queue.is_empty() {
             let Some((req, tx)) = self.queue.pop_front() else { break };
             if req.prompt.is_empty() || req.prompt.len() >= self.n_ctx_slot {
@@ -457,7 +466,7 @@ impl<'m> Worker<'m> {
     pub(super) fn save_slot(&self, i: usize) {
         let Some((store, key)) = &self.store else { return };
         let slot = &self.slots[i];
-        if slot.cached.len() < MIN_SAVED_TOKENS {
+        if slot.cached.len() < MIN_SAVED_TOKENS || slot.shifted {
             return;
         }
         let tokens: Vec<u32> = slot.cached.iter().map(|t| t.0 as u32).collect();
@@ -539,6 +548,7 @@ impl<'m> Worker<'m> {
             self.take_checkpoint(slot);
         }
         let n_ctx_slot = self.n_ctx_slot;
+        let shift_keep = self.shift_keep;
         let vocab = self.model.vocab();
         // Final events go out after the freed slots are published, so a client
         // that sees its answer also sees its slot free in `slot_stats`.
@@ -561,7 +571,8 @@ impl<'m> Worker<'m> {
                 if pushed.stopped {
                     Some(FinishReason::Stop)
                 } else if active.max_tokens.is_some_and(|m| active.generated >= m)
-                    || slot.cached.len() + 1 >= n_ctx_slot
+                    || (slot.cached.len() + 1 >= n_ctx_slot
+                        && !super::shift::make_room(&mut self.ctx, slot.seq, &mut slot.cached, &mut slot.checkpoint, &mut slot.shifted, shift_keep.filter(|_| active.max_tokens.is_some())))
                 {
                     Some(FinishReason::Length)
                 } else {

@@ -66,6 +66,15 @@ impl LlamaContext<'_> {
         Ok(())
     }
 
+    // PATCH(vram-llm): whether positions can be shifted (context shift).
+    /// Whether the context's memory can shift positions ([`Self::kv_cache_seq_add`]
+    /// on a sequence): false for recurrent memory and some position encodings.
+    #[must_use]
+    pub fn kv_cache_can_shift(&self) -> bool {
+        let mem = unsafe { llama_cpp_sys_2::llama_get_memory(self.context.as_ptr()) };
+        unsafe { llama_cpp_sys_2::llama_memory_can_shift(mem) }
+    }
+
     /// Clear the kv cache for the given sequence within the specified range `[p0, p1)`
     /// Returns `false` only when partial sequence removals fail. Full sequence removals always succeed.
     ///
