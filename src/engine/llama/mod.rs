@@ -18,6 +18,7 @@ mod fitter;
 mod load;
 pub mod mapguard;
 mod sampler;
+mod prefix;
 mod shift;
 pub mod weights;
 mod worker;
