@@ -1,6 +1,7 @@
 //! Embeds build information shown by `vram-llm --version` and `GET /props`:
 //! crate version, git commit (when built from a checkout), the llama.cpp
-//! binding versions (from Cargo.lock) and the enabled cargo features.
+//! binding versions (from Cargo.lock) and the enabled cargo features. With
+//! `dynamic-link`, the binary's own folder is on its library search path.
 
 use std::process::Command;
 
@@ -36,6 +37,13 @@ fn main() {
     // Without `cuda`, llama.cpp runs on the CPU only.
     let features = if features.is_empty() { "cpu".to_string() } else { features.join(",") };
     println!("cargo:rustc-env=VRAM_LLM_FEATURES={features}");
+
+    // With llama.cpp as shared libraries, the binary also looks for them in
+    // its own folder, so `vram-llm` + `lib*.so` (+ backend modules) copied
+    // together run without LD_LIBRARY_PATH (which, when set, still wins).
+    if std::env::var_os("CARGO_FEATURE_DYNAMIC_LINK").is_some() {
+        println!("cargo:rustc-link-arg-bins=-Wl,-rpath,$ORIGIN");
+    }
 }
 
 /// The version Cargo.lock pins for `name`: the line after `name = "<name>"`.

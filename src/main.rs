@@ -11,8 +11,12 @@ fn main() -> std::process::ExitCode {
         if flag == "--version" || flag == "-V" {
             // clap's version text is fixed at build time; the backends are what
             // llama.cpp finds now (with `dynamic-link`, the libraries on the path).
-            let backends = vram_llm::engine::llama::backend_devices();
+            let backends = vram_llm::engine::llama::backend_devices().unwrap_or_else(|e| vec![format!("none ({e})")]);
             println!("vram-llm {}\nbackends: {}", vram_llm::build_info::LONG_VERSION, backends.join("; "));
+            let modules = vram_llm::engine::llama::backend_modules();
+            if !modules.is_empty() {
+                println!("backend modules: {}", modules.join("; "));
+            }
             return std::process::ExitCode::SUCCESS;
         }
     }

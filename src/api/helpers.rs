@@ -102,6 +102,7 @@ pub async fn props(State(state): State<AppState>, query: RawQuery) -> Result<Res
         "queued_requests": view.queue_depth,
         "build_info": state.build,
         "backends": &*state.backends,
+        "backend_modules": &*state.backend_modules,
         "gpus": state.scheduler.gpu_status(&snapshot),
         "placement": view.placement,
     });

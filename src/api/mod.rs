@@ -62,6 +62,8 @@ pub struct AppState {
     pub build: BuildInfo,
     /// llama.cpp's devices found at run time (`/props` `backends`).
     pub backends: Arc<[String]>,
+    /// The backend modules loaded (`dynamic-backends`; `/props` `backend_modules`).
+    pub backend_modules: Arc<[String]>,
     /// The host KV cache, for /admin/status.
     pub kv_cache: Option<crate::engine::SharedKvStore>,
     /// Browser origins allowed to call the API (`--cors-origins`).

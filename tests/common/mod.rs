@@ -286,6 +286,7 @@ pub fn state_with(
         body_limit: DEFAULT_BODY_LIMIT,
         build: BUILD,
         backends: vec!["CPU (test)".to_string()].into(),
+        backend_modules: Vec::new().into(),
         kv_cache: None,
         cors_origins: Arc::from(Vec::new()),
         allowed_hosts: None,

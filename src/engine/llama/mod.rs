@@ -11,12 +11,13 @@
 //! aborts the process inside llama.cpp).
 //!
 //! Files: this one (`LlamaEngine`, the `Engine` impl, `LoadOptions`, the
-//! backend), `load.rs`, `fitter.rs`, `worker.rs`, `sampler.rs`. What a step
+//! backend), `modules.rs` (dynamic-backends), `load.rs`, `fitter.rs`, `worker.rs`, `sampler.rs`. What a step
 //! decodes is decided by the pure `engine::step::plan_step`.
 
 mod fitter;
 mod load;
 pub mod mapguard;
+pub mod modules;
 mod sampler;
 mod prefix;
 mod shift;
@@ -80,6 +81,7 @@ pub(super) fn backend() -> Result<&'static LlamaBackend, String> {
     BACKEND
         .get_or_init(|| {
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            modules::load()?;
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
@@ -88,15 +90,20 @@ pub(super) fn backend() -> Result<&'static LlamaBackend, String> {
 
 /// llama.cpp's devices as found at run time (with `dynamic-link`, from
 /// whichever libggml* the loader found): e.g. `CPU (AMD EPYC 7B13, 24000 MiB)`,
-/// `CUDA0 (NVIDIA H200, 143771 MiB)`. For `--version` and `/props`.
-pub fn backend_devices() -> Vec<String> {
-    if backend().is_err() {
-        return Vec::new();
-    }
-    llama_cpp_2::list_llama_ggml_backend_devices()
+/// `CUDA0 (NVIDIA H200, 143771 MiB)`. For `--version` and `/props`; the error
+/// says why llama.cpp could not start (e.g. no backend module found).
+pub fn backend_devices() -> Result<Vec<String>, String> {
+    backend()?;
+    Ok(llama_cpp_2::list_llama_ggml_backend_devices()
         .into_iter()
         .map(|d| format!("{} ({}, {} MiB)", d.name, d.description.trim(), d.memory_total >> 20))
-        .collect()
+        .collect())
+}
+
+/// The backend modules loaded (`dynamic-backends` only; empty otherwise),
+/// e.g. `/opt/vram-llm/libggml-cpu-haswell.so`.
+pub fn backend_modules() -> Vec<String> {
+    modules::loaded()
 }
 
 /// A model loaded by llama.cpp with its worker thread.
