@@ -195,6 +195,11 @@ async fn api_key_guards_everything_but_health() {
         assert_eq!(wrong.status(), 401, "{path}");
         let ok = client.get(format!("{base}{path}")).bearer_auth("s3cret").send().await.unwrap();
         assert_eq!(ok.status(), 200, "{path}");
+        // llama-server's header works too.
+        let ok = client.get(format!("{base}{path}")).header("X-Api-Key", "s3cret").send().await.unwrap();
+        assert_eq!(ok.status(), 200, "{path}");
+        let wrong = client.get(format!("{base}{path}")).header("X-Api-Key", "nope").send().await.unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
     }
     let (status, _) = post(&base, "/tokenize", json!({"content":"a"}).to_string()).await;
     assert_eq!(status, 401);

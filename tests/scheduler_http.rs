@@ -157,6 +157,12 @@ async fn admin_api_needs_its_token_and_loads_and_unloads() {
     assert_eq!(body["state"], "unloaded");
     let missing = post(&base, "/admin/models/load", json!({"model": "zzz"}), Some("tok")).await;
     assert_eq!(missing.status(), 404);
+    // llama-server's router names: the same routes, behind the same token.
+    assert_eq!(post(&base, "/models/load", json!({"model": "a"}), None).await.status(), 401);
+    assert_eq!(post(&base, "/models/load", json!({"model": "a"}), Some("tok")).await.status(), 200);
+    assert_eq!(admin_status(&base).await["models"][0]["state"], "loaded");
+    assert_eq!(post(&base, "/models/unload", json!({"model": "a"}), Some("tok")).await.status(), 200);
+    assert_eq!(admin_status(&base).await["models"][0]["state"], "unloaded");
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! `--api-key`: a bearer token required on every route except /health.
+//! `--api-key`: a bearer token required on every route except /health, given
+//! as `Authorization: Bearer KEY` or (as llama-server takes it) `X-Api-Key: KEY`.
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -10,11 +11,12 @@ use super::AppState;
 
 pub async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(expected) = &state.api_key {
-        let given = req
-            .headers()
+        let headers = req.headers();
+        let given = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
             .unwrap_or("");
         if !constant_time_eq(given.trim().as_bytes(), expected.as_bytes()) {
             return ApiError::Unauthorized.into_response();

@@ -102,6 +102,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/status", get(admin::status))
         .route("/admin/models/load", post(admin::load))
         .route("/admin/models/unload", post(admin::unload))
+        // llama-server's router mode names them so.
+        .route("/models/load", post(admin::load))
+        .route("/models/unload", post(admin::unload))
         .route("/admin/reload", post(admin::reload))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_admin_token));
     let cors = cors::layer(&state.cors_origins);
