@@ -14,6 +14,17 @@ use vram_llm::template::{ChatTemplate, RenderRequest, TemplateError};
 /// (template file, case, reason) for cases known not to match the reference.
 const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[];
 
+/// transformers passes no `date_string`, so a template that cannot ask the
+/// clock (`strftime_now`, as Llama 3.2's does) prints its fallback, "26 Jul
+/// 2024" (Llama 3.1); we pass today's date, as llama-server does
+/// (`template::tests::date_string_is_today_by_the_injected_clock`). For such
+/// templates the comparison gives the fallback explicitly.
+fn transformers_variables() -> serde_json::Map<String, serde_json::Value> {
+    let mut vars = serde_json::Map::new();
+    vars.insert("date_string".into(), "26 Jul 2024".into());
+    vars
+}
+
 /// The reference prompts of `date_dependent` templates were rendered on
 /// 2026-11-21; render with that date so they compare byte for byte.
 fn reference_date() -> SystemTime {
@@ -73,6 +84,7 @@ fn chat_templates_match_transformers() {
             println!("{file}: jinja2 compile error ({reason}); ours: {ours}");
             continue;
         }
+        let transformers_variables = transformers_variables();
         for (case, spec) in cases {
             let Some(want) = entry.get(case) else {
                 continue;
@@ -84,6 +96,7 @@ fn chat_templates_match_transformers() {
                     messages,
                     add_generation_prompt: spec["add_generation_prompt"].as_bool().unwrap_or(false),
                     now: Some(reference_date()),
+                    extra: (!source.contains("strftime_now")).then_some(&transformers_variables),
                     ..Default::default()
                 })
                 .map_err(|e| match e {

@@ -102,6 +102,9 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    /// The template mentions a `developer` role; otherwise such messages are
+    /// rendered as `system`, as OpenAI does for models without one.
+    knows_developer: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -147,6 +150,7 @@ impl ChatTemplate {
             env,
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
+            knows_developer: source.contains("developer"),
         })
     }
 
@@ -155,6 +159,9 @@ impl ChatTemplate {
         let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
         ctx.insert("bos_token".into(), Value::from(self.bos_token.as_str()));
         ctx.insert("eos_token".into(), Value::from(self.eos_token.as_str()));
+        // Llama 3.x's templates print it in their system header (as llama-server
+        // gives it; the template's own fallback is a fixed 2024 date).
+        ctx.insert("date_string".into(), Value::from(strftime("%d %b %Y", req.now.unwrap_or_else(SystemTime::now))));
         if let Some(now) = req.now {
             // Shadows the global of the same name for this render only.
             let f = move |fmt: &str| strftime(fmt, now);
@@ -165,7 +172,23 @@ impl ChatTemplate {
         }
         // transformers always passes these, as None when absent, so
         // `tools is defined` is true even without tools.
-        ctx.insert("messages".into(), Value::from_serialize(req.messages));
+        let is_developer = |m: &serde_json::Value| m.get("role").and_then(|r| r.as_str()) == Some("developer");
+        if !self.knows_developer && req.messages.iter().any(is_developer) {
+            let mapped: Vec<serde_json::Value> = req
+                .messages
+                .iter()
+                .map(|m| {
+                    let mut m = m.clone();
+                    if is_developer(&m) {
+                        m["role"] = "system".into();
+                    }
+                    m
+                })
+                .collect();
+            ctx.insert("messages".into(), Value::from_serialize(&mapped));
+        } else {
+            ctx.insert("messages".into(), Value::from_serialize(req.messages));
+        }
         ctx.insert(
             "add_generation_prompt".into(),
             Value::from(req.add_generation_prompt),

@@ -231,3 +231,17 @@ fn gemma3_template() {
         "Conversation roles must alternate user/assistant/user/assistant/..."
     );
 }
+
+#[test]
+fn developer_messages_are_system_messages_unless_the_template_knows_the_role() {
+    let source = "{% for m in messages %}{{ m.role }}:{{ m.content }};{% endfor %}";
+    let messages = [json!({"role": "developer", "content": "Be brief"}), json!({"role": "user", "content": "Hi"})];
+    assert_eq!(render_with(source, &messages, None).unwrap(), "system:Be brief;user:Hi;");
+    let knows = "{% for m in messages %}{% if m.role == 'developer' %}D{% endif %}{{ m.role }};{% endfor %}";
+    assert_eq!(render_with(knows, &messages, None).unwrap(), "Ddeveloper;user;");
+}
+
+#[test]
+fn date_string_is_today_by_the_injected_clock() {
+    assert_eq!(render_str("{{ date_string }}").unwrap(), "21 Nov 2026");
+}
