@@ -156,6 +156,29 @@ pub struct SamplingParams {
     pub penalty_last_n: i32,
     /// Additive biases on token logits (ids checked against the vocabulary).
     pub logit_bias: Vec<(TokenId, f32)>,
+    /// Locally typical sampling; 1.0 disables it.
+    pub typical_p: f32,
+    /// Fewest candidates top-p, min-p and typical-p may leave.
+    pub min_keep: u32,
+    /// 0 off, 1 Mirostat, 2 Mirostat 2.0 (replaces top-k/p, min-p, typical-p, XTC).
+    pub mirostat: u8,
+    pub mirostat_tau: f32,
+    pub mirostat_eta: f32,
+    /// DRY repetition penalty; 0.0 disables it.
+    pub dry_multiplier: f32,
+    pub dry_base: f32,
+    pub dry_allowed_length: i32,
+    /// Tokens DRY looks back over; -1 = the whole slot context.
+    pub dry_penalty_last_n: i32,
+    pub dry_sequence_breakers: Vec<String>,
+    /// XTC ("exclude top choices"); probability 0.0 disables it.
+    pub xtc_probability: f32,
+    pub xtc_threshold: f32,
+    /// End-of-generation tokens are never sampled (llama-server's `ignore_eos`).
+    pub ignore_eos: bool,
+    /// A GBNF grammar (root rule `root`) every generated token must follow:
+    /// from `response_format`, `json_schema` or `grammar`.
+    pub grammar: Option<String>,
 }
 
 impl Default for SamplingParams {
@@ -171,6 +194,20 @@ impl Default for SamplingParams {
             repeat_penalty: 1.0,
             penalty_last_n: 64,
             logit_bias: Vec::new(),
+            typical_p: 1.0,
+            min_keep: 0,
+            mirostat: 0,
+            mirostat_tau: 5.0,
+            mirostat_eta: 0.1,
+            dry_multiplier: 0.0,
+            dry_base: 1.75,
+            dry_allowed_length: 2,
+            dry_penalty_last_n: -1,
+            dry_sequence_breakers: ["\n", ":", "\"", "*"].map(String::from).to_vec(),
+            xtc_probability: 0.0,
+            xtc_threshold: 0.1,
+            ignore_eos: false,
+            grammar: None,
         }
     }
 }
@@ -211,6 +248,17 @@ pub enum SamplingField {
     RepeatPenalty,
     RepeatLastN,
     MaxTokens,
+    TypicalP,
+    MinKeep,
+    Mirostat,
+    MirostatTau,
+    MirostatEta,
+    DryMultiplier,
+    DryBase,
+    DryAllowedLength,
+    DryPenaltyLastN,
+    XtcProbability,
+    XtcThreshold,
 }
 
 impl SamplingField {
@@ -225,6 +273,17 @@ impl SamplingField {
             Self::RepeatPenalty => "repeat_penalty",
             Self::RepeatLastN => "repeat_last_n",
             Self::MaxTokens => "max_tokens",
+            Self::TypicalP => "typical_p",
+            Self::MinKeep => "min_keep",
+            Self::Mirostat => "mirostat",
+            Self::MirostatTau => "mirostat_tau",
+            Self::MirostatEta => "mirostat_eta",
+            Self::DryMultiplier => "dry_multiplier",
+            Self::DryBase => "dry_base",
+            Self::DryAllowedLength => "dry_allowed_length",
+            Self::DryPenaltyLastN => "dry_penalty_last_n",
+            Self::XtcProbability => "xtc_probability",
+            Self::XtcThreshold => "xtc_threshold",
         }
     }
 
@@ -240,6 +299,16 @@ impl SamplingField {
             Self::RepeatPenalty => (v > 0.0 && v.is_finite(), "must be > 0; 1 disables it"),
             Self::RepeatLastN => ((0.0..=1_000_000.0).contains(&v), "must be between 0 and 1000000"),
             Self::MaxTokens => ((1.0..=u32::MAX as f64).contains(&v), "must be at least 1"),
+            Self::TypicalP => (v > 0.0 && v <= 1.0, "must be in (0, 1]; 1 disables it"),
+            Self::MinKeep => ((0.0..=1_000_000.0).contains(&v) && v.fract() == 0.0, "must be a whole number between 0 and 1000000"),
+            Self::Mirostat => ([0.0, 1.0, 2.0].contains(&v), "must be 0 (off), 1 or 2"),
+            Self::MirostatTau | Self::MirostatEta => ((0.0..=1000.0).contains(&v), "must be between 0 and 1000"),
+            Self::DryMultiplier => ((0.0..=100.0).contains(&v), "must be between 0 and 100; 0 disables it"),
+            Self::DryBase => ((1.0..=100.0).contains(&v), "must be between 1 and 100"),
+            Self::DryAllowedLength => ((0.0..=1_000_000.0).contains(&v) && v.fract() == 0.0, "must be a whole number >= 0"),
+            Self::DryPenaltyLastN => ((-1.0..=1_000_000.0).contains(&v) && v.fract() == 0.0, "must be a whole number >= -1; -1 = the whole context"),
+            Self::XtcProbability => ((0.0..=1.0).contains(&v), "must be in [0, 1]; 0 disables it"),
+            Self::XtcThreshold => ((0.0..=1.0).contains(&v), "must be in [0, 1]"),
         };
         // NaN fails every range above (comparisons with NaN are false).
         if ok {
@@ -269,5 +338,8 @@ mod tests {
         assert!(RepeatPenalty.check(f64::INFINITY).is_err() && RepeatPenalty.check(0.0).is_err());
         assert!(RepeatLastN.check(1_000_001.0).is_err() && RepeatLastN.check(0.0).is_ok());
         assert!(MaxTokens.check(0.0).is_err() && MaxTokens.check(1.0).is_ok());
+        assert!(Mirostat.check(1.5).is_err() && Mirostat.check(2.0).is_ok());
+        assert!(DryPenaltyLastN.check(-1.0).is_ok() && DryPenaltyLastN.check(-2.0).is_err());
+        assert!(TypicalP.check(0.0).is_err() && XtcProbability.check(1.1).is_err());
     }
 }

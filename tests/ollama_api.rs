@@ -68,9 +68,11 @@ async fn generate_raw_continues_the_prompt_and_options_map_onto_ours() {
 async fn errors_are_ollama_s_error_strings_naming_the_field() {
     let base = fake_server("ok", None, None).await;
     let cases = [
-        (json!({"model": "fake", "prompt": "x", "options": {"mirostat": 2}}), 400, "options.mirostat"),
+        (json!({"model": "fake", "prompt": "x", "options": {"tfs_z": 0.9}}), 400, "options.tfs_z"),
+        (json!({"model": "fake", "prompt": "x", "options": {"mirostat": 3}}), 400, "options.mirostat"),
         (json!({"model": "fake", "prompt": "x", "options": {"temperature": -1}}), 400, "options.temperature"),
-        (json!({"model": "fake", "prompt": "x", "format": "json"}), 400, "format"),
+        (json!({"model": "fake", "prompt": "x", "format": 5}), 400, "format"),
+        (json!({"model": "fake", "prompt": "x", "format": {"type": "object", "properties": {"a": {"type": "nope"}}}}), 400, "format"),
         (json!({"model": "fake", "prompt": "x", "images": ["aGk="]}), 400, "images"),
         (json!({"model": "nope", "prompt": "x"}), 404, "nope"),
     ];

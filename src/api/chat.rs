@@ -68,7 +68,7 @@ pub async fn chat_completions(
 pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog) -> Result<Started, ApiError> {
     let model = permit.model.clone();
     let info = model.engine.info();
-    validate::within_vocab(&valid.sampling, info.n_vocab)?;
+    validate::against_model(&valid.sampling, &*model.engine)?;
     let n_ctx = info.n_ctx_slot as usize;
     if valid.messages.len() >= n_ctx {
         return Err(super::generate::too_long(&format!("at least {}", valid.messages.len()), n_ctx, "messages"));
@@ -76,7 +76,7 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
     let (messages, tools, kwargs) = (valid.messages.clone(), valid.tools.clone(), valid.template_kwargs.clone());
     let renderer = model.clone();
     let prompt = super::cpu::run(move || renderer.render_chat(&messages, true, tools.as_ref(), kwargs.as_ref())).await??;
-    start(&model, prompt, &valid.sampling, "messages", log).await
+    start(&model, super::validate::Prompt::Text(prompt), &valid.sampling, "messages", log).await
 }
 
 /// `--notify-swaps`: the stream starts at once; while the model loads, the

@@ -26,8 +26,17 @@ pub async fn completions(
     let model_id = view.spec.id.clone();
     let permit = state.scheduler.acquire(view.index).await?;
     let model = permit.model.clone();
-    validate::within_vocab(&valid.sampling, model.engine.info().n_vocab)?;
-    let started = start(&model, valid.prompt.clone(), &valid.sampling, "prompt", log).await?;
+    validate::against_model(&valid.sampling, &*model.engine)?;
+    // `echo`: the answer starts with the prompt as text.
+    let echo = match (&valid.prompt, valid.echo) {
+        (_, false) => None,
+        (validate::Prompt::Text(text), true) => Some(text.clone()),
+        (validate::Prompt::Tokens(ids), true) => {
+            let (detokenizer, ids) = (model.clone(), ids.clone());
+            Some(super::cpu::run(move || detokenizer.engine.detokenize(&ids)).await?)
+        }
+    };
+    let started = start(&model, valid.prompt, &valid.sampling, "prompt", log).await?;
     let id = response_id("cmpl");
     let created = unix_now();
     let fingerprint = state.build.fingerprint();
@@ -44,7 +53,8 @@ pub async fn completions(
     if !valid.sampling.stream {
         let out = collect(started).await?;
         drop(permit);
-        return Ok(Json(completion(out.text, Some(out.finish_reason.as_str()), Some(out.usage.into()))).into_response());
+        let text = echo.unwrap_or_default() + &out.text;
+        return Ok(Json(completion(text, Some(out.finish_reason.as_str()), Some(out.usage.into()))).into_response());
     }
 
     let include_usage = valid.sampling.include_usage;
@@ -52,7 +62,7 @@ pub async fn completions(
     Ok(stream_sse(
         started,
         permit,
-        Vec::new(),
+        echo.into_iter().map(|prompt| sse::data(&completion(prompt, None, None))).collect(),
         move |text| sse::data(&text_chunk(text, None, None)),
         move |finish_reason, usage| {
             let mut frames = vec![sse::data(&completion(String::new(), Some(finish_reason.as_str()), None))];

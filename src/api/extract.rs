@@ -37,6 +37,9 @@ pub fn parse_json<T: WireRequest>(bytes: &[u8]) -> Result<T, ApiError> {
     if !raw.is_object() {
         return Err(ApiError::InvalidRequest { message: "request body must be a JSON object".into(), param: None });
     }
+    if let (Some(endpoint), Some(body)) = (T::FIELDS, raw.as_object()) {
+        super::fields::check(endpoint, body)?;
+    }
     let mut request: T = from_value(&raw)?;
     if let Some(sampling) = request.sampling_mut() {
         *sampling = from_value(&raw)?;

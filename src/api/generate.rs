@@ -11,7 +11,7 @@ use crate::engine::{EventReceiver, FinishReason, GenerationEvent, GenerationRequ
 
 use super::error::{generation_error, ApiError};
 use super::reqlog::RequestLog;
-use super::validate::ValidSampling;
+use super::validate::{Prompt, ValidSampling};
 
 /// A started generation, and the request's log line its events complete.
 pub struct Started {
@@ -38,7 +38,7 @@ pub fn too_long(tokens: &str, n_ctx: usize, prompt_param: &str) -> ApiError {
 /// context and queues it.
 pub async fn start(
     model: &Arc<LoadedModel>,
-    prompt: String,
+    prompt: Prompt,
     sampling: &ValidSampling,
     prompt_param: &str,
     log: RequestLog,
@@ -46,12 +46,21 @@ pub async fn start(
     let engine = &model.engine;
     let info = engine.info();
     let n_ctx = info.n_ctx_slot as usize;
-    if prompt.len() > n_ctx.saturating_mul(MAX_TOKEN_BYTES) {
-        return Err(too_long(&format!("more than {n_ctx}"), n_ctx, prompt_param));
-    }
-    let add_bos = info.add_bos && (info.bos_token.is_empty() || !prompt.starts_with(&info.bos_token));
-    let tokenizer = model.clone();
-    let tokens = super::cpu::run(move || tokenizer.engine.tokenize(&prompt, add_bos)).await?;
+    let tokens = match prompt {
+        Prompt::Text(prompt) => {
+            if prompt.len() > n_ctx.saturating_mul(MAX_TOKEN_BYTES) {
+                return Err(too_long(&format!("more than {n_ctx}"), n_ctx, prompt_param));
+            }
+            let add_bos = info.add_bos && (info.bos_token.is_empty() || !prompt.starts_with(&info.bos_token));
+            let tokenizer = model.clone();
+            super::cpu::run(move || tokenizer.engine.tokenize(&prompt, add_bos)).await?
+        }
+        // Checked against the GGUF header's vocabulary already; this is the loaded model's.
+        Prompt::Tokens(ids) => {
+            let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
+            super::validate::token_ids(prompt_param, &ids, info.n_vocab)?
+        }
+    };
     if tokens.is_empty() {
         return Err(super::error::invalid(prompt_param, "the prompt is empty"));
     }

@@ -69,6 +69,7 @@ pub async fn apply_template(
         messages: req.messages,
         max_completion_tokens: None,
         tools: req.tools,
+        tool_choice: None,
         response_format: None,
         chat_template_kwargs: req.chat_template_kwargs,
         sampling: Default::default(),

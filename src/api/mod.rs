@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod completions;
 pub mod error;
 pub mod extract;
+pub mod fields;
 pub mod generate;
 pub mod guard;
 pub mod helpers;

@@ -6,11 +6,12 @@
 //! Options: the sampling ones map onto ours (`num_predict` is `max_tokens`;
 //! a negative one means "until the context is full"); the ones that only
 //! size resources (`num_ctx`, `num_gpu`, `num_thread`, ...) are set per model
-//! on the server and ignored here; any other (`mirostat`, `tfs_z`, ...) would
-//! change the output and is refused with 400 naming it, as are `format`
-//! (structured output), `think`, images, `suffix`, `context` and a
+//! on the server and ignored here; any other (`tfs_z`, `penalize_newline`, ...)
+//! would change the output and is refused with 400 naming it, as are
+//! `think`, images, `suffix`, `context` and a
 //! per-request `template`. An empty `/api/generate` prompt loads the model
-//! (`keep_alive: 0` unloads it), as Ollama does.
+//! (`keep_alive: 0` unloads it), as Ollama does. `format` (`"json"` or a JSON
+//! schema) is enforced while sampling, as on the OpenAI routes.
 
 use std::time::{Instant, SystemTime};
 
@@ -45,6 +46,10 @@ const SAMPLING_OPTIONS: &[(&str, &str)] = &[
     ("repeat_penalty", "repeat_penalty"),
     ("repeat_last_n", "repeat_last_n"),
     ("num_predict", "max_tokens"),
+    ("typical_p", "typical_p"),
+    ("mirostat", "mirostat"),
+    ("mirostat_tau", "mirostat_tau"),
+    ("mirostat_eta", "mirostat_eta"),
 ];
 
 /// Options that size resources; the server sets those per model.
@@ -72,6 +77,9 @@ impl From<ApiError> for OllamaError {
 
 /// Our field name back to Ollama's (`max_tokens` is `options.num_predict`).
 fn ollama_param(param: &str) -> String {
+    if param == "json_schema" {
+        return "format".to_string();
+    }
     match SAMPLING_OPTIONS.iter().find(|(_, ours)| *ours == param) {
         Some((theirs, _)) => format!("options.{theirs}"),
         None => param.to_string(),
@@ -126,15 +134,21 @@ fn resolve<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a ModelView, ApiE
     Ok(snapshot.resolve(Some(bare))?)
 }
 
-/// Fields that would change the output and that we cannot honour.
-fn refuse_unsupported(format: &Option<Value>, think: &Option<Value>) -> Result<(), ApiError> {
-    if format.as_ref().is_some_and(|f| !f.is_null() && f != "") {
-        return Err(invalid("format", "structured output (`format`) is not supported yet"));
-    }
+/// Ollama's `format` as the JSON schema the output is held to (`"json"`:
+/// any JSON object), for llama-server's `json_schema` field; `think`, which
+/// we cannot honour, is refused.
+fn output_schema(format: &Option<Value>, think: &Option<Value>) -> Result<Option<Value>, ApiError> {
+    let schema = match format {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) if s == "json" => Some(json!({"type": "object"})),
+        Some(schema @ Value::Object(_)) => Some(schema.clone()),
+        Some(_) => return Err(invalid("format", "`format` must be \"json\" or a JSON schema object")),
+    };
     if think.as_ref().is_some_and(|t| t.as_bool() != Some(false) && !t.is_null()) {
         return Err(invalid("think", "`think` is not supported yet"));
     }
-    Ok(())
+    Ok(schema)
 }
 
 /// An OpenAI request body from Ollama's model, stream flag and options.
@@ -267,7 +281,7 @@ pub async fn chat(State(state): State<AppState>, Extension(log): Extension<Reque
 async fn chat_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Response, OllamaError> {
     let began = Instant::now();
     let req: ChatBody = parse_json(&body)?;
-    refuse_unsupported(&req.format, &req.think)?;
+    let schema = output_schema(&req.format, &req.think)?;
     for (i, m) in req.messages.iter().enumerate() {
         if m.get("images").is_some_and(|v| !v.is_null()) {
             return Err(invalid(format!("messages[{i}].images"), "images are not supported: this server serves text models").into());
@@ -278,6 +292,9 @@ async fn chat_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Res
     extra.insert("messages".into(), Value::Array(req.messages.into_iter().map(Value::Object).collect()));
     if let Some(tools) = req.tools.filter(|t| !t.is_null()) {
         extra.insert("tools".into(), tools);
+    }
+    if let Some(schema) = schema {
+        extra.insert("json_schema".into(), schema);
     }
     let snapshot = state.scheduler.snapshot();
     let view = resolve(&snapshot, &req.model)?;
@@ -294,7 +311,7 @@ pub async fn generate(State(state): State<AppState>, Extension(log): Extension<R
 async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Response, OllamaError> {
     let began = Instant::now();
     let req: GenerateBody = parse_json(&body)?;
-    refuse_unsupported(&req.format, &req.think)?;
+    let schema = output_schema(&req.format, &req.think)?;
     let unsupported = [
         ("images", req.images.as_ref().is_some_and(|i| !i.is_empty()), "images are not supported: this server serves text models"),
         ("suffix", req.suffix.as_ref().is_some_and(|s| !s.is_empty()), "`suffix` (fill-in-the-middle) is not supported yet"),
@@ -325,11 +342,14 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
     let (permit, started) = if req.raw.unwrap_or(false) {
         let mut extra = Map::new();
         extra.insert("prompt".into(), json!(prompt));
+        if let Some(schema) = schema {
+            extra.insert("json_schema".into(), schema);
+        }
         let openai: CompletionRequest = parse_json(&openai_body(&req.model, stream, req.options.as_ref(), extra)?)?;
         let valid = validate::completion(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
         let permit = state.scheduler.acquire(index).await.map_err(ApiError::from)?;
-        validate::within_vocab(&valid.sampling, permit.model.engine.info().n_vocab)?;
-        let started = start(&permit.model, valid.prompt.clone(), &valid.sampling, "prompt", log).await?;
+        validate::against_model(&valid.sampling, &*permit.model.engine)?;
+        let started = start(&permit.model, valid.prompt, &valid.sampling, "prompt", log).await?;
         (permit, started)
     } else {
         // Not raw: the prompt goes through the model's chat template as a
@@ -341,6 +361,9 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
         messages.push(json!({"role": "user", "content": prompt}));
         let mut extra = Map::new();
         extra.insert("messages".into(), Value::Array(messages));
+        if let Some(schema) = schema {
+            extra.insert("json_schema".into(), schema);
+        }
         start_chat(&state, view, &req.model, stream, req.options.as_ref(), extra, log).await?
     };
     answer(Kind::Generate, started, permit, id, stream, began).await

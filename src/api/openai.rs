@@ -24,18 +24,25 @@ pub struct StreamOptions {
 /// the same JSON object here: serde's `flatten` would lose the field path
 /// in error messages.
 pub trait WireRequest: serde::de::DeserializeOwned {
+    /// Requests whose fields are checked against the table in `fields`.
+    const FIELDS: Option<super::fields::Endpoint> = None;
+
     fn sampling_mut(&mut self) -> Option<&mut SamplingFields> {
         None
     }
 }
 
 impl WireRequest for ChatCompletionRequest {
+    const FIELDS: Option<super::fields::Endpoint> = Some(super::fields::Endpoint::Chat);
+
     fn sampling_mut(&mut self) -> Option<&mut SamplingFields> {
         Some(&mut self.sampling)
     }
 }
 
 impl WireRequest for CompletionRequest {
+    const FIELDS: Option<super::fields::Endpoint> = Some(super::fields::Endpoint::Completion);
+
     fn sampling_mut(&mut self) -> Option<&mut SamplingFields> {
         Some(&mut self.sampling)
     }
@@ -66,7 +73,23 @@ pub struct SamplingFields {
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
-    pub logprobs: Option<Value>,
+    // llama-server's samplers (see `types::SamplingParams`).
+    pub typical_p: Option<f64>,
+    pub min_keep: Option<f64>,
+    pub mirostat: Option<f64>,
+    pub mirostat_tau: Option<f64>,
+    pub mirostat_eta: Option<f64>,
+    pub dry_multiplier: Option<f64>,
+    pub dry_base: Option<f64>,
+    pub dry_allowed_length: Option<f64>,
+    pub dry_penalty_last_n: Option<f64>,
+    pub dry_sequence_breakers: Option<Vec<String>>,
+    pub xtc_probability: Option<f64>,
+    pub xtc_threshold: Option<f64>,
+    pub ignore_eos: Option<bool>,
+    /// llama-server's constraints: a GBNF grammar, or a JSON schema.
+    pub grammar: Option<String>,
+    pub json_schema: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,6 +98,7 @@ pub struct ChatCompletionRequest {
     pub messages: Vec<Map<String, Value>>,
     pub max_completion_tokens: Option<i64>,
     pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
     pub response_format: Option<Value>,
     /// Extra variables for the chat template (as in llama-server and vLLM).
     pub chat_template_kwargs: Option<Map<String, Value>>,
@@ -83,11 +107,14 @@ pub struct ChatCompletionRequest {
     pub sampling: SamplingFields,
 }
 
+/// `prompt`: a string, a list of strings, or token ids.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum PromptField {
     One(String),
+    Tokens(Vec<i64>),
     Many(Vec<String>),
+    ManyTokens(Vec<Vec<i64>>),
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -21,6 +21,8 @@ pub struct ValidSampling {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// The field `params.grammar` came from, for errors.
+    pub grammar_field: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,10 +35,20 @@ pub struct ValidChat {
     pub sampling: ValidSampling,
 }
 
+/// A prompt as the client gave it: text to tokenize, or token ids (checked
+/// against the GGUF header's vocabulary here, the loaded model's in `start`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Text(String),
+    Tokens(Vec<TokenId>),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidCompletion {
     pub model: Option<String>,
-    pub prompt: String,
+    pub prompt: Prompt,
+    /// `echo`: the answer starts with the prompt.
+    pub echo: bool,
     pub sampling: ValidSampling,
 }
 
@@ -50,46 +62,54 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
         .enumerate()
         .map(|(i, m)| message(i, m))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(format) = &req.response_format {
-        let kind = format.get("type").and_then(Value::as_str).unwrap_or("");
-        if kind != "text" {
-            return Err(invalid(
-                "response_format",
-                format!("response_format type `{kind}` is not supported yet; only `text` is"),
-            ));
-        }
-    }
+    let format_grammar = match &req.response_format {
+        Some(format) => response_format(format)?,
+        None => None,
+    };
     let mut sampling = sampling(req.sampling, n_vocab, defaults)?;
+    if let Some(grammar) = format_grammar {
+        if sampling.params.grammar.is_some() {
+            return Err(invalid("response_format", "give one of `response_format`, `grammar` and `json_schema`, not several"));
+        }
+        sampling.params.grammar = Some(grammar);
+        sampling.grammar_field = "response_format";
+    }
+    // `tool_choice: "none"`: the model is not told about the tools at all.
+    let tools = match req.tool_choice.as_ref().and_then(Value::as_str) {
+        Some("none") => None,
+        _ => req.tools.filter(|t| !t.is_null()),
+    };
     if let Some(m) = req.max_completion_tokens {
         sampling.max_tokens = Some(positive_u32("max_completion_tokens", m)?);
     }
     Ok(ValidChat {
         model: req.model,
         messages,
-        tools: req.tools.filter(|t| !t.is_null()),
+        tools,
         template_kwargs: req.chat_template_kwargs,
         sampling,
     })
 }
 
 pub fn completion(req: CompletionRequest, n_vocab: u32, defaults: &Defaults) -> Result<ValidCompletion, ApiError> {
+    let one = |n: usize| invalid("prompt", format!("`prompt` as a list must hold exactly one prompt (got {n}); send one request per prompt"));
     let prompt = match req.prompt {
-        PromptField::One(p) => p,
-        PromptField::Many(mut list) if list.len() == 1 => list.remove(0),
-        PromptField::Many(list) => {
-            return Err(invalid(
-                "prompt",
-                format!("`prompt` as a list must hold exactly one string (got {})", list.len()),
-            ))
+        PromptField::One(p) => Prompt::Text(p),
+        PromptField::Many(mut list) if list.len() == 1 => Prompt::Text(list.remove(0)),
+        PromptField::Many(list) => return Err(one(list.len())),
+        PromptField::Tokens(ids) if ids.is_empty() => return Err(invalid("prompt", "the prompt is empty")),
+        PromptField::Tokens(ids) => Prompt::Tokens(token_ids("prompt", &ids, n_vocab)?),
+        PromptField::ManyTokens(mut lists) if lists.len() == 1 && !lists[0].is_empty() => {
+            Prompt::Tokens(token_ids("prompt[0]", &lists.remove(0), n_vocab)?)
         }
+        PromptField::ManyTokens(lists) => return Err(one(lists.len())),
     };
-    if req.echo == Some(true) {
-        return Err(invalid("echo", "`echo` is not supported"));
-    }
-    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(invalid("suffix", "`suffix` is not supported"));
-    }
-    Ok(ValidCompletion { model: req.model, prompt, sampling: sampling(req.sampling, n_vocab, defaults)? })
+    Ok(ValidCompletion {
+        model: req.model,
+        prompt,
+        echo: req.echo.unwrap_or(false),
+        sampling: sampling(req.sampling, n_vocab, defaults)?,
+    })
 }
 
 /// Validates one chat message and normalizes its content to a string.
@@ -144,14 +164,7 @@ fn message(index: usize, mut m: Map<String, Value>) -> Result<Value, ApiError> {
 
 fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Result<ValidSampling, ApiError> {
     let defaults = &model_defaults.sampling;
-    if let Some(n) = f.n {
-        if n != 1 {
-            return Err(invalid("n", format!("`n` must be 1 (got {n}); one choice per request is supported")));
-        }
-    }
-    if f.logprobs.as_ref().is_some_and(|v| v.as_bool() == Some(true) || v.is_number()) {
-        return Err(invalid("logprobs", "`logprobs` is not supported yet"));
-    }
+    let has_schema = f.json_schema.as_ref().is_some_and(|v| !v.is_null());
     let temperature = ranged(SamplingField::Temperature, f.temperature)?.map_or(defaults.temperature, |v| v as f32);
     let top_p = ranged(SamplingField::TopP, f.top_p)?.map_or(defaults.top_p, |v| v as f32);
     let top_k = ranged(SamplingField::TopK, f.top_k.map(|k| k as f64))?.map_or(defaults.top_k, |v| v as i32);
@@ -198,12 +211,84 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
             repeat_penalty,
             penalty_last_n,
             logit_bias,
+            typical_p: ranged(SamplingField::TypicalP, f.typical_p)?.map_or(defaults.typical_p, |v| v as f32),
+            min_keep: ranged(SamplingField::MinKeep, f.min_keep)?.map_or(defaults.min_keep, |v| v as u32),
+            mirostat: ranged(SamplingField::Mirostat, f.mirostat)?.map_or(defaults.mirostat, |v| v as u8),
+            mirostat_tau: ranged(SamplingField::MirostatTau, f.mirostat_tau)?.map_or(defaults.mirostat_tau, |v| v as f32),
+            mirostat_eta: ranged(SamplingField::MirostatEta, f.mirostat_eta)?.map_or(defaults.mirostat_eta, |v| v as f32),
+            dry_multiplier: ranged(SamplingField::DryMultiplier, f.dry_multiplier)?.map_or(defaults.dry_multiplier, |v| v as f32),
+            dry_base: ranged(SamplingField::DryBase, f.dry_base)?.map_or(defaults.dry_base, |v| v as f32),
+            dry_allowed_length: ranged(SamplingField::DryAllowedLength, f.dry_allowed_length)?
+                .map_or(defaults.dry_allowed_length, |v| v as i32),
+            dry_penalty_last_n: ranged(SamplingField::DryPenaltyLastN, f.dry_penalty_last_n)?
+                .map_or(defaults.dry_penalty_last_n, |v| v as i32),
+            dry_sequence_breakers: sequence_breakers(f.dry_sequence_breakers)?.unwrap_or_else(|| defaults.dry_sequence_breakers.clone()),
+            xtc_probability: ranged(SamplingField::XtcProbability, f.xtc_probability)?.map_or(defaults.xtc_probability, |v| v as f32),
+            xtc_threshold: ranged(SamplingField::XtcThreshold, f.xtc_threshold)?.map_or(defaults.xtc_threshold, |v| v as f32),
+            ignore_eos: f.ignore_eos.unwrap_or(defaults.ignore_eos),
+            grammar: constraint(f.grammar, f.json_schema)?,
         },
         max_tokens,
         stop,
         stream: f.stream,
         include_usage,
+        grammar_field: if has_schema { "json_schema" } else { "grammar" },
     })
+}
+
+/// llama-server's constraint fields: `grammar` (GBNF, root rule `root`) or
+/// `json_schema` (turned into GBNF here, so a bad schema is a 400 before any
+/// model loads). A GBNF grammar is parsed against the vocabulary once the
+/// model is loaded (`Engine::check_grammar`).
+fn constraint(grammar: Option<String>, schema: Option<Value>) -> Result<Option<String>, ApiError> {
+    match (grammar, schema) {
+        (Some(_), Some(_)) => Err(invalid("json_schema", "give `grammar` or `json_schema`, not both")),
+        (Some(g), None) if g.trim().is_empty() => Ok(None),
+        (Some(g), None) => Ok(Some(g)),
+        (None, Some(schema)) => schema_grammar("json_schema", &schema).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// OpenAI's `response_format`: `text`, `json_object` (any JSON object) or
+/// `json_schema` (`{"json_schema": {"name", "schema", "strict"}}`), all
+/// enforced while sampling.
+fn response_format(format: &Value) -> Result<Option<String>, ApiError> {
+    let kind = format.get("type").and_then(Value::as_str);
+    match kind {
+        Some("text") => Ok(None),
+        Some("json_object") => schema_grammar("response_format", &serde_json::json!({"type": "object"})).map(Some),
+        Some("json_schema") => {
+            let schema = format
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .ok_or_else(|| invalid("response_format.json_schema.schema", "`response_format.json_schema.schema` is required"))?;
+            schema_grammar("response_format.json_schema.schema", schema).map(Some)
+        }
+        Some(other) => Err(invalid(
+            "response_format.type",
+            format!("response_format type `{other}` is not one of `text`, `json_object`, `json_schema`"),
+        )),
+        None => Err(invalid("response_format.type", "`response_format.type` is required")),
+    }
+}
+
+fn schema_grammar(field: &str, schema: &Value) -> Result<String, ApiError> {
+    if !schema.is_object() && !schema.is_boolean() {
+        return Err(invalid(field, format!("`{field}` must be a JSON schema object")));
+    }
+    crate::engine::json_schema_grammar(schema)
+        .map_err(|e| invalid(field, format!("`{field}` cannot be turned into a grammar: {e}")))
+}
+
+fn sequence_breakers(list: Option<Vec<String>>) -> Result<Option<Vec<String>>, ApiError> {
+    match list {
+        Some(l) if l.iter().any(|s| s.is_empty() || s.contains('\0')) => Err(invalid(
+            "dry_sequence_breakers",
+            "`dry_sequence_breakers` must hold non-empty strings without NUL",
+        )),
+        other => Ok(other),
+    }
 }
 
 /// A value checked against the sampling range table, or `None` if absent.
@@ -244,10 +329,15 @@ fn logit_bias(map: std::collections::BTreeMap<String, f64>, n_vocab: u32) -> Res
 
 /// The guard once the model is loaded: `logit_bias` ids against the real
 /// vocabulary (validation ran against the GGUF header's, which a model with an
-/// unreadable header does not have; an out-of-range id would crash llama.cpp).
-pub fn within_vocab(sampling: &ValidSampling, n_vocab: u32) -> Result<(), ApiError> {
-    match sampling.params.logit_bias.iter().find(|(t, _)| *t >= n_vocab) {
-        Some((t, _)) => Err(invalid("logit_bias", format!("`logit_bias` key `{t}` is not a token id below {n_vocab}"))),
+/// unreadable header does not have; an out-of-range id would crash llama.cpp),
+/// and a grammar against the model's tokens (the field it came from is named).
+pub fn against_model(sampling: &ValidSampling, engine: &dyn crate::engine::Engine) -> Result<(), ApiError> {
+    let n_vocab = engine.info().n_vocab;
+    if let Some((t, _)) = sampling.params.logit_bias.iter().find(|(t, _)| *t >= n_vocab) {
+        return Err(invalid("logit_bias", format!("`logit_bias` key `{t}` is not a token id below {n_vocab}")));
+    }
+    match &sampling.params.grammar {
+        Some(g) => engine.check_grammar(g).map_err(|e| invalid(sampling.grammar_field, format!("`{}`: {e}", sampling.grammar_field))),
         None => Ok(()),
     }
 }
@@ -275,7 +365,8 @@ mod tests {
     use serde_json::json;
 
     fn chat_req(v: Value) -> Result<ValidChat, ApiError> {
-        let req: ChatCompletionRequest = parse_json(v.to_string().as_bytes()).expect("wire shape");
+        // The fields table runs in `parse_json`, validation after it.
+        let req: ChatCompletionRequest = parse_json(v.to_string().as_bytes())?;
         chat(req, 1000, &Defaults::default())
     }
 
@@ -337,7 +428,14 @@ mod tests {
             (json!({"logit_bias": {"5": 101}}), "logit_bias"),
             (json!({"stop": ["a","b","c","d","e"]}), "stop"),
             (json!({"logprobs": true}), "logprobs"),
-            (json!({"response_format": {"type": "json_object"}}), "response_format"),
+            (json!({"response_format": {"type": "xml"}}), "response_format.type"),
+            (json!({"response_format": {"type": "json_schema"}}), "response_format.json_schema.schema"),
+            (json!({"json_schema": 5}), "json_schema"),
+            (json!({"grammar": "x", "json_schema": {}}), "json_schema"),
+            (json!({"mirostat": 3}), "mirostat"),
+            (json!({"typical_p": 0}), "typical_p"),
+            (json!({"dry_penalty_last_n": -2}), "dry_penalty_last_n"),
+            (json!({"dry_sequence_breakers": [""]}), "dry_sequence_breakers"),
         ];
         for (extra, field) in cases {
             let mut body = json!({"messages":[{"role":"user","content":"Hi"}]});
@@ -367,6 +465,33 @@ mod tests {
     }
 
     #[test]
+    fn constraints_become_one_grammar() {
+        let object = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"response_format":{"type":"json_object"}})).unwrap();
+        assert!(object.sampling.params.grammar.as_deref().is_some_and(|g| g.contains("root ::=")));
+        assert_eq!(object.sampling.grammar_field, "response_format");
+        let schema = json!({"type":"object","properties":{"a":{"enum":["x","y"]}},"required":["a"]});
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],
+            "response_format":{"type":"json_schema","json_schema":{"name":"n","schema":schema}}})).unwrap();
+        assert!(v.sampling.params.grammar.as_deref().is_some_and(|g| g.contains("\\\"x\\\"")), "{:?}", v.sampling.params.grammar);
+        let gbnf = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"grammar":"root ::= \"a\""})).unwrap();
+        assert_eq!(gbnf.sampling.params.grammar.as_deref(), Some("root ::= \"a\""));
+        assert_eq!(gbnf.sampling.grammar_field, "grammar");
+        let both = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"grammar":"root ::= \"a\"","response_format":{"type":"json_object"}}));
+        assert_eq!(param_of(both.unwrap_err()), "response_format");
+        let text = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"response_format":{"type":"text"}})).unwrap();
+        assert_eq!(text.sampling.params.grammar, None);
+    }
+
+    #[test]
+    fn tool_choice_none_leaves_the_tools_out() {
+        let tools = json!([{"type":"function","function":{"name":"f"}}]);
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"tools":tools,"tool_choice":"none"})).unwrap();
+        assert_eq!(v.tools, None);
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"tools":tools,"tool_choice":"auto"})).unwrap();
+        assert_eq!(v.tools, Some(tools));
+    }
+
+    #[test]
     fn max_completion_tokens_wins_over_max_tokens() {
         let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"max_tokens":5,"max_completion_tokens":9})).unwrap();
         assert_eq!(v.sampling.max_tokens, Some(9));
@@ -375,9 +500,20 @@ mod tests {
     #[test]
     fn completion_prompt_list_must_hold_one_string() {
         let ok: CompletionRequest = parse_json(br#"{"prompt":["x"]}"#).unwrap();
-        assert_eq!(completion(ok, 10, &Defaults::default()).unwrap().prompt, "x");
+        assert_eq!(completion(ok, 10, &Defaults::default()).unwrap().prompt, Prompt::Text("x".into()));
         let bad: CompletionRequest = parse_json(br#"{"prompt":["x","y"]}"#).unwrap();
         assert_eq!(param_of(completion(bad, 10, &Defaults::default()).unwrap_err()), "prompt");
+    }
+
+    #[test]
+    fn token_id_prompts_are_checked_against_the_vocabulary() {
+        let parse = |body: &str| completion(parse_json(body.as_bytes()).unwrap(), 10, &Defaults::default());
+        assert_eq!(parse(r#"{"prompt":[1,2,3],"echo":true}"#).unwrap().prompt, Prompt::Tokens(vec![1, 2, 3]));
+        assert!(parse(r#"{"prompt":[1],"echo":true}"#).unwrap().echo);
+        assert_eq!(parse(r#"{"prompt":[[4,5]]}"#).unwrap().prompt, Prompt::Tokens(vec![4, 5]));
+        assert_eq!(param_of(parse(r#"{"prompt":[1,10]}"#).unwrap_err()), "prompt[1]");
+        assert_eq!(param_of(parse(r#"{"prompt":[[1],[2]]}"#).unwrap_err()), "prompt");
+        assert_eq!(param_of(parse(r#"{"prompt":[]}"#).unwrap_err()), "prompt");
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub struct GpuParams {
 }
 
 pub use crate::types::{SamplingParams, TokenId};
+pub use llama::json_schema_grammar;
 
 /// One generation job, fully validated: the prompt is already tokenized and
 /// fits the context.
@@ -189,6 +190,12 @@ pub trait Engine: Send + Sync + 'static {
     fn detokenize(&self, tokens: &[TokenId]) -> String;
     /// Queues a generation; events arrive on the returned receiver.
     fn generate(&self, request: GenerationRequest) -> Result<EventReceiver, EngineError>;
+    /// Whether a GBNF grammar (root rule `root`) parses against this
+    /// model's vocabulary; asked before `generate`, so a bad grammar is the
+    /// client's error, not a failed generation.
+    fn check_grammar(&self, _grammar: &str) -> Result<(), String> {
+        Ok(())
+    }
     fn slot_stats(&self) -> SlotStats;
     /// Each slot's state; by default only what `slot_stats` says.
     fn slots(&self) -> Vec<SlotView> {

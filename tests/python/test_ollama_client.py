@@ -1,6 +1,7 @@
 """End-to-end: the official `ollama` Python client against vram-llm's
 Ollama API (`/api/*`), on the real test model."""
 
+import json
 import ollama
 import pytest
 from conftest import API_KEY
@@ -39,6 +40,15 @@ def test_raw_generate_counts_tokens(client):
 
 def test_an_option_that_changes_the_output_is_refused(client):
     with pytest.raises(ollama.ResponseError) as e:
-        client.generate(model="gemma", prompt="x", options={"mirostat": 2})
+        client.generate(model="gemma", prompt="x", options={"penalize_newline": True})
     assert e.value.status_code == 400
-    assert "options.mirostat" in e.value.error
+    assert "options.penalize_newline" in e.value.error
+
+
+def test_format_holds_the_answer_to_a_schema(client):
+    schema = {"type": "object", "properties": {"colour": {"enum": ["red", "green"]}, "ok": {"type": "boolean"}},
+              "required": ["colour", "ok"], "additionalProperties": False}
+    r = client.chat(model="gemma", messages=[{"role": "user", "content": "A colour:"}], format=schema,
+                    options={"num_predict": 60, "temperature": 0, "mirostat": 2})
+    answer = json.loads(r.message.content)
+    assert answer["colour"] in ("red", "green") and isinstance(answer["ok"], bool)

@@ -3,6 +3,7 @@
 Started by `scripts/dev test`, which sets VRAM_LLM_BIN and VRAM_LLM_TEST_MODEL.
 """
 
+import json
 import urllib.request
 
 import openai
@@ -63,6 +64,21 @@ def test_completion_and_stream_agree(client):
     assert full.choices[0].finish_reason == "length"
     streamed = "".join(c.choices[0].text for c in client.completions.create(stream=True, **args) if c.choices)
     assert streamed == full.choices[0].text
+
+
+def test_token_id_prompts_and_echo(client, server):
+    args = dict(model="gemma", max_tokens=6, temperature=0, logit_bias=NO_EOG)
+    text = client.completions.create(prompt="The sky is", **args).choices[0].text
+    req = urllib.request.Request(f"{server}/tokenize", data=b'{"content": "The sky is", "add_special": true}',
+                                 headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(req) as r:
+        ids = json.load(r)["tokens"]
+    # The same tokens given as ids continue the same way; echo puts the prompt first.
+    assert client.completions.create(prompt=ids, **args).choices[0].text == text
+    echoed = client.completions.create(prompt="The sky is", echo=True, **args).choices[0].text
+    assert echoed == "The sky is" + text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(prompt=[ids], echo=True, stream=True, **args) if c.choices)
+    assert streamed.endswith(text) and "The sky is" in streamed
 
 
 def test_errors_are_raised_as_sdk_exceptions(client):

@@ -25,6 +25,7 @@ pub mod weights;
 mod worker;
 
 pub use fitter::{fit_only, FitOptions, Fitted};
+pub use sampler::json_schema_grammar;
 use fitter::*;
 use load::*;
 use worker::*;
@@ -219,6 +220,10 @@ fn cpu_only(options: &LoadOptions) -> bool {
 impl Engine for LlamaEngine {
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn check_grammar(&self, grammar: &str) -> Result<(), String> {
+        sampler::grammar_parses(&self.model, grammar)
     }
 
     fn tokenize(&self, text: &str, add_bos: bool) -> Vec<TokenId> {

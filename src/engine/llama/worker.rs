@@ -13,7 +13,6 @@ use llama_cpp_2::context::session::SeqState;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use crate::engine::text::TextStream;
@@ -136,7 +135,7 @@ pub(super) const MIN_SAVED_TOKENS: usize = 32;
 pub(super) struct Active {
     pub(super) tx: EventSender,
     pub(super) prompt: Vec<LlamaToken>,
-    pub(super) sampler: LlamaSampler,
+    pub(super) sampler: super::sampler::RequestSampler,
     pub(super) text: TextStream,
     pub(super) max_tokens: Option<u32>,
     pub(super) generated: u32,
@@ -175,7 +174,8 @@ pub(super) struct Worker<'m> {
     pub(super) batch: LlamaBatch<'static>,
     pub(super) n_batch: usize,
     pub(super) n_ctx_slot: usize,
-    pub(super) n_vocab: i32,
+    /// The end-of-generation tokens (`ignore_eos` bans them).
+    pub(super) eog: Vec<LlamaToken>,
     pub(super) stats: Arc<Stats>,
     /// Requests admitted so far (orders slots by last use).
     pub(super) uses: u64,
@@ -210,7 +210,7 @@ impl<'m> Worker<'m> {
             batch: LlamaBatch::new(n_batch, 1),
             n_batch,
             n_ctx_slot: info.n_ctx_slot as usize,
-            n_vocab: info.n_vocab as i32,
+            eog: (0..model.n_vocab()).map(LlamaToken).filter(|&t| model.vocab().is_eog(t)).collect(),
             stats,
             uses: 0,
             windowed,
@@ -339,6 +339,13 @@ impl<'m> Worker<'m> {
                 self.queue.push_front((req, tx));
                 break;
             };
+            let sampler = match build_sampler(&req.sampling, self.model, self.n_ctx_slot as u32, &self.eog, &prompt) {
+                Ok(sampler) => sampler,
+                Err(e) => {
+                    let _ = tx.send(GenerationEvent::Failed(e));
+                    continue;
+                }
+            };
             self.uses += 1;
             self.slots[i].last_used = self.uses;
             let seq = self.slots[i].seq;
@@ -363,7 +370,6 @@ impl<'m> Worker<'m> {
                 let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
             }
             self.slots[i].cached.truncate(reuse);
-            let sampler = build_sampler(&req.sampling, self.n_vocab, &prompt);
             self.slots[i].active = Some(Active {
                 tx,
                 prompt,
