@@ -15,7 +15,7 @@ use super::openai::*;
 use super::reqlog::RequestLog;
 use super::validate::{self, ValidChat};
 use super::{sse, unix_now, AppState};
-use crate::engine::{FinishReason, Usage};
+use crate::engine::{FinishReason, TokenLogprob, Usage};
 use crate::scheduler::Permit;
 
 pub async fn chat_completions(
@@ -30,7 +30,7 @@ pub async fn chat_completions(
     log.model(&view.spec.id);
     let valid = validate::chat(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let (index, model_id) = (view.index, view.spec.id.clone());
-    let chunks = Chunks::new(&state, model_id.clone(), valid.sampling.include_usage);
+    let chunks = Chunks::new(&state, model_id.clone(), &valid.sampling);
     if state.notify_swaps && valid.sampling.stream && view.loaded().is_none() {
         return Ok(stream_after_load(state, index, valid, chunks, log));
     }
@@ -48,7 +48,7 @@ pub async fn chat_completions(
             choices: vec![ChatChoice {
                 index: 0,
                 message: AssistantMessage { role: "assistant", content: out.text },
-                logprobs: None,
+                logprobs: chunks.logprobs.then(|| super::logprobs::chat(&out.logprobs)),
                 finish_reason: out.finish_reason.as_str(),
             }],
             usage: out.usage.into(),
@@ -141,26 +141,33 @@ struct Chunks {
     model: String,
     fingerprint: String,
     include_usage: bool,
+    /// The request asked for log-probabilities.
+    logprobs: bool,
 }
 
 impl Chunks {
-    fn new(state: &AppState, model: String, include_usage: bool) -> Self {
+    fn new(state: &AppState, model: String, sampling: &validate::ValidSampling) -> Self {
         Self {
             id: response_id("chatcmpl"),
             created: unix_now(),
             model,
             fingerprint: state.build.fingerprint(),
-            include_usage,
+            include_usage: sampling.include_usage,
+            logprobs: sampling.logprobs.is_some(),
         }
     }
 
     fn chunk(&self, delta: Delta, finish_reason: Option<&'static str>) -> ChatCompletionChunk {
+        self.chunk_with(delta, finish_reason, None)
+    }
+
+    fn chunk_with(&self, delta: Delta, finish_reason: Option<&'static str>, logprobs: Option<serde_json::Value>) -> ChatCompletionChunk {
         ChatCompletionChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk",
             created: self.created,
             model: self.model.clone(),
-            choices: vec![ChatChunkChoice { index: 0, delta, logprobs: None, finish_reason }],
+            choices: vec![ChatChunkChoice { index: 0, delta, logprobs, finish_reason }],
             usage: self.include_usage.then_some(None),
             system_fingerprint: self.fingerprint.clone(),
         }
@@ -177,9 +184,14 @@ impl Chunks {
 
     /// The content-delta framer and the finish framer for [`pump`].
     #[allow(clippy::type_complexity)]
-    fn framers(self: Arc<Self>) -> (impl Fn(String) -> Bytes + Send + 'static, impl FnOnce(FinishReason, Usage) -> Vec<Bytes> + Send + 'static) {
+    fn framers(
+        self: Arc<Self>,
+    ) -> (impl Fn(String, &[TokenLogprob]) -> Bytes + Send + 'static, impl FnOnce(FinishReason, Usage) -> Vec<Bytes> + Send + 'static) {
         let for_text = self.clone();
-        let text = move |t: String| sse::data(&for_text.chunk(Delta { content: Some(t), ..Delta::default() }, None));
+        let text = move |t: String, lps: &[TokenLogprob]| {
+            let logprobs = for_text.logprobs.then(|| super::logprobs::chat(lps));
+            sse::data(&for_text.chunk_with(Delta { content: Some(t), ..Delta::default() }, None, logprobs))
+        };
         let finish = move |finish_reason: FinishReason, usage: Usage| {
             let mut frames = vec![sse::data(&self.chunk(Delta::default(), Some(finish_reason.as_str())))];
             if self.include_usage {

@@ -1,5 +1,7 @@
 //! `POST /v1/completions` (legacy text completions).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use axum::extract::State;
 use axum::Extension;
 use axum::response::{IntoResponse, Response};
@@ -40,34 +42,44 @@ pub async fn completions(
     let id = response_id("cmpl");
     let created = unix_now();
     let fingerprint = state.build.fingerprint();
-    let completion = move |text: String, finish_reason: Option<&'static str>, usage: Option<UsageOut>| TextCompletion {
-        id: id.clone(),
-        object: "text_completion",
-        created,
-        model: model_id.clone(),
-        choices: vec![TextChoice { index: 0, text, logprobs: None, finish_reason }],
-        usage,
-        system_fingerprint: fingerprint.clone(),
+    let completion = move |text: String, finish_reason: Option<&'static str>, usage: Option<UsageOut>, logprobs: Option<serde_json::Value>| {
+        TextCompletion {
+            id: id.clone(),
+            object: "text_completion",
+            created,
+            model: model_id.clone(),
+            choices: vec![TextChoice { index: 0, text, logprobs, finish_reason }],
+            usage,
+            system_fingerprint: fingerprint.clone(),
+        }
     };
+    let wants_logprobs = valid.sampling.logprobs.is_some();
+    let echoed_chars = echo.as_ref().map_or(0, |e| e.chars().count());
 
     if !valid.sampling.stream {
         let out = collect(started).await?;
         drop(permit);
         let text = echo.unwrap_or_default() + &out.text;
-        return Ok(Json(completion(text, Some(out.finish_reason.as_str()), Some(out.usage.into()))).into_response());
+        let logprobs = wants_logprobs.then(|| super::logprobs::completion(&out.logprobs, echoed_chars));
+        return Ok(Json(completion(text, Some(out.finish_reason.as_str()), Some(out.usage.into()), logprobs)).into_response());
     }
 
     let include_usage = valid.sampling.include_usage;
     let text_chunk = completion.clone();
+    let offset = AtomicUsize::new(echoed_chars);
     Ok(stream_sse(
         started,
         permit,
-        echo.into_iter().map(|prompt| sse::data(&completion(prompt, None, None))).collect(),
-        move |text| sse::data(&text_chunk(text, None, None)),
+        echo.into_iter().map(|prompt| sse::data(&completion(prompt, None, None, None))).collect(),
+        move |text, lps: &[crate::engine::TokenLogprob]| {
+            // `text_offset` runs on from the echoed prompt and earlier chunks.
+            let logprobs = wants_logprobs.then(|| super::logprobs::completion(lps, offset.fetch_add(super::logprobs::chars(lps), Ordering::Relaxed)));
+            sse::data(&text_chunk(text, None, None, logprobs))
+        },
         move |finish_reason, usage| {
-            let mut frames = vec![sse::data(&completion(String::new(), Some(finish_reason.as_str()), None))];
+            let mut frames = vec![sse::data(&completion(String::new(), Some(finish_reason.as_str()), None, None))];
             if include_usage {
-                let mut usage_chunk = completion(String::new(), None, Some(usage.into()));
+                let mut usage_chunk = completion(String::new(), None, Some(usage.into()), None);
                 usage_chunk.choices.clear();
                 frames.push(sse::data(&usage_chunk));
             }

@@ -85,7 +85,7 @@ pub fn generation_error(event: &GenerationEvent) -> Option<ApiError> {
     match event {
         GenerationEvent::Failed(message) => Some(ApiError::Internal(message.clone())),
         GenerationEvent::Cancelled(message) => Some(ApiError::Unavailable(message.clone())),
-        GenerationEvent::Text(_) | GenerationEvent::Done { .. } => None,
+        GenerationEvent::Text(_) | GenerationEvent::Logprob(_) | GenerationEvent::Done { .. } => None,
     }
 }
 

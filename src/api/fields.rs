@@ -102,7 +102,7 @@ pub const FIELDS: &[Field] = &[
     field("stream", Both, Honoured),
     field("stream_options", Both, Honoured),
     field("n", Both, unsupported(is_one, "1")),
-    field("logprobs", Both, unsupported(is_zero, "false or 0")),
+    field("logprobs", Both, Honoured),
     field("user", Both, NoEffect),
     // Chat, OpenAI.
     field("messages", Chat, Honoured),
@@ -111,7 +111,7 @@ pub const FIELDS: &[Field] = &[
     field("tools", Chat, Honoured),
     field("tool_choice", Chat, unsupported(is_none_or_auto, "\"none\" or \"auto\"")),
     field("parallel_tool_calls", Chat, NoEffect),
-    field("top_logprobs", Chat, unsupported(is_zero, "0")),
+    field("top_logprobs", Chat, Honoured),
     field("modalities", Chat, unsupported(is_text_only, "[\"text\"]")),
     field("audio", Chat, unsupported(never, "absent")),
     field("functions", Chat, unsupported(never, "absent (use `tools`)")),
@@ -270,11 +270,11 @@ mod tests {
 
     #[test]
     fn unsupported_fields_pass_only_at_their_neutral_value() {
-        let neutral = json!({"n": 1, "logprobs": false, "top_logprobs": 0, "tool_choice": "auto",
+        let neutral = json!({"n": 1, "tool_choice": "auto",
             "modalities": ["text"], "n_probs": 0, "user": "u", "metadata": {"a": "b"}, "store": false,
             "audio": null, "parallel_tool_calls": true});
         check(Endpoint::Chat, &body(neutral)).unwrap();
-        for (k, v) in [("n", json!(2)), ("logprobs", json!(true)), ("top_logprobs", json!(3)),
+        for (k, v) in [("n", json!(2)),
             ("tool_choice", json!("required")), ("modalities", json!(["text", "audio"])),
             ("audio", json!({"voice": "x"})), ("n_probs", json!(5)), ("samplers", json!(["top_k"]))]
         {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 
 use crate::engine::loaded::LoadedModel;
-use crate::engine::{EventReceiver, FinishReason, GenerationEvent, GenerationRequest, Usage};
+use crate::engine::{EventReceiver, FinishReason, GenerationEvent, GenerationRequest, TokenLogprob, Usage};
 
 use super::error::{generation_error, ApiError};
 use super::reqlog::RequestLog;
@@ -72,6 +72,7 @@ pub async fn start(
         sampling: sampling.params.clone(),
         max_tokens: sampling.max_tokens,
         stop: sampling.stop.clone(),
+        logprobs: sampling.logprobs,
     };
     let events = model.generate(request)?;
     Ok(Started { events, log })
@@ -82,20 +83,24 @@ pub struct Collected {
     pub text: String,
     pub finish_reason: FinishReason,
     pub usage: Usage,
+    /// Each generated token's log-probability (requests with `logprobs`).
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 pub async fn collect(started: Started) -> Result<Collected, ApiError> {
     let Started { mut events, log } = started;
     let mut text = String::new();
+    let mut logprobs = Vec::new();
     while let Some(event) = events.recv().await {
         match event {
             GenerationEvent::Text(t) => {
                 log.first_token();
                 text.push_str(&t);
             }
+            GenerationEvent::Logprob(lp) => logprobs.push(lp),
             GenerationEvent::Done { finish_reason, usage } => {
                 log.done(&usage);
-                return Ok(Collected { text, finish_reason, usage });
+                return Ok(Collected { text, finish_reason, usage, logprobs });
             }
             ended => {
                 if let Some(e) = generation_error(&ended) {
@@ -136,7 +141,7 @@ pub fn stream_sse(
     started: Started,
     permit: crate::scheduler::Permit,
     prologue: Vec<Bytes>,
-    text: impl Fn(String) -> Bytes + Send + 'static,
+    text: impl Fn(String, &[TokenLogprob]) -> Bytes + Send + 'static,
     finish: impl FnOnce(FinishReason, Usage) -> Vec<Bytes> + Send + 'static,
 ) -> axum::response::Response {
     let (tx, response) = super::sse::channel_response();
@@ -152,7 +157,8 @@ pub fn stream_sse(
     response
 }
 
-/// Sends one frame per text piece, the frames `finish` makes from the
+/// Sends one frame per text piece (with the log-probabilities of the tokens
+/// that arrived since the last one), the frames `finish` makes from the
 /// outcome, then the framing's end; an engine failure becomes an error frame.
 /// The stream ends at the generation's last event, whether or not the engine
 /// drops its sender. Returns early when the client is gone: dropping `events` then tells the
@@ -160,7 +166,7 @@ pub fn stream_sse(
 pub async fn pump(
     tx: &tokio::sync::mpsc::Sender<Bytes>,
     started: Started,
-    text: impl Fn(String) -> Bytes,
+    text: impl Fn(String, &[TokenLogprob]) -> Bytes,
     finish: impl FnOnce(FinishReason, Usage) -> Vec<Bytes>,
     framing: &Framing,
 ) {
@@ -170,11 +176,18 @@ pub async fn pump(
         frames
     };
     let mut finish = Some(finish);
+    let mut logprobs = Vec::new();
     loop {
         let (frames, last) = match events.recv().await {
             Some(GenerationEvent::Text(t)) => {
                 log.first_token();
-                (vec![text(t)], false)
+                let frame = text(t, &logprobs);
+                logprobs.clear();
+                (vec![frame], false)
+            }
+            Some(GenerationEvent::Logprob(lp)) => {
+                logprobs.push(lp);
+                continue;
             }
             Some(GenerationEvent::Done { finish_reason, usage }) => {
                 log.done(&usage);

@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod fields;
 pub mod generate;
+pub mod logprobs;
 pub mod guard;
 pub mod helpers;
 pub mod metrics;

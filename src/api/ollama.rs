@@ -241,7 +241,7 @@ async fn answer(
     tokio::spawn(async move {
         let _permit = permit;
         let name = model.clone();
-        let text = move |t: String| {
+        let text = move |t: String, _: &[crate::engine::TokenLogprob]| {
             let mut piece = Map::new();
             piece.insert("model".into(), json!(name));
             piece.insert("created_at".into(), json!(now_rfc3339()));

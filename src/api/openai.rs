@@ -73,6 +73,10 @@ pub struct SamplingFields {
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
+    /// Chat: a boolean; completions: how many alternatives (0..=5).
+    pub logprobs: Option<Value>,
+    /// Chat: alternatives per token (0..=20), with `logprobs: true`.
+    pub top_logprobs: Option<i64>,
     // llama-server's samplers (see `types::SamplingParams`).
     pub typical_p: Option<f64>,
     pub min_keep: Option<f64>,

@@ -23,6 +23,8 @@ pub struct ValidSampling {
     pub include_usage: bool,
     /// The field `params.grammar` came from, for errors.
     pub grammar_field: &'static str,
+    /// Report log-probabilities with this many alternatives per token.
+    pub logprobs: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +68,9 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
         Some(format) => response_format(format)?,
         None => None,
     };
+    let logprobs = chat_logprobs(&req.sampling)?;
     let mut sampling = sampling(req.sampling, n_vocab, defaults)?;
+    sampling.logprobs = logprobs;
     if let Some(grammar) = format_grammar {
         if sampling.params.grammar.is_some() {
             return Err(invalid("response_format", "give one of `response_format`, `grammar` and `json_schema`, not several"));
@@ -104,12 +108,10 @@ pub fn completion(req: CompletionRequest, n_vocab: u32, defaults: &Defaults) -> 
         }
         PromptField::ManyTokens(lists) => return Err(one(lists.len())),
     };
-    Ok(ValidCompletion {
-        model: req.model,
-        prompt,
-        echo: req.echo.unwrap_or(false),
-        sampling: sampling(req.sampling, n_vocab, defaults)?,
-    })
+    let logprobs = completion_logprobs(&req.sampling)?;
+    let mut sampling = sampling(req.sampling, n_vocab, defaults)?;
+    sampling.logprobs = logprobs;
+    Ok(ValidCompletion { model: req.model, prompt, echo: req.echo.unwrap_or(false), sampling })
 }
 
 /// Validates one chat message and normalizes its content to a string.
@@ -233,7 +235,34 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
         stream: f.stream,
         include_usage,
         grammar_field: if has_schema { "json_schema" } else { "grammar" },
+        logprobs: None,
     })
+}
+
+/// Chat's `logprobs` (a boolean) and `top_logprobs` (0..=20, only with it).
+fn chat_logprobs(f: &SamplingFields) -> Result<Option<u32>, ApiError> {
+    let on = match &f.logprobs {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid("logprobs", "`logprobs` must be true or false")),
+    };
+    match f.top_logprobs {
+        Some(n) if !(0..=20).contains(&n) => Err(invalid("top_logprobs", format!("`top_logprobs` must be between 0 and 20 (got {n})"))),
+        Some(n) if n > 0 && !on => Err(invalid("top_logprobs", "`top_logprobs` needs `logprobs: true`")),
+        top => Ok(on.then_some(top.unwrap_or(0) as u32)),
+    }
+}
+
+/// Completions' `logprobs`: how many alternatives per token (0..=5); absent
+/// or null: none at all.
+fn completion_logprobs(f: &SamplingFields) -> Result<Option<u32>, ApiError> {
+    match &f.logprobs {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= 5 => Ok(Some(n as u32)),
+            _ => Err(invalid("logprobs", format!("`logprobs` must be an integer between 0 and 5 (got {v})"))),
+        },
+    }
 }
 
 /// llama-server's constraint fields: `grammar` (GBNF, root rule `root`) or
@@ -427,7 +456,9 @@ mod tests {
             (json!({"logit_bias": {"abc": 1}}), "logit_bias"),
             (json!({"logit_bias": {"5": 101}}), "logit_bias"),
             (json!({"stop": ["a","b","c","d","e"]}), "stop"),
-            (json!({"logprobs": true}), "logprobs"),
+            (json!({"logprobs": 3}), "logprobs"),
+            (json!({"top_logprobs": 2}), "top_logprobs"),
+            (json!({"logprobs": true, "top_logprobs": 21}), "top_logprobs"),
             (json!({"response_format": {"type": "xml"}}), "response_format.type"),
             (json!({"response_format": {"type": "json_schema"}}), "response_format.json_schema.schema"),
             (json!({"json_schema": 5}), "json_schema"),
@@ -480,6 +511,18 @@ mod tests {
         assert_eq!(param_of(both.unwrap_err()), "response_format");
         let text = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"response_format":{"type":"text"}})).unwrap();
         assert_eq!(text.sampling.params.grammar, None);
+    }
+
+    #[test]
+    fn logprobs_in_each_endpoint_s_shape() {
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"logprobs":true,"top_logprobs":3})).unwrap();
+        assert_eq!(v.sampling.logprobs, Some(3));
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"logprobs":false})).unwrap();
+        assert_eq!(v.sampling.logprobs, None);
+        let parse = |body: &str| completion(parse_json(body.as_bytes()).unwrap(), 10, &Defaults::default());
+        assert_eq!(parse(r#"{"prompt":"x","logprobs":2}"#).unwrap().sampling.logprobs, Some(2));
+        assert_eq!(parse(r#"{"prompt":"x","logprobs":0}"#).unwrap().sampling.logprobs, Some(0));
+        assert_eq!(param_of(parse(r#"{"prompt":"x","logprobs":6}"#).unwrap_err()), "logprobs");
     }
 
     #[test]

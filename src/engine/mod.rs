@@ -69,6 +69,21 @@ pub struct GenerationRequest {
     pub max_tokens: Option<u32>,
     /// Generation stops before the first occurrence of any of these.
     pub stop: Vec<String>,
+    /// Report each generated token's log-probability and this many
+    /// alternatives (`None`: no log-probabilities).
+    pub logprobs: Option<u32>,
+}
+
+/// A generated token's log-probability under the model (its raw logits,
+/// before any sampler), and the most likely tokens at that step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: TokenId,
+    /// The token's text as bytes (a piece may hold part of a UTF-8 character).
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    /// Most likely first; as many as the request asked for.
+    pub top: Vec<(TokenId, Vec<u8>, f32)>,
 }
 
 /// Why a sequence ended, in OpenAI's words.
@@ -110,6 +125,9 @@ pub struct Usage {
 pub enum GenerationEvent {
     /// The next piece of output text; never splits a UTF-8 character.
     Text(String),
+    /// A generated token's log-probability (requests with `logprobs`); sent
+    /// before the text it produced.
+    Logprob(TokenLogprob),
     Done { finish_reason: FinishReason, usage: Usage },
     /// The engine could not go on (a decode error, a prompt it cannot take).
     Failed(String),

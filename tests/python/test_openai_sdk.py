@@ -4,6 +4,7 @@ Started by `scripts/dev test`, which sets VRAM_LLM_BIN and VRAM_LLM_TEST_MODEL.
 """
 
 import json
+import math
 import urllib.request
 
 import openai
@@ -79,6 +80,29 @@ def test_token_id_prompts_and_echo(client, server):
     assert echoed == "The sky is" + text
     streamed = "".join(c.choices[0].text for c in client.completions.create(prompt=[ids], echo=True, stream=True, **args) if c.choices)
     assert streamed.endswith(text) and "The sky is" in streamed
+
+
+def test_logprobs_agree_with_greedy_choices(client):
+    r = client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=8,
+                                       temperature=0, logprobs=True, top_logprobs=5)
+    content = r.choices[0].logprobs.content
+    # (No logit_bias here: log-probabilities are the model's own, before any sampler.)
+    assert len(content) == r.usage.completion_tokens >= 1
+    assert "".join(t.token for t in content) == r.choices[0].message.content
+    for t in content:
+        # Greedy: the chosen token is the most likely one, and its log-probability is the top one's.
+        assert len(t.top_logprobs) == 5 and t.top_logprobs[0].token == t.token
+        assert abs(t.top_logprobs[0].logprob - t.logprob) < 1e-6 and t.logprob <= 0
+        assert [a.logprob for a in t.top_logprobs] == sorted((a.logprob for a in t.top_logprobs), reverse=True)
+        assert sum(math.exp(a.logprob) for a in t.top_logprobs) <= 1 + 1e-4
+    streamed = [t for c in client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "Name a colour."}],
+                max_tokens=8, temperature=0, logprobs=True, stream=True) if c.choices and c.choices[0].logprobs
+                for t in c.choices[0].logprobs.content]
+    assert [t.token for t in streamed] == [t.token for t in content]
+    text = client.completions.create(model="gemma", prompt="The sky is", max_tokens=5, temperature=0, logprobs=2, echo=True)
+    lp = text.choices[0].logprobs
+    assert "".join(lp.tokens) == text.choices[0].text[len("The sky is"):]
+    assert lp.text_offset[0] == len("The sky is") and all(len(top) == 2 for top in lp.top_logprobs)
 
 
 def test_errors_are_raised_as_sdk_exceptions(client):

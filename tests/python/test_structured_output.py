@@ -159,7 +159,7 @@ def test_streamed_constrained_output_validates(client):
     ({"grammar": "root ::= \"a\"", "json_schema": {"type": "object"}}, "json_schema"),
     ({"max_token": 5}, "max_token"),
     ({"n": 2}, "n"),
-    ({"logprobs": True}, "logprobs"),
+    ({"logprobs": True, "top_logprobs": 30}, "top_logprobs"),
     ({"tool_choice": "required", "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tool_choice"),
     ({"mirostat": 3}, "mirostat"),
 ])

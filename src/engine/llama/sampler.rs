@@ -24,6 +24,36 @@ pub(super) fn grammar_parses(model: &LlamaModel, grammar: &str) -> Result<(), St
     LlamaSampler::grammar(model, grammar, "root").map(drop).map_err(|e| format!("grammar does not parse: {e}"))
 }
 
+/// `token`'s log-probability under the raw `logits` (log-softmax over the
+/// whole vocabulary) and the `top` most likely tokens, most likely first.
+pub(super) fn token_logprob(
+    logits: &[f32],
+    token: LlamaToken,
+    top: usize,
+    bytes_of: impl Fn(LlamaToken) -> Vec<u8>,
+) -> crate::engine::TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = max as f64 + logits.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>().ln();
+    let logprob = |t: usize| (logits[t] as f64 - log_sum) as f32;
+    let mut best: Vec<usize> = Vec::with_capacity(top + 1);
+    if top > 0 {
+        for (t, &l) in logits.iter().enumerate() {
+            if best.len() < top || l > logits[best[best.len() - 1]] {
+                let at = best.partition_point(|&b| logits[b] >= l);
+                best.insert(at, t);
+                best.truncate(top);
+            }
+        }
+    }
+    let id = |t: usize| LlamaToken(t as i32);
+    crate::engine::TokenLogprob {
+        token: token.0 as crate::engine::TokenId,
+        bytes: bytes_of(token),
+        logprob: logprob(token.0 as usize),
+        top: best.into_iter().map(|t| (t as crate::engine::TokenId, bytes_of(id(t)), logprob(t))).collect(),
+    }
+}
+
 /// A request's sampler. With a grammar, the token the chain picks is checked
 /// against the grammar alone first (one candidate, cheap); only when the
 /// grammar rejects it is the grammar applied to the whole vocabulary and the

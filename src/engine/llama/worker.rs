@@ -138,6 +138,8 @@ pub(super) struct Active {
     pub(super) sampler: super::sampler::RequestSampler,
     pub(super) text: TextStream,
     pub(super) max_tokens: Option<u32>,
+    /// Alternatives to report with each token's log-probability.
+    pub(super) logprobs: Option<u32>,
     pub(super) generated: u32,
     /// Prompt tokens found in the slot's cache (not decoded again).
     pub(super) cached_tokens: u32,
@@ -376,6 +378,7 @@ impl<'m> Worker<'m> {
                 sampler,
                 text: TextStream::new(req.stop),
                 max_tokens: req.max_tokens,
+                logprobs: req.logprobs,
                 generated: 0,
                 cached_tokens: reuse as u32,
                 pending: None,
@@ -462,6 +465,14 @@ impl<'m> Worker<'m> {
                 Some(FinishReason::Stop)
             } else {
                 active.generated += 1;
+                if let Some(top) = active.logprobs {
+                    let lp = super::sampler::token_logprob(self.ctx.get_logits_ith(idx), token, top as usize, |t| {
+                        let mut bytes = Vec::new();
+                        vocab.token_to_piece_into(t, &mut bytes, false, None);
+                        bytes
+                    });
+                    let _ = active.tx.send(GenerationEvent::Logprob(lp));
+                }
                 let mut piece = Vec::new();
                 vocab.token_to_piece_into(token, &mut piece, false, None);
                 let pushed = active.text.push(&piece);
