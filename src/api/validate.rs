@@ -137,6 +137,12 @@ fn message(index: usize, mut m: Map<String, Value>) -> Result<Value, ApiError> {
                             format!("`{}` must be a string", field(&format!("content[{j}].text"))),
                         ))
                     }
+                    (Some(kind @ ("image_url" | "input_image" | "image" | "input_audio" | "audio" | "file")), _) => {
+                        return Err(invalid(
+                            field(&format!("content[{j}].type")),
+                            format!("content part type `{kind}` needs a multimodal projector, which no model here has (vision and audio are not served); send `text` parts"),
+                        ))
+                    }
                     (Some(other), _) => {
                         return Err(invalid(
                             field(&format!("content[{j}].type")),
@@ -424,6 +430,7 @@ mod tests {
     fn image_parts_are_rejected_naming_the_part() {
         let e = chat_req(json!({"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}))
             .unwrap_err();
+        assert!(e.to_string().contains("projector"), "{e}");
         assert_eq!(param_of(e), "messages[0].content[0].type");
     }
 
