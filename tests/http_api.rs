@@ -390,3 +390,25 @@ async fn foreign_host_names_and_web_pages_are_refused() {
     // Pages served from this machine are fine.
     assert_eq!(get("localhost:8080", Some("http://localhost:3000")).await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn llama_server_completion_answers_in_its_shape() {
+    let base = fake_server("xy", None, None).await;
+    let (status, body) = post(&base, "/completion", json!({"prompt": "p", "n_predict": 8, "cache_prompt": true}).to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["content"], "xy");
+    assert_eq!((body["stop"].as_bool(), body["stop_type"].as_str(), body["prompt"].as_str()), (Some(true), Some("eos"), Some("p")));
+    assert!(body["tokens_predicted"].as_u64().is_some() && body["timings"]["predicted_n"].is_u64(), "{body}");
+
+    let resp = reqwest::Client::new().post(format!("{base}/completion")).body(json!({"prompt": "p", "stream": true}).to_string()).send().await.unwrap();
+    let events = vram_llm::api::sse::parse_events(&resp.text().await.unwrap());
+    let chunks: Vec<Value> = events.iter().map(|e| serde_json::from_str(e).expect("no [DONE] in llama-server's stream")).collect();
+    let text: String = chunks.iter().filter_map(|c| c["content"].as_str()).collect();
+    assert_eq!(text, "xy");
+    assert!(chunks[..chunks.len() - 1].iter().all(|c| c["stop"] == false));
+    assert_eq!(chunks.last().unwrap()["stop"], true);
+
+    let (status, body) = post(&base, "/completion", json!({"prompt": "p", "n_probs": 3}).to_string()).await;
+    assert_eq!(status, 400);
+    assert_envelope(&body, Some("n_probs"));
+}

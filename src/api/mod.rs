@@ -17,6 +17,7 @@ pub mod guard;
 pub mod helpers;
 pub mod metrics;
 pub mod models;
+pub mod native;
 pub mod ollama;
 pub mod openai;
 pub mod reqlog;
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/completions", post(completions::completions))
+        .route("/completion", post(native::completion))
         .route("/v1/models", get(models::list_models))
         .route("/models", get(models::list_models))
         .route("/tokenize", post(helpers::tokenize))

@@ -1,0 +1,116 @@
+//! llama-server's own `POST /completion`: the same request fields as
+//! `/v1/completions` (llama-server's names included: `n_predict`,
+//! `cache_prompt`, ...), answered in llama-server's shape: `content`, `stop`,
+//! `stop_type`, `tokens_predicted`, `tokens_evaluated`, `tokens_cached`,
+//! `timings`; streamed as `data:` events whose last has `stop: true`, with no
+//! `[DONE]`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::extract::ApiJson;
+use super::generate::{collect, pump, start, Framing};
+use super::openai::CompletionRequest;
+use super::reqlog::RequestLog;
+use super::validate::{self, Prompt};
+use super::{sse, AppState};
+use crate::engine::{FinishReason, Usage};
+
+/// llama-server's `stop_type`: ours cannot tell an end-of-generation token
+/// from a stop string, so both are `eos`.
+fn stop_type(finish: FinishReason) -> &'static str {
+    match finish {
+        FinishReason::Stop => "eos",
+        FinishReason::Length => "limit",
+    }
+}
+
+/// `timings` as llama-server names them, from what the handler saw: the
+/// prompt phase is the time to the first text, the rest is generation.
+fn timings(usage: &Usage, began: Instant, first: Option<Instant>) -> Value {
+    let end = Instant::now();
+    let first = first.unwrap_or(end);
+    let prompt_ms = first.duration_since(began).as_secs_f64() * 1000.0;
+    let predicted_ms = end.duration_since(first).as_secs_f64() * 1000.0;
+    let per_second = |n: u32, ms: f64| if ms > 0.0 { n as f64 * 1000.0 / ms } else { 0.0 };
+    json!({
+        "prompt_n": usage.prompt_tokens - usage.cached_tokens,
+        "prompt_ms": prompt_ms,
+        "prompt_per_second": per_second(usage.prompt_tokens - usage.cached_tokens, prompt_ms),
+        "cache_n": usage.cached_tokens,
+        "predicted_n": usage.completion_tokens,
+        "predicted_ms": predicted_ms,
+        "predicted_per_second": per_second(usage.completion_tokens.saturating_sub(1), predicted_ms),
+    })
+}
+
+fn last(model: &str, content: String, finish: FinishReason, usage: &Usage, began: Instant, first: Option<Instant>) -> Value {
+    json!({
+        "index": 0,
+        "content": content,
+        "tokens": [],
+        "id_slot": -1,
+        "stop": true,
+        "model": model,
+        "tokens_predicted": usage.completion_tokens,
+        "tokens_evaluated": usage.prompt_tokens,
+        "truncated": false,
+        "stop_type": stop_type(finish),
+        "stopping_word": "",
+        "tokens_cached": usage.cached_tokens,
+        "timings": timings(usage, began, first),
+    })
+}
+
+pub async fn completion(
+    State(state): State<AppState>,
+    Extension(log): Extension<RequestLog>,
+    ApiJson(req): ApiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let began = Instant::now();
+    let snapshot = state.scheduler.snapshot();
+    let view = snapshot.resolve(req.model.as_deref())?;
+    log.model(&view.spec.id);
+    let valid = validate::completion(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+    if valid.echo || valid.sampling.logprobs.is_some() {
+        let field = if valid.echo { "echo" } else { "logprobs" };
+        return Err(super::error::invalid(field, format!("`{field}` is for /v1/completions; /completion does not take it")));
+    }
+    let model_id = view.spec.id.clone();
+    let permit = state.scheduler.acquire(view.index).await?;
+    let model = permit.model.clone();
+    validate::against_model(&valid.sampling, &*model.engine)?;
+    let prompt = match &valid.prompt {
+        Prompt::Text(text) => Value::from(text.clone()),
+        Prompt::Tokens(ids) => json!(ids),
+    };
+    let started = start(&model, valid.prompt, &valid.sampling, "prompt", log).await?;
+    if !valid.sampling.stream {
+        let out = collect(started).await?;
+        drop(permit);
+        let mut body = last(&model_id, out.text, out.finish_reason, &out.usage, began, None);
+        body["prompt"] = prompt;
+        return Ok(Json(body).into_response());
+    }
+    let (tx, response) = sse::channel_response();
+    let first: Arc<Mutex<Option<Instant>>> = Arc::default();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let seen = first.clone();
+        let text = move |t: String, _: &[crate::engine::TokenLogprob]| {
+            seen.lock().get_or_insert_with(Instant::now);
+            sse::data(&json!({"index": 0, "content": t, "tokens": [], "stop": false, "id_slot": -1}))
+        };
+        let finish = move |finish, usage: Usage| vec![sse::data(&last(&model_id, String::new(), finish, &usage, began, *first.lock()))];
+        let framing = Framing { error: |e| sse::data(&e.body()), end: None };
+        pump(&tx, started, text, finish, &framing).await;
+    });
+    Ok(response)
+}
