@@ -1,0 +1,199 @@
+//! Tests of `validate` (moved out of validate.rs, which neared 600 lines).
+
+mod requests {
+    use super::super::*;
+    use crate::api::extract::parse_json;
+    use serde_json::json;
+
+    fn chat_req(v: Value) -> Result<ValidChat, ApiError> {
+        // The fields table runs in `parse_json`, validation after it.
+        let req: ChatCompletionRequest = parse_json(v.to_string().as_bytes())?;
+        chat(req, 1000, &Defaults::default())
+    }
+
+    fn param_of(e: ApiError) -> String {
+        e.body().error.param.unwrap_or_default()
+    }
+
+    #[test]
+    fn minimal_chat_uses_server_defaults() {
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}]})).unwrap();
+        assert_eq!(v.sampling.params, SamplingParams::default());
+        assert_eq!(v.sampling.max_tokens, None);
+        assert!(!v.sampling.stream);
+        assert_eq!(v.messages, vec![json!({"role":"user","content":"Hi"})]);
+    }
+
+    #[test]
+    fn text_parts_are_joined_into_one_string() {
+        let v = chat_req(json!({"messages":[{"role":"user","content":[
+            {"type":"text","text":"a"},{"type":"text","text":"b"}]}]}))
+        .unwrap();
+        assert_eq!(v.messages[0]["content"], "a\nb");
+    }
+
+    #[test]
+    fn image_parts_are_rejected_naming_the_part() {
+        let e = chat_req(json!({"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}))
+            .unwrap_err();
+        assert!(e.to_string().contains("projector"), "{e}");
+        assert_eq!(param_of(e), "messages[0].content[0].type");
+    }
+
+    #[test]
+    fn empty_messages_are_rejected() {
+        assert_eq!(param_of(chat_req(json!({"messages":[]})).unwrap_err()), "messages");
+    }
+
+    #[test]
+    fn missing_role_is_rejected() {
+        assert_eq!(param_of(chat_req(json!({"messages":[{"content":"x"}]})).unwrap_err()), "messages[0].role");
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_field() {
+        let cases = [
+            (json!({"temperature": -0.1}), "temperature"),
+            (json!({"top_p": 0.0}), "top_p"),
+            (json!({"top_p": 1.5}), "top_p"),
+            (json!({"max_tokens": 0}), "max_tokens"),
+            (json!({"max_completion_tokens": -3}), "max_completion_tokens"),
+            (json!({"top_k": -1}), "top_k"),
+            (json!({"min_p": 2}), "min_p"),
+            (json!({"presence_penalty": 3}), "presence_penalty"),
+            (json!({"frequency_penalty": -2.5}), "frequency_penalty"),
+            (json!({"repeat_penalty": 0}), "repeat_penalty"),
+            (json!({"seed": -1}), "seed"),
+            (json!({"n": 2}), "n"),
+            (json!({"logit_bias": {"5000": 1}}), "logit_bias"),
+            (json!({"logit_bias": {"abc": 1}}), "logit_bias"),
+            (json!({"logit_bias": {"5": 101}}), "logit_bias"),
+            (json!({"stop": ["a","b","c","d","e"]}), "stop"),
+            (json!({"logprobs": 3}), "logprobs"),
+            (json!({"top_logprobs": 2}), "top_logprobs"),
+            (json!({"logprobs": true, "top_logprobs": 21}), "top_logprobs"),
+            (json!({"response_format": {"type": "xml"}}), "response_format.type"),
+            (json!({"response_format": {"type": "json_schema"}}), "response_format.json_schema.schema"),
+            (json!({"json_schema": 5}), "json_schema"),
+            (json!({"grammar": "x", "json_schema": {}}), "json_schema"),
+            (json!({"mirostat": 3}), "mirostat"),
+            (json!({"typical_p": 0}), "typical_p"),
+            (json!({"dry_penalty_last_n": -2}), "dry_penalty_last_n"),
+            (json!({"dry_sequence_breakers": [""]}), "dry_sequence_breakers"),
+        ];
+        for (extra, field) in cases {
+            let mut body = json!({"messages":[{"role":"user","content":"Hi"}]});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let e = chat_req(body.clone()).unwrap_err();
+            assert_eq!(e.status(), 400, "{body}");
+            assert_eq!(param_of(e), field, "{body}");
+        }
+    }
+
+    #[test]
+    fn accepted_values_are_carried_over() {
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],
+            "temperature":0,"top_p":0.5,"top_k":3,"min_p":0.1,"seed":7,"stop":"END",
+            "max_tokens":5,"logit_bias":{"12":-100},"stream":true,"stream_options":{"include_usage":true}}))
+        .unwrap();
+        let s = v.sampling;
+        assert_eq!(s.params.temperature, 0.0);
+        assert_eq!(s.params.top_k, 3);
+        assert_eq!(s.params.seed, Some(7));
+        assert_eq!(s.params.logit_bias, vec![(12, -100.0)]);
+        assert_eq!(s.stop, vec!["END".to_string()]);
+        assert_eq!(s.max_tokens, Some(5));
+        assert!(s.stream && s.include_usage);
+    }
+
+    #[test]
+    fn constraints_become_one_grammar() {
+        let object = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"response_format":{"type":"json_object"}})).unwrap();
+        assert!(object.sampling.params.grammar.as_deref().is_some_and(|g| g.contains("root ::=")));
+        assert_eq!(object.sampling.grammar_field, "response_format");
+        let schema = json!({"type":"object","properties":{"a":{"enum":["x","y"]}},"required":["a"]});
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],
+            "response_format":{"type":"json_schema","json_schema":{"name":"n","schema":schema}}})).unwrap();
+        assert!(v.sampling.params.grammar.as_deref().is_some_and(|g| g.contains("\\\"x\\\"")), "{:?}", v.sampling.params.grammar);
+        let gbnf = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"grammar":"root ::= \"a\""})).unwrap();
+        assert_eq!(gbnf.sampling.params.grammar.as_deref(), Some("root ::= \"a\""));
+        assert_eq!(gbnf.sampling.grammar_field, "grammar");
+        let both = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"grammar":"root ::= \"a\"","response_format":{"type":"json_object"}}));
+        assert_eq!(param_of(both.unwrap_err()), "response_format");
+        let text = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"response_format":{"type":"text"}})).unwrap();
+        assert_eq!(text.sampling.params.grammar, None);
+    }
+
+    #[test]
+    fn logprobs_in_each_endpoint_s_shape() {
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"logprobs":true,"top_logprobs":3})).unwrap();
+        assert_eq!(v.sampling.logprobs, Some(3));
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"logprobs":false})).unwrap();
+        assert_eq!(v.sampling.logprobs, None);
+        let parse = |body: &str| completion(parse_json(body.as_bytes()).unwrap(), 10, &Defaults::default());
+        assert_eq!(parse(r#"{"prompt":"x","logprobs":2}"#).unwrap().sampling.logprobs, Some(2));
+        assert_eq!(parse(r#"{"prompt":"x","logprobs":0}"#).unwrap().sampling.logprobs, Some(0));
+        assert_eq!(param_of(parse(r#"{"prompt":"x","logprobs":6}"#).unwrap_err()), "logprobs");
+    }
+
+    #[test]
+    fn tool_choice_none_leaves_the_tools_out() {
+        let tools = json!([{"type":"function","function":{"name":"f"}}]);
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"tools":tools,"tool_choice":"none"})).unwrap();
+        assert_eq!(v.tools, None);
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"tools":tools,"tool_choice":"auto"})).unwrap();
+        assert_eq!(v.tools, Some(tools));
+    }
+
+    #[test]
+    fn max_completion_tokens_wins_over_max_tokens() {
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"max_tokens":5,"max_completion_tokens":9})).unwrap();
+        assert_eq!(v.sampling.max_tokens, Some(9));
+    }
+
+    #[test]
+    fn completion_prompt_list_must_hold_one_string() {
+        let ok: CompletionRequest = parse_json(br#"{"prompt":["x"]}"#).unwrap();
+        assert_eq!(completion(ok, 10, &Defaults::default()).unwrap().prompt, Prompt::Text("x".into()));
+        let bad: CompletionRequest = parse_json(br#"{"prompt":["x","y"]}"#).unwrap();
+        assert_eq!(param_of(completion(bad, 10, &Defaults::default()).unwrap_err()), "prompt");
+    }
+
+    #[test]
+    fn token_id_prompts_are_checked_against_the_vocabulary() {
+        let parse = |body: &str| completion(parse_json(body.as_bytes()).unwrap(), 10, &Defaults::default());
+        assert_eq!(parse(r#"{"prompt":[1,2,3],"echo":true}"#).unwrap().prompt, Prompt::Tokens(vec![1, 2, 3]));
+        assert!(parse(r#"{"prompt":[1],"echo":true}"#).unwrap().echo);
+        assert_eq!(parse(r#"{"prompt":[[4,5]]}"#).unwrap().prompt, Prompt::Tokens(vec![4, 5]));
+        assert_eq!(param_of(parse(r#"{"prompt":[1,10]}"#).unwrap_err()), "prompt[1]");
+        assert_eq!(param_of(parse(r#"{"prompt":[[1],[2]]}"#).unwrap_err()), "prompt");
+        assert_eq!(param_of(parse(r#"{"prompt":[]}"#).unwrap_err()), "prompt");
+    }
+
+    #[test]
+    fn token_ids_outside_the_vocabulary_are_rejected() {
+        assert_eq!(token_ids("tokens", &[1, 2], 10).unwrap(), vec![1, 2]);
+        assert_eq!(param_of(token_ids("tokens", &[1, 10], 10).unwrap_err()), "tokens[1]");
+        assert_eq!(param_of(token_ids("tokens", &[-1], 10).unwrap_err()), "tokens[0]");
+    }
+}
+
+mod defaults {
+    use super::super::*;
+    use crate::api::extract::parse_json;
+
+    #[test]
+    fn model_defaults_fill_only_missing_fields() {
+        let defaults = Defaults {
+            sampling: SamplingParams { temperature: 0.1, top_k: 7, ..SamplingParams::default() },
+            max_tokens: Some(33),
+        };
+        let req: CompletionRequest = parse_json(br#"{"prompt":"x","top_k":3}"#).unwrap();
+        let v = completion(req, 10, &defaults).unwrap();
+        assert_eq!(v.sampling.params.temperature, 0.1);
+        assert_eq!(v.sampling.params.top_k, 3);
+        assert_eq!(v.sampling.max_tokens, Some(33));
+    }
+}
