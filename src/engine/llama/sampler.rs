@@ -19,16 +19,23 @@ pub fn json_schema_grammar(schema: &serde_json::Value) -> Result<String, String>
     })
 }
 
+/// The grammar sampler for a GBNF `grammar` (root rule `root`).
+fn grammar_sampler(model: &LlamaModel, grammar: &str) -> Result<LlamaSampler, String> {
+    LlamaSampler::grammar(model, grammar, "root").map_err(|e| format!("grammar does not parse: {e}"))
+}
+
 /// Whether `grammar` parses against `model`'s vocabulary.
 pub(super) fn grammar_parses(model: &LlamaModel, grammar: &str) -> Result<(), String> {
-    LlamaSampler::grammar(model, grammar, "root").map(drop).map_err(|e| format!("grammar does not parse: {e}"))
+    grammar_sampler(model, grammar).map(drop)
 }
 
 /// `token`'s log-probability under the raw `logits` (log-softmax over the
 /// whole vocabulary) and the `top` most likely tokens, most likely first.
+/// `bytes` is the token's own text; `bytes_of` gives the alternatives'.
 pub(super) fn token_logprob(
     logits: &[f32],
     token: LlamaToken,
+    bytes: Vec<u8>,
     top: usize,
     bytes_of: impl Fn(LlamaToken) -> Vec<u8>,
 ) -> crate::engine::TokenLogprob {
@@ -48,7 +55,7 @@ pub(super) fn token_logprob(
     let id = |t: usize| LlamaToken(t as i32);
     crate::engine::TokenLogprob {
         token: token.0 as crate::engine::TokenId,
-        bytes: bytes_of(token),
+        bytes,
         logprob: logprob(token.0 as usize),
         top: best.into_iter().map(|t| (t as crate::engine::TokenId, bytes_of(id(t)), logprob(t))).collect(),
     }
@@ -104,7 +111,8 @@ pub(super) fn build_sampler(
     prompt: &[LlamaToken],
 ) -> Result<RequestSampler, String> {
     let n_vocab = model.n_vocab();
-    let min_keep = p.min_keep as usize;
+    // Truncation always leaves at least one candidate.
+    let keep = (p.min_keep as usize).max(1);
     let mut biases: Vec<LlamaLogitBias> =
         p.logit_bias.iter().map(|&(t, b)| LlamaLogitBias::new(LlamaToken(t as i32), b)).collect();
     if p.ignore_eos {
@@ -150,16 +158,16 @@ pub(super) fn build_sampler(
             chain.push(LlamaSampler::top_k(p.top_k));
         }
         if p.typical_p < 1.0 {
-            chain.push(LlamaSampler::typical(p.typical_p, min_keep.max(1)));
+            chain.push(LlamaSampler::typical(p.typical_p, keep));
         }
         if p.top_p < 1.0 {
-            chain.push(LlamaSampler::top_p(p.top_p, min_keep.max(1)));
+            chain.push(LlamaSampler::top_p(p.top_p, keep));
         }
         if p.min_p > 0.0 {
-            chain.push(LlamaSampler::min_p(p.min_p, min_keep.max(1)));
+            chain.push(LlamaSampler::min_p(p.min_p, keep));
         }
         if p.xtc_probability > 0.0 {
-            chain.push(LlamaSampler::xtc(p.xtc_probability, p.xtc_threshold, min_keep.max(1), seed));
+            chain.push(LlamaSampler::xtc(p.xtc_probability, p.xtc_threshold, keep, seed));
         }
         chain.push(LlamaSampler::temp(p.temperature));
         chain.push(LlamaSampler::dist(seed));
@@ -170,9 +178,6 @@ pub(super) fn build_sampler(
         let look_back = if dry { n_ctx_slot as usize } else { p.penalty_last_n.max(0) as usize };
         chain.accept_many(&prompt[prompt.len().saturating_sub(look_back)..]);
     }
-    let grammar = match &p.grammar {
-        Some(g) => Some(LlamaSampler::grammar(model, g, "root").map_err(|e| format!("grammar does not parse: {e}"))?),
-        None => None,
-    };
+    let grammar = p.grammar.as_deref().map(|g| grammar_sampler(model, g)).transpose()?;
     Ok(RequestSampler { chain, grammar })
 }

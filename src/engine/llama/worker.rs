@@ -176,8 +176,9 @@ pub(super) struct Worker<'m> {
     pub(super) batch: LlamaBatch<'static>,
     pub(super) n_batch: usize,
     pub(super) n_ctx_slot: usize,
-    /// The end-of-generation tokens (`ignore_eos` bans them).
-    pub(super) eog: Vec<LlamaToken>,
+    /// The end-of-generation tokens (`ignore_eos` bans them), found on the
+    /// first request that asks: a scan of the whole vocabulary, kept off loads.
+    pub(super) eog: std::cell::OnceCell<Vec<LlamaToken>>,
     pub(super) stats: Arc<Stats>,
     /// Requests admitted so far (orders slots by last use).
     pub(super) uses: u64,
@@ -212,7 +213,7 @@ impl<'m> Worker<'m> {
             batch: LlamaBatch::new(n_batch, 1),
             n_batch,
             n_ctx_slot: info.n_ctx_slot as usize,
-            eog: (0..model.n_vocab()).map(LlamaToken).filter(|&t| model.vocab().is_eog(t)).collect(),
+            eog: std::cell::OnceCell::new(),
             stats,
             uses: 0,
             windowed,
@@ -341,7 +342,13 @@ impl<'m> Worker<'m> {
                 self.queue.push_front((req, tx));
                 break;
             };
-            let sampler = match build_sampler(&req.sampling, self.model, self.n_ctx_slot as u32, &self.eog, &prompt) {
+            let model = self.model;
+            let eog: &[LlamaToken] = if req.sampling.ignore_eos {
+                self.eog.get_or_init(|| (0..model.n_vocab()).map(LlamaToken).filter(|&t| model.vocab().is_eog(t)).collect())
+            } else {
+                &[]
+            };
+            let sampler = match build_sampler(&req.sampling, model, self.n_ctx_slot as u32, eog, &prompt) {
                 Ok(sampler) => sampler,
                 Err(e) => {
                     let _ = tx.send(GenerationEvent::Failed(e));
@@ -465,16 +472,16 @@ impl<'m> Worker<'m> {
                 Some(FinishReason::Stop)
             } else {
                 active.generated += 1;
+                let piece_of = |t| {
+                    let mut bytes = Vec::new();
+                    vocab.token_to_piece_into(t, &mut bytes, false, None);
+                    bytes
+                };
+                let piece = piece_of(token);
                 if let Some(top) = active.logprobs {
-                    let lp = super::sampler::token_logprob(self.ctx.get_logits_ith(idx), token, top as usize, |t| {
-                        let mut bytes = Vec::new();
-                        vocab.token_to_piece_into(t, &mut bytes, false, None);
-                        bytes
-                    });
+                    let lp = super::sampler::token_logprob(self.ctx.get_logits_ith(idx), token, piece.clone(), top as usize, piece_of);
                     let _ = active.tx.send(GenerationEvent::Logprob(lp));
                 }
-                let mut piece = Vec::new();
-                vocab.token_to_piece_into(token, &mut piece, false, None);
                 let pushed = active.text.push(&piece);
                 if !pushed.text.is_empty() && active.tx.send(GenerationEvent::Text(pushed.text)).is_err() {
                     slot.active = None;
