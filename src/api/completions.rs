@@ -60,7 +60,7 @@ pub async fn completions(
         let out = collect(started).await?;
         drop(permit);
         let text = echo.unwrap_or_default() + &out.text;
-        let logprobs = wants_logprobs.then(|| super::logprobs::completion(&out.logprobs, echoed_chars));
+        let logprobs = wants_logprobs.then(|| super::logprobs::completion(&out.logprobs, echoed_chars).0);
         return Ok(Json(completion(text, Some(out.finish_reason.as_str()), Some(out.usage.into()), logprobs)).into_response());
     }
 
@@ -73,7 +73,11 @@ pub async fn completions(
         echo.into_iter().map(|prompt| sse::data(&completion(prompt, None, None, None))).collect(),
         move |text, lps: &[crate::engine::TokenLogprob]| {
             // `text_offset` runs on from the echoed prompt and earlier chunks.
-            let logprobs = wants_logprobs.then(|| super::logprobs::completion(lps, offset.fetch_add(super::logprobs::chars(lps), Ordering::Relaxed)));
+            let logprobs = wants_logprobs.then(|| {
+                let (value, end) = super::logprobs::completion(lps, offset.load(Ordering::Relaxed));
+                offset.store(end, Ordering::Relaxed);
+                value
+            });
             sse::data(&text_chunk(text, None, None, logprobs))
         },
         move |finish_reason, usage| {

@@ -56,10 +56,7 @@ pub async fn start(
             super::cpu::run(move || tokenizer.engine.tokenize(&prompt, add_bos)).await?
         }
         // Checked against the GGUF header's vocabulary already; this is the loaded model's.
-        Prompt::Tokens(ids) => {
-            let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
-            super::validate::token_ids(prompt_param, &ids, info.n_vocab)?
-        }
+        Prompt::Tokens(ids) => super::validate::token_ids(prompt_param, &ids, info.n_vocab)?,
     };
     if tokens.is_empty() {
         return Err(super::error::invalid(prompt_param, "the prompt is empty"));

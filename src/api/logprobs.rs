@@ -29,8 +29,8 @@ pub fn chat(tokens: &[TokenLogprob]) -> Value {
 
 /// Completions: parallel lists; `text_offset` counts characters of the
 /// answer's text from `offset` (the length of what came before: an echoed
-/// prompt, earlier chunks).
-pub fn completion(tokens: &[TokenLogprob], offset: usize) -> Value {
+/// prompt, earlier chunks). Also returns the offset after these tokens.
+pub fn completion(tokens: &[TokenLogprob], offset: usize) -> (Value, usize) {
     let mut at = offset;
     let mut offsets = Vec::with_capacity(tokens.len());
     for t in tokens {
@@ -41,17 +41,13 @@ pub fn completion(tokens: &[TokenLogprob], offset: usize) -> Value {
         .iter()
         .map(|t| Value::Object(t.top.iter().map(|(_, bytes, lp)| (text(bytes), json!(lp))).collect::<Map<_, _>>()))
         .collect();
-    json!({
+    let value = json!({
         "tokens": tokens.iter().map(|t| text(&t.bytes)).collect::<Vec<_>>(),
         "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
         "top_logprobs": top,
         "text_offset": offsets,
-    })
-}
-
-/// Characters the tokens' text spans (for the next chunk's `text_offset`).
-pub fn chars(tokens: &[TokenLogprob]) -> usize {
-    tokens.iter().map(|t| text(&t.bytes).chars().count()).sum()
+    });
+    (value, at)
 }
 
 #[cfg(test)]
@@ -69,11 +65,11 @@ mod tests {
         assert_eq!(c["content"][1]["token"], "lo");
         assert_eq!(c["content"][0]["bytes"], json!([72, 101, 108]));
         assert_eq!(c["content"][0]["top_logprobs"][1], json!({"token": "x", "logprob": -3.0, "bytes": [120]}));
-        let t = completion(&tokens, 4);
+        let (t, end) = completion(&tokens, 4);
         assert_eq!(t["tokens"], json!(["Hel", "lo"]));
         assert_eq!(t["token_logprobs"], json!([-0.5, -0.25]));
         assert_eq!(t["text_offset"], json!([4, 7]));
         assert_eq!(t["top_logprobs"][0], json!({"Hel": -0.5, "x": -3.0}));
-        assert_eq!(chars(&tokens), 5);
+        assert_eq!(end, 9);
     }
 }

@@ -379,11 +379,12 @@ pub fn against_model(sampling: &ValidSampling, engine: &dyn crate::engine::Engin
 
 /// Token ids from a client (`/detokenize`), checked against the vocabulary:
 /// an out-of-range id would crash llama.cpp.
-pub fn token_ids(field: &str, tokens: &[i64], n_vocab: u32) -> Result<Vec<TokenId>, ApiError> {
+pub fn token_ids<T: Copy + Into<i64>>(field: &str, tokens: &[T], n_vocab: u32) -> Result<Vec<TokenId>, ApiError> {
     tokens
         .iter()
         .enumerate()
         .map(|(i, &t)| {
+            let t: i64 = t.into();
             if (0..n_vocab as i64).contains(&t) {
                 Ok(t as TokenId)
             } else {
