@@ -5,13 +5,9 @@
 //! `timings`; streamed as `data:` events whose last has `stop: true`, with no
 //! `[DONE]`.
 
-use std::sync::Arc;
-use std::time::Instant;
-
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
@@ -32,13 +28,13 @@ fn stop_type(finish: FinishReason) -> &'static str {
     }
 }
 
-/// `timings` as llama-server names them, from what the handler saw: the
-/// prompt phase is the time to the first text, the rest is generation.
-fn timings(usage: &Usage, began: Instant, first: Option<Instant>) -> Value {
-    let end = Instant::now();
-    let first = first.unwrap_or(end);
-    let prompt_ms = first.duration_since(began).as_secs_f64() * 1000.0;
-    let predicted_ms = end.duration_since(first).as_secs_f64() * 1000.0;
+/// `timings` as llama-server names them, from the request's log: the prompt
+/// phase is the time to the first text, the rest is generation.
+fn timings(usage: &Usage, log: &RequestLog) -> Value {
+    let (total, first) = log.times();
+    let first = first.unwrap_or(total);
+    let prompt_ms = first.as_secs_f64() * 1000.0;
+    let predicted_ms = (total - first).as_secs_f64() * 1000.0;
     let per_second = |n: u32, ms: f64| if ms > 0.0 { n as f64 * 1000.0 / ms } else { 0.0 };
     json!({
         "prompt_n": usage.prompt_tokens - usage.cached_tokens,
@@ -51,7 +47,7 @@ fn timings(usage: &Usage, began: Instant, first: Option<Instant>) -> Value {
     })
 }
 
-fn last(model: &str, content: String, finish: FinishReason, usage: &Usage, began: Instant, first: Option<Instant>) -> Value {
+fn last(model: &str, content: String, finish: FinishReason, usage: &Usage, log: &RequestLog) -> Value {
     json!({
         "index": 0,
         "content": content,
@@ -65,7 +61,7 @@ fn last(model: &str, content: String, finish: FinishReason, usage: &Usage, began
         "stop_type": stop_type(finish),
         "stopping_word": "",
         "tokens_cached": usage.cached_tokens,
-        "timings": timings(usage, began, first),
+        "timings": timings(usage, log),
     })
 }
 
@@ -74,7 +70,6 @@ pub async fn completion(
     Extension(log): Extension<RequestLog>,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let began = Instant::now();
     let snapshot = state.scheduler.snapshot();
     let view = snapshot.resolve(req.model.as_deref())?;
     log.model(&view.spec.id);
@@ -91,24 +86,21 @@ pub async fn completion(
         Prompt::Text(text) => Value::from(text.clone()),
         Prompt::Tokens(ids) => json!(ids),
     };
-    let started = start(&model, valid.prompt, &valid.sampling, "prompt", log).await?;
+    let started = start(&model, valid.prompt, &valid.sampling, "prompt", log.clone()).await?;
     if !valid.sampling.stream {
         let out = collect(started).await?;
         drop(permit);
-        let mut body = last(&model_id, out.text, out.finish_reason, &out.usage, began, None);
+        let mut body = last(&model_id, out.text, out.finish_reason, &out.usage, &log);
         body["prompt"] = prompt;
         return Ok(Json(body).into_response());
     }
     let (tx, response) = sse::channel_response();
-    let first: Arc<Mutex<Option<Instant>>> = Arc::default();
     tokio::spawn(async move {
         let _permit = permit;
-        let seen = first.clone();
-        let text = move |t: String, _: &[crate::engine::TokenLogprob]| {
-            seen.lock().get_or_insert_with(Instant::now);
+        let text = |t: String, _: &[crate::engine::TokenLogprob]| {
             sse::data(&json!({"index": 0, "content": t, "tokens": [], "stop": false, "id_slot": -1}))
         };
-        let finish = move |finish, usage: Usage| vec![sse::data(&last(&model_id, String::new(), finish, &usage, began, *first.lock()))];
+        let finish = move |finish, usage: Usage| vec![sse::data(&last(&model_id, String::new(), finish, &usage, &log))];
         let framing = Framing { error: |e| sse::data(&e.body()), end: None };
         pump(&tx, started, text, finish, &framing).await;
     });

@@ -24,7 +24,8 @@ struct Record {
     status: u16,
     model: Option<String>,
     usage: Option<Usage>,
-    ttft_ms: Option<u64>,
+    /// When the first generated text arrived.
+    first_at: Option<Instant>,
     /// How the generation ended, when it did not finish normally.
     ended: Option<String>,
 }
@@ -52,9 +53,13 @@ impl RequestLog {
     /// The first generated text arrived.
     pub fn first_token(&self) {
         let mut r = self.0.record.lock();
-        if r.ttft_ms.is_none() {
-            r.ttft_ms = Some(self.0.started.elapsed().as_millis() as u64);
-        }
+        r.first_at.get_or_insert_with(Instant::now);
+    }
+
+    /// Time since the request arrived, and to its first generated text.
+    pub fn times(&self) -> (std::time::Duration, Option<std::time::Duration>) {
+        let r = self.0.record.lock();
+        (self.0.started.elapsed(), r.first_at.map(|at| at.duration_since(self.0.started)))
     }
 
     pub fn done(&self, usage: &Usage) {
@@ -71,6 +76,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let r = self.record.get_mut();
         let total_ms = self.started.elapsed().as_millis() as u64;
+        let ttft_ms = r.first_at.map(|at| at.duration_since(self.started).as_millis() as u64);
         let usage = r.usage.as_ref();
         macro_rules! line {
             ($level:expr) => {
@@ -84,14 +90,14 @@ impl Drop for Inner {
                     prompt_tokens = usage.map(|u| u.prompt_tokens),
                     completion_tokens = usage.map(|u| u.completion_tokens),
                     cached_tokens = usage.map(|u| u.cached_tokens),
-                    ttft_ms = r.ttft_ms,
+                    ttft_ms,
                     total_ms,
                     ended = r.ended.as_deref(),
                     "request"
                 )
             };
         }
-        record_metrics(r, total_ms);
+        record_metrics(r, total_ms, ttft_ms);
         // Health and status polls would drown the rest.
         if r.path == "/health" || r.path == "/v1/health" || r.path == "/metrics" {
             line!(tracing::Level::DEBUG);
@@ -112,7 +118,7 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
 }
 
 /// The request's counters and histograms (see `crate::metrics`).
-fn record_metrics(r: &Record, total_ms: u64) {
+fn record_metrics(r: &Record, total_ms: u64, ttft_ms: Option<u64>) {
     let m = crate::metrics::global();
     let model = r.model.as_deref().unwrap_or("");
     m.requests.with_label_values(&[model, &r.route, &r.status.to_string()]).inc();
@@ -121,7 +127,7 @@ fn record_metrics(r: &Record, total_ms: u64) {
     m.predicted_tokens.with_label_values(&[model]).inc_by(u64::from(usage.completion_tokens));
     m.cached_tokens.with_label_values(&[model]).inc_by(u64::from(usage.cached_tokens));
     m.duration.with_label_values(&[model]).observe(total_ms as f64 / 1000.0);
-    if let Some(ttft) = r.ttft_ms {
+    if let Some(ttft) = ttft_ms {
         m.ttft.with_label_values(&[model]).observe(ttft as f64 / 1000.0);
         if usage.completion_tokens > 1 {
             let per_token = total_ms.saturating_sub(ttft) as f64 / 1000.0 / f64::from(usage.completion_tokens - 1);
