@@ -134,10 +134,11 @@ fn resolve<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a ModelView, ApiE
     Ok(snapshot.resolve(Some(bare))?)
 }
 
-/// Ollama's `format` as the JSON schema the output is held to (`"json"`:
-/// any JSON object), for llama-server's `json_schema` field; `think`, which
-/// we cannot honour, is refused.
-fn output_schema(format: &Option<Value>, think: &Option<Value>) -> Result<Option<Value>, ApiError> {
+/// The start of the OpenAI body built from an Ollama request: its `format`
+/// as the JSON schema the output is held to (`"json"`: any JSON object), in
+/// llama-server's `json_schema` field; `think`, which we cannot honour, is
+/// refused.
+fn output_fields(format: &Option<Value>, think: &Option<Value>) -> Result<Map<String, Value>, ApiError> {
     let schema = match format {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
@@ -148,7 +149,7 @@ fn output_schema(format: &Option<Value>, think: &Option<Value>) -> Result<Option
     if think.as_ref().is_some_and(|t| t.as_bool() != Some(false) && !t.is_null()) {
         return Err(invalid("think", "`think` is not supported yet"));
     }
-    Ok(schema)
+    Ok(schema.map(|schema| ("json_schema".to_string(), schema)).into_iter().collect())
 }
 
 /// An OpenAI request body from Ollama's model, stream flag and options.
@@ -281,20 +282,16 @@ pub async fn chat(State(state): State<AppState>, Extension(log): Extension<Reque
 async fn chat_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Response, OllamaError> {
     let began = Instant::now();
     let req: ChatBody = parse_json(&body)?;
-    let schema = output_schema(&req.format, &req.think)?;
+    let mut extra = output_fields(&req.format, &req.think)?;
     for (i, m) in req.messages.iter().enumerate() {
         if m.get("images").is_some_and(|v| !v.is_null()) {
             return Err(invalid(format!("messages[{i}].images"), "images are not supported: this server serves text models").into());
         }
     }
     let stream = req.stream.unwrap_or(true);
-    let mut extra = Map::new();
     extra.insert("messages".into(), Value::Array(req.messages.into_iter().map(Value::Object).collect()));
     if let Some(tools) = req.tools.filter(|t| !t.is_null()) {
         extra.insert("tools".into(), tools);
-    }
-    if let Some(schema) = schema {
-        extra.insert("json_schema".into(), schema);
     }
     let snapshot = state.scheduler.snapshot();
     let view = resolve(&snapshot, &req.model)?;
@@ -311,7 +308,7 @@ pub async fn generate(State(state): State<AppState>, Extension(log): Extension<R
 async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Response, OllamaError> {
     let began = Instant::now();
     let req: GenerateBody = parse_json(&body)?;
-    let schema = output_schema(&req.format, &req.think)?;
+    let mut extra = output_fields(&req.format, &req.think)?;
     let unsupported = [
         ("images", req.images.as_ref().is_some_and(|i| !i.is_empty()), "images are not supported: this server serves text models"),
         ("suffix", req.suffix.as_ref().is_some_and(|s| !s.is_empty()), "`suffix` (fill-in-the-middle) is not supported yet"),
@@ -340,11 +337,7 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
     }
     let stream = req.stream.unwrap_or(true);
     let (permit, started) = if req.raw.unwrap_or(false) {
-        let mut extra = Map::new();
         extra.insert("prompt".into(), json!(prompt));
-        if let Some(schema) = schema {
-            extra.insert("json_schema".into(), schema);
-        }
         let openai: CompletionRequest = parse_json(&openai_body(&req.model, stream, req.options.as_ref(), extra)?)?;
         let valid = validate::completion(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
         let permit = state.scheduler.acquire(index).await.map_err(ApiError::from)?;
@@ -359,11 +352,7 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
             messages.push(json!({"role": "system", "content": system}));
         }
         messages.push(json!({"role": "user", "content": prompt}));
-        let mut extra = Map::new();
         extra.insert("messages".into(), Value::Array(messages));
-        if let Some(schema) = schema {
-            extra.insert("json_schema".into(), schema);
-        }
         start_chat(&state, view, &req.model, stream, req.options.as_ref(), extra, log).await?
     };
     answer(Kind::Generate, started, permit, id, stream, began).await
