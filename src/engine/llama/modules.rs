@@ -27,6 +27,7 @@ pub fn is_module(name: &str) -> bool {
     name.contains(".so") && !stem.is_empty() && stem != "base"
 }
 
+#[cfg(feature = "dynamic-backends")]
 fn has_modules(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .map(|entries| entries.flatten().any(|e| is_module(&e.file_name().to_string_lossy())))
@@ -69,7 +70,6 @@ pub(super) fn load() -> Result<(), String> {
 
 #[cfg(not(feature = "dynamic-backends"))]
 pub(super) fn load() -> Result<(), String> {
-    let _ = has_modules;
     Ok(())
 }
 
