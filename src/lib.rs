@@ -8,6 +8,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod metrics;
 pub mod template;
+pub mod tools;
 // Shared plain types.
 pub mod types;
 // Inference, then scheduling.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["build_info", "gguf", "gpu", "metrics", "template"],
     &["types"],
+    &["tools"],
     &["engine"],
     &["scheduler"],
     &["cli"],

@@ -13,10 +13,13 @@ use super::extract::ApiJson;
 use super::generate::{collect, pump, response_id, start, stream_sse, Started};
 use super::openai::*;
 use super::reqlog::RequestLog;
+use super::tool_calls;
 use super::validate::{self, ValidChat};
 use super::{sse, unix_now, AppState};
 use crate::engine::{FinishReason, TokenLogprob, Usage};
 use crate::scheduler::Permit;
+use crate::tools::ToolFormat;
+use serde_json::Value;
 
 pub async fn chat_completions(
     State(state): State<AppState>,
@@ -35,11 +38,12 @@ pub async fn chat_completions(
         return Ok(stream_after_load(state, index, valid, chunks, log));
     }
     let permit = state.scheduler.acquire(index).await?;
-    let started = prepare(&permit, &valid, log).await?;
+    let (started, output) = prepare(&permit, &valid, log).await?;
 
     if !valid.sampling.stream {
         let out = collect(started).await?;
         drop(permit);
+        let (message, finish_reason) = output.message(out.text, out.finish_reason);
         return Ok(Json(ChatCompletion {
             id: chunks.id,
             object: "chat.completion",
@@ -47,9 +51,9 @@ pub async fn chat_completions(
             model: model_id,
             choices: vec![ChatChoice {
                 index: 0,
-                message: AssistantMessage { role: "assistant", content: out.text },
+                message,
                 logprobs: chunks.logprobs.then(|| super::logprobs::chat(&out.logprobs)),
-                finish_reason: out.finish_reason.as_str(),
+                finish_reason,
             }],
             usage: out.usage.into(),
             system_fingerprint: chunks.fingerprint,
@@ -58,25 +62,76 @@ pub async fn chat_completions(
     }
     let chunks = Arc::new(chunks);
     let prologue = vec![chunks.role()];
-    let (text, finish) = chunks.clone().framers();
+    let (text, finish) = chunks.clone().framers(output);
     Ok(stream_sse(started, permit, prologue, text, finish))
 }
 
-/// On the acquired model: the token-id guard, the template, the generation.
-/// Rendering and tokenizing run off the runtime (`cpu::run`); a conversation
-/// with more messages than the context has tokens is refused before either.
-pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog) -> Result<Started, ApiError> {
+/// On the acquired model: the token-id guard, the tools' plan, the template,
+/// the generation. Rendering and tokenizing run off the runtime
+/// (`cpu::run`); a conversation with more messages than the context has
+/// tokens is refused before either.
+pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog) -> Result<(Started, Output), ApiError> {
     let model = permit.model.clone();
     let info = model.engine.info();
-    validate::against_model(&valid.sampling, &*model.engine)?;
     let n_ctx = info.n_ctx_slot as usize;
     if valid.messages.len() >= n_ctx {
         return Err(super::generate::too_long(&format!("at least {}", valid.messages.len()), n_ctx, "messages"));
     }
-    let (messages, tools, kwargs) = (valid.messages.clone(), valid.tools.clone(), valid.template_kwargs.clone());
+    let constrained = valid.sampling.params.grammar.is_some().then_some(valid.sampling.grammar_field);
+    let planner = model.clone();
+    let (messages, tools) = (valid.messages.clone(), valid.tools.clone());
+    let plan = super::cpu::run(move || tool_calls::plan(&planner, &messages, tools.as_ref(), constrained)).await??;
+    let mut sampling = valid.sampling.clone();
+    if let Some(grammar) = plan.grammar {
+        sampling.params.grammar = Some(grammar);
+        sampling.grammar_field = "tool_choice";
+    }
+    sampling.keep_special = plan.keep_special;
+    validate::against_model(&sampling, &*model.engine)?;
+    let (messages, kwargs) = (plan.messages, valid.template_kwargs.clone());
+    let descriptions = valid.tools.as_ref().map(|t| t.descriptions.clone());
     let renderer = model.clone();
-    let prompt = super::cpu::run(move || renderer.render_chat(&messages, true, tools.as_ref(), kwargs.as_ref())).await??;
-    start(&model, super::validate::Prompt::Text(prompt), &valid.sampling, "messages", log).await
+    let prompt =
+        super::cpu::run(move || renderer.render_chat(&messages, true, descriptions.as_ref(), kwargs.as_ref())).await??;
+    let started = start(&model, super::validate::Prompt::Text(prompt), &sampling, "messages", log).await?;
+    Ok((started, Output { format: plan.format, single: plan.single }))
+}
+
+/// How the model's output becomes a message: as text, or parsed for tool
+/// calls and reasoning in the model's format.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Output {
+    format: Option<ToolFormat>,
+    single: bool,
+}
+
+impl Output {
+    /// The whole answer parsed in the model's format (`None`: plain text).
+    pub(super) fn parse(&self, text: &str) -> Option<crate::tools::Parsed> {
+        self.format.map(|f| crate::tools::parse_final(f, text, self.single))
+    }
+
+    /// A parser for the answer as it streams (`None`: plain text).
+    pub(super) fn streaming(&self) -> Option<crate::tools::Streaming> {
+        self.format.map(|f| crate::tools::Streaming::new(f, self.single))
+    }
+
+    /// The whole answer as a message, and its finish reason (`tool_calls`
+    /// when it made calls).
+    fn message(&self, text: String, finish: FinishReason) -> (AssistantMessage, &'static str) {
+        let Some(parsed) = self.parse(&text) else {
+            return (AssistantMessage { role: "assistant", content: Some(text), ..AssistantMessage::default() }, finish.as_str());
+        };
+        let calls: Vec<Value> = parsed.calls.iter().map(|c| tool_calls::call_json(c, None)).collect();
+        let message = AssistantMessage {
+            role: "assistant",
+            content: (!parsed.content.is_empty() || calls.is_empty()).then_some(parsed.content),
+            reasoning_content: (!parsed.reasoning.is_empty()).then_some(parsed.reasoning),
+            tool_calls: (!calls.is_empty()).then_some(calls),
+        };
+        let finish = if message.tool_calls.is_some() && finish == FinishReason::Stop { "tool_calls" } else { finish.as_str() };
+        (message, finish)
+    }
 }
 
 /// `--notify-swaps`: the stream starts at once; while the model loads, the
@@ -116,12 +171,12 @@ fn stream_after_load(state: AppState, index: usize, valid: ValidChat, chunks: Ch
             }
         };
         let prepared = match permit.map_err(ApiError::from) {
-            Ok(permit) => prepare(&permit, &valid, log.clone()).await.map(|started| (permit, started)),
+            Ok(permit) => prepare(&permit, &valid, log.clone()).await.map(|prepared| (permit, prepared)),
             Err(e) => Err(e),
         };
         match prepared {
-            Ok((_permit, started)) => {
-                let (text, finish) = chunks.framers();
+            Ok((_permit, (started, output))) => {
+                let (text, finish) = chunks.framers(output);
                 pump(&tx, started, text, finish, &super::generate::sse_framing()).await;
             }
             Err(e) => {
@@ -182,18 +237,48 @@ impl Chunks {
         sse::data(&self.chunk(Delta { reasoning_content: Some(note), ..Delta::default() }, None))
     }
 
-    /// The content-delta framer and the finish framer for [`pump`].
+    /// The content-delta framer and the finish framer for [`pump`]. With a
+    /// tool format, pieces go through the streaming parser: text that may be
+    /// a call's start is held back, each call is sent whole once complete.
     #[allow(clippy::type_complexity)]
     fn framers(
         self: Arc<Self>,
-    ) -> (impl Fn(String, &[TokenLogprob]) -> Bytes + Send + 'static, impl FnOnce(FinishReason, Usage) -> Vec<Bytes> + Send + 'static) {
+        output: Output,
+    ) -> (impl FnMut(String, &[TokenLogprob]) -> Bytes + Send + 'static, impl FnOnce(FinishReason, Usage) -> Vec<Bytes> + Send + 'static) {
+        let parser = output.streaming();
+        let parsed = parser.is_some();
+        let shared = Arc::new(parking_lot::Mutex::new((parser, Vec::<TokenLogprob>::new())));
         let for_text = self.clone();
+        let text_state = shared.clone();
         let text = move |t: String, lps: &[TokenLogprob]| {
-            let logprobs = for_text.logprobs.then(|| super::logprobs::chat(lps));
-            sse::data(&for_text.chunk_with(Delta { content: Some(t), ..Delta::default() }, None, logprobs))
+            let mut state = text_state.lock();
+            let (parser, held) = &mut *state;
+            match parser {
+                None => {
+                    let logprobs = for_text.logprobs.then(|| super::logprobs::chat(lps));
+                    sse::data(&for_text.chunk_with(Delta { content: Some(t), ..Delta::default() }, None, logprobs))
+                }
+                Some(parser) => {
+                    held.extend_from_slice(lps);
+                    let delta = parser.push(&t);
+                    for_text.delta_frames(delta, held)
+                }
+            }
         };
         let finish = move |finish_reason: FinishReason, usage: Usage| {
-            let mut frames = vec![sse::data(&self.chunk(Delta::default(), Some(finish_reason.as_str())))];
+            let mut frames = Vec::new();
+            let mut reason = finish_reason.as_str();
+            if parsed {
+                let mut state = shared.lock();
+                let (parser, held) = &mut *state;
+                if let Some(parser) = parser {
+                    frames.push(self.delta_frames(parser.finish(), held));
+                    if parser.calls_sent() > 0 && finish_reason == FinishReason::Stop {
+                        reason = "tool_calls";
+                    }
+                }
+            }
+            frames.push(sse::data(&self.chunk(Delta::default(), Some(reason))));
             if self.include_usage {
                 let mut usage_chunk = self.chunk(Delta::default(), None);
                 usage_chunk.choices.clear();
@@ -203,5 +288,26 @@ impl Chunks {
             frames
         };
         (text, finish)
+    }
+
+    /// The chunks of one parsed delta (none when nothing can be sent yet);
+    /// log-probabilities go with the first chunk sent.
+    fn delta_frames(&self, delta: crate::tools::StreamDelta, held: &mut Vec<TokenLogprob>) -> Bytes {
+        let mut deltas = Vec::new();
+        if !delta.reasoning.is_empty() {
+            deltas.push(Delta { reasoning_content: Some(delta.reasoning), ..Delta::default() });
+        }
+        if !delta.content.is_empty() {
+            deltas.push(Delta { content: Some(delta.content), ..Delta::default() });
+        }
+        for (i, call) in &delta.calls {
+            deltas.push(Delta { tool_calls: Some(vec![tool_calls::call_json(call, Some(*i))]), ..Delta::default() });
+        }
+        let mut out = Vec::new();
+        for d in deltas {
+            let logprobs = (self.logprobs && !held.is_empty()).then(|| super::logprobs::chat(&std::mem::take(held)));
+            out.extend_from_slice(&sse::data(&self.chunk_with(d, None, logprobs)));
+        }
+        Bytes::from(out)
     }
 }

@@ -70,9 +70,6 @@ fn is_empty(v: &Value) -> bool {
 fn is_text_only(v: &Value) -> bool {
     v.as_array().is_some_and(|a| a.iter().all(|m| m == "text"))
 }
-fn is_none_or_auto(v: &Value) -> bool {
-    matches!(v.as_str(), Some("none" | "auto"))
-}
 fn is_minus_one(v: &Value) -> bool {
     v.as_f64().is_some_and(|x| x <= 0.0)
 }
@@ -109,8 +106,8 @@ pub const FIELDS: &[Field] = &[
     field("max_completion_tokens", Chat, Honoured),
     field("response_format", Chat, Honoured),
     field("tools", Chat, Honoured),
-    field("tool_choice", Chat, unsupported(is_none_or_auto, "\"none\" or \"auto\"")),
-    field("parallel_tool_calls", Chat, NoEffect),
+    field("tool_choice", Chat, Honoured),
+    field("parallel_tool_calls", Chat, Honoured),
     field("top_logprobs", Chat, Honoured),
     field("modalities", Chat, unsupported(is_text_only, "[\"text\"]")),
     field("audio", Chat, unsupported(never, "absent")),
@@ -275,7 +272,7 @@ mod tests {
             "audio": null, "parallel_tool_calls": true});
         check(Endpoint::Chat, &body(neutral)).unwrap();
         for (k, v) in [("n", json!(2)),
-            ("tool_choice", json!("required")), ("modalities", json!(["text", "audio"])),
+            ("modalities", json!(["text", "audio"])),
             ("audio", json!({"voice": "x"})), ("n_probs", json!(5)), ("samplers", json!(["top_k"]))]
         {
             let e = check(Endpoint::Chat, &body(json!({ k: v }))).unwrap_err();

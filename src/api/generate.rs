@@ -70,6 +70,7 @@ pub async fn start(
         max_tokens: sampling.max_tokens,
         stop: sampling.stop.clone(),
         logprobs: sampling.logprobs,
+        keep_special: sampling.keep_special.clone(),
     };
     let events = model.generate(request)?;
     Ok(Started { events, log })
@@ -138,7 +139,7 @@ pub fn stream_sse(
     started: Started,
     permit: crate::scheduler::Permit,
     prologue: Vec<Bytes>,
-    text: impl Fn(String, &[TokenLogprob]) -> Bytes + Send + 'static,
+    text: impl FnMut(String, &[TokenLogprob]) -> Bytes + Send + 'static,
     finish: impl FnOnce(FinishReason, Usage) -> Vec<Bytes> + Send + 'static,
 ) -> axum::response::Response {
     let (tx, response) = super::sse::channel_response();
@@ -163,7 +164,7 @@ pub fn stream_sse(
 pub async fn pump(
     tx: &tokio::sync::mpsc::Sender<Bytes>,
     started: Started,
-    text: impl Fn(String, &[TokenLogprob]) -> Bytes,
+    mut text: impl FnMut(String, &[TokenLogprob]) -> Bytes,
     finish: impl FnOnce(FinishReason, Usage) -> Vec<Bytes>,
     framing: &Framing,
 ) {
@@ -203,7 +204,8 @@ pub async fn pump(
                 (end(vec![(framing.error)(&e)]), true)
             }
         };
-        for frame in frames {
+        // A framer may have nothing to send yet (text held back as a possible tool-call mark).
+        for frame in frames.into_iter().filter(|f| !f.is_empty()) {
             if tx.send(frame).await.is_err() {
                 log.ended("client disconnected");
                 return;

@@ -70,6 +70,7 @@ pub async fn apply_template(
         max_completion_tokens: None,
         tools: req.tools,
         tool_choice: None,
+        parallel_tool_calls: None,
         response_format: None,
         chat_template_kwargs: req.chat_template_kwargs,
         sampling: Default::default(),
@@ -78,7 +79,12 @@ pub async fn apply_template(
     let model = state.loaded(view).await?;
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
     let prompt = super::cpu::run(move || {
-        model.render_chat(&valid.messages, add_generation_prompt, valid.tools.as_ref(), valid.template_kwargs.as_ref())
+        let tools = valid.tools.as_ref();
+        let messages = match tools {
+            Some(t) => crate::tools::prepare_messages(model.tool_format, model.template_knows_tools, &valid.messages, Some(&t.specs), Some(&t.descriptions), t.parallel),
+            None => valid.messages.clone(),
+        };
+        model.render_chat(&messages, add_generation_prompt, tools.map(|t| &t.descriptions), valid.template_kwargs.as_ref())
     })
     .await??;
     Ok(Json(json!({ "prompt": prompt })).into_response())

@@ -22,6 +22,7 @@ pub mod ollama;
 pub mod openai;
 pub mod reqlog;
 pub mod sse;
+pub mod tool_calls;
 pub mod validate;
 
 use std::sync::Arc;

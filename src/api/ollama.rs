@@ -205,17 +205,39 @@ fn ndjson_framing() -> Framing {
 /// `message`, `/api/generate` in `response`.
 #[derive(Clone, Copy)]
 enum Kind {
-    Chat,
+    /// How the answer is parsed for tool calls and thinking.
+    Chat(super::chat::Output),
     Generate,
 }
 
 impl Kind {
     fn text(self, text: &str) -> (&'static str, Value) {
         match self {
-            Kind::Chat => ("message", json!({"role": "assistant", "content": text})),
+            Kind::Chat(_) => ("message", json!({"role": "assistant", "content": text})),
             Kind::Generate => ("response", json!(text)),
         }
     }
+}
+
+/// An assistant message in Ollama's shape from parsed output: `content`,
+/// `thinking`, and `tool_calls` with the arguments as an object.
+fn parsed_message(delta: crate::tools::StreamDelta) -> Value {
+    let mut message = json!({"role": "assistant", "content": delta.content});
+    if !delta.reasoning.is_empty() {
+        message["thinking"] = json!(delta.reasoning);
+    }
+    if !delta.calls.is_empty() {
+        let calls: Vec<Value> = delta
+            .calls
+            .iter()
+            .map(|(_, c)| {
+                let arguments = serde_json::from_str::<Value>(&c.arguments).unwrap_or_else(|_| json!(c.arguments));
+                json!({"function": {"name": c.name, "arguments": arguments}})
+            })
+            .collect();
+        message["tool_calls"] = json!(calls);
+    }
+    message
 }
 
 /// Answers a started generation: one object (`stream` false) or NDJSON,
@@ -236,20 +258,58 @@ async fn answer(
     if !stream {
         let out = collect(started).await?;
         drop(permit);
-        return Ok(Json(with_text(closing(&model, out.finish_reason, out.usage, began), &out.text)).into_response());
+        let mut body = with_text(closing(&model, out.finish_reason, out.usage, began), &out.text);
+        if let Kind::Chat(output) = kind {
+            if let Some(parsed) = output.parse(&out.text) {
+                let delta = crate::tools::StreamDelta {
+                    content: parsed.content,
+                    reasoning: parsed.reasoning,
+                    calls: parsed.calls.into_iter().enumerate().collect(),
+                };
+                body["message"] = parsed_message(delta);
+            }
+        }
+        return Ok(Json(body).into_response());
     }
     let (tx, response) = super::sse::channel_response_as("application/x-ndjson");
     tokio::spawn(async move {
         let _permit = permit;
         let name = model.clone();
-        let text = move |t: String, _: &[crate::engine::TokenLogprob]| {
+        let parser = match kind {
+            Kind::Chat(output) => output.streaming().map(|p| std::sync::Arc::new(parking_lot::Mutex::new(p))),
+            Kind::Generate => None,
+        };
+        let frame = move |(key, value): (&'static str, Value)| {
             let mut piece = Map::new();
             piece.insert("model".into(), json!(name));
             piece.insert("created_at".into(), json!(now_rfc3339()));
             piece.insert("done".into(), json!(false));
-            line(&with_text(piece, &t))
+            piece.insert(key.into(), value);
+            line(&Value::Object(piece))
         };
-        let finish = move |reason, usage| vec![line(&with_text(closing(&model, reason, usage, began), ""))];
+        let (for_text, for_finish, frame_at_end) = (parser.clone(), parser, frame.clone());
+        let text = move |t: String, _: &[crate::engine::TokenLogprob]| match &for_text {
+            // Held back while it may be a call's start: nothing to send yet.
+            Some(parser) => {
+                let delta = parser.lock().push(&t);
+                if delta.is_empty() {
+                    return Bytes::new();
+                }
+                frame(("message", parsed_message(delta)))
+            }
+            None => frame(kind.text(&t)),
+        };
+        let finish = move |reason, usage| {
+            let mut frames = Vec::new();
+            if let Some(parser) = for_finish {
+                let delta = parser.lock().finish();
+                if !delta.is_empty() {
+                    frames.push(frame_at_end(("message", parsed_message(delta))));
+                }
+            }
+            frames.push(line(&with_text(closing(&model, reason, usage, began), "")));
+            frames
+        };
         pump(&tx, started, text, finish, &ndjson_framing()).await;
     });
     Ok(response)
@@ -266,12 +326,12 @@ async fn start_chat(
     options: Option<&Map<String, Value>>,
     extra: Map<String, Value>,
     log: RequestLog,
-) -> Result<(crate::scheduler::Permit, Started), ApiError> {
+) -> Result<(crate::scheduler::Permit, Started, super::chat::Output), ApiError> {
     let openai: ChatCompletionRequest = parse_json(&openai_body(name, stream, options, extra)?)?;
     let valid = validate::chat(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let permit = state.scheduler.acquire(view.index).await?;
-    let started = super::chat::prepare(&permit, &valid, log).await?;
-    Ok((permit, started))
+    let (started, output) = super::chat::prepare(&permit, &valid, log).await?;
+    Ok((permit, started, output))
 }
 
 /// `POST /api/chat`.
@@ -296,8 +356,8 @@ async fn chat_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Res
     let snapshot = state.scheduler.snapshot();
     let view = resolve(&snapshot, &req.model)?;
     log.model(&view.spec.id);
-    let (permit, started) = start_chat(&state, view, &req.model, stream, req.options.as_ref(), extra, log).await?;
-    answer(Kind::Chat, started, permit, view.spec.id.clone(), stream, began).await
+    let (permit, started, output) = start_chat(&state, view, &req.model, stream, req.options.as_ref(), extra, log).await?;
+    answer(Kind::Chat(output), started, permit, view.spec.id.clone(), stream, began).await
 }
 
 /// `POST /api/generate`.
@@ -353,7 +413,8 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
         }
         messages.push(json!({"role": "user", "content": prompt}));
         extra.insert("messages".into(), Value::Array(messages));
-        start_chat(&state, view, &req.model, stream, req.options.as_ref(), extra, log).await?
+        let (permit, started, _) = start_chat(&state, view, &req.model, stream, req.options.as_ref(), extra, log).await?;
+        (permit, started)
     };
     answer(Kind::Generate, started, permit, id, stream, began).await
 }

@@ -103,6 +103,7 @@ pub struct ChatCompletionRequest {
     pub max_completion_tokens: Option<i64>,
     pub tools: Option<Value>,
     pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<Value>,
     pub response_format: Option<Value>,
     /// Extra variables for the chat template (as in llama-server and vLLM).
     pub chat_template_kwargs: Option<Map<String, Value>>,
@@ -159,10 +160,16 @@ impl From<crate::engine::Usage> for UsageOut {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Default)]
 pub struct AssistantMessage {
     pub role: &'static str,
-    pub content: String,
+    /// `null` when the answer is only tool calls, as OpenAI sends it.
+    pub content: Option<String>,
+    /// Thinking the model's format marks as such (gpt-oss's analysis channel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<Value>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -190,9 +197,13 @@ pub struct Delta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
-    /// Used for swap progress ("loading model X: 40%") with --notify-swaps.
+    /// Thinking (gpt-oss's analysis channel), and swap progress ("loading
+    /// model X: 40%") with --notify-swaps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// A complete call per delta (`index`, `id`, `type`, `function`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<Value>>,
 }
 
 #[derive(Debug, Clone, Serialize)]

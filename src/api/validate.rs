@@ -25,6 +25,8 @@ pub struct ValidSampling {
     pub grammar_field: &'static str,
     /// Report log-probabilities with this many alternatives per token.
     pub logprobs: Option<u32>,
+    /// Special tokens the output writes as text (tool-call marks).
+    pub keep_special: Vec<TokenId>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +34,8 @@ pub struct ValidChat {
     pub model: Option<String>,
     /// Messages ready for the chat template: text parts joined into strings.
     pub messages: Vec<Value>,
-    pub tools: Option<Value>,
+    /// `None`: the model is told of no tools.
+    pub tools: Option<super::tool_calls::ValidTools>,
     pub template_kwargs: Option<Map<String, Value>>,
     pub sampling: ValidSampling,
 }
@@ -78,11 +81,7 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
         sampling.params.grammar = Some(grammar);
         sampling.grammar_field = "response_format";
     }
-    // `tool_choice: "none"`: the model is not told about the tools at all.
-    let tools = match req.tool_choice.as_ref().and_then(Value::as_str) {
-        Some("none") => None,
-        _ => req.tools.filter(|t| !t.is_null()),
-    };
+    let tools = super::tool_calls::validate(req.tools, req.tool_choice, req.parallel_tool_calls)?;
     if let Some(m) = req.max_completion_tokens {
         sampling.max_tokens = Some(positive_u32("max_completion_tokens", m)?);
     }
@@ -242,6 +241,7 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
         include_usage,
         grammar_field: if has_schema { "json_schema" } else { "grammar" },
         logprobs: None,
+        keep_special: Vec::new(),
     })
 }
 

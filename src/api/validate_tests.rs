@@ -144,7 +144,36 @@ mod requests {
         let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"tools":tools,"tool_choice":"none"})).unwrap();
         assert_eq!(v.tools, None);
         let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"tools":tools,"tool_choice":"auto"})).unwrap();
-        assert_eq!(v.tools, Some(tools));
+        let t = v.tools.unwrap();
+        assert_eq!((t.descriptions, t.choice, t.parallel), (tools, crate::tools::Choice::Auto, true));
+        assert_eq!(t.specs[0].parameters, json!({"type": "object", "properties": {}}));
+    }
+
+    #[test]
+    fn tool_requests_are_checked_naming_the_field() {
+        let msgs = json!([{"role":"user","content":"Hi"}]);
+        let tools = json!([{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]);
+        let req = |extra: Value| {
+            let mut body = json!({"messages": msgs});
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            chat_req(body)
+        };
+        let named = req(json!({"tools": tools, "tool_choice": {"type":"function","function":{"name":"f"}}, "parallel_tool_calls": false}));
+        let t = named.unwrap().tools.unwrap();
+        assert_eq!((t.choice, t.parallel), (crate::tools::Choice::Named("f".into()), false));
+        for (extra, field) in [
+            (json!({"tool_choice": "required"}), "tool_choice"),
+            (json!({"tools": tools, "tool_choice": {"type":"function","function":{"name":"g"}}}), "tool_choice"),
+            (json!({"tools": tools, "tool_choice": "always"}), "tool_choice"),
+            (json!({"tools": [{"type":"function","function":{"name":"bad name"}}]}), "tools[0].function.name"),
+            (json!({"tools": [{"type":"retrieval"}]}), "tools[0].type"),
+            (json!({"tools": [{"type":"function","function":{"name":"f","parameters":"x"}}]}), "tools[0].function.parameters"),
+            (json!({"tools": [{"function":{"name":"f"}}, {"function":{"name":"f"}}]}), "tools[1].function.name"),
+            (json!({"tools": {"name": "f"}}), "tools"),
+            (json!({"tools": tools, "parallel_tool_calls": "yes"}), "parallel_tool_calls"),
+        ] {
+            assert_eq!(param_of(req(extra.clone()).unwrap_err()), field, "{extra}");
+        }
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct LoadedModel {
     pub template: ChatTemplate,
     pub template_source: String,
     pub template_origin: TemplateOrigin,
+    /// How this model writes tool calls, as its template shows.
+    pub tool_format: crate::tools::ToolFormat,
+    /// The template renders a `tools` list itself.
+    pub template_knows_tools: bool,
     /// Set by [`LoadedModel::cancel_all`]: no generation starts after it.
     /// The lock orders a start against a cancel (a request still tokenizing
     /// when a forced unload comes must not start on the model afterwards).
@@ -97,7 +101,15 @@ pub fn load_one(
     let info = engine.info();
     let template = ChatTemplate::new(&source, &info.bos_token, &info.eos_token)
         .map_err(|e| EngineError::Template(format!("chat template of model `{}` ({origin:?}): {e}", spec.id)))?;
-    Ok(LoadedModel { engine, template, template_source: source, template_origin: origin, cancelled: Default::default() })
+    Ok(LoadedModel {
+        engine,
+        template,
+        tool_format: crate::tools::ToolFormat::detect(&source),
+        template_knows_tools: source.contains("tools"),
+        template_source: source,
+        template_origin: origin,
+        cancelled: Default::default(),
+    })
 }
 
 /// Built-in templates, used when neither a file nor the GGUF provides one.

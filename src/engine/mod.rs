@@ -72,6 +72,9 @@ pub struct GenerationRequest {
     /// Report each generated token's log-probability and this many
     /// alternatives (`None`: no log-probabilities).
     pub logprobs: Option<u32>,
+    /// Special tokens written out as text (tool-call marks such as
+    /// `[TOOL_CALLS]`); other special tokens produce no text.
+    pub keep_special: Vec<TokenId>,
 }
 
 /// A generated token's log-probability under the model (its raw logits,

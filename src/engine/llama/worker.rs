@@ -140,6 +140,8 @@ pub(super) struct Active {
     pub(super) max_tokens: Option<u32>,
     /// Alternatives to report with each token's log-probability.
     pub(super) logprobs: Option<u32>,
+    /// Special tokens written out as text.
+    pub(super) keep_special: Vec<LlamaToken>,
     pub(super) generated: u32,
     /// Prompt tokens found in the slot's cache (not decoded again).
     pub(super) cached_tokens: u32,
@@ -386,6 +388,7 @@ impl<'m> Worker<'m> {
                 text: TextStream::new(req.stop),
                 max_tokens: req.max_tokens,
                 logprobs: req.logprobs,
+                keep_special: req.keep_special.iter().map(|&t| LlamaToken(t as i32)).collect(),
                 generated: 0,
                 cached_tokens: reuse as u32,
                 pending: None,
@@ -472,9 +475,10 @@ impl<'m> Worker<'m> {
                 Some(FinishReason::Stop)
             } else {
                 active.generated += 1;
+                let keep_special = &active.keep_special;
                 let piece_of = |t| {
                     let mut bytes = Vec::new();
-                    vocab.token_to_piece_into(t, &mut bytes, false, None);
+                    vocab.token_to_piece_into(t, &mut bytes, keep_special.contains(&t), None);
                     bytes
                 };
                 let piece = piece_of(token);
