@@ -18,7 +18,7 @@ use super::validate::{self, ValidChat};
 use super::{sse, unix_now, AppState};
 use crate::engine::{FinishReason, TokenLogprob, Usage};
 use crate::scheduler::Permit;
-use crate::tools::ToolFormat;
+use crate::tools::{OutputSpec, Think};
 use serde_json::Value;
 
 pub async fn chat_completions(
@@ -93,27 +93,31 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
     let renderer = model.clone();
     let prompt =
         super::cpu::run(move || renderer.render_chat(&messages, true, descriptions.as_ref(), kwargs.as_ref())).await??;
+    let think = match () {
+        _ if !valid.split_reasoning || !model.template_source.contains("<think>") => Think::Off,
+        _ if prompt.trim_end().ends_with("<think>") => Think::Open,
+        _ => Think::Tagged,
+    };
     let started = start(&model, super::validate::Prompt::Text(prompt), &sampling, "messages", log).await?;
-    Ok((started, Output { format: plan.format, single: plan.single }))
+    Ok((started, Output { spec: OutputSpec { tools: plan.format, think, single: plan.single } }))
 }
 
 /// How the model's output becomes a message: as text, or parsed for tool
 /// calls and reasoning in the model's format.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Output {
-    format: Option<ToolFormat>,
-    single: bool,
+    spec: OutputSpec,
 }
 
 impl Output {
     /// The whole answer parsed in the model's format (`None`: plain text).
     pub(super) fn parse(&self, text: &str) -> Option<crate::tools::Parsed> {
-        self.format.map(|f| crate::tools::parse_final(f, text, self.single))
+        (!self.spec.is_plain()).then(|| crate::tools::parse_final(self.spec, text))
     }
 
     /// A parser for the answer as it streams (`None`: plain text).
     pub(super) fn streaming(&self) -> Option<crate::tools::Streaming> {
-        self.format.map(|f| crate::tools::Streaming::new(f, self.single))
+        (!self.spec.is_plain()).then(|| crate::tools::Streaming::new(self.spec))
     }
 
     /// The whole answer as a message, and its finish reason (`tool_calls`

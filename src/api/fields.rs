@@ -161,7 +161,7 @@ pub const FIELDS: &[Field] = &[
     field("top_n_sigma", Both, unsupported(is_minus_one, "-1")),
     field("samplers", Both, unsupported(never, "absent")),
     field("return_tokens", Both, unsupported(is_false, "false")),
-    field("reasoning_format", Chat, unsupported(never, "absent")),
+    field("reasoning_format", Chat, Honoured),
 ];
 
 /// The row for `name` on `endpoint`, if any.

@@ -73,6 +73,7 @@ pub async fn apply_template(
         parallel_tool_calls: None,
         response_format: None,
         chat_template_kwargs: req.chat_template_kwargs,
+        reasoning_format: None,
         sampling: Default::default(),
     };
     let valid = validate::chat(chat, u32::MAX, &Default::default())?;

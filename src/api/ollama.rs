@@ -8,8 +8,8 @@
 //! size resources (`num_ctx`, `num_gpu`, `num_thread`, ...) are set per model
 //! on the server and ignored here; any other (`tfs_z`, `penalize_newline`, ...)
 //! would change the output and is refused with 400 naming it, as are
-//! `think`, images, `suffix`, `context` and a
-//! per-request `template`. An empty `/api/generate` prompt loads the model
+//! `think` on `/api/generate`, images, `suffix`, `context` and a
+//! per-request `template`. `/api/chat` takes `tools` and `think`. An empty `/api/generate` prompt loads the model
 //! (`keep_alive: 0` unloads it), as Ollama does. `format` (`"json"` or a JSON
 //! schema) is enforced while sampling, as on the OpenAI routes.
 
@@ -136,9 +136,12 @@ fn resolve<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a ModelView, ApiE
 
 /// The start of the OpenAI body built from an Ollama request: its `format`
 /// as the JSON schema the output is held to (`"json"`: any JSON object), in
-/// llama-server's `json_schema` field; `think`, which we cannot honour, is
-/// refused.
-fn output_fields(format: &Option<Value>, think: &Option<Value>) -> Result<Map<String, Value>, ApiError> {
+/// llama-server's `json_schema` field; and `think` for `/api/chat` (`chat`):
+/// `true` is the default (a thinking model's reasoning comes back in
+/// `message.thinking`), `false` sets the template's `enable_thinking` to
+/// false, `"low"`/`"medium"`/`"high"` its `reasoning_effort` (gpt-oss).
+/// `/api/generate` refuses `think`.
+fn output_fields(format: &Option<Value>, think: &Option<Value>, chat: bool) -> Result<Map<String, Value>, ApiError> {
     let schema = match format {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
@@ -146,10 +149,19 @@ fn output_fields(format: &Option<Value>, think: &Option<Value>) -> Result<Map<St
         Some(schema @ Value::Object(_)) => Some(schema.clone()),
         Some(_) => return Err(invalid("format", "`format` must be \"json\" or a JSON schema object")),
     };
-    if think.as_ref().is_some_and(|t| t.as_bool() != Some(false) && !t.is_null()) {
-        return Err(invalid("think", "`think` is not supported yet"));
+    let mut fields: Map<String, Value> = schema.map(|schema| ("json_schema".to_string(), schema)).into_iter().collect();
+    let kwargs = match think {
+        None | Some(Value::Null) | Some(Value::Bool(false)) if !chat => None,
+        _ if !chat => return Err(invalid("think", "`think` is taken by /api/chat only")),
+        None | Some(Value::Null) | Some(Value::Bool(true)) => None,
+        Some(Value::Bool(false)) => Some(json!({"enable_thinking": false})),
+        Some(Value::String(level)) if ["low", "medium", "high"].contains(&level.as_str()) => Some(json!({"reasoning_effort": level})),
+        Some(_) => return Err(invalid("think", "`think` must be true, false, \"low\", \"medium\" or \"high\"")),
+    };
+    if let Some(kwargs) = kwargs {
+        fields.insert("chat_template_kwargs".into(), kwargs);
     }
-    Ok(schema.map(|schema| ("json_schema".to_string(), schema)).into_iter().collect())
+    Ok(fields)
 }
 
 /// An OpenAI request body from Ollama's model, stream flag and options.
@@ -342,7 +354,7 @@ pub async fn chat(State(state): State<AppState>, Extension(log): Extension<Reque
 async fn chat_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Response, OllamaError> {
     let began = Instant::now();
     let req: ChatBody = parse_json(&body)?;
-    let mut extra = output_fields(&req.format, &req.think)?;
+    let mut extra = output_fields(&req.format, &req.think, true)?;
     for (i, m) in req.messages.iter().enumerate() {
         if m.get("images").is_some_and(|v| !v.is_null()) {
             return Err(invalid(format!("messages[{i}].images"), "images are not supported: this server serves text models").into());
@@ -368,7 +380,7 @@ pub async fn generate(State(state): State<AppState>, Extension(log): Extension<R
 async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Response, OllamaError> {
     let began = Instant::now();
     let req: GenerateBody = parse_json(&body)?;
-    let mut extra = output_fields(&req.format, &req.think)?;
+    let mut extra = output_fields(&req.format, &req.think, false)?;
     let unsupported = [
         ("images", req.images.as_ref().is_some_and(|i| !i.is_empty()), "images are not supported: this server serves text models"),
         ("suffix", req.suffix.as_ref().is_some_and(|s| !s.is_empty()), "`suffix` (fill-in-the-middle) is not supported yet"),

@@ -107,6 +107,8 @@ pub struct ChatCompletionRequest {
     pub response_format: Option<Value>,
     /// Extra variables for the chat template (as in llama-server and vLLM).
     pub chat_template_kwargs: Option<Map<String, Value>>,
+    /// llama-server's: "none" leaves a `<think>` block in the content.
+    pub reasoning_format: Option<Value>,
     /// Filled by the extractor from the same JSON object (see `WireRequest`).
     #[serde(skip)]
     pub sampling: SamplingFields,

@@ -37,6 +37,9 @@ pub struct ValidChat {
     /// `None`: the model is told of no tools.
     pub tools: Option<super::tool_calls::ValidTools>,
     pub template_kwargs: Option<Map<String, Value>>,
+    /// `reasoning_format` is not "none": a thinking model's `<think>` block
+    /// goes to `reasoning_content`.
+    pub split_reasoning: bool,
     pub sampling: ValidSampling,
 }
 
@@ -82,6 +85,11 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
         sampling.grammar_field = "response_format";
     }
     let tools = super::tool_calls::validate(req.tools, req.tool_choice, req.parallel_tool_calls)?;
+    let split_reasoning = match req.reasoning_format.as_ref().map(|v| v.as_str()) {
+        None | Some(Some("auto" | "deepseek")) => true,
+        Some(Some("none")) => false,
+        Some(_) => return Err(invalid("reasoning_format", "`reasoning_format` must be \"auto\", \"deepseek\" or \"none\"")),
+    };
     if let Some(m) = req.max_completion_tokens {
         sampling.max_tokens = Some(positive_u32("max_completion_tokens", m)?);
     }
@@ -90,6 +98,7 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
         messages,
         tools,
         template_kwargs: req.chat_template_kwargs,
+        split_reasoning,
         sampling,
     })
 }

@@ -191,6 +191,47 @@ pub fn parse(format: ToolFormat, text: &str, at_end: bool) -> Parsed {
     parse::parse(format, text, at_end)
 }
 
+/// Where a thinking model's reasoning is in its output (models whose
+/// template knows `<think>`: DeepSeek R1, Qwen3, QwQ, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Think {
+    /// Not split out: the model does not think, or `reasoning_format: "none"`.
+    Off,
+    /// A `<think>…</think>` block at the start of the output is reasoning.
+    Tagged,
+    /// The prompt opened `<think>`: the output is reasoning up to `</think>`.
+    Open,
+}
+
+/// How a model's output is read: its tool-call format (`None`: plain text),
+/// its thinking, and whether one call at most is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub tools: Option<ToolFormat>,
+    pub think: Think,
+    pub single: bool,
+}
+
+impl OutputSpec {
+    /// Plain text: nothing to parse.
+    pub fn is_plain(&self) -> bool {
+        self.tools.is_none() && self.think == Think::Off
+    }
+}
+
+/// [`parse`] after the reasoning is split off.
+pub fn parse_output(spec: OutputSpec, text: &str, at_end: bool) -> Parsed {
+    let (reasoning, rest) = parse::split_think(spec.think, text, at_end);
+    let mut parsed = match spec.tools {
+        Some(format) => parse(format, rest, at_end),
+        None => Parsed { content: rest.to_string(), ..Parsed::default() },
+    };
+    if !reasoning.is_empty() {
+        parsed.reasoning.insert_str(0, reasoning);
+    }
+    limit(parsed, spec.single)
+}
+
 /// One streamed message: what is new since the last [`Streaming::push`].
 #[derive(Debug, Default, PartialEq)]
 pub struct StreamDelta {
@@ -212,18 +253,16 @@ impl StreamDelta {
 /// exactly what [`parse`] gives at the end.
 #[derive(Debug)]
 pub struct Streaming {
-    format: ToolFormat,
+    spec: OutputSpec,
     text: String,
     sent_content: usize,
     sent_reasoning: usize,
     sent_calls: usize,
-    /// At most one call (`parallel_tool_calls: false`).
-    single: bool,
 }
 
 impl Streaming {
-    pub fn new(format: ToolFormat, single: bool) -> Self {
-        Streaming { format, text: String::new(), sent_content: 0, sent_reasoning: 0, sent_calls: 0, single }
+    pub fn new(spec: OutputSpec) -> Self {
+        Streaming { spec, text: String::new(), sent_content: 0, sent_reasoning: 0, sent_calls: 0 }
     }
 
     /// Adds a piece of output; returns what can be sent now.
@@ -243,7 +282,7 @@ impl Streaming {
     }
 
     fn delta(&mut self, at_end: bool) -> StreamDelta {
-        let parsed = limit(parse(self.format, &self.text, at_end), self.single);
+        let parsed = parse_output(self.spec, &self.text, at_end);
         let grown = |all: &str, sent: &mut usize| {
             let all = all.trim();
             // A parse that takes back text already sent (it cannot, for
@@ -260,10 +299,9 @@ impl Streaming {
     }
 }
 
-/// The whole output, trimmed as streaming trims it; at most one call when
-/// `single`.
-pub fn parse_final(format: ToolFormat, text: &str, single: bool) -> Parsed {
-    let mut parsed = limit(parse(format, text, true), single);
+/// The whole output, trimmed as streaming trims it.
+pub fn parse_final(spec: OutputSpec, text: &str) -> Parsed {
+    let mut parsed = parse_output(spec, text, true);
     parsed.content = parsed.content.trim().to_string();
     parsed.reasoning = parsed.reasoning.trim().to_string();
     parsed

@@ -5,7 +5,31 @@
 
 use serde_json::Value;
 
-use super::{Parsed, ToolCall, ToolFormat};
+use super::{Parsed, Think, ToolCall, ToolFormat};
+
+/// The reasoning at the start of `text` and the rest. While the output
+/// grows, a possible `</think>` (or `<think>`) at the end is held back.
+pub(super) fn split_think(think: Think, text: &str, at_end: bool) -> (&str, &str) {
+    const OPEN: &str = "<think>";
+    const CLOSE: &str = "</think>";
+    let inside = match think {
+        Think::Off => return ("", text),
+        Think::Open => text,
+        Think::Tagged => {
+            let trimmed = text.trim_start();
+            match trimmed.strip_prefix(OPEN) {
+                Some(inside) => inside,
+                None if !at_end && OPEN.starts_with(trimmed) => return ("", ""),
+                None => return ("", text),
+            }
+        }
+    };
+    match inside.find(CLOSE) {
+        Some(end) => (&inside[..end], &inside[end + CLOSE.len()..]),
+        // A model that never closes its thinking: all of it is reasoning.
+        None => (safe(inside, &[CLOSE], at_end), ""),
+    }
+}
 
 pub(super) fn parse(format: ToolFormat, text: &str, at_end: bool) -> Parsed {
     let mut out = Parsed::default();

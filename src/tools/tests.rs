@@ -6,6 +6,18 @@ fn call(name: &str, args: Value) -> ToolCall {
     ToolCall { name: name.into(), arguments: args.to_string() }
 }
 
+fn spec(format: ToolFormat, single: bool) -> OutputSpec {
+    OutputSpec { tools: Some(format), think: Think::Off, single }
+}
+
+fn final_of(format: ToolFormat, text: &str, single: bool) -> Parsed {
+    parse_final(spec(format, single), text)
+}
+
+fn stream_of(format: ToolFormat, single: bool) -> Streaming {
+    Streaming::new(spec(format, single))
+}
+
 fn weather() -> ToolCall {
     call("get_weather", json!({"city": "Paris", "unit": "celsius"}))
 }
@@ -111,7 +123,7 @@ fn recorded() -> Vec<(ToolFormat, &'static str, &'static str, Vec<ToolCall>)> {
 #[test]
 fn every_format_parses_its_recorded_output() {
     for (format, output, content, calls) in recorded() {
-        let parsed = parse_final(format, output, false);
+        let parsed = final_of(format, output, false);
         assert_eq!(parsed.calls, calls, "{format:?}: {output}");
         assert_eq!(parsed.content, content, "{format:?}: {output}");
     }
@@ -121,7 +133,7 @@ fn every_format_parses_its_recorded_output() {
 fn streamed_pieces_add_up_to_the_whole_parse() {
     for (format, output, content, calls) in recorded() {
         // One character at a time: every mark is split at every place.
-        let mut stream = Streaming::new(format, false);
+        let mut stream = stream_of(format, false);
         let (mut got_content, mut got_calls) = (String::new(), Vec::new());
         let mut pieces: Vec<StreamDelta> = output.chars().map(|c| stream.push(&c.to_string())).collect();
         pieces.push(stream.finish());
@@ -139,13 +151,13 @@ fn streamed_pieces_add_up_to_the_whole_parse() {
 
 #[test]
 fn a_mark_is_not_sent_as_content_before_it_is_complete() {
-    let mut stream = Streaming::new(ToolFormat::Hermes, false);
+    let mut stream = stream_of(ToolFormat::Hermes, false);
     assert_eq!(stream.push("Sure. <tool").content, "Sure.");
     assert_eq!(stream.push("_call>\n{\"name\": \"f\", \"arguments\": {}}").content, "");
     let d = stream.push("\n</tool_call>");
     assert_eq!(d.calls, vec![(0, call("f", json!({})))]);
     // Text that only looked like a mark is content after all.
-    let mut stream = Streaming::new(ToolFormat::Hermes, false);
+    let mut stream = stream_of(ToolFormat::Hermes, false);
     assert_eq!(stream.push("a <tool").content, "a");
     assert_eq!(stream.push("box> b").content, " <toolbox> b");
 }
@@ -153,16 +165,16 @@ fn a_mark_is_not_sent_as_content_before_it_is_complete() {
 #[test]
 fn a_call_cut_off_by_the_end_of_generation_still_counts() {
     // The closing mark is often the end-of-turn token, which is not text.
-    let parsed = parse_final(ToolFormat::Hermes, "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}", false);
+    let parsed = final_of(ToolFormat::Hermes, "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}", false);
     assert_eq!(parsed.calls, vec![call("f", json!({"x": 1}))]);
 }
 
 #[test]
 fn listed_calls_cut_off_by_the_token_limit_are_kept() {
     let text = "{\"tool_calls\": [{\"name\": \"f\", \"arguments\": {\"x\": 1}}, {\"name\": \"g\", \"argu";
-    assert_eq!(parse_final(ToolFormat::Generic, text, false).calls, vec![call("f", json!({"x": 1}))]);
+    assert_eq!(final_of(ToolFormat::Generic, text, false).calls, vec![call("f", json!({"x": 1}))]);
     // And each is streamed once complete.
-    let mut stream = Streaming::new(ToolFormat::Generic, false);
+    let mut stream = stream_of(ToolFormat::Generic, false);
     let first = stream.push(&text[..text.find(", {\"name\": \"g").unwrap() + 1]);
     assert_eq!(first.calls, vec![(0, call("f", json!({"x": 1})))]);
 }
@@ -170,27 +182,56 @@ fn listed_calls_cut_off_by_the_token_limit_are_kept() {
 #[test]
 fn malformed_calls_are_content_not_lost() {
     let text = "<tool_call>\nnot json\n</tool_call>";
-    let parsed = parse_final(ToolFormat::Hermes, text, false);
+    let parsed = final_of(ToolFormat::Hermes, text, false);
     assert!(parsed.calls.is_empty());
     assert_eq!(parsed.content, text);
-    assert_eq!(parse_final(ToolFormat::Llama3, "{\"oops\": ", false).content, "{\"oops\":");
-    assert_eq!(parse_final(ToolFormat::Generic, "Hello there", false).content, "Hello there");
+    assert_eq!(final_of(ToolFormat::Llama3, "{\"oops\": ", false).content, "{\"oops\":");
+    assert_eq!(final_of(ToolFormat::Generic, "Hello there", false).content, "Hello there");
 }
 
 #[test]
 fn single_call_keeps_the_first() {
     let (_, output, _, _) = recorded().remove(0);
-    let parsed = parse_final(ToolFormat::Hermes, output, true);
+    let parsed = final_of(ToolFormat::Hermes, output, true);
     assert_eq!(parsed.calls, vec![weather()]);
 }
 
 #[test]
 fn reasoning_is_split_out_where_the_format_marks_it() {
     let (_, output, _, _) = recorded().into_iter().find(|r| r.0 == ToolFormat::Harmony).unwrap();
-    assert_eq!(parse_final(ToolFormat::Harmony, output, false).reasoning, "The user wants the weather.");
+    assert_eq!(final_of(ToolFormat::Harmony, output, false).reasoning, "The user wants the weather.");
     let answer = "<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>final<|message|>Four.";
-    let parsed = parse_final(ToolFormat::Harmony, answer, false);
+    let parsed = final_of(ToolFormat::Harmony, answer, false);
     assert_eq!((parsed.reasoning.as_str(), parsed.content.as_str()), ("Easy.", "Four."));
+}
+
+#[test]
+fn thinking_is_split_out_streamed_or_not() {
+    let plain = |think| OutputSpec { tools: None, think, single: false };
+    let text = "<think>\nThe user greets me.\n</think>\n\nHello!";
+    let parsed = parse_final(plain(Think::Tagged), text);
+    assert_eq!((parsed.reasoning.as_str(), parsed.content.as_str()), ("The user greets me.", "Hello!"));
+    // The prompt opened the block (DeepSeek R1's generation prompt ends with `<think>\n`).
+    let parsed = parse_final(plain(Think::Open), "Easy.</think>Four.");
+    assert_eq!((parsed.reasoning.as_str(), parsed.content.as_str()), ("Easy.", "Four."));
+    // No block at all: content; never closed: all reasoning.
+    assert_eq!(parse_final(plain(Think::Tagged), "Hi").content, "Hi");
+    assert_eq!(parse_final(plain(Think::Open), "Hmm, let me").reasoning, "Hmm, let me");
+    // Streamed one character at a time: the same split, no tag leaks.
+    let with_call = "<think>Need weather.</think>\n<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>";
+    for (spec, text) in [(plain(Think::Tagged), text), (OutputSpec { tools: Some(ToolFormat::Hermes), think: Think::Tagged, single: false }, with_call)] {
+        let whole = parse_final(spec, text);
+        let mut stream = Streaming::new(spec);
+        let (mut reasoning, mut content, mut calls) = (String::new(), String::new(), Vec::new());
+        let mut deltas: Vec<StreamDelta> = text.chars().map(|c| stream.push(&c.to_string())).collect();
+        deltas.push(stream.finish());
+        for d in deltas {
+            reasoning.push_str(&d.reasoning);
+            content.push_str(&d.content);
+            calls.extend(d.calls.into_iter().map(|(_, c)| c));
+        }
+        assert_eq!((reasoning, content, calls), (whole.reasoning, whole.content, whole.calls), "{text}");
+    }
 }
 
 /// Every fixture template with a known format, and the format it teaches.
@@ -260,7 +301,7 @@ fn a_call_rendered_by_its_template_parses_back() {
         if turn.trim().is_empty() {
             continue; // Granite 3.3 renders past calls as their content only.
         }
-        let parsed = parse_final(*format, turn, false);
+        let parsed = final_of(*format, turn, false);
         assert_eq!(parsed.calls, vec![weather()], "{name}: {turn:?}");
         checked += 1;
     }

@@ -6,12 +6,13 @@ must come back as a parseable call whose arguments validate against the
 tool's schema, streamed or not."""
 
 import json
+import os
 
 import jsonschema
 import ollama
 import openai
 import pytest
-from conftest import API_KEY
+from conftest import API_KEY, launch, stop
 
 WEATHER = {
     "type": "function",
@@ -125,3 +126,63 @@ def test_ollama_chat_returns_tool_calls_with_object_arguments(server):
     for call in calls:
         assert call.function.name in SCHEMAS
         assert isinstance(call.function.arguments, dict)
+
+
+# The same model behind real templates: each format's grammar forces a call
+# the format's parser reads back (the marks are plain text in Gemma's
+# vocabulary, which is all the grammar and the parser need).
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "chat-templates")
+FORMATS = {
+    "hermes": "Qwen-Qwen2.5-7B-Instruct",
+    "llama3": "meta-llama-Llama-3.1-8B-Instruct",
+    "mistral": "Mistral-Small-3.2-24B-Instruct-2506",
+    "deepseek-r1": "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B",
+    "functionary-v3.1": "meetkai-functionary-medium-v3.1",
+    "command-r7b": "CohereForAI-c4ai-command-r7b-12-2024-tool_use",
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FORMATS))
+def templated(request):
+    template = os.path.join(FIXTURES, FORMATS[request.param] + ".jinja")
+    proc, base = launch(["--model", os.environ["VRAM_LLM_TEST_MODEL"], "--ctx-size", "2048", "--alias", "gemma",
+                         "--api-key", API_KEY, "--chat-template-file", template])
+    yield request.param, openai.OpenAI(base_url=f"{base}/v1", api_key=API_KEY)
+    stop(proc)
+
+
+def test_each_format_forces_and_parses_a_call(templated):
+    name, client = templated
+    r = client.chat.completions.create(model="gemma", messages=QUESTION, tools=TOOLS, max_tokens=150, temperature=0,
+                                       tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls", (name, choice.message)
+    assert [c.function.name for c in choice.message.tool_calls] == ["get_weather"], name
+    check_call(choice.message.tool_calls[0])
+
+
+@pytest.fixture(scope="module")
+def thinking():
+    """A template whose generation prompt opens a `<think>` block."""
+    template = os.path.join(FIXTURES, FORMATS["deepseek-r1"] + ".jinja")
+    proc, base = launch(["--model", os.environ["VRAM_LLM_TEST_MODEL"], "--ctx-size", "1024", "--alias", "gemma",
+                         "--api-key", API_KEY, "--chat-template-file", template])
+    yield openai.OpenAI(base_url=f"{base}/v1", api_key=API_KEY)
+    stop(proc)
+
+
+def test_thinking_goes_to_reasoning_content(thinking):
+    # The base model opens a block and never writes `</think>`: all it
+    # writes is reasoning.
+    r = thinking.chat.completions.create(model="gemma", messages=QUESTION, max_tokens=12, temperature=0)
+    message = r.choices[0].message
+    assert message.reasoning_content and message.content == "", message
+    stream = thinking.chat.completions.create(model="gemma", messages=QUESTION, max_tokens=12, temperature=0, stream=True)
+    streamed = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in stream if c.choices)
+    assert streamed == message.reasoning_content
+    # `reasoning_format: "none"` leaves it in the content.
+    r = thinking.chat.completions.create(model="gemma", messages=QUESTION, max_tokens=12, temperature=0,
+                                         extra_body={"reasoning_format": "none"})
+    content = r.choices[0].message.content
+    assert content.lstrip().startswith("<think>") and message.reasoning_content in content
+    assert getattr(r.choices[0].message, "reasoning_content", None) is None
