@@ -124,7 +124,7 @@ async fn bad_input_gets_4xx_envelopes_naming_the_field() {
         (json!({"messages":user,"temperature":"hot"}).to_string(), 400, Some("temperature")),
         (json!({"messages":user,"top_p":0}).to_string(), 400, Some("top_p")),
         (json!({"messages":user,"max_tokens":0}).to_string(), 400, Some("max_tokens")),
-        (json!({"messages":user,"n":3}).to_string(), 400, Some("n")),
+        (json!({"messages":user,"n":17}).to_string(), 400, Some("n")),
         (json!({"messages":user,"model":"missing"}).to_string(), 404, Some("model")),
         (json!({"messages":[{"role":"system","content":"fail"}]}).to_string(), 400, Some("messages")),
         (json!({"messages":[{"role":"user","content":"x".repeat(100)}]}).to_string(), 400, Some("messages")),

@@ -10,7 +10,7 @@ use axum::Json;
 
 use super::error::ApiError;
 use super::extract::ApiJson;
-use super::generate::{collect, pump, response_id, start, stream_sse, Started};
+use super::generate::{pump, response_id, start, stream_sse, Started};
 use super::openai::*;
 use super::reqlog::RequestLog;
 use super::tool_calls;
@@ -34,43 +34,66 @@ pub async fn chat_completions(
     let valid = validate::chat(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let (index, model_id) = (view.index, view.spec.id.clone());
     let chunks = Chunks::new(&state, model_id.clone(), &valid.sampling);
-    if state.notify_swaps && valid.sampling.stream && view.loaded().is_none() {
+    if state.notify_swaps && valid.sampling.stream && valid.sampling.n == 1 && view.loaded().is_none() {
         return Ok(stream_after_load(state, index, valid, chunks, log));
     }
     let permit = state.scheduler.acquire(index).await?;
-    let (started, output) = prepare(&permit, &valid, log).await?;
+    let (mut started, output) = prepare(&permit, &valid, log).await?;
+    let n = started.len();
 
     if !valid.sampling.stream {
-        let out = collect(started).await?;
+        let outs = super::choices::collect_all(started).await?;
         drop(permit);
-        let (message, finish_reason) = output.message(out.text, out.finish_reason);
+        let usages: Vec<Usage> = outs.iter().map(|o| o.usage).collect();
+        let choices = outs
+            .into_iter()
+            .enumerate()
+            .map(|(i, out)| {
+                let logprobs = chunks.logprobs.then(|| super::logprobs::chat(&out.logprobs));
+                let (message, finish_reason) = output.message(out.text, out.finish_reason);
+                ChatChoice { index: i as u32, message, logprobs, finish_reason }
+            })
+            .collect();
         return Ok(Json(ChatCompletion {
             id: chunks.id,
             object: "chat.completion",
             created: chunks.created,
             model: model_id,
-            choices: vec![ChatChoice {
-                index: 0,
-                message,
-                logprobs: chunks.logprobs.then(|| super::logprobs::chat(&out.logprobs)),
-                finish_reason,
-            }],
-            usage: out.usage.into(),
+            choices,
+            usage: super::choices::total_usage(&usages, n).into(),
             system_fingerprint: chunks.fingerprint,
         })
         .into_response());
     }
-    let chunks = Arc::new(chunks);
-    let prologue = vec![chunks.role()];
-    let (text, finish) = chunks.clone().framers(output);
-    Ok(stream_sse(started, permit, prologue, text, finish))
+    if n == 1 {
+        let chunks = Arc::new(chunks);
+        let prologue = vec![chunks.role()];
+        let (text, finish) = chunks.clone().framers(output);
+        return Ok(stream_sse(started.remove(0), permit, prologue, text, finish));
+    }
+    // Several choices: each its chunks (`index`), the usage once at the end.
+    let mut prologue = Vec::with_capacity(n);
+    let mut streams = Vec::with_capacity(n);
+    for (i, s) in started.into_iter().enumerate() {
+        let choice = Arc::new(chunks.for_choice(i as u32));
+        prologue.push(choice.role());
+        let (text, finish) = choice.framers(output);
+        streams.push((s, text, finish));
+    }
+    let end = move |usage: Usage| {
+        let mut usage_chunk = chunks.chunk(Delta::default(), None);
+        usage_chunk.choices.clear();
+        usage_chunk.usage = Some(Some(usage.into()));
+        if chunks.include_usage { vec![sse::data(&usage_chunk)] } else { Vec::new() }
+    };
+    Ok(super::choices::stream_many(streams, n, permit, prologue, end))
 }
 
 /// On the acquired model: the token-id guard, the tools' plan, the template,
 /// the generation. Rendering and tokenizing run off the runtime
 /// (`cpu::run`); a conversation with more messages than the context has
 /// tokens is refused before either.
-pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog) -> Result<(Started, Output), ApiError> {
+pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog) -> Result<(Vec<Started>, Output), ApiError> {
     let model = permit.model.clone();
     let info = model.engine.info();
     let n_ctx = info.n_ctx_slot as usize;
@@ -98,7 +121,12 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
         _ if prompt.trim_end().ends_with("<think>") => Think::Open,
         _ => Think::Tagged,
     };
-    let started = start(&model, super::validate::Prompt::Text(prompt), &sampling, "messages", log).await?;
+    // `n` choices: one generation each, seeds one apart when a seed is given.
+    let mut started = Vec::with_capacity(sampling.n as usize);
+    for i in 0..sampling.n {
+        let choice = super::choices::sampling_for(&sampling, i);
+        started.push(start(&model, super::validate::Prompt::Text(prompt.clone()), &choice, "messages", log.clone()).await?);
+    }
     Ok((started, Output { spec: OutputSpec { tools: plan.format, think, single: plan.single } }))
 }
 
@@ -179,9 +207,9 @@ fn stream_after_load(state: AppState, index: usize, valid: ValidChat, chunks: Ch
             Err(e) => Err(e),
         };
         match prepared {
-            Ok((_permit, (started, output))) => {
+            Ok((_permit, (mut started, output))) => {
                 let (text, finish) = chunks.framers(output);
-                pump(&tx, started, text, finish, &super::generate::sse_framing()).await;
+                pump(&tx, started.remove(0), text, finish, &super::generate::sse_framing()).await;
             }
             Err(e) => {
                 log.ended(&e.to_string());
@@ -194,7 +222,10 @@ fn stream_after_load(state: AppState, index: usize, valid: ValidChat, chunks: Ch
 }
 
 /// Builds the chunks of one streamed chat completion.
+#[derive(Clone)]
 struct Chunks {
+    /// The choice these chunks belong to.
+    index: u32,
     id: String,
     created: u64,
     model: String,
@@ -207,6 +238,7 @@ struct Chunks {
 impl Chunks {
     fn new(state: &AppState, model: String, sampling: &validate::ValidSampling) -> Self {
         Self {
+            index: 0,
             id: response_id("chatcmpl"),
             created: unix_now(),
             model,
@@ -214,6 +246,12 @@ impl Chunks {
             include_usage: sampling.include_usage,
             logprobs: sampling.logprobs.is_some(),
         }
+    }
+
+    /// The chunks of choice `index` of the same completion; the usage is
+    /// sent once for all choices, not with each.
+    fn for_choice(&self, index: u32) -> Self {
+        Self { index, include_usage: false, ..self.clone() }
     }
 
     fn chunk(&self, delta: Delta, finish_reason: Option<&'static str>) -> ChatCompletionChunk {
@@ -226,7 +264,7 @@ impl Chunks {
             object: "chat.completion.chunk",
             created: self.created,
             model: self.model.clone(),
-            choices: vec![ChatChunkChoice { index: 0, delta, logprobs, finish_reason }],
+            choices: vec![ChatChunkChoice { index: self.index, delta, logprobs, finish_reason }],
             usage: self.include_usage.then_some(None),
             system_fingerprint: self.fingerprint.clone(),
         }

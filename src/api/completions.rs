@@ -9,7 +9,7 @@ use axum::Json;
 
 use super::error::ApiError;
 use super::extract::ApiJson;
-use super::generate::{collect, response_id, start, stream_sse};
+use super::generate::{response_id, start, stream_sse};
 use super::openai::*;
 use super::reqlog::RequestLog;
 use super::validate;
@@ -29,65 +29,98 @@ pub async fn completions(
     let permit = state.scheduler.acquire(view.index).await?;
     let model = permit.model.clone();
     validate::against_model(&valid.sampling, &*model.engine)?;
-    // `echo`: the answer starts with the prompt as text.
-    let echo = match (&valid.prompt, valid.echo) {
-        (_, false) => None,
-        (validate::Prompt::Text(text), true) => Some(text.clone()),
-        (validate::Prompt::Tokens(ids), true) => {
-            let (detokenizer, ids) = (model.clone(), ids.clone());
-            Some(super::cpu::run(move || detokenizer.engine.detokenize(&ids)).await?)
+    // One generation per prompt and `n` (seeds one apart when a seed is
+    // given); `echo`: each answer starts with its prompt as text.
+    let n = valid.sampling.n as usize;
+    let listed = valid.prompts.len() > 1;
+    let (mut started, mut echoes) = (Vec::new(), Vec::new());
+    for (p, prompt) in valid.prompts.into_iter().enumerate() {
+        let echo = match (&prompt, valid.echo) {
+            (_, false) => None,
+            (validate::Prompt::Text(text), true) => Some(text.clone()),
+            (validate::Prompt::Tokens(ids), true) => {
+                let (detokenizer, ids) = (model.clone(), ids.clone());
+                Some(super::cpu::run(move || detokenizer.engine.detokenize(&ids)).await?)
+            }
+        };
+        let param = if listed { format!("prompt[{p}]") } else { "prompt".to_string() };
+        for i in 0..n {
+            let sampling = super::choices::sampling_for(&valid.sampling, i as u32);
+            started.push(start(&model, prompt.clone(), &sampling, &param, log.clone()).await?);
+            echoes.push(echo.clone());
         }
-    };
-    let started = start(&model, valid.prompt, &valid.sampling, "prompt", log).await?;
+    }
     let id = response_id("cmpl");
     let created = unix_now();
     let fingerprint = state.build.fingerprint();
-    let completion = move |text: String, finish_reason: Option<&'static str>, usage: Option<UsageOut>, logprobs: Option<serde_json::Value>| {
+    let completion = move |index: usize, text: String, finish_reason: Option<&'static str>, usage: Option<UsageOut>, logprobs: Option<serde_json::Value>| {
         TextCompletion {
             id: id.clone(),
             object: "text_completion",
             created,
             model: model_id.clone(),
-            choices: vec![TextChoice { index: 0, text, logprobs, finish_reason }],
+            choices: vec![TextChoice { index: index as u32, text, logprobs, finish_reason }],
             usage,
             system_fingerprint: fingerprint.clone(),
         }
     };
     let wants_logprobs = valid.sampling.logprobs.is_some();
-    let echoed_chars = echo.as_ref().map_or(0, |e| e.chars().count());
 
     if !valid.sampling.stream {
-        let out = collect(started).await?;
+        let outs = super::choices::collect_all(started).await?;
         drop(permit);
-        let text = echo.unwrap_or_default() + &out.text;
-        let logprobs = wants_logprobs.then(|| super::logprobs::completion(&out.logprobs, echoed_chars).0);
-        return Ok(Json(completion(text, Some(out.finish_reason.as_str()), Some(out.usage.into()), logprobs)).into_response());
+        let usages: Vec<crate::engine::Usage> = outs.iter().map(|o| o.usage).collect();
+        let mut body = completion(0, String::new(), None, Some(super::choices::total_usage(&usages, n).into()), None);
+        body.choices = outs
+            .into_iter()
+            .zip(echoes)
+            .enumerate()
+            .map(|(index, (out, echo))| {
+                let echoed_chars = echo.as_ref().map_or(0, |e| e.chars().count());
+                let logprobs = wants_logprobs.then(|| super::logprobs::completion(&out.logprobs, echoed_chars).0);
+                let text = echo.unwrap_or_default() + &out.text;
+                TextChoice { index: index as u32, text, logprobs, finish_reason: Some(out.finish_reason.as_str()) }
+            })
+            .collect();
+        return Ok(Json(body).into_response());
     }
 
     let include_usage = valid.sampling.include_usage;
-    let text_chunk = completion.clone();
-    let offset = AtomicUsize::new(echoed_chars);
-    Ok(stream_sse(
-        started,
-        permit,
-        echo.into_iter().map(|prompt| sse::data(&completion(prompt, None, None, None))).collect(),
-        move |text, lps: &[crate::engine::TokenLogprob]| {
+    let single = started.len() == 1;
+    let mut prologue = Vec::new();
+    let mut streams = Vec::new();
+    for (index, (s, echo)) in started.into_iter().zip(echoes).enumerate() {
+        let offset = AtomicUsize::new(echo.as_ref().map_or(0, |e| e.chars().count()));
+        prologue.extend(echo.map(|prompt| sse::data(&completion(index, prompt, None, None, None))));
+        let (text_chunk, finish_chunk) = (completion.clone(), completion.clone());
+        let text = move |text, lps: &[crate::engine::TokenLogprob]| {
             // `text_offset` runs on from the echoed prompt and earlier chunks.
             let logprobs = wants_logprobs.then(|| {
                 let (value, end) = super::logprobs::completion(lps, offset.load(Ordering::Relaxed));
                 offset.store(end, Ordering::Relaxed);
                 value
             });
-            sse::data(&text_chunk(text, None, None, logprobs))
-        },
-        move |finish_reason, usage| {
-            let mut frames = vec![sse::data(&completion(String::new(), Some(finish_reason.as_str()), None, None))];
-            if include_usage {
-                let mut usage_chunk = completion(String::new(), None, Some(usage.into()), None);
+            sse::data(&text_chunk(index, text, None, None, logprobs))
+        };
+        let finish = move |finish_reason: crate::engine::FinishReason, usage: crate::engine::Usage| {
+            let mut frames = vec![sse::data(&finish_chunk(index, String::new(), Some(finish_reason.as_str()), None, None))];
+            if include_usage && single {
+                let mut usage_chunk = finish_chunk(index, String::new(), None, Some(usage.into()), None);
                 usage_chunk.choices.clear();
                 frames.push(sse::data(&usage_chunk));
             }
             frames
-        },
-    ))
+        };
+        streams.push((s, text, finish));
+    }
+    if single {
+        let (s, text, finish) = streams.remove(0);
+        return Ok(stream_sse(s, permit, prologue, text, finish));
+    }
+    let end = move |usage: crate::engine::Usage| {
+        let mut usage_chunk = completion(0, String::new(), None, Some(usage.into()), None);
+        usage_chunk.choices.clear();
+        if include_usage { vec![sse::data(&usage_chunk)] } else { Vec::new() }
+    };
+    Ok(super::choices::stream_many(streams, n, permit, prologue, end))
 }

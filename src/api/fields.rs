@@ -98,7 +98,7 @@ pub const FIELDS: &[Field] = &[
     field("logit_bias", Both, Honoured),
     field("stream", Both, Honoured),
     field("stream_options", Both, Honoured),
-    field("n", Both, unsupported(is_one, "1")),
+    field("n", Both, Honoured),
     field("logprobs", Both, Honoured),
     field("user", Both, NoEffect),
     // Chat, OpenAI.
@@ -271,7 +271,7 @@ mod tests {
             "modalities": ["text"], "n_probs": 0, "user": "u", "metadata": {"a": "b"}, "store": false,
             "audio": null, "parallel_tool_calls": true});
         check(Endpoint::Chat, &body(neutral)).unwrap();
-        for (k, v) in [("n", json!(2)),
+        for (k, v) in [
             ("modalities", json!(["text", "audio"])),
             ("audio", json!({"voice": "x"})), ("n_probs", json!(5)), ("samplers", json!(["top_k"]))]
         {

@@ -142,17 +142,7 @@ pub fn stream_sse(
     text: impl FnMut(String, &[TokenLogprob]) -> Bytes + Send + 'static,
     finish: impl FnOnce(FinishReason, Usage) -> Vec<Bytes> + Send + 'static,
 ) -> axum::response::Response {
-    let (tx, response) = super::sse::channel_response();
-    tokio::spawn(async move {
-        let _permit = permit;
-        for frame in prologue {
-            if tx.send(frame).await.is_err() {
-                return;
-            }
-        }
-        pump(&tx, started, text, finish, &sse_framing()).await;
-    });
-    response
+    super::choices::stream_many(vec![(started, text, finish)], 1, permit, prologue, |_| Vec::new())
 }
 
 /// Sends one frame per text piece (with the log-probabilities of the tokens

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod chat;
+pub mod choices;
 pub mod cors;
 pub mod cpu;
 pub mod dashboard;

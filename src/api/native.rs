@@ -73,7 +73,8 @@ pub async fn completion(
     let snapshot = state.scheduler.snapshot();
     let view = snapshot.resolve(req.model.as_deref())?;
     log.model(&view.spec.id);
-    let valid = validate::completion(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+    let mut valid = validate::completion(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+    let one = valid.one_prompt("/completion")?;
     if valid.echo || valid.sampling.logprobs.is_some() {
         let field = if valid.echo { "echo" } else { "logprobs" };
         return Err(super::error::invalid(field, format!("`{field}` is for /v1/completions; /completion does not take it")));
@@ -82,11 +83,11 @@ pub async fn completion(
     let permit = state.scheduler.acquire(view.index).await?;
     let model = permit.model.clone();
     validate::against_model(&valid.sampling, &*model.engine)?;
-    let prompt = match &valid.prompt {
+    let prompt = match &one {
         Prompt::Text(text) => Value::from(text.clone()),
         Prompt::Tokens(ids) => json!(ids),
     };
-    let started = start(&model, valid.prompt, &valid.sampling, "prompt", log.clone()).await?;
+    let started = start(&model, one, &valid.sampling, "prompt", log.clone()).await?;
     if !valid.sampling.stream {
         let out = collect(started).await?;
         drop(permit);

@@ -342,8 +342,8 @@ async fn start_chat(
     let openai: ChatCompletionRequest = parse_json(&openai_body(name, stream, options, extra)?)?;
     let valid = validate::chat(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let permit = state.scheduler.acquire(view.index).await?;
-    let (started, output) = super::chat::prepare(&permit, &valid, log).await?;
-    Ok((permit, started, output))
+    let (mut started, output) = super::chat::prepare(&permit, &valid, log).await?;
+    Ok((permit, started.remove(0), output))
 }
 
 /// `POST /api/chat`.
@@ -411,10 +411,11 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
     let (permit, started) = if req.raw.unwrap_or(false) {
         extra.insert("prompt".into(), json!(prompt));
         let openai: CompletionRequest = parse_json(&openai_body(&req.model, stream, req.options.as_ref(), extra)?)?;
-        let valid = validate::completion(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+        let mut valid = validate::completion(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+        let one = valid.one_prompt("/api/generate")?;
         let permit = state.scheduler.acquire(index).await.map_err(ApiError::from)?;
         validate::against_model(&valid.sampling, &*permit.model.engine)?;
-        let started = start(&permit.model, valid.prompt, &valid.sampling, "prompt", log).await?;
+        let started = start(&permit.model, one, &valid.sampling, "prompt", log).await?;
         (permit, started)
     } else {
         // Not raw: the prompt goes through the model's chat template as a

@@ -62,8 +62,19 @@ impl RequestLog {
         (self.0.started.elapsed(), r.first_at.map(|at| at.duration_since(self.0.started)))
     }
 
+    /// A generation of the request finished; several (`n`, prompt lists)
+    /// add up their tokens.
     pub fn done(&self, usage: &Usage) {
-        self.0.record.lock().usage = Some(usage.clone());
+        let mut r = self.0.record.lock();
+        let total = match r.usage.take() {
+            Some(before) => Usage {
+                prompt_tokens: before.prompt_tokens + usage.prompt_tokens,
+                completion_tokens: before.completion_tokens + usage.completion_tokens,
+                cached_tokens: before.cached_tokens + usage.cached_tokens,
+            },
+            None => *usage,
+        };
+        r.usage = Some(total);
     }
 
     /// The generation failed or was cancelled after the response started.

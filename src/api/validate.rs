@@ -13,6 +13,10 @@ use crate::types::{Defaults, SamplingField, SamplingParams, TokenId};
 /// At most this many stop strings, as OpenAI allows.
 pub const MAX_STOP_STRINGS: usize = 4;
 
+/// At most this many sequences per request (`n` times the prompts): each
+/// takes a slot of the model, the rest wait for one.
+pub const MAX_CHOICES: usize = 16;
+
 /// The sampling part of a request after validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidSampling {
@@ -27,6 +31,8 @@ pub struct ValidSampling {
     pub logprobs: Option<u32>,
     /// Special tokens the output writes as text (tool-call marks).
     pub keep_special: Vec<TokenId>,
+    /// Choices per prompt (`n`).
+    pub n: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +60,8 @@ pub enum Prompt {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidCompletion {
     pub model: Option<String>,
-    pub prompt: Prompt,
+    /// One or more (a list of prompts: one choice per prompt and `n`).
+    pub prompts: Vec<Prompt>,
     /// `echo`: the answer starts with the prompt.
     pub echo: bool,
     pub sampling: ValidSampling,
@@ -103,23 +110,48 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
     })
 }
 
-pub fn completion(req: CompletionRequest, n_vocab: u32, defaults: &Defaults) -> Result<ValidCompletion, ApiError> {
-    let one = |n: usize| invalid("prompt", format!("`prompt` as a list must hold exactly one prompt (got {n}); send one request per prompt"));
-    let prompt = match req.prompt {
-        PromptField::One(p) => Prompt::Text(p),
-        PromptField::Many(mut list) if list.len() == 1 => Prompt::Text(list.remove(0)),
-        PromptField::Many(list) => return Err(one(list.len())),
-        PromptField::Tokens(ids) if ids.is_empty() => return Err(invalid("prompt", "the prompt is empty")),
-        PromptField::Tokens(ids) => Prompt::Tokens(token_ids("prompt", &ids, n_vocab)?),
-        PromptField::ManyTokens(mut lists) if lists.len() == 1 && !lists[0].is_empty() => {
-            Prompt::Tokens(token_ids("prompt[0]", &lists.remove(0), n_vocab)?)
+impl ValidCompletion {
+    /// The prompt of an endpoint that answers one sequence (llama-server's
+    /// `/completion`, Ollama's raw generate): a list or `n` > 1 is a 400.
+    pub fn one_prompt(&mut self, endpoint: &str) -> Result<Prompt, ApiError> {
+        if self.sampling.n != 1 {
+            return Err(invalid("n", format!("{endpoint} answers one sequence; use /v1/completions for `n` > 1")));
         }
-        PromptField::ManyTokens(lists) => return Err(one(lists.len())),
+        if self.prompts.len() != 1 {
+            return Err(invalid("prompt", format!("{endpoint} takes one prompt; use /v1/completions for a list")));
+        }
+        Ok(self.prompts.remove(0))
+    }
+}
+
+pub fn completion(req: CompletionRequest, n_vocab: u32, defaults: &Defaults) -> Result<ValidCompletion, ApiError> {
+    let empty = |field: String| invalid(field, "the prompt is empty");
+    let prompts = match req.prompt {
+        PromptField::One(p) => vec![Prompt::Text(p)],
+        PromptField::Many(list) if list.is_empty() => return Err(empty("prompt".into())),
+        PromptField::Many(list) => list.into_iter().map(Prompt::Text).collect(),
+        PromptField::Tokens(ids) if ids.is_empty() => return Err(empty("prompt".into())),
+        PromptField::Tokens(ids) => vec![Prompt::Tokens(token_ids("prompt", &ids, n_vocab)?)],
+        PromptField::ManyTokens(lists) if lists.is_empty() => return Err(empty("prompt".into())),
+        PromptField::ManyTokens(lists) => lists
+            .iter()
+            .enumerate()
+            .map(|(i, ids)| match ids.is_empty() {
+                true => Err(empty(format!("prompt[{i}]"))),
+                false => token_ids(&format!("prompt[{i}]"), ids, n_vocab).map(Prompt::Tokens),
+            })
+            .collect::<Result<_, _>>()?,
     };
     let logprobs = completion_logprobs(&req.sampling)?;
     let mut sampling = sampling(req.sampling, n_vocab, defaults)?;
     sampling.logprobs = logprobs;
-    Ok(ValidCompletion { model: req.model, prompt, echo: req.echo.unwrap_or(false), sampling })
+    if prompts.len() * sampling.n as usize > MAX_CHOICES {
+        return Err(invalid(
+            "prompt",
+            format!("{} prompts times `n` = {} make {} sequences; at most {MAX_CHOICES} per request", prompts.len(), sampling.n, prompts.len() * sampling.n as usize),
+        ));
+    }
+    Ok(ValidCompletion { model: req.model, prompts, echo: req.echo.unwrap_or(false), sampling })
 }
 
 /// Validates one chat message and normalizes its content to a string.
@@ -251,6 +283,11 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
         grammar_field: if has_schema { "json_schema" } else { "grammar" },
         logprobs: None,
         keep_special: Vec::new(),
+        n: match f.n {
+            None => 1,
+            Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => n as u32,
+            Some(n) => return Err(invalid("n", format!("`n` must be between 1 and {MAX_CHOICES} (got {n})"))),
+        },
     })
 }
 

@@ -64,7 +64,7 @@ mod requests {
             (json!({"frequency_penalty": -2.5}), "frequency_penalty"),
             (json!({"repeat_penalty": 0}), "repeat_penalty"),
             (json!({"seed": -1}), "seed"),
-            (json!({"n": 2}), "n"),
+            (json!({"n": 17}), "n"),
             (json!({"logit_bias": {"5000": 1}}), "logit_bias"),
             (json!({"logit_bias": {"abc": 1}}), "logit_bias"),
             (json!({"logit_bias": {"5": 101}}), "logit_bias"),
@@ -183,21 +183,36 @@ mod requests {
     }
 
     #[test]
-    fn completion_prompt_list_must_hold_one_string() {
-        let ok: CompletionRequest = parse_json(br#"{"prompt":["x"]}"#).unwrap();
-        assert_eq!(completion(ok, 10, &Defaults::default()).unwrap().prompt, Prompt::Text("x".into()));
-        let bad: CompletionRequest = parse_json(br#"{"prompt":["x","y"]}"#).unwrap();
-        assert_eq!(param_of(completion(bad, 10, &Defaults::default()).unwrap_err()), "prompt");
+    fn completion_prompt_lists_and_n_make_the_choices() {
+        let parse = |body: &str| completion(parse_json(body.as_bytes()).unwrap(), 10, &Defaults::default());
+        assert_eq!(parse(r#"{"prompt":["x"]}"#).unwrap().prompts, vec![Prompt::Text("x".into())]);
+        let two = parse(r#"{"prompt":["x","y"],"n":3}"#).unwrap();
+        assert_eq!((two.prompts.len(), two.sampling.n), (2, 3));
+        assert_eq!(parse(r#"{"prompt":"x"}"#).unwrap().sampling.n, 1);
+        for (body, field) in [
+            (r#"{"prompt":"x","n":0}"#, "n"),
+            (r#"{"prompt":"x","n":17}"#, "n"),
+            (r#"{"prompt":["a","b","c"],"n":6}"#, "prompt"),
+            (r#"{"prompt":[[1],[]]}"#, "prompt[1]"),
+            (r#"{"prompt":[]}"#, "prompt"),
+        ] {
+            assert_eq!(param_of(parse(body).unwrap_err()), field, "{body}");
+        }
+        // Endpoints that answer one sequence say so.
+        let mut listed = parse(r#"{"prompt":["x","y"]}"#).unwrap();
+        assert_eq!(param_of(listed.one_prompt("/completion").unwrap_err()), "prompt");
+        let mut many = parse(r#"{"prompt":"x","n":2}"#).unwrap();
+        assert_eq!(param_of(many.one_prompt("/completion").unwrap_err()), "n");
     }
 
     #[test]
     fn token_id_prompts_are_checked_against_the_vocabulary() {
         let parse = |body: &str| completion(parse_json(body.as_bytes()).unwrap(), 10, &Defaults::default());
-        assert_eq!(parse(r#"{"prompt":[1,2,3],"echo":true}"#).unwrap().prompt, Prompt::Tokens(vec![1, 2, 3]));
+        assert_eq!(parse(r#"{"prompt":[1,2,3],"echo":true}"#).unwrap().prompts, vec![Prompt::Tokens(vec![1, 2, 3])]);
         assert!(parse(r#"{"prompt":[1],"echo":true}"#).unwrap().echo);
-        assert_eq!(parse(r#"{"prompt":[[4,5]]}"#).unwrap().prompt, Prompt::Tokens(vec![4, 5]));
+        assert_eq!(parse(r#"{"prompt":[[4,5]]}"#).unwrap().prompts, vec![Prompt::Tokens(vec![4, 5])]);
         assert_eq!(param_of(parse(r#"{"prompt":[1,10]}"#).unwrap_err()), "prompt[1]");
-        assert_eq!(param_of(parse(r#"{"prompt":[[1],[2]]}"#).unwrap_err()), "prompt");
+        assert_eq!(parse(r#"{"prompt":[[1],[2]]}"#).unwrap().prompts.len(), 2);
         assert_eq!(param_of(parse(r#"{"prompt":[]}"#).unwrap_err()), "prompt");
     }
 

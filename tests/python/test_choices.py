@@ -1,0 +1,33 @@
+"""End-to-end: several choices per request with the official `openai` SDK
+on the test model (`n`, a list of prompts)."""
+
+import openai
+import pytest
+from conftest import API_KEY
+
+
+@pytest.fixture()
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=API_KEY)
+
+
+def test_chat_n_returns_n_choices(client):
+    r = client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "Name a fruit."}],
+                                       n=3, seed=7, temperature=1.0, max_tokens=8)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    assert all(c.message.content for c in r.choices)
+    assert r.usage.completion_tokens <= 24
+    # Greedy: every choice is the same answer, as with OpenAI.
+    g = client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "Name a fruit."}],
+                                       n=2, temperature=0, max_tokens=8)
+    assert g.choices[0].message.content == g.choices[1].message.content
+
+
+def test_completion_prompt_list_answers_each_prompt(client):
+    prompts = ["The capital of France is", "One, two, three,"]
+    r = client.completions.create(model="gemma", prompt=prompts, max_tokens=6, temperature=0, echo=True)
+    assert [c.index for c in r.choices] == [0, 1]
+    for prompt, choice in zip(prompts, r.choices):
+        assert choice.text.startswith(prompt)
+        single = client.completions.create(model="gemma", prompt=prompt, max_tokens=6, temperature=0)
+        assert choice.text == prompt + single.choices[0].text
