@@ -140,7 +140,7 @@ async fn llama_server_embedding_nests_each_vector() {
         assert_eq!(items[1]["embedding"].as_array().unwrap().len(), 1, "one pooled vector inside the list");
         assert_close(&floats(&items[1]["embedding"][0]), &fake_embedding(&tokens("dog")));
     }
-    let (status, body) = post(&base, "/embedding", json!({"input": "cat"})).await;
+    let (status, body) = post(&base, "/embedding", json!({"input": "cat", "encoding_format": "base64"})).await;
     assert_eq!(status, 200, "{body}");
     assert_close(&floats(&body[0]["embedding"][0]), &fake_embedding(&tokens("cat")));
     let (status, body) = post(&base, "/embedding", json!({})).await;

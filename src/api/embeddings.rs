@@ -46,6 +46,8 @@ pub struct NativeEmbeddingRequest {
     pub model: Option<String>,
     /// llama-server's normalisation: only 2 (Euclidean, its default) here.
     pub embd_normalize: Option<i64>,
+    /// Checked as llama-server checks it; its list answer is floats either way.
+    pub encoding_format: Option<String>,
 }
 
 impl WireRequest for EmbeddingRequest {}
@@ -300,6 +302,7 @@ pub async fn native(State(state): State<AppState>, Extension(log): Extension<Req
     if req.embd_normalize.is_some_and(|n| n != 2) {
         return Err(invalid("embd_normalize", "`embd_normalize` can only be 2 (Euclidean): vectors have unit length"));
     }
+    parse_encoding(req.encoding_format.as_deref())?;
     let (field, value) = match (&req.input, &req.content) {
         (Some(input), _) => ("input", input),
         (None, Some(content)) => ("content", content),
