@@ -230,6 +230,17 @@ pub struct ServerFlags {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub context_shift: Option<bool>,
 
+    /// How embeddings pool a sequence's token vectors: mean, cls or last
+    /// [default: the GGUF's `pooling_type`; mean where it names none, as
+    /// for decoder models]. Per-model `pooling` in the config wins.
+    #[arg(long, value_enum, value_name = "mean|cls|last")]
+    pub pooling: Option<crate::types::Pooling>,
+
+    /// Models serve embeddings only: chat and text completions answer 400
+    /// [default: false]. Per-model `embeddings_only` in the config wins.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub embeddings_only: Option<bool>,
+
     /// Most tokens decoded in one step; long prompts are fed in chunks
     /// [default: 512].
     #[arg(short = 'b', long, value_parser = clap::value_parser!(u32).range(32..))]

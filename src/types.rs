@@ -46,7 +46,7 @@ pub struct ModelSpec {
 
 /// How llama.cpp loads a model and shapes its context (`--flash-attn`,
 /// `--cache-type-k/-v`, `--threads-batch`, `--ubatch-size`, `--mlock`,
-/// `--no-mmap`, `--context-shift`); each also a `[server]` and a `[[models]]` key.
+/// `--no-mmap`, `--context-shift`, `--pooling`, `--embeddings-only`); each also a `[server]` and a `[[models]]` key.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct EngineKnobs {
     pub flash_attn: FlashAttn,
@@ -63,6 +63,36 @@ pub struct EngineKnobs {
     /// A generation that fills its slot's context drops the older half of
     /// it (after BOS) and goes on, instead of ending with `length`.
     pub context_shift: bool,
+    /// How an embedding pools a sequence's token vectors (`None`: the
+    /// GGUF's `{arch}.pooling_type`, mean where it names none; see
+    /// `engine::embed::choose_pooling`).
+    pub pooling: Option<Pooling>,
+    /// Serve embeddings only: chat and text completions on this model are
+    /// refused with 400.
+    pub embeddings_only: bool,
+}
+
+/// How token vectors become one embedding (llama.cpp's pooling types that
+/// give one vector per input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The average of the token vectors.
+    Mean,
+    /// The first token's vector (BERT-style models).
+    Cls,
+    /// The last token's vector (decoder embedding models).
+    Last,
+}
+
+impl Pooling {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Last => "last",
+        }
+    }
 }
 
 impl EngineKnobs {

@@ -31,6 +31,7 @@ pub async fn chat_completions(
     let snapshot = state.scheduler.snapshot();
     let view = snapshot.resolve(req.model.as_deref())?;
     log.model(&view.spec.id);
+    super::embeddings::refuse_generation(view)?;
     let valid = validate::chat(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let (index, model_id) = (view.index, view.spec.id.clone());
     let chunks = Chunks::new(&state, model_id.clone(), &valid.sampling);

@@ -24,6 +24,7 @@ pub async fn completions(
     let snapshot = state.scheduler.snapshot();
     let view = snapshot.resolve(req.model.as_deref())?;
     log.model(&view.spec.id);
+    super::embeddings::refuse_generation(view)?;
     let valid = validate::completion(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let model_id = view.spec.id.clone();
     let permit = state.scheduler.acquire(view.index).await?;

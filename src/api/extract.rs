@@ -61,6 +61,10 @@ fn from_value<T: DeserializeOwned>(raw: &Value) -> Result<T, ApiError> {
         if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
             return Err(invalid(field, format!("`{field}` is required")));
         }
+        // `deny_unknown_fields` reports a misspelt top-level field at the root too.
+        if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+            return Err(invalid(field, message.clone()));
+        }
         return Err(ApiError::InvalidRequest { message: format!("invalid request: {message}"), param: None });
     }
     Err(invalid(path.clone(), format!("`{path}`: {message}")))

@@ -8,6 +8,7 @@ pub mod choices;
 pub mod cors;
 pub mod cpu;
 pub mod dashboard;
+pub mod embeddings;
 pub mod completions;
 pub mod error;
 pub mod extract;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod models;
 pub mod native;
 pub mod ollama;
+pub mod ollama_embed;
 pub mod openai;
 pub mod reqlog;
 pub mod sse;
@@ -101,8 +103,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ps", get(ollama::ps))
         .route("/api/show", post(ollama::show))
         .route("/api/version", get(ollama::version))
-        .route("/api/embed", post(ollama::embed))
-        .route("/api/embeddings", post(ollama::embed))
+        .route("/api/embed", post(ollama_embed::embed))
+        .route("/api/embeddings", post(ollama_embed::embeddings))
+        .route("/v1/embeddings", post(embeddings::openai))
+        .route("/embedding", post(embeddings::native))
+        .route("/embeddings", post(embeddings::native))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key));
     let admin = Router::new()
         .route("/admin/status", get(admin::status))

@@ -73,6 +73,7 @@ pub async fn completion(
     let snapshot = state.scheduler.snapshot();
     let view = snapshot.resolve(req.model.as_deref())?;
     log.model(&view.spec.id);
+    super::embeddings::refuse_generation(view)?;
     let mut valid = validate::completion(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let one = valid.one_prompt("/completion")?;
     if valid.echo || valid.sampling.logprobs.is_some() {

@@ -17,7 +17,6 @@ use std::time::{Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
@@ -57,7 +56,7 @@ const RESOURCE_OPTIONS: &[&str] =
     &["num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap", "use_mlock", "numa", "low_vram", "vocab_only", "f16_kv", "num_keep"];
 
 /// An error in Ollama's shape: `{"error": "message"}` with our status.
-struct OllamaError(ApiError);
+pub(super) struct OllamaError(pub(super) ApiError);
 
 impl IntoResponse for OllamaError {
     fn into_response(self) -> Response {
@@ -129,7 +128,7 @@ impl WireRequest for GenerateBody {}
 impl WireRequest for ShowBody {}
 
 /// Ollama names carry a tag (`gemma:latest`); ours answer to the bare name.
-fn resolve<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a ModelView, ApiError> {
+pub(super) fn resolve<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a ModelView, ApiError> {
     let bare = name.strip_suffix(":latest").unwrap_or(name);
     Ok(snapshot.resolve(Some(bare))?)
 }
@@ -368,6 +367,7 @@ async fn chat_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Res
     let snapshot = state.scheduler.snapshot();
     let view = resolve(&snapshot, &req.model)?;
     log.model(&view.spec.id);
+    super::embeddings::refuse_generation(view)?;
     let (permit, started, output) = start_chat(&state, view, &req.model, stream, req.options.as_ref(), extra, log).await?;
     answer(Kind::Chat(output), started, permit, view.spec.id.clone(), stream, began).await
 }
@@ -407,6 +407,7 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
         };
         return Ok(Json(json!({"model": id, "created_at": now_rfc3339(), "response": "", "done": true, "done_reason": reason})).into_response());
     }
+    super::embeddings::refuse_generation(view)?;
     let stream = req.stream.unwrap_or(true);
     let (permit, started) = if req.raw.unwrap_or(false) {
         extra.insert("prompt".into(), json!(prompt));
@@ -496,7 +497,7 @@ pub async fn show(State(state): State<AppState>, body: Bytes) -> Response {
             "template": loaded.as_ref().map(|m| m.template_source.clone()).unwrap_or_default(),
             "details": details(view),
             "model_info": model_info,
-            "capabilities": ["completion"],
+            "capabilities": if view.spec.knobs.embeddings_only { json!(["embedding"]) } else { json!(["completion", "embedding"]) },
         }))
     };
     match answer() {
@@ -510,7 +511,3 @@ pub async fn version(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "version": state.build.version }))
 }
 
-/// `POST /api/embed` and `/api/embeddings`: not served yet.
-pub async fn embed() -> Response {
-    (StatusCode::NOT_IMPLEMENTED, Json(json!({"error": "embeddings are not supported yet by this server"}))).into_response()
-}

@@ -33,6 +33,8 @@ pub struct ServerSection {
     pub mlock: Option<bool>,
     pub no_mmap: Option<bool>,
     pub context_shift: Option<bool>,
+    pub pooling: Option<crate::types::Pooling>,
+    pub embeddings_only: Option<bool>,
     pub kv_cache_dir: Option<PathBuf>,
     pub kv_cache_dir_mib: Option<u64>,
     pub swa_full: Option<bool>,
@@ -88,6 +90,8 @@ pub struct ModelSection {
     pub mlock: Option<bool>,
     pub no_mmap: Option<bool>,
     pub context_shift: Option<bool>,
+    pub pooling: Option<crate::types::Pooling>,
+    pub embeddings_only: Option<bool>,
     /// Placement overrides: each wins over the `[server]` key of the same name.
     pub devices: Option<Vec<u32>>,
     pub main_gpu: Option<u32>,
@@ -149,6 +153,8 @@ pub struct KnobKeys {
     pub mlock: Option<bool>,
     pub no_mmap: Option<bool>,
     pub context_shift: Option<bool>,
+    pub pooling: Option<crate::types::Pooling>,
+    pub embeddings_only: Option<bool>,
 }
 
 macro_rules! knob_keys {
@@ -164,6 +170,8 @@ macro_rules! knob_keys {
                     mlock: self.mlock,
                     no_mmap: self.no_mmap,
                     context_shift: self.context_shift,
+                    pooling: self.pooling,
+                    embeddings_only: self.embeddings_only,
                 }
             }
         }

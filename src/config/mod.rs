@@ -249,6 +249,8 @@ fn flags_knobs(f: &ServerFlags) -> file::KnobKeys {
         mlock: f.mlock,
         no_mmap: f.no_mmap,
         context_shift: f.context_shift,
+        pooling: f.pooling,
+        embeddings_only: f.embeddings_only,
     }
 }
 
@@ -273,6 +275,8 @@ fn knobs(first: &file::KnobKeys, then: &file::KnobKeys, base: EngineKnobs, at: &
         mlock: first.mlock.or(then.mlock).unwrap_or(base.mlock),
         no_mmap: first.no_mmap.or(then.no_mmap).unwrap_or(base.no_mmap),
         context_shift: first.context_shift.or(then.context_shift).unwrap_or(base.context_shift),
+        pooling: first.pooling.or(then.pooling).or(base.pooling),
+        embeddings_only: first.embeddings_only.or(then.embeddings_only).unwrap_or(base.embeddings_only),
     };
     let quantized = |t: KvCacheType| !matches!(t, KvCacheType::F16 | KvCacheType::BF16 | KvCacheType::F32);
     if quantized(out.cache_type_v) && out.flash_attn == FlashAttn::Off {

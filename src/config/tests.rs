@@ -277,3 +277,24 @@ fn engine_knobs_merge_flag_over_server_key_over_model_key_order() {
     let err = Config::load(&sources(Some(bad)), &ServerFlags::default()).unwrap_err();
     assert!(err.contains("[server]: cache_type_k `q9`"), "{err}");
 }
+
+#[test]
+fn pooling_and_embeddings_only_are_per_model_keys_and_flags() {
+    use crate::types::Pooling;
+    let d = Dir::new("embeddings");
+    let cfg = d.write(
+        "c.toml",
+        "[server]\npooling = \"cls\"\n\
+         [[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n\
+         [[models]]\nname = \"e\"\npath = \"models/c.gguf\"\npooling = \"last\"\nembeddings_only = true\n",
+    );
+    let c = Config::load(&sources(Some(cfg.clone())), &ServerFlags::default()).unwrap();
+    let (a, e) = (c.models[0].knobs, c.models[1].knobs);
+    assert_eq!((a.pooling, a.embeddings_only), (Some(Pooling::Cls), false));
+    assert_eq!((e.pooling, e.embeddings_only), (Some(Pooling::Last), true));
+    let flags = ServerFlags { pooling: Some(Pooling::Mean), embeddings_only: Some(true), ..Default::default() };
+    let c = Config::load(&sources(Some(cfg)), &flags).unwrap();
+    assert_eq!((c.models[0].knobs.pooling, c.models[0].knobs.embeddings_only), (Some(Pooling::Mean), true), "the flags are every model's default");
+    let bad = d.write("b.toml", "[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\npooling = \"max\"\n");
+    assert!(Config::load(&sources(Some(bad)), &ServerFlags::default()).unwrap_err().contains("max"));
+}

@@ -56,6 +56,15 @@ impl LoadedModel {
         self.engine.generate(request)
     }
 
+    /// Queues an embedding, unless the model was cancelled (`Stopped`).
+    pub fn embed(&self, inputs: Vec<Vec<super::TokenId>>) -> Result<super::embed::EmbedReceiver, EngineError> {
+        let cancelled = self.cancelled.lock();
+        if *cancelled {
+            return Err(EngineError::Stopped);
+        }
+        self.engine.embed(inputs)
+    }
+
     /// Ends every running and queued generation, and refuses new ones (a
     /// forced unload, shutdown).
     pub fn cancel_all(&self) {
@@ -149,6 +158,8 @@ mod tests {
             add_bos: false,
             architecture: arch.map(str::to_string),
             chat_template: template.map(str::to_string),
+            n_embd: 1,
+            n_ctx_embed: 1,
         }
     }
 

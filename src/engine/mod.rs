@@ -5,6 +5,7 @@
 //! that touches `llama_cpp_2`; `text.rs` holds the pure streaming-text logic
 //! (UTF-8 reassembly and stop strings) so it can be unit-tested alone.
 
+pub mod embed;
 pub mod factory;
 pub mod kvcache;
 pub mod kvdisk;
@@ -161,6 +162,10 @@ pub struct ModelInfo {
     pub architecture: Option<String>,
     /// `tokenizer.chat_template` from the GGUF, if any.
     pub chat_template: Option<String>,
+    /// Length of an embedding vector (llama.cpp's `n_embd_out`).
+    pub n_embd: u32,
+    /// Most tokens one embedding input may have ([`embed::context_tokens`]).
+    pub n_ctx_embed: u32,
 }
 
 /// Slot occupancy, for `/health` and `/props`.
@@ -216,6 +221,13 @@ pub trait Engine: Send + Sync + 'static {
     /// client's error, not a failed generation.
     fn check_grammar(&self, _grammar: &str) -> Result<(), String> {
         Ok(())
+    }
+    /// Queues an embedding of each input (token ids, each non-empty, in the
+    /// vocabulary and at most `info().n_ctx_embed` long); one unit-norm
+    /// vector per input arrives on the receiver. Runs on the engine's own
+    /// thread, never on the caller's.
+    fn embed(&self, _inputs: Vec<Vec<TokenId>>) -> Result<embed::EmbedReceiver, EngineError> {
+        Ok(embed::answered(Err(embed::EmbedError::Failed("this engine does not compute embeddings".into()))))
     }
     fn slot_stats(&self) -> SlotStats;
     /// Each slot's state; by default only what `slot_stats` says.

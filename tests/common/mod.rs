@@ -87,6 +87,8 @@ impl FakeEngine {
                 add_bos: false,
                 architecture: Some("fake".into()),
                 chat_template: Some(FAKE_TEMPLATE.into()),
+                n_embd: FAKE_N_EMBD,
+                n_ctx_embed: n_ctx_slot / 2,
             },
             reply: reply.to_string(),
             gate: None,
@@ -150,6 +152,9 @@ impl Engine for FakeEngine {
         }
         Ok(rx)
     }
+    fn embed(&self, inputs: Vec<Vec<TokenId>>) -> Result<embed::EmbedReceiver, EngineError> {
+        Ok(embed::answered(Ok(inputs.iter().map(|tokens| fake_embedding(tokens)).collect())))
+    }
     fn slot_stats(&self) -> SlotStats {
         SlotStats { total: self.info.parallel, busy: 0, queued: 0 }
     }
@@ -158,6 +163,20 @@ impl Engine for FakeEngine {
             let _ = tx.send(GenerationEvent::Cancelled("the model was unloaded".into()));
         }
     }
+}
+
+/// The fake engine's embedding length.
+pub const FAKE_N_EMBD: u32 = 8;
+
+/// The fake engine's embedding of some tokens: a unit vector that depends
+/// on every token and its position, so equal inputs give equal vectors.
+pub fn fake_embedding(tokens: &[TokenId]) -> Vec<f32> {
+    let mut v = vec![0.0f32; FAKE_N_EMBD as usize];
+    for (pos, &t) in tokens.iter().enumerate() {
+        v[(t as usize + pos) % FAKE_N_EMBD as usize] += 1.0 + (t % 7) as f32;
+    }
+    embed::normalize(&mut v);
+    v
 }
 
 /// Each load's model name and the placement it was given.

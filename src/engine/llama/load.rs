@@ -76,6 +76,8 @@ pub(super) fn load_model(
         add_bos: vocab.should_add_bos(),
         architecture: model.meta_val_str("general.architecture").ok(),
         chat_template: model.meta_val_str("tokenizer.chat_template").ok(),
+        n_embd: model.n_embd_out().max(0) as u32,
+        n_ctx_embed: crate::engine::embed::context_tokens(n_ctx_slot, options.knobs.ubatch_size),
     };
     Ok((model, info, ctx_params))
 }

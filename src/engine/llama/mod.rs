@@ -11,9 +11,10 @@
 //! aborts the process inside llama.cpp).
 //!
 //! Files: this one (`LlamaEngine`, the `Engine` impl, `LoadOptions`, the
-//! backend), `modules.rs` (dynamic-backends), `load.rs`, `fitter.rs`, `worker.rs`, `sampler.rs`. What a step
+//! backend), `modules.rs` (dynamic-backends), `load.rs`, `fitter.rs`, `worker.rs`, `embed.rs` (embeddings), `sampler.rs`. What a step
 //! decodes is decided by the pure `engine::step::plan_step`.
 
+mod embed;
 mod fitter;
 mod load;
 pub mod mapguard;
@@ -129,6 +130,8 @@ pub struct LlamaEngine {
 
 pub(super) enum Command {
     Generate(GenerationRequest, EventSender),
+    /// Embed each input (see `embed.rs`).
+    Embed(Vec<Vec<TokenId>>, crate::engine::embed::EmbedSender),
     /// End every running and queued generation (forced unload).
     CancelAll,
     Shutdown,
@@ -251,6 +254,12 @@ impl Engine for LlamaEngine {
             .lock()
             .send(Command::Generate(request, tx))
             .map_err(|_| EngineError::Stopped)?;
+        Ok(rx)
+    }
+
+    fn embed(&self, inputs: Vec<Vec<TokenId>>) -> Result<crate::engine::embed::EmbedReceiver, EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commands.lock().send(Command::Embed(inputs, tx)).map_err(|_| EngineError::Stopped)?;
         Ok(rx)
     }
 

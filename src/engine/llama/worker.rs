@@ -69,6 +69,8 @@ pub(super) fn worker_main(
     let weights_ms = started.elapsed().as_millis() as u64;
     let before = resident_bytes();
     let context_started = std::time::Instant::now();
+    let pooling = crate::engine::embed::choose_pooling(options.knobs.pooling, super::embed::gguf_pooling(&model));
+    let embedder = super::embed::Embedder::new(super::embed::embed_params(&ctx_params, info.n_ctx_embed, pooling), info.n_ctx_embed, info.n_vocab);
     let ctx = match model.new_context(backend, ctx_params) {
         Ok(ctx) => ctx,
         Err(e) => {
@@ -88,7 +90,7 @@ pub(super) fn worker_main(
     let store = options.kv_store.clone().map(|store| (store, store_key(&identity, &info, &options)));
     let windowed = !options.swa_full && has_sliding_window(&model);
     let shift_keep = super::shift::keep(options.knobs.context_shift, &ctx, &info);
-    let mut worker = Worker::new(&model, &model.guard, ctx, &info, stats, store, windowed, shift_keep);
+    let mut worker = Worker::new(&model, &model.guard, ctx, &info, stats, store, windowed, shift_keep, embedder);
     worker.publish_stats();
     if ready.send(Ok((model.clone(), info, context_bytes, timings))).is_err() {
         return;
@@ -191,6 +193,8 @@ pub(super) struct Worker<'m> {
     pub(super) store: Option<(crate::engine::SharedKvStore, String)>,
     /// `--context-shift` on a memory that can shift: the tokens kept (BOS).
     pub(super) shift_keep: Option<usize>,
+    /// Embedding requests and their context (see `embed.rs`).
+    embedder: super::embed::Embedder<'m>,
 }
 
 impl<'m> Worker<'m> {
@@ -203,6 +207,7 @@ impl<'m> Worker<'m> {
         store: Option<(crate::engine::SharedKvStore, String)>,
         windowed: bool,
         shift_keep: Option<usize>,
+        embedder: super::embed::Embedder<'m>,
     ) -> Self {
         let n_batch = ctx.n_batch() as usize;
         let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0, checkpoint: None, shifted: false }).collect();
@@ -221,12 +226,13 @@ impl<'m> Worker<'m> {
             windowed,
             store,
             shift_keep,
+            embedder,
         }
     }
 
     fn run(&mut self, commands: &std_mpsc::Receiver<Command>) {
         loop {
-            let idle = self.queue.is_empty() && self.slots.iter().all(|s| s.active.is_none());
+            let idle = self.queue.is_empty() && self.slots.iter().all(|s| s.active.is_none()) && self.embedder.is_idle();
             if idle {
                 match commands.recv() {
                     Ok(cmd) => {
@@ -258,6 +264,7 @@ impl<'m> Worker<'m> {
             }
             self.admit();
             self.step();
+            self.embedder.step(self.model);
             self.publish_stats();
         }
     }
@@ -267,6 +274,10 @@ impl<'m> Worker<'m> {
         match cmd {
             Command::Generate(req, tx) => {
                 self.queue.push_back((req, tx));
+                true
+            }
+            Command::Embed(inputs, tx) => {
+                self.embedder.push(inputs, tx);
                 true
             }
             Command::CancelAll => {
@@ -285,6 +296,7 @@ impl<'m> Worker<'m> {
     fn cancel_all(&mut self, reason: &str) {
         let mut cancelled: Vec<EventSender> = self.slots.iter_mut().filter_map(|s| s.active.take()).map(|a| a.tx).collect();
         cancelled.extend(self.queue.drain(..).map(|(_, tx)| tx));
+        self.embedder.cancel_all(reason);
         self.publish_stats();
         for tx in cancelled {
             let _ = tx.send(GenerationEvent::Cancelled(reason.to_string()));
