@@ -27,6 +27,7 @@ pub async fn completions(
     super::embeddings::refuse_generation(view)?;
     let valid = validate::completion(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let model_id = view.spec.id.clone();
+    let view_id = model_id.clone();
     let permit = state.scheduler.acquire(view.index).await?;
     let model = permit.model.clone();
     validate::against_model(&valid.sampling, &*model.engine)?;
@@ -45,6 +46,10 @@ pub async fn completions(
             }
         };
         let param = if listed { format!("prompt[{p}]") } else { "prompt".to_string() };
+        let prompt = match &valid.suffix {
+            Some(suffix) => fill_in_the_middle(&model, &view_id, prompt, suffix).await?,
+            None => prompt,
+        };
         for i in 0..n {
             let sampling = super::choices::sampling_for(&valid.sampling, i as u32);
             started.push(start(&model, prompt.clone(), &sampling, &param, log.clone()).await?);
@@ -124,4 +129,33 @@ pub async fn completions(
         if include_usage { vec![sse::data(&usage_chunk)] } else { Vec::new() }
     };
     Ok(super::choices::stream_many(streams, n, permit, prologue, end))
+}
+
+/// `suffix`: the prompt becomes the model's fill-in-the-middle prompt for
+/// the text between `prefix` and `suffix`; a model without FIM tokens is
+/// a 400 naming `suffix`.
+async fn fill_in_the_middle(
+    model: &std::sync::Arc<crate::engine::loaded::LoadedModel>,
+    name: &str,
+    prefix: validate::Prompt,
+    suffix: &str,
+) -> Result<validate::Prompt, ApiError> {
+    let info = model.engine.info();
+    let Some(fim) = info.fim else {
+        return Err(super::error::invalid(
+            "suffix",
+            format!("model `{name}` has no fill-in-the-middle tokens, so `suffix` cannot be honoured; use a code model that has them"),
+        ));
+    };
+    let bos = info.bos_id.filter(|_| info.add_bos);
+    let (tokenizer, suffix) = (model.clone(), suffix.to_string());
+    let tokens = super::cpu::run(move || {
+        let prefix = match prefix {
+            validate::Prompt::Text(text) => tokenizer.engine.tokenize(&text, false),
+            validate::Prompt::Tokens(ids) => ids,
+        };
+        fim.prompt(bos, &prefix, &tokenizer.engine.tokenize(&suffix, false))
+    })
+    .await?;
+    Ok(validate::Prompt::Tokens(tokens))
 }

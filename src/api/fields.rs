@@ -64,9 +64,6 @@ fn is_one(v: &Value) -> bool {
 fn is_zero(v: &Value) -> bool {
     v.as_f64() == Some(0.0) || is_false(v)
 }
-fn is_empty(v: &Value) -> bool {
-    v.as_str() == Some("") || v.as_array().is_some_and(Vec::is_empty)
-}
 fn is_text_only(v: &Value) -> bool {
     v.as_array().is_some_and(|a| a.iter().all(|m| m == "text"))
 }
@@ -125,7 +122,7 @@ pub const FIELDS: &[Field] = &[
     // Completions, OpenAI.
     field("prompt", Completion, Honoured),
     field("echo", Completion, Honoured),
-    field("suffix", Completion, unsupported(is_empty, "\"\"")),
+    field("suffix", Completion, Honoured),
     field("best_of", Completion, unsupported(is_one, "1")),
     // llama-server's, both endpoints.
     field("chat_template_kwargs", Chat, Honoured),
@@ -280,7 +277,7 @@ mod tests {
             assert!(e.to_string().contains("not supported"), "{e}");
         }
         check(Endpoint::Completion, &body(json!({"echo": true, "suffix": "", "best_of": 1}))).unwrap();
-        for (k, v) in [("suffix", json!("x")), ("best_of", json!(2))] {
+        for (k, v) in [("best_of", json!(2))] {
             assert_eq!(param(check(Endpoint::Completion, &body(json!({ k: v }))).unwrap_err()), k);
         }
     }

@@ -64,6 +64,8 @@ pub struct ValidCompletion {
     pub prompts: Vec<Prompt>,
     /// `echo`: the answer starts with the prompt.
     pub echo: bool,
+    /// Fill in the middle between each prompt and this (not empty).
+    pub suffix: Option<String>,
     pub sampling: ValidSampling,
 }
 
@@ -120,6 +122,9 @@ impl ValidCompletion {
         if self.prompts.len() != 1 {
             return Err(invalid("prompt", format!("{endpoint} takes one prompt; use /v1/completions for a list")));
         }
+        if self.suffix.is_some() {
+            return Err(invalid("suffix", format!("{endpoint} does not take `suffix`; use /v1/completions")));
+        }
         Ok(self.prompts.remove(0))
     }
 }
@@ -151,7 +156,8 @@ pub fn completion(req: CompletionRequest, n_vocab: u32, defaults: &Defaults) -> 
             format!("{} prompts times `n` = {} make {} sequences; at most {MAX_CHOICES} per request", prompts.len(), sampling.n, prompts.len() * sampling.n as usize),
         ));
     }
-    Ok(ValidCompletion { model: req.model, prompts, echo: req.echo.unwrap_or(false), sampling })
+    let suffix = req.suffix.filter(|s| !s.is_empty());
+    Ok(ValidCompletion { model: req.model, prompts, echo: req.echo.unwrap_or(false), suffix, sampling })
 }
 
 /// Validates one chat message and normalizes its content to a string.

@@ -160,6 +160,8 @@ mod tests {
             chat_template: template.map(str::to_string),
             n_embd: 1,
             n_ctx_embed: 1,
+            fim: None,
+            bos_id: None,
         }
     }
 

@@ -166,6 +166,34 @@ pub struct ModelInfo {
     pub n_embd: u32,
     /// Most tokens one embedding input may have ([`embed::context_tokens`]).
     pub n_ctx_embed: u32,
+    /// Fill-in-the-middle tokens, when the vocabulary has all three.
+    pub fim: Option<FimTokens>,
+    /// The beginning-of-sequence token id (a prompt built from ids starts with it when `add_bos`).
+    pub bos_id: Option<TokenId>,
+}
+
+/// A code model's fill-in-the-middle tokens: the prompt is
+/// `pre PREFIX suf SUFFIX mid`, and the model writes the middle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FimTokens {
+    pub pre: TokenId,
+    pub suf: TokenId,
+    pub mid: TokenId,
+}
+
+impl FimTokens {
+    /// The prompt for the middle between `prefix` and `suffix` (PSM order,
+    /// as llama-server builds it), after `bos` when the model adds one.
+    pub fn prompt(&self, bos: Option<TokenId>, prefix: &[TokenId], suffix: &[TokenId]) -> Vec<TokenId> {
+        let mut out = Vec::with_capacity(prefix.len() + suffix.len() + 4);
+        out.extend(bos);
+        out.push(self.pre);
+        out.extend_from_slice(prefix);
+        out.push(self.suf);
+        out.extend_from_slice(suffix);
+        out.push(self.mid);
+        out
+    }
 }
 
 /// Slot occupancy, for `/health` and `/props`.

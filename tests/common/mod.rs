@@ -38,6 +38,10 @@ pub type LoadGuard = Box<dyn std::any::Any + Send + Sync>;
 /// as long as the model (a fake GPU uses it to give memory back).
 pub type OnLoad = Arc<dyn Fn(Option<&Placement>) -> LoadGuard + Send + Sync>;
 
+/// The fake vocabulary's fill-in-the-middle tokens: private-use characters,
+/// since the fake makes a token of every character.
+pub const FAKE_FIM: vram_llm::engine::FimTokens = vram_llm::engine::FimTokens { pre: 0xE000, suf: 0xE001, mid: 0xE002 };
+
 pub const FAKE_TEMPLATE: &str =
     "{% for m in messages %}{% if m.role == 'system' and m.content == 'fail' %}{{ raise_exception('no system role here') }}{% endif %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}";
 
@@ -89,6 +93,8 @@ impl FakeEngine {
                 chat_template: Some(FAKE_TEMPLATE.into()),
                 n_embd: FAKE_N_EMBD,
                 n_ctx_embed: n_ctx_slot / 2,
+                fim: Some(FAKE_FIM),
+                bos_id: None,
             },
             reply: reply.to_string(),
             gate: None,

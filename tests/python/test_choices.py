@@ -1,5 +1,5 @@
 """End-to-end: several choices per request with the official `openai` SDK
-on the test model (`n`, a list of prompts)."""
+on the test model (`n`, a list of prompts), and `suffix`."""
 
 import openai
 import pytest
@@ -31,3 +31,11 @@ def test_completion_prompt_list_answers_each_prompt(client):
         assert choice.text.startswith(prompt)
         single = client.completions.create(model="gemma", prompt=prompt, max_tokens=6, temperature=0)
         assert choice.text == prompt + single.choices[0].text
+
+
+def test_suffix_needs_fill_in_the_middle_tokens(client):
+    # Gemma 3 has none: the field is refused, naming it, rather than ignored.
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="gemma", prompt="def f(", suffix="):\n    pass", max_tokens=4)
+    assert e.value.body["param"] == "suffix"
+    assert "fill-in-the-middle" in e.value.body["message"]

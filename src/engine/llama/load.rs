@@ -78,8 +78,17 @@ pub(super) fn load_model(
         chat_template: model.meta_val_str("tokenizer.chat_template").ok(),
         n_embd: model.n_embd_out().max(0) as u32,
         n_ctx_embed: crate::engine::embed::context_tokens(n_ctx_slot, options.knobs.ubatch_size),
+        fim: fim_tokens(&vocab),
+        bos_id: u32::try_from(vocab.bos().0).ok(),
     };
     Ok((model, info, ctx_params))
+}
+
+/// The vocabulary's fill-in-the-middle tokens (llama.cpp reports -1 for a
+/// missing one).
+fn fim_tokens(vocab: &llama_cpp_2::vocab::LlamaVocab<'_>) -> Option<crate::engine::FimTokens> {
+    let id = |t: LlamaToken| u32::try_from(t.0).ok();
+    Some(crate::engine::FimTokens { pre: id(vocab.fim_pre())?, suf: id(vocab.fim_suf())?, mid: id(vocab.fim_mid())? })
 }
 
 /// ggml's device indices for CUDA indices (`CUDA<i>` in ggml's device list).
