@@ -170,6 +170,12 @@ async fn ollama_embed_and_the_older_embeddings() {
     let (status, body) = post(&base, "/api/embeddings", json!({"model": "fake", "prompt": "cat"})).await;
     assert_eq!(status, 200, "{body}");
     assert_close(&floats(&body["embedding"]), &fake_embedding(&tokens("cat")));
+    // An empty input loads the model and embeds nothing, as Ollama does.
+    for (path, body) in [("/api/embed", json!({"model": "fake", "input": ""})), ("/api/embed", json!({"model": "fake", "input": []})), ("/api/embeddings", json!({"model": "fake", "prompt": ""}))] {
+        let (status, answer) = post(&base, path, body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer.get("embeddings").or(answer.get("embedding")), Some(&json!([])), "{answer}");
+    }
 }
 
 #[tokio::test]

@@ -117,8 +117,9 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
     let renderer = model.clone();
     let prompt =
         super::cpu::run(move || renderer.render_chat(&messages, true, descriptions.as_ref(), kwargs.as_ref())).await??;
+    // Output held to a grammar from its first token has no thinking block.
     let think = match () {
-        _ if !valid.split_reasoning || !model.template_source.contains("<think>") => Think::Off,
+        _ if !valid.split_reasoning || !model.template_source.contains("<think>") || sampling.params.grammar.is_some() => Think::Off,
         _ if prompt.trim_end().ends_with("<think>") => Think::Open,
         _ => Think::Tagged,
     };
@@ -232,6 +233,8 @@ struct Chunks {
     model: String,
     fingerprint: String,
     include_usage: bool,
+    /// The finish framer sends the usage chunk (not per choice when `n` > 1).
+    usage_at_finish: bool,
     /// The request asked for log-probabilities.
     logprobs: bool,
 }
@@ -245,6 +248,7 @@ impl Chunks {
             model,
             fingerprint: state.build.fingerprint(),
             include_usage: sampling.include_usage,
+            usage_at_finish: true,
             logprobs: sampling.logprobs.is_some(),
         }
     }
@@ -252,7 +256,7 @@ impl Chunks {
     /// The chunks of choice `index` of the same completion; the usage is
     /// sent once for all choices, not with each.
     fn for_choice(&self, index: u32) -> Self {
-        Self { index, include_usage: false, ..self.clone() }
+        Self { index, usage_at_finish: false, ..self.clone() }
     }
 
     fn chunk(&self, delta: Delta, finish_reason: Option<&'static str>) -> ChatCompletionChunk {
@@ -322,7 +326,7 @@ impl Chunks {
                 }
             }
             frames.push(sse::data(&self.chunk(Delta::default(), Some(reason))));
-            if self.include_usage {
+            if self.include_usage && self.usage_at_finish {
                 let mut usage_chunk = self.chunk(Delta::default(), None);
                 usage_chunk.choices.clear();
                 usage_chunk.usage = Some(Some(usage.into()));

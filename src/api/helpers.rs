@@ -81,10 +81,9 @@ pub async fn apply_template(
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
     let prompt = super::cpu::run(move || {
         let tools = valid.tools.as_ref();
-        let messages = match tools {
-            Some(t) => crate::tools::prepare_messages(model.tool_format, model.template_knows_tools, &valid.messages, Some(&t.specs), Some(&t.descriptions), t.parallel),
-            None => valid.messages.clone(),
-        };
+        let (specs, descriptions) = (tools.map(|t| t.specs.as_slice()), tools.map(|t| &t.descriptions));
+        let parallel = tools.is_none_or(|t| t.parallel);
+        let messages = crate::tools::prepare_messages(model.tool_format, model.template_knows_tools, &valid.messages, specs, descriptions, parallel);
         model.render_chat(&messages, add_generation_prompt, tools.map(|t| &t.descriptions), valid.template_kwargs.as_ref())
     })
     .await??;

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::embeddings::{parse_inputs, run, EmbedOptions};
+use super::error::ApiError;
 use super::extract::parse_json;
 use super::ollama::{resolve, OllamaError};
 use super::openai::WireRequest;
@@ -50,6 +51,11 @@ struct LegacyBody {
 impl WireRequest for EmbedBody {}
 impl WireRequest for LegacyBody {}
 
+/// An empty `input` ("" or []), with which Ollama's clients load a model.
+fn is_empty(input: &Value) -> bool {
+    input.as_str().is_some_and(str::is_empty) || input.as_array().is_some_and(Vec::is_empty)
+}
+
 /// `POST /api/embed`.
 pub async fn embed(State(state): State<AppState>, Extension(log): Extension<RequestLog>, body: Bytes) -> Response {
     embed_inner(state, log, body).await.unwrap_or_else(|e| e.into_response())
@@ -61,6 +67,12 @@ async fn embed_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Re
     let snapshot = state.scheduler.snapshot();
     let view = resolve(&snapshot, &req.model)?;
     log.model(&view.spec.id);
+    if is_empty(&req.input) {
+        // Ollama's way to load a model: nothing to embed, the model loaded.
+        let _permit = state.scheduler.acquire(view.index).await.map_err(ApiError::from)?;
+        let body = json!({"model": view.spec.id, "embeddings": [], "total_duration": began.elapsed().as_nanos() as u64, "prompt_eval_count": 0});
+        return Ok(Json(body).into_response());
+    }
     let inputs = parse_inputs("input", &req.input, view.n_vocab.unwrap_or(u32::MAX))?;
     let options = EmbedOptions { dimensions: req.dimensions, truncate: req.truncate.unwrap_or(true), field: "input" };
     let out = run(&state, view, inputs, options, &log).await?;
@@ -84,6 +96,10 @@ async fn legacy_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<R
     let snapshot = state.scheduler.snapshot();
     let view = resolve(&snapshot, &req.model)?;
     log.model(&view.spec.id);
+    if req.prompt.is_empty() {
+        let _permit = state.scheduler.acquire(view.index).await.map_err(ApiError::from)?;
+        return Ok(Json(json!({ "embedding": [] })).into_response());
+    }
     let inputs = parse_inputs("prompt", &Value::String(req.prompt), view.n_vocab.unwrap_or(u32::MAX))?;
     let out = run(&state, view, inputs, EmbedOptions { dimensions: None, truncate: true, field: "prompt" }, &log).await?;
     let vector = out.vectors.into_iter().next().unwrap_or_default();

@@ -127,23 +127,24 @@ pub fn plan(
     constrained: Option<&'static str>,
 ) -> Result<Plan, ApiError> {
     let format = model.tool_format;
+    let prepare = |tools: Option<&ValidTools>| {
+        let parallel = tools.is_none_or(|t| t.parallel);
+        let (specs, descriptions) = (tools.map(|t| t.specs.as_slice()), tools.map(|t| &t.descriptions));
+        crate::tools::prepare_messages(format, model.template_knows_tools, messages, specs, descriptions, parallel)
+    };
+    // The request's own schema holds the output of a model without a tool
+    // format: it cannot call, and its answer is not the generic JSON.
+    let tools = tools.filter(|t| !(format == ToolFormat::Generic && constrained.is_some() && t.choice == Choice::Auto));
     let Some(tools) = tools else {
         let parse = format == ToolFormat::Harmony;
         return Ok(Plan {
             format: parse.then_some(format),
-            messages: messages.to_vec(),
+            messages: prepare(None),
             keep_special: if parse { marks(model, format) } else { Vec::new() },
             ..Plan::default()
         });
     };
-    let messages = crate::tools::prepare_messages(
-        format,
-        model.template_knows_tools,
-        messages,
-        Some(&tools.specs),
-        Some(&tools.descriptions),
-        tools.parallel,
-    );
+    let messages = prepare(Some(tools));
     let forced = tools.choice != Choice::Auto;
     let grammar = match constrained {
         Some(field) if forced => {

@@ -254,6 +254,9 @@ impl StreamDelta {
 #[derive(Debug)]
 pub struct Streaming {
     spec: OutputSpec,
+    /// Without a tool format, once the thinking is over: where the content
+    /// starts. Each push then only appends, instead of parsing it all again.
+    settled: Option<usize>,
     text: String,
     sent_content: usize,
     sent_reasoning: usize,
@@ -262,7 +265,7 @@ pub struct Streaming {
 
 impl Streaming {
     pub fn new(spec: OutputSpec) -> Self {
-        Streaming { spec, text: String::new(), sent_content: 0, sent_reasoning: 0, sent_calls: 0 }
+        Streaming { spec, settled: None, text: String::new(), sent_content: 0, sent_reasoning: 0, sent_calls: 0 }
     }
 
     /// Adds a piece of output; returns what can be sent now.
@@ -282,6 +285,17 @@ impl Streaming {
     }
 
     fn delta(&mut self, at_end: bool) -> StreamDelta {
+        if let Some(start) = self.settled {
+            // Trimmed as the whole parse trims it (leading and trailing
+            // whitespace), which costs only the whitespace.
+            let all = self.text[start..].trim();
+            let content = all.get(self.sent_content..).unwrap_or("").to_string();
+            self.sent_content = self.sent_content.max(all.len());
+            return StreamDelta { content, ..StreamDelta::default() };
+        }
+        if self.spec.tools.is_none() {
+            self.settled = parse::content_start(self.spec.think, &self.text);
+        }
         let parsed = parse_output(self.spec, &self.text, at_end);
         let grown = |all: &str, sent: &mut usize| {
             let all = all.trim();

@@ -7,6 +7,29 @@ use serde_json::Value;
 
 use super::{Parsed, Think, ToolCall, ToolFormat};
 
+/// Where the content starts once the thinking is over (decided: the block
+/// closed, or the output did not open one), as a byte offset into `text`.
+pub(super) fn content_start(think: Think, text: &str) -> Option<usize> {
+    const OPEN: &str = "<think>";
+    const CLOSE: &str = "</think>";
+    let after_close = |from: usize| text[from..].find(CLOSE).map(|at| from + at + CLOSE.len());
+    match think {
+        Think::Off => Some(0),
+        Think::Open => after_close(0),
+        Think::Tagged => {
+            let lead = text.len() - text.trim_start().len();
+            let trimmed = &text[lead..];
+            if trimmed.starts_with(OPEN) {
+                after_close(lead + OPEN.len())
+            } else if OPEN.starts_with(trimmed) {
+                None
+            } else {
+                Some(0)
+            }
+        }
+    }
+}
+
 /// The reasoning at the start of `text` and the rest. While the output
 /// grows, a possible `</think>` (or `<think>`) at the end is held back.
 pub(super) fn split_think(think: Think, text: &str, at_end: bool) -> (&str, &str) {

@@ -12,8 +12,10 @@ use serde_json::{json, Map, Value};
 use super::{ToolFormat, ToolSpec};
 
 /// `messages` ready for a template whose format is `format`;
-/// `template_knows_tools`: the template renders `tools` itself. `tools`
-/// are those the model is told about (none with `tool_choice: "none"`).
+/// `template_knows_tools`: the template renders `tools` itself (and past
+/// calls and results). `tools` are those the model is told about (none with
+/// `tool_choice: "none"`, or when the output is held to the request's own
+/// schema); past calls are prepared either way.
 pub fn prepare_messages(
     format: ToolFormat,
     template_knows_tools: bool,
@@ -23,10 +25,14 @@ pub fn prepare_messages(
     parallel: bool,
 ) -> Vec<Value> {
     let mut out: Vec<Value> = messages.iter().map(arguments_as_objects).collect();
-    if format != ToolFormat::Generic || template_knows_tools {
+    if format != ToolFormat::Generic {
         return out;
     }
-    out = generic_turns(out, parallel);
+    if !template_knows_tools {
+        out = generic_turns(out, parallel);
+    }
+    // The answer is held to the generic JSON: say so even to a template that
+    // renders the tools in a syntax of its own.
     if let (Some(tools), Some(descriptions)) = (tools.filter(|t| !t.is_empty()), descriptions) {
         let note = generic_instructions(tools, descriptions, parallel);
         match out.first_mut() {

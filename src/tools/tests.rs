@@ -353,6 +353,12 @@ fn generic_prompts_describe_tools_and_replay_calls_as_json() {
     assert_eq!(out[2]["content"], json!({"tool_call": {"name": "f", "arguments": {"x": 1}}}).to_string());
     assert!(out[2].get("tool_calls").is_none());
     assert_eq!(out[3], json!({"role": "user", "content": json!({"tool_response": {"tool": "f", "content": "42"}}).to_string()}));
+    // Past calls are prepared without tools too (a final turn with `tool_choice: "none"`).
+    let out = prepare_messages(ToolFormat::Hermes, true, &messages, None, None, true);
+    assert_eq!(out[2]["tool_calls"][0]["function"]["arguments"], json!({"x": 1}));
+    let out = prepare_messages(ToolFormat::Generic, false, &messages, None, None, true);
+    assert_eq!(out[3]["role"], "user");
+    assert_eq!(out[0]["content"], "Be brief.");
     // A template that renders tools itself gets the arguments as a mapping.
     let out = prepare_messages(ToolFormat::Hermes, true, &messages, Some(&tools), Some(&descriptions), true);
     assert_eq!(out[2]["tool_calls"][0]["function"]["arguments"], json!({"x": 1}));

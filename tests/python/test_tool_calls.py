@@ -172,17 +172,27 @@ def thinking():
 
 
 def test_thinking_goes_to_reasoning_content(thinking):
-    # The base model opens a block and never writes `</think>`: all it
-    # writes is reasoning.
-    r = thinking.chat.completions.create(model="gemma", messages=QUESTION, max_tokens=12, temperature=0)
+    # With enable_thinking the generation prompt ends with `<think>\n`; the
+    # base model never writes `</think>`, so all it writes is reasoning.
+    ask = dict(model="gemma", messages=QUESTION, max_tokens=12, temperature=0,
+               extra_body={"chat_template_kwargs": {"enable_thinking": True}})
+    r = thinking.chat.completions.create(**ask)
     message = r.choices[0].message
     assert message.reasoning_content and message.content == "", message
-    stream = thinking.chat.completions.create(model="gemma", messages=QUESTION, max_tokens=12, temperature=0, stream=True)
+    stream = thinking.chat.completions.create(**ask, stream=True)
     streamed = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in stream if c.choices)
     assert streamed == message.reasoning_content
     # `reasoning_format: "none"` leaves it in the content.
-    r = thinking.chat.completions.create(model="gemma", messages=QUESTION, max_tokens=12, temperature=0,
-                                         extra_body={"reasoning_format": "none"})
-    content = r.choices[0].message.content
-    assert content.lstrip().startswith("<think>") and message.reasoning_content in content
+    r = thinking.chat.completions.create(**{**ask, "extra_body": {**ask["extra_body"], "reasoning_format": "none"}})
+    assert r.choices[0].message.content.strip() == message.reasoning_content
     assert getattr(r.choices[0].message, "reasoning_content", None) is None
+
+
+def test_output_held_to_a_grammar_is_content_not_reasoning(thinking):
+    # The block is open, but a schema holds the answer from its first token
+    # (a forced tool call takes the same path: any grammar turns the split off).
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 10}}, "required": ["city"], "additionalProperties": False}
+    r = thinking.chat.completions.create(model="gemma", messages=QUESTION, max_tokens=40, temperature=0,
+                                         response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
+                                         extra_body={"chat_template_kwargs": {"enable_thinking": True}})
+    jsonschema.validate(json.loads(r.choices[0].message.content), schema)
