@@ -26,6 +26,19 @@ class HttpError(RuntimeError):
         self.body = body
 
 
+PEER = os.path.expanduser("~/.cache/vram-llm/llama-server-11434.0.0/bin/llama-server")
+
+
+def side_by_side_args(ap, rounds):
+    """The arguments every side-by-side script takes: the two binaries, the
+    model, threads and rounds."""
+    ap.add_argument("--ours", default="target/release/vram-llm")
+    ap.add_argument("--peer", default=PEER)
+    ap.add_argument("--model", default="models/gemma-3-270m-q4_k_m.gguf")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=rounds)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

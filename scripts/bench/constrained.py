@@ -41,11 +41,7 @@ def decode_tps(url, extra, max_tokens):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ours", default="target/release/vram-llm")
-    ap.add_argument("--peer", default=os.path.expanduser("~/.cache/vram-llm/llama-server-11434.0.0/bin/llama-server"))
-    ap.add_argument("--model", default="models/gemma-3-270m-q4_k_m.gguf")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3)
+    bench_lib.side_by_side_args(ap, rounds=3)
     ap.add_argument("--max-tokens", type=int, default=200)
     args = ap.parse_args()
     t = str(args.threads)

@@ -71,11 +71,7 @@ def wait_ready(server, timeout=180):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ours", default="target/release/vram-llm")
-    ap.add_argument("--peer", default=os.path.expanduser("~/.cache/vram-llm/llama-server-11434.0.0/bin/llama-server"))
-    ap.add_argument("--model", default="models/gemma-3-270m-q4_k_m.gguf")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5)
+    bench_lib.side_by_side_args(ap, rounds=5)
     args = ap.parse_args()
     t = str(args.threads)
     servers = [
