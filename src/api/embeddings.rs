@@ -151,8 +151,16 @@ pub fn check_dimensions(dimensions: Option<u32>, n_embd: u32) -> Result<(), ApiE
     }
 }
 
-/// Every input non-empty and at most `limit` tokens (cut to it with `truncate`).
-pub fn fit_inputs(mut inputs: Vec<Vec<TokenId>>, limit: u32, truncate: bool, field: &str) -> Result<Vec<Vec<TokenId>>, ApiError> {
+/// Every input non-empty and at most `limit` tokens (cut to it with
+/// `truncate`). `closing`: the special token the tokenizer appends (BERT's
+/// SEP, the EOS of last-token pooling); a cut input keeps it at its end.
+pub fn fit_inputs(
+    mut inputs: Vec<Vec<TokenId>>,
+    limit: u32,
+    truncate: bool,
+    closing: Option<TokenId>,
+    field: &str,
+) -> Result<Vec<Vec<TokenId>>, ApiError> {
     let limit = limit as usize;
     for (i, input) in inputs.iter_mut().enumerate() {
         if input.is_empty() {
@@ -168,10 +176,24 @@ pub fn fit_inputs(mut inputs: Vec<Vec<TokenId>>, limit: u32, truncate: bool, fie
                     param: field.to_string(),
                 });
             }
-            input.truncate(limit);
+            match closing.filter(|c| input.last() == Some(c) && limit > 1) {
+                Some(c) => {
+                    input.truncate(limit - 1);
+                    input.push(c);
+                }
+                None => input.truncate(limit),
+            }
         }
     }
     Ok(inputs)
+}
+
+/// The special token this tokenizer appends to a text (BERT's SEP, an EOS
+/// for last-token pooling), if any: what "a" gains at its end when the
+/// tokenizer adds its special tokens.
+fn closing_token(engine: &dyn crate::engine::Engine) -> Option<TokenId> {
+    let (with, without) = (engine.tokenize("a", true), engine.tokenize("a", false));
+    (with.len() > without.len() && with.last() != without.last()).then(|| with.last().copied()).flatten()
 }
 
 /// Chat and text completions refuse a model configured for embeddings only.
@@ -200,16 +222,24 @@ pub async fn run(state: &AppState, view: &ModelView, inputs: Inputs, options: Em
         Inputs::Texts(texts) => {
             let tokenizer = model.clone();
             // The vocabulary's own special tokens (BOS, or CLS/SEP), as llama-server adds them.
-            super::cpu::run(move || texts.iter().map(|t| tokenizer.engine.tokenize(t, true)).collect::<Vec<_>>()).await?
+            super::cpu::run(move || {
+                let closing = closing_token(&*tokenizer.engine);
+                (texts.iter().map(|t| tokenizer.engine.tokenize(t, true)).collect::<Vec<_>>(), closing)
+            })
+            .await?
         }
         // Checked against the header's vocabulary; this is the loaded model's.
-        Inputs::Tokens(lists) => lists
-            .iter()
-            .enumerate()
-            .map(|(i, ids)| super::validate::token_ids(&format!("{}[{i}]", options.field), ids, info.n_vocab))
-            .collect::<Result<_, _>>()?,
+        Inputs::Tokens(lists) => (
+            lists
+                .iter()
+                .enumerate()
+                .map(|(i, ids)| super::validate::token_ids(&format!("{}[{i}]", options.field), ids, info.n_vocab))
+                .collect::<Result<_, _>>()?,
+            None,
+        ),
     };
-    let tokens = fit_inputs(tokens, info.n_ctx_embed, options.truncate, options.field)?;
+    let (tokens, closing) = tokens;
+    let tokens = fit_inputs(tokens, info.n_ctx_embed, options.truncate, closing, options.field)?;
     let prompt_tokens = tokens.iter().map(Vec::len).sum::<usize>() as u32;
     let answer = model.embed(tokens)?;
     let vectors = answer

@@ -65,11 +65,14 @@ fn dimensions_must_be_the_models_own() {
 
 #[test]
 fn long_inputs_are_refused_or_truncated() {
-    let e = fit_inputs(vec![vec![1; 3], vec![1; 6]], 5, false, "input").unwrap_err();
+    let e = fit_inputs(vec![vec![1; 3], vec![1; 6]], 5, false, None, "input").unwrap_err();
     assert!(matches!(e, ApiError::ContextLengthExceeded { ref param, .. } if param == "input"), "{e:?}");
     assert!(e.to_string().contains("entry 1 has 6 tokens"), "{e}");
-    assert_eq!(fit_inputs(vec![vec![1; 3], vec![2; 6]], 5, true, "input").unwrap(), vec![vec![1; 3], vec![2; 5]]);
-    assert_eq!(param(&fit_inputs(vec![vec![]], 5, true, "input").unwrap_err()).as_deref(), Some("input"));
+    assert_eq!(fit_inputs(vec![vec![1; 3], vec![2; 6]], 5, true, None, "input").unwrap(), vec![vec![1; 3], vec![2; 5]]);
+    assert_eq!(param(&fit_inputs(vec![vec![]], 5, true, None, "input").unwrap_err()).as_deref(), Some("input"));
+    // A cut input keeps the closing special token (SEP) the tokenizer appended.
+    assert_eq!(fit_inputs(vec![vec![101, 7, 7, 7, 7, 102]], 4, true, Some(102), "input").unwrap(), vec![vec![101, 7, 7, 102]]);
+    assert_eq!(fit_inputs(vec![vec![101, 7, 7, 7, 7, 7]], 4, true, Some(102), "input").unwrap(), vec![vec![101, 7, 7, 7]]);
 }
 
 #[test]
