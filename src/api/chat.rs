@@ -119,7 +119,7 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
         super::cpu::run(move || renderer.render_chat(&messages, true, descriptions.as_ref(), kwargs.as_ref())).await??;
     // Output held to a grammar from its first token has no thinking block.
     let think = match () {
-        _ if !valid.split_reasoning || !model.template_source.contains("<think>") || sampling.params.grammar.is_some() => Think::Off,
+        _ if !valid.split_reasoning || !model.thinks || sampling.params.grammar.is_some() => Think::Off,
         _ if prompt.trim_end().ends_with("<think>") => Think::Open,
         _ => Think::Tagged,
     };

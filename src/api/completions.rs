@@ -27,7 +27,6 @@ pub async fn completions(
     super::embeddings::refuse_generation(view)?;
     let valid = validate::completion(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let model_id = view.spec.id.clone();
-    let view_id = model_id.clone();
     let permit = state.scheduler.acquire(view.index).await?;
     let model = permit.model.clone();
     validate::against_model(&valid.sampling, &*model.engine)?;
@@ -47,7 +46,7 @@ pub async fn completions(
         };
         let param = if listed { format!("prompt[{p}]") } else { "prompt".to_string() };
         let prompt = match &valid.suffix {
-            Some(suffix) => fill_in_the_middle(&model, &view_id, prompt, suffix).await?,
+            Some(suffix) => fill_in_the_middle(&model, &model_id, prompt, suffix).await?,
             None => prompt,
         };
         for i in 0..n {

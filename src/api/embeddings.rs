@@ -188,14 +188,6 @@ pub fn fit_inputs(
     Ok(inputs)
 }
 
-/// The special token this tokenizer appends to a text (BERT's SEP, an EOS
-/// for last-token pooling), if any: what "a" gains at its end when the
-/// tokenizer adds its special tokens.
-fn closing_token(engine: &dyn crate::engine::Engine) -> Option<TokenId> {
-    let (with, without) = (engine.tokenize("a", true), engine.tokenize("a", false));
-    (with.len() > without.len() && with.last() != without.last()).then(|| with.last().copied()).flatten()
-}
-
 /// Chat and text completions refuse a model configured for embeddings only.
 pub fn refuse_generation(view: &ModelView) -> Result<(), ApiError> {
     if view.spec.knobs.embeddings_only {
@@ -222,11 +214,8 @@ pub async fn run(state: &AppState, view: &ModelView, inputs: Inputs, options: Em
         Inputs::Texts(texts) => {
             let tokenizer = model.clone();
             // The vocabulary's own special tokens (BOS, or CLS/SEP), as llama-server adds them.
-            super::cpu::run(move || {
-                let closing = closing_token(&*tokenizer.engine);
-                (texts.iter().map(|t| tokenizer.engine.tokenize(t, true)).collect::<Vec<_>>(), closing)
-            })
-            .await?
+            let tokens = super::cpu::run(move || texts.iter().map(|t| tokenizer.engine.tokenize(t, true)).collect::<Vec<_>>()).await?;
+            (tokens, model.closing_token)
         }
         // Checked against the header's vocabulary; this is the loaded model's.
         Inputs::Tokens(lists) => (

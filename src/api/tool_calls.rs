@@ -140,7 +140,7 @@ pub fn plan(
         return Ok(Plan {
             format: parse.then_some(format),
             messages: prepare(None),
-            keep_special: if parse { marks(model, format) } else { Vec::new() },
+            keep_special: if parse { model.tool_marks.clone() } else { Vec::new() },
             ..Plan::default()
         });
     };
@@ -160,20 +160,8 @@ pub fn plan(
         single: !tools.parallel || matches!(tools.choice, Choice::Named(_)),
         messages,
         grammar,
-        keep_special: marks(model, format),
+        keep_special: model.tool_marks.clone(),
     })
-}
-
-/// The format's marks that are one token in this model's vocabulary.
-fn marks(model: &LoadedModel, format: ToolFormat) -> Vec<TokenId> {
-    format
-        .markers()
-        .iter()
-        .filter_map(|m| match model.engine.tokenize(m, false).as_slice() {
-            [one] => Some(*one),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A call as OpenAI writes it, with a fresh id; `index` for stream deltas.

@@ -40,6 +40,14 @@ pub struct LoadedModel {
     pub tool_format: crate::tools::ToolFormat,
     /// The template renders a `tools` list itself.
     pub template_knows_tools: bool,
+    /// The tool format's marks that are one token in this vocabulary
+    /// (written out as text when the output is parsed).
+    pub tool_marks: Vec<super::TokenId>,
+    /// The template knows `<think>`: a thinking model.
+    pub thinks: bool,
+    /// The special token the tokenizer appends to a text (BERT's SEP, an
+    /// EOS for last-token pooling), if any.
+    pub closing_token: Option<super::TokenId>,
     /// Set by [`LoadedModel::cancel_all`]: no generation starts after it.
     /// The lock orders a start against a cancel (a request still tokenizing
     /// when a forced unload comes must not start on the model afterwards).
@@ -110,15 +118,37 @@ pub fn load_one(
     let info = engine.info();
     let template = ChatTemplate::new(&source, &info.bos_token, &info.eos_token)
         .map_err(|e| EngineError::Template(format!("chat template of model `{}` ({origin:?}): {e}", spec.id)))?;
+    let tool_format = crate::tools::ToolFormat::detect(&source);
     Ok(LoadedModel {
+        tool_marks: single_token_marks(&*engine, tool_format),
+        thinks: source.contains("<think>"),
+        closing_token: closing_token(&*engine),
         engine,
         template,
-        tool_format: crate::tools::ToolFormat::detect(&source),
+        tool_format,
         template_knows_tools: source.contains("tools"),
         template_source: source,
         template_origin: origin,
         cancelled: Default::default(),
     })
+}
+
+/// The format's marks that are one token in this model's vocabulary.
+fn single_token_marks(engine: &dyn Engine, format: crate::tools::ToolFormat) -> Vec<super::TokenId> {
+    format
+        .markers()
+        .iter()
+        .filter_map(|m| match engine.tokenize(m, false).as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What "a" gains at its end when the tokenizer adds its special tokens.
+fn closing_token(engine: &dyn Engine) -> Option<super::TokenId> {
+    let (with, without) = (engine.tokenize("a", true), engine.tokenize("a", false));
+    (with.len() > without.len() && with.last() != without.last()).then(|| with.last().copied()).flatten()
 }
 
 /// Built-in templates, used when neither a file nor the GGUF provides one.
