@@ -10,7 +10,7 @@ use axum::Json;
 
 use super::error::ApiError;
 use super::extract::ApiJson;
-use super::generate::{pump, response_id, start, stream_sse, Started};
+use super::generate::{pump, response_id, stream_sse, Started};
 use super::openai::*;
 use super::reqlog::RequestLog;
 use super::tool_calls;
@@ -124,11 +124,7 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
         _ => Think::Tagged,
     };
     // `n` choices: one generation each, seeds one apart when a seed is given.
-    let mut started = Vec::with_capacity(sampling.n as usize);
-    for i in 0..sampling.n {
-        let choice = super::choices::sampling_for(&sampling, i);
-        started.push(start(&model, super::validate::Prompt::Text(prompt.clone()), &choice, "messages", log.clone()).await?);
-    }
+    let started = super::choices::start_choices(&model, super::validate::Prompt::Text(prompt), &sampling, "messages", &log).await?;
     Ok((started, Output { spec: OutputSpec { tools: plan.format, think, single: plan.single } }))
 }
 

@@ -1,7 +1,8 @@
 //! Requests with several choices (`n` > 1, a list of prompts): one
-//! generation per choice, run side by side in the model's slots (each
-//! decodes its prompt; a slot that holds the prompt from an earlier request
-//! reuses it), answered as one response with `choices[i].index`.
+//! generation per choice, run side by side in the model's slots, answered
+//! as one response with `choices[i].index`. The `n` choices of a prompt are
+//! queued together: the engine reads the prompt once and copies its KV to
+//! the other choices' slots.
 
 use std::sync::Arc;
 
@@ -18,6 +19,22 @@ pub fn sampling_for(sampling: &super::validate::ValidSampling, i: u32) -> super:
     let mut s = sampling.clone();
     s.params.seed = s.params.seed.map(|seed| seed.wrapping_add(i));
     s
+}
+
+/// Starts the `n` choices of one prompt (choice `i` sampled as
+/// [`sampling_for`] says): tokenized once and queued together, so the
+/// engine reads the prompt once and copies its KV to the other choices.
+pub async fn start_choices(
+    model: &Arc<crate::engine::loaded::LoadedModel>,
+    prompt: super::validate::Prompt,
+    sampling: &super::validate::ValidSampling,
+    prompt_param: &str,
+    log: &super::reqlog::RequestLog,
+) -> Result<Vec<Started>, ApiError> {
+    let tokens = super::generate::prompt_tokens(model, prompt, prompt_param).await?;
+    let requests = (0..sampling.n).map(|i| super::generate::request(tokens.clone(), &sampling_for(sampling, i))).collect();
+    let receivers = model.generate_many(requests)?;
+    Ok(receivers.into_iter().map(|events| Started { events, log: log.clone() }).collect())
 }
 
 /// Every choice's whole output, in order.

@@ -9,7 +9,7 @@ use axum::Json;
 
 use super::error::ApiError;
 use super::extract::ApiJson;
-use super::generate::{response_id, start, stream_sse};
+use super::generate::{response_id, stream_sse};
 use super::openai::*;
 use super::reqlog::RequestLog;
 use super::validate;
@@ -49,11 +49,8 @@ pub async fn completions(
             Some(suffix) => fill_in_the_middle(&model, &model_id, prompt, suffix).await?,
             None => prompt,
         };
-        for i in 0..n {
-            let sampling = super::choices::sampling_for(&valid.sampling, i as u32);
-            started.push(start(&model, prompt.clone(), &sampling, &param, log.clone()).await?);
-            echoes.push(echo.clone());
-        }
+        started.extend(super::choices::start_choices(&model, prompt, &valid.sampling, &param, &log).await?);
+        echoes.extend(std::iter::repeat(echo).take(n));
     }
     let id = response_id("cmpl");
     let created = unix_now();

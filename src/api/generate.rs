@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 
 use crate::engine::loaded::LoadedModel;
-use crate::engine::{EventReceiver, FinishReason, GenerationEvent, GenerationRequest, TokenLogprob, Usage};
+use crate::engine::{EventReceiver, FinishReason, GenerationEvent, GenerationRequest, TokenId, TokenLogprob, Usage};
 
 use super::error::{generation_error, ApiError};
 use super::reqlog::RequestLog;
@@ -43,6 +43,14 @@ pub async fn start(
     prompt_param: &str,
     log: RequestLog,
 ) -> Result<Started, ApiError> {
+    let tokens = prompt_tokens(model, prompt, prompt_param).await?;
+    let events = model.generate(request(tokens, sampling))?;
+    Ok(Started { events, log })
+}
+
+/// `prompt` as tokens (tokenized off the runtime), checked against the
+/// per-request context.
+pub async fn prompt_tokens(model: &Arc<LoadedModel>, prompt: Prompt, prompt_param: &str) -> Result<Vec<TokenId>, ApiError> {
     let engine = &model.engine;
     let info = engine.info();
     let n_ctx = info.n_ctx_slot as usize;
@@ -64,16 +72,19 @@ pub async fn start(
     if tokens.len() >= n_ctx {
         return Err(too_long(&tokens.len().to_string(), n_ctx, prompt_param));
     }
-    let request = GenerationRequest {
+    Ok(tokens)
+}
+
+/// The engine's request for `tokens` sampled as `sampling` says.
+pub fn request(tokens: Vec<TokenId>, sampling: &ValidSampling) -> GenerationRequest {
+    GenerationRequest {
         prompt: tokens,
         sampling: sampling.params.clone(),
         max_tokens: sampling.max_tokens,
         stop: sampling.stop.clone(),
         logprobs: sampling.logprobs,
         keep_special: sampling.keep_special.clone(),
-    };
-    let events = model.generate(request)?;
-    Ok(Started { events, log })
+    }
 }
 
 /// The whole output of a non-streamed generation.

@@ -64,6 +64,16 @@ impl LoadedModel {
         self.engine.generate(request)
     }
 
+    /// Starts several generations together (see `Engine::generate_many`),
+    /// unless the model was cancelled (`Stopped`).
+    pub fn generate_many(&self, requests: Vec<super::GenerationRequest>) -> Result<Vec<super::EventReceiver>, EngineError> {
+        let cancelled = self.cancelled.lock();
+        if *cancelled {
+            return Err(EngineError::Stopped);
+        }
+        self.engine.generate_many(requests)
+    }
+
     /// Queues an embedding, unless the model was cancelled (`Stopped`).
     pub fn embed(&self, inputs: Vec<Vec<super::TokenId>>) -> Result<super::embed::EmbedReceiver, EngineError> {
         let cancelled = self.cancelled.lock();

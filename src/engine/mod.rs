@@ -244,6 +244,12 @@ pub trait Engine: Send + Sync + 'static {
     fn detokenize(&self, tokens: &[TokenId]) -> String;
     /// Queues a generation; events arrive on the returned receiver.
     fn generate(&self, request: GenerationRequest) -> Result<EventReceiver, EngineError>;
+    /// Queues several generations at once (the `n` choices of one prompt),
+    /// so that they are admitted together: an engine may then read their
+    /// shared prompt once and copy its KV to the others.
+    fn generate_many(&self, requests: Vec<GenerationRequest>) -> Result<Vec<EventReceiver>, EngineError> {
+        requests.into_iter().map(|r| self.generate(r)).collect()
+    }
     /// Whether a GBNF grammar (root rule `root`) parses against this
     /// model's vocabulary; asked before `generate`, so a bad grammar is the
     /// client's error, not a failed generation.

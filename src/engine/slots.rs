@@ -79,6 +79,20 @@ pub fn choose_slot<T: PartialEq>(slots: &[SlotCache<'_, T>], prompt: &[T]) -> Op
     ranked.min_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2))).map(|(choice, _, _)| choice)
 }
 
+/// Prompt tokens a request must still have to read before it waits for a
+/// slot reading the same prompt and copies that slot's KV instead. With a
+/// cache per slot the copy moves the slot's whole buffer, which costs about
+/// what decoding a few prompt tokens does.
+pub const MIN_SHARED_PREFILL: usize = 32;
+
+/// Whether a request whose slot already holds `reuse` tokens of its
+/// `prompt_len`-token prompt should share the prompt another slot is
+/// reading (the `n` choices of one request: one reads, the others copy its
+/// KV when it is done) rather than read it itself.
+pub fn shares_prefill(prompt_len: usize, reuse: usize) -> bool {
+    prompt_len.saturating_sub(reuse) >= MIN_SHARED_PREFILL
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +214,16 @@ mod tests {
         let empty: [u32; 0] = [];
         let slots = [windowed(600), slot(&empty, 0)];
         assert_eq!(choose_slot(&slots, &shorter), Some(Choice { slot: 1, reuse: 0 }));
+    }
+
+    #[test]
+    fn a_prompt_is_shared_when_enough_of_it_is_left_to_read() {
+        assert!(shares_prefill(100, 0));
+        assert!(shares_prefill(MIN_SHARED_PREFILL, 0));
+        assert!(!shares_prefill(MIN_SHARED_PREFILL - 1, 0));
+        // The slot holds most of the prompt already: reading the rest is cheaper.
+        assert!(!shares_prefill(100, 90));
+        assert!(shares_prefill(100, 100 - MIN_SHARED_PREFILL));
+        assert!(!shares_prefill(10, 20));
     }
 }

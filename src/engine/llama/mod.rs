@@ -15,6 +15,7 @@
 //! decodes is decided by the pure `engine::step::plan_step`.
 
 mod embed;
+mod fork;
 mod fitter;
 mod load;
 pub mod mapguard;
@@ -129,7 +130,8 @@ pub struct LlamaEngine {
 }
 
 pub(super) enum Command {
-    Generate(GenerationRequest, EventSender),
+    /// Several generations queued together (the `n` choices of a prompt).
+    Generate(Vec<(GenerationRequest, EventSender)>),
     /// Embed each input (see `embed.rs`).
     Embed(Vec<Vec<TokenId>>, crate::engine::embed::EmbedSender),
     /// End every running and queued generation (forced unload).
@@ -248,13 +250,21 @@ impl Engine for LlamaEngine {
     }
 
     fn generate(&self, request: GenerationRequest) -> Result<EventReceiver, EngineError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        self.commands
-            .lock()
-            .send(Command::Generate(request, tx))
-            .map_err(|_| EngineError::Stopped)?;
-        Ok(rx)
+        let mut receivers = self.generate_many(vec![request])?;
+        Ok(receivers.remove(0))
+    }
+
+    fn generate_many(&self, requests: Vec<GenerationRequest>) -> Result<Vec<EventReceiver>, EngineError> {
+        let (queued, receivers): (Vec<_>, Vec<_>) = requests
+            .into_iter()
+            .map(|request| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                ((request, tx), rx)
+            })
+            .unzip();
+        self.stats.queued.fetch_add(queued.len() as u32, Ordering::Relaxed);
+        self.commands.lock().send(Command::Generate(queued)).map_err(|_| EngineError::Stopped)?;
+        Ok(receivers)
     }
 
     fn embed(&self, inputs: Vec<Vec<TokenId>>) -> Result<crate::engine::embed::EmbedReceiver, EngineError> {

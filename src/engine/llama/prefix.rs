@@ -13,6 +13,9 @@ impl Worker<'_> {
     /// prompt if the host cache has one. Returns the tokens reused.
     pub(super) fn from_host_cache(&mut self, i: usize, prompt: &[u32], reuse: usize) -> usize {
         let Some((store, key)) = &self.store else { return reuse };
+        if self.slots[i].unsynced {
+            return reuse;
+        }
         let found = store.best(key, prompt, reuse + MIN_SAVED_TOKENS);
         if found.is_some() || self.slots[i].cached.len() >= reuse + MIN_SAVED_TOKENS {
             // What goes beyond the prompt checkpoint is lost anyway: save the
@@ -96,7 +99,7 @@ impl Worker<'_> {
     pub(super) fn save_slot(&self, i: usize) {
         let Some((store, key)) = &self.store else { return };
         let slot = &self.slots[i];
-        if slot.cached.len() < MIN_SAVED_TOKENS || slot.shifted {
+        if slot.cached.len() < MIN_SAVED_TOKENS || slot.shifted || slot.unsynced {
             return;
         }
         let tokens: Vec<u32> = slot.cached.iter().map(|t| t.0 as u32).collect();

@@ -151,6 +151,9 @@ pub(super) struct Active {
     pub(super) pending: Option<LlamaToken>,
     /// Index of this sequence's logits in the batch just decoded.
     pub(super) logits_at: Option<i32>,
+    /// Waits for the slot at this index, which reads the same prompt, to
+    /// copy its KV here (see `fork.rs`).
+    pub(super) follows: Option<usize>,
 }
 
 pub(super) struct Slot {
@@ -168,6 +171,9 @@ pub(super) struct Slot {
     /// A context shift dropped part of this slot: its tokens no longer match
     /// their KV entries, so it is cleared before reuse (see `shift`).
     pub(super) shifted: bool,
+    /// A KV copy into this slot waits in llama.cpp for the next decode: its
+    /// state is not read or written until then (see `fork.rs`).
+    pub(super) unsynced: bool,
 }
 
 pub(super) struct Worker<'m> {
@@ -210,7 +216,7 @@ impl<'m> Worker<'m> {
         embedder: super::embed::Embedder<'m>,
     ) -> Self {
         let n_batch = ctx.n_batch() as usize;
-        let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0, checkpoint: None, shifted: false }).collect();
+        let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0, checkpoint: None, shifted: false, unsynced: false }).collect();
         Self {
             model,
             mappings,
@@ -272,8 +278,8 @@ impl<'m> Worker<'m> {
     /// Takes one command; false means shut down.
     fn accept(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::Generate(req, tx) => {
-                self.queue.push_back((req, tx));
+            Command::Generate(requests) => {
+                self.queue.extend(requests);
                 true
             }
             Command::Embed(inputs, tx) => {
@@ -372,7 +378,10 @@ impl<'m> Worker<'m> {
             self.uses += 1;
             self.slots[i].last_used = self.uses;
             let seq = self.slots[i].seq;
-            let reuse = self.from_host_cache(i, &req.prompt, reuse);
+            // Another slot reading this very prompt (the `n` choices of a
+            // request): wait for it and copy its KV, unless reading is cheap.
+            let follows = self.prompt_reader(&prompt, reuse);
+            let reuse = if follows.is_some() { reuse } else { self.from_host_cache(i, &req.prompt, reuse) };
             let held = self.slots[i].cached.len();
             // A sliding-window cache (`--swa-full` off) that has dropped the
             // start of the sequence can be continued, not cut back: the
@@ -405,6 +414,7 @@ impl<'m> Worker<'m> {
                 cached_tokens: reuse as u32,
                 pending: None,
                 logits_at: None,
+                follows,
             });
         }
     }
@@ -412,10 +422,12 @@ impl<'m> Worker<'m> {
     /// Decodes the batch `plan_step` chose and samples every sequence that
     /// produced logits.
     fn step(&mut self) {
+        self.orphan_followers();
         let views: Vec<SlotView> = self
             .slots
             .iter()
             .map(|slot| match &slot.active {
+                Some(a) if a.follows.is_some() => SlotView::Idle,
                 Some(a) if a.pending.is_some() => SlotView::Generate,
                 Some(a) if a.generated == 0 => SlotView::Prefill { done: slot.cached.len(), len: a.prompt.len() },
                 _ => SlotView::Idle,
@@ -470,9 +482,13 @@ impl<'m> Worker<'m> {
             self.fail_batch(&format!("decode failed: {e}"));
             return;
         }
+        for slot in &mut self.slots {
+            slot.unsynced = false;
+        }
         for slot in prompt_read {
             self.take_checkpoint(slot);
         }
+        self.fork_followers();
         let n_ctx_slot = self.n_ctx_slot;
         let shift_keep = self.shift_keep;
         let vocab = self.model.vocab();
