@@ -241,6 +241,22 @@ pub struct ServerFlags {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub embeddings_only: Option<bool>,
 
+    /// Thinking in chat templates that can think (Qwen3, DeepSeek R1,
+    /// gpt-oss...): `on` or `off` tells the template `enable_thinking`,
+    /// `auto` leaves the template's own default, as llama-server's
+    /// `--reasoning`. A request's `chat_template_kwargs.enable_thinking`
+    /// wins [default: auto]. Per-model `reasoning` in the config wins.
+    #[arg(long, value_enum, value_name = "on|off|auto")]
+    pub reasoning: Option<crate::types::Reasoning>,
+
+    /// Where a thinking model's `<think>` block goes: `deepseek` (or
+    /// `auto`) to `message.reasoning_content`, `none` leaves it in the
+    /// content, as llama-server's `--reasoning-format`. A request's
+    /// `reasoning_format` wins [default: auto]. Per-model
+    /// `reasoning_format` in the config wins.
+    #[arg(long, value_enum, value_name = "auto|deepseek|none")]
+    pub reasoning_format: Option<crate::types::ReasoningFormat>,
+
     /// Most tokens decoded in one step; long prompts are fed in chunks
     /// [default: 512].
     #[arg(short = 'b', long, value_parser = clap::value_parser!(u32).range(32..))]

@@ -70,6 +70,38 @@ pub struct EngineKnobs {
     /// Serve embeddings only: chat and text completions on this model are
     /// refused with 400.
     pub embeddings_only: bool,
+    /// Thinking on or off for chat templates that can think (see `Reasoning`).
+    pub reasoning: Reasoning,
+    /// Where a thinking model's reasoning goes (see `ReasoningFormat`).
+    pub reasoning_format: ReasoningFormat,
+}
+
+/// Whether chat templates that can think are told to (`enable_thinking`),
+/// when a request does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Reasoning {
+    /// The template's own default.
+    #[default]
+    Auto,
+    /// `enable_thinking: true`.
+    On,
+    /// `enable_thinking: false`.
+    Off,
+}
+
+/// Where a thinking model's `<think>` block goes, when a request does not
+/// say (its `reasoning_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReasoningFormat {
+    /// As `deepseek`.
+    #[default]
+    Auto,
+    /// To `message.reasoning_content` (`delta.reasoning_content` streamed).
+    Deepseek,
+    /// Left in the content.
+    None,
 }
 
 /// How token vectors become one embedding (llama.cpp's pooling types that
@@ -129,7 +161,12 @@ pub enum FlashAttn {
 impl ModelSpec {
     /// What a request's missing fields default to for this model.
     pub fn defaults(&self) -> Defaults {
-        Defaults { sampling: self.sampling.clone(), max_tokens: self.max_tokens }
+        Defaults {
+            sampling: self.sampling.clone(),
+            max_tokens: self.max_tokens,
+            reasoning: self.knobs.reasoning,
+            reasoning_format: self.knobs.reasoning_format,
+        }
     }
 
     /// Whether `name` is this model's id or one of its aliases.
@@ -264,6 +301,8 @@ impl SamplingParams {
 pub struct Defaults {
     pub sampling: SamplingParams,
     pub max_tokens: Option<u32>,
+    pub reasoning: Reasoning,
+    pub reasoning_format: ReasoningFormat,
 }
 
 /// A sampling field with a range, as the config file and requests name it.

@@ -76,7 +76,8 @@ pub async fn apply_template(
         reasoning_format: None,
         sampling: Default::default(),
     };
-    let valid = validate::chat(chat, u32::MAX, &Default::default())?;
+    // The model's defaults (`--reasoning`), so the prompt is what chat renders.
+    let valid = validate::chat(chat, u32::MAX, &view.spec.defaults())?;
     let model = state.loaded(view).await?;
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
     let prompt = super::cpu::run(move || {

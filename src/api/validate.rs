@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::error::{invalid, ApiError};
 use super::openai::{ChatCompletionRequest, CompletionRequest, PromptField, SamplingFields, StopField};
-use crate::types::{Defaults, SamplingField, SamplingParams, TokenId};
+use crate::types::{Defaults, Reasoning, ReasoningFormat, SamplingField, SamplingParams, TokenId};
 
 /// At most this many stop strings, as OpenAI allows.
 pub const MAX_STOP_STRINGS: usize = 4;
@@ -95,10 +95,12 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
     }
     let tools = super::tool_calls::validate(req.tools, req.tool_choice, req.parallel_tool_calls)?;
     let split_reasoning = match req.reasoning_format.as_ref().map(|v| v.as_str()) {
-        None | Some(Some("auto" | "deepseek")) => true,
+        None => defaults.reasoning_format != ReasoningFormat::None,
+        Some(Some("auto" | "deepseek")) => true,
         Some(Some("none")) => false,
         Some(_) => return Err(invalid("reasoning_format", "`reasoning_format` must be \"auto\", \"deepseek\" or \"none\"")),
     };
+    let template_kwargs = with_reasoning(req.chat_template_kwargs, defaults.reasoning);
     if let Some(m) = req.max_completion_tokens {
         sampling.max_tokens = Some(positive_u32("max_completion_tokens", m)?);
     }
@@ -106,10 +108,23 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
         model: req.model,
         messages,
         tools,
-        template_kwargs: req.chat_template_kwargs,
+        template_kwargs,
         split_reasoning,
         sampling,
     })
+}
+
+/// The template's variables with the server's `--reasoning` applied: `on`
+/// or `off` sets `enable_thinking` unless the request set it.
+fn with_reasoning(kwargs: Option<Map<String, Value>>, reasoning: Reasoning) -> Option<Map<String, Value>> {
+    let enable = match reasoning {
+        Reasoning::Auto => return kwargs,
+        Reasoning::On => true,
+        Reasoning::Off => false,
+    };
+    let mut kwargs = kwargs.unwrap_or_default();
+    kwargs.entry("enable_thinking").or_insert(Value::Bool(enable));
+    Some(kwargs)
 }
 
 impl ValidCompletion {

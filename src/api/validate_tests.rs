@@ -233,11 +233,38 @@ mod defaults {
         let defaults = Defaults {
             sampling: SamplingParams { temperature: 0.1, top_k: 7, ..SamplingParams::default() },
             max_tokens: Some(33),
+            ..Defaults::default()
         };
         let req: CompletionRequest = parse_json(br#"{"prompt":"x","top_k":3}"#).unwrap();
         let v = completion(req, 10, &defaults).unwrap();
         assert_eq!(v.sampling.params.temperature, 0.1);
         assert_eq!(v.sampling.params.top_k, 3);
         assert_eq!(v.sampling.max_tokens, Some(33));
+    }
+
+    fn chat_with(body: &str, defaults: &Defaults) -> ValidChat {
+        chat(parse_json(body.as_bytes()).unwrap(), 10, defaults).unwrap()
+    }
+
+    #[test]
+    fn the_servers_reasoning_switch_applies_unless_the_request_says() {
+        use crate::types::{Reasoning, ReasoningFormat};
+        let plain = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+        let off = Defaults { reasoning: Reasoning::Off, reasoning_format: ReasoningFormat::None, ..Defaults::default() };
+        let v = chat_with(plain, &off);
+        assert_eq!(v.template_kwargs.unwrap()["enable_thinking"], false);
+        assert!(!v.split_reasoning);
+        // The request's own choices win.
+        let asks = r#"{"messages":[{"role":"user","content":"hi"}],"chat_template_kwargs":{"enable_thinking":true,"x":1},"reasoning_format":"deepseek"}"#;
+        let v = chat_with(asks, &off);
+        let kwargs = v.template_kwargs.unwrap();
+        assert_eq!((kwargs["enable_thinking"].clone(), kwargs["x"].clone()), (true.into(), 1.into()));
+        assert!(v.split_reasoning);
+        let on = Defaults { reasoning: Reasoning::On, ..Defaults::default() };
+        assert_eq!(chat_with(plain, &on).template_kwargs.unwrap()["enable_thinking"], true);
+        // auto: the template's own default, and reasoning split out.
+        let v = chat_with(plain, &Defaults::default());
+        assert_eq!(v.template_kwargs, None);
+        assert!(v.split_reasoning);
     }
 }

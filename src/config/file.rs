@@ -35,6 +35,8 @@ pub struct ServerSection {
     pub context_shift: Option<bool>,
     pub pooling: Option<crate::types::Pooling>,
     pub embeddings_only: Option<bool>,
+    pub reasoning: Option<crate::types::Reasoning>,
+    pub reasoning_format: Option<crate::types::ReasoningFormat>,
     pub kv_cache_dir: Option<PathBuf>,
     pub kv_cache_dir_mib: Option<u64>,
     pub swa_full: Option<bool>,
@@ -92,6 +94,8 @@ pub struct ModelSection {
     pub context_shift: Option<bool>,
     pub pooling: Option<crate::types::Pooling>,
     pub embeddings_only: Option<bool>,
+    pub reasoning: Option<crate::types::Reasoning>,
+    pub reasoning_format: Option<crate::types::ReasoningFormat>,
     /// Placement overrides: each wins over the `[server]` key of the same name.
     pub devices: Option<Vec<u32>>,
     pub main_gpu: Option<u32>,
@@ -155,6 +159,8 @@ pub struct KnobKeys {
     pub context_shift: Option<bool>,
     pub pooling: Option<crate::types::Pooling>,
     pub embeddings_only: Option<bool>,
+    pub reasoning: Option<crate::types::Reasoning>,
+    pub reasoning_format: Option<crate::types::ReasoningFormat>,
 }
 
 macro_rules! knob_keys {
@@ -172,6 +178,8 @@ macro_rules! knob_keys {
                     context_shift: self.context_shift,
                     pooling: self.pooling,
                     embeddings_only: self.embeddings_only,
+                    reasoning: self.reasoning,
+                    reasoning_format: self.reasoning_format,
                 }
             }
         }

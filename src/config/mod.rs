@@ -251,6 +251,8 @@ fn flags_knobs(f: &ServerFlags) -> file::KnobKeys {
         context_shift: f.context_shift,
         pooling: f.pooling,
         embeddings_only: f.embeddings_only,
+        reasoning: f.reasoning,
+        reasoning_format: f.reasoning_format,
     }
 }
 
@@ -277,6 +279,8 @@ fn knobs(first: &file::KnobKeys, then: &file::KnobKeys, base: EngineKnobs, at: &
         context_shift: first.context_shift.or(then.context_shift).unwrap_or(base.context_shift),
         pooling: first.pooling.or(then.pooling).or(base.pooling),
         embeddings_only: first.embeddings_only.or(then.embeddings_only).unwrap_or(base.embeddings_only),
+        reasoning: first.reasoning.or(then.reasoning).unwrap_or(base.reasoning),
+        reasoning_format: first.reasoning_format.or(then.reasoning_format).unwrap_or(base.reasoning_format),
     };
     let quantized = |t: KvCacheType| !matches!(t, KvCacheType::F16 | KvCacheType::BF16 | KvCacheType::F32);
     if quantized(out.cache_type_v) && out.flash_attn == FlashAttn::Off {

@@ -298,3 +298,25 @@ fn pooling_and_embeddings_only_are_per_model_keys_and_flags() {
     let bad = d.write("b.toml", "[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\npooling = \"max\"\n");
     assert!(Config::load(&sources(Some(bad)), &ServerFlags::default()).unwrap_err().contains("max"));
 }
+
+#[test]
+fn reasoning_switches_are_per_model_keys_and_flags() {
+    use crate::types::{Reasoning, ReasoningFormat};
+    let d = Dir::new("reasoning");
+    let cfg = d.write(
+        "c.toml",
+        "[server]\nreasoning = \"off\"\n\
+         [[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n\
+         [[models]]\nname = \"t\"\npath = \"models/c.gguf\"\nreasoning = \"on\"\nreasoning_format = \"none\"\n",
+    );
+    let c = Config::load(&sources(Some(cfg.clone())), &ServerFlags::default()).unwrap();
+    let (a, t) = (c.models[0].defaults(), c.models[1].defaults());
+    assert_eq!((a.reasoning, a.reasoning_format), (Reasoning::Off, ReasoningFormat::Auto));
+    assert_eq!((t.reasoning, t.reasoning_format), (Reasoning::On, ReasoningFormat::None));
+    let flags = ServerFlags { reasoning_format: Some(ReasoningFormat::Deepseek), ..Default::default() };
+    let c = Config::load(&sources(Some(cfg)), &flags).unwrap();
+    assert_eq!(c.models[0].defaults().reasoning_format, ReasoningFormat::Deepseek);
+    assert_eq!(c.models[1].defaults().reasoning_format, ReasoningFormat::None, "the model's key wins");
+    let bad = d.write("b.toml", "[server]\nreasoning = \"maybe\"\n");
+    assert!(Config::load(&sources(Some(bad)), &ServerFlags::default()).unwrap_err().contains("maybe"));
+}

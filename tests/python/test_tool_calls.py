@@ -7,6 +7,7 @@ tool's schema, streamed or not."""
 
 import json
 import os
+import urllib.request
 
 import jsonschema
 import ollama
@@ -186,6 +187,29 @@ def test_thinking_goes_to_reasoning_content(thinking):
     r = thinking.chat.completions.create(**{**ask, "extra_body": {**ask["extra_body"], "reasoning_format": "none"}})
     assert r.choices[0].message.content.strip() == message.reasoning_content
     assert getattr(r.choices[0].message, "reasoning_content", None) is None
+
+
+def test_the_servers_reasoning_switches_are_the_requests_defaults():
+    # `--reasoning on`: the template is told `enable_thinking` without the
+    # request saying so; `--reasoning-format none`: the block stays content.
+    template = os.path.join(FIXTURES, FORMATS["deepseek-r1"] + ".jinja")
+    proc, base = launch(["--model", os.environ["VRAM_LLM_TEST_MODEL"], "--ctx-size", "1024", "--alias", "gemma",
+                         "--api-key", API_KEY, "--chat-template-file", template,
+                         "--reasoning", "on", "--reasoning-format", "none"])
+    try:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=API_KEY)
+        req = urllib.request.Request(f"{base}/apply-template", data=json.dumps({"messages": QUESTION}).encode(),
+                                     headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert json.load(r)["prompt"].endswith("<think>\n")
+        ask = dict(model="gemma", messages=QUESTION, max_tokens=12, temperature=0)
+        r = client.chat.completions.create(**ask)
+        assert r.choices[0].message.content and getattr(r.choices[0].message, "reasoning_content", None) is None
+        # The request's own `reasoning_format` wins.
+        r = client.chat.completions.create(**ask, extra_body={"reasoning_format": "deepseek"})
+        assert r.choices[0].message.reasoning_content and r.choices[0].message.content == ""
+    finally:
+        stop(proc)
 
 
 def test_output_held_to_a_grammar_is_content_not_reasoning(thinking):
