@@ -408,7 +408,14 @@ async fn llama_server_completion_answers_in_its_shape() {
     assert!(chunks[..chunks.len() - 1].iter().all(|c| c["stop"] == false));
     assert_eq!(chunks.last().unwrap()["stop"], true);
 
+    // `n_probs` is honoured (the fake engine reports no log-probabilities);
+    // out of range, or the OpenAI field, is a 400 naming it.
     let (status, body) = post(&base, "/completion", json!({"prompt": "p", "n_probs": 3}).to_string()).await;
-    assert_eq!(status, 400);
-    assert_envelope(&body, Some("n_probs"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body["completion_probabilities"].is_array(), "{body}");
+    for (field, value) in [("n_probs", json!(21)), ("logprobs", json!(2))] {
+        let (status, body) = post(&base, "/completion", json!({"prompt": "p", field: value}).to_string()).await;
+        assert_eq!(status, 400);
+        assert_envelope(&body, Some(field));
+    }
 }

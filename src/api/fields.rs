@@ -149,7 +149,7 @@ pub const FIELDS: &[Field] = &[
     field("cache_prompt", Both, NoEffect),
     field("id_slot", Both, NoEffect),
     field("timings_per_token", Both, NoEffect),
-    field("n_probs", Both, unsupported(is_zero, "0")),
+    field("n_probs", Both, Honoured),
     field("post_sampling_probs", Both, unsupported(is_false, "false")),
     field("n_keep", Both, unsupported(is_zero, "0")),
     field("t_max_predict_ms", Both, unsupported(is_zero, "0")),
@@ -270,7 +270,7 @@ mod tests {
         check(Endpoint::Chat, &body(neutral)).unwrap();
         for (k, v) in [
             ("modalities", json!(["text", "audio"])),
-            ("audio", json!({"voice": "x"})), ("n_probs", json!(5)), ("samplers", json!(["top_k"]))]
+            ("audio", json!({"voice": "x"})), ("post_sampling_probs", json!(true)), ("samplers", json!(["top_k"]))]
         {
             let e = check(Endpoint::Chat, &body(json!({ k: v }))).unwrap_err();
             assert_eq!(param(e.clone()), k);

@@ -17,7 +17,7 @@ use super::openai::CompletionRequest;
 use super::reqlog::RequestLog;
 use super::validate::{self, Prompt};
 use super::{sse, AppState};
-use crate::engine::{FinishReason, Usage};
+use crate::engine::{FinishReason, TokenLogprob, Usage};
 
 /// llama-server's `stop_type`: ours cannot tell an end-of-generation token
 /// from a stop string, so both are `eos`.
@@ -47,6 +47,23 @@ fn timings(usage: &Usage, log: &RequestLog) -> Value {
     })
 }
 
+/// llama-server's `completion_probabilities` (`n_probs`): per generated
+/// token its id, text, bytes and log-probability, and the most likely
+/// alternatives in the same shape.
+fn probabilities(logprobs: &[TokenLogprob]) -> Value {
+    let entry = |id: u32, bytes: &[u8], logprob: f32| {
+        json!({"id": id, "token": String::from_utf8_lossy(bytes), "bytes": bytes, "logprob": logprob})
+    };
+    logprobs
+        .iter()
+        .map(|lp| {
+            let mut e = entry(lp.token, &lp.bytes, lp.logprob);
+            e["top_logprobs"] = lp.top.iter().map(|(id, bytes, logprob)| entry(*id, bytes, *logprob)).collect();
+            e
+        })
+        .collect()
+}
+
 fn last(model: &str, content: String, finish: FinishReason, usage: &Usage, log: &RequestLog) -> Value {
     json!({
         "index": 0,
@@ -74,11 +91,14 @@ pub async fn completion(
     let view = snapshot.resolve(req.model.as_deref())?;
     log.model(&view.spec.id);
     super::embeddings::refuse_generation(view)?;
+    // `n_probs` is how this endpoint asks for log-probabilities.
+    let asks_logprobs = req.sampling.logprobs.as_ref().is_some_and(|v| !v.is_null());
     let mut valid = validate::completion(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let one = valid.one_prompt("/completion")?;
-    if valid.echo || valid.sampling.logprobs.is_some() {
+    if valid.echo || asks_logprobs {
         let field = if valid.echo { "echo" } else { "logprobs" };
-        return Err(super::error::invalid(field, format!("`{field}` is for /v1/completions; /completion does not take it")));
+        let hint = if valid.echo { "" } else { " (`n_probs` is its field)" };
+        return Err(super::error::invalid(field, format!("`{field}` is for /v1/completions; /completion does not take it{hint}")));
     }
     let model_id = view.spec.id.clone();
     let permit = state.scheduler.acquire(view.index).await?;
@@ -94,13 +114,20 @@ pub async fn completion(
         drop(permit);
         let mut body = last(&model_id, out.text, out.finish_reason, &out.usage, &log);
         body["prompt"] = prompt;
+        if valid.sampling.logprobs.is_some() {
+            body["completion_probabilities"] = probabilities(&out.logprobs);
+        }
         return Ok(Json(body).into_response());
     }
     let (tx, response) = sse::channel_response();
     tokio::spawn(async move {
         let _permit = permit;
-        let text = |t: String, _: &[crate::engine::TokenLogprob]| {
-            sse::data(&json!({"index": 0, "content": t, "tokens": [], "stop": false, "id_slot": -1}))
+        let text = |t: String, logprobs: &[TokenLogprob]| {
+            let mut chunk = json!({"index": 0, "content": t, "tokens": [], "stop": false, "id_slot": -1});
+            if !logprobs.is_empty() {
+                chunk["completion_probabilities"] = probabilities(logprobs);
+            }
+            sse::data(&chunk)
         };
         let finish = move |finish, usage: Usage| vec![sse::data(&last(&model_id, String::new(), finish, &usage, &log))];
         let framing = Framing { error: |e| sse::data(&e.body()), end: None };

@@ -77,6 +77,9 @@ pub struct SamplingFields {
     pub logprobs: Option<Value>,
     /// Chat: alternatives per token (0..=20), with `logprobs: true`.
     pub top_logprobs: Option<i64>,
+    /// llama-server's: log-probabilities with this many alternatives per
+    /// token (0..=20), as `logprobs` on the OpenAI endpoints.
+    pub n_probs: Option<i64>,
     // llama-server's samplers (see `types::SamplingParams`).
     pub typical_p: Option<f64>,
     pub min_keep: Option<f64>,

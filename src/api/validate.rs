@@ -83,7 +83,7 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
         Some(format) => response_format(format)?,
         None => None,
     };
-    let logprobs = chat_logprobs(&req.sampling)?;
+    let logprobs = with_n_probs(chat_logprobs(&req.sampling)?, &req.sampling)?;
     let mut sampling = sampling(req.sampling, n_vocab, defaults)?;
     sampling.logprobs = logprobs;
     if let Some(grammar) = format_grammar {
@@ -162,7 +162,7 @@ pub fn completion(req: CompletionRequest, n_vocab: u32, defaults: &Defaults) -> 
             })
             .collect::<Result<_, _>>()?,
     };
-    let logprobs = completion_logprobs(&req.sampling)?;
+    let logprobs = with_n_probs(completion_logprobs(&req.sampling)?, &req.sampling)?;
     let mut sampling = sampling(req.sampling, n_vocab, defaults)?;
     sampling.logprobs = logprobs;
     if prompts.len() * sampling.n as usize > MAX_CHOICES {
@@ -335,6 +335,17 @@ fn completion_logprobs(f: &SamplingFields) -> Result<Option<u32>, ApiError> {
             Some(n) if n <= 5 => Ok(Some(n as u32)),
             _ => Err(invalid("logprobs", format!("`logprobs` must be an integer between 0 and 5 (got {v})"))),
         },
+    }
+}
+
+/// llama-server's `n_probs` (0..=20): log-probabilities with that many
+/// alternatives, as `logprobs` asks on the OpenAI endpoints; one of the two.
+fn with_n_probs(logprobs: Option<u32>, f: &SamplingFields) -> Result<Option<u32>, ApiError> {
+    match f.n_probs {
+        None | Some(0) => Ok(logprobs),
+        Some(n) if !(0..=20).contains(&n) => Err(invalid("n_probs", format!("`n_probs` must be between 0 and 20 (got {n})"))),
+        Some(_) if logprobs.is_some() => Err(invalid("n_probs", "give `logprobs` or `n_probs`, not both")),
+        Some(n) => Ok(Some(n as u32)),
     }
 }
 

@@ -136,6 +136,13 @@ mod requests {
         assert_eq!(parse(r#"{"prompt":"x","logprobs":2}"#).unwrap().sampling.logprobs, Some(2));
         assert_eq!(parse(r#"{"prompt":"x","logprobs":0}"#).unwrap().sampling.logprobs, Some(0));
         assert_eq!(param_of(parse(r#"{"prompt":"x","logprobs":6}"#).unwrap_err()), "logprobs");
+        // llama-server's `n_probs` asks the same, on both endpoints.
+        assert_eq!(parse(r#"{"prompt":"x","n_probs":12}"#).unwrap().sampling.logprobs, Some(12));
+        assert_eq!(parse(r#"{"prompt":"x","n_probs":0}"#).unwrap().sampling.logprobs, None);
+        let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"n_probs":4})).unwrap();
+        assert_eq!(v.sampling.logprobs, Some(4));
+        assert_eq!(param_of(parse(r#"{"prompt":"x","n_probs":21}"#).unwrap_err()), "n_probs");
+        assert_eq!(param_of(parse(r#"{"prompt":"x","n_probs":2,"logprobs":2}"#).unwrap_err()), "n_probs");
     }
 
     #[test]

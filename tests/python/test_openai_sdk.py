@@ -105,6 +105,22 @@ def test_logprobs_agree_with_greedy_choices(client):
     assert lp.text_offset[0] == len("The sky is") and all(len(top) == 2 for top in lp.top_logprobs)
 
 
+def test_llama_server_n_probs_on_its_completion_endpoint(server):
+    # llama-server's `/completion` with `n_probs`: `completion_probabilities`
+    # in its shape, one entry per generated token, the greedy pick first.
+    body = {"prompt": "The sky is", "n_predict": 6, "temperature": 0, "n_probs": 3}
+    req = urllib.request.Request(f"{server}/completion", data=json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        out = json.load(r)
+    probs = out["completion_probabilities"]
+    assert len(probs) == out["tokens_predicted"] > 0
+    assert "".join(p["token"] for p in probs) == out["content"]
+    for p in probs:
+        assert len(p["top_logprobs"]) == 3 and p["top_logprobs"][0]["id"] == p["id"]
+        assert bytes(p["bytes"]).decode("utf-8", "replace") == p["token"] and p["logprob"] <= 0
+
+
 def test_errors_are_raised_as_sdk_exceptions(client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
