@@ -31,3 +31,14 @@ async fn suffix_fills_in_the_middle() {
     let (status, body) = post(&base, "/completion", json!({"prompt": "a", "suffix": "b"})).await;
     assert_eq!((status, body["error"]["param"].as_str()), (400, Some("suffix")), "{body}");
 }
+
+#[tokio::test]
+async fn ollama_generate_suffix_fills_in_the_middle_too() {
+    let base = fake_server("x + y", None, None).await;
+    let body = json!({"model": "fake", "prompt": "def add(x, y):\n    return ", "suffix": "\n", "stream": false});
+    let (status, body) = post(&base, "/api/generate", body).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["response"], "x + y");
+    // The raw prompt in the FIM frame (no chat template): prefix + suffix + 3 FIM tokens.
+    assert_eq!(body["prompt_eval_count"], json!("def add(x, y):\n    return ".chars().count() + 1 + 3));
+}

@@ -130,7 +130,7 @@ pub async fn completions(
 /// `suffix`: the prompt becomes the model's fill-in-the-middle prompt for
 /// the text between `prefix` and `suffix`; a model without FIM tokens is
 /// a 400 naming `suffix`.
-async fn fill_in_the_middle(
+pub(super) async fn fill_in_the_middle(
     model: &std::sync::Arc<crate::engine::loaded::LoadedModel>,
     name: &str,
     prefix: validate::Prompt,

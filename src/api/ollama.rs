@@ -8,8 +8,9 @@
 //! size resources (`num_ctx`, `num_gpu`, `num_thread`, ...) are set per model
 //! on the server and ignored here; any other (`tfs_z`, `penalize_newline`, ...)
 //! would change the output and is refused with 400 naming it, as are
-//! `think` on `/api/generate`, images, `suffix`, `context` and a
-//! per-request `template`. `/api/chat` takes `tools` and `think`. An empty `/api/generate` prompt loads the model
+//! `think` on `/api/generate`, images, `context` and a per-request
+//! `template`. `suffix` fills in the middle with the model's FIM tokens, on
+//! the raw prompt. `/api/chat` takes `tools` and `think`. An empty `/api/generate` prompt loads the model
 //! (`keep_alive: 0` unloads it), as Ollama does. `format` (`"json"` or a JSON
 //! schema) is enforced while sampling, as on the OpenAI routes.
 
@@ -383,7 +384,6 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
     let mut extra = output_fields(&req.format, &req.think, false)?;
     let unsupported = [
         ("images", req.images.as_ref().is_some_and(|i| !i.is_empty()), "images are not supported: this server serves text models"),
-        ("suffix", req.suffix.as_ref().is_some_and(|s| !s.is_empty()), "`suffix` (fill-in-the-middle) is not supported yet"),
         ("context", req.context.as_ref().is_some_and(|c| !c.is_null()), "`context` is not supported; send the conversation to /api/chat"),
         ("template", req.template.as_ref().is_some_and(|t| !t.is_empty()), "a per-request `template` is not supported; set chat_template_file for the model"),
     ];
@@ -409,13 +409,23 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
     }
     super::embeddings::refuse_generation(view)?;
     let stream = req.stream.unwrap_or(true);
-    let (permit, started) = if req.raw.unwrap_or(false) {
+    // `suffix`: fill in the middle, on the raw prompt (the model's FIM
+    // tokens; a model without them is a 400 naming `suffix`).
+    let suffix = req.suffix.filter(|s| !s.is_empty());
+    let (permit, started) = if req.raw.unwrap_or(false) || suffix.is_some() {
         extra.insert("prompt".into(), json!(prompt));
+        if let Some(suffix) = suffix {
+            extra.insert("suffix".into(), json!(suffix));
+        }
         let openai: CompletionRequest = parse_json(&openai_body(&req.model, stream, req.options.as_ref(), extra)?)?;
         let mut valid = validate::completion(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
-        let one = valid.one_prompt("/api/generate")?;
+        let suffix = valid.suffix.take();
+        let mut one = valid.one_prompt("/api/generate")?;
         let permit = state.scheduler.acquire(index).await.map_err(ApiError::from)?;
         validate::against_model(&valid.sampling, &*permit.model.engine)?;
+        if let Some(suffix) = &suffix {
+            one = super::completions::fill_in_the_middle(&permit.model, &id, one, suffix).await?;
+        }
         let started = start(&permit.model, one, &valid.sampling, "prompt", log).await?;
         (permit, started)
     } else {
