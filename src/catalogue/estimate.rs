@@ -15,6 +15,8 @@ pub struct ModelMemory {
     pub footprint: Option<crate::gpu::ModelFootprint>,
     /// Vocabulary size, so requests are validated before the model loads.
     pub n_vocab: Option<u32>,
+    /// The GGUF says it cannot generate (a BERT-style encoder).
+    pub encoder_only: bool,
 }
 
 /// Reads `spec`'s GGUF header once for both figures of [`ModelMemory`].
@@ -24,11 +26,12 @@ pub fn model_memory(spec: &ModelSpec) -> ModelMemory {
             bytes: estimate.total_bytes,
             footprint: Some(footprint_of(&header, &estimate)),
             n_vocab: header.n_vocab().and_then(|n| u32::try_from(n).ok()),
+            encoder_only: !header.generates(),
         },
         Err(e) => {
             tracing::warn!(model = %spec.id, "cannot read the GGUF header (memory is guessed from the file size, no GPU plan): {e}");
             let file = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
-            ModelMemory { bytes: file + file / 4 + 64 * MIB, footprint: None, n_vocab: None }
+            ModelMemory { bytes: file + file / 4 + 64 * MIB, footprint: None, n_vocab: None, encoder_only: false }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The catalogue: turns the configured model list into what the scheduler
 //! registers. Each model's GGUF header is read once here for its memory
-//! estimate, its GPU footprint and its vocabulary size; its placement options
+//! estimate, its GPU footprint, its vocabulary size and whether it can
+//! generate at all (an encoder serves embeddings only); its placement options
 //! come from `config::placement`. The list itself is then the scheduler's
 //! (published in its snapshot, which also resolves names).
 
@@ -17,8 +18,14 @@ use crate::types::ModelSpec;
 pub fn registrations(models: Vec<ModelSpec>, placement: &PlacementOptions) -> Vec<Registration> {
     models
         .into_iter()
-        .map(|spec| {
+        .map(|mut spec| {
             let memory = estimate::model_memory(&spec);
+            // An encoder cannot generate: chat and completions get a 400
+            // naming it, not a decode of nonsense.
+            if memory.encoder_only && !spec.knobs.embeddings_only {
+                tracing::info!(model = %spec.id, "the GGUF says the model attends both ways (an encoder): serving embeddings only");
+                spec.knobs.embeddings_only = true;
+            }
             let limits = ModelLimits {
                 name: spec.id.clone(),
                 bytes: memory.bytes,

@@ -69,6 +69,12 @@ impl GgufHeader {
     pub fn get_str(&self, key: &str) -> Option<&str> {
         self.get(key)?.as_str()
     }
+    /// Whether the model can generate text: a BERT-style encoder
+    /// (`{arch}.attention.causal` false) attends both ways and computes
+    /// embeddings only.
+    pub fn generates(&self) -> bool {
+        self.arch_get("attention.causal").and_then(MetaValue::as_bool) != Some(false)
+    }
     /// `"{arch}.{suffix}"` (e.g. `arch_key("block_count")` → `"gemma3.block_count"`).
     pub fn arch_key(&self, suffix: &str) -> String {
         format!("{}.{suffix}", self.architecture.as_deref().unwrap_or(""))

@@ -327,6 +327,17 @@ fn header_with(dir: &TempDir, name: &str, kvs: &[(&str, V)], tensors: &[T]) -> G
 }
 
 #[test]
+fn an_encoder_does_not_generate() {
+    let dir = TempDir::new("causal");
+    let bert = header_with(&dir, "b.gguf", &[("general.architecture", s("bert")), ("bert.attention.causal", V::Bool(false))], &[]);
+    assert!(!bert.generates());
+    let plain = header_with(&dir, "p.gguf", &[("general.architecture", s("llama"))], &[]);
+    assert!(plain.generates(), "no key: a decoder");
+    let said = header_with(&dir, "c.gguf", &[("general.architecture", s("llama")), ("llama.attention.causal", V::Bool(true))], &[]);
+    assert!(said.generates());
+}
+
+#[test]
 fn swa_patterns_and_recurrent() {
     let dir = TempDir::new("swa");
     let base = |arch: &str, layers: u32| {
