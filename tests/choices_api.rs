@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::fake_server;
+use common::{fake_server, FAILS_AFTER_REPLY};
 use serde_json::{json, Value};
 
 async fn post(base: &str, path: &str, body: Value) -> (u16, String) {
@@ -77,4 +77,15 @@ async fn completion_prompt_lists_answer_each_prompt_n_times_in_order() {
     assert_eq!(status, 400, "{text}");
     let (status, text) = post(&base, "/completion", json!({"prompt": ["a", "b"]})).await;
     assert_eq!((status, text.contains("\"param\":\"prompt\"")), (400, true), "{text}");
+}
+
+#[tokio::test]
+async fn a_failed_choice_ends_the_stream_without_a_usage_chunk() {
+    let base = fake_server(&format!("ab{FAILS_AFTER_REPLY}"), None, None).await;
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "n": 2, "stream": true, "stream_options": {"include_usage": true}});
+    let (status, text) = post(&base, "/v1/chat/completions", body).await;
+    assert_eq!(status, 200);
+    let chunks = chunks(&text);
+    assert_eq!(chunks.iter().filter(|c| c["error"].is_object()).count(), 2, "{text}");
+    assert!(chunks.iter().all(|c| !c["usage"].is_object()), "no usage claims a complete answer: {text}");
 }

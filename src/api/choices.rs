@@ -58,7 +58,7 @@ pub fn total_usage(usages: &[Usage], n: usize) -> Usage {
 
 /// Streams several generations as one SSE response: `prologue`, then each
 /// choice's frames as they come (from its own framers), then `end` given
-/// the total usage, then `data: [DONE]`. `permit` is held to the end.
+/// the total usage (unless a choice failed), then `data: [DONE]`. `permit` is held to the end.
 pub fn stream_many<T, F>(
     choices: Vec<(Started, T, F)>,
     n: usize,
@@ -79,7 +79,8 @@ where
             }
         }
         let count = choices.len();
-        let usages = Arc::new(parking_lot::Mutex::new(vec![Usage::default(); count]));
+        // A choice's usage, once it finished (a failed one never does).
+        let usages = Arc::new(parking_lot::Mutex::new(vec![None; count]));
         let framing = Arc::new(Framing { error: sse_framing().error, end: None });
         let tasks: Vec<_> = choices
             .into_iter()
@@ -88,7 +89,7 @@ where
                 let (tx, usages, framing) = (tx.clone(), usages.clone(), framing.clone());
                 tokio::spawn(async move {
                     let finish = move |reason, usage: Usage| {
-                        usages.lock()[i] = usage;
+                        usages.lock()[i] = Some(usage);
                         finish(reason, usage)
                     };
                     pump(&tx, started, text, finish, &framing).await;
@@ -98,8 +99,11 @@ where
         for task in tasks {
             let _ = task.await;
         }
-        let total = total_usage(&usages.lock(), n);
-        for frame in end(total).into_iter().chain(sse_framing().end) {
+        // After a failed choice (its error frame sent) no usage chunk
+        // claims a complete answer; the stream still ends as streams do.
+        let finished: Option<Vec<Usage>> = usages.lock().iter().copied().collect();
+        let usage_frames = finished.map(|all| end(total_usage(&all, n))).unwrap_or_default();
+        for frame in usage_frames.into_iter().chain(sse_framing().end) {
             if tx.send(frame).await.is_err() {
                 return;
             }

@@ -141,7 +141,10 @@ impl Engine for FakeEngine {
             let _ = tx.send(GenerationEvent::Text(rest));
         }
         let usage = Usage { prompt_tokens: request.prompt.len() as u32, completion_tokens: generated, cached_tokens: 0 };
-        let done = GenerationEvent::Done { finish_reason, usage };
+        let done = match self.reply.ends_with(FAILS_AFTER_REPLY) {
+            true => GenerationEvent::Failed("decode failed: the fake engine was told to fail".into()),
+            false => GenerationEvent::Done { finish_reason, usage },
+        };
         match self.gate.clone() {
             None => {
                 let _ = tx.send(done);
@@ -170,6 +173,9 @@ impl Engine for FakeEngine {
         }
     }
 }
+
+/// A reply ending with this fails after its text (as a decode failure would).
+pub const FAILS_AFTER_REPLY: &str = "\u{1}";
 
 /// The fake engine's embedding length.
 pub const FAKE_N_EMBD: u32 = 8;
