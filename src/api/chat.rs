@@ -102,9 +102,16 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
         return Err(super::generate::too_long(&format!("at least {}", valid.messages.len()), n_ctx, "messages"));
     }
     let constrained = valid.sampling.params.grammar.is_some().then_some(valid.sampling.grammar_field);
-    let planner = model.clone();
-    let (messages, tools) = (valid.messages.clone(), valid.tools.clone());
-    let plan = super::cpu::run(move || tool_calls::plan(&planner, &messages, tools.as_ref(), constrained)).await??;
+    let (messages, tools, kwargs) = (valid.messages.clone(), valid.tools.clone(), valid.template_kwargs.clone());
+    let worker = model.clone();
+    // Planning the tools and rendering the template, in one hop off the runtime.
+    let (plan, prompt) = super::cpu::run(move || -> Result<_, ApiError> {
+        let mut plan = tool_calls::plan(&worker, &messages, tools.as_ref(), constrained)?;
+        let descriptions = tools.as_ref().map(|t| &t.descriptions);
+        let prompt = worker.render_chat(&std::mem::take(&mut plan.messages), true, descriptions, kwargs.as_ref())?;
+        Ok((plan, prompt))
+    })
+    .await??;
     let mut sampling = valid.sampling.clone();
     if let Some(grammar) = plan.grammar {
         sampling.params.grammar = Some(grammar);
@@ -112,11 +119,6 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
     }
     sampling.keep_special = plan.keep_special;
     validate::against_model(&sampling, &*model.engine)?;
-    let (messages, kwargs) = (plan.messages, valid.template_kwargs.clone());
-    let descriptions = valid.tools.as_ref().map(|t| t.descriptions.clone());
-    let renderer = model.clone();
-    let prompt =
-        super::cpu::run(move || renderer.render_chat(&messages, true, descriptions.as_ref(), kwargs.as_ref())).await??;
     // Output held to a grammar from its first token has no thinking block.
     let think = match () {
         _ if !valid.split_reasoning || !model.thinks || sampling.params.grammar.is_some() => Think::Off,
