@@ -241,6 +241,16 @@ pub struct ServerFlags {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub embeddings_only: Option<bool>,
 
+    /// What enforces JSON schemas (`response_format`, `json_schema`):
+    /// `llama` turns them into GBNF for llama.cpp's grammar sampler, as
+    /// llama-server does; `llguidance` hands them to llguidance (needs a
+    /// binary built with `--features llguidance`; its schema dialect differs
+    /// a little, see docs/api.md). GBNF `grammar` fields and tool-call
+    /// grammars always use llama.cpp's sampler [default: llama]. Per-model
+    /// `json_schema_engine` in the config wins.
+    #[arg(long, value_enum, value_name = "llama|llguidance")]
+    pub json_schema_engine: Option<crate::types::JsonSchemaEngine>,
+
     /// Most tokens decoded in one step; long prompts are fed in chunks
     /// [default: 512].
     #[arg(short = 'b', long, value_parser = clap::value_parser!(u32).range(32..))]

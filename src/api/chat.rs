@@ -111,7 +111,7 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
         sampling.grammar_field = "tool_choice";
     }
     sampling.keep_special = plan.keep_special;
-    validate::against_model(&sampling, &*model.engine)?;
+    validate::against_model(&sampling, &model.engine).await?;
     let (messages, kwargs) = (plan.messages, valid.template_kwargs.clone());
     let descriptions = valid.tools.as_ref().map(|t| t.descriptions.clone());
     let renderer = model.clone();

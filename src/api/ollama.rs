@@ -415,7 +415,7 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
         let mut valid = validate::completion(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
         let one = valid.one_prompt("/api/generate")?;
         let permit = state.scheduler.acquire(index).await.map_err(ApiError::from)?;
-        validate::against_model(&valid.sampling, &*permit.model.engine)?;
+        validate::against_model(&valid.sampling, &permit.model.engine).await?;
         let started = start(&permit.model, one, &valid.sampling, "prompt", log).await?;
         (permit, started)
     } else {
