@@ -248,7 +248,7 @@ pub struct ServerFlags {
     /// a little, see docs/api.md). GBNF `grammar` fields and tool-call
     /// grammars always use llama.cpp's sampler [default: llama]. Per-model
     /// `json_schema_engine` in the config wins.
-    #[arg(long, value_enum, value_name = "llama|llguidance")]
+    #[arg(long, value_enum, value_name = "llama|llguidance", env = "VRAM_LLM_JSON_SCHEMA_ENGINE")]
     pub json_schema_engine: Option<crate::types::JsonSchemaEngine>,
 
     /// Most tokens decoded in one step; long prompts are fed in chunks

@@ -26,7 +26,7 @@ pub fn json_schema_lark(schema: &serde_json::Value) -> Result<String, String> {
 pub use imp::{Constraint, Vocab};
 
 #[cfg(not(feature = "llguidance"))]
-pub use imp::Vocab;
+pub use imp::{Vocab, MISSING};
 
 #[cfg(feature = "llguidance")]
 mod imp {
@@ -120,7 +120,7 @@ mod imp {
 
 #[cfg(not(feature = "llguidance"))]
 mod imp {
-    pub(super) const MISSING: &str =
+    pub const MISSING: &str =
         "`%llguidance` grammars need a vram-llm built with `--features llguidance`; this one was built without it";
 
     pub(super) fn check_without_model(_grammar: &str) -> Result<(), String> {
@@ -131,9 +131,6 @@ mod imp {
     #[derive(Default)]
     pub struct Vocab;
 }
-
-#[cfg(not(feature = "llguidance"))]
-pub(super) use imp::MISSING;
 
 #[cfg(all(test, feature = "llguidance"))]
 mod tests {
