@@ -12,11 +12,21 @@ pub fn is_llguidance(grammar: &str) -> bool {
     grammar.starts_with(MARK)
 }
 
+/// The whitespace llguidance allows between JSON tokens, unless a schema's
+/// own `x-guidance` says otherwise: llama.cpp's GBNF rule (`space ::= | " " |
+/// "\n" [ \t]{0,20}`). llguidance's default (`[ \t\n\r]+`, unbounded) let
+/// a sampling model write whitespace until `max_tokens`.
+const WHITESPACE: &str = "( |\n[ \t]{0,20})";
+
 /// A JSON schema as llguidance grammar text, as llama.cpp writes it
-/// (`%llguidance {}` then `start: %json <schema>`). The schema is compiled
-/// once here against a one-byte vocabulary, so a schema llguidance refuses
-/// is an error before any model loads.
+/// (`%llguidance {}` then `start: %json <schema>`), whitespace bounded as
+/// above. The schema is compiled once here against a one-byte vocabulary,
+/// so a schema llguidance refuses is an error before any model loads.
 pub fn json_schema_lark(schema: &serde_json::Value) -> Result<String, String> {
+    let mut schema = schema.clone();
+    if let Some(object) = schema.as_object_mut() {
+        object.entry("x-guidance").or_insert_with(|| serde_json::json!({"whitespace_pattern": WHITESPACE}));
+    }
     let text = format!("{MARK} {{}}\nstart: %json {schema}");
     imp::check_without_model(&text)?;
     Ok(text)
@@ -141,7 +151,11 @@ mod tests {
         let schema = serde_json::json!({"type": "object", "properties": {"a": {"enum": ["x", "y"]}}, "required": ["a"]});
         let text = json_schema_lark(&schema).unwrap();
         assert!(is_llguidance(&text));
-        assert_eq!(text, format!("%llguidance {{}}\nstart: %json {schema}"));
+        let mut bounded = schema.clone();
+        bounded["x-guidance"] = serde_json::json!({"whitespace_pattern": WHITESPACE});
+        assert_eq!(text, format!("%llguidance {{}}\nstart: %json {bounded}"));
+        let own = serde_json::json!({"type": "object", "x-guidance": {"whitespace_flexible": false}});
+        assert_eq!(json_schema_lark(&own).unwrap(), format!("%llguidance {{}}\nstart: %json {own}"), "a schema's own options win");
     }
 
     #[test]
