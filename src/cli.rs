@@ -256,6 +256,15 @@ pub struct ServerFlags {
     /// `reasoning_format` in the config wins.
     #[arg(long, value_enum, value_name = "auto|deepseek|none")]
     pub reasoning_format: Option<crate::types::ReasoningFormat>,
+    /// What enforces JSON schemas (`response_format`, `json_schema`):
+    /// `llama` turns them into GBNF for llama.cpp's grammar sampler, as
+    /// llama-server does; `llguidance` hands them to llguidance (needs a
+    /// binary built with `--features llguidance`; its schema dialect differs
+    /// a little, see docs/api.md). GBNF `grammar` fields and tool-call
+    /// grammars always use llama.cpp's sampler [default: llama]. Per-model
+    /// `json_schema_engine` in the config wins.
+    #[arg(long, value_enum, value_name = "llama|llguidance", env = "VRAM_LLM_JSON_SCHEMA_ENGINE")]
+    pub json_schema_engine: Option<crate::types::JsonSchemaEngine>,
 
     /// Most tokens decoded in one step; long prompts are fed in chunks
     /// [default: 512].

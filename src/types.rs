@@ -42,6 +42,30 @@ pub struct ModelSpec {
     pub swa_full: bool,
     /// llama.cpp context and loading settings.
     pub knobs: EngineKnobs,
+    /// What enforces this model's JSON schemas (`--json-schema-engine`).
+    pub json_schema_engine: JsonSchemaEngine,
+}
+
+/// What enforces a JSON schema (`response_format`, `json_schema`) while
+/// sampling. GBNF `grammar` fields and tool-call grammars always use
+/// llama.cpp's grammar sampler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonSchemaEngine {
+    /// llama.cpp's converter to GBNF and its grammar sampler, as llama-server.
+    #[default]
+    Llama,
+    /// llguidance (needs a binary built with `--features llguidance`).
+    Llguidance,
+}
+
+impl JsonSchemaEngine {
+    pub fn name(self) -> &'static str {
+        match self {
+            JsonSchemaEngine::Llama => "llama",
+            JsonSchemaEngine::Llguidance => "llguidance",
+        }
+    }
 }
 
 /// How llama.cpp loads a model and shapes its context (`--flash-attn`,
@@ -166,6 +190,7 @@ impl ModelSpec {
             max_tokens: self.max_tokens,
             reasoning: self.knobs.reasoning,
             reasoning_format: self.knobs.reasoning_format,
+            json_schema_engine: self.json_schema_engine,
         }
     }
 
@@ -243,8 +268,9 @@ pub struct SamplingParams {
     pub xtc_threshold: f32,
     /// End-of-generation tokens are never sampled (llama-server's `ignore_eos`).
     pub ignore_eos: bool,
-    /// A GBNF grammar (root rule `root`) every generated token must follow:
-    /// from `response_format`, `json_schema` or `grammar`.
+    /// A grammar every generated token must follow: from `response_format`,
+    /// `json_schema` or `grammar`. GBNF (root rule `root`), or llguidance's
+    /// Lark text when it starts with `%llguidance` (llama.cpp's convention).
     pub grammar: Option<String>,
 }
 
@@ -296,13 +322,15 @@ impl SamplingParams {
     }
 }
 
-/// Defaults a request's missing fields take: the model's configured sampling.
+/// Defaults a request's missing fields take: the model's configured sampling;
+/// and how its JSON schemas become a constraint.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Defaults {
     pub sampling: SamplingParams,
     pub max_tokens: Option<u32>,
     pub reasoning: Reasoning,
     pub reasoning_format: ReasoningFormat,
+    pub json_schema_engine: JsonSchemaEngine,
 }
 
 /// A sampling field with a range, as the config file and requests name it.

@@ -29,7 +29,7 @@ pub async fn completions(
     let model_id = view.spec.id.clone();
     let permit = state.scheduler.acquire(view.index).await?;
     let model = permit.model.clone();
-    validate::against_model(&valid.sampling, &*model.engine)?;
+    validate::against_model(&valid.sampling, &model.engine).await?;
     // One generation per prompt and `n` (seeds one apart when a seed is
     // given); `echo`: each answer starts with its prompt as text.
     let n = valid.sampling.n as usize;

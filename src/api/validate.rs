@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::error::{invalid, ApiError};
 use super::openai::{ChatCompletionRequest, CompletionRequest, PromptField, SamplingFields, StopField};
-use crate::types::{Defaults, Reasoning, ReasoningFormat, SamplingField, SamplingParams, TokenId};
+use crate::types::{Defaults, JsonSchemaEngine, Reasoning, ReasoningFormat, SamplingField, SamplingParams, TokenId};
 
 /// At most this many stop strings, as OpenAI allows.
 pub const MAX_STOP_STRINGS: usize = 4;
@@ -80,7 +80,7 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
         .map(|(i, m)| message(i, m))
         .collect::<Result<Vec<_>, _>>()?;
     let format_grammar = match &req.response_format {
-        Some(format) => response_format(format)?,
+        Some(format) => response_format(format, defaults.json_schema_engine)?,
         None => None,
     };
     let logprobs = with_n_probs(chat_logprobs(&req.sampling)?, &req.sampling)?;
@@ -295,7 +295,7 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
             xtc_probability: ranged(SamplingField::XtcProbability, f.xtc_probability)?.map_or(defaults.xtc_probability, |v| v as f32),
             xtc_threshold: ranged(SamplingField::XtcThreshold, f.xtc_threshold)?.map_or(defaults.xtc_threshold, |v| v as f32),
             ignore_eos: f.ignore_eos.unwrap_or(defaults.ignore_eos),
-            grammar: constraint(f.grammar, f.json_schema)?,
+            grammar: constraint(f.grammar, f.json_schema, model_defaults.json_schema_engine)?,
         },
         max_tokens,
         stop,
@@ -349,16 +349,17 @@ fn with_n_probs(logprobs: Option<u32>, f: &SamplingFields) -> Result<Option<u32>
     }
 }
 
-/// llama-server's constraint fields: `grammar` (GBNF, root rule `root`) or
-/// `json_schema` (turned into GBNF here, so a bad schema is a 400 before any
-/// model loads). A GBNF grammar is parsed against the vocabulary once the
-/// model is loaded (`Engine::check_grammar`).
-fn constraint(grammar: Option<String>, schema: Option<Value>) -> Result<Option<String>, ApiError> {
+/// llama-server's constraint fields: `grammar` (GBNF, root rule `root`; or
+/// llguidance's text after `%llguidance`, with that feature) or
+/// `json_schema` (turned into the engine's grammar here, so a bad schema is a
+/// 400 before any model loads). A grammar is parsed against the vocabulary
+/// once the model is loaded (`Engine::check_grammar`).
+fn constraint(grammar: Option<String>, schema: Option<Value>, engine: JsonSchemaEngine) -> Result<Option<String>, ApiError> {
     match (grammar, schema) {
         (Some(_), Some(_)) => Err(invalid("json_schema", "give `grammar` or `json_schema`, not both")),
         (Some(g), None) if g.trim().is_empty() => Ok(None),
         (Some(g), None) => Ok(Some(g)),
-        (None, Some(schema)) => schema_grammar("json_schema", &schema).map(Some),
+        (None, Some(schema)) => schema_grammar("json_schema", &schema, engine).map(Some),
         (None, None) => Ok(None),
     }
 }
@@ -366,17 +367,17 @@ fn constraint(grammar: Option<String>, schema: Option<Value>) -> Result<Option<S
 /// OpenAI's `response_format`: `text`, `json_object` (any JSON object) or
 /// `json_schema` (`{"json_schema": {"name", "schema", "strict"}}`), all
 /// enforced while sampling.
-fn response_format(format: &Value) -> Result<Option<String>, ApiError> {
+fn response_format(format: &Value, engine: JsonSchemaEngine) -> Result<Option<String>, ApiError> {
     let kind = format.get("type").and_then(Value::as_str);
     match kind {
         Some("text") => Ok(None),
-        Some("json_object") => schema_grammar("response_format", &serde_json::json!({"type": "object"})).map(Some),
+        Some("json_object") => schema_grammar("response_format", &serde_json::json!({"type": "object"}), engine).map(Some),
         Some("json_schema") => {
             let schema = format
                 .get("json_schema")
                 .and_then(|j| j.get("schema"))
                 .ok_or_else(|| invalid("response_format.json_schema.schema", "`response_format.json_schema.schema` is required"))?;
-            schema_grammar("response_format.json_schema.schema", schema).map(Some)
+            schema_grammar("response_format.json_schema.schema", schema, engine).map(Some)
         }
         Some(other) => Err(invalid(
             "response_format.type",
@@ -386,12 +387,16 @@ fn response_format(format: &Value) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn schema_grammar(field: &str, schema: &Value) -> Result<String, ApiError> {
+/// A JSON schema as the grammar of the model's JSON-schema engine.
+fn schema_grammar(field: &str, schema: &Value, engine: JsonSchemaEngine) -> Result<String, ApiError> {
     if !schema.is_object() && !schema.is_boolean() {
         return Err(invalid(field, format!("`{field}` must be a JSON schema object")));
     }
-    crate::engine::json_schema_grammar(schema)
-        .map_err(|e| invalid(field, format!("`{field}` cannot be turned into a grammar: {e}")))
+    let grammar = match engine {
+        JsonSchemaEngine::Llama => crate::engine::json_schema_grammar(schema),
+        JsonSchemaEngine::Llguidance => crate::engine::json_schema_lark(schema),
+    };
+    grammar.map_err(|e| invalid(field, format!("`{field}` cannot be turned into a grammar: {e}")))
 }
 
 fn sequence_breakers(list: Option<Vec<String>>) -> Result<Option<Vec<String>>, ApiError> {
@@ -444,15 +449,19 @@ fn logit_bias(map: std::collections::BTreeMap<String, f64>, n_vocab: u32) -> Res
 /// vocabulary (validation ran against the GGUF header's, which a model with an
 /// unreadable header does not have; an out-of-range id would crash llama.cpp),
 /// and a grammar against the model's tokens (the field it came from is named).
-pub fn against_model(sampling: &ValidSampling, engine: &dyn crate::engine::Engine) -> Result<(), ApiError> {
+/// The grammar is checked on a blocking thread: the first llguidance grammar
+/// of a model builds its token trie (1.5 s for a 262k vocabulary).
+pub async fn against_model(sampling: &ValidSampling, engine: &std::sync::Arc<dyn crate::engine::Engine>) -> Result<(), ApiError> {
     let n_vocab = engine.info().n_vocab;
     if let Some((t, _)) = sampling.params.logit_bias.iter().find(|(t, _)| *t >= n_vocab) {
         return Err(invalid("logit_bias", format!("`logit_bias` key `{t}` is not a token id below {n_vocab}")));
     }
-    match &sampling.params.grammar {
-        Some(g) => engine.check_grammar(g).map_err(|e| invalid(sampling.grammar_field, format!("`{}`: {e}", sampling.grammar_field))),
-        None => Ok(()),
-    }
+    let Some(grammar) = sampling.params.grammar.clone() else { return Ok(()) };
+    let engine = engine.clone();
+    let checked = tokio::task::spawn_blocking(move || engine.check_grammar(&grammar))
+        .await
+        .unwrap_or_else(|e| Err(format!("the grammar check failed: {e}")));
+    checked.map_err(|e| invalid(sampling.grammar_field, format!("`{}`: {e}", sampling.grammar_field)))
 }
 
 /// Token ids from a client (`/detokenize`), checked against the vocabulary:

@@ -127,6 +127,29 @@ mod requests {
     }
 
     #[test]
+    fn the_llguidance_engine_takes_json_schemas_and_leaves_gbnf_alone() {
+        let defaults = Defaults { json_schema_engine: JsonSchemaEngine::Llguidance, ..Defaults::default() };
+        let req = |v: Value| chat(parse_json(v.to_string().as_bytes()).unwrap(), 1000, &defaults);
+        let schema = json!({"type":"object","properties":{"a":{"enum":["x","y"]}},"required":["a"]});
+        let format = json!({"messages":[{"role":"user","content":"Hi"}],
+            "response_format":{"type":"json_schema","json_schema":{"name":"n","schema":schema}}});
+        let field = json!({"messages":[{"role":"user","content":"Hi"}],"json_schema":schema});
+        let gbnf = req(json!({"messages":[{"role":"user","content":"Hi"}],"grammar":"root ::= \"a\""})).unwrap();
+        assert_eq!(gbnf.sampling.params.grammar.as_deref(), Some("root ::= \"a\""), "GBNF stays llama.cpp's");
+        if cfg!(feature = "llguidance") {
+            for (body, from) in [(format, "response_format"), (field, "json_schema")] {
+                let v = req(body).unwrap();
+                assert_eq!(v.sampling.params.grammar, Some(crate::engine::json_schema_lark(&schema).unwrap()));
+                assert!(v.sampling.params.grammar.as_deref().is_some_and(|g| g.starts_with("%llguidance {}\nstart: %json {")));
+                assert_eq!(v.sampling.grammar_field, from);
+            }
+        } else {
+            // Config refuses the engine in such a build; were it to get here, a 400.
+            assert_eq!(param_of(req(field).unwrap_err()), "json_schema");
+        }
+    }
+
+    #[test]
     fn logprobs_in_each_endpoint_s_shape() {
         let v = chat_req(json!({"messages":[{"role":"user","content":"Hi"}],"logprobs":true,"top_logprobs":3})).unwrap();
         assert_eq!(v.sampling.logprobs, Some(3));

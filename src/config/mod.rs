@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::cli::{parse_model_arg, ModelSources, ServerFlags};
 use crate::scheduler::{Policy, SchedLimits};
 use crate::gguf::KvCacheType;
-use crate::types::{default_id, EngineKnobs, FlashAttn, GpuOverrides, ModelSpec, SamplingField, SamplingParams};
+use crate::types::{default_id, EngineKnobs, FlashAttn, GpuOverrides, JsonSchemaEngine, ModelSpec, SamplingField, SamplingParams};
 use file::{ConfigFile, ModelSection};
 
 pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -124,6 +124,10 @@ impl Config {
             n_gpu_layers: flags.n_gpu_layers.or(s.n_gpu_layers),
             chat_template_file: flags.chat_template_file.clone().or_else(|| s.chat_template_file.clone()),
             swa_full: flags.swa_full.or(s.swa_full).unwrap_or(false),
+            json_schema_engine: match flags.json_schema_engine {
+                Some(e) => json_schema_engine(e, "--json-schema-engine")?,
+                None => json_schema_engine(s.json_schema_engine.unwrap_or_default(), &format!("{origin}: [server] json_schema_engine"))?,
+            },
             knobs: knobs(&flags_knobs(flags), &s.knob_keys(), EngineKnobs::default(), &format!("{origin}: [server]"))?,
         };
         let config_dir = config_dir_of(&file_path);
@@ -238,6 +242,18 @@ fn check_server(s: &ServerConfig, origin: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The JSON-schema engine asked for (default: llama.cpp's), refused at
+/// startup when this binary was built without it.
+fn json_schema_engine(engine: JsonSchemaEngine, at: &str) -> Result<JsonSchemaEngine, String> {
+    if engine == JsonSchemaEngine::Llguidance && !cfg!(feature = "llguidance") {
+        return Err(format!(
+            "{at}: `llguidance` needs a vram-llm built with `cargo build --release --features llguidance`; \
+             this one was built without it (use `llama`, the default)"
+        ));
+    }
+    Ok(engine)
+}
+
 /// The flags' engine knobs in the keys' shape (flags win over keys).
 fn flags_knobs(f: &ServerFlags) -> file::KnobKeys {
     file::KnobKeys {
@@ -324,6 +340,7 @@ struct ModelDefaults {
     n_gpu_layers: Option<u32>,
     chat_template_file: Option<PathBuf>,
     swa_full: bool,
+    json_schema_engine: JsonSchemaEngine,
     knobs: EngineKnobs,
 }
 
@@ -345,6 +362,7 @@ impl ModelDefaults {
             max_tokens: None,
             swa_full: self.swa_full,
             knobs: self.knobs,
+            json_schema_engine: self.json_schema_engine,
         }
     }
 }
@@ -356,6 +374,9 @@ fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &s
     spec.parallel = m.parallel.unwrap_or(spec.parallel);
     spec.n_gpu_layers = m.n_gpu_layers.or(spec.n_gpu_layers);
     spec.swa_full = m.swa_full.unwrap_or(spec.swa_full);
+    if let Some(e) = m.json_schema_engine {
+        spec.json_schema_engine = json_schema_engine(e, &format!("{at}: json_schema_engine"))?;
+    }
     spec.knobs = knobs(&file::KnobKeys::default(), &m.knob_keys(), spec.knobs, at)?;
     spec.gpu = GpuOverrides {
         devices: m.devices.clone(),

@@ -319,4 +319,25 @@ fn reasoning_switches_are_per_model_keys_and_flags() {
     assert_eq!(c.models[1].defaults().reasoning_format, ReasoningFormat::None, "the model's key wins");
     let bad = d.write("b.toml", "[server]\nreasoning = \"maybe\"\n");
     assert!(Config::load(&sources(Some(bad)), &ServerFlags::default()).unwrap_err().contains("maybe"));
+fn the_json_schema_engine_is_llama_by_default_and_llguidance_only_in_a_build_with_it() {
+    use crate::types::JsonSchemaEngine;
+    let d = Dir::new("schema-engine");
+    let two = "[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n[[models]]\nname = \"c\"\npath = \"models/c.gguf\"\n";
+    let plain = d.write("plain.toml", two);
+    let c = Config::load(&sources(Some(plain.clone())), &ServerFlags::default()).unwrap();
+    assert!(c.models.iter().all(|m| m.json_schema_engine == JsonSchemaEngine::Llama), "llama.cpp's by default");
+    let keyed = d.write("keyed.toml", &format!("[server]\njson_schema_engine = \"llguidance\"\n{two}json_schema_engine = \"llama\"\n"));
+    let flag = ServerFlags { json_schema_engine: Some(JsonSchemaEngine::Llguidance), ..Default::default() };
+    if cfg!(feature = "llguidance") {
+        let c = Config::load(&sources(Some(keyed)), &ServerFlags::default()).unwrap();
+        let engines: Vec<_> = c.models.iter().map(|m| m.json_schema_engine).collect();
+        assert_eq!(engines, [JsonSchemaEngine::Llguidance, JsonSchemaEngine::Llama], "a model's key wins over [server]");
+        let c = Config::load(&sources(Some(plain)), &flag).unwrap();
+        assert_eq!(c.models[0].defaults().json_schema_engine, JsonSchemaEngine::Llguidance, "requests see it");
+    } else {
+        let e = Config::load(&sources(Some(keyed)), &ServerFlags::default()).unwrap_err();
+        assert!(e.contains("[server] json_schema_engine") && e.contains("--features llguidance"), "{e}");
+        let e = Config::load(&sources(Some(plain)), &flag).unwrap_err();
+        assert!(e.starts_with("--json-schema-engine: `llguidance` needs"), "{e}");
+    }
 }

@@ -58,7 +58,7 @@ pub struct GpuParams {
 }
 
 pub use crate::types::{SamplingParams, TokenId};
-pub use llama::json_schema_grammar;
+pub use llama::{json_schema_grammar, json_schema_lark};
 
 /// One generation job, fully validated: the prompt is already tokenized and
 /// fits the context.

@@ -269,6 +269,7 @@ pub fn fake_spec(id: &str) -> ModelSpec {
         max_tokens: None,
         swa_full: false,
         knobs: Default::default(),
+        json_schema_engine: Default::default(),
     }
 }
 

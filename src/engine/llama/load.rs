@@ -54,7 +54,7 @@ pub(super) fn load_model(
             let before = mapguard::mappings_of(&options.path);
             let model = LlamaModel::load_from_file(backend, &options.path, &params).map_err(|e| why_not_loaded(&options.path, &e.to_string()))?;
             let added: Vec<(usize, usize)> = mapguard::mappings_of(&options.path).into_iter().filter(|r| !before.contains(r)).collect();
-            Arc::new(weights::Weights { model, guard: mapguard::MapGuard::watch(&added) })
+            Arc::new(weights::Weights { model, guard: mapguard::MapGuard::watch(&added), llg: Default::default() })
         }
     };
     let n_ctx_train = model.n_ctx_train();

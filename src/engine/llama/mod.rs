@@ -11,12 +11,13 @@
 //! aborts the process inside llama.cpp).
 //!
 //! Files: this one (`LlamaEngine`, the `Engine` impl, `LoadOptions`, the
-//! backend), `modules.rs` (dynamic-backends), `load.rs`, `fitter.rs`, `worker.rs`, `embed.rs` (embeddings), `sampler.rs`. What a step
+//! backend), `modules.rs` (dynamic-backends), `load.rs`, `fitter.rs`, `worker.rs`, `embed.rs` (embeddings), `sampler.rs`, `llg.rs` (llguidance). What a step
 //! decodes is decided by the pure `engine::step::plan_step`.
 
 mod embed;
 mod fork;
 mod fitter;
+mod llg;
 mod load;
 pub mod mapguard;
 pub mod modules;
@@ -27,6 +28,7 @@ pub mod weights;
 mod worker;
 
 pub use fitter::{fit_only, FitOptions, Fitted};
+pub use llg::json_schema_lark;
 pub use sampler::json_schema_grammar;
 use fitter::*;
 use load::*;
@@ -228,7 +230,7 @@ impl Engine for LlamaEngine {
     }
 
     fn check_grammar(&self, grammar: &str) -> Result<(), String> {
-        sampler::grammar_parses(&self.model, grammar)
+        sampler::grammar_parses(&self.model, &self.model.llg, grammar)
     }
 
     fn tokenize(&self, text: &str, add_bos: bool) -> Vec<TokenId> {

@@ -1,5 +1,6 @@
 //! The sampler for one request: llama.cpp's sampler chain, plus a grammar
-//! kept beside it (not in it) when the output is constrained.
+//! kept beside it (not in it) when the output is constrained: llama.cpp's
+//! GBNF sampler, or llguidance's matcher for `%llguidance` grammars (llg.rs).
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::model::LlamaModel;
@@ -9,6 +10,7 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
+use super::llg;
 use crate::engine::SamplingParams;
 
 /// A JSON schema as a GBNF grammar (root rule `root`), by llama.cpp's own
@@ -19,14 +21,32 @@ pub fn json_schema_grammar(schema: &serde_json::Value) -> Result<String, String>
     })
 }
 
-/// The grammar sampler for a GBNF `grammar` (root rule `root`).
-fn grammar_sampler(model: &LlamaModel, grammar: &str) -> Result<LlamaSampler, String> {
-    LlamaSampler::grammar(model, grammar, "root").map_err(|e| format!("grammar does not parse: {e}"))
+/// What checks and restricts the chain's picks: llama.cpp's grammar sampler
+/// for GBNF (root rule `root`), llguidance's matcher for `%llguidance` text.
+enum Grammar {
+    Gbnf(LlamaSampler),
+    #[cfg(feature = "llguidance")]
+    Llg(Box<llg::Constraint>),
+}
+
+fn grammar(model: &LlamaModel, vocab: &llg::Vocab, grammar: &str) -> Result<Grammar, String> {
+    if llg::is_llguidance(grammar) {
+        #[cfg(feature = "llguidance")]
+        return vocab.constraint(model, grammar).map(|c| Grammar::Llg(Box::new(c)));
+        #[cfg(not(feature = "llguidance"))]
+        {
+            let _ = vocab;
+            return Err(llg::MISSING.to_string());
+        }
+    }
+    LlamaSampler::grammar(model, grammar, "root")
+        .map(Grammar::Gbnf)
+        .map_err(|e| format!("grammar does not parse: {e}"))
 }
 
 /// Whether `grammar` parses against `model`'s vocabulary.
-pub(super) fn grammar_parses(model: &LlamaModel, grammar: &str) -> Result<(), String> {
-    grammar_sampler(model, grammar).map(drop)
+pub(super) fn grammar_parses(model: &LlamaModel, vocab: &llg::Vocab, text: &str) -> Result<(), String> {
+    grammar(model, vocab, text).map(drop)
 }
 
 /// `token`'s log-probability under the raw `logits` (log-softmax over the
@@ -61,13 +81,87 @@ pub(super) fn token_logprob(
     }
 }
 
+impl Grammar {
+    /// Whether the grammar allows `token` next (the chain's pick alone).
+    fn allows(&mut self, token: LlamaToken) -> bool {
+        match self {
+            Grammar::Gbnf(sampler) => {
+                let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
+                one.apply_sampler(sampler);
+                one.data[0].logit().is_finite()
+            }
+            #[cfg(feature = "llguidance")]
+            Grammar::Llg(c) => c.allows(token.0 as u32),
+        }
+    }
+
+    /// Sets every token the grammar forbids to -inf.
+    fn restrict(&mut self, all: &mut LlamaTokenDataArray) {
+        match self {
+            Grammar::Gbnf(sampler) => all.apply_sampler(sampler),
+            #[cfg(feature = "llguidance")]
+            Grammar::Llg(c) => {
+                let allowed = c.allowed();
+                for t in all.data.iter_mut() {
+                    if !allowed(t.id().0 as u32) {
+                        t.set_logit(f32::NEG_INFINITY);
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, token: LlamaToken) {
+        match self {
+            Grammar::Gbnf(sampler) => sampler.accept(token),
+            #[cfg(feature = "llguidance")]
+            Grammar::Llg(c) => c.accept(token.0 as u32),
+        }
+    }
+}
+
 /// A request's sampler. With a grammar, the token the chain picks is checked
 /// against the grammar alone first (one candidate, cheap); only when the
 /// grammar rejects it is the grammar applied to the whole vocabulary and the
 /// chain run again, as llama.cpp's `common_sampler_sample` does.
 pub(super) struct RequestSampler {
     chain: LlamaSampler,
-    grammar: Option<LlamaSampler>,
+    grammar: Option<Grammar>,
+    cost: GrammarCost,
+}
+
+/// Where a grammar's time went in one request (logged at debug level when
+/// the request ends): tokens sampled, picks refused (each cost a
+/// whole-vocabulary pass), and the time in checks, passes and accepts.
+#[derive(Default)]
+struct GrammarCost {
+    tokens: u32,
+    refused: u32,
+    check: std::time::Duration,
+    restrict: std::time::Duration,
+    accept: std::time::Duration,
+}
+
+impl Drop for RequestSampler {
+    fn drop(&mut self) {
+        let Some(grammar) = &self.grammar else { return };
+        let c = &self.cost;
+        let kind = match grammar {
+            Grammar::Gbnf(_) => "gbnf",
+            #[cfg(feature = "llguidance")]
+            Grammar::Llg(_) => "llguidance",
+        };
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        tracing::debug!(
+            kind,
+            tokens = c.tokens,
+            refused = c.refused,
+            check_ms = ms(c.check),
+            restrict_ms = ms(c.restrict),
+            accept_ms = ms(c.accept),
+            "grammar cost"
+        );
+    }
 }
 
 impl RequestSampler {
@@ -76,25 +170,34 @@ impl RequestSampler {
             // `sample` applies the chain and accepts the token.
             return self.chain.sample(ctx, idx);
         };
+        let cost = &mut self.cost;
+        cost.tokens += 1;
         let mut all = ctx.token_data_array_ith(idx);
         all.apply_sampler(&mut self.chain);
-        let picked = all.selected_token();
-        if let Some(token) = picked {
-            let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
-            one.apply_sampler(grammar);
-            if one.data[0].logit().is_finite() {
+        if let Some(token) = all.selected_token() {
+            let started = std::time::Instant::now();
+            let allowed = grammar.allows(token);
+            cost.check += started.elapsed();
+            if allowed {
                 self.chain.accept(token);
+                let started = std::time::Instant::now();
                 grammar.accept(token);
+                cost.accept += started.elapsed();
                 return token;
             }
         }
+        cost.refused += 1;
         let mut all = ctx.token_data_array_ith(idx);
-        all.apply_sampler(grammar);
+        let started = std::time::Instant::now();
+        grammar.restrict(&mut all);
+        cost.restrict += started.elapsed();
         all.apply_sampler(&mut self.chain);
         // The grammar always leaves a token (end of generation once complete).
         let token = all.selected_token().unwrap_or_else(|| all.data[0].id());
         self.chain.accept(token);
+        let started = std::time::Instant::now();
         grammar.accept(token);
+        cost.accept += started.elapsed();
         token
     }
 }
@@ -106,6 +209,7 @@ impl RequestSampler {
 pub(super) fn build_sampler(
     p: &SamplingParams,
     model: &LlamaModel,
+    vocab: &llg::Vocab,
     n_ctx_slot: u32,
     eog: &[LlamaToken],
     prompt: &[LlamaToken],
@@ -178,6 +282,6 @@ pub(super) fn build_sampler(
         let look_back = if dry { n_ctx_slot as usize } else { p.penalty_last_n.max(0) as usize };
         chain.accept_many(&prompt[prompt.len().saturating_sub(look_back)..]);
     }
-    let grammar = p.grammar.as_deref().map(|g| grammar_sampler(model, g)).transpose()?;
-    Ok(RequestSampler { chain, grammar })
+    let grammar = p.grammar.as_deref().map(|g| grammar(model, vocab, g)).transpose()?;
+    Ok(RequestSampler { chain, grammar, cost: GrammarCost::default() })
 }

@@ -20,6 +20,9 @@ use super::mapguard::MapGuard;
 pub struct Weights {
     pub model: LlamaModel,
     pub guard: MapGuard,
+    /// llguidance's view of the vocabulary, built on the first
+    /// `%llguidance` grammar and kept with the weights.
+    pub llg: super::llg::Vocab,
 }
 
 impl std::ops::Deref for Weights {

@@ -90,7 +90,7 @@ pub(super) fn worker_main(
     let store = options.kv_store.clone().map(|store| (store, store_key(&identity, &info, &options)));
     let windowed = !options.swa_full && has_sliding_window(&model);
     let shift_keep = super::shift::keep(options.knobs.context_shift, &ctx, &info);
-    let mut worker = Worker::new(&model, &model.guard, ctx, &info, stats, store, windowed, shift_keep, embedder);
+    let mut worker = Worker::new(&model, ctx, &info, stats, store, windowed, shift_keep, embedder);
     worker.publish_stats();
     if ready.send(Ok((model.clone(), info, context_bytes, timings))).is_err() {
         return;
@@ -180,6 +180,8 @@ pub(super) struct Worker<'m> {
     pub(super) model: &'m LlamaModel,
     /// Says when the model's file was truncated under its mapping.
     mappings: &'m super::mapguard::MapGuard,
+    /// llguidance's view of the vocabulary (`%llguidance` grammars).
+    llg: &'m super::llg::Vocab,
     pub(super) ctx: LlamaContext<'m>,
     pub(super) slots: Vec<Slot>,
     pub(super) queue: VecDeque<(GenerationRequest, EventSender)>,
@@ -205,8 +207,7 @@ pub(super) struct Worker<'m> {
 
 impl<'m> Worker<'m> {
     fn new(
-        model: &'m LlamaModel,
-        mappings: &'m super::mapguard::MapGuard,
+        weights: &'m weights::Weights,
         ctx: LlamaContext<'m>,
         info: &ModelInfo,
         stats: Arc<Stats>,
@@ -218,8 +219,9 @@ impl<'m> Worker<'m> {
         let n_batch = ctx.n_batch() as usize;
         let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0, checkpoint: None, shifted: false, unsynced: false }).collect();
         Self {
-            model,
-            mappings,
+            model: &weights.model,
+            mappings: &weights.guard,
+            llg: &weights.llg,
             ctx,
             slots,
             queue: VecDeque::new(),
@@ -368,7 +370,7 @@ impl<'m> Worker<'m> {
             } else {
                 &[]
             };
-            let sampler = match build_sampler(&req.sampling, model, self.n_ctx_slot as u32, eog, &prompt) {
+            let sampler = match build_sampler(&req.sampling, model, self.llg, self.n_ctx_slot as u32, eog, &prompt) {
                 Ok(sampler) => sampler,
                 Err(e) => {
                     let _ = tx.send(GenerationEvent::Failed(e));
