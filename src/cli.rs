@@ -256,6 +256,7 @@ pub struct ServerFlags {
     /// `reasoning_format` in the config wins.
     #[arg(long, value_enum, value_name = "auto|deepseek|none")]
     pub reasoning_format: Option<crate::types::ReasoningFormat>,
+
     /// What enforces JSON schemas (`response_format`, `json_schema`):
     /// `llama` turns them into GBNF for llama.cpp's grammar sampler, as
     /// llama-server does; `llguidance` hands them to llguidance (needs a

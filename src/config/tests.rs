@@ -319,6 +319,9 @@ fn reasoning_switches_are_per_model_keys_and_flags() {
     assert_eq!(c.models[1].defaults().reasoning_format, ReasoningFormat::None, "the model's key wins");
     let bad = d.write("b.toml", "[server]\nreasoning = \"maybe\"\n");
     assert!(Config::load(&sources(Some(bad)), &ServerFlags::default()).unwrap_err().contains("maybe"));
+}
+
+#[test]
 fn the_json_schema_engine_is_llama_by_default_and_llguidance_only_in_a_build_with_it() {
     use crate::types::JsonSchemaEngine;
     let d = Dir::new("schema-engine");
