@@ -13,8 +13,16 @@
 
 use llama_cpp_2::token::LlamaToken;
 
-use super::worker::Worker;
+use super::worker::{Active, Worker};
 use crate::engine::slots::shares_prefill;
+
+impl Active {
+    /// Reading exactly `prompt` itself (admitted, not yet sampling, not
+    /// waiting on another slot): a slot others can share it from.
+    fn reads(&self, prompt: &[LlamaToken]) -> bool {
+        self.follows.is_none() && self.generated == 0 && self.pending.is_none() && self.prompt == prompt
+    }
+}
 
 impl Worker<'_> {
     /// The slot that is reading exactly `prompt` (admitted, not yet
@@ -24,9 +32,7 @@ impl Worker<'_> {
         if !shares_prefill(prompt.len(), reuse) {
             return None;
         }
-        self.slots.iter().position(|s| {
-            s.active.as_ref().is_some_and(|a| a.follows.is_none() && a.generated == 0 && a.pending.is_none() && a.prompt == prompt)
-        })
+        self.slots.iter().position(|s| s.active.as_ref().is_some_and(|a| a.reads(prompt)))
     }
 
     /// Followers whose reader is gone (its client left, it failed) read
@@ -35,7 +41,7 @@ impl Worker<'_> {
         for f in 0..self.slots.len() {
             let Some(reader) = self.slots[f].active.as_ref().and_then(|a| a.follows) else { continue };
             let still = match (&self.slots[reader].active, &self.slots[f].active) {
-                (Some(r), Some(a)) => r.follows.is_none() && r.generated == 0 && r.pending.is_none() && r.prompt == a.prompt,
+                (Some(r), Some(a)) => r.reads(&a.prompt),
                 _ => false,
             };
             if !still {
