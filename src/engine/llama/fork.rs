@@ -8,12 +8,13 @@
 //!
 //! With a KV stream per slot (our setting) llama.cpp copies the buffer at
 //! the start of the next decode; until then the follower's slot holds
-//! cell metadata without the data behind it (`Slot::unsynced`), and its
-//! state is neither saved nor restored.
+//! cell metadata without the data behind it, and the reader's slot holds
+//! the data the copy will take (`PendingCopy`): neither is restored into
+//! (a restore writes tensors at once), and the follower is not saved.
 
 use llama_cpp_2::token::LlamaToken;
 
-use super::worker::{Active, Worker};
+use super::worker::{Active, PendingCopy, Worker};
 use crate::engine::slots::shares_prefill;
 
 impl Active {
@@ -72,13 +73,14 @@ impl Worker<'_> {
                 let slot = &mut self.slots[f];
                 slot.cached = cached.clone();
                 slot.checkpoint = None;
-                slot.unsynced = true;
+                slot.copy = PendingCopy::Into;
                 if let Some(a) = slot.active.as_mut() {
                     a.follows = None;
                     a.logits_at = Some(at);
                     a.cached_tokens = a.prompt.len() as u32;
                 }
                 tracing::debug!(from = src, to = dst, tokens = cached.len(), "shared a prompt's KV");
+                self.slots[r].copy = PendingCopy::From;
             }
         }
     }

@@ -23,6 +23,7 @@ pub mod mapguard;
 pub mod modules;
 mod sampler;
 mod prefix;
+pub mod reference;
 mod shift;
 pub mod weights;
 mod worker;

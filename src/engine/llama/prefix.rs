@@ -13,7 +13,9 @@ impl Worker<'_> {
     /// prompt if the host cache has one. Returns the tokens reused.
     pub(super) fn from_host_cache(&mut self, i: usize, prompt: &[u32], reuse: usize) -> usize {
         let Some((store, key)) = &self.store else { return reuse };
-        if self.slots[i].unsynced {
+        // A restore writes the slot's tensors at once: never while a KV copy
+        // from or into the slot waits for the next decode (see `PendingCopy`).
+        if !self.slots[i].state_writable() {
             return reuse;
         }
         let found = store.best(key, prompt, reuse + MIN_SAVED_TOKENS);
@@ -59,6 +61,9 @@ impl Worker<'_> {
     /// the tokens kept (0: no usable checkpoint, prefill afresh).
     pub(super) fn rewind(&mut self, i: usize, reuse: usize) -> usize {
         let seq = self.slots[i].seq;
+        if !self.slots[i].state_writable() {
+            return 0;
+        }
         let Some((len, state)) = self.slots[i].checkpoint.as_ref().filter(|(len, _)| *len <= reuse) else { return 0 };
         let len = *len;
         if self.ctx.kv_cache_seq_rm(seq, Some(len as u32), None).is_err() {
@@ -99,7 +104,7 @@ impl Worker<'_> {
     pub(super) fn save_slot(&self, i: usize) {
         let Some((store, key)) = &self.store else { return };
         let slot = &self.slots[i];
-        if slot.cached.len() < MIN_SAVED_TOKENS || slot.shifted || slot.unsynced {
+        if slot.cached.len() < MIN_SAVED_TOKENS || slot.shifted || !slot.state_readable() {
             return;
         }
         let tokens: Vec<u32> = slot.cached.iter().map(|t| t.0 as u32).collect();

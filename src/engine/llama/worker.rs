@@ -171,9 +171,36 @@ pub(super) struct Slot {
     /// A context shift dropped part of this slot: its tokens no longer match
     /// their KV entries, so it is cleared before reuse (see `shift`).
     pub(super) shifted: bool,
-    /// A KV copy into this slot waits in llama.cpp for the next decode: its
-    /// state is not read or written until then (see `fork.rs`).
-    pub(super) unsynced: bool,
+    /// A KV copy from or into this slot waits in llama.cpp for the next
+    /// decode (see `fork.rs`): until then its state is not written (nor
+    /// read, for the copy's destination).
+    pub(super) copy: PendingCopy,
+}
+
+/// A slot's part in a KV copy llama.cpp performs at the next decode. With a
+/// KV stream per slot, `llama_memory_seq_cp` moves the cell metadata at once
+/// and the data at the next decode: until then, writing the source's tensors
+/// (a state restore) would change what the destination receives, and the
+/// destination's tensors do not hold its cells' data yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PendingCopy {
+    None,
+    /// The source of a pending copy: readable, not writable.
+    From,
+    /// The destination of a pending copy: neither readable nor writable.
+    Into,
+}
+
+impl Slot {
+    /// Whether a state may be restored into this slot now.
+    pub(super) fn state_writable(&self) -> bool {
+        self.copy == PendingCopy::None
+    }
+
+    /// Whether this slot's state may be read (saved) now.
+    pub(super) fn state_readable(&self) -> bool {
+        self.copy != PendingCopy::Into
+    }
 }
 
 pub(super) struct Worker<'m> {
@@ -217,7 +244,7 @@ impl<'m> Worker<'m> {
         embedder: super::embed::Embedder<'m>,
     ) -> Self {
         let n_batch = ctx.n_batch() as usize;
-        let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0, checkpoint: None, shifted: false, unsynced: false }).collect();
+        let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0, checkpoint: None, shifted: false, copy: PendingCopy::None }).collect();
         Self {
             model: &weights.model,
             mappings: &weights.guard,
@@ -484,8 +511,9 @@ impl<'m> Worker<'m> {
             self.fail_batch(&format!("decode failed: {e}"));
             return;
         }
+        // The decode performed every pending KV copy first.
         for slot in &mut self.slots {
-            slot.unsynced = false;
+            slot.copy = PendingCopy::None;
         }
         for slot in prompt_read {
             self.take_checkpoint(slot);

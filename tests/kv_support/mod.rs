@@ -1,0 +1,148 @@
+//! The real llama.cpp engine driven directly (no HTTP, no scheduler) for the
+//! KV-cache tests, and the oracle they share: every served answer is scored
+//! by a fresh context that read the same prompt and answer from nothing
+//! (`engine::llama::reference`).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vram_llm::engine::kvcache::HostKvCache;
+use vram_llm::engine::kvdisk::KvDir;
+use vram_llm::engine::llama::reference::{Reference, Scored};
+use vram_llm::engine::llama::{LlamaEngine, LoadOptions};
+use vram_llm::engine::{Engine, EventReceiver, GenerationEvent, GenerationRequest, SharedKvStore};
+use vram_llm::types::{EngineKnobs, SamplingParams};
+
+/// The real test model, set by `scripts/dev test` (VRAM_LLM_TEST_MODEL).
+pub fn test_model() -> PathBuf {
+    let path = std::env::var("VRAM_LLM_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("models/gemma-3-270m-q4_k_m.gguf"));
+    assert!(path.is_file(), "test model {} is missing: run `scripts/dev setup` (or set VRAM_LLM_TEST_MODEL)", path.display());
+    path
+}
+
+/// A host KV cache of `mib` in memory, with `dir` when given.
+pub fn store(mib: usize, dir: Option<&Path>) -> SharedKvStore {
+    let disk = dir.map(|d| KvDir::open(d, 1 << 30).expect("open the KV cache directory"));
+    Arc::new(HostKvCache::new(mib << 20, disk))
+}
+
+/// How an engine under test is shaped.
+#[derive(Clone)]
+pub struct Shape {
+    pub parallel: u32,
+    pub ctx_size: u32,
+    pub store: Option<SharedKvStore>,
+}
+
+pub fn load(shape: &Shape) -> LlamaEngine {
+    let options = LoadOptions {
+        path: test_model(),
+        ctx_size: Some(shape.ctx_size),
+        parallel: shape.parallel,
+        threads: Some(2),
+        n_gpu_layers: Some(0),
+        gpu: None,
+        fit: None,
+        kv_store: shape.store.clone(),
+        kept_weights: None,
+        swa_full: false,
+        batch_size: 2048,
+        knobs: EngineKnobs::default(),
+    };
+    LlamaEngine::load(options, Arc::new(|_| {})).expect("load the test model")
+}
+
+/// A greedy request for `prompt` reporting each token's log-probability.
+pub fn greedy(prompt: Vec<u32>, max_tokens: u32) -> GenerationRequest {
+    GenerationRequest {
+        prompt,
+        sampling: SamplingParams { temperature: 0.0, ..SamplingParams::default() },
+        max_tokens: Some(max_tokens),
+        stop: Vec::new(),
+        logprobs: Some(0),
+        keep_special: Vec::new(),
+    }
+}
+
+/// What one request was served.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub prompt: Vec<u32>,
+    pub tokens: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    pub cached: u32,
+}
+
+/// Waits for a generation to end.
+pub fn collect(prompt: &[u32], mut rx: EventReceiver) -> Served {
+    let mut served = Served { prompt: prompt.to_vec(), tokens: Vec::new(), logprobs: Vec::new(), cached: 0 };
+    while let Some(event) = rx.blocking_recv() {
+        match event {
+            GenerationEvent::Logprob(lp) => {
+                served.tokens.push(lp.token);
+                served.logprobs.push(lp.logprob);
+            }
+            GenerationEvent::Text(_) => {}
+            GenerationEvent::Done { usage, .. } => {
+                served.cached = usage.cached_tokens;
+                return served;
+            }
+            other => panic!("generation ended with {other:?}"),
+        }
+    }
+    panic!("the engine dropped a generation");
+}
+
+pub fn run(engine: &LlamaEngine, prompt: &[u32], max_tokens: u32) -> Served {
+    collect(prompt, engine.generate(greedy(prompt.to_vec(), max_tokens)).expect("queued"))
+}
+
+/// The worst disagreement of a served answer with a fresh context.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Deviation {
+    /// Largest gap between the fresh context's greedy pick and the served
+    /// token (0 when every served token was the fresh pick).
+    pub margin: f32,
+    /// Largest difference between a served token's log-probability as served
+    /// and in the fresh context.
+    pub logprob: f32,
+}
+
+impl Deviation {
+    pub fn max(self, other: Deviation) -> Deviation {
+        Deviation { margin: self.margin.max(other.margin), logprob: self.logprob.max(other.logprob) }
+    }
+}
+
+pub fn deviation(reference: &Reference, served: &Served) -> Deviation {
+    let scored: Vec<Scored> = reference.score(&served.prompt, &served.tokens).expect("score");
+    scored.iter().zip(&served.logprobs).fold(Deviation::default(), |d, (s, &lp)| {
+        d.max(Deviation { margin: s.margin(), logprob: (s.logprob - lp).abs() })
+    })
+}
+
+/// Deterministic English-like text: `words` words from a seeded generator.
+pub fn text(seed: u64, words: usize) -> String {
+    const WORDS: &[&str] = &[
+        "the", "river", "stone", "light", "north", "market", "window", "quiet", "garden", "engine", "paper", "winter", "copper",
+        "signal", "harbor", "forest", "letter", "silver", "bridge", "orange", "school", "thunder", "village", "mirror", "candle",
+        "basket", "planet", "doctor", "rabbit", "castle", "pencil", "ocean", "ladder", "meadow", "anchor", "violin", "desert",
+        "falcon", "lantern", "marble", "number", "salt", "tower", "yellow", "seven", "under", "behind", "slowly", "bright", "open",
+    ];
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut out = String::new();
+    for i in 0..words {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let word = WORDS[(state >> 33) as usize % WORDS.len()];
+        if i > 0 {
+            out.push(if i % 11 == 0 { '.' } else { ' ' });
+            if i % 11 == 0 {
+                out.push(' ');
+            }
+        }
+        out.push_str(word);
+    }
+    out
+}
