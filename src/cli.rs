@@ -328,10 +328,19 @@ pub struct ServerFlags {
     /// Full-size KV cache for sliding-window layers (Gemma 2/3, gpt-oss...).
     /// Off, those layers keep only their window: less memory and faster
     /// swaps, but once a sequence outgrew the window its cache can only be
-    /// continued or cut back to where its prompt ended (a retried or edited
-    /// last message may be prefilled again) [default: false].
+    /// continued, cut where the window still covers, or cut back to one of
+    /// its checkpoints (--ctx-checkpoints) [default: false].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub swa_full: Option<bool>,
+
+    /// Context checkpoints a slot of a sliding-window model keeps (llama-
+    /// server's flag): the window's state where a prompt's last user message
+    /// starts, where an earlier prompt left this one and at the prompt's
+    /// end, so a later prompt sharing that much resumes there instead of
+    /// reading everything again. Each costs about the window's KV in host
+    /// memory; 0 turns them off [default: 8].
+    #[arg(long, visible_alias = "swa-checkpoints", value_name = "N")]
+    pub ctx_checkpoints: Option<u32>,
 
     /// Also cap how many models are loaded at once [default: no cap].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

@@ -69,7 +69,7 @@ impl JsonSchemaEngine {
 }
 
 /// How llama.cpp loads a model and shapes its context (`--flash-attn`,
-/// `--cache-type-k/-v`, `--threads-batch`, `--ubatch-size`, `--mlock`,
+/// `--cache-type-k/-v`, `--threads-batch`, `--ubatch-size`, `--ctx-checkpoints`, `--mlock`,
 /// `--no-mmap`, `--context-shift`, `--pooling`, `--embeddings-only`); each also a `[server]` and a `[[models]]` key.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct EngineKnobs {
@@ -80,6 +80,9 @@ pub struct EngineKnobs {
     pub threads_batch: Option<u32>,
     /// Micro-batch: tokens per compute step (`None`: min(batch, 512)).
     pub ubatch_size: Option<u32>,
+    /// Checkpoints a slot of a sliding-window model keeps (`None`:
+    /// `engine::checkpoints::DEFAULT_PER_SLOT`; 0: none).
+    pub ctx_checkpoints: Option<u32>,
     /// Pin the weights in RAM.
     pub mlock: bool,
     /// Read the weights into memory instead of mapping the file.

@@ -53,3 +53,62 @@ fn a_restore_into_the_reader_slot_never_reaches_the_follower() {
 /// from is legitimately reused (other batch shapes round differently).
 const MARGIN_TOLERANCE: f32 = 1.0;
 const LOGPROB_TOLERANCE: f32 = 1.0;
+
+/// Prompts of one family: a long shared prefix, then a long question of
+/// their own, so that reading one moves the sliding window (512 positions
+/// on the test model) past where the next one leaves it.
+struct Family {
+    prompts: Vec<Vec<u32>>,
+    /// Where they part: the tokens every prompt shares.
+    shared: usize,
+}
+
+fn family(engine: &dyn Engine, seed: u64, n: usize) -> Family {
+    let prefix = text(seed, 550);
+    let prompts: Vec<Vec<u32>> = (0..n as u64).map(|i| tokens(engine, &format!("{prefix}\nQuestion {}: {}", i + 1, text(seed * 100 + i, 600)))).collect();
+    let shared = prompts.windows(2).map(|w| vscommon(&w[0], &w[1])).min().unwrap();
+    Family { prompts, shared }
+}
+
+fn vscommon(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn assert_fresh(reference: &Reference, served: &Served, what: &str) {
+    let d = deviation(reference, served);
+    assert!(d.margin < MARGIN_TOLERANCE && d.logprob < LOGPROB_TOLERANCE, "{what}: served tokens disagree with a fresh context: {d:?}");
+}
+
+/// The rows, on one slot of a sliding-window model: a long shared
+/// prefix then a different question each time. The first prompt marks
+/// where its last message starts (as chat requests do): the second and
+/// third resume there; the same prompt sent again resumes one token before
+/// its end. A family without marks learns where prompts part from the
+/// second one, and the third resumes there.
+#[test]
+fn a_long_shared_prefix_is_reused_on_a_sliding_window_model() {
+    logs();
+    let engine = load(&Shape { parallel: 1, ctx_size: 2048, store: None });
+    let reference = Reference::load(&test_model(), 2).expect("reference model");
+    let f = family(&engine, 7, 3);
+    assert!(f.prompts[0].len() > f.shared + 600, "each question must move the window past the shared prefix: {} of {}", f.shared, f.prompts[0].len());
+    let mut first = greedy(f.prompts[0].clone(), 4);
+    first.branch_points = vec![f.shared as u32];
+    assert_eq!(run_with(&engine, first).cached, 0);
+    for p in &f.prompts[1..] {
+        let served = run(&engine, p, 4);
+        assert_eq!(served.cached as usize, f.shared, "resumed at the mark");
+        assert_fresh(&reference, &served, "after the mark");
+    }
+    let again = run(&engine, &f.prompts[2], 4);
+    assert_eq!(again.cached as usize, f.prompts[2].len() - 1, "the same prompt again");
+    assert_fresh(&reference, &again, "the same prompt again");
+
+    let g = family(&engine, 8, 3);
+    run(&engine, &g.prompts[0], 4);
+    let second = run(&engine, &g.prompts[1], 4);
+    assert!((second.cached as usize) < g.shared, "nothing marked where they part yet: {}", second.cached);
+    let third = run(&engine, &g.prompts[2], 4);
+    assert_eq!(third.cached as usize, g.shared, "resumed where the second left the first");
+    assert_fresh(&reference, &third, "where prompts parted before");
+}

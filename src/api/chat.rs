@@ -105,11 +105,17 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
     let (messages, tools, kwargs) = (valid.messages.clone(), valid.tools.clone(), valid.template_kwargs.clone());
     let worker = model.clone();
     // Planning the tools and rendering the template, in one hop off the runtime.
-    let (plan, prompt) = super::cpu::run(move || -> Result<_, ApiError> {
+    let windowed = info.n_swa > 0;
+    let (plan, prompt, branch) = super::cpu::run(move || -> Result<_, ApiError> {
         let mut plan = tool_calls::plan(&worker, &messages, tools.as_ref(), constrained)?;
         let descriptions = tools.as_ref().map(|t| &t.descriptions);
-        let prompt = worker.render_chat(&std::mem::take(&mut plan.messages), true, descriptions, kwargs.as_ref())?;
-        Ok((plan, prompt))
+        let messages = std::mem::take(&mut plan.messages);
+        let prompt = worker.render_chat(&messages, true, descriptions, kwargs.as_ref())?;
+        // A sliding-window model keeps a checkpoint where the last user
+        // message starts: the next request sharing the conversation so far
+        // (a fixed system prompt, an edited last message) resumes there.
+        let branch = windowed.then(|| worker.before_last_user_content(&messages, descriptions, kwargs.as_ref(), &prompt).map(str::to_string)).flatten();
+        Ok((plan, prompt, branch))
     })
     .await??;
     let mut sampling = valid.sampling.clone();
@@ -126,7 +132,7 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
         _ => Think::Tagged,
     };
     // `n` choices: one generation each, seeds one apart when a seed is given.
-    let started = super::choices::start_choices(&model, super::validate::Prompt::Text(prompt), &sampling, "messages", &log).await?;
+    let started = super::choices::start_choices(&model, super::validate::Prompt::Text(prompt), branch, &sampling, "messages", &log).await?;
     Ok((started, Output { spec: OutputSpec { tools: plan.format, think, single: plan.single } }))
 }
 

@@ -24,15 +24,23 @@ pub fn sampling_for(sampling: &super::validate::ValidSampling, i: u32) -> super:
 /// Starts the `n` choices of one prompt (choice `i` sampled as
 /// [`sampling_for`] says): tokenized once and queued together, so the
 /// engine reads the prompt once and copies its KV to the other choices.
+/// `branch`: the start of a text prompt where a later prompt is likely to
+/// leave it (see `GenerationRequest::branch_points`).
 pub async fn start_choices(
     model: &Arc<crate::engine::loaded::LoadedModel>,
     prompt: super::validate::Prompt,
+    branch: Option<String>,
     sampling: &super::validate::ValidSampling,
     prompt_param: &str,
     log: &super::reqlog::RequestLog,
 ) -> Result<Vec<Started>, ApiError> {
     let tokens = super::generate::prompt_tokens(model, prompt, prompt_param).await?;
-    let requests = (0..sampling.n).map(|i| super::generate::request(tokens.clone(), &sampling_for(sampling, i))).collect();
+    let branch_points = match branch {
+        Some(before) => vec![super::generate::branch_point(model, before, &tokens).await?],
+        None => Vec::new(),
+    };
+    let request = |i| crate::engine::GenerationRequest { branch_points: branch_points.clone(), ..super::generate::request(tokens.clone(), &sampling_for(sampling, i)) };
+    let requests = (0..sampling.n).map(request).collect();
     let receivers = model.generate_many(requests)?;
     Ok(receivers.into_iter().map(|events| Started { events, log: log.clone() }).collect())
 }

@@ -49,7 +49,7 @@ pub async fn completions(
             Some(suffix) => fill_in_the_middle(&model, &model_id, prompt, suffix).await?,
             None => prompt,
         };
-        started.extend(super::choices::start_choices(&model, prompt, &valid.sampling, &param, &log).await?);
+        started.extend(super::choices::start_choices(&model, prompt, None, &valid.sampling, &param, &log).await?);
         echoes.extend(std::iter::repeat(echo).take(n));
     }
     let id = response_id("cmpl");

@@ -59,7 +59,7 @@ pub async fn prompt_tokens(model: &Arc<LoadedModel>, prompt: Prompt, prompt_para
             if prompt.len() > n_ctx.saturating_mul(MAX_TOKEN_BYTES) {
                 return Err(too_long(&format!("more than {n_ctx}"), n_ctx, prompt_param));
             }
-            let add_bos = info.add_bos && (info.bos_token.is_empty() || !prompt.starts_with(&info.bos_token));
+            let add_bos = adds_bos(info, &prompt);
             let tokenizer = model.clone();
             super::cpu::run(move || tokenizer.engine.tokenize(&prompt, add_bos)).await?
         }
@@ -75,6 +75,22 @@ pub async fn prompt_tokens(model: &Arc<LoadedModel>, prompt: Prompt, prompt_para
     Ok(tokens)
 }
 
+/// Whether tokenizing `text` prepends BOS: when the model adds one and the
+/// text does not start with it already.
+fn adds_bos(info: &crate::engine::ModelInfo, text: &str) -> bool {
+    info.add_bos && (info.bos_token.is_empty() || !text.starts_with(&info.bos_token))
+}
+
+/// Where `before`, the start of the prompt text that became `tokens`, ends
+/// in `tokens` (tokenized the same way; a token that spans the boundary is
+/// left out): a branch point for the engine (`GenerationRequest::branch_points`).
+pub async fn branch_point(model: &Arc<LoadedModel>, before: String, tokens: &[TokenId]) -> Result<u32, ApiError> {
+    let add_bos = adds_bos(model.engine.info(), &before);
+    let tokenizer = model.clone();
+    let head = super::cpu::run(move || tokenizer.engine.tokenize(&before, add_bos)).await?;
+    Ok(crate::engine::slots::common_prefix(&head, tokens) as u32)
+}
+
 /// The engine's request for `tokens` sampled as `sampling` says.
 pub fn request(tokens: Vec<TokenId>, sampling: &ValidSampling) -> GenerationRequest {
     GenerationRequest {
@@ -84,6 +100,7 @@ pub fn request(tokens: Vec<TokenId>, sampling: &ValidSampling) -> GenerationRequ
         stop: sampling.stop.clone(),
         logprobs: sampling.logprobs,
         keep_special: sampling.keep_special.clone(),
+        branch_points: Vec::new(),
     }
 }
 

@@ -11,15 +11,25 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::kvdisk::KvDir;
-use super::kvstore::{Found, PrefixStore};
+use super::kvdisk::{KvDir, Part, ReadPart};
+use super::kvstore::{Found, PrefixStore, Usable};
 
 /// A saved state that can live in a file.
 pub trait Persist: Send + Sync + Sized + 'static {
-    fn flags(&self) -> u32;
-    fn payload(&self) -> &[u8];
+    /// What goes to the file: the whole sequence, then its checkpoints
+    /// (see `kvdisk::Part`).
+    fn parts(&self) -> Vec<Part<'_>>;
     /// Rebuilds a state from a file whose checksum matched.
-    fn from_file(flags: u32, payload: Vec<u8>) -> Self;
+    fn from_parts(parts: Vec<ReadPart>) -> Self;
+}
+
+/// The checkpoint lengths among a saved state's parts.
+fn marks<B: Persist>(blob: &B) -> Vec<usize> {
+    blob.parts().iter().skip(1).map(|p| p.tokens).collect()
+}
+
+fn payload_len<B: Persist>(blob: &B) -> usize {
+    blob.parts().iter().map(|p| p.bytes.len()).sum()
 }
 
 struct Write<B> {
@@ -65,8 +75,8 @@ impl<B: Persist> HostKvCache<B> {
                 .name("kv-cache-writer".into())
                 .spawn(move || {
                     for w in rx {
-                        let bytes = w.blob.payload().len();
-                        if let Err(e) = dir.write(&w.key, &w.tokens, w.blob.flags(), w.blob.payload()) {
+                        let bytes = payload_len(&*w.blob);
+                        if let Err(e) = dir.write(&w.key, &w.tokens, &w.blob.parts()) {
                             tracing::warn!("writing a saved KV state failed: {e}");
                         }
                         pending.fetch_sub(bytes, Ordering::AcqRel);
@@ -99,11 +109,11 @@ impl<B: Persist> HostKvCache<B> {
         if self.disk.as_ref().is_some_and(|d| d.worth_writing(key, &tokens)) {
             self.queue_write(key, &tokens, blob.clone());
         }
-        self.mem.lock().insert(key, tokens, blob, bytes);
+        self.mem.lock().insert(key, tokens, marks(&*blob), blob, bytes);
     }
 
     fn queue_write(&self, key: &str, tokens: &[u32], blob: Arc<B>) {
-        let bytes = blob.payload().len();
+        let bytes = payload_len(&*blob);
         // One state is always accepted, however large; more wait their turn
         // only up to the bound.
         let pending = self.pending.load(Ordering::Acquire);
@@ -119,19 +129,20 @@ impl<B: Persist> HostKvCache<B> {
         }
     }
 
-    /// The saved sequence sharing the longest prefix with `prompt` under
-    /// `key`, from memory or, when the directory has a longer one, from its
-    /// file; only if it shares more than `at_least` tokens.
-    pub fn best(&self, key: &str, prompt: &[u32], at_least: usize) -> Option<Found<B>> {
-        let in_memory = self.mem.lock().best(key, prompt, at_least);
+    /// The saved sequence serving the longest prefix of `prompt` under
+    /// `key` (as `usable` counts it), from memory or, when the directory has
+    /// a longer one, from its file; only if it serves more than `at_least`
+    /// tokens.
+    pub fn best(&self, key: &str, prompt: &[u32], at_least: usize, usable: Usable<'_>) -> Option<Found<B>> {
+        let in_memory = self.mem.lock().best(key, prompt, at_least, usable);
         let Some(disk) = &self.disk else { return in_memory };
         let floor = in_memory.as_ref().map_or(at_least, |f| f.shared.max(at_least));
-        let Some(on_disk) = disk.best(key, prompt, floor) else { return in_memory };
-        let Some((flags, payload)) = disk.read(key, &on_disk) else { return in_memory };
-        let bytes = payload.len();
-        let blob = Arc::new(B::from_file(flags, payload));
+        let Some(on_disk) = disk.best(key, prompt, floor, usable) else { return in_memory };
+        let Some(parts) = disk.read(key, &on_disk) else { return in_memory };
+        let bytes = parts.iter().map(|p| p.bytes.len()).sum();
+        let blob = Arc::new(B::from_parts(parts));
         tracing::debug!(tokens = on_disk.shared, bytes, "read a saved KV state from the directory");
-        self.mem.lock().insert(key, on_disk.tokens.to_vec(), blob.clone(), bytes);
+        self.mem.lock().insert(key, on_disk.tokens.to_vec(), marks(&*blob), blob.clone(), bytes);
         Some(Found { tokens: on_disk.tokens, blob, shared: on_disk.shared })
     }
 
@@ -166,18 +177,19 @@ impl<B: Persist> HostKvCache<B> {
 mod tests {
     use super::*;
 
+    use crate::engine::kvdisk::WHOLE;
+    use crate::engine::kvstore::all_shared;
+
+    /// A whole sequence of `.0` tokens saved as `.1`.
     #[derive(Debug, PartialEq)]
-    struct Blob(u32, Vec<u8>);
+    struct Blob(usize, Vec<u8>);
 
     impl Persist for Blob {
-        fn flags(&self) -> u32 {
-            self.0
+        fn parts(&self) -> Vec<Part<'_>> {
+            vec![Part { flags: WHOLE, tokens: self.0, bytes: &self.1 }]
         }
-        fn payload(&self) -> &[u8] {
-            &self.1
-        }
-        fn from_file(flags: u32, payload: Vec<u8>) -> Self {
-            Blob(flags, payload)
+        fn from_parts(parts: Vec<ReadPart>) -> Self {
+            Blob(parts[0].tokens, parts[0].bytes.clone())
         }
     }
 
@@ -195,15 +207,15 @@ mod tests {
     fn a_state_saved_before_a_restart_is_restored_after_it() {
         let dir = temp_dir("restart");
         let cache = HostKvCache::<Blob>::new(1 << 20, Some(KvDir::open(&dir, 1 << 20).unwrap()));
-        cache.insert("m", seq(0, 60), Blob(0, b"state".to_vec()), 5);
+        cache.insert("m", seq(0, 60), Blob(60, b"state".to_vec()), 5);
         cache.flush();
         drop(cache);
 
         let cache = HostKvCache::<Blob>::new(1 << 20, Some(KvDir::open(&dir, 1 << 20).unwrap()));
         assert_eq!(cache.usage().memory_states, 0);
         assert_eq!(cache.usage().disk_states, 1);
-        let found = cache.best("m", &seq(0, 70), 32).expect("found on disk");
-        assert_eq!((found.shared, &*found.blob), (60, &Blob(0, b"state".to_vec())));
+        let found = cache.best("m", &seq(0, 70), 32, &all_shared).expect("found on disk");
+        assert_eq!((found.shared, &*found.blob), (60, &Blob(60, b"state".to_vec())));
         assert_eq!(cache.usage().memory_states, 1, "kept in memory once read");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -212,26 +224,26 @@ mod tests {
     fn memory_is_asked_first_and_the_disk_only_for_a_longer_prefix() {
         let dir = temp_dir("longer");
         let cache = HostKvCache::<Blob>::new(1 << 20, Some(KvDir::open(&dir, 1 << 20).unwrap()));
-        cache.insert("m", seq(0, 80), Blob(0, b"long".to_vec()), 4);
+        cache.insert("m", seq(0, 80), Blob(80, b"long".to_vec()), 4);
         cache.flush();
         // Memory loses the long one; a shorter one stays in memory only.
         cache.forget_in_memory("m", &seq(0, 80));
-        cache.insert("m", seq(0, 40), Blob(0, b"short".to_vec()), 5);
+        cache.insert("m", seq(0, 40), Blob(40, b"short".to_vec()), 5);
         let mut branch = seq(0, 40);
         branch.push(999);
-        assert_eq!(&*cache.best("m", &branch, 0).unwrap().blob, &Blob(0, b"short".to_vec()), "the disk has nothing longer");
+        assert_eq!(&*cache.best("m", &branch, 0, &all_shared).unwrap().blob, &Blob(40, b"short".to_vec()), "the disk has nothing longer");
         assert_eq!(cache.usage().memory_states, 1, "nothing read from the disk");
-        assert_eq!(&*cache.best("m", &seq(0, 90), 0).unwrap().blob, &Blob(0, b"long".to_vec()));
+        assert_eq!(&*cache.best("m", &seq(0, 90), 0, &all_shared).unwrap().blob, &Blob(80, b"long".to_vec()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn without_a_directory_only_memory_is_used() {
         let cache = HostKvCache::<Blob>::new(100, None);
-        cache.insert("m", seq(0, 40), Blob(0, vec![1]), 1);
-        assert!(cache.best("m", &seq(0, 41), 0).is_some());
+        cache.insert("m", seq(0, 40), Blob(40, vec![1]), 1);
+        assert!(cache.best("m", &seq(0, 41), 0, &all_shared).is_some());
         cache.forget("m", &seq(0, 40));
-        assert!(cache.best("m", &seq(0, 41), 0).is_none());
+        assert!(cache.best("m", &seq(0, 41), 0, &all_shared).is_none());
         assert!(!HostKvCache::<Blob>::new(0, None).enabled());
     }
 

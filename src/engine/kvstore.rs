@@ -18,11 +18,24 @@ use super::slots::common_prefix;
 /// modification time) and the context layout it was saved from.
 pub type StoreKey = String;
 
+/// How many leading tokens of a prompt a saved sequence serves, given the
+/// sequence's length, the lengths of the checkpoints saved with it and the
+/// tokens it shares with the prompt (sliding-window models serve less than
+/// they share: see `checkpoints::cut`).
+pub type Usable<'a> = &'a dyn Fn(usize, &[usize], usize) -> usize;
+
+/// Every shared token is usable (models without a sliding window).
+pub fn all_shared(_held: usize, _marks: &[usize], shared: usize) -> usize {
+    shared
+}
+
 /// One saved sequence.
 #[derive(Debug)]
 struct Entry<B> {
     key: StoreKey,
     tokens: Arc<Vec<u32>>,
+    /// Lengths of the checkpoints saved with it, ascending.
+    marks: Vec<usize>,
     blob: Arc<B>,
     bytes: usize,
     last_used: u64,
@@ -34,7 +47,7 @@ pub struct Found<B> {
     /// The saved sequence's tokens (the KV cache holds exactly these).
     pub tokens: Arc<Vec<u32>>,
     pub blob: Arc<B>,
-    /// How many leading prompt tokens it holds.
+    /// How many leading prompt tokens it serves (see [`Usable`]).
     pub shared: usize,
 }
 
@@ -79,7 +92,7 @@ impl<B> PrefixStore<B> {
     /// A blob larger than the whole budget, or already held, is not kept.
     /// Returns the blobs that left (the new one among them when not kept),
     /// for a caller that must release what they stand for (a file).
-    pub fn insert(&mut self, key: &str, tokens: Vec<u32>, blob: impl Into<Arc<B>>, bytes: usize) -> Vec<Arc<B>> {
+    pub fn insert(&mut self, key: &str, tokens: Vec<u32>, marks: Vec<usize>, blob: impl Into<Arc<B>>, bytes: usize) -> Vec<Arc<B>> {
         let blob = blob.into();
         if bytes > self.budget || !self.worth_saving(key, &tokens) {
             return vec![blob];
@@ -95,19 +108,20 @@ impl<B> PrefixStore<B> {
         }
         self.clock += 1;
         self.used += bytes;
-        self.entries.push(Entry { key: key.to_string(), tokens: Arc::new(tokens), blob, bytes, last_used: self.clock });
+        self.entries.push(Entry { key: key.to_string(), tokens: Arc::new(tokens), marks, blob, bytes, last_used: self.clock });
         gone
     }
 
-    /// The saved sequence sharing the longest prefix with `prompt` under
-    /// `key`, if it shares more than `at_least` tokens. Marks it used.
-    pub fn best(&mut self, key: &str, prompt: &[u32], at_least: usize) -> Option<Found<B>> {
+    /// The saved sequence serving the longest prefix of `prompt` under
+    /// `key`, as `usable` counts it, if that is more than `at_least` tokens.
+    /// Marks it used.
+    pub fn best(&mut self, key: &str, prompt: &[u32], at_least: usize, usable: Usable<'_>) -> Option<Found<B>> {
         let (index, shared) = self
             .entries
             .iter()
             .enumerate()
             .filter(|(_, e)| e.key == key)
-            .map(|(i, e)| (i, common_prefix(&e.tokens, prompt)))
+            .map(|(i, e)| (i, usable(e.tokens.len(), &e.marks, common_prefix(&e.tokens, prompt))))
             .max_by_key(|&(_, shared)| shared)?;
         if shared <= at_least {
             return None;
@@ -116,6 +130,11 @@ impl<B> PrefixStore<B> {
         let e = &mut self.entries[index];
         e.last_used = self.clock;
         Some(Found { tokens: e.tokens.clone(), blob: e.blob.clone(), shared })
+    }
+
+    /// The checkpoint lengths saved with a sequence.
+    pub fn marks(&self, key: &str, tokens: &[u32]) -> Vec<usize> {
+        self.entries.iter().find(|e| e.key == key && *e.tokens == tokens).map(|e| e.marks.clone()).unwrap_or_default()
     }
 
     /// Forgets a saved sequence that failed to restore; returns its blob.
@@ -142,68 +161,92 @@ mod tests {
     #[test]
     fn the_longest_saved_prefix_of_the_same_model_is_found() {
         let mut s = PrefixStore::new(1000);
-        s.insert("m", seq(0, 50), "short", 10);
-        s.insert("m", seq(1000, 80), "other", 10);
-        s.insert("n", seq(0, 90), "other model", 10);
+        s.insert("m", seq(0, 50), vec![], "short", 10);
+        s.insert("m", seq(1000, 80), vec![], "other", 10);
+        s.insert("n", seq(0, 90), vec![], "other model", 10);
         let mut prompt = seq(0, 60);
         prompt.push(7);
-        let found = s.best("m", &prompt, 0).unwrap();
+        let found = s.best("m", &prompt, 0, &all_shared).unwrap();
         assert_eq!((*found.blob, found.shared), ("short", 50));
-        assert!(s.best("m", &seq(5000, 10), 0).is_none(), "nothing shared");
-        assert!(s.best("m", &prompt, 50).is_none(), "must share more than asked");
-        assert!(s.best("x", &prompt, 0).is_none(), "another key");
+        assert!(s.best("m", &seq(5000, 10), 0, &all_shared).is_none(), "nothing shared");
+        assert!(s.best("m", &prompt, 50, &all_shared).is_none(), "must share more than asked");
+        assert!(s.best("x", &prompt, 0, &all_shared).is_none(), "another key");
     }
 
     #[test]
     fn a_longer_save_of_the_same_sequence_replaces_the_shorter_one() {
         let mut s = PrefixStore::new(1000);
-        s.insert("m", seq(0, 50), 1, 10);
-        s.insert("m", seq(0, 80), 2, 16);
+        s.insert("m", seq(0, 50), vec![], 1, 10);
+        s.insert("m", seq(0, 80), vec![], 2, 16);
         assert_eq!(s.len(), 1);
         assert_eq!(s.used_bytes(), 16);
         assert!(!s.worth_saving("m", &seq(0, 60)), "already held by the longer one");
-        s.insert("m", seq(0, 60), 3, 12);
+        s.insert("m", seq(0, 60), vec![], 3, 12);
         assert_eq!(s.len(), 1);
     }
 
     #[test]
     fn the_budget_evicts_the_least_recently_used_entries() {
         let mut s = PrefixStore::<&str>::new(30);
-        s.insert("m", seq(0, 10), "a", 10);
-        s.insert("m", seq(100, 10), "b", 10);
-        s.insert("n", seq(200, 10), "c", 10);
-        assert!(s.best("m", &seq(0, 11), 0).is_some(), "a used again");
-        s.insert("m", seq(300, 10), "d", 10);
-        assert!(s.best("m", &seq(100, 11), 0).is_none(), "b was the least recently used");
-        assert!(s.best("m", &seq(0, 11), 0).is_some());
+        s.insert("m", seq(0, 10), vec![], "a", 10);
+        s.insert("m", seq(100, 10), vec![], "b", 10);
+        s.insert("n", seq(200, 10), vec![], "c", 10);
+        assert!(s.best("m", &seq(0, 11), 0, &all_shared).is_some(), "a used again");
+        s.insert("m", seq(300, 10), vec![], "d", 10);
+        assert!(s.best("m", &seq(100, 11), 0, &all_shared).is_none(), "b was the least recently used");
+        assert!(s.best("m", &seq(0, 11), 0, &all_shared).is_some());
         assert_eq!(s.used_bytes(), 30);
-        s.insert("m", seq(400, 10), "too big", 31);
-        assert!(s.best("m", &seq(400, 11), 0).is_none());
+        s.insert("m", seq(400, 10), vec![], "too big", 31);
+        assert!(s.best("m", &seq(400, 11), 0, &all_shared).is_none());
     }
 
     #[test]
     fn insert_returns_every_blob_that_left() {
         let mut s = PrefixStore::<&str>::new(20);
-        assert!(s.insert("m", seq(0, 10), "a", 10).is_empty());
-        assert_eq!(s.insert("m", seq(0, 20), "a longer", 10).iter().map(|b| **b).collect::<Vec<_>>(), ["a"]);
-        assert!(s.insert("m", seq(100, 10), "b", 10).is_empty());
-        assert_eq!(s.insert("m", seq(200, 10), "c", 10).iter().map(|b| **b).collect::<Vec<_>>(), ["a longer"]);
-        assert_eq!(s.insert("m", seq(200, 5), "held", 5).iter().map(|b| **b).collect::<Vec<_>>(), ["held"], "not kept");
+        assert!(s.insert("m", seq(0, 10), vec![], "a", 10).is_empty());
+        assert_eq!(s.insert("m", seq(0, 20), vec![], "a longer", 10).iter().map(|b| **b).collect::<Vec<_>>(), ["a"]);
+        assert!(s.insert("m", seq(100, 10), vec![], "b", 10).is_empty());
+        assert_eq!(s.insert("m", seq(200, 10), vec![], "c", 10).iter().map(|b| **b).collect::<Vec<_>>(), ["a longer"]);
+        assert_eq!(s.insert("m", seq(200, 5), vec![], "held", 5).iter().map(|b| **b).collect::<Vec<_>>(), ["held"], "not kept");
         assert_eq!(s.forget("m", &seq(100, 10)).iter().map(|b| **b).collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn the_entry_that_serves_the_most_wins_not_the_one_sharing_the_most() {
+        let mut s = PrefixStore::new(1000);
+        // Shares 80 tokens but (say) serves only its checkpoint at 20.
+        s.insert("m", seq(0, 100), vec![20], "long", 10);
+        let mut short = seq(0, 60);
+        short.push(5555);
+        s.insert("m", short, vec![], "short", 10);
+        // Serves what it shares when cut by at most one token, else its
+        // best checkpoint (the shape of a windowed cache).
+        let usable = |held: usize, marks: &[usize], shared: usize| {
+            if shared + 1 >= held {
+                shared
+            } else {
+                marks.iter().copied().filter(|&m| m <= shared).max().unwrap_or(0)
+            }
+        };
+        let mut prompt = seq(0, 80);
+        prompt.push(9999);
+        let found = s.best("m", &prompt, 0, &usable).unwrap();
+        assert_eq!((*found.blob, found.shared), ("short", 60));
+        assert_eq!(s.marks("m", &seq(0, 100)), vec![20]);
     }
 
     #[test]
     fn a_zero_budget_keeps_nothing() {
         let mut s = PrefixStore::new(0);
         assert!(!s.enabled());
-        s.insert("m", seq(0, 10), (), 1);
+        s.insert("m", seq(0, 10), vec![], (), 1);
         assert!(s.is_empty());
     }
 
     #[test]
     fn a_blob_that_failed_to_restore_is_forgotten() {
         let mut s = PrefixStore::new(100);
-        s.insert("m", seq(0, 10), (), 5);
+        s.insert("m", seq(0, 10), vec![], (), 5);
         s.forget("m", &seq(0, 10));
         assert!(s.is_empty());
         assert_eq!(s.used_bytes(), 0);

@@ -105,6 +105,28 @@ impl LoadedModel {
         let request = RenderRequest { messages, add_generation_prompt, tools, extra: kwargs, now: None };
         self.template.render(&request)
     }
+
+    /// The part of `rendered` (these messages rendered with the generation
+    /// prompt) before the content of the last user message: where a later
+    /// request that shares the conversation but asks something else leaves
+    /// this prompt. Found by rendering again with that content replaced by
+    /// a mark; `None` when there is no user message or the template renders
+    /// what comes before it differently then.
+    pub fn before_last_user_content<'r>(
+        &self,
+        messages: &[serde_json::Value],
+        tools: Option<&serde_json::Value>,
+        kwargs: Option<&serde_json::Map<String, serde_json::Value>>,
+        rendered: &'r str,
+    ) -> Option<&'r str> {
+        const MARK: &str = "\u{E000}vram-llm:content\u{E001}";
+        let last = messages.iter().rposition(|m| m.get("role").and_then(serde_json::Value::as_str) == Some("user"))?;
+        let mut marked = messages.to_vec();
+        marked[last]["content"] = serde_json::Value::String(MARK.to_string());
+        let text = self.render_chat(&marked, true, tools, kwargs).ok()?;
+        let at = text.find(MARK)?;
+        rendered.get(..at).filter(|before| *before == &text[..at])
+    }
 }
 
 /// Loads one model and its chat template (blocking: call off the runtime).
@@ -202,6 +224,7 @@ mod tests {
             n_ctx_embed: 1,
             fim: None,
             bos_id: None,
+            n_swa: 0,
         }
     }
 

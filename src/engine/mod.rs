@@ -5,6 +5,7 @@
 //! that touches `llama_cpp_2`; `text.rs` holds the pure streaming-text logic
 //! (UTF-8 reassembly and stop strings) so it can be unit-tested alone.
 
+pub mod checkpoints;
 pub mod embed;
 pub mod factory;
 pub mod kvcache;
@@ -76,6 +77,10 @@ pub struct GenerationRequest {
     /// Special tokens written out as text (tool-call marks such as
     /// `[TOOL_CALLS]`); other special tokens produce no text.
     pub keep_special: Vec<TokenId>,
+    /// Prompt positions where a later prompt is likely to leave this one
+    /// (where the last user message's content starts): a sliding-window
+    /// model keeps a checkpoint there (see `checkpoints`).
+    pub branch_points: Vec<u32>,
 }
 
 /// A generated token's log-probability under the model (its raw logits,
@@ -170,6 +175,10 @@ pub struct ModelInfo {
     pub fim: Option<FimTokens>,
     /// The beginning-of-sequence token id (a prompt built from ids starts with it when `add_bos`).
     pub bos_id: Option<TokenId>,
+    /// Positions the sliding-window layers keep when they keep only their
+    /// window (`--swa-full` off); 0 otherwise. Chat requests then mark where
+    /// their last user message starts (`GenerationRequest::branch_points`).
+    pub n_swa: u32,
 }
 
 /// A code model's fill-in-the-middle tokens: the prompt is
@@ -300,4 +309,4 @@ pub struct LoadTimings {
 }
 
 /// The host-memory KV cache every model's worker shares (see [`kvstore`]).
-pub type SharedKvStore = Arc<kvcache::HostKvCache<llama_cpp_2::context::session::SeqState>>;
+pub type SharedKvStore = Arc<kvcache::HostKvCache<llama::SavedSeq>>;

@@ -12,6 +12,8 @@
 //! shared BOS token is no reason to take it), and a follow-up goes back to
 //! its own slot. What a slot drops is saved in the host KV cache first.
 
+use super::checkpoints::{cut, Window};
+
 /// A slot as the chooser sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotCache<'a, T> {
@@ -21,10 +23,9 @@ pub struct SlotCache<'a, T> {
     pub cached: &'a [T],
     /// When it last took a request (any increasing counter); 0 = never.
     pub last_used: u64,
-    /// A sliding-window cache that lost the start of its window: it can
-    /// only be continued whole, or cut back to exactly this many tokens
-    /// (its prompt checkpoint; `Some(0)`: not at all). `None`: any cut works.
-    pub cut_only_to: Option<usize>,
+    /// A sliding-window cache (`--swa-full` off): how far it can be cut
+    /// back (see `checkpoints::cut`). `None`: any cut works.
+    pub window: Option<Window<'a>>,
 }
 
 /// The chosen slot and how many of its cached tokens the request reuses.
@@ -49,13 +50,7 @@ pub fn reusable<T: PartialEq>(cached: &[T], prompt: &[T]) -> usize {
 
 /// What a slot can reuse for `prompt`, given how it may be cut back.
 pub fn slot_reuse<T: PartialEq>(slot: &SlotCache<'_, T>, prompt: &[T]) -> usize {
-    let reuse = reusable(slot.cached, prompt);
-    match slot.cut_only_to {
-        None => reuse,
-        Some(_) if reuse == slot.cached.len() => reuse,
-        Some(to) if to <= reuse => to,
-        Some(_) => 0,
-    }
+    cut(slot.window.as_ref(), slot.cached.len(), reusable(slot.cached, prompt)).tokens()
 }
 
 /// The free slot for `prompt` (see the module doc); `None` when all are busy.
@@ -98,7 +93,7 @@ mod tests {
     use super::*;
 
     fn slot(cached: &[u32], last_used: u64) -> SlotCache<'_, u32> {
-        SlotCache { free: true, cached, last_used, cut_only_to: None }
+        SlotCache { free: true, cached, last_used, window: None }
     }
 
     fn seq(from: u32, n: u32) -> Vec<u32> {
@@ -147,9 +142,9 @@ mod tests {
     #[test]
     fn busy_slots_are_never_chosen() {
         let p = seq(0, 10);
-        let slots = [SlotCache { free: false, cached: &p[..], last_used: 1, cut_only_to: None }, slot(&[], 0)];
+        let slots = [SlotCache { free: false, cached: &p[..], last_used: 1, window: None }, slot(&[], 0)];
         assert_eq!(choose_slot(&slots, &p), Some(Choice { slot: 1, reuse: 0 }));
-        let all_busy = [SlotCache { free: false, cached: &p[..], last_used: 1, cut_only_to: None }];
+        let all_busy = [SlotCache { free: false, cached: &p[..], last_used: 1, window: None }];
         assert_eq!(choose_slot(&all_busy, &p), None);
     }
 
@@ -198,21 +193,19 @@ mod tests {
     }
 
     #[test]
-    fn a_windowed_cache_is_continued_or_cut_back_to_its_checkpoint_only() {
-        // 600 prompt tokens (checkpoint), then 10 generated ones.
+    fn a_windowed_cache_that_cannot_serve_the_prompt_loses_to_an_empty_slot() {
+        // 600 prompt tokens (checkpoint), then 10 generated ones; the window
+        // has moved past the start.
         let held = seq(0, 610);
-        let windowed = |to| SlotCache { free: true, cached: &held[..], last_used: 1, cut_only_to: Some(to) };
+        let checkpoints = [600];
+        let windowed = SlotCache { free: true, cached: &held[..], last_used: 1, window: Some(Window { n_swa: 64, floor: 546, checkpoints: &checkpoints }) };
         let mut follow_up = seq(0, 600);
         follow_up.extend(seq(5000, 20));
-        assert_eq!(slot_reuse(&windowed(600), &follow_up), 600, "cut back to the checkpoint");
-        let mut continued = held.clone();
-        continued.push(7);
-        assert_eq!(slot_reuse(&windowed(600), &continued), 610, "continued whole");
+        assert_eq!(slot_reuse(&windowed, &follow_up), 600, "cut back to the checkpoint");
         let shorter = seq(0, 500);
-        assert_eq!(slot_reuse(&windowed(600), &shorter), 0, "cannot cut below the checkpoint");
-        // Choosing: the slot that cannot serve the prompt loses to an empty one.
+        assert_eq!(slot_reuse(&windowed, &shorter), 0, "below the window and every checkpoint");
         let empty: [u32; 0] = [];
-        let slots = [windowed(600), slot(&empty, 0)];
+        let slots = [windowed, slot(&empty, 0)];
         assert_eq!(choose_slot(&slots, &shorter), Some(Choice { slot: 1, reuse: 0 }));
     }
 

@@ -5,7 +5,8 @@
 //!
 //! The rules: the pending token of every generating sequence first (one token
 //! each keeps their latency flat), then prompt chunks in slot order in the
-//! room left, each at most `prefill_cap` tokens; never more than `n_batch`
+//! room left, each at most `prefill_cap` tokens and never past the point
+//! where its read pauses for a checkpoint; never more than `n_batch`
 //! tokens in all (a larger batch aborts llama.cpp). A slot asks for logits
 //! when its part ends its prompt, or for its pending token.
 
@@ -14,8 +15,9 @@
 pub enum SlotView {
     /// No request, or one with nothing to decode now.
     Idle,
-    /// Reading its prompt: `done` of `len` tokens are in the KV cache.
-    Prefill { done: usize, len: usize },
+    /// Reading its prompt: `done` of `len` tokens are in the KV cache, and
+    /// this step reads no further than `until` (a checkpoint is taken there).
+    Prefill { done: usize, until: usize, len: usize },
     /// Generating: one sampled token waits to be decoded.
     Generate,
 }
@@ -49,8 +51,8 @@ pub fn plan_step(slots: &[SlotView], n_batch: usize, prefill_cap: usize) -> Vec<
         }
     }
     for (slot, view) in slots.iter().enumerate() {
-        let SlotView::Prefill { done, len } = *view else { continue };
-        let take = (len - done.min(len)).min(n_batch - used).min(prefill_cap);
+        let SlotView::Prefill { done, until, len } = *view else { continue };
+        let take = (until.min(len) - done.min(until.min(len))).min(n_batch - used).min(prefill_cap);
         if take == 0 {
             continue;
         }

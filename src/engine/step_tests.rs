@@ -16,7 +16,7 @@ fn views(seqs: &[Option<FakeSeq>]) -> Vec<SlotView> {
     seqs.iter()
         .map(|s| match s {
             None => SlotView::Idle,
-            Some(s) if s.done < s.len => SlotView::Prefill { done: s.done, len: s.len },
+            Some(s) if s.done < s.len => SlotView::Prefill { done: s.done, until: s.len, len: s.len },
             Some(_) => SlotView::Generate,
         })
         .collect()
@@ -45,7 +45,7 @@ fn decode(seqs: &mut [Option<FakeSeq>], plan: &[Part]) {
 
 #[test]
 fn generating_tokens_come_first_then_prompt_chunks_in_the_room_left() {
-    let slots = [SlotView::Prefill { done: 0, len: 700 }, SlotView::Generate, SlotView::Generate];
+    let slots = [SlotView::Prefill { done: 0, until: 700, len: 700 }, SlotView::Generate, SlotView::Generate];
     let plan = plan_step(&slots, 512, 512);
     assert_eq!(
         plan,
@@ -59,13 +59,13 @@ fn generating_tokens_come_first_then_prompt_chunks_in_the_room_left() {
 
 #[test]
 fn a_chunk_that_ends_the_prompt_asks_for_logits() {
-    let plan = plan_step(&[SlotView::Prefill { done: 500, len: 700 }], 512, 512);
+    let plan = plan_step(&[SlotView::Prefill { done: 500, until: 700, len: 700 }], 512, 512);
     assert_eq!(plan, vec![Part::Prompt { slot: 0, from: 500, to: 700, logits: true }]);
 }
 
 #[test]
 fn the_prefill_cap_bounds_one_slots_chunk() {
-    let slots = [SlotView::Prefill { done: 0, len: 300 }, SlotView::Prefill { done: 0, len: 300 }];
+    let slots = [SlotView::Prefill { done: 0, until: 300, len: 300 }, SlotView::Prefill { done: 0, until: 300, len: 300 }];
     let plan = plan_step(&slots, 512, 128);
     assert_eq!(plan.iter().map(Part::tokens).collect::<Vec<_>>(), vec![128, 128]);
 }
@@ -102,4 +102,14 @@ fn three_prompts_prefill_within_n_batch_and_nobody_starves() {
     // 1005 prompt tokens fit two 512-token batches: all three start sampling
     // at the second step.
     assert_eq!(first_token_at, [Some(1), Some(1), Some(1)]);
+}
+
+#[test]
+fn a_read_pauses_where_a_checkpoint_is_taken_without_asking_for_logits() {
+    let slots = [SlotView::Prefill { done: 0, until: 300, len: 700 }, SlotView::Generate];
+    let plan = plan_step(&slots, 512, 512);
+    assert_eq!(plan, vec![Part::Pending { slot: 1 }, Part::Prompt { slot: 0, from: 0, to: 300, logits: false }]);
+    // Paused exactly there: nothing to read until the checkpoint is taken.
+    let paused = [SlotView::Prefill { done: 300, until: 300, len: 700 }];
+    assert!(plan_step(&paused, 512, 512).is_empty());
 }

@@ -95,6 +95,7 @@ impl FakeEngine {
                 n_ctx_embed: n_ctx_slot / 2,
                 fim: Some(FAKE_FIM),
                 bos_id: None,
+                n_swa: 0,
             },
             reply: reply.to_string(),
             gate: None,

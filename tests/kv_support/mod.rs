@@ -63,6 +63,7 @@ pub fn greedy(prompt: Vec<u32>, max_tokens: u32) -> GenerationRequest {
         stop: Vec::new(),
         logprobs: Some(0),
         keep_special: Vec::new(),
+        branch_points: Vec::new(),
     }
 }
 
@@ -145,4 +146,17 @@ pub fn text(seed: u64, words: usize) -> String {
         out.push_str(word);
     }
     out
+}
+
+/// Sends the engine's log to the test's output when RUST_LOG is set.
+pub fn logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    }
+}
+
+/// Runs `request` (a prompt with its branch points) greedily.
+pub fn run_with(engine: &LlamaEngine, request: GenerationRequest) -> Served {
+    let prompt = request.prompt.clone();
+    collect(&prompt, engine.generate(request).expect("queued"))
 }

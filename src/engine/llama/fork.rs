@@ -72,7 +72,8 @@ impl Worker<'_> {
                 }
                 let slot = &mut self.slots[f];
                 slot.cached = cached.clone();
-                slot.checkpoint = None;
+                slot.clear_checkpoints();
+                slot.restored = None;
                 slot.copy = PendingCopy::Into;
                 if let Some(a) = slot.active.as_mut() {
                     a.follows = None;

@@ -80,8 +80,17 @@ pub(super) fn load_model(
         n_ctx_embed: crate::engine::embed::context_tokens(n_ctx_slot, options.knobs.ubatch_size),
         fim: fim_tokens(&vocab),
         bos_id: u32::try_from(vocab.bos().0).ok(),
+        // `--swa-full` keeps every position in the sliding layers too: no window to mind.
+        n_swa: if options.swa_full { 0 } else { sliding_window(&model) as u32 },
     };
     Ok((model, info, ctx_params))
+}
+
+/// How many positions the sliding-window layers attend to (Gemma 2/3,
+/// gpt-oss...); 0 when no layer has a window.
+fn sliding_window(model: &LlamaModel) -> usize {
+    let arch = model.meta_val_str("general.architecture").unwrap_or_default();
+    model.meta_val_str(&format!("{arch}.attention.sliding_window")).ok().and_then(|w| w.trim().parse::<usize>().ok()).unwrap_or(0)
 }
 
 /// The vocabulary's fill-in-the-middle tokens (llama.cpp reports -1 for a

@@ -23,13 +23,16 @@ pub mod mapguard;
 pub mod modules;
 mod sampler;
 mod prefix;
+mod recover;
 pub mod reference;
+mod saved;
 mod shift;
 pub mod weights;
 mod worker;
 
 pub use fitter::{fit_only, FitOptions, Fitted};
 pub use llg::json_schema_lark;
+pub use saved::SavedSeq;
 pub use sampler::json_schema_grammar;
 use fitter::*;
 use load::*;

@@ -58,13 +58,14 @@ pub(super) fn keep(enabled: bool, ctx: &LlamaContext, info: &crate::engine::Mode
 }
 
 /// In the decode loop, for a slot whose context is full: shifts it when
-/// `keep` allows, marking it `shifted` and dropping its prompt checkpoint.
+/// `keep` allows, marking it `shifted` and dropping its checkpoints.
 /// False when the generation must end instead.
 pub(super) fn make_room(
     ctx: &mut LlamaContext,
     seq: i32,
     cached: &mut Vec<LlamaToken>,
-    checkpoint: &mut Option<(usize, llama_cpp_2::context::session::SeqState)>,
+    checkpoints: &mut Vec<super::saved::Checkpoint>,
+    marks: &mut Vec<usize>,
     shifted: &mut bool,
     keep: Option<usize>,
 ) -> bool {
@@ -72,7 +73,8 @@ pub(super) fn make_room(
     match shift(ctx, seq, cached, keep) {
         Ok(dropped) => {
             tracing::debug!(seq, dropped, held = cached.len(), "context shift");
-            *checkpoint = None;
+            checkpoints.clear();
+            marks.clear();
             *shifted = true;
             true
         }

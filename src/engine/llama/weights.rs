@@ -4,12 +4,10 @@
 //! `LlamaModel` of a model evicted for a swap makes its next load cost only
 //! the context. Only CPU-only loads are kept (weights on a GPU are VRAM that
 //! another model needs); admin and ttl unloads release everything.
-//! Also here: the file identity that keys what outlives a load, and how a
-//! saved sequence state goes into the KV cache directory.
+//! Also here: the file identity that keys what outlives a load.
 
 use std::sync::Arc;
 
-use llama_cpp_2::context::session::SeqState;
 use llama_cpp_2::model::LlamaModel;
 use parking_lot::Mutex;
 
@@ -88,24 +86,6 @@ pub fn file_identity(path: &std::path::Path) -> String {
     let meta = std::fs::metadata(path).ok();
     let modified = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     format!("{}|{}|{}", path.display(), meta.map_or(0, |m| m.len()), modified.map_or(0, |d| d.as_nanos()))
-}
-
-/// llama.cpp's sequence states in the KV cache directory.
-impl crate::engine::kvcache::Persist for llama_cpp_2::context::session::SeqState {
-    fn flags(&self) -> u32 {
-        SeqState::flags(self).bits()
-    }
-
-    fn payload(&self) -> &[u8] {
-        self.as_bytes()
-    }
-
-    fn from_file(flags: u32, payload: Vec<u8>) -> Self {
-        // SAFETY: the directory hands back only payloads whose CRC-32 matches
-        // the one written with a state that `as_bytes` produced, and only
-        // whole-sequence states (flags 0, the only ones saved).
-        unsafe { SeqState::from_saved_bytes(payload, llama_cpp_2::context::session::LlamaStateSeqFlags::from_bits(flags)) }
-    }
 }
 
 #[cfg(test)]

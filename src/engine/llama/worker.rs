@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
-use llama_cpp_2::context::session::SeqState;
+use super::saved::Checkpoint;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -18,8 +18,9 @@ use llama_cpp_2::token::LlamaToken;
 use crate::engine::text::TextStream;
 use crate::engine::{EventSender, FinishReason, GenerationEvent, GenerationRequest, LoadTimings, ModelInfo, Usage};
 
+use super::recover::Before;
 use super::sampler::build_sampler;
-use crate::engine::slots::{choose_slot, Choice, SlotCache};
+use crate::engine::slots::{choose_slot, reusable, Choice, SlotCache};
 use crate::engine::step::{plan_step, Part, SlotView};
 use super::*;
 
@@ -88,31 +89,21 @@ pub(super) fn worker_main(
     let context_bytes = resident_bytes().saturating_sub(before);
     let timings = LoadTimings { weights_ms, context_ms: context_started.elapsed().as_millis() as u64 };
     let store = options.kv_store.clone().map(|store| (store, store_key(&identity, &info, &options)));
-    let windowed = !options.swa_full && has_sliding_window(&model);
+    let n_swa = info.n_swa as usize;
     let shift_keep = super::shift::keep(options.knobs.context_shift, &ctx, &info);
-    let mut worker = Worker::new(&model, ctx, &info, stats, store, windowed, shift_keep, embedder);
+    let max_checkpoints = options.knobs.ctx_checkpoints.map_or(crate::engine::checkpoints::DEFAULT_PER_SLOT, |n| n as usize);
+    let mut worker = Worker::new(&model, ctx, &info, stats, store, (n_swa, max_checkpoints), shift_keep, embedder);
     worker.publish_stats();
     if ready.send(Ok((model.clone(), info, context_bytes, timings))).is_err() {
         return;
     }
     worker.run(&commands);
-    // Unloading: what the slots hold outlives the model in the host cache;
-    // a windowed sequence is saved as it was when its prompt was read, so
-    // a follow-up of that prompt can continue it.
+    // Unloading: what the slots hold outlives the model in the host cache,
+    // with its checkpoints (a follow-up of a windowed sequence's prompt,
+    // not of its answer, resumes from the one at the prompt's end).
     for i in 0..worker.slots.len() {
-        worker.rewind_to_prompt(i);
         worker.save_slot(i);
     }
-}
-
-/// Whether some layers attend only to a sliding window (Gemma 2/3, gpt-oss...).
-fn has_sliding_window(model: &LlamaModel) -> bool {
-    let arch = model.meta_val_str("general.architecture").unwrap_or_default();
-    model
-        .meta_val_str(&format!("{arch}.attention.sliding_window"))
-        .ok()
-        .and_then(|w| w.trim().parse::<u64>().ok())
-        .is_some_and(|w| w > 0)
 }
 
 /// Saved states restore only into the same model file (`identity`, see
@@ -154,6 +145,9 @@ pub(super) struct Active {
     /// Waits for the slot at this index, which reads the same prompt, to
     /// copy its KV here (see `fork.rs`).
     pub(super) follows: Option<usize>,
+    /// Sliding-window models: where the prompt's read takes checkpoints
+    /// (`checkpoints::plan`), ascending; each is dropped once taken.
+    pub(super) checkpoint_at: Vec<usize>,
 }
 
 pub(super) struct Slot {
@@ -164,10 +158,14 @@ pub(super) struct Slot {
     pub(super) active: Option<Active>,
     /// The worker's `uses` count when this slot last took a request.
     pub(super) last_used: u64,
-    /// Sliding-window models without `--swa-full`: the window's state when
-    /// the last prompt was read (its length, the state), so the next request
-    /// can cut the generated tokens back off (see `admit`).
-    pub(super) checkpoint: Option<(usize, SeqState)>,
+    /// Sliding-window models without `--swa-full`: the window's state at
+    /// points of the sequence, shortest first, so a later prompt that leaves
+    /// it there can cut it back (see `prefix.rs`); `marks` are their lengths.
+    pub(super) checkpoints: Vec<Checkpoint>,
+    pub(super) marks: Vec<usize>,
+    /// The saved sequence this slot's KV was restored from, until a decode
+    /// on it succeeds: forgotten if one fails.
+    pub(super) restored: Option<Arc<Vec<u32>>>,
     /// A context shift dropped part of this slot: its tokens no longer match
     /// their KV entries, so it is cleared before reuse (see `shift`).
     pub(super) shifted: bool,
@@ -221,9 +219,11 @@ pub(super) struct Worker<'m> {
     pub(super) stats: Arc<Stats>,
     /// Requests admitted so far (orders slots by last use).
     pub(super) uses: u64,
-    /// Sliding-window layers keep only their window (`--swa-full` off):
-    /// prompt checkpoints make the generated tail removable.
-    pub(super) windowed: bool,
+    /// Positions the sliding-window layers keep (`--swa-full` off); 0 when
+    /// there is no window. Checkpoints make a windowed cache cuttable.
+    pub(super) n_swa: usize,
+    /// Checkpoints a slot keeps (`--ctx-checkpoints`).
+    pub(super) max_checkpoints: usize,
     /// The host KV cache and this model's key in it.
     pub(super) store: Option<(crate::engine::SharedKvStore, String)>,
     /// `--context-shift` on a memory that can shift: the tokens kept (BOS).
@@ -239,12 +239,24 @@ impl<'m> Worker<'m> {
         info: &ModelInfo,
         stats: Arc<Stats>,
         store: Option<(crate::engine::SharedKvStore, String)>,
-        windowed: bool,
+        (n_swa, max_checkpoints): (usize, usize),
         shift_keep: Option<usize>,
         embedder: super::embed::Embedder<'m>,
     ) -> Self {
         let n_batch = ctx.n_batch() as usize;
-        let slots = (0..info.parallel as i32).map(|seq| Slot { seq, cached: Vec::new(), active: None, last_used: 0, checkpoint: None, shifted: false, copy: PendingCopy::None }).collect();
+        let slots = (0..info.parallel as i32)
+            .map(|seq| Slot {
+                seq,
+                cached: Vec::new(),
+                active: None,
+                last_used: 0,
+                checkpoints: Vec::new(),
+                marks: Vec::new(),
+                restored: None,
+                shifted: false,
+                copy: PendingCopy::None,
+            })
+            .collect();
         Self {
             model: &weights.model,
             mappings: &weights.guard,
@@ -258,7 +270,8 @@ impl<'m> Worker<'m> {
             eog: std::cell::OnceCell::new(),
             stats,
             uses: 0,
-            windowed,
+            n_swa,
+            max_checkpoints,
             store,
             shift_keep,
             embedder,
@@ -338,7 +351,7 @@ impl<'m> Worker<'m> {
         }
     }
 
-    fn publish_stats(&self) {
+    pub(super) fn publish_stats(&self) {
         let busy = self.slots.iter().filter(|s| s.active.is_some()).count() as u32;
         self.stats.busy.store(busy, Ordering::Relaxed);
         self.stats.queued.store(self.queue.len() as u32, Ordering::Relaxed);
@@ -384,7 +397,7 @@ impl<'m> Worker<'m> {
                     free: s.active.is_none(),
                     cached: &s.cached,
                     last_used: s.last_used,
-                    cut_only_to: self.cut_only_to(s),
+                    window: self.window_of(s),
                 })
                 .collect();
             let Some(Choice { slot: i, reuse }) = choose_slot(&views, &prompt) else {
@@ -406,31 +419,22 @@ impl<'m> Worker<'m> {
             };
             self.uses += 1;
             self.slots[i].last_used = self.uses;
-            let seq = self.slots[i].seq;
             // Another slot reading this very prompt (the `n` choices of a
             // request): wait for it and copy its KV, unless reading is cheap.
             let follows = self.prompt_reader(&prompt, reuse);
-            let reuse = if follows.is_some() { reuse } else { self.from_host_cache(i, &req.prompt, reuse) };
-            let held = self.slots[i].cached.len();
-            // A sliding-window cache (`--swa-full` off) that has dropped the
-            // start of the sequence can be continued, not cut back: the
-            // positions before the cut are gone from the window. Asked
-            // before cutting: after a cut that removed every window cell
-            // llama.cpp reports no minimum at all.
-            let windowed = self.ctx.kv_cache_seq_pos_min(seq) > 0;
-            let reuse = match self.ctx.kv_cache_seq_rm(seq, Some(reuse as u32), None) {
-                Ok(()) => reuse,
-                Err(_) => 0,
+            // Where this prompt leaves what the slot (or a saved sequence)
+            // held is where the next one may leave it too: a checkpoint there.
+            let mut hints: Vec<usize> = req.branch_points.iter().map(|&p| p as usize).collect();
+            if follows.is_none() {
+                hints.push(reusable(&self.slots[i].cached, &prompt));
+                hints.extend(self.from_host_cache(i, &req.prompt, reuse));
+            }
+            let reuse = self.cut_for(i, &prompt);
+            let checkpoint_at = match follows {
+                Some(_) => Vec::new(),
+                None if self.n_swa > 0 && self.max_checkpoints > 0 => crate::engine::checkpoints::plan(prompt.len(), reuse, &hints, &self.slots[i].marks),
+                None => Vec::new(),
             };
-            let reuse = if reuse > 0 && windowed && reuse < held { self.rewind(i, reuse) } else { reuse };
-            if self.slots[i].checkpoint.as_ref().is_some_and(|(len, _)| *len > reuse) {
-                self.slots[i].checkpoint = None;
-            }
-            if reuse == 0 {
-                // Recurrent models cannot drop a tail either; start afresh.
-                let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
-            }
-            self.slots[i].cached.truncate(reuse);
             self.slots[i].active = Some(Active {
                 tx,
                 prompt,
@@ -444,7 +448,9 @@ impl<'m> Worker<'m> {
                 pending: None,
                 logits_at: None,
                 follows,
+                checkpoint_at,
             });
+            self.checkpoints_due(i);
         }
     }
 
@@ -452,13 +458,17 @@ impl<'m> Worker<'m> {
     /// produced logits.
     fn step(&mut self) {
         self.orphan_followers();
+        self.check_slots();
         let views: Vec<SlotView> = self
             .slots
             .iter()
             .map(|slot| match &slot.active {
                 Some(a) if a.follows.is_some() => SlotView::Idle,
                 Some(a) if a.pending.is_some() => SlotView::Generate,
-                Some(a) if a.generated == 0 => SlotView::Prefill { done: slot.cached.len(), len: a.prompt.len() },
+                Some(a) if a.generated == 0 => {
+                    let len = a.prompt.len();
+                    SlotView::Prefill { done: slot.cached.len(), until: a.checkpoint_at.first().copied().unwrap_or(len).min(len), len }
+                }
                 _ => SlotView::Idle,
             })
             .collect();
@@ -470,11 +480,12 @@ impl<'m> Worker<'m> {
                 active.logits_at = None;
             }
         }
-        let mut prompt_read = Vec::new();
+        // What each slot in the batch held before it, to undo a failed decode.
+        let mut before: Vec<Before> = Vec::new();
         for part in plan {
             match part {
-                Part::Pending { slot } => {
-                    let slot = &mut self.slots[slot];
+                Part::Pending { slot: i } => {
+                    let slot = &mut self.slots[i];
                     let Some(active) = slot.active.as_mut() else { continue };
                     let Some(token) = active.pending.take() else { continue };
                     let pos = slot.cached.len() as i32;
@@ -485,14 +496,13 @@ impl<'m> Worker<'m> {
                         active.logits_at = None;
                         continue;
                     }
+                    before.push(Before { slot: i, held: slot.cached.len(), pending: Some(token) });
                     slot.cached.push(token);
                 }
-                Part::Prompt { slot, from, to, logits } => {
-                    if logits && self.windowed {
-                        prompt_read.push(slot);
-                    }
-                    let slot = &mut self.slots[slot];
+                Part::Prompt { slot: i, from, to, logits } => {
+                    let slot = &mut self.slots[i];
                     let Some(active) = slot.active.as_mut() else { continue };
+                    before.push(Before { slot: i, held: slot.cached.len(), pending: None });
                     for at in from..to {
                         let last = logits && at + 1 == to;
                         if last {
@@ -508,15 +518,22 @@ impl<'m> Worker<'m> {
             return;
         }
         if let Err(e) = self.ctx.decode(&mut self.batch) {
-            self.fail_batch(&format!("decode failed: {e}"));
+            self.decode_failed(&format!("decode failed: {e}"), &before);
             return;
         }
         // The decode performed every pending KV copy first.
         for slot in &mut self.slots {
             slot.copy = PendingCopy::None;
         }
-        for slot in prompt_read {
-            self.take_checkpoint(slot);
+        for b in &before {
+            self.slots[b.slot].restored = None;
+            self.checkpoints_due(b.slot);
+        }
+        if self.mappings.faulted() {
+            // The file vanished under this decode (mapguard.rs): what it
+            // computed is not to be sent.
+            self.cancel_all(FILE_CHANGED);
+            return;
         }
         self.fork_followers();
         let n_ctx_slot = self.n_ctx_slot;
@@ -553,7 +570,7 @@ impl<'m> Worker<'m> {
                     Some(FinishReason::Stop)
                 } else if active.max_tokens.is_some_and(|m| active.generated >= m)
                     || (slot.cached.len() + 1 >= n_ctx_slot
-                        && !super::shift::make_room(&mut self.ctx, slot.seq, &mut slot.cached, &mut slot.checkpoint, &mut slot.shifted, shift_keep.filter(|_| active.max_tokens.is_some())))
+                        && !super::shift::make_room(&mut self.ctx, slot.seq, &mut slot.cached, &mut slot.checkpoints, &mut slot.marks, &mut slot.shifted, shift_keep.filter(|_| active.max_tokens.is_some())))
                 {
                     Some(FinishReason::Length)
                 } else {
@@ -586,17 +603,20 @@ impl<'m> Worker<'m> {
     }
 
     /// A failed decode leaves the KV cache of this batch's sequences unknown:
-    /// fail their requests and clear their caches.
-    fn fail_batch(&mut self, message: &str) {
+    /// fail their requests and clear their caches. Slots not in the batch
+    /// go on.
+    pub(super) fn fail_batch(&mut self, message: &str, batch: &[Before]) {
         tracing::error!("{message}");
         let mut failed = Vec::new();
-        for slot in &mut self.slots {
+        for b in batch {
+            let slot = &mut self.slots[b.slot];
             if let Some(active) = slot.active.take() {
                 failed.push(active.tx);
-                let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
-                slot.cached.clear();
-                slot.checkpoint = None;
             }
+            let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
+            slot.cached.clear();
+            slot.clear_checkpoints();
+            slot.restored = None;
         }
         self.publish_stats();
         for tx in failed {
