@@ -162,17 +162,34 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutd
         m.connections.with_label_values(&["served"]).inc();
         let service = TowerToHyperService::new(app.clone().into_service::<Incoming>());
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let open = OpenConnection::count(&m.connections_open);
         tokio::spawn(async move {
-            m.connections_open.inc();
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
-            m.connections_open.dec();
-            drop(permit);
+            drop((open, permit));
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// One connection in `vram_llm_connections_open`: counted when made and
+/// uncounted when dropped, so the gauge comes down however the connection's
+/// task ends (a panicking handler unwinds through it).
+struct OpenConnection(prometheus::IntGauge);
+
+impl OpenConnection {
+    fn count(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Accept errors are per connection (the peer left) except running out of
@@ -212,5 +229,18 @@ mod tests {
         assert_eq!(cap, 192);
         assert!(why.unwrap().contains("open-files limit is 256"));
         assert_eq!(effective_max_connections(10, Some(16)).0, 1);
+    }
+
+    #[test]
+    fn an_open_connection_is_uncounted_even_when_its_task_panics() {
+        let gauge = prometheus::IntGauge::new("open", "test").unwrap();
+        let task = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _open = OpenConnection::count(&gauge);
+            assert_eq!(gauge.get(), 1);
+            panic!("a handler panicked");
+        }));
+        assert!(task.is_err());
+        // Before, the decrement after `conn.await` never ran and the gauge stayed at 1.
+        assert_eq!(gauge.get(), 0);
     }
 }
