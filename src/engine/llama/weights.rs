@@ -16,18 +16,27 @@ use parking_lot::Mutex;
 use super::mapguard::MapGuard;
 
 /// A loaded `LlamaModel` and the watch on its file mappings (mapguard.rs),
-/// which must live exactly as long as the mapping.
-pub struct Weights {
-    pub model: LlamaModel,
+/// which must not outlive the mapping. `M` is the model; other types stand
+/// in for it only in the test of the drop order.
+///
+/// The field order matters: fields drop in declaration order, so the guard
+/// goes first and stops claiming the file's address range before the model
+/// unmaps it. The other way round, the range would stay registered after
+/// the unmap, and a SIGBUS in whatever is mapped there next would be
+/// papered over with zero pages instead of reaching its own handler. `llg`
+/// keeps its own copy of the vocabulary (nothing borrowed from the model),
+/// so it may drop before the model.
+pub struct Weights<M = LlamaModel> {
     pub guard: MapGuard,
     /// llguidance's view of the vocabulary, built on the first
     /// `%llguidance` grammar and kept with the weights.
     pub llg: super::llg::Vocab,
+    pub model: M,
 }
 
-impl std::ops::Deref for Weights {
-    type Target = LlamaModel;
-    fn deref(&self) -> &LlamaModel {
+impl<M> std::ops::Deref for Weights<M> {
+    type Target = M;
+    fn deref(&self) -> &M {
         &self.model
     }
 }
@@ -111,6 +120,9 @@ impl crate::engine::kvcache::Persist for llama_cpp_2::context::session::SeqState
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::engine::llama::mapguard;
 
     #[test]
     fn kept_weights_are_taken_once_and_the_oldest_leave_first() {
@@ -123,6 +135,33 @@ mod tests {
         assert!(kept.take("b").is_none(), "taken once");
         kept.release("c");
         assert!(kept.is_empty());
+    }
+
+    #[test]
+    fn the_guard_stops_watching_before_the_model_unmaps() {
+        /// Stands in for the model: notes, when dropped (unmapping), whether
+        /// its range was still watched.
+        struct Mapped {
+            at: usize,
+            watched_at_unmap: Arc<AtomicBool>,
+        }
+        impl Drop for Mapped {
+            fn drop(&mut self) {
+                self.watched_at_unmap.store(mapguard::watching(self.at), Ordering::SeqCst);
+            }
+        }
+        let range = vec![0u8; 4096];
+        let at = range.as_ptr() as usize;
+        let watched_at_unmap = Arc::new(AtomicBool::new(true));
+        let weights = Weights {
+            guard: MapGuard::watch(&[(at, at + range.len())]),
+            llg: Default::default(),
+            model: Mapped { at, watched_at_unmap: watched_at_unmap.clone() },
+        };
+        assert!(mapguard::watching(at));
+        drop(weights);
+        // Before, the model was declared (so dropped) first, while its range was still watched.
+        assert!(!watched_at_unmap.load(Ordering::SeqCst));
     }
 
     #[test]
