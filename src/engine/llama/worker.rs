@@ -116,7 +116,7 @@ fn has_sliding_window(model: &LlamaModel) -> bool {
 }
 
 /// Saved states restore only into the same model file (`identity`, see
-/// `weights::file_identity`) and context layout.
+/// `weights::LoadedFile::identity`) and context layout.
 fn store_key(identity: &str, info: &ModelInfo, options: &LoadOptions) -> String {
     let k = &options.knobs;
     format!(
