@@ -89,7 +89,7 @@ impl Metrics {
             connections_open: register(&r, IntGauge::new("vram_llm_connections_open", "Client connections being served.").expect("opts")),
             connections: counter(
                 "vram_llm_connections_total",
-                "Client connections accepted, by outcome: served, or refused (--max-connections reached).",
+                "Client connections accepted, by outcome: served, refused (--max-connections reached: answered 503), or dropped (as many refusals in flight as allowed: closed unread).",
                 &["outcome"],
             ),
             swap_phase: histogram(

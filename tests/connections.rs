@@ -1,6 +1,7 @@
 //! Connection hygiene (issue 14, item 3): idle and slow connections are
 //! closed, and past --max-connections a connection gets a 503 envelope
-//! instead of holding a file descriptor the server needs.
+//! instead of holding a file descriptor the server needs; past the refusals
+//! in flight, it is closed unread (issue 29).
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use common::{fake_spec, fake_state, roomy_limits, serve_limited, FakeFactory};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use vram_llm::server::conn::ConnLimits;
+use vram_llm::server::conn::{ConnLimits, Refusals};
 
 /// Long enough that nothing in these tests waits on it by accident.
 const NEVER: Duration = Duration::from_secs(600);
@@ -35,7 +36,7 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
-    let base = server(ConnLimits { max_connections: 8, header_timeout: Duration::from_millis(300) }).await;
+    let base = server(ConnLimits { max_connections: 8, header_timeout: Duration::from_millis(300), refusals: Refusals::default() }).await;
     let mut silent = TcpStream::connect(addr(&base)).await.unwrap();
     // Before, this connection stayed open for as long as the client liked.
     assert_eq!(read_to_close(&mut silent).await, "");
@@ -43,7 +44,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_its_response() {
-    let base = server(ConnLimits { max_connections: 8, header_timeout: Duration::from_secs(2) }).await;
+    let base = server(ConnLimits { max_connections: 8, header_timeout: Duration::from_secs(2), refusals: Refusals::default() }).await;
     let mut conn = TcpStream::connect(addr(&base)).await.unwrap();
     conn.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
     let answer = read_to_close(&mut conn).await;
@@ -52,7 +53,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_its_response() {
 
 #[tokio::test]
 async fn connections_past_the_cap_get_a_503_envelope_until_one_closes() {
-    let base = server(ConnLimits { max_connections: 2, header_timeout: NEVER }).await;
+    let base = server(ConnLimits { max_connections: 2, header_timeout: NEVER, refusals: Refusals::default() }).await;
     let held: Vec<TcpStream> = vec![TcpStream::connect(addr(&base)).await.unwrap(), TcpStream::connect(addr(&base)).await.unwrap()];
     // Connections are accepted in order, so these two hold both places.
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
@@ -78,9 +79,52 @@ async fn connections_past_the_cap_get_a_503_envelope_until_one_closes() {
     served.await.expect("a place was freed");
 }
 
+/// Sends a request on a new connection; returns what came back before the
+/// server closed it (nothing when it was closed unread).
+async fn request_once(base: &str) -> String {
+    let mut conn = TcpStream::connect(addr(base)).await.unwrap();
+    // The server may have closed it already: then the write fails or the read is reset.
+    let _ = conn.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    read_to_close(&mut conn).await
+}
+
+#[tokio::test]
+async fn past_the_refusals_in_flight_a_connection_is_closed_unread_until_one_ends() {
+    let refusals = Refusals { at_once: 2, read: NEVER };
+    let base = server(ConnLimits { max_connections: 1, header_timeout: NEVER, refusals }).await;
+    // Accepted in order: the first is served, the next two are refused and
+    // hold both refusal slots by saying nothing.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(addr(&base)).await.unwrap());
+    }
+    let dropped = || vram_llm::metrics::global().connections.with_label_values(&["dropped"]).get();
+    let dropped_before = dropped();
+    // Before, this one was read and answered too: every refusal held a
+    // descriptor for up to a second, however many came.
+    assert_eq!(request_once(&base).await, "", "closed without a byte");
+    assert!(dropped() > dropped_before, "counted as dropped");
+
+    drop(held.split_off(1));
+    // Once the server has seen the refusals close, a refusal is answered again.
+    let answer = tokio::time::timeout(BOUND, async {
+        loop {
+            let answer = request_once(&base).await;
+            if !answer.is_empty() {
+                return answer;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    let answer = answer.await.expect("a refusal slot was freed");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too_many_connections"), "{answer}");
+    drop(held);
+}
+
 #[tokio::test]
 async fn a_request_body_that_stalls_fails_and_frees_the_connection() {
-    let base = server(ConnLimits { max_connections: 8, header_timeout: Duration::from_secs(1) }).await;
+    let base = server(ConnLimits { max_connections: 8, header_timeout: Duration::from_secs(1), refusals: Refusals::default() }).await;
     let mut conn = TcpStream::connect(addr(&base)).await.unwrap();
     let head = "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"prompt\":";
     conn.write_all(head.as_bytes()).await.unwrap();

@@ -5,7 +5,8 @@
 //! the order survives restarts too).
 //!
 //! A file restores only under the key it was saved with, and the key names
-//! the model file's identity (path, size, modification time) and the
+//! the model file's identity (path, size, modification time, a content
+//! fingerprint; `weights::LoadedFile` in the llama engine) and the
 //! context layout: a model file replaced in place never gets an old state.
 //! Every file ends with a CRC-32 of everything before it (header and
 //! payload): one that does not match (a crash mid-write, a truncated or

@@ -8,7 +8,8 @@
 //! headers are in: it bounds both slow headers and idle keep-alive
 //! connections. A request body that stalls between chunks for the same time
 //! fails (tower-http's body timeout). Past `max_connections`, a connection is
-//! answered with a 503 in the OpenAI error envelope and closed.
+//! answered with a 503 in the OpenAI error envelope and closed; past
+//! `Refusals::at_once` such answers in flight, it is closed unread.
 
 use std::future::Future;
 use std::io;
@@ -22,7 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use axum::response::IntoResponse;
@@ -39,11 +40,33 @@ pub struct ConnLimits {
     /// when it opens and from each response; also the longest pause allowed
     /// inside a request body.
     pub header_timeout: Duration,
+    /// How connections past `max_connections` are answered.
+    pub refusals: Refusals,
 }
 
-/// How long a refused connection is given to send its request's headers
-/// (reading them first lets the client see the 503 rather than a reset).
-const REFUSAL_READ: Duration = Duration::from_secs(1);
+/// How connections past the cap are answered: each is read (so the client
+/// sees the 503 rather than a reset), which holds its descriptor until its
+/// request is in or `read` has passed. Only `at_once` are read together; one
+/// more is closed at once, unread, so a burst cannot use up the descriptors
+/// `RESERVED_FDS` keeps for model files and the KV cache directory.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusals {
+    /// Refusals in flight at once; connections past them are dropped.
+    pub at_once: usize,
+    /// Time a refused connection is given to send its request's headers.
+    pub read: Duration,
+}
+
+impl Default for Refusals {
+    /// Half of `RESERVED_FDS`: refusals never take more than half of the
+    /// descriptors kept for everything but client connections. A client that
+    /// sends its request at once is answered in well under a millisecond, so
+    /// 32 slots still answer thousands of refusals a second; only clients that
+    /// send nothing hold theirs for the whole second.
+    fn default() -> Self {
+        Self { at_once: (RESERVED_FDS / 2) as usize, read: Duration::from_secs(1) }
+    }
+}
 
 /// At most one log line about refused connections per this long.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -99,6 +122,7 @@ pub fn raise_open_files_limit() -> Option<u64> {
 pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutdown: impl Future<Output = ()> + Send) {
     let app = app.layer(RequestBodyTimeoutLayer::new(limits.header_timeout));
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let refusing = Arc::new(Semaphore::new(limits.refusals.at_once));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
@@ -118,29 +142,54 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutd
         };
         let _ = stream.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            m.connections.with_label_values(&["refused"]).inc();
+            // Counted before the client can see its answer (or its close).
+            let slot = refusing.clone().try_acquire_owned().ok();
+            let outcome = if slot.is_some() { "refused" } else { "dropped" };
+            m.connections.with_label_values(&[outcome]).inc();
             // One line per burst, not per connection (a flood would fill the log).
             if last_refusal_log.is_none_or(|at: std::time::Instant| at.elapsed() >= REFUSAL_LOG_EVERY) {
                 last_refusal_log = Some(std::time::Instant::now());
-                tracing::warn!(%peer, max = limits.max_connections, "connection refused: --max-connections reached (vram_llm_connections_total counts them)");
+                tracing::warn!(%peer, max = limits.max_connections, outcome, "connection refused: --max-connections reached (vram_llm_connections_total counts them)");
             }
-            tokio::spawn(refuse(stream, limits.max_connections));
+            match slot {
+                Some(slot) => {
+                    tokio::spawn(refuse(stream, limits.max_connections, limits.refusals.read, slot));
+                }
+                None => drop(stream),
+            }
             continue;
         };
         m.connections.with_label_values(&["served"]).inc();
         let service = TowerToHyperService::new(app.clone().into_service::<Incoming>());
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let open = OpenConnection::count(&m.connections_open);
         tokio::spawn(async move {
-            m.connections_open.inc();
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
-            m.connections_open.dec();
-            drop(permit);
+            drop((open, permit));
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// One connection in `vram_llm_connections_open`: counted when made and
+/// uncounted when dropped, so the gauge comes down however the connection's
+/// task ends (a panicking handler unwinds through it).
+struct OpenConnection(prometheus::IntGauge);
+
+impl OpenConnection {
+    fn count(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Accept errors are per connection (the peer left) except running out of
@@ -156,15 +205,16 @@ async fn accept_error(e: io::Error) {
 }
 
 /// Answers a connection past the cap through hyper, like any other: its
-/// request is read (within `REFUSAL_READ`), answered with the 503 envelope
-/// and the connection closed.
-async fn refuse(stream: TcpStream, max: usize) {
+/// request is read (within `read`), answered with the 503 envelope and the
+/// connection closed; then its refusal `slot` is free again.
+async fn refuse(stream: TcpStream, max: usize, read: Duration, slot: OwnedSemaphorePermit) {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(REFUSAL_READ).keep_alive(false);
+    http.timer(TokioTimer::new()).header_read_timeout(read).keep_alive(false);
     let service = hyper::service::service_fn(move |_req: hyper::Request<Incoming>| async move {
         Ok::<_, std::convert::Infallible>(ApiError::TooManyConnections { max }.into_response())
     });
     let _ = http.serve_connection(TokioIo::new(stream), service).await;
+    drop(slot);
 }
 
 #[cfg(test)]
@@ -179,5 +229,18 @@ mod tests {
         assert_eq!(cap, 192);
         assert!(why.unwrap().contains("open-files limit is 256"));
         assert_eq!(effective_max_connections(10, Some(16)).0, 1);
+    }
+
+    #[test]
+    fn an_open_connection_is_uncounted_even_when_its_task_panics() {
+        let gauge = prometheus::IntGauge::new("open", "test").unwrap();
+        let task = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _open = OpenConnection::count(&gauge);
+            assert_eq!(gauge.get(), 1);
+            panic!("a handler panicked");
+        }));
+        assert!(task.is_err());
+        // Before, the decrement after `conn.await` never ran and the gauge stayed at 1.
+        assert_eq!(gauge.get(), 0);
     }
 }

@@ -120,7 +120,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(why) = lowered {
         tracing::warn!("{why}");
     }
-    let limits = conn::ConnLimits { max_connections, header_timeout: server.header_timeout };
+    let limits = conn::ConnLimits { max_connections, header_timeout: server.header_timeout, refusals: Default::default() };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut serving = tokio::spawn(conn::serve(listener, router(state), limits, async move {
         shutdown_signal().await;

@@ -341,6 +341,7 @@ pub async fn serve(state: AppState) -> String {
     let limits = vram_llm::server::conn::ConnLimits {
         max_connections: vram_llm::config::DEFAULT_MAX_CONNECTIONS,
         header_timeout: vram_llm::config::DEFAULT_HEADER_TIMEOUT,
+        refusals: Default::default(),
     };
     serve_limited(state, limits).await
 }

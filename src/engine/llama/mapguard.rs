@@ -35,6 +35,20 @@ struct Slot {
     faulted: AtomicBool,
 }
 
+impl Slot {
+    /// The end of this slot's mapping when it holds `addr`.
+    fn end_if_holding(&self, addr: usize) -> Option<usize> {
+        let (start, end) = (self.start.load(Ordering::Acquire), self.end.load(Ordering::Acquire));
+        (start != 0 && addr >= start && addr < end).then_some(end)
+    }
+}
+
+/// Whether a live `MapGuard` watches `addr` (for tests of what drops first).
+#[cfg(test)]
+pub(super) fn watching(addr: usize) -> bool {
+    REGISTRY.iter().any(|slot| slot.end_if_holding(addr).is_some())
+}
+
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY: Slot = Slot { start: AtomicUsize::new(0), end: AtomicUsize::new(0), faulted: AtomicBool::new(false) };
 static REGISTRY: [Slot; SLOTS] = [EMPTY; SLOTS];
@@ -133,10 +147,7 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
     let page = PAGE.load(Ordering::Relaxed);
     let mut handled = false;
     for slot in &REGISTRY {
-        let (start, end) = (slot.start.load(Ordering::Acquire), slot.end.load(Ordering::Acquire));
-        if start == 0 || addr < start || addr >= end {
-            continue;
-        }
+        let Some(end) = slot.end_if_holding(addr) else { continue };
         let from = addr & !(page - 1);
         // SAFETY: replaces part of a read-only file mapping we registered
         // with anonymous zero pages at the same addresses.

@@ -118,9 +118,8 @@ pub fn backend_modules() -> Vec<String> {
 /// A model loaded by llama.cpp with its worker thread.
 pub struct LlamaEngine {
     model: Arc<weights::Weights>,
-    /// The file and its identity at load, to notice it changed on disk.
-    path: std::path::PathBuf,
-    identity: String,
+    /// The file as loaded, to notice it changed on disk.
+    file: weights::LoadedFile,
     info: ModelInfo,
     /// Weights (llama.cpp's own count) + what creating the context added to
     /// this process's resident memory (KV cache and compute buffers).
@@ -165,11 +164,11 @@ impl LlamaEngine {
             return Err(fail("the model file is missing".into()));
         }
         // The file's identity keys both the kept weights and the saved KV states.
-        let identity = weights::file_identity(&options.path);
+        let file = weights::LoadedFile::at(&options.path);
+        let identity = file.identity().to_string();
         // Only weights that are page cache (mapped, not pinned) cost nothing to keep.
         let keepable = cpu_only(&options) && options.knobs.weights_are_page_cache();
         let keep = options.kept_weights.clone().filter(|_| keepable).map(|w| (w, identity.clone()));
-        let (path, loaded_identity) = (options.path.clone(), identity.clone());
         let reused = keep.as_ref().and_then(|(kept, key)| kept.take(key));
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let (cmd_tx, cmd_rx) = std_mpsc::channel();
@@ -182,8 +181,7 @@ impl LlamaEngine {
         match ready_rx.recv() {
             Ok(Ok((model, info, context_bytes, timings))) => Ok(Self {
                 memory_bytes: model.size() + context_bytes,
-                path,
-                identity: loaded_identity,
+                file,
                 timings,
                 keep,
                 keep_on_drop: Default::default(),
@@ -299,8 +297,9 @@ impl Engine for LlamaEngine {
         if self.model.guard.faulted() {
             return Some(worker::FILE_CHANGED.to_string());
         }
-        (weights::file_identity(&self.path) != self.identity)
-            .then(|| "the model file changed on disk (size or modification time); it is reloaded once its requests finish".to_string())
+        self.file
+            .changed()
+            .then(|| "the model file changed on disk (size, modification time or content); it is reloaded once its requests finish".to_string())
     }
 
     fn slots(&self) -> Vec<crate::engine::SlotView> {

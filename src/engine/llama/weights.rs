@@ -6,6 +6,7 @@
 //! another model needs); admin and ttl unloads release everything.
 //! Also here: the file identity that keys what outlives a load.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use llama_cpp_2::model::LlamaModel;
@@ -14,18 +15,27 @@ use parking_lot::Mutex;
 use super::mapguard::MapGuard;
 
 /// A loaded `LlamaModel` and the watch on its file mappings (mapguard.rs),
-/// which must live exactly as long as the mapping.
-pub struct Weights {
-    pub model: LlamaModel,
+/// which must not outlive the mapping. `M` is the model; other types stand
+/// in for it only in the test of the drop order.
+///
+/// The field order matters: fields drop in declaration order, so the guard
+/// goes first and stops claiming the file's address range before the model
+/// unmaps it. The other way round, the range would stay registered after
+/// the unmap, and a SIGBUS in whatever is mapped there next would be
+/// papered over with zero pages instead of reaching its own handler. `llg`
+/// keeps its own copy of the vocabulary (nothing borrowed from the model),
+/// so it may drop before the model.
+pub struct Weights<M = LlamaModel> {
     pub guard: MapGuard,
     /// llguidance's view of the vocabulary, built on the first
     /// `%llguidance` grammar and kept with the weights.
     pub llg: super::llg::Vocab,
+    pub model: M,
 }
 
-impl std::ops::Deref for Weights {
-    type Target = LlamaModel;
-    fn deref(&self) -> &LlamaModel {
+impl<M> std::ops::Deref for Weights<M> {
+    type Target = M;
+    fn deref(&self) -> &M {
         &self.model
     }
 }
@@ -79,18 +89,120 @@ impl<T> KeptWeights<T> {
     }
 }
 
-/// A model file's identity on disk (path, size, modification time): the key
-/// of its kept weights and part of its saved KV states' key, so a file
-/// replaced in place is read again and its old states are never restored.
-pub fn file_identity(path: &std::path::Path) -> String {
-    let meta = std::fs::metadata(path).ok();
-    let modified = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    format!("{}|{}|{}", path.display(), meta.map_or(0, |m| m.len()), modified.map_or(0, |d| d.as_nanos()))
+fn identity_at(path: &Path, stamp: Option<Stamp>) -> String {
+    let (len, modified) = stamp.map_or((0, 0), |s| (s.len, s.modified_ns));
+    let print = fingerprint(path, len).map_or_else(|_| "-".to_string(), |f| format!("{f:016x}"));
+    format!("{}|{len}|{modified}|{print}", path.display())
+}
+
+/// What one `stat` says of a file: cheap enough to ask on every request.
+/// Besides size and modification time (which `cp -p` and `rsync -t` copy),
+/// the inode and the change time, which no copy can set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified_ns: u128,
+    dev: u64,
+    ino: u64,
+    changed_ns: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        let modified_ns = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+        Some(Self { len: meta.len(), modified_ns, dev: meta.dev(), ino: meta.ino(), changed_ns: (meta.ctime(), meta.ctime_nsec()) })
+    }
+
+    fn same_size_and_time(&self, other: &Self) -> bool {
+        (self.len, self.modified_ns) == (other.len, other.modified_ns)
+    }
+}
+
+/// The start of a file read whole into its fingerprint: a GGUF file's header
+/// and metadata, where another conversion or quantization differs.
+const HEAD_BYTES: u64 = 64 << 10;
+/// Blocks read at evenly spaced offsets through the rest (the tensors), the
+/// last one ending at the file's end.
+const SAMPLES: u64 = 8;
+const SAMPLE_BYTES: u64 = 4 << 10;
+
+/// CRC-32 of the head, then CRC-32 of the sampled blocks: 96 KiB read
+/// whatever the file's size. Two files that differ only between the samples
+/// look the same; those written by another tool or from another model do not.
+fn fingerprint(path: &Path, len: u64) -> std::io::Result<u64> {
+    let mut file = std::fs::File::open(path)?;
+    let mut block = Vec::with_capacity(HEAD_BYTES as usize);
+    read_block(&mut file, 0, HEAD_BYTES, &mut block)?;
+    let head = crc32fast::hash(&block);
+    let mut samples = crc32fast::Hasher::new();
+    let span = len.saturating_sub(HEAD_BYTES + SAMPLE_BYTES);
+    for i in 0..SAMPLES {
+        read_block(&mut file, HEAD_BYTES + span * i / (SAMPLES - 1), SAMPLE_BYTES, &mut block)?;
+        samples.update(&block);
+    }
+    Ok(u64::from(head) << 32 | u64::from(samples.finalize()))
+}
+
+/// Reads up to `len` bytes at `offset` into `into` (fewer at the file's end).
+fn read_block(file: &mut std::fs::File, offset: u64, len: u64, into: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::{Read, Seek};
+    into.clear();
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    file.take(len).read_to_end(into).map(drop)
+}
+
+/// A model file as it was when loaded, to tell when the file on disk is no
+/// longer that one. Asked on every request (`Engine::stale`), so it costs one
+/// `stat` while nothing changed; size or modification time changed means
+/// another file; only when they match but the inode or change time do not
+/// (a copy with `cp -p` or `rsync -t`, or only a `chmod`) is the fingerprint
+/// read again, and a file found the same is not asked about again.
+pub struct LoadedFile {
+    path: PathBuf,
+    identity: String,
+    seen: Mutex<Option<Stamp>>,
+}
+
+impl LoadedFile {
+    /// The file at `path` now (reads its fingerprint: 96 KiB, once a load).
+    pub fn at(path: &Path) -> Self {
+        let stamp = Stamp::of(path);
+        Self { path: path.to_path_buf(), identity: identity_at(path, stamp), seen: Mutex::new(stamp) }
+    }
+
+    /// The file's identity: path, size, modification time and a fingerprint
+    /// of its content. The key of its kept weights and part of its saved KV
+    /// states' key, so a file replaced in place is read again and its old
+    /// states are never restored, even when the new file has the old one's
+    /// size and modification time (`cp -p`, `rsync -t`).
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Whether the file on disk is no longer the one loaded.
+    pub fn changed(&self) -> bool {
+        let now = Stamp::of(&self.path);
+        let mut seen = self.seen.lock();
+        if now == *seen {
+            return false;
+        }
+        let (Some(now), Some(seen_stamp)) = (now, *seen) else { return true };
+        if !now.same_size_and_time(&seen_stamp) || identity_at(&self.path, Some(now)) != self.identity {
+            return true;
+        }
+        *seen = Some(now);
+        false
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::engine::llama::mapguard;
 
     #[test]
     fn kept_weights_are_taken_once_and_the_oldest_leave_first() {
@@ -106,14 +218,108 @@ mod tests {
     }
 
     #[test]
-    fn a_file_replaced_in_place_gets_another_key() {
-        let dir = std::env::temp_dir().join(format!("vram-llm-weights-{}", std::process::id()));
+    fn the_guard_stops_watching_before_the_model_unmaps() {
+        /// Stands in for the model: notes, when dropped (unmapping), whether
+        /// its range was still watched.
+        struct Mapped {
+            at: usize,
+            watched_at_unmap: Arc<AtomicBool>,
+        }
+        impl Drop for Mapped {
+            fn drop(&mut self) {
+                self.watched_at_unmap.store(mapguard::watching(self.at), Ordering::SeqCst);
+            }
+        }
+        let range = vec![0u8; 4096];
+        let at = range.as_ptr() as usize;
+        let watched_at_unmap = Arc::new(AtomicBool::new(true));
+        let weights = Weights {
+            guard: MapGuard::watch(&[(at, at + range.len())]),
+            llg: Default::default(),
+            model: Mapped { at, watched_at_unmap: watched_at_unmap.clone() },
+        };
+        assert!(mapguard::watching(at));
+        drop(weights);
+        // Before, the model was declared (so dropped) first, while its range was still watched.
+        assert!(!watched_at_unmap.load(Ordering::SeqCst));
+    }
+
+    /// A model file's path in a fresh directory for one test.
+    fn scratch(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vram-llm-weights-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("m.gguf");
+        dir.join("m.gguf")
+    }
+
+    fn clean_up(file: &Path) {
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+    }
+
+    /// The modification time the copies below keep.
+    const MODIFIED: std::time::Duration = std::time::Duration::from_secs(1_700_000_000);
+
+    /// `len` bytes of `fill`, with `at` set to `mark`.
+    fn content(len: usize, fill: u8, at: usize, mark: u8) -> Vec<u8> {
+        let mut bytes = vec![fill; len];
+        bytes[at] = mark;
+        bytes
+    }
+
+    /// Writes `bytes` to `path` with the modification time `MODIFIED`, as
+    /// `cp -p` and `rsync -t` do; through a rename when `renamed` (rsync).
+    fn copy_in(path: &Path, bytes: &[u8], renamed: bool) {
+        let target = if renamed { path.with_extension("partial") } else { path.to_path_buf() };
+        std::fs::write(&target, bytes).unwrap();
+        std::fs::File::options().write(true).open(&target).unwrap().set_modified(std::time::UNIX_EPOCH + MODIFIED).unwrap();
+        if renamed {
+            std::fs::rename(&target, path).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_file_replaced_in_place_gets_another_key() {
+        let file = scratch("size");
         std::fs::write(&file, b"one").unwrap();
-        let first = file_identity(&file);
+        let first = LoadedFile::at(&file);
         std::fs::write(&file, b"three").unwrap();
-        assert_ne!(first, file_identity(&file), "size changed");
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_ne!(first.identity(), LoadedFile::at(&file).identity(), "size changed");
+        assert!(first.changed());
+        clean_up(&file);
+    }
+
+    #[test]
+    fn files_with_the_same_size_and_mtime_have_the_same_identity_only_with_the_same_content() {
+        let (file, len) = (scratch("content"), 1 << 20);
+        let original = content(len, 1, 0, 1);
+        copy_in(&file, &original, false);
+        let first = LoadedFile::at(&file).identity().to_string();
+        // Another header (another conversion), then the same header and other tensors (the last sampled block).
+        for other in [content(len, 1, 0, 2), content(len, 1, len - 1, 2)] {
+            copy_in(&file, &other, false);
+            // Before, path, size and modification time were the whole key, and these matched.
+            assert_ne!(LoadedFile::at(&file).identity(), first, "other content");
+        }
+        copy_in(&file, &original, false);
+        assert_eq!(LoadedFile::at(&file).identity(), first, "the same content");
+        clean_up(&file);
+    }
+
+    #[test]
+    fn a_loaded_file_has_changed_only_once_its_content_has() {
+        let (file, len) = (scratch("changed"), 200 << 10);
+        copy_in(&file, &content(len, 1, 0, 1), false);
+        let loaded = LoadedFile::at(&file);
+        assert!(!loaded.changed());
+        // The same bytes copied over (another inode), then only a chmod: the same file.
+        copy_in(&file, &content(len, 1, 0, 1), true);
+        assert!(!loaded.changed(), "the same content");
+        let mut permissions = std::fs::metadata(&file).unwrap().permissions();
+        permissions.set_readonly(true);
+        std::fs::set_permissions(&file, permissions).unwrap();
+        assert!(!loaded.changed(), "only the mode changed");
+        // Another file with the old size and modification time (`rsync -t`).
+        copy_in(&file, &content(len, 1, len - 1, 2), true);
+        assert!(loaded.changed(), "other content");
+        clean_up(&file);
     }
 }

@@ -107,7 +107,7 @@ pub(super) fn worker_main(
 }
 
 /// Saved states restore only into the same model file (`identity`, see
-/// `weights::file_identity`) and context layout.
+/// `weights::LoadedFile::identity`) and context layout.
 fn store_key(identity: &str, info: &ModelInfo, options: &LoadOptions) -> String {
     let k = &options.knobs;
     format!(
