@@ -5,6 +5,7 @@ mod kv_support;
 
 use kv_support::*;
 use vram_llm::engine::llama::reference::Reference;
+use vram_llm::engine::kvdisk::KvDir;
 use vram_llm::engine::Engine;
 
 /// Tokens of `text` as the test model reads a prompt (BOS first).
@@ -111,4 +112,123 @@ fn a_long_shared_prefix_is_reused_on_a_sliding_window_model() {
     let third = run(&engine, &g.prompts[2], 4);
     assert_eq!(third.cached as usize, g.shared, "resumed where the second left the first");
     assert_fresh(&reference, &third, "where prompts parted before");
+}
+
+/// A conversation pushed out of its slot is saved with its checkpoints, in
+/// memory and in the KV cache directory: a prompt that leaves it at a
+/// checkpoint resumes there after a restore, after a swap (the model
+/// unloaded and loaded again) and after a restart (the directory alone);
+/// the same prompt sent again resumes one token before its end.
+#[test]
+fn saved_sequences_resume_at_their_checkpoints_after_swaps_and_restarts() {
+    logs();
+    let dir = std::env::temp_dir().join(format!("vram-llm-kv-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let reference = Reference::load(&test_model(), 2).expect("reference model");
+    let shape = Shape { parallel: 1, ctx_size: 2048, store: Some(store(256, Some(&dir))) };
+    let engine = load(&shape);
+    let f = family(&engine, 11, 4);
+    let mut first = greedy(f.prompts[0].clone(), 4);
+    first.branch_points = vec![f.shared as u32];
+    run_with(&engine, first);
+    // An unrelated prompt takes the only slot: the conversation is saved.
+    run(&engine, &tokens(&engine, &text(99, 300)), 1);
+    let restored = run(&engine, &f.prompts[1], 4);
+    assert_eq!(restored.cached as usize, f.shared, "restored, then cut back to the checkpoint at the mark");
+    assert_fresh(&reference, &restored, "restored from memory");
+    // A swap: the engine unloads (saving its slot) and loads again.
+    drop(engine);
+    let engine = load(&shape);
+    let again = run(&engine, &f.prompts[1], 4);
+    assert_eq!(again.cached as usize, f.prompts[1].len() - 1, "the same prompt after a swap");
+    assert_fresh(&reference, &again, "the same prompt after a swap");
+    drop(engine);
+    // A restart: a new cache over the same directory, nothing in memory.
+    if let Some(store) = &shape.store {
+        store.flush();
+    }
+    let shape = Shape { store: Some(store(256, Some(&dir))), ..shape };
+    let engine = load(&shape);
+    let from_disk = run(&engine, &f.prompts[2], 4);
+    assert_eq!(from_disk.cached as usize, f.shared, "read from the directory, cut back to the mark");
+    assert_fresh(&reference, &from_disk, "restored from the directory");
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The header of a KV cache directory file: its key and tokens.
+fn header(path: &std::path::Path) -> (String, Vec<u32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[12..12 + len]).unwrap();
+    let tokens = header["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+    (header["key"].as_str().unwrap().to_string(), tokens)
+}
+
+/// A saved file whose state does not hold what its header says (here one
+/// sequence's state under another's header, with a checksum that matches:
+/// what a bad copy or a bug could write) is caught when restored: the
+/// sequence's positions do not cover the saved tokens. The file is
+/// forgotten, the request reads its prompt and answers as a fresh context
+/// does, and a request beside it in the other slot is untouched.
+#[test]
+fn a_saved_state_that_does_not_match_its_tokens_is_forgotten_not_served() {
+    use vram_llm::engine::kvdisk::{Part, WHOLE};
+    logs();
+    let dir = std::env::temp_dir().join(format!("vram-llm-kv-cache-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let reference = Reference::load(&test_model(), 2).expect("reference model");
+    let shape = Shape { parallel: 2, ctx_size: 2048, store: Some(store(256, Some(&dir))) };
+    let engine = load(&shape);
+    let a = tokens(&engine, &text(21, 300));
+    let b = tokens(&engine, &text(22, 500));
+    for p in [&a, &b, &tokens(&engine, &text(23, 100)), &tokens(&engine, &text(25, 100))] {
+        run(&engine, p, 2);
+    }
+    drop(engine);
+    shape.store.as_ref().unwrap().flush();
+    // B's file, rewritten with A's state under B's key and tokens.
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let file_of = |p: &[u32]| files.iter().find(|f| header(f).1.starts_with(p)).cloned().expect("saved");
+    let (key, b_tokens) = header(&file_of(&b));
+    let kv = KvDir::open(&dir, 1 << 30).unwrap();
+    let all = |_: usize, _: &[usize], shared: usize| shared;
+    let a_found = kv.best(&header(&file_of(&a)).0, &header(&file_of(&a)).1, 0, &all).unwrap();
+    let a_parts = kv.read(&key, &a_found).unwrap();
+    // A write skips a sequence already held: B's file goes first.
+    kv.forget(&key, &b_tokens);
+    kv.write(&key, &b_tokens, &[Part { flags: WHOLE, tokens: b_tokens.len(), bytes: &a_parts[0].bytes }]).unwrap();
+    drop(kv);
+
+    let shape = Shape { store: Some(store(256, Some(&dir))), ..shape };
+    let engine = load(&shape);
+    let mut b_more = b.clone();
+    b_more.extend(engine.tokenize(" And then the", false));
+    let beside = tokens(&engine, &text(24, 200));
+    let mut receivers = engine.generate_many(vec![greedy(b_more.clone(), 4), greedy(beside.clone(), 4)]).unwrap().into_iter();
+    let served = collect(&b_more, receivers.next().unwrap());
+    let neighbour = collect(&beside, receivers.next().unwrap());
+    assert!(served.cached < 32, "the bad state was not used: cached {}", served.cached);
+    assert_fresh(&reference, &served, "after a bad saved state");
+    assert_fresh(&reference, &neighbour, "the request beside it");
+    drop(engine);
+    shape.store.as_ref().unwrap().flush();
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| header(&e.unwrap().path()).1).collect();
+    assert!(!left.contains(&b_tokens), "the bad file was forgotten");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The safety net for the whole class: a seeded random workload (see
+/// kv_support/differential.rs) where every answer must agree with a fresh
+/// context. A short run here; `scripts/dev kv-diff` runs a long one
+/// (VRAM_LLM_KV_DIFF_REQUESTS, VRAM_LLM_KV_DIFF_SEED).
+#[test]
+fn served_answers_agree_with_a_fresh_context_under_a_random_workload() {
+    logs();
+    let requests = std::env::var("VRAM_LLM_KV_DIFF_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    let seed = std::env::var("VRAM_LLM_KV_DIFF_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(29);
+    let report = differential::run_workload(seed, requests, MARGIN_TOLERANCE, LOGPROB_TOLERANCE);
+    eprintln!("kv differential, seed {seed}: {report:?}");
+    assert!(report.failures.is_empty(), "answers that a fresh context disagrees with: {:#?}", report.failures);
+    assert!(report.reused > 0 && report.restores > 0, "the workload reused nothing: {report:?}");
 }

@@ -225,7 +225,8 @@ async fn an_unrelated_prompt_leaves_the_slot_holding_a_long_prefix_alone() {
 async fn a_follow_up_that_reuses_the_cache_answers_as_a_fresh_prefill_does() {
     // Gemma 3's sliding-window layers keep only their window (no
     // --swa-full): reusing the prompt means cutting the generated tokens back
-    // off through the prompt checkpoint. The answer must not change.
+    // off where the window still covers, or to a checkpoint. The answer must
+    // not change.
     let server = RealServer::start(&["--ctx-size", "1024", "--parallel", "1", "--kv-cache-mib", "0"]).await;
     let base = server.base.as_str();
     let ask = |prompt: String| post(base, "/v1/completions", json!({"prompt": prompt, "max_tokens": 12, "temperature": 0}));
@@ -239,6 +240,29 @@ async fn a_follow_up_that_reuses_the_cache_answers_as_a_fresh_prefill_does() {
     let (_, fresh) = ask(follow_up).await;
     assert!(cached_tokens(&fresh) <= 1, "only the BOS token is shared: {fresh}");
     assert_eq!(reused["choices"][0]["text"], fresh["choices"][0]["text"], "reused {reused}\nfresh {fresh}");
+}
+
+#[tokio::test]
+async fn chat_requests_sharing_a_long_system_prompt_resume_where_the_question_starts() {
+    // One slot, no host cache: each long question moves Gemma 3's 512-token
+    // window past the system prompt, so the next request can reuse it only
+    // through the checkpoint the chat layer asked for where the last user
+    // message's content starts.
+    let server = RealServer::start(&["--ctx-size", "2048", "--parallel", "1", "--kv-cache-mib", "0"]).await;
+    let base = server.base.as_str();
+    let system = long_prompt("the sky") + " " + &long_prompt("the sea");
+    let ask = |question: String| {
+        post(base, "/v1/chat/completions", json!({"messages": [{"role": "system", "content": system}, {"role": "user", "content": question}], "max_tokens": 2, "temperature": 0}))
+    };
+    let (status, first) = ask(format!("First question. {}", long_prompt("apples"))).await;
+    assert_eq!(status, 200, "{first}");
+    let (_, second) = ask(format!("Second question. {}", long_prompt("pears"))).await;
+    let (_, alone) = post(base, "/tokenize", json!({"content": system})).await;
+    let system_tokens = alone["tokens"].as_array().unwrap().len() as u64;
+    assert!(system_tokens > 700, "{alone}");
+    assert!(first["usage"]["prompt_tokens"].as_u64().unwrap() > system_tokens + 520, "the question must move the window: {first}");
+    let cached = cached_tokens(&second);
+    assert!(cached >= system_tokens && cached < system_tokens + 16, "resumed after the system prompt: cached {cached} of {system_tokens}: {second}");
 }
 
 #[tokio::test]

@@ -39,6 +39,25 @@ def side_by_side_args(ap, rounds):
     ap.add_argument("--rounds", type=int, default=rounds)
 
 
+def server_pair(args, parallel, ctx_per_slot, peer_ctx=None):
+    """vram-llm and llama-server on the same model, threads and slots:
+    (label, argv) each, without their port (see `start`)."""
+    t = str(args.threads)
+    return [
+        ("vram-llm", [args.ours, "serve", "--model", args.model, "--threads", t, "--parallel", str(parallel),
+                      "--ctx-size", str(ctx_per_slot)]),
+        ("llama-server", [args.peer, "-m", args.model, "-t", t, "-tb", t, "-np", str(parallel),
+                          "-c", str(peer_ctx or ctx_per_slot * parallel), "--no-webui"]),
+    ]
+
+
+def start(label, argv, log_name):
+    """Starts one of `server_pair`'s servers on a free port, its log in /tmp."""
+    port = free_port()
+    argv = argv + (["--port", str(port)] if label == "vram-llm" else ["--port", str(port), "--host", "127.0.0.1"])
+    return Server(label, argv, port, f"/tmp/{log_name}-{label}.log").start()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -47,17 +47,11 @@ def main():
     ap.add_argument("--sentences", type=int, default=40, help="document length (~20 tokens each)")
     ap.add_argument("--max-tokens", type=int, default=32)
     args = ap.parse_args()
-    t = str(args.threads)
-    servers = [
-        ("vram-llm", [args.ours, "serve", "--model", args.model, "--threads", t, "--parallel", "4", "--ctx-size", "2048"]),
-        ("llama-server", [args.peer, "-m", args.model, "-t", t, "-tb", t, "-np", "4", "-c", "8192", "--no-webui"]),
-    ]
+    servers = bench_lib.server_pair(args, parallel=4, ctx_per_slot=2048)
     results = {}
     prompt_tokens = None
     for s, (label, argv) in enumerate(servers):
-        port = bench_lib.free_port()
-        argv = argv + (["--port", str(port)] if label == "vram-llm" else ["--port", str(port), "--host", "127.0.0.1"])
-        server = bench_lib.Server(label, argv, port, f"/tmp/choices-{label}.log").start()
+        server = bench_lib.start(label, argv, "choices")
         try:
             server.wait_first_token()
             request(server.url, bench_lib.document(10_000 + s, args.sentences), 4, args.max_tokens)  # warm-up

@@ -258,13 +258,18 @@ fn engine_knobs_merge_flag_over_server_key_over_model_key_order() {
         "c.toml",
         "[server]\ncache_type_k = \"q8_0\"\nflash_attn = \"on\"\nubatch_size = 256\n\
          [[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n\
-         [[models]]\nname = \"c\"\npath = \"models/c.gguf\"\ncache_type_v = \"q4_0\"\nno_mmap = true\ncontext_shift = true\n",
+         [[models]]\nname = \"c\"\npath = \"models/c.gguf\"\ncache_type_v = \"q4_0\"\nno_mmap = true\ncontext_shift = true\nctx_checkpoints = 2\n",
     );
     let c = Config::load(&sources(Some(cfg.clone())), &ServerFlags::default()).unwrap();
     let (a, cm) = (c.models[0].knobs, c.models[1].knobs);
     assert_eq!((a.cache_type_k, a.cache_type_v, a.flash_attn, a.ubatch_size, a.no_mmap), (KvCacheType::Q8_0, KvCacheType::F16, FlashAttn::On, Some(256), false));
     assert_eq!((cm.cache_type_k, cm.cache_type_v, cm.no_mmap), (KvCacheType::Q8_0, KvCacheType::Q4_0, true), "a model key adds to the server's");
     assert_eq!((a.context_shift, cm.context_shift), (false, true));
+    assert_eq!((a.ctx_checkpoints, cm.ctx_checkpoints), (None, Some(2)), "ctx_checkpoints per model");
+    let flags = ServerFlags { ctx_checkpoints: Some(0), ..Default::default() };
+    let with_flag = Config::load(&sources(Some(cfg.clone())), &flags).unwrap();
+    assert_eq!(with_flag.models[0].knobs.ctx_checkpoints, Some(0), "the flag sets the server's default");
+    assert_eq!(with_flag.models[1].knobs.ctx_checkpoints, Some(2), "a model's own key wins");
     let flags = ServerFlags { context_shift: Some(true), ..Default::default() };
     assert!(Config::load(&sources(Some(cfg.clone())), &flags).unwrap().models[0].knobs.context_shift, "the flag turns it on");
     let flags = ServerFlags { cache_type_k: Some(KvCacheType::Q4_0), ..Default::default() };

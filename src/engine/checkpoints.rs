@@ -12,7 +12,7 @@
 //! ([`cut`]), where a prompt's read pauses to take checkpoints ([`plan`]),
 //! and which checkpoint goes when a slot holds too many ([`to_drop`]).
 //! Each checkpoint costs about the window's KV (all sliding layers, `n_swa`
-//! positions): see docs/api.md "Prompt cache".
+//! positions): see README "Prompt cache".
 
 /// Fewest tokens a checkpoint must hold: re-reading fewer costs about what
 /// restoring a window does.

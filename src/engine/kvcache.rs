@@ -5,7 +5,7 @@
 //! thread), so saving never waits on the disk; a lookup that finds a longer
 //! prefix on disk than in memory reads the file and keeps it in memory.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -45,6 +45,10 @@ pub struct KvCacheUsage {
     pub memory_mib: u64,
     pub disk_states: usize,
     pub disk_mib: u64,
+    /// Lookups that found a saved sequence serving a prompt, and how many
+    /// of those read it from the directory.
+    pub found: u64,
+    pub found_on_disk: u64,
 }
 
 pub struct HostKvCache<B> {
@@ -55,6 +59,8 @@ pub struct HostKvCache<B> {
     /// than the saves skips writes rather than holding evicted states.
     pending: Arc<AtomicUsize>,
     pending_max: usize,
+    found: AtomicU64,
+    found_on_disk: AtomicU64,
 }
 
 impl<B> std::fmt::Debug for HostKvCache<B> {
@@ -91,6 +97,8 @@ impl<B: Persist> HostKvCache<B> {
             writer: Mutex::new(writer),
             pending,
             pending_max: memory_bytes.max(64 << 20),
+            found: Default::default(),
+            found_on_disk: Default::default(),
         }
     }
 
@@ -134,6 +142,14 @@ impl<B: Persist> HostKvCache<B> {
     /// a longer one, from its file; only if it serves more than `at_least`
     /// tokens.
     pub fn best(&self, key: &str, prompt: &[u32], at_least: usize, usable: Usable<'_>) -> Option<Found<B>> {
+        let found = self.lookup(key, prompt, at_least, usable);
+        if found.is_some() {
+            self.found.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    fn lookup(&self, key: &str, prompt: &[u32], at_least: usize, usable: Usable<'_>) -> Option<Found<B>> {
         let in_memory = self.mem.lock().best(key, prompt, at_least, usable);
         let Some(disk) = &self.disk else { return in_memory };
         let floor = in_memory.as_ref().map_or(at_least, |f| f.shared.max(at_least));
@@ -142,6 +158,7 @@ impl<B: Persist> HostKvCache<B> {
         let bytes = parts.iter().map(|p| p.bytes.len()).sum();
         let blob = Arc::new(B::from_parts(parts));
         tracing::debug!(tokens = on_disk.shared, bytes, "read a saved KV state from the directory");
+        self.found_on_disk.fetch_add(1, Ordering::Relaxed);
         self.mem.lock().insert(key, on_disk.tokens.to_vec(), marks(&*blob), blob.clone(), bytes);
         Some(Found { tokens: on_disk.tokens, blob, shared: on_disk.shared })
     }
@@ -169,6 +186,8 @@ impl<B: Persist> HostKvCache<B> {
             memory_mib: (mem.used_bytes() >> 20) as u64,
             disk_states: self.disk.as_ref().map_or(0, |d| d.len()),
             disk_mib: self.disk.as_ref().map_or(0, |d| (d.used_bytes() >> 20) as u64),
+            found: self.found.load(Ordering::Relaxed),
+            found_on_disk: self.found_on_disk.load(Ordering::Relaxed),
         }
     }
 }

@@ -24,7 +24,10 @@ impl Worker<'_> {
     pub(super) fn cut_for(&mut self, i: usize, prompt: &[LlamaToken]) -> usize {
         let slot = &self.slots[i];
         let (seq, held) = (slot.seq, slot.cached.len());
-        let cut = checkpoints::cut(self.window_of(slot).as_ref(), held, reusable(&slot.cached, prompt));
+        let window = self.window_of(slot);
+        let common = reusable(&slot.cached, prompt);
+        let cut = checkpoints::cut(window.as_ref(), held, common);
+        tracing::debug!(seq, held, common, floor = window.map(|w| w.floor), ?cut, "cut for a prompt");
         let kept = match cut {
             Cut::Keep(n) if n == held => n,
             Cut::Keep(n) => match self.ctx.kv_cache_seq_rm(seq, Some(n as u32), None) {

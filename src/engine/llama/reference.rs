@@ -49,6 +49,14 @@ impl Reference {
     /// Reads `prompt` then `answer` in a new context and scores each answer
     /// token against the logits before it.
     pub fn score(&self, prompt: &[TokenId], answer: &[TokenId]) -> Result<Vec<Scored>, String> {
+        self.score_split(prompt, answer, &[])
+    }
+
+    /// [`Self::score`] with the reading also cut at `splits` (token
+    /// positions): the same tokens in other batches, which llama.cpp's
+    /// kernels round differently. What that alone moves is the noise any
+    /// reuse of KV computed in other batches carries.
+    pub fn score_split(&self, prompt: &[TokenId], answer: &[TokenId], splits: &[usize]) -> Result<Vec<Scored>, String> {
         if prompt.is_empty() {
             return Err("empty prompt".into());
         }
@@ -67,7 +75,21 @@ impl Reference {
         let first_scored = prompt.len() - 1;
         let mut scored = Vec::with_capacity(answer.len());
         let mut batch = LlamaBatch::new(n_batch as usize, 1);
-        for (start, chunk) in (0..all.len()).step_by(n_batch as usize).map(|s| (s, &all[s..(s + n_batch as usize).min(all.len())])) {
+        let mut bounds: Vec<usize> = splits.iter().copied().filter(|&s| s > 0 && s < all.len()).collect();
+        let mut at = 0;
+        while at < all.len() {
+            let next = bounds.iter().copied().filter(|&b| b > at).min().unwrap_or(all.len()).min(at + n_batch as usize);
+            bounds.push(next);
+            at = next;
+        }
+        bounds.sort_unstable();
+        bounds.dedup();
+        let chunks = bounds.iter().scan(0, |from, &to| {
+            let chunk = (*from, &all[*from..to]);
+            *from = to;
+            Some(chunk)
+        });
+        for (start, chunk) in chunks {
             batch.clear();
             for (i, &token) in chunk.iter().enumerate() {
                 let pos = start + i;
