@@ -35,8 +35,9 @@ pub async fn start_choices(
     log: &super::reqlog::RequestLog,
 ) -> Result<Vec<Started>, ApiError> {
     let tokens = super::generate::prompt_tokens(model, prompt, prompt_param).await?;
+    // Only a hint: a request whose hint cannot be had goes on without it.
     let branch_points = match branch {
-        Some(before) => vec![super::generate::branch_point(model, before, &tokens).await?],
+        Some(before) => super::generate::branch_point(model, before, &tokens).await.ok().into_iter().collect(),
         None => Vec::new(),
     };
     let request = |i| crate::engine::GenerationRequest { branch_points: branch_points.clone(), ..super::generate::request(tokens.clone(), &sampling_for(sampling, i)) };

@@ -196,8 +196,7 @@ impl KvDir {
         let name = format!("{:016x}.{EXTENSION}", name_hash(key, tokens));
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        let mut size = 0;
-        {
+        let written = (|| -> std::io::Result<usize> {
             let mut file = Checksummed::new(std::io::BufWriter::new(fs::File::create(&tmp)?));
             file.write_all(MAGIC)?;
             file.write_all(&(header.len() as u32).to_le_bytes())?;
@@ -207,9 +206,17 @@ impl KvDir {
             }
             let crc = file.crc.clone().finalize();
             file.write_all(&crc.to_le_bytes())?;
-            size += file.written;
             file.inner.flush()?;
-        }
+            Ok(file.written)
+        })();
+        let size = match written {
+            Ok(size) => size,
+            Err(e) => {
+                // A full disk, say: no half file is left behind.
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         fs::rename(&tmp, &path)?;
         for gone in self.index.lock().insert(key, tokens.to_vec(), marks, path, size) {
             let _ = fs::remove_file(&*gone);

@@ -133,18 +133,15 @@ pub fn run_workload(seed: u64, requests: usize, margin: f32, logprob: f32) -> Re
                     remember(&mut conversations, &served);
                 }
             }
-            // The user goes on with one of the choices, often at once.
+            // The user goes on with the first choice.
             let chosen = chosen.expect("n >= 2");
-            remember(&mut conversations, &chosen);
-            if rng.chance(50) {
-                let mut p = chosen.prompt.clone();
-                p.extend(&chosen.tokens);
-                let more = text(rng.next(), 10 + rng.below(60));
-                p.extend(engine.tokenize(&format!("\n{more}"), false));
-                let served = run(&engine, &p, 1 + rng.below(8) as u32);
-                check(&served, &mut report);
-                remember(&mut conversations, &served);
-            }
+            let mut p = chosen.prompt.clone();
+            p.extend(&chosen.tokens);
+            let more = text(rng.next(), 10 + rng.below(60));
+            p.extend(engine.tokenize(&format!("\n{more}"), false));
+            let served = run(&engine, &p, 1 + rng.below(8) as u32);
+            check(&served, &mut report);
+            remember(&mut conversations, &served);
         } else if roll < 48 {
             // A client that leaves: at once, or after its first token.
             let p = pick(&mut rng, &engine, &families, &conversations);

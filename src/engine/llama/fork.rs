@@ -14,7 +14,7 @@
 
 use llama_cpp_2::token::LlamaToken;
 
-use super::worker::{Active, PendingCopy, Worker};
+use super::worker::{Active, Slot, Worker};
 use crate::engine::slots::shares_prefill;
 
 impl Active {
@@ -46,8 +46,14 @@ impl Worker<'_> {
                 _ => false,
             };
             if !still {
+                let plan = (self.n_swa > 0 && self.max_checkpoints > 0).then(|| {
+                    let slot = &self.slots[f];
+                    let len = slot.active.as_ref().map_or(0, |a| a.prompt.len());
+                    crate::engine::checkpoints::plan(len, slot.cached.len(), &[], &slot.marks)
+                });
                 if let Some(a) = self.slots[f].active.as_mut() {
                     a.follows = None;
+                    a.checkpoint_at = plan.unwrap_or_default();
                 }
             }
         }
@@ -87,3 +93,28 @@ impl Worker<'_> {
     }
 }
 
+/// A slot's part in a KV copy llama.cpp performs at the next decode. With a
+/// KV stream per slot, `llama_memory_seq_cp` moves the cell metadata at once
+/// and the data at the next decode: until then, writing the source's tensors
+/// (a state restore) would change what the destination receives, and the
+/// destination's tensors do not hold its cells' data yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PendingCopy {
+    None,
+    /// The source of a pending copy: readable, not writable.
+    From,
+    /// The destination of a pending copy: neither readable nor writable.
+    Into,
+}
+
+impl Slot {
+    /// Whether a state may be restored into this slot now.
+    pub(super) fn state_writable(&self) -> bool {
+        self.copy == PendingCopy::None
+    }
+
+    /// Whether this slot's state may be read (saved) now.
+    pub(super) fn state_readable(&self) -> bool {
+        self.copy != PendingCopy::Into
+    }
+}

@@ -87,10 +87,12 @@ pub(super) fn load_model(
 }
 
 /// How many positions the sliding-window layers attend to (Gemma 2/3,
-/// gpt-oss...); 0 when no layer has a window.
+/// gpt-oss...), as llama.cpp uses them (not the GGUF's key: llama.cpp turns
+/// Phi-3's off); 0 when no layer has a window. Llama 4's chunked window is
+/// treated as a sliding one of the same width, which asks for more than it
+/// needs (never less).
 fn sliding_window(model: &LlamaModel) -> usize {
-    let arch = model.meta_val_str("general.architecture").unwrap_or_default();
-    model.meta_val_str(&format!("{arch}.attention.sliding_window")).ok().and_then(|w| w.trim().parse::<usize>().ok()).unwrap_or(0)
+    model.n_swa() as usize
 }
 
 /// The vocabulary's fill-in-the-middle tokens (llama.cpp reports -1 for a

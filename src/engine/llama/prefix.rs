@@ -88,7 +88,7 @@ impl Worker<'_> {
             Ok(state) => {
                 tracing::debug!(seq = slot.seq, tokens = len, bytes = state.byte_len(), "took a checkpoint");
                 let max = self.max_checkpoints;
-                self.slots[i].add_checkpoint(Checkpoint { len, state }, max);
+                self.slots[i].add_checkpoint(Checkpoint { len, state: std::sync::Arc::new(state) }, max);
             }
             Err(e) => tracing::debug!(seq = slot.seq, "no checkpoint: {e}"),
         }
@@ -100,11 +100,6 @@ impl Worker<'_> {
     /// the restored sequence leaves the prompt (a point worth a checkpoint).
     pub(super) fn from_host_cache(&mut self, i: usize, prompt: &[u32], reuse: usize) -> Option<usize> {
         let (store, key) = self.store.clone()?;
-        // A restore writes the slot's tensors at once: never while a KV copy
-        // from or into the slot waits for the next decode (see `PendingCopy`).
-        if !self.slots[i].state_writable() {
-            return None;
-        }
         let n_swa = self.n_swa;
         let last = prompt.len().saturating_sub(1);
         let usable = move |held: usize, marks: &[usize], shared: usize| {
@@ -114,6 +109,11 @@ impl Worker<'_> {
         let found = store.best(&key, prompt, reuse + MIN_SAVED_TOKENS, &usable);
         if found.is_some() || self.slots[i].cached.len() >= reuse + MIN_SAVED_TOKENS {
             self.save_slot(i);
+        }
+        // A restore writes the slot's tensors at once: never while a KV copy
+        // from or into the slot waits for the next decode (see `PendingCopy`).
+        if !self.slots[i].state_writable() {
+            return None;
         }
         let found = found?;
         let seq = self.slots[i].seq;
@@ -140,12 +140,14 @@ impl Worker<'_> {
         Some(common_prefix(&found.tokens, prompt))
     }
 
-    /// Whether sequence `seq` now holds positions `0..held` as a restore of
-    /// `held` tokens must (the sliding layers from their saved floor).
+    /// Whether sequence `seq` now holds the `held` tokens a restore must:
+    /// it ends at position `held - 1` and, with a window, the sliding layers
+    /// still hold every position the next token attends to. (A recurrent
+    /// memory holds only its last position; its minimum says nothing.)
     fn covers(&self, seq: i32, held: usize) -> Result<(), String> {
         let (min, max) = (self.ctx.kv_cache_seq_pos_min(seq), self.ctx.kv_cache_seq_pos_max(seq));
-        let floor = if self.n_swa > 0 { saved_floor(held, self.n_swa) as i32 } else { 0 };
-        if max + 1 != held as i32 || min < 0 || min > floor {
+        let window_ok = self.n_swa == 0 || (min >= 0 && checkpoints::window_covers(min as usize, self.n_swa, held));
+        if max + 1 != held as i32 || !window_ok {
             return Err(format!("it holds positions {min}..={max}, not the {held} tokens it was saved with"));
         }
         Ok(())

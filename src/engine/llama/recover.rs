@@ -7,6 +7,7 @@
 use llama_cpp_2::token::LlamaToken;
 
 use super::worker::Worker;
+use crate::engine::checkpoints::window_covers;
 use crate::engine::GenerationEvent;
 
 /// A slot's state before a step added its tokens to the batch.
@@ -20,8 +21,9 @@ pub(super) struct Before {
 
 impl Worker<'_> {
     /// Before a step: every busy slot's sequence must end where its tokens
-    /// do (llama.cpp refuses the whole batch otherwise). One that does not
-    /// is emptied (see [`Self::reset_slot`]).
+    /// do (llama.cpp refuses the whole batch otherwise), and its sliding
+    /// window must still hold what the next token attends to. One that does
+    /// not is emptied (see [`Self::reset_slot`]).
     pub(super) fn check_slots(&mut self) {
         for i in 0..self.slots.len() {
             let slot = &self.slots[i];
@@ -29,9 +31,14 @@ impl Worker<'_> {
             if active.follows.is_some() {
                 continue;
             }
-            let last = self.ctx.kv_cache_seq_pos_max(slot.seq);
-            if last + 1 != slot.cached.len() as i32 {
-                let why = format!("its sequence ends at position {last} but it holds {} tokens", slot.cached.len());
+            let (first, last) = (self.ctx.kv_cache_seq_pos_min(slot.seq), self.ctx.kv_cache_seq_pos_max(slot.seq));
+            let held = slot.cached.len();
+            if last + 1 != held as i32 {
+                let why = format!("its sequence ends at position {last} but it holds {held} tokens");
+                self.reset_slot(i, &why);
+            } else if self.n_swa > 0 && held > 0 && !window_covers(first.max(0) as usize, self.n_swa, held) {
+                // A decode that failed part-way can have moved the window on.
+                let why = format!("its window starts at position {first}, past what position {held} attends to");
                 self.reset_slot(i, &why);
             }
         }
@@ -99,6 +106,28 @@ impl Worker<'_> {
         if active.checkpoint_at.first() == Some(&held) {
             active.checkpoint_at.remove(0);
             self.take_checkpoint(i);
+        }
+    }
+
+    /// A failed decode leaves the KV cache of this batch's sequences unknown:
+    /// fail their requests and clear their caches. Slots not in the batch
+    /// go on.
+    pub(super) fn fail_batch(&mut self, message: &str, batch: &[Before]) {
+        tracing::error!("{message}");
+        let mut failed = Vec::new();
+        for b in batch {
+            let slot = &mut self.slots[b.slot];
+            if let Some(active) = slot.active.take() {
+                failed.push(active.tx);
+            }
+            let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
+            slot.cached.clear();
+            slot.clear_checkpoints();
+            slot.restored = None;
+        }
+        self.publish_stats();
+        for tx in failed {
+            let _ = tx.send(GenerationEvent::Failed(message.to_string()));
         }
     }
 }

@@ -3,16 +3,19 @@
 //! of its sliding-window layers (`engine::checkpoints`), which also go into
 //! the KV cache directory as the parts of one file.
 
+use std::sync::Arc;
+
 use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 
 use crate::engine::kvdisk::{Part, ReadPart, PARTIAL, WHOLE};
 
 /// The sliding-window layers' state when a sequence held exactly `len`
-/// tokens (llama.cpp's partial sequence state).
+/// tokens (llama.cpp's partial sequence state). Shared, not copied, between
+/// a slot and the saved sequences it went into.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     pub len: usize,
-    pub state: SeqState,
+    pub state: Arc<SeqState>,
 }
 
 /// A sequence saved in the host KV cache.
@@ -48,7 +51,7 @@ impl crate::engine::kvcache::Persist for SavedSeq {
         // the first whole (0), the others partial (PARTIAL_ONLY).
         let whole = parts.next().map(|p| unsafe { SeqState::from_saved_bytes(p.bytes, LlamaStateSeqFlags::empty()) });
         let checkpoints = parts
-            .map(|p| Checkpoint { len: p.tokens, state: unsafe { SeqState::from_saved_bytes(p.bytes, LlamaStateSeqFlags::PARTIAL_ONLY) } })
+            .map(|p| Checkpoint { len: p.tokens, state: Arc::new(unsafe { SeqState::from_saved_bytes(p.bytes, LlamaStateSeqFlags::PARTIAL_ONLY) }) })
             .collect();
         Self { held, whole: whole.expect("the directory checks the first part is there"), checkpoints }
     }

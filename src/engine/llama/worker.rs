@@ -18,6 +18,7 @@ use llama_cpp_2::token::LlamaToken;
 use crate::engine::text::TextStream;
 use crate::engine::{EventSender, FinishReason, GenerationEvent, GenerationRequest, LoadTimings, ModelInfo, Usage};
 
+use super::fork::PendingCopy;
 use super::recover::Before;
 use super::sampler::build_sampler;
 use crate::engine::slots::{choose_slot, reusable, Choice, SlotCache};
@@ -100,9 +101,12 @@ pub(super) fn worker_main(
     worker.run(&commands);
     // Unloading: what the slots hold outlives the model in the host cache,
     // with its checkpoints (a follow-up of a windowed sequence's prompt,
-    // not of its answer, resumes from the one at the prompt's end).
-    for i in 0..worker.slots.len() {
-        worker.save_slot(i);
+    // not of its answer, resumes from the one at the prompt's end); nothing
+    // computed after the file vanished under the weights is kept.
+    if !worker.mappings.faulted() {
+        for i in 0..worker.slots.len() {
+            worker.save_slot(i);
+        }
     }
 }
 
@@ -173,32 +177,6 @@ pub(super) struct Slot {
     /// decode (see `fork.rs`): until then its state is not written (nor
     /// read, for the copy's destination).
     pub(super) copy: PendingCopy,
-}
-
-/// A slot's part in a KV copy llama.cpp performs at the next decode. With a
-/// KV stream per slot, `llama_memory_seq_cp` moves the cell metadata at once
-/// and the data at the next decode: until then, writing the source's tensors
-/// (a state restore) would change what the destination receives, and the
-/// destination's tensors do not hold its cells' data yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum PendingCopy {
-    None,
-    /// The source of a pending copy: readable, not writable.
-    From,
-    /// The destination of a pending copy: neither readable nor writable.
-    Into,
-}
-
-impl Slot {
-    /// Whether a state may be restored into this slot now.
-    pub(super) fn state_writable(&self) -> bool {
-        self.copy == PendingCopy::None
-    }
-
-    /// Whether this slot's state may be read (saved) now.
-    pub(super) fn state_readable(&self) -> bool {
-        self.copy != PendingCopy::Into
-    }
 }
 
 pub(super) struct Worker<'m> {
@@ -425,9 +403,13 @@ impl<'m> Worker<'m> {
             // Where this prompt leaves what the slot (or a saved sequence)
             // held is where the next one may leave it too: a checkpoint there.
             let mut hints: Vec<usize> = req.branch_points.iter().map(|&p| p as usize).collect();
+            self.slots[i].restored = None;
             if follows.is_none() {
                 hints.push(reusable(&self.slots[i].cached, &prompt));
                 hints.extend(self.from_host_cache(i, &req.prompt, reuse));
+            } else if self.slots[i].cached.len() >= reuse + MIN_SAVED_TOKENS {
+                // The shared prompt's KV replaces what the slot holds.
+                self.save_slot(i);
             }
             let reuse = self.cut_for(i, &prompt);
             let checkpoint_at = match follows {
@@ -531,8 +513,13 @@ impl<'m> Worker<'m> {
         }
         if self.mappings.faulted() {
             // The file vanished under this decode (mapguard.rs): what it
-            // computed is not to be sent.
+            // computed is neither sent nor kept.
             self.cancel_all(FILE_CHANGED);
+            for i in 0..self.slots.len() {
+                let _ = self.ctx.kv_cache_seq_rm(self.slots[i].seq, None, None);
+                self.slots[i].cached.clear();
+                self.slots[i].clear_checkpoints();
+            }
             return;
         }
         self.fork_followers();
@@ -599,28 +586,6 @@ impl<'m> Worker<'m> {
                 let _ = tx.send(GenerationEvent::Text(rest));
             }
             let _ = tx.send(done);
-        }
-    }
-
-    /// A failed decode leaves the KV cache of this batch's sequences unknown:
-    /// fail their requests and clear their caches. Slots not in the batch
-    /// go on.
-    pub(super) fn fail_batch(&mut self, message: &str, batch: &[Before]) {
-        tracing::error!("{message}");
-        let mut failed = Vec::new();
-        for b in batch {
-            let slot = &mut self.slots[b.slot];
-            if let Some(active) = slot.active.take() {
-                failed.push(active.tx);
-            }
-            let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
-            slot.cached.clear();
-            slot.clear_checkpoints();
-            slot.restored = None;
-        }
-        self.publish_stats();
-        for tx in failed {
-            let _ = tx.send(GenerationEvent::Failed(message.to_string()));
         }
     }
 }
