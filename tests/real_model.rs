@@ -248,15 +248,16 @@ async fn chat_requests_sharing_a_long_system_prompt_resume_where_the_question_st
     // window past the system prompt, so the next request can reuse it only
     // through the checkpoint the chat layer asked for where the last user
     // message's content starts.
-    let server = RealServer::start(&["--ctx-size", "2048", "--parallel", "1", "--kv-cache-mib", "0"]).await;
+    let server = RealServer::start(&["--ctx-size", "3072", "--parallel", "1", "--kv-cache-mib", "0"]).await;
     let base = server.base.as_str();
     let system = long_prompt("the sky") + " " + &long_prompt("the sea");
+    let question = |topic: &str| long_prompt(topic) + " " + &long_prompt("the same");
     let ask = |question: String| {
         post(base, "/v1/chat/completions", json!({"messages": [{"role": "system", "content": system}, {"role": "user", "content": question}], "max_tokens": 2, "temperature": 0}))
     };
-    let (status, first) = ask(format!("First question. {}", long_prompt("apples"))).await;
+    let (status, first) = ask(format!("First question. {}", question("apples"))).await;
     assert_eq!(status, 200, "{first}");
-    let (_, second) = ask(format!("Second question. {}", long_prompt("pears"))).await;
+    let (_, second) = ask(format!("Second question. {}", question("pears"))).await;
     let (_, alone) = post(base, "/tokenize", json!({"content": system})).await;
     let system_tokens = alone["tokens"].as_array().unwrap().len() as u64;
     assert!(system_tokens > 700, "{alone}");
