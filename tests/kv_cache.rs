@@ -1,6 +1,7 @@
 //! Cached KV is never handed across requests, and is reused whenever it can
 //! be (issue 29): the real engine, checked against a fresh context.
 
+mod common;
 mod kv_support;
 
 use kv_support::*;

@@ -82,6 +82,23 @@ def get_json(url, path, headers=None, timeout=30):
         conn.close()
 
 
+def post_json(url, path, body, timeout=600):
+    """One non-streamed JSON POST: (seconds it took, the decoded answer);
+    HttpError unless 200."""
+    conn = _conn(url, timeout)
+    try:
+        start = time.perf_counter()
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        took = time.perf_counter() - start
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise HttpError(resp.status, data)
+    return took, json.loads(data)
+
+
 def _sse_events(resp):
     """Yields the payload of each `data:` line of a server-sent-event stream."""
     buf = b""

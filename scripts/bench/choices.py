@@ -13,10 +13,8 @@ time of each, the n=4 / n=1 cost, and vram-llm / llama-server ratios.
 """
 
 import argparse
-import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import bench_lib  # noqa: E402
@@ -25,18 +23,7 @@ import bench_lib  # noqa: E402
 def request(url, prompt, n, max_tokens):
     body = {"prompt": prompt, "n": n, "max_tokens": max_tokens, "temperature": 1.0, "seed": 11,
             "logit_bias": bench_lib.NO_EOG}
-    conn = bench_lib._conn(url, 600)
-    try:
-        start = time.perf_counter()
-        conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        data = resp.read()
-        if resp.status != 200:
-            raise bench_lib.HttpError(resp.status, data)
-        took = time.perf_counter() - start
-    finally:
-        conn.close()
-    msg = json.loads(data)
+    took, msg = bench_lib.post_json(url, "/v1/completions", body)
     assert len(msg["choices"]) == n, msg
     return took, msg["usage"]
 

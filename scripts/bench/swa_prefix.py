@@ -18,10 +18,8 @@ ratios vram-llm / llama-server (cached: higher is better; time: lower).
 """
 
 import argparse
-import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import bench_lib  # noqa: E402
@@ -30,18 +28,7 @@ import bench_lib  # noqa: E402
 def chat(url, system, question, max_tokens=8):
     body = {"messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
             "max_tokens": max_tokens, "temperature": 0, "logit_bias": bench_lib.NO_EOG}
-    conn = bench_lib._conn(url, 900)
-    try:
-        start = time.perf_counter()
-        conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        data = resp.read()
-        took = time.perf_counter() - start
-    finally:
-        conn.close()
-    if resp.status != 200:
-        raise bench_lib.HttpError(resp.status, data)
-    msg = json.loads(data)
+    took, msg = bench_lib.post_json(url, "/v1/chat/completions", body, timeout=900)
     usage = msg.get("usage") or {}
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
     if cached is None:

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use vram_llm::engine::kvcache::HostKvCache;
@@ -15,12 +15,7 @@ use vram_llm::engine::llama::{LlamaEngine, LoadOptions};
 use vram_llm::engine::{Engine, EventReceiver, GenerationEvent, GenerationRequest, SharedKvStore};
 use vram_llm::types::{EngineKnobs, SamplingParams};
 
-/// The real test model, set by `scripts/dev test` (VRAM_LLM_TEST_MODEL).
-pub fn test_model() -> PathBuf {
-    let path = std::env::var("VRAM_LLM_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("models/gemma-3-270m-q4_k_m.gguf"));
-    assert!(path.is_file(), "test model {} is missing: run `scripts/dev setup` (or set VRAM_LLM_TEST_MODEL)", path.display());
-    path
-}
+pub use crate::common::test_model;
 
 /// A host KV cache of `mib` in memory, with `dir` when given.
 pub fn store(mib: usize, dir: Option<&Path>) -> SharedKvStore {

@@ -46,14 +46,11 @@ impl Worker<'_> {
                 _ => false,
             };
             if !still {
-                let plan = (self.n_swa > 0 && self.max_checkpoints > 0).then(|| {
-                    let slot = &self.slots[f];
-                    let len = slot.active.as_ref().map_or(0, |a| a.prompt.len());
-                    crate::engine::checkpoints::plan(len, slot.cached.len(), &[], &slot.marks)
-                });
+                let len = self.slots[f].active.as_ref().map_or(0, |a| a.prompt.len());
+                let plan = self.plan_checkpoints(f, len, &[]);
                 if let Some(a) = self.slots[f].active.as_mut() {
                     a.follows = None;
-                    a.checkpoint_at = plan.unwrap_or_default();
+                    a.checkpoint_at = plan;
                 }
             }
         }

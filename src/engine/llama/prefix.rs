@@ -76,6 +76,17 @@ impl Worker<'_> {
         }
     }
 
+    /// Where slot `i`'s read of a `len`-token prompt, from what the slot
+    /// holds now, takes checkpoints (`checkpoints::plan`); none without a
+    /// window or with `--ctx-checkpoints 0`.
+    pub(super) fn plan_checkpoints(&self, i: usize, len: usize, hints: &[usize]) -> Vec<usize> {
+        if self.n_swa == 0 || self.max_checkpoints == 0 {
+            return Vec::new();
+        }
+        let slot = &self.slots[i];
+        checkpoints::plan(len, slot.cached.len(), hints, &slot.marks)
+    }
+
     /// Takes a checkpoint of slot `i` as it is now (it holds exactly the
     /// tokens it has read), dropping one beyond `--ctx-checkpoints`.
     pub(super) fn take_checkpoint(&mut self, i: usize) {
@@ -126,10 +137,7 @@ impl Worker<'_> {
         if let Err(why) = restored {
             tracing::warn!(seq, tokens = held, "a saved sequence did not restore ({why}); forgotten, reading the prompt instead");
             store.forget(&key, &found.tokens);
-            let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
-            let slot = &mut self.slots[i];
-            slot.cached.clear();
-            slot.clear_checkpoints();
+            self.empty_slot(i);
             return None;
         }
         tracing::debug!(seq, tokens = held, serves = found.shared, "restored a sequence from the host KV cache");

@@ -50,11 +50,8 @@ impl Worker<'_> {
     pub(super) fn reset_slot(&mut self, i: usize, why: &str) {
         tracing::warn!(seq = self.slots[i].seq, "slot cache unusable ({why}); emptied");
         self.forget_restored(i);
-        let seq = self.slots[i].seq;
-        let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
+        self.empty_slot(i);
         let slot = &mut self.slots[i];
-        slot.cached.clear();
-        slot.clear_checkpoints();
         let Some(active) = slot.active.as_mut() else { return };
         if active.generated == 0 && active.pending.is_none() {
             active.cached_tokens = 0;
@@ -94,6 +91,16 @@ impl Worker<'_> {
         }
     }
 
+    /// Empties slot `i`: its sequence, its tokens, its checkpoints and where
+    /// they were restored from.
+    pub(super) fn empty_slot(&mut self, i: usize) {
+        let _ = self.ctx.kv_cache_seq_rm(self.slots[i].seq, None, None);
+        let slot = &mut self.slots[i];
+        slot.cached.clear();
+        slot.clear_checkpoints();
+        slot.restored = None;
+    }
+
     /// Takes the checkpoints slot `i`'s read has reached (its plan's points
     /// at the tokens it now holds); drops points it has passed.
     pub(super) fn checkpoints_due(&mut self, i: usize) {
@@ -116,14 +123,8 @@ impl Worker<'_> {
         tracing::error!("{message}");
         let mut failed = Vec::new();
         for b in batch {
-            let slot = &mut self.slots[b.slot];
-            if let Some(active) = slot.active.take() {
-                failed.push(active.tx);
-            }
-            let _ = self.ctx.kv_cache_seq_rm(slot.seq, None, None);
-            slot.cached.clear();
-            slot.clear_checkpoints();
-            slot.restored = None;
+            failed.extend(self.slots[b.slot].active.take().map(|a| a.tx));
+            self.empty_slot(b.slot);
         }
         self.publish_stats();
         for tx in failed {

@@ -412,11 +412,7 @@ impl<'m> Worker<'m> {
                 self.save_slot(i);
             }
             let reuse = self.cut_for(i, &prompt);
-            let checkpoint_at = match follows {
-                Some(_) => Vec::new(),
-                None if self.n_swa > 0 && self.max_checkpoints > 0 => crate::engine::checkpoints::plan(prompt.len(), reuse, &hints, &self.slots[i].marks),
-                None => Vec::new(),
-            };
+            let checkpoint_at = if follows.is_some() { Vec::new() } else { self.plan_checkpoints(i, prompt.len(), &hints) };
             self.slots[i].active = Some(Active {
                 tx,
                 prompt,
@@ -516,9 +512,7 @@ impl<'m> Worker<'m> {
             // computed is neither sent nor kept.
             self.cancel_all(FILE_CHANGED);
             for i in 0..self.slots.len() {
-                let _ = self.ctx.kv_cache_seq_rm(self.slots[i].seq, None, None);
-                self.slots[i].cached.clear();
-                self.slots[i].clear_checkpoints();
+                self.empty_slot(i);
             }
             return;
         }
