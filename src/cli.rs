@@ -305,6 +305,17 @@ pub struct ServerFlags {
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     pub memory_budget_mib: Option<u64>,
 
+    /// Pinned host memory for sleeping GPU models, in MiB. A model evicted
+    /// from a GPU for a swap sleeps: its weights wait in pinned host memory
+    /// and its next load wakes them with one copy at PCIe speed instead of
+    /// reading the file. The least recently used sleepers are dropped to
+    /// make room; 0 unloads GPU models for good. Evicted CPU models always
+    /// sleep (their weights are the mapped file) [default with GPUs: 25% of
+    /// the RAM available at startup, taken from the default
+    /// --memory-budget-mib; without GPUs: 0].
+    #[arg(long, value_name = "MIB")]
+    pub sleep_mib: Option<u64>,
+
     /// Host memory for saved KV caches, in MiB, shared by every model: a
     /// slot's cache is saved before another prompt takes the slot or its
     /// model unloads, and a request sharing a saved prefix restores it

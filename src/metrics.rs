@@ -31,6 +31,8 @@ pub struct Metrics {
     pub connections: IntCounterVec,
     // Set at scrape time from the snapshot.
     pub model_loaded: IntGaugeVec,
+    pub model_sleeping: IntGaugeVec,
+    pub model_sleeping_bytes: IntGaugeVec,
     pub model_memory: IntGaugeVec,
     pub queue_depth: IntGaugeVec,
     pub in_flight: IntGaugeVec,
@@ -99,6 +101,12 @@ impl Metrics {
                 seconds(0.005, 14),
             ),
             model_loaded: gauge("vram_llm_model_loaded", "1 when the model is loaded.", &["model"]),
+            model_sleeping: gauge("vram_llm_model_sleeping", "1 when the model sleeps (evicted, its weights kept for a fast wake).", &["model"]),
+            model_sleeping_bytes: gauge(
+                "vram_llm_model_sleeping_bytes",
+                "Pinned host memory a sleeping model keeps (0 on the CPU: its weights are the mapped file).",
+                &["model"],
+            ),
             model_memory: gauge("vram_llm_model_memory_bytes", "Memory the model holds when loaded (measured), else its estimate.", &["model"]),
             queue_depth: gauge("vram_llm_queue_depth", "Requests waiting for the model (for it to load, or for a slot).", &["model"]),
             in_flight: gauge("vram_llm_requests_in_flight", "Requests holding one of the model's slots.", &["model"]),

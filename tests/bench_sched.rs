@@ -64,6 +64,7 @@ fn scheduling_decision_costs() {
         max_queue_wait: None,
         policy: Policy::CacheAware,
         retry_backoff: Duration::from_secs(2),
+        sleep: Default::default(),
     };
     let mut s = SchedState::new(models, limits, t0);
     s.set_gpus(&machine, false);

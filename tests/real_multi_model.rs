@@ -53,6 +53,20 @@ async fn three_names_one_budget_swap_and_unload_frees_memory() {
         assert!(m["memory_bytes"].as_u64().unwrap() > 200 << 20, "{m}");
     }
     assert!(status["used_bytes"].as_u64().unwrap() <= status["budget_bytes"].as_u64().unwrap());
+    // Evicted CPU models sleep (their weights are the mapped file: nothing
+    // pinned), in every view of the state.
+    for m in &models[1..] {
+        assert_eq!((m["state"].as_str(), m["sleeping_bytes"].as_u64()), (Some("sleeping"), Some(0)), "{m}");
+    }
+    assert_eq!(status["sleeping_bytes"], 0, "{status}");
+    let listed: Value = client.get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["data"][1]["state"], "sleeping", "{listed}");
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("vram_llm_model_sleeping{model=\"b\"} 1"), "{metrics}");
+    assert!(metrics.contains("vram_llm_model_sleeping{model=\"a\"} 0"), "{metrics}");
+    // An admin unload of a sleeper releases it.
+    let out = admin(base, reqwest::Method::POST, "/admin/models/unload", Some(json!({"model": "b"}))).await;
+    assert_eq!(out["state"], "unloaded", "{out}");
 
     // Unloading frees the weights and the context (RSS on CPU).
     let loaded_rss = server.rss_bytes();

@@ -15,7 +15,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let _one_at_a_time = SCRAPE.lock();
     let m = crate::metrics::global();
     let snapshot = state.scheduler.snapshot();
-    for family in [&m.model_loaded, &m.model_memory, &m.queue_depth, &m.in_flight, &m.slots_busy, &m.slots_total, &m.llamacpp_processing, &m.llamacpp_deferred] {
+    for family in [&m.model_loaded, &m.model_sleeping, &m.model_sleeping_bytes, &m.model_memory, &m.queue_depth, &m.in_flight, &m.slots_busy, &m.slots_total, &m.llamacpp_processing, &m.llamacpp_deferred] {
         family.reset();
     }
     let (mut waiting, mut running, mut held, mut cells) = (0i64, 0i64, 0u64, 0u64);
@@ -36,6 +36,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         };
         let queued = view.queue_depth as i64 + i64::from(engine_queue);
         m.model_loaded.with_label_values(&[id]).set(i64::from(loaded.is_some()));
+        m.model_sleeping.with_label_values(&[id]).set(i64::from(view.sleeping_bytes.is_some()));
+        m.model_sleeping_bytes.with_label_values(&[id]).set(view.sleeping_bytes.unwrap_or(0) as i64);
         m.model_memory.with_label_values(&[id]).set(view.bytes as i64);
         m.queue_depth.with_label_values(&[id]).set(queued);
         m.in_flight.with_label_values(&[id]).set(i64::from(view.in_flight));

@@ -30,6 +30,7 @@ pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
                 owned_by: "vram-llm",
                 aliases: entry.spec.aliases.clone(),
                 state: entry.state,
+                sleeping_bytes: entry.sleeping_bytes,
                 meta,
             }
         })

@@ -10,8 +10,9 @@ use crate::scheduler::{Policy, Registration};
 /// `vram-llm models`: the catalogue with estimated memory, nothing loaded.
 pub fn print_models(args: &ModelsArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
-    let limits = config.server.sched_limits();
-    let gpus = config.server.gpu_inventory()?.gpus().map_err(|e| e.to_string())?;
+    let inventory = config.server.gpu_inventory()?;
+    let limits = config.server.sched_limits(inventory.has_gpus());
+    let gpus = inventory.gpus().map_err(|e| e.to_string())?;
     let models = registrations(config.models, &config.server.placement);
     let placements = placements_alone(&gpus, &models);
     let rows: Vec<serde_json::Value> = models

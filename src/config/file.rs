@@ -48,6 +48,7 @@ pub struct ServerSection {
     pub api_key: Option<String>,
     pub admin_token: Option<String>,
     pub memory_budget_mib: Option<u64>,
+    pub sleep_mib: Option<u64>,
     pub max_loaded_models: Option<u64>,
     pub policy: Option<crate::scheduler::Policy>,
     #[serde(default, deserialize_with = "duration")]

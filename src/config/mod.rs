@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     pub admin_token: Option<String>,
     pub memory_budget_mib: Option<u64>,
+    /// Pinned host memory for sleeping GPU models (`None`: the default).
+    pub sleep_mib: Option<u64>,
     /// Host KV cache budget (0: off).
     pub kv_cache_mib: u64,
     /// Where saved KV caches are also kept across restarts, and its budget.
@@ -96,6 +98,7 @@ impl Config {
             api_key: secret("api_key", flags.api_key.clone().or_else(|| s.api_key.clone()), flags.api_key_file.as_deref())?,
             admin_token: secret("admin_token", flags.admin_token.clone().or_else(|| s.admin_token.clone()), None)?,
             memory_budget_mib: flags.memory_budget_mib.or(s.memory_budget_mib),
+            sleep_mib: flags.sleep_mib.or(s.sleep_mib),
             kv_cache_mib: flags.kv_cache_mib.or(s.kv_cache_mib).unwrap_or(DEFAULT_KV_CACHE_MIB),
             kv_cache_dir: flags.kv_cache_dir.clone().or_else(|| s.kv_cache_dir.as_ref().map(|p| config_dir_of(&file_path).join(p))),
             kv_cache_dir_mib: flags.kv_cache_dir_mib.or(s.kv_cache_dir_mib).unwrap_or(DEFAULT_KV_CACHE_DIR_MIB),
@@ -168,10 +171,23 @@ impl ServerConfig {
 
     /// Scheduler settings. The budget is host memory (--memory-budget-mib,
     /// else 75% of what is available); GPUs are budgeted per GPU from their
-    /// free memory by the scheduler itself.
-    pub fn sched_limits(&self) -> SchedLimits {
+    /// free memory by the scheduler itself. With GPUs, sleeping models may
+    /// pin --sleep-mib (else a quarter of what is available, which the
+    /// default host budget then leaves out: pinned memory is not swappable).
+    pub fn sched_limits(&self, has_gpus: bool) -> SchedLimits {
+        let available = available_bytes();
+        let sleep_bytes = match (self.sleep_mib, has_gpus) {
+            (Some(mib), _) => mib << 20,
+            (None, true) => available / 4,
+            (None, false) => 0,
+        };
+        let default_budget = || {
+            let budget = available / 4 * 3;
+            if self.sleep_mib.is_none() { budget.saturating_sub(sleep_bytes).max(1 << 30) } else { budget }
+        };
         SchedLimits {
-            budget_bytes: self.memory_budget_mib.map_or_else(default_cpu_budget_bytes, |m| m << 20),
+            sleep: crate::scheduler::sleep::SleepLimits { budget_bytes: sleep_bytes, ..Default::default() },
+            budget_bytes: self.memory_budget_mib.map_or_else(default_budget, |m| m << 20),
             max_loaded: self.max_loaded_models,
             max_wait: self.max_wait,
             max_queue: self.max_queue,
@@ -185,15 +201,18 @@ impl ServerConfig {
 /// Default budget on a CPU-only machine: 75% of the memory available now
 /// (`MemAvailable`), so the OS and page cache keep the rest.
 pub fn default_cpu_budget_bytes() -> u64 {
+    available_bytes() / 4 * 3
+}
+
+/// The memory available now (`MemAvailable`; 32 GiB when unknown, so the
+/// 75% default stays the 24 GiB it was).
+fn available_bytes() -> u64 {
     let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
         text.lines()
             .find_map(|l| l.strip_prefix("MemAvailable:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
     });
-    match available_kib {
-        Some(kib) => kib * 1024 / 4 * 3,
-        None => 8 * 1024 * 1024 * 1024,
-    }
+    available_kib.map_or(32 << 30, |kib| kib * 1024)
 }
 
 fn config_dir_of(file: &Option<PathBuf>) -> PathBuf {

@@ -23,8 +23,11 @@ pub struct LlamaFactory {
     pub gpus_known: bool,
     /// The host KV cache shared by every model (`None`: off).
     pub kv_store: Option<super::SharedKvStore>,
-    /// Weights of CPU-only models evicted for a swap (`None`: never kept).
+    /// Where sleeping models' weights are kept (`None`: nothing sleeps).
     pub kept_weights: Option<Arc<super::llama::weights::KeptWeights<super::llama::weights::Weights>>>,
+    /// Whole-GPU loads put their weights in a pool that can sleep
+    /// (`--sleep-mib` above 0).
+    pub sleep_gpu: bool,
 }
 
 impl EngineFactory for LlamaFactory {
@@ -35,6 +38,7 @@ impl EngineFactory for LlamaFactory {
             split_mode: p.split_mode,
             n_gpu_layers: p.n_gpu_layers,
             tensor_split: p.tensor_split.clone(),
+            whole: p.kind == crate::gpu::PlacementKind::SingleGpu,
         });
         let options = LoadOptions {
             gpu,
@@ -50,10 +54,18 @@ impl EngineFactory for LlamaFactory {
             fit: fit.then(|| FitOptions { reserve_mib: self.fit_reserve_mib, devices: self.fit_devices.clone() }),
             batch_size: self.batch_size,
             kv_store: self.kv_store.clone(),
+            model_id: spec.id.clone(),
             kept_weights: self.kept_weights.clone(),
+            sleep_gpu: self.sleep_gpu,
             swa_full: spec.swa_full,
             knobs: spec.knobs,
         };
         Ok(Arc::new(LlamaEngine::load(options, progress)?))
+    }
+
+    fn release_sleeper(&self, spec: &ModelSpec) {
+        if let Some(kept) = &self.kept_weights {
+            kept.release_model(&spec.id);
+        }
     }
 }

@@ -56,6 +56,8 @@ pub struct GpuParams {
     pub n_gpu_layers: u32,
     /// One fraction per entry of `devices`.
     pub tensor_split: Vec<f32>,
+    /// The whole model on the GPU(s), nothing left on the CPU.
+    pub whole: bool,
 }
 
 pub use crate::types::{SamplingParams, TokenId};
@@ -240,6 +242,8 @@ pub enum EngineError {
 pub trait EngineFactory: Send + Sync + 'static {
     /// Loads `spec` where the scheduler placed it (`None`: no GPU plan).
     fn load(&self, spec: &ModelSpec, placement: Option<&Placement>, progress: Progress) -> Result<Arc<dyn Engine>, EngineError>;
+    /// Releases what a sleeping `spec` keeps (the scheduler dropped it).
+    fn release_sleeper(&self, _spec: &ModelSpec) {}
 }
 
 /// A loaded model that can tokenize and generate. Implemented by the llama.cpp
@@ -284,10 +288,16 @@ pub trait Engine: Send + Sync + 'static {
     }
     /// Ends every running and queued generation with an error (forced unload).
     fn cancel_all(&self) {}
-    /// Called before an unload that made room for a swap: the engine may
-    /// keep what costs nothing to keep (CPU-only weights, which are the
-    /// mapped file) so the next load of this model is cheaper.
-    fn keep_weights_on_unload(&self) {}
+    /// What this load would keep in host memory while asleep
+    /// (`scheduler/sleep.rs`): `Ok(0)` for CPU weights (the mapped file),
+    /// `Ok(bytes)` of pinned memory for GPU weights, or why it cannot sleep.
+    fn sleep_cost(&self) -> Result<u64, String> {
+        Err("this engine cannot sleep".into())
+    }
+    /// Called before the unload of a model the scheduler chose to sleep:
+    /// the engine keeps its weights (asleep) for the next load of the same
+    /// model, which then only wakes them and creates a context.
+    fn sleep_on_unload(&self) {}
     /// Why this model should be unloaded and loaded again: its file
     /// changed on disk or was cut short under its mapping (`None`: fine).
     fn stale(&self) -> Option<String> {

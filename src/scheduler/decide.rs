@@ -12,6 +12,7 @@
 use std::time::Instant;
 
 use super::policy::{choose_evictions, Policy, Resident};
+use super::sleep::{self, Evictee, Sleeper};
 use super::state::{Action, Residency, SchedState, Ticket};
 use crate::gpu::Placement;
 
@@ -32,6 +33,11 @@ pub enum UnloadReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     Unload { model: usize, why: UnloadReason },
+    /// Right before its eviction's `Unload`: the model sleeps, holding
+    /// `pinned_bytes` of host memory (`sleep.rs` chose it).
+    Sleep { model: usize, pinned_bytes: u64 },
+    /// A sleeping model gives back what it keeps.
+    DropSleeper { model: usize },
     /// The waiter at the front of `model`'s queue gets a slot.
     Admit { model: usize, ticket: Ticket },
     /// Every model takes new admissions again.
@@ -107,12 +113,23 @@ impl SchedState {
             Step::Unload { model, why } => {
                 let m = &mut self.models[*model];
                 m.residency = Residency::Unloading;
+                if *why != UnloadReason::Evicted {
+                    m.asleep = None;
+                }
                 if *why == UnloadReason::Evicted {
                     m.closed = false;
                     m.watching_comeback = true;
                     self.swaps += 1;
                 }
                 actions.push(Action::Unload { model: *model });
+            }
+            Step::Sleep { model, pinned_bytes } => {
+                self.models[*model].asleep = Some(*pinned_bytes);
+                actions.push(Action::Sleep { model: *model });
+            }
+            Step::DropSleeper { model } => {
+                self.models[*model].asleep = None;
+                actions.push(Action::DropSleeper { model: *model });
             }
             Step::Admit { model, ticket } => {
                 if let Some(w) = self.models[*model].queue.iter().find(|w| w.ticket == *ticket).cloned() {
@@ -136,6 +153,8 @@ impl SchedState {
                 let m = &mut self.models[*model];
                 m.placement = placement.clone();
                 m.gpu_measured = None;
+                // Loading a sleeping model wakes it.
+                m.asleep = None;
                 m.residency = Residency::Loading;
                 m.load_started = Some(now);
                 actions.push(Action::Load { model: *model });
@@ -183,6 +202,8 @@ impl SchedState {
             if (m.unload_requested || retired_idle) && m.residency == Residency::Loaded && m.in_flight == 0 {
                 let why = if m.unload_requested { UnloadReason::Requested } else { UnloadReason::Retired };
                 self.record(Step::Unload { model: i, why }, now, steps);
+            } else if m.retired && m.asleep.is_some() && m.residency == Residency::Unloaded {
+                self.record(Step::DropSleeper { model: i }, now, steps);
             }
         }
     }
@@ -259,7 +280,7 @@ impl SchedState {
                 chosen.extend([Step::SwapFor { model: None }, Step::Load { model: target, placement }]);
             } else {
                 chosen.push(Step::SwapFor { model: Some(target) });
-                chosen.extend(evict.iter().map(|&model| Step::Unload { model, why: UnloadReason::Evicted }));
+                chosen.extend(self.evictions(&evict));
             }
             chosen.into_iter().for_each(|s| self.record(s, now, steps));
             return;
@@ -284,9 +305,34 @@ impl SchedState {
         // memory nobody can use yet.
         if all_idle {
             self.record(Step::SwapFor { model: Some(target) }, now, steps);
-            for model in evict {
-                self.record(Step::Unload { model, why: UnloadReason::Evicted }, now, steps);
+            for step in self.evictions(&evict) {
+                self.record(step, now, steps);
             }
         }
+    }
+
+    /// The steps that evict `evict`: sleepers dropped for room first, then
+    /// each evictee, preceded by `Sleep` when it sleeps (`sleep::plan`).
+    fn evictions(&self, evict: &[usize]) -> Vec<Step> {
+        let sleepers: Vec<Sleeper> = self
+            .models
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.residency == Residency::Unloaded)
+            .filter_map(|(i, m)| m.asleep.map(|pinned_bytes| Sleeper { model: i, pinned_bytes, last_used: m.last_used }))
+            .collect();
+        let evictees: Vec<Evictee> = evict
+            .iter()
+            .map(|&i| Evictee { model: i, cost: self.models[i].sleep_cost.clone(), last_used: self.models[i].last_used })
+            .collect();
+        let plan = sleep::plan(self.limits.sleep, &sleepers, &evictees);
+        let mut steps: Vec<Step> = plan.drop.iter().map(|&model| Step::DropSleeper { model }).collect();
+        for &model in evict {
+            if let Some(&(_, pinned_bytes)) = plan.sleep.iter().find(|(m, _)| *m == model) {
+                steps.push(Step::Sleep { model, pinned_bytes });
+            }
+            steps.push(Step::Unload { model, why: UnloadReason::Evicted });
+        }
+        steps
     }
 }

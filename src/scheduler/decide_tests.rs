@@ -22,6 +22,7 @@ fn one_model_room(models: Vec<ModelLimits>, t0: Instant) -> SchedState {
         max_queue_wait: None,
         policy: Policy::CacheAware,
         retry_backoff: Duration::from_secs(2),
+        sleep: Default::default(),
     };
     SchedState::new(models, limits, t0)
 }
@@ -252,4 +253,93 @@ fn the_next_load_is_known_once_evictions_or_draining_start_for_it() {
     let t2 = t0 + Duration::from_secs(2);
     s.poll(t2); // evicts a for b
     assert_eq!(s.next_load(t2), Some(1));
+}
+
+// Sleeping (sleep.rs decides; these check the steps decide records for it).
+
+const GIB: u64 = 1 << 30;
+
+#[test]
+fn an_evicted_model_that_can_sleep_sleeps_and_loading_it_wakes_it() {
+    let t0 = Instant::now();
+    let mut s = a_resident_b_waiting(t0);
+    s.models[0].sleep_cost = Ok(0);
+    let now = t0 + Duration::from_secs(2);
+    let evict = s.decide(now);
+    assert_eq!(s.apply(&evict, now), vec![Action::Sleep { model: 0 }, Action::Unload { model: 0 }], "{evict:?}");
+    assert_eq!(s.models[0].state_name(), "unloading", "asleep once the unload is done");
+    s.unload_done(0);
+    assert_eq!((s.models[0].state_name(), s.models[0].asleep), ("sleeping", Some(0)));
+    s.poll(now);
+    s.load_done(1, Ok(None), now);
+    s.poll(now);
+    s.release(1, now);
+    // A request for `a`: its load is the wake.
+    let later = now + Duration::from_secs(5);
+    s.enqueue(0, later).unwrap();
+    let actions = s.poll(later);
+    assert!(actions.contains(&Action::Unload { model: 1 }), "{actions:?}");
+    assert_eq!(s.models[0].state_name(), "sleeping", "still asleep while b unloads");
+    s.unload_done(1);
+    assert_eq!(s.poll(later), vec![Action::Load { model: 0 }]);
+    assert_eq!((s.models[0].state_name(), s.models[0].asleep), ("loading", None));
+}
+
+#[test]
+fn a_model_that_cannot_sleep_unloads_as_before() {
+    let t0 = Instant::now();
+    let mut s = a_resident_b_waiting(t0);
+    s.models[0].sleep_cost = Err("partial offload".into());
+    s.limits.sleep.budget_bytes = 100 * GIB;
+    let now = t0 + Duration::from_secs(2);
+    let evict = s.decide(now);
+    assert_eq!(s.apply(&evict, now), vec![Action::Unload { model: 0 }]);
+    s.unload_done(0);
+    assert_eq!(s.models[0].state_name(), "unloaded");
+}
+
+/// Three models with room for one; each sleeps for 6 GiB, the budget holds one.
+#[test]
+fn a_new_sleeper_drops_an_older_one_when_the_budget_holds_only_one() {
+    let t0 = Instant::now();
+    let mut s = one_model_room(vec![model("a", 100), model("b", 100), model("c", 100)], t0);
+    s.limits.sleep.budget_bytes = 10 * GIB;
+    let mut now = t0;
+    s.enqueue(0, now).unwrap();
+    for (m, next) in [(0usize, 1usize), (1, 2)] {
+        assert_eq!(s.poll(now), vec![Action::Load { model: m }]);
+        s.load_done(m, Ok(None), now);
+        s.models[m].sleep_cost = Ok(6 * GIB);
+        s.poll(now);
+        s.release(m, now);
+        now += Duration::from_secs(10);
+        s.enqueue(next, now).unwrap();
+        let actions = s.poll(now);
+        if m == 0 {
+            assert_eq!(actions, vec![Action::Sleep { model: 0 }, Action::Unload { model: 0 }]);
+        } else {
+            assert_eq!(actions, vec![Action::DropSleeper { model: 0 }, Action::Sleep { model: 1 }, Action::Unload { model: 1 }]);
+        }
+        s.unload_done(m);
+    }
+    let asleep: Vec<_> = s.models.iter().map(|m| m.asleep).collect();
+    assert_eq!(asleep, vec![None, Some(6 * GIB), None]);
+}
+
+#[test]
+fn a_retired_or_admin_unloaded_sleeper_gives_back_what_it_keeps() {
+    let t0 = Instant::now();
+    let mut s = a_resident_b_waiting(t0);
+    s.models[0].sleep_cost = Ok(0);
+    let now = t0 + Duration::from_secs(2);
+    s.poll(now);
+    s.unload_done(0);
+    assert_eq!(s.drop_sleeper(0), vec![Action::DropSleeper { model: 0 }]);
+    assert_eq!(s.models[0].state_name(), "unloaded");
+    assert!(s.drop_sleeper(0).is_empty(), "nothing left to drop");
+    // Asleep again, then removed by a config reload.
+    s.models[0].asleep = Some(0);
+    s.retire(0);
+    assert!(s.poll(now).contains(&Action::DropSleeper { model: 0 }));
+    assert_eq!(s.models[0].asleep, None);
 }

@@ -15,6 +15,7 @@ pub mod decide;
 mod overload;
 pub mod pools;
 pub mod policy;
+pub mod sleep;
 pub mod snapshot;
 pub mod state;
 

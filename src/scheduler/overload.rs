@@ -229,6 +229,7 @@ mod tests {
             max_queue_wait,
             policy,
             retry_backoff: 2 * S,
+            sleep: Default::default(),
         };
         SchedState::new(vec![model("a"), model("b")], limits, t0)
     }

@@ -184,6 +184,11 @@ impl Owner {
                         self.measure_gpus(model);
                         self.record_swap(model, &loaded, now);
                         let measured = loaded.engine.memory_bytes();
+                        let sleep_cost = loaded.engine.sleep_cost();
+                        if let Err(why) = &sleep_cost {
+                            tracing::info!(model = %id, "an eviction will unload it for good: it cannot sleep ({why})");
+                        }
+                        self.state.models[model].sleep_cost = sleep_cost;
                         self.entries[model].loaded = Some(loaded);
                         self.state.load_done(model, Ok(measured), now)
                     }
@@ -212,6 +217,9 @@ impl Owner {
             }
             Msg::Unload { model, force, reply } => {
                 if self.state.models[model].residency != Residency::Loaded {
+                    // An admin unload of a sleeping model releases what it keeps.
+                    let dropped = self.state.drop_sleeper(model);
+                    self.apply(dropped);
                     let _ = reply.send(());
                 } else {
                     if force {
@@ -282,6 +290,15 @@ impl Owner {
                 }
                 Action::Load { model } => self.start_load(model),
                 Action::Unload { model } => self.start_unload(model),
+                Action::Sleep { model } => {
+                    if let Some(loaded) = &self.entries[model].loaded {
+                        loaded.engine.sleep_on_unload();
+                    }
+                }
+                Action::DropSleeper { model } => {
+                    tracing::info!(model = %self.entries[model].spec.id, "releasing what the sleeping model keeps");
+                    self.factory.release_sleeper(&self.entries[model].spec);
+                }
                 Action::Fail { ticket, reason, model } => {
                     if let Some((_, reply, ..)) = self.waiters.remove(&ticket) {
                         let model = self.entries[model].spec.id.clone();
@@ -419,11 +436,9 @@ impl Owner {
         crate::metrics::global().unloads.with_label_values(&[self.entries[model].spec.id.as_str(), reason]).inc();
         if self.state.models[model].evicted() {
             self.evictions.push((model, self.clock.now(), None));
-            if let Some(loaded) = &self.entries[model].loaded {
-                loaded.engine.keep_weights_on_unload();
-            }
         }
-        tracing::info!(model = %self.entries[model].spec.id, "unloading");
+        let sleeps = self.state.models[model].asleep.is_some();
+        tracing::info!(model = %self.entries[model].spec.id, "{}", if sleeps { "unloading to sleep" } else { "unloading" });
         let loaded = self.entries[model].loaded.take();
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -486,7 +501,8 @@ impl Owner {
                 n_vocab: e.n_vocab,
                 created: e.created,
                 retired: m.retired,
-                state: m.residency.name(),
+                state: m.state_name(),
+                sleeping_bytes: m.asleep.filter(|_| m.residency == Residency::Unloaded),
                 engine: e.loaded.as_ref().map(Arc::downgrade),
                 progress: e.progress,
                 bytes: m.limits.bytes,
@@ -511,6 +527,7 @@ impl Owner {
             policy: s.limits.policy,
             budget_bytes: s.limits.budget_bytes,
             used_bytes: s.used_bytes(),
+            sleep_budget_bytes: s.limits.sleep.budget_bytes,
             swaps: s.swaps,
             max_wait_ms: s.limits.max_wait.as_millis() as u64,
             recent_swaps: self.recent_swaps.iter().cloned().collect(),

@@ -23,6 +23,8 @@ pub struct Snapshot {
     /// Host memory budget and what the models hold of it.
     pub budget_bytes: u64,
     pub used_bytes: u64,
+    /// Pinned host memory sleeping models may hold (`--sleep-mib`).
+    pub sleep_budget_bytes: u64,
     /// Evictions made to give another model room.
     pub swaps: u64,
     pub max_wait_ms: u64,
@@ -58,8 +60,11 @@ pub struct ModelView {
     pub created: u64,
     /// Removed by a reload: takes no new requests, unloads once idle.
     pub retired: bool,
-    /// `unloaded`, `loading`, `loaded`, `unloading` or `failed`.
+    /// `unloaded`, `sleeping`, `loading`, `loaded`, `unloading` or `failed`.
     pub state: &'static str,
+    /// Asleep: the pinned host bytes it keeps (0 on the CPU, whose weights
+    /// are the mapped file).
+    pub sleeping_bytes: Option<u64>,
     /// Weak, so that a snapshot never keeps an unloaded model's memory alive.
     pub engine: Option<Weak<LoadedModel>>,
     /// Load progress in percent while a load runs.
@@ -96,6 +101,7 @@ impl Snapshot {
             policy: Policy::default(),
             budget_bytes: 0,
             used_bytes: 0,
+            sleep_budget_bytes: 0,
             swaps: 0,
             max_wait_ms: 0,
             recent_swaps: Vec::new(),
@@ -114,6 +120,11 @@ impl Snapshot {
             None => self.active().next().ok_or(SchedError::NoModels),
             Some(name) => self.active().find(|m| m.spec.answers_to(name)).ok_or_else(|| SchedError::UnknownModel(name.to_string())),
         }
+    }
+
+    /// Pinned host bytes the sleeping models hold together.
+    pub fn sleeping_bytes(&self) -> u64 {
+        self.models.iter().filter_map(|m| m.sleeping_bytes).sum()
     }
 
     /// The inventory `gpus` with what our resident models hold on each GPU.

@@ -105,6 +105,11 @@ pub struct ModelSched {
     pub service: Option<Duration>,
     /// When each request now holding a slot was admitted, oldest first.
     pub(super) admitted_at: VecDeque<Instant>,
+    /// What sleeping would cost this load (`sleep.rs`), set when it loads.
+    pub sleep_cost: Result<u64, String>,
+    /// Asleep (chosen to sleep at its eviction): the pinned host bytes it
+    /// holds. A load wakes it.
+    pub asleep: Option<u64>,
 }
 
 impl ModelSched {
@@ -120,6 +125,14 @@ impl ModelSched {
                 Holding { host_bytes: planned.host_bytes, gpu_mib: self.gpu_measured.clone().unwrap_or(planned.gpu_mib) }
             }
             _ => Holding { host_bytes: self.limits.bytes, gpu_mib: Vec::new() },
+        }
+    }
+
+    /// Its state's name in the API: a residency, or `sleeping`.
+    pub fn state_name(&self) -> &'static str {
+        match (&self.residency, self.asleep) {
+            (Residency::Unloaded, Some(_)) => "sleeping",
+            (r, _) => r.name(),
         }
     }
 
@@ -167,6 +180,8 @@ pub struct SchedLimits {
     pub policy: Policy,
     /// First retry delay after a failed load; doubles per failure (max 64x).
     pub retry_backoff: Duration,
+    /// How much evicted models may keep asleep (`sleep.rs`).
+    pub sleep: super::sleep::SleepLimits,
 }
 
 /// What the owner task must do.
@@ -175,6 +190,11 @@ pub enum Action {
     Admit { model: usize, ticket: Ticket },
     Load { model: usize },
     Unload { model: usize },
+    /// Before its `Unload`: the model sleeps instead of unloading for good.
+    Sleep { model: usize },
+    /// A sleeping model gives back what it keeps (room for another sleeper,
+    /// an admin unload, a retirement).
+    DropSleeper { model: usize },
     Fail { model: usize, ticket: Ticket, reason: String },
 }
 
@@ -238,6 +258,8 @@ impl SchedState {
             loaded_at: None,
             service: None,
             admitted_at: VecDeque::new(),
+            sleep_cost: Err("not loaded".into()),
+            asleep: None,
         });
         self.models.len() - 1
     }
@@ -373,6 +395,17 @@ impl SchedState {
         m.gpu_measured = None;
         m.closed = false;
         m.unload_requested = false;
+    }
+
+    /// Releases what a sleeping model keeps (an admin unload of a model
+    /// that is not loaded); nothing when it is not asleep.
+    pub fn drop_sleeper(&mut self, model: usize) -> Vec<Action> {
+        let m = &self.models[model];
+        if m.residency != Residency::Unloaded || m.asleep.is_none() {
+            return Vec::new();
+        }
+        let decision = super::decide::Decision { steps: vec![super::decide::Step::DropSleeper { model }] };
+        self.apply(&decision, m.last_used)
     }
 
     /// An admin unload: the model admits nothing new and is unloaded as soon

@@ -21,6 +21,7 @@ fn limits(budget_mib: u64, policy: Policy) -> SchedLimits {
         max_queue_wait: None,
         policy,
         retry_backoff: Duration::from_secs(2),
+        sleep: Default::default(),
     }
 }
 
@@ -296,6 +297,7 @@ fn swaps_for(policy: Policy) -> u64 {
                         s.load_done(model, Ok(None), now);
                     }
                     Action::Unload { model } => s.unload_done(model),
+                    Action::Sleep { .. } | Action::DropSleeper { .. } => {}
                     Action::Fail { .. } => panic!("unexpected failure"),
                 }
             }

@@ -19,15 +19,11 @@ use crate::scheduler::{Scheduler, SystemClock};
 
 pub mod conn;
 
-/// CPU-only models evicted for a swap whose mapped weights are kept (page
-/// cache the kernel may reclaim; a reload then only creates the context).
-const KEPT_WEIGHTS: usize = 8;
-
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
     let server = config.server.clone();
     let inventory = server.gpu_inventory()?;
-    let limits = server.sched_limits();
+    let limits = server.sched_limits(inventory.has_gpus());
     let models = registrations(config.models, &server.placement);
     // Placement options that name missing GPUs are config errors: say so now,
     // not at the first request.
@@ -37,6 +33,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     tracing::info!(
         budget_mib = limits.budget_bytes >> 20,
+        sleep_mib = limits.sleep.budget_bytes >> 20,
         policy = ?limits.policy,
         models = models.len(),
         "scheduler ready"
@@ -57,7 +54,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         fit_reserve_mib: server.placement.reserve_mib,
         fit_devices: server.placement.devices.clone(),
         gpus_known: inventory.has_gpus(),
-        kept_weights: Some(Arc::new(KeptWeights::new(KEPT_WEIGHTS))),
+        kept_weights: Some(Arc::new(KeptWeights::new())),
+        sleep_gpu: limits.sleep.budget_bytes > 0,
         kv_store: kv_store.clone(),
     });
     let scheduler = Scheduler::start(models, factory, limits, inventory, Arc::new(SystemClock));

@@ -284,6 +284,7 @@ pub fn roomy_limits() -> SchedLimits {
         max_queue_wait: None,
         policy: Policy::CacheAware,
         retry_backoff: Duration::from_secs(2),
+        sleep: Default::default(),
     }
 }
 

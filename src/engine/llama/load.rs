@@ -12,7 +12,7 @@ use crate::engine::ModelInfo;
 
 use super::*;
 
-/// `reused`: weights kept from this file's last eviction (CPU-only loads).
+/// `reused`: weights kept asleep since this file's last eviction.
 pub(super) fn load_model(
     options: &LoadOptions,
     progress: crate::types::Progress,
@@ -43,18 +43,26 @@ pub(super) fn load_model(
             params = apply_gpu_plan(params, gpu)?;
         }
     }
-    let model = match reused {
-        Some(model) => {
-            tracing::debug!(path = %options.path.display(), "reusing the weights kept from the last unload");
-            model
-        }
+    // A sleeping model wakes only for a load placed as it was.
+    let placed = format!("{:?}|{:?}", options.gpu, options.n_gpu_layers);
+    let woken = reused.and_then(|kept| wake(kept, &placed, &options.path));
+    let model = match woken {
+        Some(model) => model,
         None => {
+            let pool = sleep_pool(options);
+            let mut params = std::pin::pin!(params);
+            if let Ok(pool) = &pool {
+                // SAFETY: the pool's buffer type lives as long as the
+                // `Weights` below, which drop the model first.
+                unsafe { params.as_mut().add_buft_override(sleep::WEIGHTS_PATTERN, pool.buft()) };
+            }
             // The mappings this load adds are watched for a file truncated
             // under them (mapguard.rs); other models may map the same file.
             let before = mapguard::mappings_of(&options.path);
             let model = LlamaModel::load_from_file(backend, &options.path, &params).map_err(|e| why_not_loaded(&options.path, &e.to_string()))?;
             let added: Vec<(usize, usize)> = mapguard::mappings_of(&options.path).into_iter().filter(|r| !before.contains(r)).collect();
-            Arc::new(weights::Weights { model, guard: mapguard::MapGuard::watch(&added), llg: Default::default() })
+            let sleep = pool.and_then(|p| if p.buffers() > 0 { Ok(p) } else { Err("no weights went to the sleep pool".into()) });
+            Arc::new(weights::Weights { model, guard: mapguard::MapGuard::watch(&added), llg: Default::default(), sleep, placed })
         }
     };
     let n_ctx_train = model.n_ctx_train();
@@ -93,6 +101,53 @@ pub(super) fn load_model(
 /// needs (never less).
 fn sliding_window(model: &LlamaModel) -> usize {
     model.n_swa() as usize
+}
+
+/// Wakes `kept` for a load placed as `placed` (GPU weights: one copy back
+/// from pinned memory); `None` when it cannot serve (it is then dropped,
+/// which frees what it kept, and the caller loads the file again).
+fn wake(kept: Arc<weights::Weights>, placed: &str, path: &std::path::Path) -> Option<Arc<weights::Weights>> {
+    if kept.placed != placed {
+        tracing::info!(path = %path.display(), "the sleeping weights were placed differently: loading the file again");
+        return None;
+    }
+    if let Ok(pool) = &kept.sleep {
+        let started = std::time::Instant::now();
+        if let Err(e) = pool.wake() {
+            tracing::warn!(path = %path.display(), "waking the GPU weights failed ({e}): loading the file again");
+            return None;
+        }
+        let took = started.elapsed();
+        let bytes = pool.device_bytes();
+        tracing::info!(path = %path.display(), mib = bytes >> 20, ms = took.as_millis() as u64,
+            gb_per_s = format!("{:.1}", bytes as f64 / took.as_secs_f64().max(1e-9) / 1e9), "woke the GPU weights");
+    } else {
+        tracing::debug!(path = %path.display(), "reusing the weights kept from the last unload");
+    }
+    Some(kept)
+}
+
+/// The pool a load's weights go to so that they can sleep: only a whole
+/// model on one GPU, placed by the scheduler's plan; else why not (such a
+/// model unloads for good when evicted).
+fn sleep_pool(options: &LoadOptions) -> Result<sleep::Pool, String> {
+    if !options.sleep_gpu {
+        return Err("sleeping on a GPU is off (--sleep-mib 0)".into());
+    }
+    if options.fit.is_some() {
+        return Err("llama.cpp's fitter places it (--use-fit-params)".into());
+    }
+    let Some(gpu) = &options.gpu else { return Err("no GPU plan".into()) };
+    match gpu.devices.as_slice() {
+        [] => Err("it runs on the CPU".into()),
+        [cuda] if gpu.whole => {
+            sleep::available()?;
+            let ggml = ggml_devices(&[*cuda])?;
+            sleep::Pool::new(ggml[0], *cuda)
+        }
+        [_] => Err("partial offload: part of it stays on the CPU".into()),
+        many => Err(format!("it is split across {} GPUs", many.len())),
+    }
 }
 
 /// The vocabulary's fill-in-the-middle tokens (llama.cpp reports -1 for a

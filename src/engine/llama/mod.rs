@@ -27,6 +27,7 @@ mod recover;
 pub mod reference;
 mod saved;
 mod shift;
+pub mod sleep;
 pub mod weights;
 mod worker;
 
@@ -71,8 +72,13 @@ pub struct LoadOptions {
     /// Where sequences are saved before a slot drops them or the model
     /// unloads, and restored from (`None`: no host KV cache).
     pub kv_store: Option<crate::engine::SharedKvStore>,
-    /// Where the weights of CPU-only models evicted for a swap are kept.
+    /// The model's name: with the file's identity, the key of its
+    /// sleeping weights.
+    pub model_id: String,
+    /// Where sleeping models' weights are kept.
     pub kept_weights: Option<Arc<weights::KeptWeights<weights::Weights>>>,
+    /// Whether GPU weights go to a pool that can sleep (sleep.rs).
+    pub sleep_gpu: bool,
     /// Full-size KV cache for sliding-window layers (rollbacks keep their
     /// prefix) instead of the window only.
     pub swa_full: bool,
@@ -125,9 +131,11 @@ pub struct LlamaEngine {
     /// this process's resident memory (KV cache and compute buffers).
     memory_bytes: u64,
     timings: LoadTimings,
-    /// Where to keep the weights on an unload after `keep_weights_on_unload`
-    /// (CPU-only loads): the cache and this model's key in it.
+    /// Where the weights sleep after `sleep_on_unload`: the cache and this
+    /// model's key in it.
     keep: Option<(Arc<weights::KeptWeights<weights::Weights>>, String)>,
+    /// What sleeping costs this load (`Engine::sleep_cost`).
+    sleep_cost: Result<u64, String>,
     keep_on_drop: std::sync::atomic::AtomicBool,
     commands: Mutex<std_mpsc::Sender<Command>>,
     stats: Arc<Stats>,
@@ -166,9 +174,16 @@ impl LlamaEngine {
         // The file's identity keys both the kept weights and the saved KV states.
         let file = weights::LoadedFile::at(&options.path);
         let identity = file.identity().to_string();
-        // Only weights that are page cache (mapped, not pinned) cost nothing to keep.
-        let keepable = cpu_only(&options) && options.knobs.weights_are_page_cache();
-        let keep = options.kept_weights.clone().filter(|_| keepable).map(|w| (w, identity.clone()));
+        // CPU weights that are page cache (mapped, not locked or read in)
+        // sleep for free; other CPU loads cannot sleep; GPU loads sleep when
+        // their weights went to a sleep pool (sleep.rs).
+        let cpu_sleep = match (cpu_only(&options), options.knobs.weights_are_page_cache()) {
+            (false, _) => None,
+            (true, true) => Some(Ok(0)),
+            (true, false) => Some(Err("its weights are read into memory or locked (--no-mmap, --mlock), not page cache".to_string())),
+        };
+        let key = weights::KeptWeights::<weights::Weights>::key(&options.model_id, &identity);
+        let keep = options.kept_weights.clone().map(|w| (w, key));
         let reused = keep.as_ref().and_then(|(kept, key)| kept.take(key));
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let (cmd_tx, cmd_rx) = std_mpsc::channel();
@@ -181,6 +196,10 @@ impl LlamaEngine {
         match ready_rx.recv() {
             Ok(Ok((model, info, context_bytes, timings))) => Ok(Self {
                 memory_bytes: model.size() + context_bytes,
+                sleep_cost: cpu_sleep.unwrap_or_else(|| match &model.sleep {
+                    Ok(pool) => Ok(pool.device_bytes()),
+                    Err(why) => Err(why.clone()),
+                }),
                 file,
                 timings,
                 keep,
@@ -210,7 +229,26 @@ impl Drop for LlamaEngine {
             let _ = worker.join();
         }
         if let Some((kept, key)) = &self.keep {
-            if self.keep_on_drop.load(Ordering::Relaxed) {
+            // The worker (and its context) is gone: nothing uses the weights.
+            let asleep = match &self.model.sleep {
+                _ if !self.keep_on_drop.load(Ordering::Relaxed) => false,
+                Ok(pool) => {
+                    let started = std::time::Instant::now();
+                    match pool.sleep() {
+                        Ok(()) => {
+                            tracing::info!(model = %self.info.architecture.as_deref().unwrap_or("?"), pinned_mib = pool.host_bytes() >> 20,
+                                ms = started.elapsed().as_millis() as u64, "GPU weights asleep in pinned host memory");
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!("the GPU weights could not sleep ({e}): unloading them");
+                            false
+                        }
+                    }
+                }
+                Err(_) => true,
+            };
+            if asleep {
                 kept.keep(key.clone(), self.model.clone());
             } else {
                 kept.release(key);
@@ -289,8 +327,12 @@ impl Engine for LlamaEngine {
         self.timings
     }
 
-    fn keep_weights_on_unload(&self) {
-        self.keep_on_drop.store(true, Ordering::Relaxed);
+    fn sleep_cost(&self) -> Result<u64, String> {
+        self.sleep_cost.clone()
+    }
+
+    fn sleep_on_unload(&self) {
+        self.keep_on_drop.store(self.sleep_cost.is_ok(), Ordering::Relaxed);
     }
 
     fn stale(&self) -> Option<String> {

@@ -1,9 +1,10 @@
-//! Weights kept after an eviction ("sleep"): on the CPU, llama.cpp maps the
-//! GGUF file and its tensors point into the mapping, so a model's weights are
-//! page cache the kernel may reclaim, not memory we hold. Keeping the mapped
-//! `LlamaModel` of a model evicted for a swap makes its next load cost only
-//! the context. Only CPU-only loads are kept (weights on a GPU are VRAM that
-//! another model needs); admin and ttl unloads release everything.
+//! Weights kept after an eviction: sleeping models (scheduler/sleep.rs). On
+//! the CPU, llama.cpp maps the GGUF file and its tensors point into the
+//! mapping, so a model's weights are page cache the kernel may reclaim, not
+//! memory we hold: keeping the mapped `LlamaModel` makes its next load cost
+//! only the context. On one GPU, the weights sleep in pinned host memory
+//! (sleep.rs) and wake with one copy. Admin and ttl unloads release
+//! everything.
 //! Also here: the file identity that keys what outlives a load.
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,12 @@ pub struct Weights<M = LlamaModel> {
     /// `%llguidance` grammar and kept with the weights.
     pub llg: super::llg::Vocab,
     pub model: M,
+    /// The pool its GPU weights live in, when they can sleep (sleep.rs), else
+    /// why not. After `model`: llama.cpp frees the pool's buffers first.
+    pub sleep: Result<super::sleep::Pool, String>,
+    /// Where the weights were placed (the GPU plan's devices and layers): a
+    /// sleeping model wakes only for a load placed the same way.
+    pub placed: String,
 }
 
 impl<M> std::ops::Deref for Weights<M> {
@@ -40,22 +47,23 @@ impl<M> std::ops::Deref for Weights<M> {
     }
 }
 
-/// Kept models by key (file identity and load parameters), most recent last.
+/// Sleeping models by key (the file's identity), most recent last. The
+/// scheduler decides who sleeps and who is dropped (scheduler/sleep.rs);
+/// this only holds them.
 pub struct KeptWeights<T> {
     kept: Mutex<Vec<(String, Arc<T>)>>,
-    max: usize,
 }
 
 impl<T> std::fmt::Debug for KeptWeights<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let keys: Vec<String> = self.kept.lock().iter().map(|(k, _)| k.clone()).collect();
-        f.debug_struct("KeptWeights").field("kept", &keys).field("max", &self.max).finish()
+        f.debug_struct("KeptWeights").field("kept", &keys).finish()
     }
 }
 
 impl<T> KeptWeights<T> {
-    pub fn new(max: usize) -> Self {
-        Self { kept: Mutex::new(Vec::new()), max }
+    pub fn new() -> Self {
+        Self { kept: Mutex::new(Vec::new()) }
     }
 
     /// Takes the weights kept under `key`, if any.
@@ -65,14 +73,25 @@ impl<T> KeptWeights<T> {
         Some(kept.remove(at).1)
     }
 
-    /// Keeps `weights` under `key`; the oldest go beyond `max`.
+    /// Keeps `weights` under `key`.
     pub fn keep(&self, key: String, weights: Arc<T>) {
         let mut kept = self.kept.lock();
         kept.retain(|(k, _)| *k != key);
         kept.push((key, weights));
-        while kept.len() > self.max {
-            kept.remove(0);
-        }
+    }
+
+    /// The key of model `id`'s weights from the file whose identity is
+    /// `identity` (two names for one file sleep apart, as the scheduler
+    /// counts them).
+    pub fn key(id: &str, identity: &str) -> String {
+        format!("{id}\0{identity}")
+    }
+
+    /// Drops what is kept for model `id`, whatever its file's identity was
+    /// then (the file may have changed since).
+    pub fn release_model(&self, id: &str) {
+        let prefix = format!("{id}\0");
+        self.kept.lock().retain(|(k, _)| !k.starts_with(&prefix));
     }
 
     /// Drops everything kept under `key` (the model is unloaded for good).
@@ -205,15 +224,17 @@ mod tests {
     use crate::engine::llama::mapguard;
 
     #[test]
-    fn kept_weights_are_taken_once_and_the_oldest_leave_first() {
-        let kept = KeptWeights::new(2);
-        kept.keep("a".into(), Arc::new(1));
-        kept.keep("b".into(), Arc::new(2));
+    fn kept_weights_are_taken_once_and_released_by_key_or_model() {
+        let kept = KeptWeights::new();
+        kept.keep(KeptWeights::<u8>::key("ab", "/m/a.gguf|1|2|ff"), Arc::new(1));
+        kept.keep(KeptWeights::<u8>::key("b", "/m/a.gguf|1|2|ff"), Arc::new(2));
         kept.keep("c".into(), Arc::new(3));
-        assert!(kept.take("a").is_none(), "a was the oldest");
-        assert_eq!(kept.take("b").as_deref(), Some(&2));
-        assert!(kept.take("b").is_none(), "taken once");
+        assert_eq!(kept.take(&KeptWeights::<u8>::key("b", "/m/a.gguf|1|2|ff")).as_deref(), Some(&2), "one file, two models");
+        assert!(kept.take(&KeptWeights::<u8>::key("b", "/m/a.gguf|1|2|ff")).is_none(), "taken once");
         kept.release("c");
+        kept.release_model("a");
+        assert_eq!(kept.len(), 1, "model `a` is not model `ab`");
+        kept.release_model("ab");
         assert!(kept.is_empty());
     }
 
@@ -237,6 +258,8 @@ mod tests {
             guard: MapGuard::watch(&[(at, at + range.len())]),
             llg: Default::default(),
             model: Mapped { at, watched_at_unmap: watched_at_unmap.clone() },
+            sleep: Err("a test".into()),
+            placed: String::new(),
         };
         assert!(mapguard::watching(at));
         drop(weights);

@@ -264,6 +264,56 @@ impl LlamaModelParams {
         self.add_cpu_buft_override(c"\\.ffn_(up|down|gate)_(ch|)exps");
     }
 
+    // PATCH(vram-llm): tensors matching `key` go to an arbitrary ggml buffer
+    // type (vram-llm's GPU weights that can sleep, issue 23).
+    /// Appends a buffer type override: tensors whose name matches `key` (a
+    /// regex, searched) are allocated from `buft`.
+    ///
+    /// # Safety
+    /// `buft` must be a valid `ggml_backend_buffer_type_t` that outlives
+    /// every model loaded with these parameters.
+    pub unsafe fn add_buft_override(mut self: Pin<&mut Self>, key: &CStr, buft: *mut std::ffi::c_void) {
+        let last = self.buft_overrides.last_mut().expect("buft_overrides did not have a next allocated");
+        assert!(last.pattern.is_null(), "last buft_override was not empty");
+        last.pattern = key.as_ptr();
+        last.buft = buft.cast();
+        self.params.tensor_buft_overrides = null();
+        self.buft_overrides.push(llama_cpp_sys_2::llama_model_tensor_buft_override {
+            pattern: std::ptr::null(),
+            buft: std::ptr::null_mut(),
+        });
+        self.params.tensor_buft_overrides = self.buft_overrides.as_ptr();
+    }
+
+    // PATCH(vram-llm): what a caller-built buffer type needs from ggml.
+    /// ggml's default buffer type of its device `index` (e.g. `CUDA0`'s), as
+    /// an opaque pointer; null for a bad index.
+    #[must_use]
+    pub fn ggml_device_buffer_type(index: usize) -> *mut std::ffi::c_void {
+        if index >= unsafe { llama_cpp_sys_2::ggml_backend_dev_count() } {
+            return std::ptr::null_mut();
+        }
+        unsafe { llama_cpp_sys_2::ggml_backend_dev_buffer_type(llama_cpp_sys_2::ggml_backend_dev_get(index)).cast() }
+    }
+
+    // PATCH(vram-llm)
+    /// The address of ggml's `ggml_backend_buffer_init` (ggml-backend-impl.h),
+    /// which a buffer type written outside ggml calls to make its buffers.
+    #[must_use]
+    pub fn ggml_buffer_init_fn() -> *mut std::ffi::c_void {
+        // Only its address is taken; Rust never calls it (its `iface`
+        // argument is a struct passed by value).
+        extern "C" {
+            fn ggml_backend_buffer_init(
+                buft: *mut std::ffi::c_void,
+                iface: *const std::ffi::c_void,
+                context: *mut std::ffi::c_void,
+                size: usize,
+            ) -> *mut std::ffi::c_void;
+        }
+        ggml_backend_buffer_init as *mut std::ffi::c_void
+    }
+
     /// Appends a buffer type override to the model parameters, to move layers matching pattern to CPU.
     /// It must be pinned as this creates a self-referential struct.
     pub fn add_cpu_buft_override(mut self: Pin<&mut Self>, key: &CStr) {
