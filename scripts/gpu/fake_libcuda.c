@@ -8,7 +8,8 @@
  * Every memory call fails with CUDA_ERROR_INVALID_CONTEXT unless a context was pushed on the calling thread, which
  * checks the shim's push/pop discipline. Only cuGetProcAddress_v2 and cuDriverGetVersion are exported by name,
  * the rest is reached through cuGetProcAddress, as the shim does. FAKE_CUDA_NO_DEVICE=1 makes cuInit fail with
- * CUDA_ERROR_NO_DEVICE. Not thread-safe beyond what the tests need.
+ * CUDA_ERROR_NO_DEVICE; FAKE_CUDA_NO_VMM=1 gives a device without VMM support. Not thread-safe beyond what the
+ * tests need.
  */
 #define _GNU_SOURCE
 #include <cuda.h>
@@ -42,6 +43,11 @@ static CUresult f_DeviceGet(CUdevice *d, int ordinal) {
     return CUDA_SUCCESS;
 }
 static CUresult f_DeviceGetCount(int *n) { *n = 1; return CUDA_SUCCESS; }
+static CUresult f_DeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d) {
+    (void)d;
+    *v = a == CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED ? !getenv("FAKE_CUDA_NO_VMM") : 0;
+    return CUDA_SUCCESS;
+}
 static CUresult f_DeviceGetName(char *name, int len, CUdevice d) {
     (void)d;
     strncpy(name, "fake GPU (host memory)", (size_t)len - 1);
@@ -181,7 +187,7 @@ API CUresult cuDriverGetVersion(int *v) { *v = 13000; return CUDA_SUCCESS; }
 
 static const struct { const char *name; void *fn; } table[] = {
 #define F(n) { "cu" #n, (void *)f_##n }
-    F(GetErrorString), F(GetErrorName), F(Init), F(DeviceGet), F(DeviceGetCount), F(DeviceGetName),
+    F(GetErrorString), F(GetErrorName), F(Init), F(DeviceGet), F(DeviceGetCount), F(DeviceGetAttribute), F(DeviceGetName),
     F(DevicePrimaryCtxRetain), F(CtxPushCurrent), F(CtxPopCurrent), F(CtxSynchronize), F(StreamSynchronize),
     F(MemGetAllocationGranularity), F(MemGetInfo), F(MemAddressReserve), F(MemAddressFree), F(MemCreate),
     F(MemRelease), F(MemMap), F(MemUnmap), F(MemSetAccess), F(MemHostAlloc), F(MemFreeHost), F(MemAlloc),

@@ -175,7 +175,14 @@ static struct dev_state *dev_get(int device) {
         CUcontext ctx = NULL;
         size_t gran = 0;
         CUmemAllocationProp prop = alloc_prop(device);
+        int vmm = 0;
         CU_TRY("cuDeviceGet", cu.DeviceGet(&dev, device));
+        CU_TRY("cuDeviceGetAttribute",
+               cu.DeviceGetAttribute(&vmm, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, dev));
+        if (!vmm) {
+            vsi_set_err("device %d does not support CUDA virtual memory management", device);
+            goto fail;
+        }
         CU_TRY("cuDevicePrimaryCtxRetain", cu.DevicePrimaryCtxRetain(&ctx, dev));
         CU_TRY("cuMemGetAllocationGranularity",
                cu.MemGetAllocationGranularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED));

@@ -22,6 +22,7 @@
     X(Init, PFN_cuInit_v2000)                                                                                         \
     X(DeviceGet, PFN_cuDeviceGet_v2000)                                                                               \
     X(DeviceGetCount, PFN_cuDeviceGetCount_v2000)                                                                     \
+    X(DeviceGetAttribute, PFN_cuDeviceGetAttribute_v2000)                                                             \
     X(DevicePrimaryCtxRetain, PFN_cuDevicePrimaryCtxRetain_v7000)                                                     \
     X(CtxPushCurrent, PFN_cuCtxPushCurrent_v4000)                                                                     \
     X(CtxPopCurrent, PFN_cuCtxPopCurrent_v4000)                                                                       \
