@@ -16,7 +16,9 @@
  * the device's default one (llama_model_loader::load_all_data, upload_backend), which ours is not, so it takes the
  * synchronous path, our set_tensor. Nothing else in ggml-cuda compares a weight's buffer type by pointer outside
  * assert()s compiled out by NDEBUG (ggml_cuda_graph_evaluate_and_capture): a llama.cpp built without NDEBUG
- * (CMAKE_BUILD_TYPE=Debug) would fail those asserts on these weights.
+ * (CMAKE_BUILD_TYPE=Debug) would fail those asserts on these weights. LoRA adapters allocate their tensors in the
+ * buffer type of the weight they modify (llama-adapter.cpp), so on such a model they land in the pool too and
+ * sleep and wake with it.
  *
  * Errors inside ggml callbacks cannot be returned: they print "vram_sleep: <call> failed: <reason>" and abort(),
  * as ggml's CUDA_CHECK does. Touching a sleeping buffer (set/get/memset/clear) is a bug and aborts too.
