@@ -2,6 +2,7 @@
 //! crate version, git commit (when built from a checkout), the llama.cpp
 //! binding versions (from Cargo.lock) and the enabled cargo features. With
 //! `dynamic-link`, the binary's own folder is on its library search path.
+//! With `cuda`, the GPU sleep shim is built beside the binary.
 
 use std::process::Command;
 
@@ -43,6 +44,39 @@ fn main() {
     // together run without LD_LIBRARY_PATH (which, when set, still wins).
     if std::env::var_os("CARGO_FEATURE_DYNAMIC_LINK").is_some() {
         println!("cargo:rustc-link-arg-bins=-Wl,-rpath,$ORIGIN");
+    }
+
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        build_sleep_shim();
+    }
+}
+
+/// GPU builds: the sleep shim (src/shim, issue 23) beside the binary, where
+/// it is looked for at run time. Built with the C compiler against the CUDA
+/// toolkit's headers (`CUDA_PATH`, as llama-cpp-sys-2 finds the toolkit) by
+/// scripts/gpu/build_shim.sh, the same script the GPU kit uses. A failure is
+/// a warning, not an error: the server then unloads GPU models instead of
+/// letting them sleep, and says so in its log.
+fn build_sleep_shim() {
+    for f in ["src/shim/vram_sleep.c", "src/shim/vram_sleep_ggml.c", "src/shim/vram_sleep.h", "src/shim/vs_internal.h", "scripts/gpu/build_shim.sh"] {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    println!("cargo:rerun-if-env-changed=CUDA_PATH");
+    // OUT_DIR is target/<profile>/build/vram-llm-<hash>/out: the binary's folder is three levels up.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let Some(bin_dir) = out.ancestors().nth(3) else { return };
+    let mut cmd = Command::new("bash");
+    cmd.arg("scripts/gpu/build_shim.sh").arg(bin_dir);
+    if let Some(cuda) = std::env::var_os("CUDA_PATH") {
+        cmd.arg(std::path::Path::new(&cuda).join("include"));
+    }
+    match cmd.output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => println!(
+            "cargo:warning=the GPU sleep shim was not built (GPU models will unload instead of sleeping): {}",
+            String::from_utf8_lossy(&o.stderr).trim().replace('\n', " | ")
+        ),
+        Err(e) => println!("cargo:warning=the GPU sleep shim was not built: cannot run bash: {e}"),
     }
 }
 

@@ -17,6 +17,10 @@ fn main() -> std::process::ExitCode {
             if !modules.is_empty() {
                 println!("backend modules: {}", modules.join("; "));
             }
+            match vram_llm::engine::llama::sleep::status() {
+                Ok(shim) => println!("gpu sleep: yes ({shim})"),
+                Err(why) => println!("gpu sleep: no ({why})"),
+            }
             return std::process::ExitCode::SUCCESS;
         }
     }

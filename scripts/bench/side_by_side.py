@@ -222,13 +222,15 @@ def vram_status(server):
 
 
 def swap_request(server, which, names, files, i, evict):
-    """Request i of the alternation (a, b, a, ...): a 4-token completion.
-    With `evict`, the requested model's file leaves the page cache first."""
-    k = i % 2
+    """Request i of the rotation (a, b, a, ... or a, b, c, a, ...): a 4-token
+    completion. With `evict`, the requested model's file leaves the page
+    cache first."""
+    k = i % len(names)
     resid = None
     if evict:
         bl.evict(files[k])
-        resid = {"requested": bl.resident_fraction(files[k]), "other": bl.resident_fraction(files[1 - k])}
+        others = [bl.resident_fraction(f) for j, f in enumerate(files) if j != k]
+        resid = {"requested": bl.resident_fraction(files[k]), "other": min(others)}
     r = bl.complete(server.url, f"Request {i}: tell me about the number {17 * i + 3}.", 4,
                     model=names[k], stream=False, timeout=600)
     row = {"model": names[k], "latency_s": r["end"] - r["start"], "tokens": r["tokens"], "residency": resid}
@@ -254,9 +256,11 @@ def verify_eviction(path):
 
 
 def start_swap_server(args, which, folder, res):
-    """Two copies of the model, a and b, in `folder`; one fits, not both."""
-    files = [os.path.join(folder, "a.gguf"), os.path.join(folder, "b.gguf")]
+    """Two copies of the model, a and b, in `folder` (or the --swap-models
+    files, two or more, as a, b, c...); one fits, not two."""
     sources = args.swap_models.split(",") if args.swap_models else [args.model, args.model]
+    stems = [chr(ord("a") + i) for i in range(len(sources))]
+    files = [os.path.join(folder, f"{s}.gguf") for s in stems]
     for src, f in zip(sources, files):
         if args.swap_models:
             os.link(src, f)  # given files are distinct already: no copy
@@ -266,15 +270,15 @@ def start_swap_server(args, which, folder, res):
     if which == VRAM:
         budget = args.swap_budget_mib or int(1.5 * footprint_mib(args, files[0]))
         res["swap_budget_mib"] = budget
-        argv = vram_argv(args, port, [("a", files[0]), ("b", files[1])]) + ["--memory-budget-mib", str(budget)]
+        argv = vram_argv(args, port, list(zip(stems, files))) + ["--memory-budget-mib", str(budget)]
         server = spawn(VRAM, argv, port, "swaps")
         server.wait_http("/health", args.start_timeout)
-        return server, ["a", "b"], files
+        return server, stems, files
     argv = [args.peer_bin, "--models-dir", folder, "--models-max", "1"] + peer_common(args, port)
     server = spawn(PEER, argv, port, "swaps")
     ids = [m["id"] for m in server.wait_http("/v1/models", args.start_timeout).get("data", [])]
     names = [next((i for i in ids if i == stem), None) or next(i for i in ids if stem in i.split("/")[-1])
-             for stem in ("a", "b")]
+             for stem in stems]
     return server, names, files
 
 
@@ -306,7 +310,8 @@ def swap_sections(args, which_list, sections, raw):
             each(servers, raw, section, lambda w, s: rows[w].extend(
                 swap_request(s, w, *setup[w], i, evict) for i in range(args.swaps)))
             for w in servers:
-                lat = [r["latency_s"] for r in rows[w][1:]]
+                # The first round (each model's first, cold load) is the warm-up.
+                lat = [r["latency_s"] for r in rows[w][len(setup[w][0]):]]
                 raw[w][section] = {"mean_s": statistics.mean(lat), "median_s": statistics.median(lat),
                                    "requests": rows[w]}
                 log(f"{w} {section}: mean {1000 * raw[w][section]['mean_s']:.0f} ms per request")
@@ -456,10 +461,11 @@ def main():
     ap.add_argument("--repeat", type=int, default=2, help="decode runs per concurrency (median)")
     ap.add_argument("--sentences", type=int, default=35, help="numbered sentences in the ~700-token prompts (~20 tokens each)")
     ap.add_argument("--prefill-prompts", type=int, default=3, help="cold prompts for prefill (median)")
-    ap.add_argument("--swaps", type=int, default=10, help="alternating requests (the first is a warm-up)")
+    ap.add_argument("--swaps", type=int, default=10, help="requests rotating over the swap models (the first round, "
+                    "each model's first load, is a warm-up)")
     ap.add_argument("--swap-budget-mib", type=int, help="vram-llm budget for the swap sections "
                     "[default: 1.5 x the measured footprint, so one copy fits and two do not]")
-    ap.add_argument("--swap-models", metavar="A,B", help="two distinct model files for the swap sections "
+    ap.add_argument("--swap-models", metavar="A,B[,C]", help="two or more distinct model files for the swap sections "
                     "(hard-linked into --tmp-dir, same file system) instead of two copies of --model")
     ap.add_argument("--vram-args", default="", help="extra vram-llm serve arguments (e.g. '--max-loaded-models 1')")
     ap.add_argument("--peer-args", default="", help="extra llama-server arguments (e.g. '-ngl all -fit off')")

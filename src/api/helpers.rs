@@ -111,6 +111,10 @@ pub async fn props(State(state): State<AppState>, query: RawQuery) -> Result<Res
         "build_info": state.build,
         "backends": &*state.backends,
         "backend_modules": &*state.backend_modules,
+        "gpu_sleep": match crate::engine::llama::sleep::status() {
+            Ok(shim) => json!({"available": true, "shim": shim}),
+            Err(reason) => json!({"available": false, "reason": reason}),
+        },
         "gpus": state.scheduler.gpu_status(&snapshot),
         "placement": view.placement,
     });

@@ -294,6 +294,10 @@ pub trait Engine: Send + Sync + 'static {
     fn sleep_cost(&self) -> Result<u64, String> {
         Err("this engine cannot sleep".into())
     }
+    /// Pinned host bytes this awake model still holds from an earlier sleep.
+    fn pinned_bytes(&self) -> u64 {
+        0
+    }
     /// Called before the unload of a model the scheduler chose to sleep:
     /// the engine keeps its weights (asleep) for the next load of the same
     /// model, which then only wakes them and creates a context.

@@ -325,7 +325,15 @@ impl SchedState {
             .iter()
             .map(|&i| Evictee { model: i, cost: self.models[i].sleep_cost.clone(), last_used: self.models[i].last_used })
             .collect();
-        let plan = sleep::plan(self.limits.sleep, &sleepers, &evictees);
+        // Pinned copies kept by awake models that once slept (not the evictees').
+        let held_awake = self
+            .models
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| m.residency.occupies_memory() && !evict.contains(i))
+            .map(|(_, m)| m.pinned_awake)
+            .sum();
+        let plan = sleep::plan(self.limits.sleep, held_awake, &sleepers, &evictees);
         let mut steps: Vec<Step> = plan.drop.iter().map(|&model| Step::DropSleeper { model }).collect();
         for &model in evict {
             if let Some(&(_, pinned_bytes)) = plan.sleep.iter().find(|(m, _)| *m == model) {

@@ -189,6 +189,7 @@ impl Owner {
                             tracing::info!(model = %id, "an eviction will unload it for good: it cannot sleep ({why})");
                         }
                         self.state.models[model].sleep_cost = sleep_cost;
+                        self.state.models[model].pinned_awake = loaded.engine.pinned_bytes();
                         self.entries[model].loaded = Some(loaded);
                         self.state.load_done(model, Ok(measured), now)
                     }

@@ -59,12 +59,15 @@ pub struct SleepPlan {
     pub unload: Vec<(usize, String)>,
 }
 
-/// Decides for `evicted` given the `sleepers` already asleep. The most
-/// recently used evictee chooses first. An evictee sleeps if its cost fits
+/// Decides for `evicted` given the `sleepers` already asleep and the pinned
+/// bytes that awake models still hold (`held_awake`: a model that slept
+/// keeps its pinned copy after waking, so its next sleep is only a
+/// release). The most recently used evictee chooses first. An evictee sleeps if its cost fits
 /// the budget next to the sleepers, after dropping sleepers used less
 /// recently than it (oldest first); a sleeper more recent than the evictee
 /// is never dropped for it.
-pub fn plan(limits: SleepLimits, sleepers: &[Sleeper], evicted: &[Evictee]) -> SleepPlan {
+pub fn plan(limits: SleepLimits, held_awake: u64, sleepers: &[Sleeper], evicted: &[Evictee]) -> SleepPlan {
+    let limits = SleepLimits { budget_bytes: limits.budget_bytes.saturating_sub(held_awake), ..limits };
     let mut asleep: Vec<Sleeper> = sleepers.to_vec();
     asleep.sort_by_key(|s| s.last_used);
     let mut order: Vec<&Evictee> = evicted.iter().collect();
@@ -123,14 +126,14 @@ mod tests {
     #[test]
     fn cpu_weights_always_sleep_even_without_a_budget() {
         let t0 = Instant::now();
-        let p = plan(limits(0), &[], &[Evictee { model: 1, cost: Ok(0), last_used: t0 }]);
+        let p = plan(limits(0), 0, &[], &[Evictee { model: 1, cost: Ok(0), last_used: t0 }]);
         assert_eq!(p, SleepPlan { sleep: vec![(1, 0)], ..Default::default() });
     }
 
     #[test]
     fn a_load_that_cannot_sleep_unloads_with_its_reason() {
         let t0 = Instant::now();
-        let p = plan(limits(64), &[], &[Evictee { model: 2, cost: Err("partial offload".into()), last_used: t0 }]);
+        let p = plan(limits(64), 0, &[], &[Evictee { model: 2, cost: Err("partial offload".into()), last_used: t0 }]);
         assert_eq!(p.unload, vec![(2, "partial offload".to_string())]);
         assert!(p.sleep.is_empty() && p.drop.is_empty());
     }
@@ -138,9 +141,9 @@ mod tests {
     #[test]
     fn a_gpu_model_sleeps_within_the_budget_and_unloads_beyond_it() {
         let t0 = Instant::now();
-        let fits = plan(limits(8), &[], &[Evictee { model: 0, cost: Ok(5 * GIB), last_used: t0 }]);
+        let fits = plan(limits(8), 0, &[], &[Evictee { model: 0, cost: Ok(5 * GIB), last_used: t0 }]);
         assert_eq!(fits.sleep, vec![(0, 5 * GIB)]);
-        let too_big = plan(limits(4), &[], &[Evictee { model: 0, cost: Ok(5 * GIB), last_used: t0 }]);
+        let too_big = plan(limits(4), 0, &[], &[Evictee { model: 0, cost: Ok(5 * GIB), last_used: t0 }]);
         assert_eq!(too_big.unload.len(), 1);
         assert!(too_big.unload[0].1.contains("exceed the sleep budget"), "{:?}", too_big.unload);
     }
@@ -152,7 +155,7 @@ mod tests {
             Sleeper { model: 1, pinned_bytes: 4 * GIB, last_used: at(t0, 20) },
             Sleeper { model: 2, pinned_bytes: 4 * GIB, last_used: at(t0, 10) },
         ];
-        let p = plan(limits(10), &sleepers, &[Evictee { model: 3, cost: Ok(5 * GIB), last_used: at(t0, 30) }]);
+        let p = plan(limits(10), 0, &sleepers, &[Evictee { model: 3, cost: Ok(5 * GIB), last_used: at(t0, 30) }]);
         assert_eq!(p.drop, vec![2], "only the oldest goes: 4 + 5 fit in 10");
         assert_eq!(p.sleep, vec![(3, 5 * GIB)]);
     }
@@ -161,7 +164,7 @@ mod tests {
     fn a_more_recent_sleeper_is_never_dropped_for_an_older_evictee() {
         let t0 = Instant::now();
         let sleepers = [Sleeper { model: 1, pinned_bytes: 6 * GIB, last_used: at(t0, 50) }];
-        let p = plan(limits(10), &sleepers, &[Evictee { model: 2, cost: Ok(6 * GIB), last_used: at(t0, 40) }]);
+        let p = plan(limits(10), 0, &sleepers, &[Evictee { model: 2, cost: Ok(6 * GIB), last_used: at(t0, 40) }]);
         assert!(p.drop.is_empty() && p.sleep.is_empty());
         assert_eq!(p.unload.len(), 1);
     }
@@ -173,7 +176,7 @@ mod tests {
             Evictee { model: 1, cost: Ok(6 * GIB), last_used: at(t0, 10) },
             Evictee { model: 2, cost: Ok(6 * GIB), last_used: at(t0, 20) },
         ];
-        let p = plan(limits(10), &[], &evicted);
+        let p = plan(limits(10), 0, &[], &evicted);
         assert_eq!(p.sleep, vec![(2, 6 * GIB)]);
         assert_eq!(p.unload.iter().map(|u| u.0).collect::<Vec<_>>(), vec![1]);
     }
@@ -183,7 +186,7 @@ mod tests {
         let t0 = Instant::now();
         let sleepers: Vec<Sleeper> = (0..2).map(|i| Sleeper { model: i, pinned_bytes: 0, last_used: at(t0, i as u64) }).collect();
         let l = SleepLimits { budget_bytes: 0, max_sleepers: 2 };
-        let p = plan(l, &sleepers, &[Evictee { model: 5, cost: Ok(0), last_used: at(t0, 9) }]);
+        let p = plan(l, 0, &sleepers, &[Evictee { model: 5, cost: Ok(0), last_used: at(t0, 9) }]);
         assert_eq!((p.drop, p.sleep), (vec![0], vec![(5, 0)]));
     }
 
@@ -191,8 +194,17 @@ mod tests {
     fn no_room_with_max_sleepers_zero() {
         let t0 = Instant::now();
         let l = SleepLimits { budget_bytes: 8 * GIB, max_sleepers: 0 };
-        let p = plan(l, &[], &[Evictee { model: 0, cost: Ok(0), last_used: t0 }]);
+        let p = plan(l, 0, &[], &[Evictee { model: 0, cost: Ok(0), last_used: t0 }]);
         assert!(p.sleep.is_empty());
         assert_eq!(p.unload.len(), 1);
+    }
+
+    #[test]
+    fn pinned_copies_of_awake_models_take_their_share_of_the_budget() {
+        let t0 = Instant::now();
+        let e = [Evictee { model: 0, cost: Ok(6 * GIB), last_used: t0 }];
+        assert_eq!(plan(limits(10), 0, &[], &e).sleep, vec![(0, 6 * GIB)]);
+        let p = plan(limits(10), 5 * GIB, &[], &e);
+        assert!(p.sleep.is_empty() && p.unload.len() == 1, "{p:?}");
     }
 }

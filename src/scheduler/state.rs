@@ -110,6 +110,8 @@ pub struct ModelSched {
     /// Asleep (chosen to sleep at its eviction): the pinned host bytes it
     /// holds. A load wakes it.
     pub asleep: Option<u64>,
+    /// Loaded: the pinned copy it kept from an earlier sleep (0 if none).
+    pub pinned_awake: u64,
 }
 
 impl ModelSched {
@@ -260,6 +262,7 @@ impl SchedState {
             admitted_at: VecDeque::new(),
             sleep_cost: Err("not loaded".into()),
             asleep: None,
+            pinned_awake: 0,
         });
         self.models.len() - 1
     }
@@ -389,6 +392,7 @@ impl SchedState {
     pub fn unload_done(&mut self, model: usize) {
         let m = &mut self.models[model];
         m.residency = Residency::Unloaded;
+        m.pinned_awake = 0;
         m.loaded_at = None;
         m.admitted_at.clear();
         m.placement = None;

@@ -92,6 +92,9 @@ def test_dashboard_shows_swaps_and_saves_a_screenshot(dash):
     recent = re.search(r'<tbody id="recent">(.*?)</tbody>', dom, re.S).group(1)
     assert recent.count("<tr>") >= 2, recent
     assert "alpha" in recent and "beta" in recent
+    # beta was evicted for alpha: it sleeps (a CPU model keeps its mapped file, nothing pinned).
+    assert _states(dom)["beta"] == "sleeping", _states(dom)
+    assert "asleep (mapped file)" in dom
     path = os.environ.get("VRAM_LLM_SCREENSHOT") or os.path.join(tempfile.mkdtemp(), "dashboard.png")
     _render(dash, "--window-size=1280,820", f"--screenshot={path}")
     with open(path, "rb") as f:

@@ -331,6 +331,10 @@ impl Engine for LlamaEngine {
         self.sleep_cost.clone()
     }
 
+    fn pinned_bytes(&self) -> u64 {
+        self.model.sleep.as_ref().map_or(0, |pool| pool.host_bytes())
+    }
+
     fn sleep_on_unload(&self) {
         self.keep_on_drop.store(self.sleep_cost.is_ok(), Ordering::Relaxed);
     }

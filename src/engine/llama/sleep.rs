@@ -110,6 +110,12 @@ pub fn available() -> Result<(), String> {
     shim().map(|_| ())
 }
 
+/// For `--version` and `/props`: the shim in use (its driver loaded), or
+/// why GPU weights cannot sleep.
+pub fn status() -> Result<String, String> {
+    shim().map(|s| s.path.display().to_string())
+}
+
 /// The weights buffers of one model on one GPU. Dropped after the model
 /// (`Weights` field order), since llama.cpp frees its buffers first.
 pub struct Pool {
