@@ -301,7 +301,8 @@ pub struct ServerFlags {
     /// Host memory the loaded models may use together, in MiB; without GPUs,
     /// models stay loaded while their footprints fit. With GPUs each GPU is
     /// budgeted by its free memory and this bounds only what placements
-    /// leave on the CPU [default: 75% of the RAM available at startup].
+    /// leave on the CPU [default: 75% of the RAM available at startup, less
+    /// the default --sleep-mib where GPU models can sleep].
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     pub memory_budget_mib: Option<u64>,
 
@@ -310,9 +311,10 @@ pub struct ServerFlags {
     /// and its next load wakes them with one copy at PCIe speed instead of
     /// reading the file. The least recently used sleepers are dropped to
     /// make room; 0 unloads GPU models for good. Evicted CPU models always
-    /// sleep (their weights are the mapped file) [default with GPUs: 25% of
-    /// the RAM available at startup, taken from the default
-    /// --memory-budget-mib; without GPUs: 0].
+    /// sleep (their weights are the mapped file) [default where GPU models
+    /// can sleep (GPUs, a GPU build, the sleep shim): 25% of the RAM
+    /// available at startup, taken from the default --memory-budget-mib;
+    /// elsewhere: 0].
     #[arg(long, value_name = "MIB")]
     pub sleep_mib: Option<u64>,
 

@@ -399,6 +399,9 @@ async fn llama_server_completion_answers_in_its_shape() {
     assert_eq!(body["content"], "xy");
     assert_eq!((body["stop"].as_bool(), body["stop_type"].as_str(), body["prompt"].as_str()), (Some(true), Some("eos"), Some("p")));
     assert!(body["tokens_predicted"].as_u64().is_some() && body["timings"]["predicted_n"].is_u64(), "{body}");
+    // A stop string: llama-server's `word`, naming it.
+    let (_, stopped) = post(&base, "/completion", json!({"prompt": "p", "stop": ["zz", "y"]}).to_string()).await;
+    assert_eq!((stopped["content"].as_str(), stopped["stop_type"].as_str(), stopped["stopping_word"].as_str()), (Some("x"), Some("word"), Some("y")));
 
     let resp = reqwest::Client::new().post(format!("{base}/completion")).body(json!({"prompt": "p", "stream": true}).to_string()).send().await.unwrap();
     let events = vram_llm::api::sse::parse_events(&resp.text().await.unwrap());

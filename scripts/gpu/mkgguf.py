@@ -5,7 +5,8 @@
 
 The weight matrices are Q4_0 and left as holes in a sparse file (all-zero
 blocks, which Q4_0 decodes to 0.0), so an "8B" file takes a second to write
-and almost no disk. The embeddings and the output matrix are random F16 and
+and almost no disk. With --dense they are random instead (small scale), so
+the text depends on every layer: for checks that weights survive a copy. The embeddings and the output matrix are random F16 and
 the norms are 1.0, so the logits differ from token to token and greedy
 decoding produces varied text. Memory use, load and decode cost follow the
 shape and types as for a real model of that shape; the text is noise.
@@ -89,7 +90,17 @@ def data(dims, kind, rng):
     return (rng.standard_normal(dims, dtype=np.float32) * 0.5).astype(np.float16)
 
 
-def write(path, shape_name, seed, ctx):
+def dense_q4_0(dims, rng):
+    """Q4_0 blocks of random 4-bit values with a small scale (0.02), so the
+    layers change the hidden state as a real model's do, without blowing up."""
+    blocks = int(np.prod(dims)) // QK4_0
+    out = np.empty((blocks, Q4_0_BLOCK), dtype=np.uint8)
+    out[:, :2] = np.frombuffer(np.float16(0.02).tobytes(), dtype=np.uint8)
+    out[:, 2:] = rng.integers(0, 256, size=(blocks, Q4_0_BLOCK - 2), dtype=np.uint8)
+    return out
+
+
+def write(path, shape_name, seed, ctx, dense=False):
     shape = SHAPES[shape_name]
     n_layer, n_embd, n_ff, n_head, n_head_kv, n_vocab = shape
     rng = np.random.default_rng(seed)
@@ -136,7 +147,9 @@ def write(path, shape_name, seed, ctx):
     pad()
     for name, dims, kind in plan:
         size = nbytes(dims, kind)
-        if kind == "q4zero":
+        if kind == "q4zero" and dense:
+            dense_q4_0(dims, rng).tofile(f)
+        elif kind == "q4zero":
             f.seek(size, os.SEEK_CUR)  # a hole: zeros without writing them
         else:
             arr = data(dims, kind, rng)
@@ -157,9 +170,11 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--ctx", type=int, default=4096, help="training context written to the file")
+    ap.add_argument("--dense", action="store_true", help="random Q4_0 layers instead of holes (the layers then matter: "
+                    "for checks that weights survive a copy; written in full, slower, takes disk)")
     args = ap.parse_args()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    info = write(args.out, args.shape, args.seed, args.ctx)
+    info = write(args.out, args.shape, args.seed, args.ctx, args.dense)
     print(" ".join(f"{k}={v}" for k, v in info.items()))
 
 

@@ -110,7 +110,7 @@ def run(args, models, order, name):
     text = open(log_path).read()
     return {"models": models, "order": order, "steps": steps, "wakes": wakes(text),
             "sleeps": len(ASLEEP.findall(text)),
-            "cannot_sleep": sorted(set(re.findall(r"cannot sleep \(([^)]*)\)", text)))}
+            "cannot_sleep": sorted(set(re.findall(r"cannot sleep \((.*)\)\s*$", text, re.M)))}
 
 
 def check(result, expect):
@@ -156,6 +156,7 @@ def main():
     ap.add_argument("--expect", choices=["gpu", "cpu", "any"], default="any")
     ap.add_argument("extra", nargs="*", help="more serve flags (after --)")
     args = ap.parse_args()
+    os.makedirs(args.work, exist_ok=True)
     ms = args.models
     results = {"two": run(args, ms[:2], ["a", "b", "a", "b", "a"], "two")}
     if len(ms) >= 3:

@@ -101,23 +101,7 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
     if valid.messages.len() >= n_ctx {
         return Err(super::generate::too_long(&format!("at least {}", valid.messages.len()), n_ctx, "messages"));
     }
-    let constrained = valid.sampling.params.grammar.is_some().then_some(valid.sampling.grammar_field);
-    let (messages, tools, kwargs) = (valid.messages.clone(), valid.tools.clone(), valid.template_kwargs.clone());
-    let worker = model.clone();
-    // Planning the tools and rendering the template, in one hop off the runtime.
-    let windowed = info.n_swa > 0;
-    let (plan, prompt, branch) = super::cpu::run(move || -> Result<_, ApiError> {
-        let mut plan = tool_calls::plan(&worker, &messages, tools.as_ref(), constrained)?;
-        let descriptions = tools.as_ref().map(|t| &t.descriptions);
-        let messages = std::mem::take(&mut plan.messages);
-        let prompt = worker.render_chat(&messages, true, descriptions, kwargs.as_ref())?;
-        // A sliding-window model keeps a checkpoint where the last user
-        // message starts: the next request sharing the conversation so far
-        // (a fixed system prompt, an edited last message) resumes there.
-        let branch = windowed.then(|| worker.before_last_user_content(&messages, descriptions, kwargs.as_ref(), &prompt).map(str::to_string)).flatten();
-        Ok((plan, prompt, branch))
-    })
-    .await??;
+    let (plan, prompt, branch) = render(&model, valid).await?;
     let mut sampling = valid.sampling.clone();
     if let Some(grammar) = plan.grammar {
         sampling.params.grammar = Some(grammar);
@@ -134,6 +118,28 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
     // `n` choices: one generation each, seeds one apart when a seed is given.
     let started = super::choices::start_choices(&model, super::validate::Prompt::Text(prompt), branch, &sampling, "messages", &log).await?;
     Ok((started, Output { spec: OutputSpec { tools: plan.format, think, single: plan.single } }))
+}
+
+/// The tools' plan and the prompt the template renders for `valid` (and,
+/// on a sliding-window model, where the last user message starts), in one
+/// hop off the runtime.
+pub(super) async fn render(model: &Arc<crate::engine::loaded::LoadedModel>, valid: &ValidChat) -> Result<(tool_calls::Plan, String, Option<String>), ApiError> {
+    let constrained = valid.sampling.params.grammar.is_some().then_some(valid.sampling.grammar_field);
+    let (messages, tools, kwargs) = (valid.messages.clone(), valid.tools.clone(), valid.template_kwargs.clone());
+    let worker = model.clone();
+    let windowed = model.engine.info().n_swa > 0;
+    super::cpu::run(move || -> Result<_, ApiError> {
+        let mut plan = tool_calls::plan(&worker, &messages, tools.as_ref(), constrained)?;
+        let descriptions = tools.as_ref().map(|t| &t.descriptions);
+        let messages = std::mem::take(&mut plan.messages);
+        let prompt = worker.render_chat(&messages, true, descriptions, kwargs.as_ref())?;
+        // A sliding-window model keeps a checkpoint where the last user
+        // message starts: the next request sharing the conversation so far
+        // (a fixed system prompt, an edited last message) resumes there.
+        let branch = windowed.then(|| worker.before_last_user_content(&messages, descriptions, kwargs.as_ref(), &prompt).map(str::to_string)).flatten();
+        Ok((plan, prompt, branch))
+    })
+    .await?
 }
 
 /// How the model's output becomes a message: as text, or parsed for tool
@@ -167,7 +173,7 @@ impl Output {
             reasoning_content: (!parsed.reasoning.is_empty()).then_some(parsed.reasoning),
             tool_calls: (!calls.is_empty()).then_some(calls),
         };
-        let finish = if message.tool_calls.is_some() && finish == FinishReason::Stop { "tool_calls" } else { finish.as_str() };
+        let finish = if message.tool_calls.is_some() && finish.is_stop() { "tool_calls" } else { finish.as_str() };
         (message, finish)
     }
 }
@@ -324,7 +330,7 @@ impl Chunks {
                 let (parser, held) = &mut *state;
                 if let Some(parser) = parser {
                     frames.push(self.delta_frames(parser.finish(), held));
-                    if parser.calls_sent() > 0 && finish_reason == FinishReason::Stop {
+                    if parser.calls_sent() > 0 && finish_reason.is_stop() {
                         reason = "tool_calls";
                     }
                 }

@@ -19,11 +19,12 @@ use super::validate::{self, Prompt};
 use super::{sse, AppState};
 use crate::engine::{FinishReason, TokenLogprob, Usage};
 
-/// llama-server's `stop_type`: ours cannot tell an end-of-generation token
-/// from a stop string, so both are `eos`.
+/// llama-server's `stop_type`: `eos` (end-of-generation token), `word` (a
+/// stop string), `limit`.
 fn stop_type(finish: FinishReason) -> &'static str {
     match finish {
         FinishReason::Stop => "eos",
+        FinishReason::StopSequence(_) => "word",
         FinishReason::Length => "limit",
     }
 }
@@ -64,7 +65,11 @@ fn probabilities(logprobs: &[TokenLogprob]) -> Value {
         .collect()
 }
 
-fn last(model: &str, content: String, finish: FinishReason, usage: &Usage, log: &RequestLog) -> Value {
+fn last(model: &str, content: String, finish: FinishReason, stops: &[String], usage: &Usage, log: &RequestLog) -> Value {
+    let word = match finish {
+        FinishReason::StopSequence(i) => stops.get(usize::from(i)).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
     json!({
         "index": 0,
         "content": content,
@@ -76,7 +81,7 @@ fn last(model: &str, content: String, finish: FinishReason, usage: &Usage, log: 
         "tokens_evaluated": usage.prompt_tokens,
         "truncated": false,
         "stop_type": stop_type(finish),
-        "stopping_word": "",
+        "stopping_word": word,
         "tokens_cached": usage.cached_tokens,
         "timings": timings(usage, log),
     })
@@ -112,7 +117,7 @@ pub async fn completion(
     if !valid.sampling.stream {
         let out = collect(started).await?;
         drop(permit);
-        let mut body = last(&model_id, out.text, out.finish_reason, &out.usage, &log);
+        let mut body = last(&model_id, out.text, out.finish_reason, &valid.sampling.stop, &out.usage, &log);
         body["prompt"] = prompt;
         if valid.sampling.logprobs.is_some() {
             body["completion_probabilities"] = probabilities(&out.logprobs);
@@ -129,7 +134,8 @@ pub async fn completion(
             }
             sse::data(&chunk)
         };
-        let finish = move |finish, usage: Usage| vec![sse::data(&last(&model_id, String::new(), finish, &usage, &log))];
+        let stops = valid.sampling.stop.clone();
+        let finish = move |finish, usage: Usage| vec![sse::data(&last(&model_id, String::new(), finish, &stops, &usage, &log))];
         let framing = Framing { error: |e| sse::data(&e.body()), end: None };
         pump(&tx, started, text, finish, &framing).await;
     });

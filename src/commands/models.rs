@@ -11,7 +11,7 @@ use crate::scheduler::{Policy, Registration};
 pub fn print_models(args: &ModelsArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
     let inventory = config.server.gpu_inventory()?;
-    let limits = config.server.sched_limits(inventory.has_gpus());
+    let limits = config.server.sched_limits(inventory.has_gpus() && crate::engine::llama::gpu_sleep_possible());
     let gpus = inventory.gpus().map_err(|e| e.to_string())?;
     let models = registrations(config.models, &config.server.placement);
     let placements = placements_alone(&gpus, &models);

@@ -171,18 +171,19 @@ impl ServerConfig {
 
     /// Scheduler settings. The budget is host memory (--memory-budget-mib,
     /// else 75% of what is available); GPUs are budgeted per GPU from their
-    /// free memory by the scheduler itself. With GPUs, sleeping models may
-    /// pin --sleep-mib (else a quarter of what is available, which the
+    /// free memory by the scheduler itself. When GPU models can sleep here
+    /// (`gpu_sleep`: GPUs, a GPU build and the sleep shim), sleeping models
+    /// may pin --sleep-mib (else a quarter of what is available, which the
     /// default host budget then leaves out: pinned memory is not swappable).
-    pub fn sched_limits(&self, has_gpus: bool) -> SchedLimits {
+    pub fn sched_limits(&self, gpu_sleep: bool) -> SchedLimits {
         let available = available_bytes();
-        let sleep_bytes = match (self.sleep_mib, has_gpus) {
-            (Some(mib), _) => mib << 20,
-            (None, true) => available / 4,
-            (None, false) => 0,
+        let sleep_bytes = match (self.sleep_mib, gpu_sleep, available) {
+            (Some(mib), _, _) => mib << 20,
+            (None, true, Some(available)) => available / 4,
+            _ => 0,
         };
         let default_budget = || {
-            let budget = available / 4 * 3;
+            let budget = default_cpu_budget_bytes();
             if self.sleep_mib.is_none() { budget.saturating_sub(sleep_bytes).max(1 << 30) } else { budget }
         };
         SchedLimits {
@@ -201,18 +202,17 @@ impl ServerConfig {
 /// Default budget on a CPU-only machine: 75% of the memory available now
 /// (`MemAvailable`), so the OS and page cache keep the rest.
 pub fn default_cpu_budget_bytes() -> u64 {
-    available_bytes() / 4 * 3
+    available_bytes().map_or(8 << 30, |b| b / 4 * 3)
 }
 
-/// The memory available now (`MemAvailable`; 32 GiB when unknown, so the
-/// 75% default stays the 24 GiB it was).
-fn available_bytes() -> u64 {
+/// The memory available now (`MemAvailable`), if the kernel says.
+fn available_bytes() -> Option<u64> {
     let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
         text.lines()
             .find_map(|l| l.strip_prefix("MemAvailable:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
     });
-    available_kib.map_or(32 << 30, |kib| kib * 1024)
+    available_kib.map(|kib| kib * 1024)
 }
 
 fn config_dir_of(file: &Option<PathBuf>) -> PathBuf {

@@ -100,8 +100,10 @@ pub struct TokenLogprob {
 /// Why a sequence ended, in OpenAI's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
-    /// End of generation token or a stop string.
+    /// An end-of-generation token.
     Stop,
+    /// A stop string: its index in the request's `stop`.
+    StopSequence(u16),
     /// `max_tokens` reached or the context is full.
     Length,
 }
@@ -109,9 +111,14 @@ pub enum FinishReason {
 impl FinishReason {
     pub fn as_str(self) -> &'static str {
         match self {
-            FinishReason::Stop => "stop",
+            FinishReason::Stop | FinishReason::StopSequence(_) => "stop",
             FinishReason::Length => "length",
         }
+    }
+
+    /// Ended by the model or a stop string (OpenAI's `stop`), not a limit.
+    pub fn is_stop(self) -> bool {
+        !matches!(self, FinishReason::Length)
     }
 }
 
@@ -297,6 +304,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Pinned host bytes this awake model still holds from an earlier sleep.
     fn pinned_bytes(&self) -> u64 {
         0
+    }
+    /// Stops the engine now (its worker and context), whoever else still
+    /// holds it; the weights go to sleep if `sleep_on_unload` was called.
+    /// Returns whether they did. Later calls (and the drop) do nothing more.
+    fn shutdown(&self) -> bool {
+        false
     }
     /// Called before the unload of a model the scheduler chose to sleep:
     /// the engine keeps its weights (asleep) for the next load of the same

@@ -10,8 +10,9 @@
 pub struct Pushed {
     /// Text that is final and may be sent now (possibly empty).
     pub text: String,
-    /// A stop string was found; `text` ends right before it.
-    pub stopped: bool,
+    /// A stop string was found (its index in the request's `stop`); `text`
+    /// ends right before it.
+    pub stopped: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -20,12 +21,13 @@ pub struct TextStream {
     partial_char: Vec<u8>,
     /// Decoded text held back because it may be the start of a stop string.
     held: String,
-    stops: Vec<String>,
+    /// The non-empty stop strings with their index in the request's list.
+    stops: Vec<(usize, String)>,
 }
 
 impl TextStream {
     pub fn new(stops: Vec<String>) -> Self {
-        let stops = stops.into_iter().filter(|s| !s.is_empty()).collect();
+        let stops = stops.into_iter().enumerate().filter(|(_, s)| !s.is_empty()).collect();
         Self { partial_char: Vec::new(), held: String::new(), stops }
     }
 
@@ -35,17 +37,17 @@ impl TextStream {
         let decoded = take_complete_utf8(&mut self.partial_char);
         self.held.push_str(&decoded);
 
-        if let Some(at) = self.earliest_stop() {
+        if let Some((at, index)) = self.earliest_stop() {
             let text = self.held[..at].to_string();
             self.held.clear();
             self.partial_char.clear();
-            return Pushed { text, stopped: true };
+            return Pushed { text, stopped: Some(index) };
         }
         let keep = self.stop_prefix_len();
         let emit_to = self.held.len() - keep;
         let text = self.held[..emit_to].to_string();
         self.held.drain(..emit_to);
-        Pushed { text, stopped: false }
+        Pushed { text, stopped: None }
     }
 
     /// Everything still held back, at the end of generation. Bytes of an
@@ -56,15 +58,17 @@ impl TextStream {
         rest
     }
 
-    fn earliest_stop(&self) -> Option<usize> {
-        self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min()
+    /// Where the earliest stop string starts, and its index (the first
+    /// listed wins a tie).
+    fn earliest_stop(&self) -> Option<(usize, usize)> {
+        self.stops.iter().filter_map(|(i, s)| self.held.find(s.as_str()).map(|at| (at, *i))).min()
     }
 
     /// Length of the longest tail of `held` that is a proper prefix of a stop
     /// string, rounded to a character boundary.
     fn stop_prefix_len(&self) -> usize {
         let mut best = 0;
-        for stop in &self.stops {
+        for (_, stop) in &self.stops {
             let max = stop.len().saturating_sub(1).min(self.held.len());
             for len in (best + 1..=max).rev() {
                 let start = self.held.len() - len;
@@ -113,17 +117,17 @@ fn take_complete_utf8(buf: &mut Vec<u8>) -> String {
 mod tests {
     use super::*;
 
-    fn feed(stream: &mut TextStream, pieces: &[&[u8]]) -> (String, bool) {
+    fn feed(stream: &mut TextStream, pieces: &[&[u8]]) -> (String, Option<usize>) {
         let mut out = String::new();
         for p in pieces {
             let pushed = stream.push(p);
             out.push_str(&pushed.text);
-            if pushed.stopped {
-                return (out, true);
+            if pushed.stopped.is_some() {
+                return (out, pushed.stopped);
             }
         }
         out.push_str(&stream.finish());
-        (out, false)
+        (out, None)
     }
 
     #[test]
@@ -153,7 +157,7 @@ mod tests {
         let mut s = TextStream::new(vec!["</end>".into()]);
         let (out, stopped) = feed(&mut s, &[b"hello </", b"en", b"d> ignored"]);
         assert_eq!(out, "hello ");
-        assert!(stopped);
+        assert_eq!(stopped, Some(0));
     }
 
     #[test]
@@ -165,10 +169,10 @@ mod tests {
 
     #[test]
     fn earliest_of_several_stops_wins() {
-        let mut s = TextStream::new(vec!["world".into(), "lo".into()]);
+        let mut s = TextStream::new(vec!["".into(), "world".into(), "lo".into()]);
         let (out, stopped) = feed(&mut s, &[b"hello world"]);
         assert_eq!(out, "hel");
-        assert!(stopped);
+        assert_eq!(stopped, Some(2), "the index in the request's list, empty strings counted");
     }
 
     #[test]
@@ -181,6 +185,6 @@ mod tests {
     #[test]
     fn empty_stop_strings_are_ignored() {
         let mut s = TextStream::new(vec![String::new()]);
-        assert_eq!(s.push(b"abc"), Pushed { text: "abc".into(), stopped: false });
+        assert_eq!(s.push(b"abc"), Pushed { text: "abc".into(), stopped: None });
     }
 }

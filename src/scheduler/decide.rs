@@ -160,6 +160,10 @@ impl SchedState {
                 actions.push(Action::Load { model: *model });
             }
             Step::FailLoad { model, reason, .. } => {
+                // A sleeper that cannot load gives back what it keeps.
+                if self.models[*model].asleep.take().is_some() {
+                    actions.push(Action::DropSleeper { model: *model });
+                }
                 // `load_done` fails exactly the queued `tickets`.
                 self.models[*model].load_started = Some(now);
                 actions.extend(self.load_done(*model, Err(reason.clone()), now));
@@ -191,6 +195,9 @@ impl SchedState {
             let expired = m.limits.ttl.is_some_and(|ttl| now >= m.last_used + ttl);
             if m.residency == Residency::Loaded && !m.busy() && expired {
                 self.record(Step::Unload { model: i, why: UnloadReason::Ttl }, now, steps);
+            } else if m.residency == Residency::Unloaded && m.asleep.is_some() && expired {
+                // A ttl ends a sleep too.
+                self.record(Step::DropSleeper { model: i }, now, steps);
             }
         }
     }
@@ -280,7 +287,7 @@ impl SchedState {
                 chosen.extend([Step::SwapFor { model: None }, Step::Load { model: target, placement }]);
             } else {
                 chosen.push(Step::SwapFor { model: Some(target) });
-                chosen.extend(self.evictions(&evict));
+                chosen.extend(self.evictions(&evict, target));
             }
             chosen.into_iter().for_each(|s| self.record(s, now, steps));
             return;
@@ -305,20 +312,22 @@ impl SchedState {
         // memory nobody can use yet.
         if all_idle {
             self.record(Step::SwapFor { model: Some(target) }, now, steps);
-            for step in self.evictions(&evict) {
+            for step in self.evictions(&evict, target) {
                 self.record(step, now, steps);
             }
         }
     }
 
-    /// The steps that evict `evict`: sleepers dropped for room first, then
-    /// each evictee, preceded by `Sleep` when it sleeps (`sleep::plan`).
-    fn evictions(&self, evict: &[usize]) -> Vec<Step> {
+    /// The steps that evict `evict` for `target`: sleepers dropped for room
+    /// first, then each evictee, preceded by `Sleep` when it sleeps
+    /// (`sleep::plan`). A sleeping target is about to wake: it is never
+    /// dropped for its own evictees, and its pinned copy stays counted.
+    fn evictions(&self, evict: &[usize], target: usize) -> Vec<Step> {
         let sleepers: Vec<Sleeper> = self
             .models
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.residency == Residency::Unloaded)
+            .filter(|(i, m)| m.residency == Residency::Unloaded && *i != target)
             .filter_map(|(i, m)| m.asleep.map(|pinned_bytes| Sleeper { model: i, pinned_bytes, last_used: m.last_used }))
             .collect();
         let evictees: Vec<Evictee> = evict
@@ -332,7 +341,8 @@ impl SchedState {
             .enumerate()
             .filter(|(i, m)| m.residency.occupies_memory() && !evict.contains(i))
             .map(|(_, m)| m.pinned_awake)
-            .sum();
+            .sum::<u64>()
+            + self.models[target].asleep.unwrap_or(0);
         let plan = sleep::plan(self.limits.sleep, held_awake, &sleepers, &evictees);
         let mut steps: Vec<Step> = plan.drop.iter().map(|&model| Step::DropSleeper { model }).collect();
         for &model in evict {

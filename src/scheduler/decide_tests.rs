@@ -73,7 +73,7 @@ fn apply_carries_out_the_decision_and_nothing_else() {
     assert_eq!(actions, vec![Action::Unload { model: 0 }]);
     assert_eq!(s.models[0].residency, Residency::Unloading);
     assert_eq!(s.swaps, 1);
-    s.unload_done(0);
+    s.unload_done(0, true);
     let load = s.decide(now);
     assert_eq!(load.load(), Some((1, None)), "no GPUs: no placement");
     assert_eq!(s.apply(&load, now), vec![Action::Load { model: 1 }]);
@@ -188,7 +188,7 @@ fn a_load_that_cannot_start_names_the_tickets_that_fail() {
 fn swap_to_b(s: &mut SchedState, t0: Instant, a_comes_back_during_the_swap: bool) -> Instant {
     let t2 = t0 + Duration::from_secs(2);
     s.poll(t2); // evicts a
-    s.unload_done(0);
+    s.unload_done(0, true);
     s.poll(t2); // loads b
     if a_comes_back_during_the_swap {
         s.enqueue(0, t2 + Duration::from_millis(500)).unwrap();
@@ -213,7 +213,7 @@ fn a_model_whose_requests_only_come_after_the_swap_stops_lingering() {
     // neither lingers: a request for b is no longer kept waiting.
     let t4 = t3 + Duration::from_secs(1);
     s.poll(t4);
-    s.unload_done(1);
+    s.unload_done(1, true);
     s.poll(t4);
     let t5 = t4 + Duration::from_secs(1);
     s.load_done(0, Ok(None), t5);
@@ -232,7 +232,7 @@ fn a_model_asked_for_again_during_the_swap_keeps_lingering() {
     // a's request (queued during b's load) brings a back; later b is wanted.
     let t3b = t3 + Duration::from_millis(1);
     s.poll(t3b);
-    s.unload_done(1);
+    s.unload_done(1, true);
     s.poll(t3b);
     let t4 = t3b + Duration::from_secs(1);
     s.load_done(0, Ok(None), t4);
@@ -268,7 +268,7 @@ fn an_evicted_model_that_can_sleep_sleeps_and_loading_it_wakes_it() {
     let evict = s.decide(now);
     assert_eq!(s.apply(&evict, now), vec![Action::Sleep { model: 0 }, Action::Unload { model: 0 }], "{evict:?}");
     assert_eq!(s.models[0].state_name(), "unloading", "asleep once the unload is done");
-    s.unload_done(0);
+    s.unload_done(0, true);
     assert_eq!((s.models[0].state_name(), s.models[0].asleep), ("sleeping", Some(0)));
     s.poll(now);
     s.load_done(1, Ok(None), now);
@@ -280,7 +280,7 @@ fn an_evicted_model_that_can_sleep_sleeps_and_loading_it_wakes_it() {
     let actions = s.poll(later);
     assert!(actions.contains(&Action::Unload { model: 1 }), "{actions:?}");
     assert_eq!(s.models[0].state_name(), "sleeping", "still asleep while b unloads");
-    s.unload_done(1);
+    s.unload_done(1, true);
     assert_eq!(s.poll(later), vec![Action::Load { model: 0 }]);
     assert_eq!((s.models[0].state_name(), s.models[0].asleep), ("loading", None));
 }
@@ -294,7 +294,7 @@ fn a_model_that_cannot_sleep_unloads_as_before() {
     let now = t0 + Duration::from_secs(2);
     let evict = s.decide(now);
     assert_eq!(s.apply(&evict, now), vec![Action::Unload { model: 0 }]);
-    s.unload_done(0);
+    s.unload_done(0, true);
     assert_eq!(s.models[0].state_name(), "unloaded");
 }
 
@@ -320,7 +320,7 @@ fn a_new_sleeper_drops_an_older_one_when_the_budget_holds_only_one() {
         } else {
             assert_eq!(actions, vec![Action::DropSleeper { model: 0 }, Action::Sleep { model: 1 }, Action::Unload { model: 1 }]);
         }
-        s.unload_done(m);
+        s.unload_done(m, true);
     }
     let asleep: Vec<_> = s.models.iter().map(|m| m.asleep).collect();
     assert_eq!(asleep, vec![None, Some(6 * GIB), None]);
@@ -333,7 +333,7 @@ fn a_retired_or_admin_unloaded_sleeper_gives_back_what_it_keeps() {
     s.models[0].sleep_cost = Ok(0);
     let now = t0 + Duration::from_secs(2);
     s.poll(now);
-    s.unload_done(0);
+    s.unload_done(0, true);
     assert_eq!(s.drop_sleeper(0), vec![Action::DropSleeper { model: 0 }]);
     assert_eq!(s.models[0].state_name(), "unloaded");
     assert!(s.drop_sleeper(0).is_empty(), "nothing left to drop");
@@ -341,5 +341,77 @@ fn a_retired_or_admin_unloaded_sleeper_gives_back_what_it_keeps() {
     s.models[0].asleep = Some(0);
     s.retire(0);
     assert!(s.poll(now).contains(&Action::DropSleeper { model: 0 }));
+    assert_eq!(s.models[0].asleep, None);
+}
+
+#[test]
+fn the_sleeping_target_is_never_dropped_for_its_own_evictee() {
+    // a asleep (6 GiB), b loaded (6 GiB) and evicted for a: the budget of 10
+    // GiB holds one; a wakes, keeping its copy, so b cannot sleep.
+    let t0 = Instant::now();
+    let mut s = one_model_room(vec![model("a", 100), model("b", 100)], t0);
+    s.limits.sleep.budget_bytes = 10 * GIB;
+    s.models[0].asleep = Some(6 * GIB);
+    s.models[1].residency = Residency::Loaded;
+    s.models[1].sleep_cost = Ok(6 * GIB);
+    let later = t0 + Duration::from_secs(60);
+    s.enqueue(0, later).unwrap();
+    let actions = s.poll(later);
+    assert_eq!(actions, vec![Action::Unload { model: 1 }], "no DropSleeper(a), no Sleep(b)");
+    assert_eq!(s.models[0].asleep, Some(6 * GIB));
+}
+
+#[test]
+fn an_engine_that_did_not_sleep_leaves_nothing_asleep() {
+    let t0 = Instant::now();
+    let mut s = a_resident_b_waiting(t0);
+    s.models[0].sleep_cost = Ok(4 * GIB);
+    s.limits.sleep.budget_bytes = 8 * GIB;
+    let now = t0 + Duration::from_secs(2);
+    assert_eq!(s.poll(now), vec![Action::Sleep { model: 0 }, Action::Unload { model: 0 }]);
+    assert!(s.unload_done(0, false).is_empty());
+    assert_eq!((s.models[0].state_name(), s.models[0].asleep), ("unloaded", None));
+}
+
+#[test]
+fn an_admin_unload_during_the_unload_to_sleep_releases_it_when_done() {
+    let t0 = Instant::now();
+    let mut s = a_resident_b_waiting(t0);
+    s.models[0].sleep_cost = Ok(0);
+    let now = t0 + Duration::from_secs(2);
+    s.poll(now);
+    assert!(s.drop_sleeper(0).is_empty(), "still unloading: nothing to release yet");
+    assert_eq!(s.unload_done(0, true), vec![Action::DropSleeper { model: 0 }]);
+    assert_eq!(s.models[0].state_name(), "unloaded");
+}
+
+#[test]
+fn a_ttl_ends_a_sleep_and_is_a_wakeup() {
+    let t0 = Instant::now();
+    let mut s = a_resident_b_waiting(t0);
+    s.models[0].limits.ttl = Some(Duration::from_secs(30));
+    s.models[0].sleep_cost = Ok(0);
+    let now = t0 + Duration::from_secs(2);
+    s.poll(now);
+    s.unload_done(0, true);
+    s.poll(now);
+    s.load_done(1, Ok(None), now);
+    s.poll(now);
+    s.release(1, now);
+    // a was last used at t0 + 1 s: its ttl ends at t0 + 31 s.
+    assert_eq!(s.next_wakeup(now), Some(t0 + Duration::from_secs(31)));
+    assert!(s.poll(t0 + Duration::from_secs(30)).is_empty());
+    assert_eq!(s.poll(t0 + Duration::from_secs(31)), vec![Action::DropSleeper { model: 0 }]);
+    assert_eq!(s.models[0].asleep, None);
+}
+
+#[test]
+fn a_sleeper_that_cannot_load_gives_back_what_it_keeps() {
+    let t0 = Instant::now();
+    let mut s = one_model_room(vec![model("a", 100)], t0);
+    s.models[0].asleep = Some(0);
+    let step = Step::FailLoad { model: 0, reason: "no such GPU".into(), tickets: vec![] };
+    let actions = s.apply(&super::decide::Decision { steps: vec![step] }, t0);
+    assert_eq!(actions.first(), Some(&Action::DropSleeper { model: 0 }));
     assert_eq!(s.models[0].asleep, None);
 }

@@ -25,7 +25,8 @@ pub(super) enum Msg {
     Release { model: usize },
     Progress { model: usize, percent: u8 },
     LoadDone { model: usize, result: Result<Arc<LoadedModel>, String> },
-    UnloadDone { model: usize },
+    /// `slept`: the engine kept its weights asleep.
+    UnloadDone { model: usize, slept: bool },
     Unload { model: usize, force: bool, reply: oneshot::Sender<()> },
     Sync { reply: oneshot::Sender<Arc<Snapshot>> },
     Reload { models: Vec<Registration>, reply: oneshot::Sender<ReloadReport> },
@@ -201,7 +202,7 @@ impl Owner {
                 };
                 self.apply(fails);
             }
-            Msg::UnloadDone { model } => {
+            Msg::UnloadDone { model, slept } => {
                 self.unloads += 1;
                 let pending = self.evictions.iter_mut().chain(self.swap.iter_mut().flat_map(|s| s.2.iter_mut()));
                 for (m, started, took) in pending {
@@ -209,7 +210,11 @@ impl Owner {
                         *took = Some(now.saturating_duration_since(*started));
                     }
                 }
-                self.state.unload_done(model);
+                if self.state.models[model].asleep.is_some() && !slept {
+                    tracing::warn!(model = %self.entries[model].spec.id, "chosen to sleep, but its engine unloaded it");
+                }
+                let release = self.state.unload_done(model, slept);
+                self.apply(release);
                 let (done, keep): (Vec<_>, Vec<_>) = self.unload_replies.drain(..).partition(|(m, _)| *m == model);
                 self.unload_replies = keep;
                 for (_, reply) in done {
@@ -217,7 +222,13 @@ impl Owner {
                 }
             }
             Msg::Unload { model, force, reply } => {
-                if self.state.models[model].residency != Residency::Loaded {
+                let m = &self.state.models[model];
+                if m.residency == Residency::Unloading && m.asleep.is_some() {
+                    // Unloading to sleep: released once it is done (then the reply).
+                    let none = self.state.drop_sleeper(model);
+                    self.apply(none);
+                    self.unload_replies.push((model, reply));
+                } else if m.residency != Residency::Loaded {
                     // An admin unload of a sleeping model releases what it keeps.
                     let dropped = self.state.drop_sleeper(model);
                     self.apply(dropped);
@@ -298,7 +309,9 @@ impl Owner {
                 }
                 Action::DropSleeper { model } => {
                     tracing::info!(model = %self.entries[model].spec.id, "releasing what the sleeping model keeps");
-                    self.factory.release_sleeper(&self.entries[model].spec);
+                    // Freeing a model (and GBs of pinned memory) blocks: not on the runtime.
+                    let (factory, spec) = (self.factory.clone(), self.entries[model].spec.clone());
+                    tokio::task::spawn_blocking(move || factory.release_sleeper(&spec));
                 }
                 Action::Fail { ticket, reason, model } => {
                     if let Some((_, reply, ..)) = self.waiters.remove(&ticket) {
@@ -443,10 +456,17 @@ impl Owner {
         let loaded = self.entries[model].loaded.take();
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            // Dropping the last handle stops the worker thread and frees the
-            // context and weights; that blocks, so not on the runtime.
-            let _ = tokio::task::spawn_blocking(move || drop(loaded)).await;
-            let _ = tx.send(Msg::UnloadDone { model });
+            // Shutting the engine down stops its worker and frees its context
+            // (and puts its weights to sleep) now, even while a status or
+            // metrics reader still holds a handle; that blocks, so not on the
+            // runtime.
+            let stop = move || {
+                let slept = loaded.as_ref().is_some_and(|l| l.engine.shutdown());
+                drop(loaded);
+                slept
+            };
+            let slept = tokio::task::spawn_blocking(stop).await.unwrap_or(false);
+            let _ = tx.send(Msg::UnloadDone { model, slept });
         });
     }
 

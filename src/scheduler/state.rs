@@ -112,6 +112,9 @@ pub struct ModelSched {
     pub asleep: Option<u64>,
     /// Loaded: the pinned copy it kept from an earlier sleep (0 if none).
     pub pinned_awake: u64,
+    /// An admin unload came while it was unloading to sleep: what it keeps
+    /// is released once the unload is done.
+    pub(super) release_when_unloaded: bool,
 }
 
 impl ModelSched {
@@ -263,6 +266,7 @@ impl SchedState {
             sleep_cost: Err("not loaded".into()),
             asleep: None,
             pinned_awake: 0,
+            release_when_unloaded: false,
         });
         self.models.len() - 1
     }
@@ -389,8 +393,16 @@ impl SchedState {
         m.gpu_measured = Some(kept);
     }
 
-    pub fn unload_done(&mut self, model: usize) {
+    /// The unload finished; `slept`: the engine kept its weights asleep
+    /// (an engine that could not sleep, say the pinned copy failed, did
+    /// not). Returns the release of a sleeper an admin unload asked for
+    /// meanwhile.
+    pub fn unload_done(&mut self, model: usize, slept: bool) -> Vec<Action> {
         let m = &mut self.models[model];
+        if !slept {
+            m.asleep = None;
+        }
+        let release = std::mem::take(&mut m.release_when_unloaded);
         m.residency = Residency::Unloaded;
         m.pinned_awake = 0;
         m.loaded_at = None;
@@ -399,17 +411,26 @@ impl SchedState {
         m.gpu_measured = None;
         m.closed = false;
         m.unload_requested = false;
+        if release {
+            return self.drop_sleeper(model);
+        }
+        Vec::new()
     }
 
     /// Releases what a sleeping model keeps (an admin unload of a model
     /// that is not loaded); nothing when it is not asleep.
     pub fn drop_sleeper(&mut self, model: usize) -> Vec<Action> {
-        let m = &self.models[model];
+        let m = &mut self.models[model];
+        if m.residency == Residency::Unloading && m.asleep.is_some() {
+            m.release_when_unloaded = true;
+            return Vec::new();
+        }
         if m.residency != Residency::Unloaded || m.asleep.is_none() {
             return Vec::new();
         }
+        let at = m.last_used;
         let decision = super::decide::Decision { steps: vec![super::decide::Step::DropSleeper { model }] };
-        self.apply(&decision, m.last_used)
+        self.apply(&decision, at)
     }
 
     /// An admin unload: the model admits nothing new and is unloaded as soon
@@ -477,7 +498,7 @@ impl SchedState {
         let ttls = self
             .models
             .iter()
-            .filter(|m| m.residency == Residency::Loaded && !m.busy())
+            .filter(|m| (m.residency == Residency::Loaded && !m.busy()) || (m.residency == Residency::Unloaded && m.asleep.is_some()))
             .filter_map(|m| m.limits.ttl.map(|ttl| m.last_used + ttl));
         let quanta = self.models.iter().filter(|_| someone_waits).filter_map(|m| m.quantum_end(now, self.limits.max_wait));
         waits.chain(lingers).chain(ttls).chain(quanta).filter(|&t| t > now).min()

@@ -104,7 +104,7 @@ fn idle_model_is_evicted_to_make_room_least_recently_used_first() {
     }
     s.enqueue(2, secs(t0, 2)).unwrap();
     assert_eq!(s.poll(secs(t0, 2)), vec![Action::Unload { model: 0 }], "a was used longest ago");
-    s.unload_done(0);
+    s.unload_done(0, true);
     load(&mut s, 2, secs(t0, 2));
     assert_eq!(s.swaps, 1);
 }
@@ -126,7 +126,7 @@ fn drains_resident_model_before_swapping() {
     // a goes idle: now the swap happens.
     s.release(0, secs(t0, 4));
     assert_eq!(s.poll(secs(t0, 4)), vec![Action::Unload { model: 0 }]);
-    s.unload_done(0);
+    s.unload_done(0, true);
     assert_eq!(admitted(&load(&mut s, 1, secs(t0, 4))), vec![(1, 2)]);
 }
 
@@ -150,7 +150,7 @@ fn max_wait_stops_admissions_to_the_blocker_then_swaps() {
     assert!(s.models[0].closed);
     s.release(0, secs(t0, 12));
     assert_eq!(s.poll(secs(t0, 12)), vec![Action::Unload { model: 0 }], "no new admission to a; swap");
-    s.unload_done(0);
+    s.unload_done(0, true);
     assert_eq!(admitted(&load(&mut s, 1, secs(t0, 12))), vec![(1, 2)]);
     assert_eq!(s.models[0].queue.len(), 1, "a's late waiter waits for its turn");
 }
@@ -223,8 +223,8 @@ fn exclusive_model_evicts_all_others_and_keeps_them_out() {
     s.enqueue(2, secs(t0, 1)).unwrap();
     let actions = s.poll(secs(t0, 1));
     assert_eq!(actions, vec![Action::Unload { model: 0 }, Action::Unload { model: 1 }]);
-    s.unload_done(0);
-    s.unload_done(1);
+    s.unload_done(0, true);
+    s.unload_done(1, true);
     load(&mut s, 2, secs(t0, 1));
     s.release(2, secs(t0, 2));
     // a small model does not fit beside the exclusive one: x is swapped out.
@@ -296,7 +296,7 @@ fn swaps_for(policy: Policy) -> u64 {
                     Action::Load { model } => {
                         s.load_done(model, Ok(None), now);
                     }
-                    Action::Unload { model } => s.unload_done(model),
+                    Action::Unload { model } => drop(s.unload_done(model, true)),
                     Action::Sleep { .. } | Action::DropSleeper { .. } => {}
                     Action::Fail { .. } => panic!("unexpected failure"),
                 }
@@ -327,7 +327,7 @@ fn admin_unload_waits_for_in_flight_work() {
     assert_eq!(s.poll(t0), vec![], "no admission, no unload while in flight");
     s.release(0, t0);
     assert_eq!(s.poll(t0), vec![Action::Unload { model: 0 }]);
-    s.unload_done(0);
+    s.unload_done(0, true);
     assert_eq!(s.poll(t0), vec![Action::Load { model: 0 }], "its queued request brings it back");
 }
 
@@ -387,7 +387,7 @@ fn max_wait_counts_the_load_time_of_the_waiting_model() {
     s.release(1, secs(t0, 3));
     s.enqueue(0, secs(t0, 20)).unwrap();
     s.poll(secs(t0, 20)); // b idle long enough: swapped for a
-    s.unload_done(1);
+    s.unload_done(1, true);
     s.load_done(0, Ok(None), secs(t0, 20));
     s.poll(secs(t0, 20)); // a in flight
     s.enqueue(1, secs(t0, 21)).unwrap();
@@ -492,7 +492,7 @@ fn a_newcomer_evicts_only_the_model_on_the_gpu_it_needs() {
     assert_eq!((devices(&s, 0), devices(&s, 1)), (vec![0], vec![1]));
     s.enqueue(2, secs(t0, 5)).unwrap();
     assert_eq!(s.poll(secs(t0, 5)), vec![Action::Unload { model: 0 }]);
-    s.unload_done(0);
+    s.unload_done(0, true);
     assert_eq!(s.poll(secs(t0, 5)), vec![Action::Load { model: 2 }]);
     assert_eq!(devices(&s, 2), vec![0]);
     assert_eq!(s.models[1].residency, Residency::Loaded, "b on GPU 1 was never in the way");

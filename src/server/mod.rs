@@ -23,7 +23,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = Config::load(&args.sources, &args.server)?;
     let server = config.server.clone();
     let inventory = server.gpu_inventory()?;
-    let limits = server.sched_limits(inventory.has_gpus());
+    let limits = server.sched_limits(inventory.has_gpus() && crate::engine::llama::gpu_sleep_possible());
     let models = registrations(config.models, &server.placement);
     // Placement options that name missing GPUs are config errors: say so now,
     // not at the first request.

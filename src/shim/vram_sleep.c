@@ -339,10 +339,9 @@ VS_API int vs_region_sleep(vs_region *r) {
     if (vsi_ctx_enter(r->device) != 0) {
         return -1;
     }
-    /* Work another stream queued on these weights (a context freed just before, whose streams
-     * finish on their own) must be done before the memory goes: one device-wide wait, which
-     * may also wait for another model's decode step. */
-    CU_TRY("cuCtxSynchronize", cu.CtxSynchronize());
+    /* No device-wide wait here: another model's decode may be capturing a CUDA graph, and a
+     * context synchronize during a capture invalidates it (ggml aborts). The caller frees the
+     * model's contexts first, and ~llama_context synchronizes their streams. */
     if (r->host == NULL) {
         CU_TRY("cuMemHostAlloc", cu.MemHostAlloc(&r->host, r->size, CU_MEMHOSTALLOC_PORTABLE));
     }
@@ -405,10 +404,6 @@ VS_API void vs_region_free(vs_region *r) {
     if (vsi_ctx_enter(r->device) != 0) {
         fprintf(stderr, "vram_sleep: freeing a region: %s (leaked)\n", vsi_err);
         return;
-    }
-    /* as cudaFree does: nothing queued may still read the memory */
-    if (r->mapped && cu.CtxSynchronize() != CUDA_SUCCESS) {
-        fprintf(stderr, "vram_sleep: freeing a region: cuCtxSynchronize failed\n");
     }
     if (r->mapped && unmap_physical(r) != 0) {
         fprintf(stderr, "vram_sleep: freeing a region: %s\n", vsi_err);

@@ -40,8 +40,7 @@
     X(MemcpyDtoHAsync, PFN_cuMemcpyDtoHAsync_v3020)                                                                   \
     X(Memcpy2DAsync, PFN_cuMemcpy2DAsync_v3020)                                                                       \
     X(MemsetD8Async, PFN_cuMemsetD8Async_v3020)                                                                       \
-    X(StreamSynchronize, PFN_cuStreamSynchronize_v2000)                                                               \
-    X(CtxSynchronize, PFN_cuCtxSynchronize_v2000)
+    X(StreamSynchronize, PFN_cuStreamSynchronize_v2000)
 
 struct vs_driver {
 #define X(name, type) type name;

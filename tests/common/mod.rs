@@ -133,7 +133,8 @@ impl Engine for FakeEngine {
             if !pushed.text.is_empty() {
                 let _ = tx.send(GenerationEvent::Text(pushed.text));
             }
-            if pushed.stopped {
+            if let Some(i) = pushed.stopped {
+                finish_reason = FinishReason::StopSequence(i as u16);
                 break;
             }
         }

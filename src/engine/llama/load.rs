@@ -142,6 +142,13 @@ fn sleep_pool(options: &LoadOptions) -> Result<sleep::Pool, String> {
         [] => Err("it runs on the CPU".into()),
         [cuda] if gpu.whole => {
             sleep::available()?;
+            // Tied embeddings: llama.cpp's output head is a GPU copy of
+            // `token_embd`, which the pool's pattern cannot take apart from
+            // the input copy; it would stay on the GPU while "asleep".
+            let header = crate::gguf::read_header(&options.path).map_err(|e| e.to_string())?;
+            if !header.tensors.iter().any(|t| t.name == "output.weight") {
+                return Err("tied embeddings: its output head (a GPU copy of token_embd) could not sleep".into());
+            }
             let ggml = ggml_devices(&[*cuda])?;
             sleep::Pool::new(ggml[0], *cuda)
         }

@@ -103,6 +103,12 @@ pub(super) fn backend() -> Result<&'static LlamaBackend, String> {
         .map_err(Clone::clone)
 }
 
+/// Whether an evicted GPU model can sleep in this process: a GPU build of
+/// llama.cpp and the sleep shim with its driver (sleep.rs).
+pub fn gpu_sleep_possible() -> bool {
+    backend().is_ok_and(|b| b.supports_gpu_offload()) && sleep::available().is_ok()
+}
+
 /// llama.cpp's devices as found at run time (with `dynamic-link`, from
 /// whichever libggml* the loader found): e.g. `CPU (AMD EPYC 7B13, 24000 MiB)`,
 /// `CUDA0 (NVIDIA H200, 143771 MiB)`. For `--version` and `/props`; the error
@@ -137,6 +143,8 @@ pub struct LlamaEngine {
     /// What sleeping costs this load (`Engine::sleep_cost`).
     sleep_cost: Result<u64, String>,
     keep_on_drop: std::sync::atomic::AtomicBool,
+    /// Set by the first `stop`: whether the weights slept.
+    stopped: Mutex<Option<bool>>,
     commands: Mutex<std_mpsc::Sender<Command>>,
     stats: Arc<Stats>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -168,9 +176,6 @@ impl LlamaEngine {
             tracing::error!(path = %path_text, "cannot load: {reason}");
             EngineError::Load { path: path_text.clone(), reason }
         };
-        if !options.path.is_file() {
-            return Err(fail("the model file is missing".into()));
-        }
         // The file's identity keys both the kept weights and the saved KV states.
         let file = weights::LoadedFile::at(&options.path);
         let identity = file.identity().to_string();
@@ -184,7 +189,12 @@ impl LlamaEngine {
         };
         let key = weights::KeptWeights::<weights::Weights>::key(&options.model_id, &identity);
         let keep = options.kept_weights.clone().map(|w| (w, key));
-        let reused = keep.as_ref().and_then(|(kept, key)| kept.take(key));
+        // Taken first, so that a failed load leaves nothing asleep for this
+        // model (and sleeping weights of an older version of the file go).
+        let reused = keep.as_ref().and_then(|(kept, key)| kept.take_model(&options.model_id, key));
+        if !options.path.is_file() {
+            return Err(fail("the model file is missing".into()));
+        }
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let (cmd_tx, cmd_rx) = std_mpsc::channel();
         let stats = Arc::new(Stats::default());
@@ -204,6 +214,7 @@ impl LlamaEngine {
                 timings,
                 keep,
                 keep_on_drop: Default::default(),
+                stopped: Mutex::new(None),
                 model,
                 info,
                 commands: Mutex::new(cmd_tx),
@@ -224,10 +235,31 @@ impl LlamaEngine {
 
 impl Drop for LlamaEngine {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl LlamaEngine {
+    /// Stops the worker (which frees the context) and, when the scheduler
+    /// chose it, puts the weights to sleep; once. Whether they slept.
+    fn stop(&self) -> bool {
+        let mut done = self.stopped.lock();
+        if let Some(slept) = *done {
+            return slept;
+        }
         let _ = self.commands.lock().send(Command::Shutdown);
         if let Some(worker) = self.worker.lock().take() {
             let _ = worker.join();
         }
+        let slept = self.put_to_sleep();
+        *done = Some(slept);
+        slept
+    }
+
+    /// After the worker is gone: keeps the weights asleep if asked to.
+    /// Nothing to release otherwise (the weights were taken out of the
+    /// cache at load, and another engine's may sit under the same key).
+    fn put_to_sleep(&self) -> bool {
         if let Some((kept, key)) = &self.keep {
             // The worker (and its context) is gone: nothing uses the weights.
             let asleep = match &self.model.sleep {
@@ -250,10 +282,10 @@ impl Drop for LlamaEngine {
             };
             if asleep {
                 kept.keep(key.clone(), self.model.clone());
-            } else {
-                kept.release(key);
             }
+            return asleep;
         }
+        false
     }
 }
 
@@ -333,6 +365,10 @@ impl Engine for LlamaEngine {
 
     fn pinned_bytes(&self) -> u64 {
         self.model.sleep.as_ref().map_or(0, |pool| pool.host_bytes())
+    }
+
+    fn shutdown(&self) -> bool {
+        self.stop()
     }
 
     fn sleep_on_unload(&self) {

@@ -197,7 +197,10 @@ impl Drop for Pool {
 /// The tensors that go to the pool on a whole-model, one-GPU load: every
 /// repeating layer and the output head. `token_embd` stays where llama.cpp
 /// puts it (host memory), as do tensors no pattern names (they stay awake
-/// in CUDA's own buffers, a few MiB at most).
+/// in CUDA's own buffers: small ones such as `rope_freqs`). A model with
+/// tied embeddings has no `output.weight`: llama.cpp puts a GPU copy of
+/// `token_embd` there under that name, so such a model does not sleep on a
+/// GPU (load.rs says so).
 pub const WEIGHTS_PATTERN: &CStr = c"^(blk\\.|output)";
 
 #[cfg(test)]

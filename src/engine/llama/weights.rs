@@ -88,10 +88,23 @@ impl<T> KeptWeights<T> {
     }
 
     /// Drops what is kept for model `id`, whatever its file's identity was
-    /// then (the file may have changed since).
+    /// then (the file may have changed since). The weights are freed after
+    /// the lock is let go.
     pub fn release_model(&self, id: &str) {
+        drop(self.take_model(id, ""));
+    }
+
+    /// Takes model `id`'s weights kept under `key`; anything else kept for
+    /// `id` (an older identity of its file) is dropped, outside the lock.
+    pub fn take_model(&self, id: &str, key: &str) -> Option<Arc<T>> {
         let prefix = format!("{id}\0");
-        self.kept.lock().retain(|(k, _)| !k.starts_with(&prefix));
+        let mine: Vec<(String, Arc<T>)> = {
+            let mut kept = self.kept.lock();
+            let (mine, others) = std::mem::take(&mut *kept).into_iter().partition(|(k, _)| k.starts_with(&prefix));
+            *kept = others;
+            mine
+        };
+        mine.into_iter().find(|(k, _)| k == key).map(|(_, w)| w)
     }
 
     /// Drops everything kept under `key` (the model is unloaded for good).
@@ -236,6 +249,12 @@ mod tests {
         assert_eq!(kept.len(), 1, "model `a` is not model `ab`");
         kept.release_model("ab");
         assert!(kept.is_empty());
+        // A changed file: the new identity finds nothing, and the old weights go.
+        kept.keep(KeptWeights::<u8>::key("m", "/m.gguf|1|old"), Arc::new(7));
+        assert!(kept.take_model("m", &KeptWeights::<u8>::key("m", "/m.gguf|2|new")).is_none());
+        assert!(kept.is_empty());
+        kept.keep(KeptWeights::<u8>::key("m", "/m.gguf|2|new"), Arc::new(8));
+        assert_eq!(kept.take_model("m", &KeptWeights::<u8>::key("m", "/m.gguf|2|new")).as_deref(), Some(&8));
     }
 
     #[test]

@@ -547,8 +547,8 @@ impl<'m> Worker<'m> {
                     slot.active = None;
                     continue;
                 }
-                if pushed.stopped {
-                    Some(FinishReason::Stop)
+                if let Some(index) = pushed.stopped {
+                    Some(FinishReason::StopSequence(index.min(u16::MAX as usize) as u16))
                 } else if active.max_tokens.is_some_and(|m| active.generated >= m)
                     || (slot.cached.len() + 1 >= n_ctx_slot
                         && !super::shift::make_room(&mut self.ctx, slot.seq, &mut slot.cached, &mut slot.checkpoints, &mut slot.marks, &mut slot.shifted, shift_keep.filter(|_| active.max_tokens.is_some())))
