@@ -2,6 +2,7 @@
 //! `router(state)` builds everything; each endpoint family has its module.
 
 pub mod admin;
+pub mod anthropic;
 pub mod auth;
 pub mod chat;
 pub mod choices;
@@ -97,6 +98,8 @@ pub fn router(state: AppState) -> Router {
         .route("/props", get(helpers::props))
         .route("/slots", get(helpers::slots))
         .route("/metrics", get(metrics::metrics))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/api/chat", post(ollama::chat))
         .route("/api/generate", post(ollama::generate))
         .route("/api/tags", get(ollama::tags))
