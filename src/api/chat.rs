@@ -155,6 +155,15 @@ impl Output {
         (!self.spec.is_plain()).then(|| crate::tools::parse_final(self.spec, text))
     }
 
+    /// The whole answer as content, reasoning and calls (plain text: all
+    /// content).
+    pub(super) fn whole(&self, text: String) -> crate::tools::StreamDelta {
+        match self.parse(&text) {
+            Some(p) => crate::tools::StreamDelta { content: p.content, reasoning: p.reasoning, calls: p.calls.into_iter().enumerate().collect() },
+            None => crate::tools::StreamDelta { content: text, ..Default::default() },
+        }
+    }
+
     /// A parser for the answer as it streams (`None`: plain text).
     pub(super) fn streaming(&self) -> Option<crate::tools::Streaming> {
         (!self.spec.is_plain()).then(|| crate::tools::Streaming::new(self.spec))
@@ -176,6 +185,39 @@ impl Output {
         let finish = if message.tool_calls.is_some() && finish.is_stop() { "tool_calls" } else { finish.as_str() };
         (message, finish)
     }
+}
+
+/// The text and finish framers of a stream whose frames come from parsed
+/// output (the Messages and Responses streams): `delta` turns each piece of
+/// parsed output into frames (plain text is all content), `finish` the
+/// outcome; both act on `state`.
+pub(super) fn parsed_framers<S: Send + 'static>(
+    output: Output,
+    state: S,
+    delta: fn(&mut S, crate::tools::StreamDelta) -> Vec<Bytes>,
+    finish: fn(&mut S, FinishReason, Usage) -> Vec<Bytes>,
+) -> (impl FnMut(String, &[TokenLogprob]) -> Bytes + Send + 'static, impl FnOnce(FinishReason, Usage) -> Vec<Bytes> + Send + 'static) {
+    let state = Arc::new(parking_lot::Mutex::new(state));
+    let parser = output.streaming().map(|p| Arc::new(parking_lot::Mutex::new(p)));
+    let (for_text, for_finish) = (parser.clone(), parser);
+    let for_finish_state = state.clone();
+    let text = move |t: String, _: &[TokenLogprob]| {
+        let d = match &for_text {
+            Some(parser) => parser.lock().push(&t),
+            None => crate::tools::StreamDelta { content: t, ..Default::default() },
+        };
+        Bytes::from(delta(&mut state.lock(), d).concat())
+    };
+    let end = move |reason, usage| {
+        let mut state = for_finish_state.lock();
+        let mut frames = Vec::new();
+        if let Some(parser) = for_finish {
+            frames.extend(delta(&mut state, parser.lock().finish()));
+        }
+        frames.extend(finish(&mut state, reason, usage));
+        frames
+    };
+    (text, end)
 }
 
 /// `--notify-swaps`: the stream starts at once; while the model loads, the

@@ -25,6 +25,7 @@ pub mod ollama;
 pub mod ollama_embed;
 pub mod openai;
 pub mod reqlog;
+pub mod responses;
 pub mod sse;
 pub mod tool_calls;
 pub mod validate;
@@ -98,6 +99,8 @@ pub fn router(state: AppState) -> Router {
         .route("/props", get(helpers::props))
         .route("/slots", get(helpers::slots))
         .route("/metrics", get(metrics::metrics))
+        .route("/v1/responses", post(responses::create))
+        .route("/responses", post(responses::create))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/api/chat", post(ollama::chat))

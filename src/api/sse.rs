@@ -50,6 +50,23 @@ pub fn parse_events(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// Named events (`event: TYPE` then `data: {"type": "TYPE", ...}`, as the
+/// Messages and Responses streams send them) back to their JSON, checking
+/// that each names its type twice. For tests.
+#[cfg(test)]
+pub fn named_events(frames: &[Bytes]) -> Vec<serde_json::Value> {
+    frames
+        .iter()
+        .map(|f| {
+            let text = std::str::from_utf8(f).expect("UTF-8");
+            let (head, data) = text.split_once('\n').expect("two lines");
+            let v: serde_json::Value = serde_json::from_str(data.strip_prefix("data: ").expect("data line").trim_end()).expect("JSON");
+            assert_eq!(head, format!("event: {}", v["type"].as_str().expect("a type")));
+            v
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

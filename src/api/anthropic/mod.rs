@@ -10,14 +10,11 @@
 mod request;
 mod response;
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use super::chat::Output;
@@ -106,18 +103,10 @@ async fn messages_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
     if !valid.sampling.stream {
         let out = collect(started).await?;
         drop(permit);
-        let parsed = parsed(&output, out.text);
+        let parsed = output.whole(out.text);
         return Ok(Json(response::message(&id, &model, parsed, out.finish_reason, &stops, &out.usage)).into_response());
     }
     Ok(stream(permit, started, output, id, model, stops))
-}
-
-/// The whole answer as content, reasoning and calls.
-fn parsed(output: &Output, text: String) -> crate::tools::StreamDelta {
-    match output.parse(&text) {
-        Some(p) => crate::tools::StreamDelta { content: p.content, reasoning: p.reasoning, calls: p.calls.into_iter().enumerate().collect() },
-        None => crate::tools::StreamDelta { content: text, ..Default::default() },
-    }
 }
 
 fn stream(permit: Permit, started: super::generate::Started, output: Output, id: String, model: String, stops: Vec<String>) -> Response {
@@ -127,26 +116,8 @@ fn stream(permit: Permit, started: super::generate::Started, output: Output, id:
         if tx.send(response::start(&id, &model)).await.is_err() {
             return;
         }
-        let blocks = Arc::new(Mutex::new(response::Blocks::default()));
-        let parser = output.streaming().map(|p| Arc::new(Mutex::new(p)));
-        let (for_text, for_finish) = (parser.clone(), parser);
-        let (blocks_text, blocks_finish) = (blocks.clone(), blocks);
-        let text = move |t: String, _: &[crate::engine::TokenLogprob]| {
-            let delta = match &for_text {
-                Some(parser) => parser.lock().push(&t),
-                None => crate::tools::StreamDelta { content: t, ..Default::default() },
-            };
-            Bytes::from(blocks_text.lock().delta(delta).concat())
-        };
-        let finish = move |reason, usage| {
-            let mut frames = Vec::new();
-            let mut blocks = blocks_finish.lock();
-            if let Some(parser) = for_finish {
-                frames.extend(blocks.delta(parser.lock().finish()));
-            }
-            frames.extend(blocks.finish(reason, &stops, &usage));
-            frames
-        };
+        let blocks = response::Blocks::new(stops);
+        let (text, finish) = super::chat::parsed_framers(output, blocks, response::Blocks::delta, |b, reason, usage| b.finish(reason, &usage));
         let framing = Framing { error: |e| response::event(&envelope(e)), end: None };
         pump(&tx, started, text, finish, &framing).await;
     });

@@ -81,6 +81,8 @@ enum Open {
 /// The content blocks of one streamed message, as deltas arrive.
 #[derive(Debug, Default)]
 pub struct Blocks {
+    /// The request's stop strings (the stop reason names the one that hit).
+    stops: Vec<String>,
     open: Option<Open>,
     /// Index of the next block.
     next: usize,
@@ -88,6 +90,10 @@ pub struct Blocks {
 }
 
 impl Blocks {
+    pub fn new(stops: Vec<String>) -> Self {
+        Self { stops, ..Self::default() }
+    }
+
     fn close(&mut self, out: &mut Vec<Bytes>) {
         if self.open.take().is_some() {
             out.push(event(&json!({"type": "content_block_stop", "index": self.next - 1})));
@@ -137,13 +143,13 @@ impl Blocks {
 
     /// The last events: the open block closed (an empty text block when
     /// nothing was said), the stop reason and usage, `message_stop`.
-    pub fn finish(&mut self, finish: FinishReason, stops: &[String], u: &Usage) -> Vec<Bytes> {
+    pub fn finish(&mut self, finish: FinishReason, u: &Usage) -> Vec<Bytes> {
         let mut out = Vec::new();
         if self.next == 0 {
             self.ensure(Open::Text, &mut out);
         }
         self.close(&mut out);
-        let (reason, sequence) = stop_reason(finish, stops, self.called);
+        let (reason, sequence) = stop_reason(finish, &self.stops, self.called);
         out.push(event(&json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence}, "usage": usage(u)})));
         out.push(event(&json!({"type": "message_stop"})));
         out
@@ -154,18 +160,7 @@ impl Blocks {
 mod tests {
     use super::*;
 
-    fn events(frames: &[Bytes]) -> Vec<Value> {
-        frames
-            .iter()
-            .map(|f| {
-                let text = std::str::from_utf8(f).unwrap();
-                let (head, data) = text.split_once('\n').unwrap();
-                let v: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap().trim_end()).unwrap();
-                assert_eq!(head, format!("event: {}", v["type"].as_str().unwrap()));
-                v
-            })
-            .collect()
-    }
+    use crate::api::sse::named_events as events;
 
     fn delta(content: &str, reasoning: &str, calls: Vec<ToolCall>) -> StreamDelta {
         StreamDelta { content: content.into(), reasoning: reasoning.into(), calls: calls.into_iter().enumerate().collect() }
@@ -180,7 +175,7 @@ mod tests {
         frames.extend(b.delta(delta("Hi", "", vec![])));
         frames.extend(b.delta(delta(" there", "", vec![])));
         frames.extend(b.delta(delta("", "", vec![ToolCall { name: "f".into(), arguments: "{\"a\":1}".into() }])));
-        frames.extend(b.finish(FinishReason::Stop, &[], &USAGE));
+        frames.extend(b.finish(FinishReason::Stop, &USAGE));
         let e = events(&frames);
         let kinds: Vec<&str> = e.iter().map(|v| v["type"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["content_block_start", "content_block_delta", "content_block_stop", "content_block_start", "content_block_delta",
@@ -195,7 +190,7 @@ mod tests {
 
     #[test]
     fn an_empty_answer_still_has_one_text_block() {
-        let e = events(&Blocks::default().finish(FinishReason::Length, &[], &USAGE));
+        let e = events(&Blocks::default().finish(FinishReason::Length, &USAGE));
         assert_eq!(e[0]["content_block"], json!({"type": "text", "text": ""}));
         assert_eq!(e[2]["delta"]["stop_reason"], "max_tokens");
     }

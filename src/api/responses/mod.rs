@@ -1,0 +1,69 @@
+//! OpenAI's Responses API (`POST /v1/responses`, also `/responses`) for
+//! Codex CLI and the OpenAI Agents SDK. Stateless: each request carries the
+//! whole conversation (`store` is accepted and nothing is stored;
+//! `previous_response_id` is refused). A thin translation: the request
+//! becomes a chat body (`request.rs`) on the one internal path; the answer
+//! takes the Responses shapes (`response.rs`). Errors keep OpenAI's
+//! envelope, as on the other OpenAI routes.
+
+mod request;
+mod response;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::extract::parse_json;
+use super::generate::{collect, pump, Framing};
+use super::openai::ChatCompletionRequest;
+use super::reqlog::RequestLog;
+use super::validate;
+use super::AppState;
+
+/// A Responses body as JSON (checked field by field in `request.rs`).
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+struct Body(Value);
+
+impl super::openai::WireRequest for Body {}
+
+/// `POST /v1/responses`.
+pub async fn create(State(state): State<AppState>, Extension(log): Extension<RequestLog>, body: Bytes) -> Result<Response, ApiError> {
+    let Body(req) = parse_json(&body)?;
+    let chat = request::to_chat(&req)?;
+    let chat: ChatCompletionRequest = parse_json(&serde_json::to_vec(&chat).map_err(|e| ApiError::Internal(e.to_string()))?)?;
+    let snapshot = state.scheduler.snapshot();
+    let view = snapshot.resolve(chat.model.as_deref())?;
+    log.model(&view.spec.id);
+    super::embeddings::refuse_generation(view)?;
+    let valid = validate::chat(chat, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+    let meta = response::Meta::new(view.spec.id.clone(), &req);
+    let permit = state.scheduler.acquire(view.index).await?;
+    let (mut started, output) = super::chat::prepare(&permit, &valid, log).await?;
+    let started = started.remove(0);
+    if !valid.sampling.stream {
+        let out = collect(started).await?;
+        drop(permit);
+        let items = response::output(output.whole(out.text));
+        let incomplete = out.finish_reason == crate::engine::FinishReason::Length;
+        let status = if incomplete { "incomplete" } else { "completed" };
+        return Ok(Json(meta.response(status, items, Some(&out.usage), incomplete)).into_response());
+    }
+    let (tx, response) = super::sse::channel_response();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut events = response::Stream::new(meta);
+        for frame in events.start() {
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+        let (text, finish) = super::chat::parsed_framers(output, events, response::Stream::delta, |s, reason, usage| s.finish(reason, &usage));
+        let framing = Framing { error: response::error_event, end: None };
+        pump(&tx, started, text, finish, &framing).await;
+    });
+    Ok(response)
+}
