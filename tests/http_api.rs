@@ -223,6 +223,13 @@ async fn models_lists_state_and_meta() {
     assert_eq!(m["meta"]["n_ctx"], 64);
     assert_eq!(m["meta"]["n_params"], 1000);
     assert_eq!(m["meta"]["size"], 2000);
+    // One model by name (the SDK's models.retrieve); an unknown one is a 404 naming it.
+    let one: Value = reqwest::get(format!("{base}/v1/models/fake")).await.unwrap().json().await.unwrap();
+    assert_eq!((one["id"].as_str(), one["state"].as_str()), (Some("fake"), Some("loaded")));
+    let missing = reqwest::get(format!("{base}/v1/models/org/no-such:q4")).await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let err: Value = missing.json().await.unwrap();
+    assert!(err["error"]["message"].as_str().unwrap().contains("org/no-such:q4"), "{err}");
     let legacy: Value = reqwest::get(format!("{base}/models")).await.unwrap().json().await.unwrap();
     assert_eq!(legacy, body);
 }

@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/completion", post(native::completion))
         .route("/v1/models", get(models::list_models))
         .route("/models", get(models::list_models))
+        .route("/v1/models/{*id}", get(models::get_model))
         .route("/tokenize", post(helpers::tokenize))
         .route("/detokenize", post(helpers::detokenize))
         .route("/apply-template", post(helpers::apply_template))

@@ -1,39 +1,51 @@
 //! `GET /v1/models`: every registered model with its state; loaded ones carry
 //! a `meta` object (context, parameters, size) as llama-server does.
+//! `GET /v1/models/{id}` (the OpenAI SDK's `models.retrieve`): one of them,
+//! by name or alias (names may hold slashes), or 404 naming it.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
 
+use super::error::ApiError;
 use super::openai::{ModelList, ModelMeta, ModelObject};
 use super::AppState;
+use crate::scheduler::ModelView;
 
 pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     let snapshot = state.scheduler.snapshot();
-    let data = snapshot
-        .active()
-        .map(|entry| {
-            let meta = entry.loaded().map(|m| {
-                let info = m.engine.info();
-                ModelMeta {
-                    n_ctx: info.n_ctx_slot,
-                    n_ctx_train: info.n_ctx_train,
-                    n_params: info.n_params,
-                    size: info.size_bytes,
-                    n_vocab: info.n_vocab,
-                    parallel: info.parallel,
-                }
-            });
-            ModelObject {
-                id: entry.spec.id.clone(),
-                object: "model",
-                created: entry.created,
-                owned_by: "vram-llm",
-                aliases: entry.spec.aliases.clone(),
-                state: entry.state,
-                sleeping_bytes: entry.sleeping_bytes,
-                meta,
-            }
-        })
-        .collect();
+    let data = snapshot.active().map(object).collect();
     Json(ModelList { object: "list", data })
+}
+
+pub async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ModelObject>, ApiError> {
+    let snapshot = state.scheduler.snapshot();
+    let name = id.trim();
+    if name.is_empty() {
+        return Err(ApiError::ModelNotFound(String::new()));
+    }
+    Ok(Json(object(snapshot.resolve(Some(name))?)))
+}
+
+fn object(entry: &ModelView) -> ModelObject {
+    let meta = entry.loaded().map(|m| {
+        let info = m.engine.info();
+        ModelMeta {
+            n_ctx: info.n_ctx_slot,
+            n_ctx_train: info.n_ctx_train,
+            n_params: info.n_params,
+            size: info.size_bytes,
+            n_vocab: info.n_vocab,
+            parallel: info.parallel,
+        }
+    });
+    ModelObject {
+        id: entry.spec.id.clone(),
+        object: "model",
+        created: entry.created,
+        owned_by: "vram-llm",
+        aliases: entry.spec.aliases.clone(),
+        state: entry.state,
+        sleeping_bytes: entry.sleeping_bytes,
+        meta,
+    }
 }

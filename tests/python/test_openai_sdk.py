@@ -24,6 +24,12 @@ def test_models_list(client):
     assert ids == ["gemma"]
 
 
+def test_models_retrieve(client):
+    assert client.models.retrieve("gemma").id == "gemma"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("org/no-such-model:q4")
+
+
 def test_chat_completion(client):
     r = client.chat.completions.create(
         model="gemma",
