@@ -90,6 +90,21 @@ pub async fn chat_completions(
     Ok(super::choices::stream_many(streams, n, permit, prologue, end))
 }
 
+/// A chat body another protocol's request became (Anthropic's Messages,
+/// the Responses API), checked as `/v1/chat/completions` checks its own
+/// before any model is acquired: the model it names (index and id) and the
+/// valid chat.
+pub(super) fn validate_translated(state: &AppState, body: serde_json::Map<String, Value>, log: &RequestLog) -> Result<(usize, String, ValidChat), ApiError> {
+    let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let req: ChatCompletionRequest = super::extract::parse_json(&bytes)?;
+    let snapshot = state.scheduler.snapshot();
+    let view = snapshot.resolve(req.model.as_deref())?;
+    log.model(&view.spec.id);
+    super::embeddings::refuse_generation(view)?;
+    let valid = validate::chat(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+    Ok((view.index, view.spec.id.clone(), valid))
+}
+
 /// On the acquired model: the token-id guard, the tools' plan, the template,
 /// the generation. Rendering and tokenizing run off the runtime
 /// (`cpu::run`); a conversation with more messages than the context has

@@ -13,6 +13,14 @@ use super::AppState;
 
 pub struct ApiJson<T>(pub T);
 
+/// A body kept as JSON, for protocols that check their own fields
+/// (Anthropic's, the Responses API) before they become a chat body.
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Value);
+
+impl WireRequest for RawJson {}
+
 impl<T: WireRequest> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 

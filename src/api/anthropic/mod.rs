@@ -19,9 +19,8 @@ use serde_json::{json, Value};
 
 use super::chat::Output;
 use super::error::ApiError;
-use super::extract::parse_json;
+use super::extract::{parse_json, RawJson};
 use super::generate::{collect, pump, Framing};
-use super::openai::ChatCompletionRequest;
 use super::reqlog::RequestLog;
 use super::validate::{self, ValidChat};
 use super::AppState;
@@ -68,24 +67,10 @@ impl IntoResponse for AnthropicError {
     }
 }
 
-/// A Messages body as JSON (checked field by field in `request.rs`).
-#[derive(serde::Deserialize)]
-#[serde(transparent)]
-struct Body(Value);
-
-impl super::openai::WireRequest for Body {}
-
 /// The request as a validated chat, and the model it names.
 fn validated(state: &AppState, body: &Bytes, count: bool, log: &RequestLog) -> Result<(usize, String, ValidChat), ApiError> {
-    let Body(req) = parse_json(body)?;
-    let openai = request::to_openai(&req, count)?;
-    let openai: ChatCompletionRequest = parse_json(&serde_json::to_vec(&openai).map_err(|e| ApiError::Internal(e.to_string()))?)?;
-    let snapshot = state.scheduler.snapshot();
-    let view = snapshot.resolve(openai.model.as_deref())?;
-    log.model(&view.spec.id);
-    super::embeddings::refuse_generation(view)?;
-    let valid = validate::chat(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
-    Ok((view.index, view.spec.id.clone(), valid))
+    let RawJson(req) = parse_json(body)?;
+    super::chat::validate_translated(state, request::to_openai(&req, count)?, log)
 }
 
 /// `POST /v1/messages`.

@@ -13,35 +13,19 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde_json::Value;
 
 use super::error::ApiError;
-use super::extract::parse_json;
+use super::extract::{parse_json, RawJson};
 use super::generate::{collect, pump, Framing};
-use super::openai::ChatCompletionRequest;
 use super::reqlog::RequestLog;
-use super::validate;
 use super::AppState;
-
-/// A Responses body as JSON (checked field by field in `request.rs`).
-#[derive(serde::Deserialize)]
-#[serde(transparent)]
-struct Body(Value);
-
-impl super::openai::WireRequest for Body {}
 
 /// `POST /v1/responses`.
 pub async fn create(State(state): State<AppState>, Extension(log): Extension<RequestLog>, body: Bytes) -> Result<Response, ApiError> {
-    let Body(req) = parse_json(&body)?;
-    let chat = request::to_chat(&req)?;
-    let chat: ChatCompletionRequest = parse_json(&serde_json::to_vec(&chat).map_err(|e| ApiError::Internal(e.to_string()))?)?;
-    let snapshot = state.scheduler.snapshot();
-    let view = snapshot.resolve(chat.model.as_deref())?;
-    log.model(&view.spec.id);
-    super::embeddings::refuse_generation(view)?;
-    let valid = validate::chat(chat, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
-    let meta = response::Meta::new(view.spec.id.clone(), &req);
-    let permit = state.scheduler.acquire(view.index).await?;
+    let RawJson(req) = parse_json(&body)?;
+    let (index, model, valid) = super::chat::validate_translated(&state, request::to_chat(&req)?, &log)?;
+    let meta = response::Meta::new(model, &req);
+    let permit = state.scheduler.acquire(index).await?;
     let (mut started, output) = super::chat::prepare(&permit, &valid, log).await?;
     let started = started.remove(0);
     if !valid.sampling.stream {
