@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod llama_flags;
+pub use llama_flags::{normalize_args, LlamaServerFlags};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "vram-llm",
@@ -426,6 +429,9 @@ pub struct ServerFlags {
 
     #[command(flatten)]
     pub gpu: GpuFlags,
+
+    #[command(flatten)]
+    pub llama: LlamaServerFlags,
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h` or plain seconds (`10`, `0.5`).

@@ -206,6 +206,24 @@ async fn api_key_guards_everything_but_health() {
 }
 
 #[tokio::test]
+async fn no_metrics_and_no_slots_answer_501_as_llama_server() {
+    let factory = std::sync::Arc::new(common::FakeFactory::new("ok"));
+    let on = common::serve(common::fake_state(vec![common::fake_spec("fake")], factory.clone(), common::roomy_limits(), 1 << 20, true)).await;
+    let mut state = common::fake_state(vec![common::fake_spec("fake")], factory, common::roomy_limits(), 1 << 20, true);
+    state.options.metrics = false;
+    state.options.slots = false;
+    let off = common::serve(state).await;
+    for path in ["/metrics", "/slots"] {
+        assert_eq!(reqwest::get(format!("{on}{path}")).await.unwrap().status(), 200, "{path}");
+        let resp = reqwest::get(format!("{off}{path}")).await.unwrap();
+        assert_eq!(resp.status(), 501, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "not_supported_error", "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("--no-"), "{body}");
+    }
+}
+
+#[tokio::test]
 async fn models_lists_state_and_meta() {
     let base = fake_server("ok", None, None).await;
     let before: Value = reqwest::get(format!("{base}/v1/models")).await.unwrap().json().await.unwrap();

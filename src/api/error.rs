@@ -44,6 +44,9 @@ pub enum ApiError {
     /// Every connection the server takes at once is open (--max-connections).
     #[error("the server is at its connection limit ({max}); try again shortly")]
     TooManyConnections { max: usize },
+    /// An endpoint this server was started without (`--no-metrics`, `--no-slots`).
+    #[error("{0}")]
+    NotSupported(String),
     /// Something broke on our side; never caused by input.
     #[error("{0}")]
     Internal(String),
@@ -117,6 +120,7 @@ impl ApiError {
             Overloaded { code, .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some(code)),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", Some("model_unavailable")),
             TooManyConnections { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable_error", Some("too_many_connections")),
+            NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not_supported_error", Some("not_supported")),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
         }
     }

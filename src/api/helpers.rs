@@ -149,6 +149,9 @@ pub async fn props(State(state): State<AppState>, query: RawQuery) -> Result<Res
 /// many tokens its cache holds. From the published snapshot: a model that is
 /// not loaded has no slots (`[]`), and nothing is loaded to answer.
 pub async fn slots(State(state): State<AppState>, query: RawQuery) -> Result<Response, ApiError> {
+    if !state.options.slots {
+        return Err(ApiError::NotSupported("this server does not serve /slots (started with --no-slots)".into()));
+    }
     let name = model_param(&query)?;
     let snapshot = state.scheduler.snapshot();
     let view = snapshot.resolve(name.as_deref())?;

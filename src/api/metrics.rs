@@ -6,9 +6,12 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
+use super::{ApiError, AppState};
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    if !state.options.metrics {
+        return ApiError::NotSupported("this server does not serve /metrics (started with --no-metrics)".into()).into_response();
+    }
     // Scrapes reset and set the same global gauges: one at a time, or a
     // concurrent one could encode between another's reset and set.
     static SCRAPE: parking_lot::Mutex<()> = parking_lot::Mutex::new(());

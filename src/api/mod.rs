@@ -79,6 +79,23 @@ pub struct AppState {
     pub cors_origins: Arc<[String]>,
     /// Host names the server answers to (`None`: any); see `guard`.
     pub allowed_hosts: Option<Arc<[String]>>,
+    /// Endpoints and behaviours switched by llama-server's flags.
+    pub options: ServeOptions,
+}
+
+/// What llama-server's flags switch on the HTTP side.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// /metrics served (`--no-metrics`: 501).
+    pub metrics: bool,
+    /// /slots served (`--no-slots`: 501).
+    pub slots: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self { metrics: true, slots: true }
+    }
 }
 
 /// Default request body limit: a long conversation fits easily.

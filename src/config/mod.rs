@@ -70,6 +70,10 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Host names beyond the loopback ones and the bind address.
     pub allowed_hosts: Vec<String>,
+    /// /metrics and /slots served (else 501, as llama-server's
+    /// `--no-metrics` / `--no-slots`).
+    pub metrics: bool,
+    pub slots: bool,
     /// A JSON GPU inventory replacing NVML.
     pub gpus_from: Option<PathBuf>,
     pub placement: crate::gpu::PlacementOptions,
@@ -90,6 +94,7 @@ impl Config {
             None => (ConfigFile::default(), None),
         };
         let s = &file.server;
+        flags.llama.unsupported()?;
         let server = ServerConfig {
             host: flags.host.or(s.host).unwrap_or(DEFAULT_HOST),
             port: flags.port.or(s.port).unwrap_or(DEFAULT_PORT),
@@ -99,10 +104,13 @@ impl Config {
             admin_token: secret("admin_token", flags.admin_token.clone().or_else(|| s.admin_token.clone()), None)?,
             memory_budget_mib: flags.memory_budget_mib.or(s.memory_budget_mib),
             sleep_mib: flags.sleep_mib.or(s.sleep_mib),
-            kv_cache_mib: flags.kv_cache_mib.or(s.kv_cache_mib).unwrap_or(DEFAULT_KV_CACHE_MIB),
+            kv_cache_mib: flags.kv_cache_mib.or(flags.llama.cache_ram_mib()).or(s.kv_cache_mib).unwrap_or(DEFAULT_KV_CACHE_MIB),
             kv_cache_dir: flags.kv_cache_dir.clone().or_else(|| s.kv_cache_dir.as_ref().map(|p| config_dir_of(&file_path).join(p))),
             kv_cache_dir_mib: flags.kv_cache_dir_mib.or(s.kv_cache_dir_mib).unwrap_or(DEFAULT_KV_CACHE_DIR_MIB),
-            max_loaded_models: flags.max_loaded_models.or(s.max_loaded_models).map(|n| n as usize),
+            max_loaded_models: match flags.llama.models_max {
+                Some(0) => None,
+                max => flags.max_loaded_models.or(max).or(s.max_loaded_models).map(|n| n as usize),
+            },
             policy: flags.policy.or(s.policy).unwrap_or_default(),
             max_wait: flags.max_wait.or(s.max_wait).unwrap_or(DEFAULT_MAX_WAIT),
             max_queue: flags.max_queue.or(s.max_queue).map_or(DEFAULT_MAX_QUEUE, |n| n as usize),
@@ -114,6 +122,8 @@ impl Config {
             header_timeout: flags.header_timeout.or(s.header_timeout).unwrap_or(DEFAULT_HEADER_TIMEOUT),
             cors_origins: flags.cors_origins.clone().or_else(|| s.cors_origins.clone()).unwrap_or_default(),
             allowed_hosts: flags.allowed_hosts.clone().or_else(|| s.allowed_hosts.clone()).unwrap_or_default(),
+            metrics: !flags.llama.no_metrics,
+            slots: !flags.llama.no_slots,
             gpus_from: flags.gpu.gpus_from.clone().or_else(|| s.gpus_from.as_ref().map(|p| config_dir_of(&file_path).join(p))),
             placement: placement::server_options(&flags.gpu, s),
         };
@@ -132,6 +142,9 @@ impl Config {
                 None => json_schema_engine(s.json_schema_engine.unwrap_or_default(), &format!("{origin}: [server] json_schema_engine"))?,
             },
             knobs: knobs(&flags_knobs(flags), &s.knob_keys(), EngineKnobs::default(), &format!("{origin}: [server]"))?,
+            sampling: server_sampling(flags)?,
+            max_tokens: flags.llama.n_predict(),
+            ttl: flags.llama.sleep_idle_seconds.map(Duration::from_secs),
         };
         let config_dir = config_dir_of(&file_path);
         let mut models = Models::default();
@@ -274,6 +287,17 @@ fn json_schema_engine(engine: JsonSchemaEngine, at: &str) -> Result<JsonSchemaEn
 }
 
 /// The flags' engine knobs in the keys' shape (flags win over keys).
+/// Request sampling defaults from llama-server's `--temp` and `--seed`.
+fn server_sampling(flags: &ServerFlags) -> Result<SamplingParams, String> {
+    let mut p = SamplingParams::default();
+    if let Some(t) = flags.llama.temp {
+        SamplingField::Temperature.check(t.into()).map_err(|rule| format!("--temp {rule}"))?;
+        p.temperature = t;
+    }
+    p.seed = flags.llama.seed();
+    Ok(p)
+}
+
 fn flags_knobs(f: &ServerFlags) -> file::KnobKeys {
     file::KnobKeys {
         flash_attn: f.flash_attn,
@@ -286,7 +310,7 @@ fn flags_knobs(f: &ServerFlags) -> file::KnobKeys {
         no_mmap: f.no_mmap,
         context_shift: f.context_shift,
         pooling: f.pooling,
-        embeddings_only: f.embeddings_only,
+        embeddings_only: f.embeddings_only.or(f.llama.embedding.then_some(true)),
         reasoning: f.reasoning,
         reasoning_format: f.reasoning_format,
     }
@@ -363,6 +387,11 @@ struct ModelDefaults {
     swa_full: bool,
     json_schema_engine: JsonSchemaEngine,
     knobs: EngineKnobs,
+    /// Request defaults from llama-server's `--temp`, `--seed`, `--n-predict`.
+    sampling: SamplingParams,
+    max_tokens: Option<u32>,
+    /// Idle unload (`--sleep-idle-seconds`); a model's `ttl` wins.
+    ttl: Option<Duration>,
 }
 
 impl ModelDefaults {
@@ -376,11 +405,11 @@ impl ModelDefaults {
             n_gpu_layers: self.n_gpu_layers,
             gpu: Default::default(),
             chat_template_file: self.chat_template_file.clone(),
-            ttl: None,
+            ttl: self.ttl,
             preload: false,
             exclusive: false,
-            sampling: SamplingParams::default(),
-            max_tokens: None,
+            sampling: self.sampling.clone(),
+            max_tokens: self.max_tokens,
             swa_full: self.swa_full,
             knobs: self.knobs,
             json_schema_engine: self.json_schema_engine,
@@ -413,7 +442,7 @@ fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &s
     if let Some(t) = &m.chat_template_file {
         spec.chat_template_file = Some(dir.join(t));
     }
-    spec.ttl = m.ttl;
+    spec.ttl = m.ttl.or(spec.ttl);
     spec.preload = m.preload;
     spec.exclusive = m.exclusive;
     let d = &m.sampling;

@@ -349,3 +349,39 @@ fn the_json_schema_engine_is_llama_by_default_and_llguidance_only_in_a_build_wit
         assert!(e.starts_with("--json-schema-engine: `llguidance` needs"), "{e}");
     }
 }
+
+#[test]
+fn llama_server_flags_set_server_defaults_that_a_model_section_overrides() {
+    use crate::cli::LlamaServerFlags;
+    let d = Dir::new("llama-flags");
+    let cfg = d.write(
+        "c.toml",
+        "[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n\
+         [[models]]\nname = \"c\"\npath = \"models/c.gguf\"\nttl = \"5s\"\n[models.sampling]\ntemperature = 0.1\nmax_tokens = 9\n",
+    );
+    let llama = LlamaServerFlags {
+        temp: Some(0.3),
+        seed: Some(42),
+        n_predict: Some(64),
+        cache_ram: Some(100),
+        models_max: Some(2),
+        sleep_idle_seconds: Some(30),
+        no_slots: true,
+        embedding: true,
+        ..Default::default()
+    };
+    let c = Config::load(&sources(Some(cfg.clone())), &ServerFlags { llama, ..Default::default() }).unwrap();
+    let (a, m) = (&c.models[0], &c.models[1]);
+    assert_eq!((a.sampling.temperature, a.sampling.seed, a.max_tokens, a.ttl), (0.3, Some(42), Some(64), Some(Duration::from_secs(30))));
+    assert_eq!((m.sampling.temperature, m.sampling.seed, m.max_tokens, m.ttl), (0.1, Some(42), Some(9), Some(Duration::from_secs(5))), "a model's keys win");
+    assert!(a.knobs.embeddings_only, "--embedding is --embeddings-only");
+    assert_eq!((c.server.kv_cache_mib, c.server.max_loaded_models, c.server.slots, c.server.metrics), (100, Some(2), false, true));
+    // -1 sentinels: random seed, no limit.
+    let llama = LlamaServerFlags { seed: Some(-1), n_predict: Some(-1), models_max: Some(0), ..Default::default() };
+    let c = Config::load(&sources(Some(cfg.clone())), &ServerFlags { llama, ..Default::default() }).unwrap();
+    assert_eq!((c.models[0].sampling.seed, c.models[0].max_tokens, c.server.max_loaded_models), (None, None, None));
+    // A flag for a feature vram-llm lacks is refused by name.
+    let llama = LlamaServerFlags { lora: vec!["x.gguf".into()], ..Default::default() };
+    let err = Config::load(&sources(Some(cfg)), &ServerFlags { llama, ..Default::default() }).unwrap_err();
+    assert!(err.contains("--lora"), "{err}");
+}

@@ -87,6 +87,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         kv_cache: kv_store.clone(),
         cors_origins: server.cors_origins.clone().into(),
         allowed_hosts: crate::api::guard::allowed_hosts(server.host, &server.allowed_hosts).map(Into::into),
+        options: crate::api::ServeOptions { metrics: server.metrics, slots: server.slots },
     };
     if server.host.is_unspecified() && server.allowed_hosts.is_empty() {
         tracing::warn!(

@@ -325,6 +325,7 @@ pub fn state_with(
         kv_cache: None,
         cors_origins: Arc::from(Vec::new()),
         allowed_hosts: None,
+        options: Default::default(),
     }
 }
 

@@ -1,0 +1,242 @@
+//! llama-server's command-line flags, so a llama-server command line starts
+//! vram-llm unchanged: the ones with a vram-llm meaning map onto it, the ones
+//! that cannot change what we do are accepted and do nothing, and the ones
+//! for features we lack are refused by name (never silently ignored).
+
+use std::ffi::OsString;
+
+use clap::Args;
+
+/// llama-server's flags (see docs/api.md, "llama-server's flags").
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "llama-server's flags (same names, same meaning)")]
+pub struct LlamaServerFlags {
+    /// Default temperature of requests that send none (per-model
+    /// `sampling.temperature` in the config wins) [default: 0.8].
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    pub temp: Option<f32>,
+
+    /// Default seed of requests that send none; -1: a random one per request
+    /// [default: -1].
+    #[arg(short = 's', long, value_name = "N", allow_negative_numbers = true)]
+    pub seed: Option<i64>,
+
+    /// Default `max_tokens` of requests that send none; -1: until the context
+    /// is full (per-model `sampling.max_tokens` wins) [default: -1].
+    #[arg(short = 'n', long = "n-predict", visible_alias = "predict", value_name = "N", allow_negative_numbers = true)]
+    pub n_predict: Option<i64>,
+
+    /// Serve embeddings only, as `--embeddings-only`.
+    #[arg(long, visible_alias = "embeddings")]
+    pub embedding: bool,
+
+    /// Host memory for saved prompt caches in MiB, as `--kv-cache-mib`
+    /// (-1: no limit, 0: off).
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
+    pub cache_ram: Option<i64>,
+
+    /// Most models loaded at once, as `--max-loaded-models` (0: no cap).
+    #[arg(long, value_name = "N")]
+    pub models_max: Option<u64>,
+
+    /// Unload a model after this many idle seconds (it shows as sleeping and
+    /// the next request loads it again); a model's own `ttl` wins.
+    #[arg(long, value_name = "SECONDS")]
+    pub sleep_idle_seconds: Option<u64>,
+
+    /// Answer /metrics with 501, as llama-server does without `--metrics`
+    /// (vram-llm serves /metrics by default; `--metrics` is accepted).
+    #[arg(long)]
+    pub no_metrics: bool,
+    #[arg(long, hide = true)]
+    pub metrics: bool,
+
+    /// Answer /slots with 501 (`--slots`, the default, is accepted).
+    #[arg(long)]
+    pub no_slots: bool,
+    #[arg(long, hide = true)]
+    pub slots: bool,
+
+    /// Accepted without effect, with the other llama-server flags that change
+    /// nothing here: --no-cont-batching (batching is always continuous),
+    /// --jinja and --no-jinja (templates are always Jinja), --kv-unified,
+    /// --no-kv-unified, --no-ui and --no-webui (the dashboard is at /),
+    /// --offline (nothing is downloaded), --verbose (use RUST_LOG=debug),
+    /// --no-cache-idle-slots, --no-mmproj, --tags. Flags for features
+    /// vram-llm lacks (--hf-repo, --lora, --model-draft, --mmproj...) are
+    /// refused at startup, naming the flag.
+    #[arg(long)]
+    pub cont_batching: bool,
+    #[arg(long, hide = true)]
+    pub no_cont_batching: bool,
+    #[arg(long, hide = true)]
+    pub jinja: bool,
+    #[arg(long, hide = true)]
+    pub no_jinja: bool,
+    #[arg(long, hide = true)]
+    pub kv_unified: bool,
+    #[arg(long, hide = true)]
+    pub no_kv_unified: bool,
+    #[arg(long, hide = true)]
+    pub no_ui: bool,
+    #[arg(long, hide = true, alias = "no-webui")]
+    pub no_webui: bool,
+    #[arg(long, hide = true)]
+    pub offline: bool,
+    #[arg(long, hide = true, short = 'v')]
+    pub verbose: bool,
+    #[arg(long, hide = true)]
+    pub no_cache_idle_slots: bool,
+    #[arg(long, hide = true)]
+    pub no_mmproj: bool,
+    #[arg(long, hide = true, value_name = "TAGS")]
+    pub tags: Option<String>,
+
+    /// llama-server flags for features vram-llm lacks: refused at startup,
+    /// naming the flag (see `unsupported`).
+    #[arg(long, hide = true, value_name = "V")]
+    pub hf_repo: Option<String>,
+    #[arg(long, hide = true, value_name = "V")]
+    pub hf_file: Option<String>,
+    #[arg(long, hide = true, value_name = "V")]
+    pub model_url: Option<String>,
+    #[arg(long, hide = true, value_name = "V")]
+    pub model_draft: Option<String>,
+    #[arg(long, hide = true, value_name = "V")]
+    pub spec_type: Option<String>,
+    #[arg(long, hide = true, value_name = "V")]
+    pub lora: Vec<String>,
+    #[arg(long, hide = true, value_name = "V")]
+    pub mmproj: Option<String>,
+    #[arg(long, hide = true, value_name = "V")]
+    pub mmproj_url: Option<String>,
+    #[arg(long, hide = true, value_name = "V", allow_negative_numbers = true)]
+    pub grp_attn_n: Option<String>,
+    #[arg(long, hide = true, value_name = "V", allow_negative_numbers = true)]
+    pub grp_attn_w: Option<String>,
+    #[arg(long, hide = true, value_name = "V")]
+    pub models_preset: Option<String>,
+    #[arg(long, hide = true, value_name = "V")]
+    pub tools: Option<String>,
+    #[arg(long, hide = true)]
+    pub ui_mcp_proxy: bool,
+    #[arg(long, hide = true, value_name = "V")]
+    pub slot_save_path: Option<String>,
+    #[arg(long, hide = true, value_name = "V")]
+    pub chat_template: Option<String>,
+    #[arg(long, hide = true, value_name = "V")]
+    pub media_path: Option<String>,
+    #[arg(long = "backend_sampling", hide = true)]
+    pub backend_sampling: bool,
+}
+
+impl LlamaServerFlags {
+    /// The first llama-server flag given whose feature vram-llm lacks, as an
+    /// error naming it and what to do instead.
+    pub fn unsupported(&self) -> Result<(), String> {
+        let given = |present: bool, flag: &str, why: &str| if present { Err(format!("{flag} (llama-server's) is not supported: {why}")) } else { Ok(()) };
+        let download = "vram-llm does not download models yet; pass --model PATH to a local GGUF";
+        given(self.hf_repo.is_some(), "--hf-repo", download)?;
+        given(self.hf_file.is_some(), "--hf-file", download)?;
+        given(self.model_url.is_some(), "--model-url", download)?;
+        let spec = "speculative decoding is not implemented yet";
+        given(self.model_draft.is_some(), "--model-draft", spec)?;
+        given(self.spec_type.is_some(), "--spec-type", spec)?;
+        given(!self.lora.is_empty(), "--lora", "LoRA adapters are not supported")?;
+        let vision = "multimodal projectors (images, audio) are not supported";
+        given(self.mmproj.is_some(), "--mmproj", vision)?;
+        given(self.mmproj_url.is_some(), "--mmproj-url", vision)?;
+        given(self.media_path.is_some(), "--media-path", vision)?;
+        let ga = "group-attention self-extend is not supported; use --context-shift or a longer --ctx-size";
+        given(self.grp_attn_n.is_some(), "--grp-attn-n", ga)?;
+        given(self.grp_attn_w.is_some(), "--grp-attn-w", ga)?;
+        given(self.models_preset.is_some(), "--models-preset", "use --config FILE ([[models]] with per-model settings)")?;
+        given(self.tools.is_some() || self.ui_mcp_proxy, "--tools / --ui-mcp-proxy", "built-in tools and the MCP proxy are not supported")?;
+        given(self.slot_save_path.is_some(), "--slot-save-path", "use --kv-cache-dir DIR: saved KV caches survive restarts there")?;
+        given(self.chat_template.is_some(), "--chat-template", "pass a Jinja file with --chat-template-file")?;
+        given(self.backend_sampling, "--backend_sampling", "sampling runs on the CPU")?;
+        Ok(())
+    }
+
+    /// `--seed` as a request default (`None`: random per request).
+    pub fn seed(&self) -> Option<u32> {
+        self.seed.filter(|s| *s >= 0).map(|s| s as u32)
+    }
+
+    /// `--n-predict` as a request default (`None`: no limit).
+    pub fn n_predict(&self) -> Option<u32> {
+        self.n_predict.filter(|n| *n > 0).map(|n| n.min(u32::MAX as i64) as u32)
+    }
+
+    /// `--cache-ram` in MiB (`-1`: as good as no limit).
+    pub fn cache_ram_mib(&self) -> Option<u64> {
+        self.cache_ram.map(|m| if m < 0 { u64::MAX >> 20 } else { m as u64 })
+    }
+}
+
+/// llama.cpp's single-dash multi-letter flags (`-ngl 99`, `-fa on`, `-ctk
+/// q8_0`), which a command-line parser reads as bundles of short flags,
+/// spelled as their long names.
+const SHORT_NAMES: &[(&str, &str)] = &[
+    ("-ngl", "--n-gpu-layers"),
+    ("-fa", "--flash-attn"),
+    ("-ctk", "--cache-type-k"),
+    ("-ctv", "--cache-type-v"),
+    ("-np", "--parallel"),
+    ("-tb", "--threads-batch"),
+    ("-ub", "--ubatch-size"),
+    ("-sm", "--split-mode"),
+    ("-mg", "--main-gpu"),
+    ("-cb", "--cont-batching"),
+    ("-nocb", "--no-cont-batching"),
+    ("-kvu", "--kv-unified"),
+    ("-cram", "--cache-ram"),
+    ("-hf", "--hf-repo"),
+    ("-hfr", "--hf-repo"),
+    ("-hff", "--hf-file"),
+    ("-mu", "--model-url"),
+    ("-md", "--model-draft"),
+    ("-gan", "--grp-attn-n"),
+    ("-gaw", "--grp-attn-w"),
+];
+
+/// The arguments with llama.cpp's multi-letter single-dash flags spelled
+/// long. Only whole arguments that name a flag are rewritten (values such as
+/// a negative number pass unchanged).
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|arg| match arg.to_str().and_then(|a| SHORT_NAMES.iter().find(|(short, _)| *short == a)) {
+            Some((_, long)) => OsString::from(long),
+            None => arg,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama_cpp_short_names_are_spelled_long() {
+        let args = ["serve", "-ngl", "99", "-fa", "on", "-ctk", "q8_0", "-n", "-1", "-c", "512"].map(OsString::from);
+        let out: Vec<String> = normalize_args(args).into_iter().map(|a| a.into_string().unwrap()).collect();
+        assert_eq!(out, ["serve", "--n-gpu-layers", "99", "--flash-attn", "on", "--cache-type-k", "q8_0", "-n", "-1", "-c", "512"]);
+    }
+
+    #[test]
+    fn unsupported_flags_are_named() {
+        let f = LlamaServerFlags { hf_repo: Some("ggml-org/x".into()), ..Default::default() };
+        let err = f.unsupported().unwrap_err();
+        assert!(err.contains("--hf-repo") && err.contains("--model PATH"), "{err}");
+        assert!(LlamaServerFlags { jinja: true, no_ui: true, ..Default::default() }.unsupported().is_ok());
+    }
+
+    #[test]
+    fn defaults_read_llama_servers_sentinels() {
+        let f = LlamaServerFlags { seed: Some(-1), n_predict: Some(-1), cache_ram: Some(-1), ..Default::default() };
+        assert_eq!((f.seed(), f.n_predict()), (None, None));
+        assert!(f.cache_ram_mib().unwrap() > 1 << 30);
+        let f = LlamaServerFlags { seed: Some(42), n_predict: Some(64), cache_ram: Some(0), ..Default::default() };
+        assert_eq!((f.seed(), f.n_predict(), f.cache_ram_mib()), (Some(42), Some(64), Some(0)));
+    }
+}
