@@ -10,6 +10,10 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-changed=.git/HEAD");
+    // A commit moves the branch HEAD names, not HEAD itself.
+    if let Some(branch) = std::fs::read_to_string(".git/HEAD").ok().and_then(|h| h.strip_prefix("ref: ").map(|r| r.trim().to_string())) {
+        println!("cargo:rerun-if-changed=.git/{branch}");
+    }
 
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])

@@ -17,6 +17,14 @@ pub const BUILD: BuildInfo = BuildInfo {
     features: env!("VRAM_LLM_FEATURES"),
 };
 
+impl BuildInfo {
+    /// One string, as llama-server's `build_info` (`b<number>-<commit>`
+    /// there): `vram-llm-<version>-<commit>`.
+    pub fn llama_server_style(&self) -> String {
+        format!("vram-llm-{}-{}", self.version, self.git_commit)
+    }
+}
+
 /// What `vram-llm --version` prints after the program name.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),

@@ -12,15 +12,17 @@ fn main() -> std::process::ExitCode {
             // clap's version text is fixed at build time; the backends are what
             // llama.cpp finds now (with `dynamic-link`, the libraries on the path).
             let backends = vram_llm::engine::llama::backend_devices().unwrap_or_else(|e| vec![format!("none ({e})")]);
-            println!("vram-llm {}\nbackends: {}", vram_llm::build_info::LONG_VERSION, backends.join("; "));
+            let mut text = format!("vram-llm {}\nbackends: {}\n", vram_llm::build_info::LONG_VERSION, backends.join("; "));
             let modules = vram_llm::engine::llama::backend_modules();
             if !modules.is_empty() {
-                println!("backend modules: {}", modules.join("; "));
+                text += &format!("backend modules: {}\n", modules.join("; "));
             }
-            match vram_llm::engine::llama::sleep::status() {
-                Ok(shim) => println!("gpu sleep: yes ({shim})"),
-                Err(why) => println!("gpu sleep: no ({why})"),
-            }
+            text += &match vram_llm::engine::llama::sleep::status() {
+                Ok(shim) => format!("gpu sleep: yes ({shim})\n"),
+                Err(why) => format!("gpu sleep: no ({why})\n"),
+            };
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             return std::process::ExitCode::SUCCESS;
         }
     }

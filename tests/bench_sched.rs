@@ -65,6 +65,7 @@ fn scheduling_decision_costs() {
         policy: Policy::CacheAware,
         retry_backoff: Duration::from_secs(2),
         sleep: Default::default(),
+        autoload: true,
     };
     let mut s = SchedState::new(models, limits, t0);
     s.set_gpus(&machine, false);

@@ -275,7 +275,9 @@ async fn helpers_tokenize_detokenize_apply_template_props() {
     assert_eq!(props["n_ctx"], 64);
     assert_eq!(props["chat_template"], common::FAKE_TEMPLATE);
     assert_eq!(props["backends"], serde_json::json!(["CPU (test)"]));
-    assert_eq!(props["build_info"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(props["build"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(props["build_info"].as_str().unwrap().starts_with("vram-llm-"), "{props}");
+    assert_eq!((props["role"].as_str(), props["models_autoload"].as_bool(), props["endpoint_slots"].as_bool()), (Some("model"), Some(true), Some(true)));
     assert_eq!(props["total_slots"], 2);
     let slots: Value = reqwest::get(format!("{base}/slots")).await.unwrap().json().await.unwrap();
     assert_eq!(slots.as_array().map(Vec::len), Some(2), "{slots}");

@@ -157,12 +157,52 @@ async fn admin_api_needs_its_token_and_loads_and_unloads() {
     assert_eq!(body["state"], "unloaded");
     let missing = post(&base, "/admin/models/load", json!({"model": "zzz"}), Some("tok")).await;
     assert_eq!(missing.status(), 404);
-    // llama-server's router names: the same routes, behind the same token.
-    assert_eq!(post(&base, "/models/load", json!({"model": "a"}), None).await.status(), 401);
-    assert_eq!(post(&base, "/models/load", json!({"model": "a"}), Some("tok")).await.status(), 200);
-    assert_eq!(admin_status(&base).await["models"][0]["state"], "loaded");
-    assert_eq!(post(&base, "/models/unload", json!({"model": "a"}), Some("tok")).await.status(), 200);
-    assert_eq!(admin_status(&base).await["models"][0]["state"], "unloaded");
+}
+
+/// llama-server's router: `/models/load` and `/models/unload` start the work
+/// and answer `{"success": true}`; `status.value` in `/models` follows it;
+/// with `--no-models-autoload` a request for an unloaded model is a 400.
+#[tokio::test]
+async fn router_endpoints_answer_as_llama_server_and_no_autoload_refuses_unloaded_models() {
+    let mut limits = roomy_limits();
+    limits.autoload = false;
+    let mut state = fake_state(vec![fake_spec("org/a:Q8_0")], Arc::new(FakeFactory::new("ok")), limits, 1 << 20, true);
+    state.api_key = Some(Arc::from("key"));
+    let sched = state.scheduler.clone();
+    let base = serve(state).await;
+    let client = reqwest::Client::new();
+    let call = |path: &str, body: Value| client.post(format!("{base}{path}")).bearer_auth("key").json(&body).send();
+    let status = || async {
+        let models: Value = client.get(format!("{base}/models")).bearer_auth("key").send().await.unwrap().json().await.unwrap();
+        models["data"][0]["status"]["value"].as_str().unwrap().to_string()
+    };
+    let chat = json!({"model": "org/a:Q8_0", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+    // Guarded by the API key, as every route.
+    let anonymous = client.post(format!("{base}/models/load")).json(&json!({"model": "org/a:Q8_0"})).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    // Not loaded and no autoload: 400 naming the way out.
+    assert_eq!(status().await, "unloaded");
+    let refused = call("/v1/chat/completions", chat.clone()).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("/models/load"), "{body}");
+    assert_eq!(sched.snapshot().models[0].load_count, 0, "a refused request loads nothing");
+
+    let loading = call("/models/load", json!({"model": "org/a:Q8_0"})).await.unwrap();
+    assert_eq!(loading.status(), 200);
+    assert_eq!(loading.json::<Value>().await.unwrap(), json!({"success": true}));
+    wait_for(&sched, "loaded", |m| m.state == "loaded").await;
+    assert_eq!(status().await, "loaded");
+    assert_eq!(call("/models/load", json!({"model": "org/a:Q8_0"})).await.unwrap().status(), 400, "already loaded");
+    assert_eq!(call("/v1/chat/completions", chat.clone()).await.unwrap().status(), 200);
+    assert_eq!(call("/models/load", json!({"model": "zzz"})).await.unwrap().status(), 404);
+
+    let unloading = call("/models/unload", json!({"model": "org/a:Q8_0"})).await.unwrap();
+    assert_eq!(unloading.json::<Value>().await.unwrap(), json!({"success": true}));
+    wait_for(&sched, "unloaded", |m| m.state != "loaded" && m.state != "unloading").await;
+    assert_eq!(status().await, "unloaded");
+    assert_eq!(call("/models/unload", json!({"model": "org/a:Q8_0"})).await.unwrap().status(), 400, "not loaded");
+    assert_eq!(call("/v1/chat/completions", chat).await.unwrap().status(), 400, "unloaded again: refused again");
 }
 
 #[tokio::test]

@@ -100,15 +100,27 @@ pub async fn props(State(state): State<AppState>, query: RawQuery) -> Result<Res
     let name = model_param(&query)?;
     let snapshot = state.scheduler.snapshot();
     let view = snapshot.resolve(name.as_deref())?;
+    let several = snapshot.active().nth(1).is_some();
     let mut body = json!({
         "model_alias": view.spec.id,
         "model_path": view.spec.path.display().to_string(),
         "loaded": false,
         "state": view.state,
+        // llama-server's keys: a server of several models answers as its router.
+        "role": if several { "router" } else { "model" },
+        "max_instances": state.options.max_instances,
+        "models_autoload": state.options.models_autoload,
+        "is_sleeping": view.state == "sleeping" || (view.state == "unloaded" && view.load_count > 0),
+        "endpoint_slots": state.options.slots,
+        "endpoint_props": true,
+        "endpoint_metrics": state.options.metrics,
+        "modalities": {"vision": false, "video": false, "audio": false},
         "total_slots": view.spec.parallel,
         "busy_slots": 0,
         "queued_requests": view.queue_depth,
-        "build_info": state.build,
+        "default_generation_settings": {"n_ctx": 0, "params": view.spec.sampling.to_json()},
+        "build_info": state.build.llama_server_style(),
+        "build": state.build,
         "backends": &*state.backends,
         "backend_modules": &*state.backend_modules,
         "gpu_sleep": match crate::engine::llama::sleep::status() {
@@ -134,7 +146,7 @@ pub async fn props(State(state): State<AppState>, query: RawQuery) -> Result<Res
             "eos_token": info.eos_token,
             "default_generation_settings": {
                 "n_ctx": info.n_ctx_slot,
-                "params": crate::types::SamplingParams::default().to_json(),
+                "params": view.spec.sampling.to_json(),
             },
         });
         if let (Some(body), Value::Object(loaded)) = (body.as_object_mut(), loaded) {

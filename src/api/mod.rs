@@ -26,6 +26,7 @@ pub mod ollama_embed;
 pub mod openai;
 pub mod reqlog;
 pub mod responses;
+pub mod router;
 pub mod sse;
 pub mod tool_calls;
 pub mod validate;
@@ -90,11 +91,15 @@ pub struct ServeOptions {
     pub metrics: bool,
     /// /slots served (`--no-slots`: 501).
     pub slots: bool,
+    /// Requests load the model they name (`--no-models-autoload`: off).
+    pub models_autoload: bool,
+    /// Most models loaded at once (`/props` `max_instances`; 0: no cap).
+    pub max_instances: usize,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { metrics: true, slots: true }
+        Self { metrics: true, slots: true, models_autoload: true, max_instances: 0 }
     }
 }
 
@@ -111,6 +116,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(models::list_models))
         .route("/models", get(models::list_models))
         .route("/v1/models/{*id}", get(models::get_model))
+        // llama-server's router endpoints (start a load or unload, answer at once).
+        .route("/models/load", post(router::load))
+        .route("/models/unload", post(router::unload))
         .route("/tokenize", post(helpers::tokenize))
         .route("/detokenize", post(helpers::detokenize))
         .route("/apply-template", post(helpers::apply_template))
@@ -137,9 +145,6 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/status", get(admin::status))
         .route("/admin/models/load", post(admin::load))
         .route("/admin/models/unload", post(admin::unload))
-        // llama-server's router mode names them so.
-        .route("/models/load", post(admin::load))
-        .route("/models/unload", post(admin::unload))
         .route("/admin/reload", post(admin::reload))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin::require_admin_token));
     let cors = cors::layer(&state.cors_origins);

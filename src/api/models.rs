@@ -45,6 +45,10 @@ fn object(entry: &ModelView) -> ModelObject {
         owned_by: "vram-llm",
         aliases: entry.spec.aliases.clone(),
         state: entry.state,
+        status: match entry.state {
+            "failed" => serde_json::json!({"value": "unloaded", "args": [], "failed": true}),
+            _ => serde_json::json!({"value": super::router::status_value(entry), "args": []}),
+        },
         sleeping_bytes: entry.sleeping_bytes,
         meta,
     }

@@ -270,6 +270,9 @@ pub struct ModelObject {
     pub owned_by: &'static str,
     pub aliases: Vec<String>,
     pub state: &'static str,
+    /// llama-server's router status: `{"value": "loaded"|"loading"|
+    /// "sleeping"|"unloaded", "args": []}` (+ `"failed": true`).
+    pub status: serde_json::Value,
     /// Asleep: the pinned host bytes it keeps (0: a CPU model's mapped file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sleeping_bytes: Option<u64>,

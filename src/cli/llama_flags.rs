@@ -44,6 +44,11 @@ pub struct LlamaServerFlags {
     #[arg(long, value_name = "SECONDS")]
     pub sleep_idle_seconds: Option<u64>,
 
+    /// Requests for a model that is not loaded answer 400 instead of loading
+    /// it; `POST /models/load` (or /admin/models/load) loads it.
+    #[arg(long)]
+    pub no_models_autoload: bool,
+
     /// Answer /metrics with 501, as llama-server does without `--metrics`
     /// (vram-llm serves /metrics by default; `--metrics` is accepted).
     #[arg(long)]

@@ -74,6 +74,9 @@ pub struct ServerConfig {
     /// `--no-metrics` / `--no-slots`).
     pub metrics: bool,
     pub slots: bool,
+    /// A request for a model that is not loaded loads it (else 400, as
+    /// llama-server's `--no-models-autoload`).
+    pub models_autoload: bool,
     /// A JSON GPU inventory replacing NVML.
     pub gpus_from: Option<PathBuf>,
     pub placement: crate::gpu::PlacementOptions,
@@ -124,6 +127,7 @@ impl Config {
             allowed_hosts: flags.allowed_hosts.clone().or_else(|| s.allowed_hosts.clone()).unwrap_or_default(),
             metrics: !flags.llama.no_metrics,
             slots: !flags.llama.no_slots,
+            models_autoload: !flags.llama.no_models_autoload,
             gpus_from: flags.gpu.gpus_from.clone().or_else(|| s.gpus_from.as_ref().map(|p| config_dir_of(&file_path).join(p))),
             placement: placement::server_options(&flags.gpu, s),
         };
@@ -208,6 +212,7 @@ impl ServerConfig {
             max_queue_wait: Some(self.max_queue_wait),
             policy: self.policy,
             retry_backoff: DEFAULT_RETRY_BACKOFF,
+            autoload: self.models_autoload,
         }
     }
 }

@@ -23,6 +23,7 @@ fn one_model_room(models: Vec<ModelLimits>, t0: Instant) -> SchedState {
         policy: Policy::CacheAware,
         retry_backoff: Duration::from_secs(2),
         sleep: Default::default(),
+        autoload: true,
     };
     SchedState::new(models, limits, t0)
 }

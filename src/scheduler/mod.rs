@@ -61,6 +61,9 @@ pub enum SchedError {
     /// The model's queue is full, or it is backing off after a failed load.
     #[error(transparent)]
     Rejected(#[from] EnqueueError),
+    /// `--no-models-autoload` and the model is not loaded.
+    #[error("the model `{0}` is not loaded and this server loads models only when asked (--no-models-autoload): POST /models/load first")]
+    NotLoaded(String),
     #[error("model `{model}` failed to load: {reason}")]
     LoadFailed { model: String, reason: String },
     /// A broken invariant: admitted to a model that is not loaded.
@@ -168,13 +171,16 @@ impl Scheduler {
     /// Waits until `model` is loaded and has a free slot for this request.
     pub async fn acquire(&self, model: usize) -> Result<Permit, SchedError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Msg::Acquire { model, reply })?;
+        self.send(Msg::Acquire { model, reply, explicit: false })?;
         rx.await.map_err(|_| SchedError::ShuttingDown)?
     }
 
-    /// Loads `model` (if needed) and returns once it is loaded.
+    /// Loads `model` (if needed) and returns once it is loaded; an explicit
+    /// load, so it loads even with autoload off.
     pub async fn load(&self, model: usize) -> Result<(), SchedError> {
-        self.acquire(model).await.map(drop)
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Acquire { model, reply, explicit: true })?;
+        rx.await.map_err(|_| SchedError::ShuttingDown)?.map(drop)
     }
 
     /// Unloads `model` once its in-flight requests finish; `force` cancels

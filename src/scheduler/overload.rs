@@ -230,6 +230,7 @@ mod tests {
             policy,
             retry_backoff: 2 * S,
             sleep: Default::default(),
+            autoload: true,
         };
         SchedState::new(vec![model("a"), model("b")], limits, t0)
     }

@@ -21,7 +21,8 @@ use crate::types::{ModelSpec, Progress};
 type Reply = oneshot::Sender<Result<Permit, SchedError>>;
 
 pub(super) enum Msg {
-    Acquire { model: usize, reply: Reply },
+    /// `explicit`: a load asked for by name (admin, `/models/load`), not a request.
+    Acquire { model: usize, reply: Reply, explicit: bool },
     Release { model: usize },
     Progress { model: usize, percent: u8 },
     LoadDone { model: usize, result: Result<Arc<LoadedModel>, String> },
@@ -153,8 +154,12 @@ impl Owner {
     fn handle(&mut self, msg: Msg) -> Option<oneshot::Sender<()>> {
         let now = self.clock.now();
         match msg {
-            Msg::Acquire { model, reply } => {
+            Msg::Acquire { model, reply, explicit } => {
                 self.unload_if_stale(model);
+                if !explicit && !self.state.serves_without_load(model) {
+                    let _ = reply.send(Err(SchedError::NotLoaded(self.entries[model].spec.id.clone())));
+                    return None;
+                }
                 match self.state.enqueue(model, now) {
                     Ok(ticket) => {
                         // What enqueue expected, as a refusal would have judged it.

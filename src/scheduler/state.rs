@@ -187,6 +187,9 @@ pub struct SchedLimits {
     pub retry_backoff: Duration,
     /// How much evicted models may keep asleep (`sleep.rs`).
     pub sleep: super::sleep::SleepLimits,
+    /// Requests load the model they name; off (`--no-models-autoload`),
+    /// only an explicit load does (see `SchedState::serves_without_load`).
+    pub autoload: bool,
 }
 
 /// What the owner task must do.
@@ -275,6 +278,16 @@ impl SchedState {
     /// then it unloads and takes no part in decisions again.
     pub fn retire(&mut self, model: usize) {
         self.models[model].retired = true;
+    }
+
+    /// Whether a request may be queued for `model` without asking for a load
+    /// that only an explicit one may start (`autoload` off): it is loading or
+    /// loaded, or asleep keeping its weights (a wake is not a load).
+    pub fn serves_without_load(&self, model: usize) -> bool {
+        let m = &self.models[model];
+        self.limits.autoload
+            || matches!(m.residency, Residency::Loading | Residency::Loaded)
+            || m.asleep.is_some_and(|bytes| bytes > 0)
     }
 
     /// A request for `model` arrives. It waits in the model's queue until

@@ -22,6 +22,7 @@ fn limits(budget_mib: u64, policy: Policy) -> SchedLimits {
         policy,
         retry_backoff: Duration::from_secs(2),
         sleep: Default::default(),
+        autoload: true,
     }
 }
 

@@ -87,7 +87,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         kv_cache: kv_store.clone(),
         cors_origins: server.cors_origins.clone().into(),
         allowed_hosts: crate::api::guard::allowed_hosts(server.host, &server.allowed_hosts).map(Into::into),
-        options: crate::api::ServeOptions { metrics: server.metrics, slots: server.slots },
+        options: crate::api::ServeOptions {
+            metrics: server.metrics,
+            slots: server.slots,
+            models_autoload: server.models_autoload,
+            max_instances: server.max_loaded_models.unwrap_or(0),
+        },
     };
     if server.host.is_unspecified() && server.allowed_hosts.is_empty() {
         tracing::warn!(

@@ -286,6 +286,7 @@ pub fn roomy_limits() -> SchedLimits {
         policy: Policy::CacheAware,
         retry_backoff: Duration::from_secs(2),
         sleep: Default::default(),
+        autoload: true,
     }
 }
 

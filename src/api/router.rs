@@ -1,0 +1,62 @@
+//! llama-server's router endpoints as its clients call them: `POST
+//! /models/load` and `/models/unload` answer `{"success": true}` at once and
+//! the model's `status` in `GET /models` follows the load (`loading`, then
+//! `loaded`); guarded by the API key like every other route. vram-llm's own
+//! `/admin/models/*` (admin token) wait for the load instead.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::admin::ModelAction;
+use super::error::ApiError;
+use super::extract::ApiJson;
+use super::AppState;
+use crate::scheduler::ModelView;
+
+/// llama-server's `status.value` for a model: `loaded`, `loading`,
+/// `sleeping` (asleep holding its weights in pinned memory) or `unloaded`.
+/// An unloading model still holds its memory: `loaded` until it is gone.
+pub fn status_value(view: &ModelView) -> &'static str {
+    match view.state {
+        "loaded" | "unloading" => "loaded",
+        "loading" => "loading",
+        "sleeping" if view.sleeping_bytes.unwrap_or(0) > 0 => "sleeping",
+        _ => "unloaded",
+    }
+}
+
+/// Starts loading the model; 400 if it is loading or loaded already.
+pub async fn load(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAction>) -> Result<Response, ApiError> {
+    let snapshot = state.scheduler.snapshot();
+    let view = snapshot.resolve(Some(&req.model))?;
+    if matches!(status_value(view), "loaded" | "loading") {
+        return Err(ApiError::InvalidRequest { message: format!("the model `{}` is already loaded", view.spec.id), param: Some("model".into()) });
+    }
+    let (scheduler, index, id) = (state.scheduler.clone(), view.index, view.spec.id.clone());
+    // The load's outcome shows in the model's status (`failed` with why).
+    tokio::spawn(async move {
+        if let Err(e) = scheduler.load(index).await {
+            tracing::warn!(model = %id, "load asked by /models/load failed: {e}");
+        }
+    });
+    Ok(Json(json!({"success": true})).into_response())
+}
+
+/// Unloads the model once its requests finish; 400 if it is not loaded.
+pub async fn unload(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAction>) -> Result<Response, ApiError> {
+    let snapshot = state.scheduler.snapshot();
+    let view = snapshot.resolve(Some(&req.model))?;
+    if !matches!(status_value(view), "loaded" | "loading" | "sleeping") {
+        return Err(ApiError::InvalidRequest { message: format!("the model `{}` is not loaded", view.spec.id), param: Some("model".into()) });
+    }
+    let (scheduler, index, id) = (state.scheduler.clone(), view.index, view.spec.id.clone());
+    let force = req.force;
+    tokio::spawn(async move {
+        if let Err(e) = scheduler.unload(index, force).await {
+            tracing::warn!(model = %id, "unload asked by /models/unload failed: {e}");
+        }
+    });
+    Ok(Json(json!({"success": true})).into_response())
+}
