@@ -351,6 +351,24 @@ async fn cors_answers_preflights_only_for_configured_origins() {
     };
     assert_eq!(allowed(&call("http://localhost:3000").await.unwrap()).as_deref(), Some("http://localhost:3000"));
     assert_eq!(allowed(&call("http://evil.example").await.unwrap()), None);
+
+    // llama-server's `localhost`: pages on a loopback host, any port, reflected.
+    let factory = Arc::new(common::FakeFactory::new("ok"));
+    let mut state = common::fake_state(vec![common::fake_spec("fake")], factory, common::roomy_limits(), 1 << 20, true);
+    state.cors_origins = Arc::from(vec!["localhost".to_string()]);
+    let local = common::serve(state).await;
+    for origin in ["http://localhost", "http://localhost:8080", "http://127.0.0.1:3000", "http://[::1]:3000", "https://localhost:5173"] {
+        let resp = preflight(local.clone(), origin).await;
+        assert_eq!((resp.status().as_u16(), allowed(&resp).as_deref()), (200, Some(origin)));
+    }
+    // Others: the preflight answers 200 without the header (the browser
+    // refuses the call), and the call itself is refused.
+    for origin in ["http://evil.com", "http://notlocalhost", "http://localhost.evil.com", "http://web.mydomain.fr"] {
+        let resp = preflight(local.clone(), origin).await;
+        assert_eq!((resp.status().as_u16(), allowed(&resp)), (200, None), "{origin}");
+        let call = reqwest::Client::new().get(format!("{local}/v1/models")).header("Origin", origin).send().await.unwrap();
+        assert_eq!(call.status(), 403, "{origin}");
+    }
 }
 
 #[tokio::test]

@@ -20,6 +20,12 @@ use super::AppState;
 
 pub async fn check_host_and_origin(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Err(e) = check(&state, req.headers()) {
+        // A preflight from a page that may not call us gets what the CORS
+        // layer gives one: 200 without `Access-Control-Allow-*` (the browser
+        // then refuses the call), as llama-server answers it.
+        if req.method() == axum::http::Method::OPTIONS && matches!(e, ApiError::Forbidden(_)) && req.headers().contains_key(ORIGIN) {
+            return axum::http::StatusCode::OK.into_response();
+        }
         return e.into_response();
     }
     next.run(req).await
@@ -39,7 +45,7 @@ fn check(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiErr
     }
     if let Some(origin) = header(ORIGIN) {
         let origin_host = origin_host(origin);
-        let ok = state.cors_origins.iter().any(|o| o == "*" || o.trim_end_matches('/') == origin)
+        let ok = super::cors::origin_allowed(&state.cors_origins, origin)
             || match state.allowed_hosts.as_deref() {
                 Some(allowed) => origin_host.as_deref().is_some_and(|h| allowed.iter().any(|a| a.eq_ignore_ascii_case(h))),
                 None => origin_host.is_some() && origin_host == host,
@@ -68,7 +74,7 @@ fn host_name(value: &str) -> String {
 }
 
 /// The host of an `Origin` (`http://localhost:3000` -> `localhost`).
-fn origin_host(origin: &str) -> Option<String> {
+pub(super) fn origin_host(origin: &str) -> Option<String> {
     let rest = origin.split_once("://")?.1;
     let authority = rest.split('/').next()?;
     Some(host_name(authority)).filter(|h| !h.is_empty())

@@ -254,8 +254,8 @@ fn check_server(s: &ServerConfig, origin: &str) -> Result<(), String> {
         ));
     }
     for origin in &s.cors_origins {
-        if origin != "*" && !is_origin(origin) {
-            return Err(format!("{at}cors_origins: `{origin}` is not an origin like http://localhost:3000 (or *)"));
+        if origin != "*" && origin != "localhost" && !is_origin(origin) {
+            return Err(format!("{at}cors_origins: `{origin}` is not an origin like http://localhost:3000 (or `*`, or `localhost`: any loopback page)"));
         }
     }
     if s.max_queue == 0 {
