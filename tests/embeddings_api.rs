@@ -116,10 +116,12 @@ async fn bad_requests_are_400s_naming_the_field() {
         let (status, body) = post(&base, "/v1/embeddings", request.clone()).await;
         assert_eq!(status, 400, "{request}: {body}");
         assert_eq!(param(&body), field, "{request}: {body}");
-        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+        let too_long = request["input"] == json!(long);
+        assert_eq!(body["error"]["type"], if too_long { "exceed_context_size_error" } else { "invalid_request_error" }, "{body}");
     }
     let (_, body) = post(&base, "/v1/embeddings", json!({"input": "x".repeat(40)})).await;
     assert_eq!(body["error"]["code"], "context_length_exceeded", "{body}");
+    assert_eq!(body["error"]["type"], "exceed_context_size_error", "llama-server's type: {body}");
     let (_, body) = post(&base, "/v1/embeddings", json!({"input": "a", "dimensions": 3})).await;
     assert!(body["error"]["message"].as_str().unwrap().contains(&FAKE_N_EMBD.to_string()), "{body}");
     let (status, body) = post(&base, "/v1/embeddings", json!({"input": "a", "dimensions": FAKE_N_EMBD})).await;

@@ -38,6 +38,12 @@ async fn chat_completion_has_openai_shape_and_usage() {
     assert_eq!(body["usage"]["prompt_tokens"], 20);
     assert_eq!(body["usage"]["completion_tokens"], 11);
     assert_eq!(body["usage"]["total_tokens"], 31);
+    // llama-server's timings beside the usage.
+    let t = &body["timings"];
+    assert_eq!((t["prompt_n"].as_u64(), t["predicted_n"].as_u64(), t["cache_n"].as_u64()), (Some(20), Some(11), Some(0)), "{t}");
+    for key in ["prompt_ms", "prompt_per_token_ms", "prompt_per_second", "predicted_ms", "predicted_per_token_ms", "predicted_per_second"] {
+        assert!(t[key].as_f64().is_some_and(|v| v >= 0.0), "{key}: {t}");
+    }
 }
 
 #[tokio::test]
@@ -85,6 +91,8 @@ async fn chat_stream_is_role_then_deltas_then_finish_then_usage_then_done() {
     assert_eq!(content, "abc");
     let finish = &chunks[chunks.len() - 2];
     assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+    assert_eq!(finish["timings"]["predicted_n"], 3, "llama-server's timings on the finishing chunk");
+    assert!(chunks[..chunks.len() - 2].iter().all(|c| c.get("timings").is_none()), "only there");
     let usage = &chunks[chunks.len() - 1];
     assert_eq!(usage["choices"].as_array().unwrap().len(), 0);
     assert_eq!(usage["usage"]["completion_tokens"], 3);
@@ -151,6 +159,8 @@ async fn prompt_longer_than_context_is_400_context_length_exceeded() {
     let (status, out) = post(&base, "/v1/completions", json!({"prompt":"y".repeat(64)}).to_string()).await;
     assert_eq!(status, 400);
     assert_eq!(out["error"]["code"], "context_length_exceeded");
+    // llama-server's type and counts.
+    assert_eq!((out["error"]["type"].as_str(), out["error"]["n_prompt_tokens"].as_u64(), out["error"]["n_ctx"].as_u64()), (Some("exceed_context_size_error"), Some(64), Some(64)), "{out}");
     // Cheap checks refuse without tokenizing: more bytes than n_ctx (64)
     // tokens can hold, more messages than n_ctx tokens.
     let (status, out) = post(&base, "/v1/completions", json!({"prompt":"y".repeat(64 * 256 + 1)}).to_string()).await;

@@ -34,7 +34,7 @@ pub async fn chat_completions(
     super::embeddings::refuse_generation(view)?;
     let valid = validate::chat(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let (index, model_id) = (view.index, view.spec.id.clone());
-    let chunks = Chunks::new(&state, model_id.clone(), &valid.sampling);
+    let chunks = Chunks::new(&state, model_id.clone(), &valid.sampling, log.clone());
     if state.notify_swaps && valid.sampling.stream && valid.sampling.n == 1 && view.loaded().is_none() {
         return Ok(stream_after_load(state, index, valid, chunks, log));
     }
@@ -61,6 +61,7 @@ pub async fn chat_completions(
             created: chunks.created,
             model: model_id,
             choices,
+            timings: (n == 1).then(|| chunks.log.timings(&usages[0])),
             usage: super::choices::total_usage(&usages, n).into(),
             system_fingerprint: chunks.fingerprint,
         })
@@ -304,10 +305,12 @@ struct Chunks {
     usage_at_finish: bool,
     /// The request asked for log-probabilities.
     logprobs: bool,
+    /// The request's times (`timings` on the finishing chunk).
+    log: RequestLog,
 }
 
 impl Chunks {
-    fn new(state: &AppState, model: String, sampling: &validate::ValidSampling) -> Self {
+    fn new(state: &AppState, model: String, sampling: &validate::ValidSampling, log: RequestLog) -> Self {
         Self {
             index: 0,
             id: response_id("chatcmpl"),
@@ -317,6 +320,7 @@ impl Chunks {
             include_usage: sampling.include_usage,
             usage_at_finish: true,
             logprobs: sampling.logprobs.is_some(),
+            log,
         }
     }
 
@@ -338,6 +342,7 @@ impl Chunks {
             model: self.model.clone(),
             choices: vec![ChatChunkChoice { index: self.index, delta, logprobs, finish_reason }],
             usage: self.include_usage.then_some(None),
+            timings: None,
             system_fingerprint: self.fingerprint.clone(),
         }
     }
@@ -392,7 +397,9 @@ impl Chunks {
                     }
                 }
             }
-            frames.push(sse::data(&self.chunk(Delta::default(), Some(reason))));
+            let mut last = self.chunk(Delta::default(), Some(reason));
+            last.timings = Some(self.log.timings(&usage));
+            frames.push(sse::data(&last));
             if self.include_usage && self.usage_at_finish {
                 let mut usage_chunk = self.chunk(Delta::default(), None);
                 usage_chunk.choices.clear();

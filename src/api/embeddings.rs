@@ -169,6 +169,8 @@ pub fn fit_inputs(
         if input.len() > limit {
             if !truncate {
                 return Err(ApiError::ContextLengthExceeded {
+                    n_prompt_tokens: Some(input.len()),
+                    n_ctx: None,
                     message: format!(
                         "`{field}` entry {i} has {} tokens but an embedding input holds at most {limit} (the micro-batch, --ubatch-size, capped at the context); shorten it",
                         input.len()

@@ -16,9 +16,10 @@ pub enum ApiError {
     /// Bad input: malformed JSON, a wrong type, a value out of range.
     #[error("{message}")]
     InvalidRequest { message: String, param: Option<String> },
-    /// The prompt does not fit the model's per-request context.
+    /// The prompt does not fit the model's per-request context (with
+    /// llama-server's `n_prompt_tokens` and `n_ctx` where known).
     #[error("{message}")]
-    ContextLengthExceeded { message: String, param: String },
+    ContextLengthExceeded { message: String, param: String, n_prompt_tokens: Option<usize>, n_ctx: Option<usize> },
     /// The chat template raised an error or failed to render.
     #[error("{0}")]
     Template(String),
@@ -104,8 +105,9 @@ impl ApiError {
         use ApiError::*;
         match self {
             InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request_error", None),
+            // llama-server's type; OpenAI's code.
             ContextLengthExceeded { .. } => {
-                (StatusCode::BAD_REQUEST, "invalid_request_error", Some("context_length_exceeded"))
+                (StatusCode::BAD_REQUEST, "exceed_context_size_error", Some("context_length_exceeded"))
             }
             Template(_) => (StatusCode::BAD_REQUEST, "invalid_request_error", Some("chat_template_error")),
             ModelNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found")),
@@ -149,6 +151,14 @@ impl ApiError {
                 kind,
                 param: self.param().map(str::to_string),
                 code,
+                n_prompt_tokens: match self {
+                    ApiError::ContextLengthExceeded { n_prompt_tokens, .. } => *n_prompt_tokens,
+                    _ => None,
+                },
+                n_ctx: match self {
+                    ApiError::ContextLengthExceeded { n_ctx, .. } => *n_ctx,
+                    _ => None,
+                },
             },
         }
     }
@@ -166,6 +176,10 @@ pub struct ErrorDetail {
     pub kind: &'static str,
     pub param: Option<String>,
     pub code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_prompt_tokens: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_ctx: Option<usize>,
 }
 
 impl IntoResponse for ApiError {
@@ -227,7 +241,7 @@ mod tests {
     fn only_internal_errors_are_5xx_besides_unavailable() {
         let client_errors = [
             invalid("x", "y"),
-            ApiError::ContextLengthExceeded { message: "m".into(), param: "prompt".into() },
+            ApiError::ContextLengthExceeded { message: "m".into(), param: "prompt".into(), n_prompt_tokens: None, n_ctx: None },
             ApiError::Template("t".into()),
             ApiError::Unauthorized,
             ApiError::PayloadTooLarge { limit: 1 },

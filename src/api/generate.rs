@@ -27,6 +27,8 @@ const MAX_TOKEN_BYTES: usize = 256;
 /// The error for a prompt of `tokens` (or more) in a context of `n_ctx`.
 pub fn too_long(tokens: &str, n_ctx: usize, prompt_param: &str) -> ApiError {
     ApiError::ContextLengthExceeded {
+        n_prompt_tokens: tokens.parse().ok(),
+        n_ctx: Some(n_ctx),
         message: format!(
             "the prompt has {tokens} tokens but a request's context holds {n_ctx} (including at least one generated token); shorten `{prompt_param}` or raise --ctx-size"
         ),

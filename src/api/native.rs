@@ -29,25 +29,6 @@ fn stop_type(finish: FinishReason) -> &'static str {
     }
 }
 
-/// `timings` as llama-server names them, from the request's log: the prompt
-/// phase is the time to the first text, the rest is generation.
-fn timings(usage: &Usage, log: &RequestLog) -> Value {
-    let (total, first) = log.times();
-    let first = first.unwrap_or(total);
-    let prompt_ms = first.as_secs_f64() * 1000.0;
-    let predicted_ms = (total - first).as_secs_f64() * 1000.0;
-    let per_second = |n: u32, ms: f64| if ms > 0.0 { n as f64 * 1000.0 / ms } else { 0.0 };
-    json!({
-        "prompt_n": usage.prompt_tokens - usage.cached_tokens,
-        "prompt_ms": prompt_ms,
-        "prompt_per_second": per_second(usage.prompt_tokens - usage.cached_tokens, prompt_ms),
-        "cache_n": usage.cached_tokens,
-        "predicted_n": usage.completion_tokens,
-        "predicted_ms": predicted_ms,
-        "predicted_per_second": per_second(usage.completion_tokens.saturating_sub(1), predicted_ms),
-    })
-}
-
 /// llama-server's `completion_probabilities` (`n_probs`): per generated
 /// token its id, text, bytes and log-probability, and the most likely
 /// alternatives in the same shape.
@@ -83,7 +64,7 @@ fn last(model: &str, content: String, finish: FinishReason, stops: &[String], us
         "stop_type": stop_type(finish),
         "stopping_word": word,
         "tokens_cached": usage.cached_tokens,
-        "timings": timings(usage, log),
+        "timings": log.timings(usage),
     })
 }
 

@@ -194,6 +194,9 @@ pub struct ChatCompletion {
     pub choices: Vec<ChatChoice>,
     pub usage: UsageOut,
     pub system_fingerprint: String,
+    /// llama-server's `timings` (prompt and generation speed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -229,6 +232,9 @@ pub struct ChatCompletionChunk {
     /// Present (null) on content chunks only when usage was requested, as OpenAI does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Option<UsageOut>>,
+    /// llama-server's `timings`, on the chunk that finishes a choice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Value>,
     pub system_fingerprint: String,
 }
 

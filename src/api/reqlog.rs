@@ -62,6 +62,31 @@ impl RequestLog {
         (self.0.started.elapsed(), r.first_at.map(|at| at.duration_since(self.0.started)))
     }
 
+    /// `timings` as llama-server names them: the prompt phase is the time to
+    /// the first text, the rest is generation.
+    pub fn timings(&self, usage: &Usage) -> serde_json::Value {
+        let (total, first) = self.times();
+        let first = first.unwrap_or(total);
+        let prompt_ms = first.as_secs_f64() * 1000.0;
+        let predicted_ms = (total - first).as_secs_f64() * 1000.0;
+        let prompt_n = usage.prompt_tokens.saturating_sub(usage.cached_tokens);
+        // The first token comes with the prompt phase: the rest are timed.
+        let timed = usage.completion_tokens.saturating_sub(1);
+        let per_second = |n: u32, ms: f64| if ms > 0.0 { n as f64 * 1000.0 / ms } else { 0.0 };
+        let per_token = |n: u32, ms: f64| if n > 0 { ms / n as f64 } else { 0.0 };
+        serde_json::json!({
+            "cache_n": usage.cached_tokens,
+            "prompt_n": prompt_n,
+            "prompt_ms": prompt_ms,
+            "prompt_per_token_ms": per_token(prompt_n, prompt_ms),
+            "prompt_per_second": per_second(prompt_n, prompt_ms),
+            "predicted_n": usage.completion_tokens,
+            "predicted_ms": predicted_ms,
+            "predicted_per_token_ms": per_token(timed, predicted_ms),
+            "predicted_per_second": per_second(timed, predicted_ms),
+        })
+    }
+
     /// A generation of the request finished; several (`n`, prompt lists)
     /// add up their tokens.
     pub fn done(&self, usage: &Usage) {
