@@ -102,7 +102,7 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
     };
     let template_kwargs = with_reasoning(req.chat_template_kwargs, defaults.reasoning);
     if let Some(m) = req.max_completion_tokens {
-        sampling.max_tokens = Some(positive_u32("max_completion_tokens", m)?);
+        sampling.max_tokens = capped(Some(positive_u32("max_completion_tokens", m)?), defaults.max_tokens_cap);
     }
     Ok(ValidChat {
         model: req.model,
@@ -259,6 +259,7 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
         (None, Some(n)) => Some(positive_u32("n_predict", n)?),
         (None, None) => model_defaults.max_tokens,
     };
+    let max_tokens = capped(max_tokens, model_defaults.max_tokens_cap);
     let stop = match f.stop {
         None => Vec::new(),
         Some(StopField::One(s)) => vec![s],
@@ -484,3 +485,12 @@ pub fn token_ids<T: Copy + Into<i64>>(field: &str, tokens: &[T], n_vocab: u32) -
 #[cfg(test)]
 #[path = "validate_tests.rs"]
 mod tests;
+
+/// A request's `max_tokens` under the server's cap (`--n-predict`).
+fn capped(max_tokens: Option<u32>, cap: Option<u32>) -> Option<u32> {
+    match (max_tokens, cap) {
+        (Some(m), Some(c)) => Some(m.min(c)),
+        (None, cap) => cap,
+        (m, None) => m,
+    }
+}

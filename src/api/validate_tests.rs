@@ -272,6 +272,22 @@ mod defaults {
         assert_eq!(v.sampling.max_tokens, Some(33));
     }
 
+    #[test]
+    fn the_servers_n_predict_is_the_default_and_the_cap() {
+        let defaults = Defaults { max_tokens: Some(16), max_tokens_cap: Some(16), ..Defaults::default() };
+        for (body, want) in [
+            (r#"{"prompt":"x"}"#, 16),
+            (r#"{"prompt":"x","max_tokens":8}"#, 8),
+            (r#"{"prompt":"x","n_predict":100}"#, 16),
+            (r#"{"prompt":"x","n_predict":-1}"#, 16),
+        ] {
+            let req: CompletionRequest = parse_json(body.as_bytes()).unwrap();
+            assert_eq!(completion(req, 10, &defaults).unwrap().sampling.max_tokens, Some(want), "{body}");
+        }
+        let chat = chat_with(r#"{"messages":[{"role":"user","content":"x"}],"max_completion_tokens":99}"#, &defaults);
+        assert_eq!(chat.sampling.max_tokens, Some(16));
+    }
+
     fn chat_with(body: &str, defaults: &Defaults) -> ValidChat {
         chat(parse_json(body.as_bytes()).unwrap(), 10, defaults).unwrap()
     }

@@ -21,8 +21,10 @@ pub struct LlamaServerFlags {
     #[arg(short = 's', long, value_name = "N", allow_negative_numbers = true)]
     pub seed: Option<i64>,
 
-    /// Default `max_tokens` of requests that send none; -1: until the context
-    /// is full (per-model `sampling.max_tokens` wins) [default: -1].
+    /// Most tokens a request generates, and the default of requests that
+    /// send no `max_tokens`, as llama-server's; -1: until the context is full
+    /// (per-model `sampling.max_tokens` sets another default under it)
+    /// [default: -1].
     #[arg(short = 'n', long = "n-predict", visible_alias = "predict", value_name = "N", allow_negative_numbers = true)]
     pub n_predict: Option<i64>,
 

@@ -415,6 +415,7 @@ impl ModelDefaults {
             exclusive: false,
             sampling: self.sampling.clone(),
             max_tokens: self.max_tokens,
+            max_tokens_cap: self.max_tokens,
             swa_full: self.swa_full,
             knobs: self.knobs,
             json_schema_engine: self.json_schema_engine,
