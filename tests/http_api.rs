@@ -47,6 +47,18 @@ async fn chat_completion_has_openai_shape_and_usage() {
 }
 
 #[tokio::test]
+async fn chat_input_tokens_counts_the_rendered_prompt_without_generating() {
+    let base = fake_server("ok", None, None).await;
+    for path in ["/chat/completions/input_tokens", "/v1/chat/completions/input_tokens"] {
+        let (status, body) = post(&base, path, json!({"messages":[{"role":"user","content":"Hi"}]}).to_string()).await;
+        // The fake template renders "<user>Hi\n<assistant>": 20 tokens.
+        assert_eq!((status, body["input_tokens"].as_u64()), (200, Some(20)), "{path}: {body}");
+    }
+    let (status, body) = post(&base, "/chat/completions/input_tokens", json!({"messages":"nope"}).to_string()).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages")), "{body}");
+}
+
+#[tokio::test]
 async fn model_may_be_named_by_alias_or_omitted() {
     let base = fake_server("ok", None, None).await;
     for body in [

@@ -29,10 +29,7 @@ pub async fn chat_completions(
     // Everything that needs no loaded model is checked before one is
     // acquired: a bad request never causes a load or a swap.
     let snapshot = state.scheduler.snapshot();
-    let view = snapshot.resolve(req.model.as_deref())?;
-    log.model(&view.spec.id);
-    super::embeddings::refuse_generation(view)?;
-    let valid = validate::chat(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+    let (view, valid) = checked(&snapshot, req, &log)?;
     let (index, model_id) = (view.index, view.spec.id.clone());
     let chunks = Chunks::new(&state, model_id.clone(), &valid.sampling, log.clone());
     if state.notify_swaps && valid.sampling.stream && valid.sampling.n == 1 && view.loaded().is_none() {
@@ -91,6 +88,22 @@ pub async fn chat_completions(
     Ok(super::choices::stream_many(streams, n, permit, prologue, end))
 }
 
+/// llama-server's `POST /chat/completions/input_tokens`: the chat's prompt
+/// tokens (template, tools and all) without generating; the model is loaded
+/// if it is not.
+pub async fn input_tokens(
+    State(state): State<AppState>,
+    Extension(log): Extension<RequestLog>,
+    ApiJson(req): ApiJson<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    let snapshot = state.scheduler.snapshot();
+    let (view, valid) = checked(&snapshot, req, &log)?;
+    let model = state.loaded(view).await?;
+    let (_, prompt, _) = render(&model, &valid).await?;
+    let tokens = super::generate::prompt_tokens(&model, validate::Prompt::Text(prompt), "messages").await?;
+    Ok(Json(serde_json::json!({"input_tokens": tokens.len()})).into_response())
+}
+
 /// A chat body another protocol's request became (Anthropic's Messages,
 /// the Responses API), checked as `/v1/chat/completions` checks its own
 /// before any model is acquired: the model it names (index and id) and the
@@ -99,11 +112,18 @@ pub(super) fn validate_translated(state: &AppState, body: serde_json::Map<String
     let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
     let req: ChatCompletionRequest = super::extract::parse_json(&bytes)?;
     let snapshot = state.scheduler.snapshot();
+    let (view, valid) = checked(&snapshot, req, log)?;
+    Ok((view.index, view.spec.id.clone(), valid))
+}
+
+/// The model a chat names and the chat checked against it, before any model
+/// is acquired: a bad request never causes a load or a swap.
+fn checked<'a>(snapshot: &'a crate::scheduler::Snapshot, req: ChatCompletionRequest, log: &RequestLog) -> Result<(&'a crate::scheduler::ModelView, ValidChat), ApiError> {
     let view = snapshot.resolve(req.model.as_deref())?;
     log.model(&view.spec.id);
     super::embeddings::refuse_generation(view)?;
     let valid = validate::chat(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
-    Ok((view.index, view.spec.id.clone(), valid))
+    Ok((view, valid))
 }
 
 /// On the acquired model: the token-id guard, the tools' plan, the template,

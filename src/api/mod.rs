@@ -110,6 +110,8 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/chat/completions", post(chat::chat_completions))
+        .route("/v1/chat/completions/input_tokens", post(chat::input_tokens))
+        .route("/chat/completions/input_tokens", post(chat::input_tokens))
         .route("/v1/completions", post(completions::completions))
         .route("/completions", post(completions::completions))
         .route("/completion", post(native::completion))
