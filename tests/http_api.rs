@@ -59,6 +59,25 @@ async fn chat_input_tokens_counts_the_rendered_prompt_without_generating() {
 }
 
 #[tokio::test]
+async fn a_trailing_assistant_message_is_continued_as_llama_servers_prefill() {
+    let base = fake_server("ok", None, None).await;
+    let prefill = json!([{"role":"user","content":"Hi"},{"role":"assistant","content":"Whi"}]);
+    let render = |body: Value| {
+        let base = base.clone();
+        async move { post(&base, "/apply-template", body.to_string()).await }
+    };
+    let (status, body) = render(json!({"messages": prefill})).await;
+    assert_eq!((status, body["prompt"].as_str()), (200, Some("<user>Hi\n<assistant>Whi")), "{body}");
+    let (_, body) = render(json!({"messages": prefill, "continue_final_message": false})).await;
+    assert_eq!(body["prompt"], "<user>Hi\n<assistant>Whi\n<assistant>", "a new turn when asked");
+    let (status, body) = render(json!({"messages": prefill, "continue_final_message": true, "add_generation_prompt": true})).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("continue_final_message")), "{body}");
+    // Chat reads the same prompt: the fake answers, the usage counts it.
+    let (status, body) = post(&base, "/v1/chat/completions", json!({"messages": prefill}).to_string()).await;
+    assert_eq!((status, body["usage"]["prompt_tokens"].as_u64()), (200, Some(23)), "{body}");
+}
+
+#[tokio::test]
 async fn model_may_be_named_by_alias_or_omitted() {
     let base = fake_server("ok", None, None).await;
     for body in [

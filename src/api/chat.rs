@@ -14,7 +14,7 @@ use super::generate::{pump, response_id, stream_sse, Started};
 use super::openai::*;
 use super::reqlog::RequestLog;
 use super::tool_calls;
-use super::validate::{self, ValidChat};
+use super::validate::{self, TurnEnd, ValidChat};
 use super::{sse, unix_now, AppState};
 use crate::engine::{FinishReason, TokenLogprob, Usage};
 use crate::scheduler::Permit;
@@ -161,14 +161,21 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
 /// hop off the runtime.
 pub(super) async fn render(model: &Arc<crate::engine::loaded::LoadedModel>, valid: &ValidChat) -> Result<(tool_calls::Plan, String, Option<String>), ApiError> {
     let constrained = valid.sampling.params.grammar.is_some().then_some(valid.sampling.grammar_field);
-    let (messages, tools, kwargs) = (valid.messages.clone(), valid.tools.clone(), valid.template_kwargs.clone());
+    let (mut messages, tools, kwargs) = (valid.messages.clone(), valid.tools.clone(), valid.template_kwargs.clone());
+    // A continued message is not rendered as a turn: its text ends the prompt.
+    let continued = match valid.end {
+        TurnEnd::Continue => messages.pop().and_then(|m| m["content"].as_str().map(str::to_string)),
+        TurnEnd::Open | TurnEnd::Closed => None,
+    };
+    let open = valid.end != TurnEnd::Closed;
     let worker = model.clone();
     let windowed = model.engine.info().n_swa > 0;
     super::cpu::run(move || -> Result<_, ApiError> {
         let mut plan = tool_calls::plan(&worker, &messages, tools.as_ref(), constrained)?;
         let descriptions = tools.as_ref().map(|t| &t.descriptions);
         let messages = std::mem::take(&mut plan.messages);
-        let prompt = worker.render_chat(&messages, true, descriptions, kwargs.as_ref())?;
+        let mut prompt = worker.render_chat(&messages, open, descriptions, kwargs.as_ref())?;
+        prompt.push_str(continued.as_deref().unwrap_or_default());
         // A sliding-window model keeps a checkpoint where the last user
         // message starts: the next request sharing the conversation so far
         // (a fixed system prompt, an edited last message) resumes there.

@@ -159,6 +159,8 @@ pub const FIELDS: &[Field] = &[
     field("samplers", Both, unsupported(never, "absent")),
     field("return_tokens", Both, unsupported(is_false, "false")),
     field("reasoning_format", Chat, Honoured),
+    field("add_generation_prompt", Chat, Honoured),
+    field("continue_final_message", Chat, Honoured),
 ];
 
 /// The row for `name` on `endpoint`, if any.

@@ -74,20 +74,15 @@ pub async fn apply_template(
         response_format: None,
         chat_template_kwargs: req.chat_template_kwargs,
         reasoning_format: None,
+        add_generation_prompt: req.add_generation_prompt,
+        continue_final_message: req.continue_final_message,
         sampling: Default::default(),
     };
-    // The model's defaults (`--reasoning`), so the prompt is what chat renders.
+    // The model's defaults (`--reasoning`) and chat's own rendering: the
+    // prompt is exactly what a chat completion would read.
     let valid = validate::chat(chat, u32::MAX, &view.spec.defaults())?;
     let model = state.loaded(view).await?;
-    let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
-    let prompt = super::cpu::run(move || {
-        let tools = valid.tools.as_ref();
-        let (specs, descriptions) = (tools.map(|t| t.specs.as_slice()), tools.map(|t| &t.descriptions));
-        let parallel = tools.is_none_or(|t| t.parallel);
-        let messages = crate::tools::prepare_messages(model.tool_format, model.template_knows_tools, &valid.messages, specs, descriptions, parallel);
-        model.render_chat(&messages, add_generation_prompt, tools.map(|t| &t.descriptions), valid.template_kwargs.as_ref())
-    })
-    .await??;
+    let (_, prompt, _) = super::chat::render(&model, &valid).await?;
     Ok(Json(json!({ "prompt": prompt })).into_response())
 }
 

@@ -112,6 +112,9 @@ pub struct ChatCompletionRequest {
     pub chat_template_kwargs: Option<Map<String, Value>>,
     /// llama-server's: "none" leaves a `<think>` block in the content.
     pub reasoning_format: Option<Value>,
+    /// llama-server's and vLLM's: see `validate::turn_end`.
+    pub add_generation_prompt: Option<bool>,
+    pub continue_final_message: Option<bool>,
     /// Filled by the extractor from the same JSON object (see `WireRequest`).
     #[serde(skip)]
     pub sampling: SamplingFields,
@@ -313,6 +316,7 @@ pub struct ApplyTemplateRequest {
     pub model: Option<String>,
     pub messages: Vec<Map<String, Value>>,
     pub add_generation_prompt: Option<bool>,
+    pub continue_final_message: Option<bool>,
     pub tools: Option<Value>,
     pub chat_template_kwargs: Option<Map<String, Value>>,
 }

@@ -47,6 +47,48 @@ pub struct ValidChat {
     /// goes to `reasoning_content`.
     pub split_reasoning: bool,
     pub sampling: ValidSampling,
+    /// How the prompt ends (see `turn_end`).
+    pub end: TurnEnd,
+}
+
+/// How a chat prompt ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnEnd {
+    /// The template opens the assistant's turn (`add_generation_prompt`).
+    Open,
+    /// The prompt ends after the last message (`add_generation_prompt: false`).
+    Closed,
+    /// The last message is the assistant's beginning: the prompt opens the
+    /// assistant's turn and ends with that text, and the answer continues it
+    /// (llama-server's prefill, vLLM's `continue_final_message`).
+    Continue,
+}
+
+/// llama-server's rule: a trailing assistant message is continued unless
+/// `continue_final_message: false` says otherwise; `continue_final_message:
+/// true` needs a trailing assistant message and no `add_generation_prompt:
+/// true`; two trailing assistant messages cannot be continued; a message
+/// with tool calls is not continued.
+pub fn turn_end(messages: &[Value], add_generation_prompt: Option<bool>, continue_final: Option<bool>) -> Result<TurnEnd, ApiError> {
+    let role = |m: Option<&Value>| m.and_then(|m| m["role"].as_str()).unwrap_or_default().to_string();
+    let last = messages.last();
+    let continuable = role(last) == "assistant" && last.is_some_and(|m| m.get("tool_calls").is_none_or(Value::is_null));
+    let field = "continue_final_message";
+    match continue_final {
+        Some(true) if add_generation_prompt == Some(true) => {
+            Err(invalid(field, "`add_generation_prompt` and `continue_final_message` cannot both be true"))
+        }
+        Some(true) if !continuable => Err(invalid(field, "`continue_final_message` needs a last message from the assistant without tool calls")),
+        Some(true) => Ok(TurnEnd::Continue),
+        None if continuable && add_generation_prompt.is_none() => {
+            if role(messages.len().checked_sub(2).and_then(|i| messages.get(i))) == "assistant" {
+                return Err(invalid("messages", "two assistant messages end `messages`: only one can be continued"));
+            }
+            Ok(TurnEnd::Continue)
+        }
+        _ if add_generation_prompt == Some(false) => Ok(TurnEnd::Closed),
+        _ => Ok(TurnEnd::Open),
+    }
 }
 
 /// A prompt as the client gave it: text to tokenize, or token ids (checked
@@ -101,6 +143,7 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
         Some(_) => return Err(invalid("reasoning_format", "`reasoning_format` must be \"auto\", \"deepseek\" or \"none\"")),
     };
     let template_kwargs = with_reasoning(req.chat_template_kwargs, defaults.reasoning);
+    let end = turn_end(&messages, req.add_generation_prompt, req.continue_final_message)?;
     if let Some(m) = req.max_completion_tokens {
         sampling.max_tokens = capped(Some(positive_u32("max_completion_tokens", m)?), defaults.max_tokens_cap);
     }
@@ -111,6 +154,7 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
         template_kwargs,
         split_reasoning,
         sampling,
+        end,
     })
 }
 

@@ -314,3 +314,38 @@ mod defaults {
         assert!(v.split_reasoning);
     }
 }
+
+mod turn_end {
+    use super::super::*;
+    use serde_json::json;
+
+    fn msgs(roles: &[&str]) -> Vec<Value> {
+        roles.iter().map(|r| json!({"role": r, "content": "x"})).collect()
+    }
+
+    #[test]
+    fn a_trailing_assistant_message_is_continued_as_llama_server_prefills() {
+        assert_eq!(turn_end(&msgs(&["user"]), None, None).unwrap(), TurnEnd::Open);
+        assert_eq!(turn_end(&msgs(&["user", "assistant"]), None, None).unwrap(), TurnEnd::Continue);
+        assert_eq!(turn_end(&msgs(&["user", "assistant"]), None, Some(true)).unwrap(), TurnEnd::Continue);
+        assert_eq!(turn_end(&msgs(&["user", "assistant"]), Some(false), Some(true)).unwrap(), TurnEnd::Continue);
+        // Opting out: a new turn, or none.
+        assert_eq!(turn_end(&msgs(&["user", "assistant"]), None, Some(false)).unwrap(), TurnEnd::Open);
+        assert_eq!(turn_end(&msgs(&["user", "assistant"]), Some(true), None).unwrap(), TurnEnd::Open);
+        assert_eq!(turn_end(&msgs(&["user"]), Some(false), None).unwrap(), TurnEnd::Closed);
+        // A tool call is not continued.
+        let call = vec![json!({"role": "user", "content": "x"}), json!({"role": "assistant", "content": null, "tool_calls": [{"id": "1"}]})];
+        assert_eq!(turn_end(&call, None, None).unwrap(), TurnEnd::Open);
+    }
+
+    #[test]
+    fn contradictions_are_400s_naming_the_field() {
+        let param = |e: ApiError| match e {
+            ApiError::InvalidRequest { param, .. } => param.unwrap_or_default(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(param(turn_end(&msgs(&["user", "assistant"]), Some(true), Some(true)).unwrap_err()), "continue_final_message");
+        assert_eq!(param(turn_end(&msgs(&["user"]), None, Some(true)).unwrap_err()), "continue_final_message");
+        assert_eq!(param(turn_end(&msgs(&["user", "assistant", "assistant"]), None, None).unwrap_err()), "messages");
+    }
+}
