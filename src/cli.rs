@@ -245,9 +245,9 @@ pub struct ServerFlags {
     pub embeddings_only: Option<bool>,
 
     /// Thinking in chat templates that can think (Qwen3, DeepSeek R1,
-    /// gpt-oss...): `on` or `off` tells the template `enable_thinking`,
-    /// `auto` leaves the template's own default, as llama-server's
-    /// `--reasoning`. A request's `chat_template_kwargs.enable_thinking`
+    /// gpt-oss...): `on` and `auto` tell the template `enable_thinking:
+    /// true` (so it opens its thinking block), `off` tells it `false`, as
+    /// llama-server's `--reasoning`. A request's `chat_template_kwargs.enable_thinking`
     /// wins [default: auto]. Per-model `reasoning` in the config wins.
     #[arg(long, value_enum, value_name = "on|off|auto")]
     pub reasoning: Option<crate::types::Reasoning>,

@@ -111,7 +111,8 @@ pub struct EngineKnobs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Reasoning {
-    /// The template's own default.
+    /// Thinking where the template can think (`enable_thinking: true`), as
+    /// llama-server's default.
     #[default]
     Auto,
     /// `enable_thinking: true`.

@@ -142,3 +142,30 @@ fn chat_templates_match_transformers() {
         "KNOWN_DIFFERENCES names cases that do not exist"
     );
 }
+
+/// llama-server's `--reasoning` on these templates (its tests/unit/
+/// test_template.py): `enable_thinking: true` (`on`, and `auto`, the
+/// default) leaves the thinking block open where the template opens one,
+/// `false` (`off`) closes it.
+#[test]
+fn thinking_templates_open_or_close_their_block_as_llama_server() {
+    let cases = [
+        ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", true, "<think>\n"),
+        ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", false, "<think>\n</think>"),
+        ("Qwen-QwQ-32B.jinja", true, "<|im_start|>assistant\n<think>\n"),
+        ("Qwen-QwQ-32B.jinja", false, "<|im_start|>assistant\n<think>\n</think>"),
+        ("CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja", true, "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>"),
+        ("CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja", false, "<|CHATBOT_TOKEN|><|START_THINKING|><|END_THINKING|>"),
+    ];
+    let messages = [serde_json::json!({"role": "user", "content": "What is today?"})];
+    for (file, thinking, end) in cases {
+        let source = std::fs::read_to_string(fixtures().join(file)).expect("read template");
+        let template = ChatTemplate::new(&source, "<s>", "</s>").expect("compile");
+        let mut extra = serde_json::Map::new();
+        extra.insert("enable_thinking".into(), thinking.into());
+        let prompt = template
+            .render(&RenderRequest { messages: &messages, add_generation_prompt: true, extra: Some(&extra), ..Default::default() })
+            .expect("render");
+        assert!(prompt.ends_with(end), "{file} thinking={thinking}: {prompt:?} should end with {end:?}");
+    }
+}

@@ -158,12 +158,13 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
     })
 }
 
-/// The template's variables with the server's `--reasoning` applied: `on`
-/// or `off` sets `enable_thinking` unless the request set it.
+/// The template's variables with the server's `--reasoning` applied:
+/// `enable_thinking` is true for `on` and `auto` (llama-server's default:
+/// templates that can think open their thinking block), false for `off`,
+/// unless the request set it.
 fn with_reasoning(kwargs: Option<Map<String, Value>>, reasoning: Reasoning) -> Option<Map<String, Value>> {
     let enable = match reasoning {
-        Reasoning::Auto => return kwargs,
-        Reasoning::On => true,
+        Reasoning::Auto | Reasoning::On => true,
         Reasoning::Off => false,
     };
     let mut kwargs = kwargs.unwrap_or_default();

@@ -308,9 +308,10 @@ mod defaults {
         assert!(v.split_reasoning);
         let on = Defaults { reasoning: Reasoning::On, ..Defaults::default() };
         assert_eq!(chat_with(plain, &on).template_kwargs.unwrap()["enable_thinking"], true);
-        // auto: the template's own default, and reasoning split out.
+        // auto, llama-server's default: thinking on where the template can
+        // think, and reasoning split out.
         let v = chat_with(plain, &Defaults::default());
-        assert_eq!(v.template_kwargs, None);
+        assert_eq!(v.template_kwargs.unwrap()["enable_thinking"], true);
         assert!(v.split_reasoning);
     }
 }
