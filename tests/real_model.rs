@@ -119,6 +119,22 @@ async fn serves_the_openai_api_with_the_real_model() {
     assert_eq!(d["content"], "Hello world, ünïcödé!");
     let (status, bad) = post(base, "/detokenize", json!({"tokens": [999_999_999]})).await;
     assert_eq!(status, 400, "{bad}");
+    // llama-server's fields: special-token text parsed or not, pieces as
+    // text where whole UTF-8, else as bytes (emoji span several tokens here).
+    let count = |v: &serde_json::Value| v["tokens"].as_array().unwrap().len();
+    let (_, special) = post(base, "/tokenize", json!({"content": "<start_of_turn>"})).await;
+    let (_, plain) = post(base, "/tokenize", json!({"content": "<start_of_turn>", "parse_special": false})).await;
+    assert_eq!((count(&special), count(&plain) > 1), (1, true), "{special} {plain}");
+    let (_, pieces) = post(base, "/tokenize", json!({"content": "unicode 媽 and emoji 🤗", "with_pieces": true})).await;
+    let mut bytes = Vec::new();
+    for p in pieces["tokens"].as_array().unwrap() {
+        match &p["piece"] {
+            serde_json::Value::String(s) => bytes.extend_from_slice(s.as_bytes()),
+            serde_json::Value::Array(b) => bytes.extend(b.iter().map(|x| x.as_u64().unwrap() as u8)),
+            other => panic!("piece {other}"),
+        }
+    }
+    assert_eq!(String::from_utf8(bytes).unwrap(), "unicode 媽 and emoji 🤗", "{pieces}");
 
     // A prompt longer than the context is a 400 naming the field.
     let (status, long) = post(base, "/v1/completions", json!({"prompt": "word ".repeat(2000)})).await;

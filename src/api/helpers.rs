@@ -35,9 +35,15 @@ pub async fn tokenize(State(state): State<AppState>, ApiJson(req): ApiJson<Token
     let snapshot = state.scheduler.snapshot();
     let model = state.loaded(snapshot.resolve(req.model.as_deref())?).await?;
     let body = super::cpu::run(move || {
-        let tokens = model.engine.tokenize(&req.content, req.add_special);
+        let tokens = model.engine.tokenize_with(&req.content, req.add_special, req.parse_special.unwrap_or(true));
         if req.with_pieces {
-            let pieces: Vec<Value> = tokens.iter().map(|&t| json!({"id": t, "piece": model.engine.detokenize(&[t])})).collect();
+            // As llama-server: a piece that is not whole UTF-8 (part of a
+            // character) is its bytes.
+            let piece = |t| match String::from_utf8(model.engine.token_bytes(t)) {
+                Ok(text) => json!(text),
+                Err(e) => json!(e.into_bytes()),
+            };
+            let pieces: Vec<Value> = tokens.iter().map(|&t| json!({"id": t, "piece": piece(t)})).collect();
             return json!({ "tokens": pieces });
         }
         json!({ "tokens": tokens })

@@ -301,6 +301,8 @@ pub struct TokenizeRequest {
     pub content: String,
     #[serde(default)]
     pub add_special: bool,
+    /// Special-token text is read as the special token (llama-server's default).
+    pub parse_special: Option<bool>,
     #[serde(default)]
     pub with_pieces: bool,
 }

@@ -260,8 +260,18 @@ pub trait Engine: Send + Sync + 'static {
     /// Tokenizes text; special-token text such as `<start_of_turn>` is parsed
     /// as the special token.
     fn tokenize(&self, text: &str, add_bos: bool) -> Vec<TokenId>;
+    /// `tokenize`, where `parse_special: false` reads special-token text as
+    /// plain text (llama-server's `/tokenize` field).
+    fn tokenize_with(&self, text: &str, add_bos: bool, parse_special: bool) -> Vec<TokenId> {
+        let _ = parse_special;
+        self.tokenize(text, add_bos)
+    }
     /// Turns tokens back into text. Callers check ids against `n_vocab` first.
     fn detokenize(&self, tokens: &[TokenId]) -> String;
+    /// One token's bytes, which may be part of a UTF-8 character.
+    fn token_bytes(&self, token: TokenId) -> Vec<u8> {
+        self.detokenize(&[token]).into_bytes()
+    }
     /// Queues a generation; events arrive on the returned receiver.
     fn generate(&self, request: GenerationRequest) -> Result<EventReceiver, EngineError>;
     /// Queues several generations at once (the `n` choices of one prompt),

@@ -306,12 +306,22 @@ impl Engine for LlamaEngine {
     }
 
     fn tokenize(&self, text: &str, add_bos: bool) -> Vec<TokenId> {
+        self.tokenize_with(text, add_bos, true)
+    }
+
+    fn tokenize_with(&self, text: &str, add_bos: bool, parse_special: bool) -> Vec<TokenId> {
         self.model
             .vocab()
-            .tokenize(text.as_bytes(), add_bos, true)
+            .tokenize(text.as_bytes(), add_bos, parse_special)
             .into_iter()
             .map(|t| t.0 as TokenId)
             .collect()
+    }
+
+    fn token_bytes(&self, token: TokenId) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        self.model.vocab().token_to_piece_into(LlamaToken(token as i32), &mut bytes, true, None);
+        bytes
     }
 
     fn detokenize(&self, tokens: &[TokenId]) -> String {
