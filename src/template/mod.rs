@@ -38,6 +38,7 @@
 //! `python_compat.rs`, `tojson.rs`, `strftime.rs`.
 
 mod python_compat;
+mod pylist;
 mod strftime;
 mod tojson;
 
@@ -133,6 +134,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.set_formatter(python_formatter);
         env.add_function("raise_exception", raise_exception);
+        env.add_function("namespace", pylist::namespace);
         env.add_function("strftime_now", |fmt: &str| strftime(fmt, SystemTime::now()));
         env.add_filter("tojson", tojson);
         // Tests and filters where minijinja's answer differs from jinja2's.

@@ -245,3 +245,28 @@ fn developer_messages_are_system_messages_unless_the_template_knows_the_role() {
 fn date_string_is_today_by_the_injected_clock() {
     assert_eq!(render_str("{{ date_string }}").unwrap(), "21 Nov 2026");
 }
+
+#[test]
+fn lists_in_a_namespace_change_in_place_as_in_python() {
+    let source = "{% set ns = namespace(ids=[], n=0) %}{% set _ = ns.ids.append('a') %}{% set _ = ns.ids.append('b') %}\
+                  {{ ns.ids.pop(0) }}|{{ ns.ids|length }}|{% for i in ns.ids %}{{ i }}{% endfor %}|{{ ns.ids[0] }}|{{ 'yes' if ns.ids else 'no' }}\
+                  {% set _ = ns.ids.pop() %}|{{ 'yes' if ns.ids else 'no' }}";
+    assert_eq!(render_str(source).unwrap(), "a|1|b|b|yes|no");
+    let err = render_str("{% set ns = namespace(ids=[]) %}{{ ns.ids.pop(0) }}").unwrap_err();
+    assert!(err.to_string().contains("pop index out of range"), "{err}");
+}
+
+/// Kimi K2 queues tool-call ids with `append` and answers each tool result
+/// with `pop(0)`.
+#[test]
+fn kimi_k2_renders_a_tool_call_round_trip() {
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/chat-templates/Kimi-K2-Instruct.jinja")).unwrap();
+    let messages = [
+        json!({"role": "user", "content": "Weather in Paris?"}),
+        json!({"role": "assistant", "content": "", "tool_calls": [{"id": "x", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}),
+        json!({"role": "tool", "tool_call_id": "x", "content": "sunny"}),
+    ];
+    let prompt = render_with(&source, &messages, None).unwrap();
+    assert!(prompt.contains("<|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{\"city\":\"Paris\"}"), "{prompt}");
+    assert!(prompt.contains("## Return of functions.get_weather:0\nsunny"), "{prompt}");
+}
