@@ -119,6 +119,13 @@ async fn serves_the_openai_api_with_the_real_model() {
     assert_eq!(d["content"], "Hello world, ünïcödé!");
     let (status, bad) = post(base, "/detokenize", json!({"tokens": [999_999_999]})).await;
     assert_eq!(status, 400, "{bad}");
+    // llama-server's logit_bias forms: a text key bans each of its tokens.
+    let ask = |bias: Value| json!({"prompt": "The capital of France is", "max_tokens": 3, "temperature": 0, "logit_bias": bias});
+    let (_, free) = post(base, "/v1/completions", ask(json!({}))).await;
+    let first = free["choices"][0]["text"].as_str().unwrap().to_string();
+    let (status, banned) = post(base, "/v1/completions", ask(json!([[first.clone(), false]]))).await;
+    assert_eq!(status, 200, "{banned}");
+    assert!(!banned["choices"][0]["text"].as_str().unwrap().starts_with(&first), "{first:?} banned: {banned}");
     // llama-server's fields: special-token text parsed or not, pieces as
     // text where whole UTF-8, else as bytes (emoji span several tokens here).
     let count = |v: &serde_json::Value| v["tokens"].as_array().unwrap().len();

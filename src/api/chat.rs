@@ -144,7 +144,7 @@ pub(super) async fn prepare(permit: &Permit, valid: &ValidChat, log: RequestLog)
         sampling.grammar_field = "tool_choice";
     }
     sampling.keep_special = plan.keep_special;
-    validate::against_model(&sampling, &model.engine).await?;
+    validate::against_model(&mut sampling, &model.engine).await?;
     // Output held to a grammar from its first token has no thinking block.
     let think = match () {
         _ if !valid.split_reasoning || !model.thinks || sampling.params.grammar.is_some() => Think::Off,

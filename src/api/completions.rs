@@ -25,11 +25,11 @@ pub async fn completions(
     let view = snapshot.resolve(req.model.as_deref())?;
     log.model(&view.spec.id);
     super::embeddings::refuse_generation(view)?;
-    let valid = validate::completion(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+    let mut valid = validate::completion(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let model_id = view.spec.id.clone();
     let permit = state.scheduler.acquire(view.index).await?;
     let model = permit.model.clone();
-    validate::against_model(&valid.sampling, &model.engine).await?;
+    validate::against_model(&mut valid.sampling, &model.engine).await?;
     // One generation per prompt and `n` (seeds one apart when a seed is
     // given); `echo`: each answer starts with its prompt as text.
     let n = valid.sampling.n as usize;

@@ -89,7 +89,7 @@ pub async fn completion(
     let model_id = view.spec.id.clone();
     let permit = state.scheduler.acquire(view.index).await?;
     let model = permit.model.clone();
-    validate::against_model(&valid.sampling, &model.engine).await?;
+    validate::against_model(&mut valid.sampling, &model.engine).await?;
     let prompt = match &one {
         Prompt::Text(text) => Value::from(text.clone()),
         Prompt::Tokens(ids) => json!(ids),

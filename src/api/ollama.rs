@@ -422,7 +422,7 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
         let suffix = valid.suffix.take();
         let mut one = valid.one_prompt("/api/generate")?;
         let permit = state.scheduler.acquire(index).await.map_err(ApiError::from)?;
-        validate::against_model(&valid.sampling, &permit.model.engine).await?;
+        validate::against_model(&mut valid.sampling, &permit.model.engine).await?;
         if let Some(suffix) = &suffix {
             one = super::completions::fill_in_the_middle(&permit.model, &id, one, suffix).await?;
         }

@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 
 /// `stop` may be one string or a list of strings.
 #[derive(Debug, Clone, Deserialize)]
@@ -65,7 +64,8 @@ pub struct SamplingFields {
     pub frequency_penalty: Option<f64>,
     pub repeat_penalty: Option<f64>,
     pub repeat_last_n: Option<i64>,
-    pub logit_bias: Option<BTreeMap<String, f64>>,
+    /// OpenAI's object of token ids, or llama-server's forms (see `validate::logit_bias`).
+    pub logit_bias: Option<Value>,
     pub n: Option<i64>,
     pub max_tokens: Option<i64>,
     /// llama-server's name for max_tokens.

@@ -33,6 +33,9 @@ pub struct ValidSampling {
     pub keep_special: Vec<TokenId>,
     /// Choices per prompt (`n`).
     pub n: u32,
+    /// `logit_bias` entries keyed by text: every token of the text gets the
+    /// bias once the model's tokenizer is at hand (`against_model`).
+    pub logit_bias_text: Vec<(String, f32)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -284,6 +287,8 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
     let top_k = ranged(SamplingField::TopK, f.top_k.map(|k| k as f64))?.map_or(defaults.top_k, |v| v as i32);
     let min_p = ranged(SamplingField::MinP, f.min_p)?.map_or(defaults.min_p, |v| v as f32);
     let seed = match f.seed {
+        // llama-server's -1: a random seed.
+        Some(-1) => None,
         Some(s) if !(0..=u32::MAX as i64).contains(&s) => {
             return Err(invalid("seed", format!("`seed` must be between 0 and {} (got {s})", u32::MAX)))
         }
@@ -297,7 +302,7 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
     let repeat_penalty = ranged(SamplingField::RepeatPenalty, f.repeat_penalty)?.map_or(defaults.repeat_penalty, |v| v as f32);
     let penalty_last_n =
         ranged(SamplingField::RepeatLastN, f.repeat_last_n.map(|n| n as f64))?.map_or(defaults.penalty_last_n, |v| v as i32);
-    let logit_bias = logit_bias(f.logit_bias.unwrap_or_default(), n_vocab)?;
+    let (logit_bias, logit_bias_text) = logit_bias(f.logit_bias.unwrap_or(Value::Null), n_vocab)?;
     let max_tokens = match (f.max_tokens, f.n_predict) {
         (Some(m), _) => Some(positive_u32("max_tokens", m)?),
         (None, Some(n)) if n < 0 => None, // llama-server: -1 = unlimited
@@ -350,6 +355,7 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
         grammar_field: if has_schema { "json_schema" } else { "grammar" },
         logprobs: None,
         keep_special: Vec::new(),
+        logit_bias_text,
         n: match f.n {
             None => 1,
             Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => n as u32,
@@ -474,21 +480,47 @@ fn positive_u32(name: &str, value: i64) -> Result<u32, ApiError> {
     }
 }
 
-/// OpenAI's `logit_bias`: token id (as a string key) -> bias in [-100, 100].
-fn logit_bias(map: std::collections::BTreeMap<String, f64>, n_vocab: u32) -> Result<Vec<(TokenId, f32)>, ApiError> {
-    map.into_iter()
-        .map(|(key, bias)| {
-            let token: TokenId = key
-                .parse()
-                .ok()
-                .filter(|&t: &TokenId| t < n_vocab)
-                .ok_or_else(|| invalid("logit_bias", format!("`logit_bias` key `{key}` is not a token id below {n_vocab}")))?;
-            if !(-100.0..=100.0).contains(&bias) {
-                return Err(invalid("logit_bias", format!("`logit_bias` for token {key} must be between -100 and 100 (got {bias})")));
-            }
-            Ok((token, bias as f32))
-        })
-        .collect()
+/// `logit_bias` in OpenAI's form (`{"token id": bias}`) and llama-server's
+/// (keys that are text, a list of `[token id or text, bias]` pairs, `false`
+/// for a bias that bans the token): biases by token id, and by text (each
+/// of the text's tokens, resolved once the model is loaded).
+pub(super) fn logit_bias(value: Value, n_vocab: u32) -> Result<(Vec<(TokenId, f32)>, Vec<(String, f32)>), ApiError> {
+    let entries: Vec<(Value, Value)> = match value {
+        Value::Null => Vec::new(),
+        Value::Object(map) => map.into_iter().map(|(k, v)| (Value::String(k), v)).collect(),
+        Value::Array(list) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, pair)| match pair {
+                Value::Array(p) if p.len() == 2 => Ok((p[0].clone(), p[1].clone())),
+                _ => Err(invalid(format!("logit_bias[{i}]"), "`logit_bias` list entries are [token id or text, bias] pairs")),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(invalid("logit_bias", "`logit_bias` must be an object of token ids to biases, or a list of [token, bias] pairs")),
+    };
+    let (mut by_id, mut by_text) = (Vec::new(), Vec::new());
+    for (key, bias) in entries {
+        let name = match &key {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let bias = match bias {
+            Value::Bool(false) => f32::NEG_INFINITY,
+            Value::Number(n) if n.as_f64().is_some_and(|b| (-100.0..=100.0).contains(&b)) => n.as_f64().unwrap_or_default() as f32,
+            other => return Err(invalid("logit_bias", format!("`logit_bias` for `{name}` must be between -100 and 100, or false to ban it (got {other})"))),
+        };
+        let id = match &key {
+            Value::Number(n) => Some(n.as_u64().ok_or_else(|| invalid("logit_bias", format!("`logit_bias` key `{name}` is not a token id")))?),
+            Value::String(s) => s.parse::<u64>().ok(),
+            _ => return Err(invalid("logit_bias", format!("`logit_bias` key `{name}` must be a token id or a text"))),
+        };
+        match id {
+            Some(id) if id < n_vocab as u64 => by_id.push((id as TokenId, bias)),
+            Some(_) => return Err(invalid("logit_bias", format!("`logit_bias` key `{name}` is not a token id below {n_vocab}"))),
+            None => by_text.push((name, bias)),
+        }
+    }
+    Ok((by_id, by_text))
 }
 
 /// The guard once the model is loaded: `logit_bias` ids against the real
@@ -497,7 +529,11 @@ fn logit_bias(map: std::collections::BTreeMap<String, f64>, n_vocab: u32) -> Res
 /// and a grammar against the model's tokens (the field it came from is named).
 /// The grammar is checked on a blocking thread: the first llguidance grammar
 /// of a model builds its token trie (1.5 s for a 262k vocabulary).
-pub async fn against_model(sampling: &ValidSampling, engine: &std::sync::Arc<dyn crate::engine::Engine>) -> Result<(), ApiError> {
+pub async fn against_model(sampling: &mut ValidSampling, engine: &std::sync::Arc<dyn crate::engine::Engine>) -> Result<(), ApiError> {
+    for (text, bias) in std::mem::take(&mut sampling.logit_bias_text) {
+        let tokens = engine.tokenize_with(&text, false, false);
+        sampling.params.logit_bias.extend(tokens.into_iter().map(|t| (t, bias)));
+    }
     let n_vocab = engine.info().n_vocab;
     if let Some((t, _)) = sampling.params.logit_bias.iter().find(|(t, _)| *t >= n_vocab) {
         return Err(invalid("logit_bias", format!("`logit_bias` key `{t}` is not a token id below {n_vocab}")));

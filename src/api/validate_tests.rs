@@ -63,10 +63,12 @@ mod requests {
             (json!({"presence_penalty": 3}), "presence_penalty"),
             (json!({"frequency_penalty": -2.5}), "frequency_penalty"),
             (json!({"repeat_penalty": 0}), "repeat_penalty"),
-            (json!({"seed": -1}), "seed"),
+            (json!({"seed": -2}), "seed"),
             (json!({"n": 17}), "n"),
             (json!({"logit_bias": {"5000": 1}}), "logit_bias"),
-            (json!({"logit_bias": {"abc": 1}}), "logit_bias"),
+            (json!({"logit_bias": [[1]]}), "logit_bias[0]"),
+            (json!({"logit_bias": 5}), "logit_bias"),
+            (json!({"logit_bias": {"5": true}}), "logit_bias"),
             (json!({"logit_bias": {"5": 101}}), "logit_bias"),
             (json!({"stop": ["a","b","c","d","e"]}), "stop"),
             (json!({"logprobs": 3}), "logprobs"),
@@ -314,6 +316,18 @@ mod defaults {
         assert_eq!(v.template_kwargs.unwrap()["enable_thinking"], true);
         assert!(v.split_reasoning);
     }
+}
+
+#[test]
+fn logit_bias_takes_llama_servers_forms() {
+    use serde_json::json;
+    let (ids, texts) = super::logit_bias(json!({"12": -100, "Hello": false, "7": 2.5}), 100).unwrap();
+    assert_eq!(ids, vec![(12, -100.0), (7, 2.5)]);
+    assert_eq!(texts, vec![("Hello".to_string(), f32::NEG_INFINITY)]);
+    let (ids, texts) = super::logit_bias(json!([[12, 1], ["Hi", -3], [5, false]]), 100).unwrap();
+    assert_eq!(ids, vec![(12, 1.0), (5, f32::NEG_INFINITY)]);
+    assert_eq!(texts, vec![("Hi".to_string(), -3.0)]);
+    assert!(super::logit_bias(json!([[500, 1]]), 100).is_err(), "ids stay below the vocabulary");
 }
 
 mod turn_end {
