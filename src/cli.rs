@@ -427,6 +427,13 @@ pub struct ServerFlags {
     #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
     pub allowed_hosts: Option<Vec<String>>,
 
+    /// A server of one model answers only requests naming it (its id or an
+    /// alias, else 404); without this flag it answers any `model`, as
+    /// llama-server does (OpenAI-only clients send `gpt-4o-mini`). Servers
+    /// of several models always route by name.
+    #[arg(long)]
+    pub strict_model_names: bool,
+
     #[command(flatten)]
     pub gpu: GpuFlags,
 

@@ -66,6 +66,7 @@ fn scheduling_decision_costs() {
         retry_backoff: Duration::from_secs(2),
         sleep: Default::default(),
         autoload: true,
+        any_model_name: false,
     };
     let mut s = SchedState::new(models, limits, t0);
     s.set_gpus(&machine, false);

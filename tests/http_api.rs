@@ -78,6 +78,26 @@ async fn a_trailing_assistant_message_is_continued_as_llama_servers_prefill() {
 }
 
 #[tokio::test]
+async fn a_server_of_one_model_answers_any_name_unless_strict() {
+    let chat = |name: &str| json!({"model": name, "messages": [{"role": "user", "content": "Hi"}]}).to_string();
+    let factory = std::sync::Arc::new(common::FakeFactory::new("ok"));
+    let mut limits = common::roomy_limits();
+    limits.any_model_name = true;
+    let lenient = common::serve(common::fake_state(vec![common::fake_spec("fake")], factory.clone(), limits.clone(), 1 << 20, true)).await;
+    let (status, body) = post(&lenient, "/v1/chat/completions", chat("gpt-4o-mini")).await;
+    assert_eq!((status, body["model"].as_str()), (200, Some("fake")), "{body}");
+    // Retrieving a model is by its own names.
+    assert_eq!(reqwest::get(format!("{lenient}/v1/models/gpt-4o-mini")).await.unwrap().status(), 404);
+    // Several models route by name, whatever the setting.
+    let two = common::serve(common::fake_state(vec![common::fake_spec("a"), common::fake_spec("b")], factory.clone(), limits, 1 << 20, true)).await;
+    assert_eq!(post(&two, "/v1/chat/completions", chat("gpt-4o-mini")).await.0, 404);
+    // --strict-model-names.
+    let strict = common::serve(common::fake_state(vec![common::fake_spec("fake")], factory, common::roomy_limits(), 1 << 20, true)).await;
+    let (status, body) = post(&strict, "/v1/chat/completions", chat("gpt-4o-mini")).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (404, Some("model")), "{body}");
+}
+
+#[tokio::test]
 async fn model_may_be_named_by_alias_or_omitted() {
     let base = fake_server("ok", None, None).await;
     for body in [

@@ -94,14 +94,14 @@ impl WireRequest for ModelAction {}
 /// Loads a model now (waits until it is loaded).
 pub async fn load(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAction>) -> Result<Response, ApiError> {
     let snapshot = state.scheduler.snapshot();
-    let model = snapshot.resolve(Some(&req.model))?;
+    let model = snapshot.find(&req.model)?;
     state.scheduler.load(model.index).await?;
     Ok(Json(json!({"model": model.spec.id, "state": "loaded"})).into_response())
 }
 
 /// Unloads a model once its in-flight requests finish (`force`: cancels them).
 pub async fn unload(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAction>) -> Result<Response, ApiError> {
-    let index = state.scheduler.snapshot().resolve(Some(&req.model))?.index;
+    let index = state.scheduler.snapshot().find(&req.model)?.index;
     state.scheduler.unload(index, req.force).await?;
     let snapshot = state.scheduler.synced().await?;
     let model = &snapshot.models[index];

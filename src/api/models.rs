@@ -23,7 +23,7 @@ pub async fn get_model(State(state): State<AppState>, Path(id): Path<String>) ->
     if name.is_empty() {
         return Err(ApiError::ModelNotFound(String::new()));
     }
-    Ok(Json(object(snapshot.resolve(Some(name))?)))
+    Ok(Json(object(snapshot.find(name)?)))
 }
 
 fn object(entry: &ModelView) -> ModelObject {

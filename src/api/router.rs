@@ -30,7 +30,7 @@ pub fn status_value(view: &ModelView) -> &'static str {
 /// Starts loading the model; 400 if it is loading or loaded already.
 pub async fn load(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAction>) -> Result<Response, ApiError> {
     let snapshot = state.scheduler.snapshot();
-    let view = snapshot.resolve(Some(&req.model))?;
+    let view = snapshot.find(&req.model)?;
     if matches!(status_value(view), "loaded" | "loading") {
         return Err(ApiError::InvalidRequest { message: format!("the model `{}` is already loaded", view.spec.id), param: Some("model".into()) });
     }
@@ -47,7 +47,7 @@ pub async fn load(State(state): State<AppState>, ApiJson(req): ApiJson<ModelActi
 /// Unloads the model once its requests finish; 400 if it is not loaded.
 pub async fn unload(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAction>) -> Result<Response, ApiError> {
     let snapshot = state.scheduler.snapshot();
-    let view = snapshot.resolve(Some(&req.model))?;
+    let view = snapshot.find(&req.model)?;
     if !matches!(status_value(view), "loaded" | "loading" | "sleeping") {
         return Err(ApiError::InvalidRequest { message: format!("the model `{}` is not loaded", view.spec.id), param: Some("model".into()) });
     }

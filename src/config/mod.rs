@@ -77,6 +77,8 @@ pub struct ServerConfig {
     /// A request for a model that is not loaded loads it (else 400, as
     /// llama-server's `--no-models-autoload`).
     pub models_autoload: bool,
+    /// `--strict-model-names`: a server of one model answers only its names.
+    pub strict_model_names: bool,
     /// A JSON GPU inventory replacing NVML.
     pub gpus_from: Option<PathBuf>,
     pub placement: crate::gpu::PlacementOptions,
@@ -128,6 +130,7 @@ impl Config {
             metrics: !flags.llama.no_metrics,
             slots: !flags.llama.no_slots,
             models_autoload: !flags.llama.no_models_autoload,
+            strict_model_names: flags.strict_model_names,
             gpus_from: flags.gpu.gpus_from.clone().or_else(|| s.gpus_from.as_ref().map(|p| config_dir_of(&file_path).join(p))),
             placement: placement::server_options(&flags.gpu, s),
         };
@@ -213,6 +216,7 @@ impl ServerConfig {
             policy: self.policy,
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             autoload: self.models_autoload,
+            any_model_name: !self.strict_model_names,
         }
     }
 }

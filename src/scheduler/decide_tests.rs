@@ -24,6 +24,7 @@ fn one_model_room(models: Vec<ModelLimits>, t0: Instant) -> SchedState {
         retry_backoff: Duration::from_secs(2),
         sleep: Default::default(),
         autoload: true,
+        any_model_name: false,
     };
     SchedState::new(models, limits, t0)
 }

@@ -231,6 +231,7 @@ mod tests {
             retry_backoff: 2 * S,
             sleep: Default::default(),
             autoload: true,
+            any_model_name: false,
         };
         SchedState::new(vec![model("a"), model("b")], limits, t0)
     }

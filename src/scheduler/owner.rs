@@ -556,6 +556,7 @@ impl Owner {
             sleep_budget_bytes: s.limits.sleep.budget_bytes,
             swaps: s.swaps,
             max_wait_ms: s.limits.max_wait.as_millis() as u64,
+            any_model_name: s.limits.any_model_name,
             recent_swaps: self.recent_swaps.iter().cloned().collect(),
         }
     }

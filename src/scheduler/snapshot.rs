@@ -28,6 +28,8 @@ pub struct Snapshot {
     /// Evictions made to give another model room.
     pub swaps: u64,
     pub max_wait_ms: u64,
+    /// One active model answers any name (`SchedLimits::any_model_name`).
+    pub any_model_name: bool,
     /// The latest loads that waited for evictions, oldest first.
     pub recent_swaps: Vec<SwapRecord>,
 }
@@ -104,6 +106,7 @@ impl Snapshot {
             sleep_budget_bytes: 0,
             swaps: 0,
             max_wait_ms: 0,
+            any_model_name: false,
             recent_swaps: Vec::new(),
         }
     }
@@ -114,11 +117,28 @@ impl Snapshot {
     }
 
     /// Finds an active model by id or alias. With no name (llama-server
-    /// clients often send none) the first active model answers.
+    /// clients often send none) the first active model answers; on a server
+    /// of one model, any name does unless `--strict-model-names`.
     pub fn resolve(&self, name: Option<&str>) -> Result<&ModelView, SchedError> {
         match name.map(str::trim).filter(|n| !n.is_empty()) {
             None => self.active().next().ok_or(SchedError::NoModels),
-            Some(name) => self.active().find(|m| m.spec.answers_to(name)).ok_or_else(|| SchedError::UnknownModel(name.to_string())),
+            Some(name) => self.active().find(|m| m.spec.answers_to(name)).or_else(|| self.only_model()).ok_or_else(|| SchedError::UnknownModel(name.to_string())),
+        }
+    }
+
+    /// The active model with this id or alias, whatever `any_model_name`
+    /// says (retrieving, loading or unloading a model by name).
+    pub fn find(&self, name: &str) -> Result<&ModelView, SchedError> {
+        let name = name.trim();
+        self.active().find(|m| m.spec.answers_to(name)).ok_or_else(|| SchedError::UnknownModel(name.to_string()))
+    }
+
+    /// The one active model, where it answers any name.
+    fn only_model(&self) -> Option<&ModelView> {
+        let mut active = self.active();
+        match (active.next(), active.next()) {
+            (Some(only), None) if self.any_model_name => Some(only),
+            _ => None,
         }
     }
 

@@ -190,6 +190,10 @@ pub struct SchedLimits {
     /// Requests load the model they name; off (`--no-models-autoload`),
     /// only an explicit load does (see `SchedState::serves_without_load`).
     pub autoload: bool,
+    /// A server of one model answers requests naming any model, as
+    /// llama-server (OpenAI-only clients send `gpt-4o-mini`); see
+    /// `Snapshot::resolve`.
+    pub any_model_name: bool,
 }
 
 /// What the owner task must do.

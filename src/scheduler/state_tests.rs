@@ -23,6 +23,7 @@ fn limits(budget_mib: u64, policy: Policy) -> SchedLimits {
         retry_backoff: Duration::from_secs(2),
         sleep: Default::default(),
         autoload: true,
+        any_model_name: false,
     }
 }
 

@@ -288,6 +288,7 @@ pub fn roomy_limits() -> SchedLimits {
         retry_backoff: Duration::from_secs(2),
         sleep: Default::default(),
         autoload: true,
+        any_model_name: false,
     }
 }
 

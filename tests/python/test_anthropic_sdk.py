@@ -12,7 +12,9 @@ import anthropic
 import jsonschema
 import openai
 import pytest
-from conftest import API_KEY
+import os
+
+from conftest import API_KEY, launch, stop
 
 # Sampling fields are no longer in the SDK's signature (Anthropic's newest
 # models fix them); the Messages API still takes them, and Claude Code may send them.
@@ -111,8 +113,17 @@ def test_errors_come_in_anthropics_envelope(client, server):
         client.messages.create(model="gemma", max_tokens=8, messages=[{"role": "user", "content": [image]}])
     assert e.value.body["error"]["type"] == "invalid_request_error"
     assert "messages[0].content[0]" in e.value.body["error"]["message"]
-    with pytest.raises(anthropic.NotFoundError):
-        client.messages.create(model="no-such-model", max_tokens=8, messages=QUESTION)
+    # One model answers any name (as llama-server); with --strict-model-names
+    # an unknown one is a 404 in Anthropic's envelope.
+    assert client.messages.create(model="claude-sonnet-4-5", max_tokens=2, messages=QUESTION).model == "gemma"
+    proc, strict = launch(["--model", os.environ["VRAM_LLM_TEST_MODEL"], "--ctx-size", "256", "--alias", "gemma",
+                           "--api-key", API_KEY, "--strict-model-names"])
+    try:
+        with pytest.raises(anthropic.NotFoundError) as e:
+            anthropic.Anthropic(base_url=strict, api_key=API_KEY, max_retries=0).messages.create(model="no-such-model", max_tokens=8, messages=QUESTION)
+        assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "not_found_error", e.value.body
+    finally:
+        stop(proc)
     with pytest.raises(anthropic.AuthenticationError):
         anthropic.Anthropic(base_url=server, api_key="wrong", max_retries=0).messages.create(model="gemma", max_tokens=8, messages=QUESTION)
     # Without max_tokens (the SDK always sends it): a 400 naming the field.
