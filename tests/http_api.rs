@@ -274,6 +274,11 @@ async fn no_metrics_and_no_slots_answer_501_as_llama_server() {
     state.options.metrics = false;
     state.options.slots = false;
     let off = common::serve(state).await;
+    // --no-ui: no dashboard.
+    assert_eq!(reqwest::get(format!("{on}/")).await.unwrap().status(), 200);
+    let mut state = common::fake_state(vec![common::fake_spec("fake")], std::sync::Arc::new(common::FakeFactory::new("ok")), common::roomy_limits(), 1 << 20, true);
+    state.options.ui = false;
+    assert_eq!(reqwest::get(format!("{}/", common::serve(state).await)).await.unwrap().status(), 404);
     for path in ["/metrics", "/slots"] {
         assert_eq!(reqwest::get(format!("{on}{path}")).await.unwrap().status(), 200, "{path}");
         let resp = reqwest::get(format!("{off}{path}")).await.unwrap();

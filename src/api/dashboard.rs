@@ -14,6 +14,9 @@ const PAGE: &str = include_str!("dashboard.html");
 /// Only this page's own inline style and script, and calls to this origin.
 const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-pub async fn page() -> impl IntoResponse {
-    ([(CONTENT_TYPE, "text/html; charset=utf-8"), (CACHE_CONTROL, "no-cache"), (CONTENT_SECURITY_POLICY, CSP)], PAGE)
+pub async fn page(axum::extract::State(state): axum::extract::State<super::AppState>) -> axum::response::Response {
+    if !state.options.ui {
+        return super::error::ApiError::RouteNotFound { method: "GET".into(), path: "/".into() }.into_response();
+    }
+    ([(CONTENT_TYPE, "text/html; charset=utf-8"), (CACHE_CONTROL, "no-cache"), (CONTENT_SECURITY_POLICY, CSP)], PAGE).into_response()
 }

@@ -95,11 +95,13 @@ pub struct ServeOptions {
     pub models_autoload: bool,
     /// Most models loaded at once (`/props` `max_instances`; 0: no cap).
     pub max_instances: usize,
+    /// The dashboard at `/` (`--no-ui`: 404, as llama-server's web UI).
+    pub ui: bool,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { metrics: true, slots: true, models_autoload: true, max_instances: 0 }
+        Self { metrics: true, slots: true, models_autoload: true, max_instances: 0, ui: true }
     }
 }
 

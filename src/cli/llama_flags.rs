@@ -67,7 +67,7 @@ pub struct LlamaServerFlags {
     /// Accepted without effect, with the other llama-server flags that change
     /// nothing here: --no-cont-batching (batching is always continuous),
     /// --jinja and --no-jinja (templates are always Jinja), --kv-unified,
-    /// --no-kv-unified, --no-ui and --no-webui (the dashboard is at /),
+    /// --no-kv-unified,
     /// --offline (nothing is downloaded), --verbose (use RUST_LOG=debug),
     /// --no-cache-idle-slots, --no-mmproj, --tags. Flags for features
     /// vram-llm lacks (--hf-repo, --lora, --model-draft, --mmproj...) are
@@ -84,7 +84,9 @@ pub struct LlamaServerFlags {
     pub kv_unified: bool,
     #[arg(long, hide = true)]
     pub no_kv_unified: bool,
-    #[arg(long, hide = true)]
+    /// No dashboard at `/` (404), as llama-server's `--no-ui` turns off
+    /// its web UI (`--no-webui` too).
+    #[arg(long)]
     pub no_ui: bool,
     #[arg(long, hide = true, alias = "no-webui")]
     pub no_webui: bool,

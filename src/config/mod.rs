@@ -79,6 +79,8 @@ pub struct ServerConfig {
     pub models_autoload: bool,
     /// `--strict-model-names`: a server of one model answers only its names.
     pub strict_model_names: bool,
+    /// The dashboard at `/` (llama-server's `--no-ui` turns it off).
+    pub ui: bool,
     /// A JSON GPU inventory replacing NVML.
     pub gpus_from: Option<PathBuf>,
     pub placement: crate::gpu::PlacementOptions,
@@ -131,6 +133,7 @@ impl Config {
             slots: !flags.llama.no_slots,
             models_autoload: !flags.llama.no_models_autoload,
             strict_model_names: flags.strict_model_names,
+            ui: !(flags.llama.no_ui || flags.llama.no_webui),
             gpus_from: flags.gpu.gpus_from.clone().or_else(|| s.gpus_from.as_ref().map(|p| config_dir_of(&file_path).join(p))),
             placement: placement::server_options(&flags.gpu, s),
         };
