@@ -270,9 +270,9 @@ pub struct ServerFlags {
     #[arg(long, value_enum, value_name = "llama|llguidance", env = "VRAM_LLM_JSON_SCHEMA_ENGINE")]
     pub json_schema_engine: Option<crate::types::JsonSchemaEngine>,
 
-    /// Most tokens decoded in one step; long prompts are fed in chunks
-    /// [default: 512].
-    #[arg(short = 'b', long, value_parser = clap::value_parser!(u32).range(32..))]
+    /// Most tokens decoded in one step; long prompts are fed in chunks; at
+    /// least --parallel, so every slot generates in each step [default: 512].
+    #[arg(short = 'b', long, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: Option<u32>,
 
     /// Layers to offload to the GPU (CUDA builds only) [default: all].

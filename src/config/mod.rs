@@ -181,6 +181,14 @@ impl Config {
         if models.is_empty() {
             return Err("no model to serve: give --model PATH, --models-dir DIR or a --config with [[models]]".into());
         }
+        // A step gives each generating slot one token: a batch smaller than
+        // the slots would leave the last ones waiting every step.
+        if let Some(m) = models.iter().find(|m| m.parallel > server.batch_size) {
+            return Err(format!(
+                "--batch-size {} is smaller than the {} slots (--parallel) of model `{}`: raise --batch-size or lower --parallel",
+                server.batch_size, m.parallel, m.id
+            ));
+        }
         Ok(Config { server, models, file: file_path })
     }
 }
@@ -251,8 +259,8 @@ fn read_file(path: &Path) -> Result<ConfigFile, String> {
 
 fn check_server(s: &ServerConfig, origin: &str) -> Result<(), String> {
     let at = if origin.is_empty() { String::new() } else { format!("{origin}: ") };
-    if s.batch_size < 32 {
-        return Err(format!("{at}[server] batch_size must be at least 32 (got {})", s.batch_size));
+    if s.batch_size < 1 {
+        return Err(format!("{at}[server] batch_size must be at least 1 (got {})", s.batch_size));
     }
     if s.placement.use_fit_params && s.gpus_from.is_some() {
         return Err(format!(

@@ -385,3 +385,14 @@ fn llama_server_flags_set_server_defaults_that_a_model_section_overrides() {
     let err = Config::load(&sources(Some(cfg)), &ServerFlags { llama, ..Default::default() }).unwrap_err();
     assert!(err.contains("--lora"), "{err}");
 }
+
+#[test]
+fn the_batch_holds_a_token_of_every_slot() {
+    let d = Dir::new("batch");
+    let cfg = d.write("c.toml", "[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\nparallel = 4\n");
+    let small = ServerFlags { batch_size: Some(16), ..Default::default() };
+    assert_eq!(Config::load(&sources(Some(cfg.clone())), &small).unwrap().server.batch_size, 16, "llama-server's tests use 16");
+    let tiny = ServerFlags { batch_size: Some(2), ..Default::default() };
+    let err = Config::load(&sources(Some(cfg)), &tiny).unwrap_err();
+    assert!(err.contains("--batch-size 2") && err.contains("`a`"), "{err}");
+}
