@@ -148,6 +148,19 @@ impl Metrics {
     }
 }
 
+static PROCESS_START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Notes when the process started serving (the first call wins).
+pub fn mark_process_start() {
+    PROCESS_START.get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+}
+
+/// Unix time the process started serving (`Process-Start-Time-Unix`).
+pub fn process_start_unix() -> u64 {
+    mark_process_start();
+    PROCESS_START.get().copied().unwrap_or(0)
+}
+
 /// The process's metrics.
 pub fn global() -> &'static Metrics {
     static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);

@@ -279,6 +279,9 @@ async fn no_metrics_and_no_slots_answer_501_as_llama_server() {
     let mut state = common::fake_state(vec![common::fake_spec("fake")], std::sync::Arc::new(common::FakeFactory::new("ok")), common::roomy_limits(), 1 << 20, true);
     state.options.ui = false;
     assert_eq!(reqwest::get(format!("{}/", common::serve(state).await)).await.unwrap().status(), 404);
+    let scrape = reqwest::get(format!("{on}/metrics")).await.unwrap();
+    let started: u64 = scrape.headers()["process-start-time-unix"].to_str().unwrap().parse().unwrap();
+    assert!(started > 1_700_000_000, "llama-server's Process-Start-Time-Unix: {started}");
     for path in ["/metrics", "/slots"] {
         assert_eq!(reqwest::get(format!("{on}{path}")).await.unwrap().status(), 200, "{path}");
         let resp = reqwest::get(format!("{off}{path}")).await.unwrap();

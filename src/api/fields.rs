@@ -149,6 +149,7 @@ pub const FIELDS: &[Field] = &[
     field("cache_prompt", Both, NoEffect),
     field("id_slot", Both, NoEffect),
     field("timings_per_token", Both, NoEffect),
+    field("return_progress", Both, NoEffect),
     field("n_probs", Both, Honoured),
     field("post_sampling_probs", Both, unsupported(is_false, "false")),
     field("n_keep", Both, unsupported(is_zero, "0")),

@@ -76,5 +76,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         m.kv_saved.with_label_values(&["memory"]).set((usage.memory_mib << 20) as i64);
         m.kv_saved.with_label_values(&["disk"]).set((usage.disk_mib << 20) as i64);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.encode()).into_response()
+    let started = crate::metrics::process_start_unix().to_string();
+    // llama-server's header: a scraper tells a restart from a counter reset.
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], [("process-start-time-unix", started)], m.encode()).into_response()
 }

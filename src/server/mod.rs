@@ -20,6 +20,7 @@ use crate::scheduler::{Scheduler, SystemClock};
 pub mod conn;
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
+    crate::metrics::mark_process_start();
     let config = Config::load(&args.sources, &args.server)?;
     let server = config.server.clone();
     let inventory = server.gpu_inventory()?;
