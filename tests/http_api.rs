@@ -98,6 +98,17 @@ async fn a_server_of_one_model_answers_any_name_unless_strict() {
 }
 
 #[tokio::test]
+async fn completions_without_v1_is_llama_servers_native_endpoint() {
+    let base = fake_server("ok", None, None).await;
+    for path in ["/completion", "/completions"] {
+        let (status, body) = post(&base, path, json!({"prompt": "Hi"}).to_string()).await;
+        assert_eq!((status, body["content"].as_str(), body["stop"].as_bool()), (200, Some("ok"), Some(true)), "{path}: {body}");
+    }
+    let (_, body) = post(&base, "/v1/completions", json!({"prompt": "Hi"}).to_string()).await;
+    assert_eq!(body["choices"][0]["text"], "ok", "OpenAI's shape under /v1");
+}
+
+#[tokio::test]
 async fn model_may_be_named_by_alias_or_omitted() {
     let base = fake_server("ok", None, None).await;
     for body in [

@@ -115,7 +115,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions/input_tokens", post(chat::input_tokens))
         .route("/chat/completions/input_tokens", post(chat::input_tokens))
         .route("/v1/completions", post(completions::completions))
-        .route("/completions", post(completions::completions))
+        // llama-server's: `/completions` is its native endpoint, as `/completion`.
+        .route("/completions", post(native::completion))
         .route("/completion", post(native::completion))
         .route("/v1/models", get(models::list_models))
         .route("/models", get(models::list_models))
