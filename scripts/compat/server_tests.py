@@ -152,7 +152,7 @@ def run_pytest(run: str, server_bin: Path, args, py: Path, model: Path, extra_en
         "PYTHONUNBUFFERED": "1",
     })
     xml = OUT / f"{run}.xml"
-    cmd = [str(py), "-m", "pytest", "-p", "compat_plugin", "-p", "no:cacheprovider",
+    cmd = [str(py), "-m", "pytest", "-p", "compat_plugin", "-p", "compat_timeout", "-p", "no:cacheprovider",
            f"--junitxml={xml}", "-o", "junit_logging=all", "-o", "junit_log_passing_tests=false",
            f"--timeout={args.timeout}", "-v", "-rN", "--color=no", "--tb=short", "--show-capture=no"]
     if not args.slow:
