@@ -152,7 +152,7 @@ def run_pytest(run: str, server_bin: Path, args, py: Path, model: Path, extra_en
         "PYTHONUNBUFFERED": "1",
     })
     xml = OUT / f"{run}.xml"
-    cmd = [str(py), "-m", "pytest", "-p", "compat_plugin", "-p", "no:cacheprovider",
+    cmd = [str(py), "-m", "pytest", "-p", "compat_plugin", "-p", "compat_timeout", "-p", "no:cacheprovider",
            f"--junitxml={xml}", "-o", "junit_logging=all", "-o", "junit_log_passing_tests=false",
            f"--timeout={args.timeout}", "-v", "-rN", "--color=no", "--tb=short", "--show-capture=no"]
     if not args.slow:
@@ -175,6 +175,21 @@ def run_pytest(run: str, server_bin: Path, args, py: Path, model: Path, extra_en
 
 CLAP_ERROR = re.compile(r"^error: (.*)$", re.M)
 START_LINE = re.compile(r"^tests: starting server with: (.*)$", re.M)
+RESPONSE = re.compile(r"^Response from server (\{.*?^\}|\[.*?^\]|null|\S+)$", re.M | re.S)
+
+
+def last_response(logs: str) -> str:
+    """The last response body utils.make_request printed, compact; an error's message when it is one."""
+    found = RESPONSE.findall(logs)
+    if not found:
+        return ""
+    try:
+        body = json.loads(found[-1])
+    except ValueError:
+        return found[-1][:300]
+    if isinstance(body, dict) and isinstance(body.get("error"), dict) and "message" in body["error"]:
+        return f"error: {body['error']['message']}"[:300]
+    return json.dumps(body, separators=(",", ":"))[:300]
 
 
 def parse_junit(xml: Path) -> dict:
@@ -204,16 +219,21 @@ def parse_junit(xml: Path) -> dict:
             if cmdlines:
                 r["cmdlines"] = cmdlines[:4]
             r["assertion"] = assertion_line(text)
+            resp = last_response(logs)
+            if resp:
+                r["response"] = resp
         results[nodeid] = r
     return results
 
 
 def assertion_line(text: str) -> str:
-    """The failing assertion line (`>   assert ...`) and its `E` explanation, if any."""
+    """The failing source line (the one --tb=short prints above the first `E` line) and that `E` line."""
     lines = text.splitlines()
-    src = next((l[1:].strip() for l in reversed(lines) if l.startswith(">")), "")
-    err = next((l[1:].strip() for l in lines if l.startswith("E ")), "")
-    return f"{src}  |  {err}"[:400] if src or err else ""
+    i = next((i for i, l in enumerate(lines) if l.startswith("E ")), None)
+    if i is None:
+        return ""
+    src = next((l.strip() for l in reversed(lines[:i]) if l.strip()), "")
+    return f"{src}  |  {lines[i][1:].strip()}"[:400]
 
 
 def fingerprint(args, model: Path, server_bin: Path, role: str) -> dict:
@@ -319,6 +339,8 @@ def report(peer: dict, ours: dict, ours_bin: Path, label: str) -> str:
         w(f"      {why}")
         if not r.get("server_error") and r.get("assertion"):
             w(f"      at: {r['assertion']}")
+        if not r.get("server_error") and r.get("response"):
+            w(f"      last response: {r['response']}")
     w("")
     w("The same, grouped by reason:")
     for why, ts in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
@@ -343,6 +365,7 @@ def main():
     ap.add_argument("--name", default="ours", help="the name vram-llm's result is stored under [ours]")
     ap.add_argument("--tests", type=Path, default=SDIST_LLAMA / "tools/server/tests", help="the sdist's tools/server/tests")
     ap.add_argument("--quiet", action="store_true", help="do not echo pytest's output")
+    ap.add_argument("--report", metavar="NAME", help="run nothing: print the report of the stored run NAME again (from target/compat/NAME.xml)")
     args = ap.parse_args()
 
     args.model = args.model.resolve()
@@ -367,6 +390,16 @@ def main():
                 "fingerprint": fp, "seconds": seconds, "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
     peer = load("peer")
+    if args.report:
+        if peer is None or load(args.report) is None:
+            sys.exit(f"no stored peer result or no {args.report} result in target/compat")
+        ours = load(args.report)
+        ours["results"] = parse_junit(OUT / f"{args.report}.xml")
+        save(args.report, ours)
+        text = report(peer, ours, args.ours_bin, args.report)
+        (OUT / f"report-{args.report}.txt").write_text(text + "\n")
+        print(text)
+        return
     if args.only != "ours":
         if not args.peer_bin.exists():
             sys.exit(f"no llama-server at {args.peer_bin} (scripts/bench/build_peer.sh builds it)")
