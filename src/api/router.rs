@@ -34,14 +34,9 @@ pub async fn load(State(state): State<AppState>, ApiJson(req): ApiJson<ModelActi
     if matches!(status_value(view), "loaded" | "loading") {
         return Err(ApiError::InvalidRequest { message: format!("the model `{}` is already loaded", view.spec.id), param: Some("model".into()) });
     }
-    let (scheduler, index, id) = (state.scheduler.clone(), view.index, view.spec.id.clone());
+    let index = view.index;
     // The load's outcome shows in the model's status (`failed` with why).
-    tokio::spawn(async move {
-        if let Err(e) = scheduler.load(index).await {
-            tracing::warn!(model = %id, "load asked by /models/load failed: {e}");
-        }
-    });
-    Ok(Json(json!({"success": true})).into_response())
+    Ok(started(&state, view, "/models/load", move |s| async move { s.load(index).await }))
 }
 
 /// Unloads the model once its requests finish; 400 if it is not loaded.
@@ -51,12 +46,22 @@ pub async fn unload(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAc
     if !matches!(status_value(view), "loaded" | "loading" | "sleeping") {
         return Err(ApiError::InvalidRequest { message: format!("the model `{}` is not loaded", view.spec.id), param: Some("model".into()) });
     }
-    let (scheduler, index, id) = (state.scheduler.clone(), view.index, view.spec.id.clone());
-    let force = req.force;
+    let (index, force) = (view.index, req.force);
+    Ok(started(&state, view, "/models/unload", move |s| async move { s.unload(index, force).await }))
+}
+
+/// Runs `work` on the scheduler in the background (a failure is logged;
+/// the model's status shows it) and answers llama-server's `{"success": true}`.
+fn started<F, Fut>(state: &AppState, view: &ModelView, route: &'static str, work: F) -> Response
+where
+    F: FnOnce(crate::scheduler::Scheduler) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), crate::scheduler::SchedError>> + Send + 'static,
+{
+    let (scheduler, id) = (state.scheduler.clone(), view.spec.id.clone());
     tokio::spawn(async move {
-        if let Err(e) = scheduler.unload(index, force).await {
-            tracing::warn!(model = %id, "unload asked by /models/unload failed: {e}");
+        if let Err(e) = work(scheduler).await {
+            tracing::warn!(model = %id, "{route} failed: {e}");
         }
     });
-    Ok(Json(json!({"success": true})).into_response())
+    Json(json!({"success": true})).into_response()
 }
