@@ -6,6 +6,7 @@
 pub mod build_info;
 pub mod gguf;
 pub mod gpu;
+pub mod hub;
 pub mod metrics;
 pub mod template;
 pub mod tools;

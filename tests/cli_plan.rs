@@ -84,3 +84,50 @@ fn version_names_the_llama_cpp_devices_found_at_run_time() {
     // A CPU machine has at least llama.cpp's CPU device.
     assert!(backends.contains("CPU ("), "{text}");
 }
+
+/// A Hugging Face cache as llama.cpp and huggingface_hub lay it out, with
+/// the test model linked in under two repositories.
+fn fake_hf_cache(tag: &str) -> std::path::PathBuf {
+    let root = std::env::temp_dir().join(format!("vram-llm-hfcache-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    for (folder, file) in [("models--ggml-org--tinygemma3-GGUF", "tinygemma3-Q8_0.gguf"), ("models--o--gemma", "gemma-Q4_K_M.gguf")] {
+        let snap = root.join(folder).join("snapshots").join(commit);
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::create_dir_all(root.join(folder).join("refs")).unwrap();
+        std::fs::write(root.join(folder).join("refs/main"), commit).unwrap();
+        std::os::unix::fs::symlink(common::test_model(), snap.join(file)).unwrap();
+    }
+    root
+}
+
+fn models_with_cache(cache: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vram-llm"))
+        .arg("models")
+        .args(args)
+        .env("LLAMA_CACHE", cache)
+        .output()
+        .expect("run vram-llm")
+}
+
+#[test]
+fn with_no_model_named_the_hugging_face_cache_is_served() {
+    let cache = fake_hf_cache("router");
+    let list = json_of(&models_with_cache(&cache, &["--json"]));
+    let names: Vec<&str> = list["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ggml-org/tinygemma3-GGUF:Q8_0", "o/gemma:Q4_K_M"]);
+    std::fs::remove_dir_all(&cache).unwrap();
+}
+
+#[test]
+fn hf_repo_picks_a_cached_file_and_names_a_missing_one() {
+    let cache = fake_hf_cache("hf");
+    let list = json_of(&models_with_cache(&cache, &["-hf", "o/gemma", "--json"]));
+    assert_eq!(list["models"][0]["name"], "o/gemma", "{list}");
+    assert!(list["models"][0]["path"].as_str().unwrap().ends_with("gemma-Q4_K_M.gguf"));
+    let out = models_with_cache(&cache, &["-hf", "o/gemma:Q2_K"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`Q2_K` model file of `o/gemma`") && err.contains(&*cache.to_string_lossy()), "{err}");
+    std::fs::remove_dir_all(&cache).unwrap();
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module may use its own layer's module only if it is itself.
 const LAYERS: &[&[&str]] = &[
-    &["build_info", "gguf", "gpu", "metrics", "template"],
+    &["build_info", "gguf", "gpu", "hub", "metrics", "template"],
     &["types"],
     &["tools"],
     &["engine"],

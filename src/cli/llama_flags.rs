@@ -70,7 +70,7 @@ pub struct LlamaServerFlags {
     /// --no-kv-unified,
     /// --offline (nothing is downloaded), --verbose (use RUST_LOG=debug),
     /// --no-cache-idle-slots, --no-mmproj, --tags. Flags for features
-    /// vram-llm lacks (--hf-repo, --lora, --model-draft, --mmproj...) are
+    /// vram-llm lacks (--model-url, --lora, --model-draft, --mmproj...) are
     /// refused at startup, naming the flag.
     #[arg(long)]
     pub cont_batching: bool,
@@ -101,12 +101,19 @@ pub struct LlamaServerFlags {
     #[arg(long, hide = true, value_name = "TAGS")]
     pub tags: Option<String>,
 
+    /// (-hf) Serve a model of the Hugging Face cache: owner/repo[:QUANT], QUANT
+    /// picking the file (Q4_K_M, then Q8_0, then the first when none is
+    /// given), named `owner/repo:QUANT`. The cache is the one llama.cpp and
+    /// huggingface_hub share (LLAMA_CACHE, HF_HUB_CACHE, HF_HOME/hub,
+    /// ~/.cache/huggingface/hub); vram-llm reads it and does not download.
+    #[arg(long, value_name = "OWNER/REPO[:QUANT]")]
+    pub hf_repo: Option<String>,
+    /// With --hf-repo: this file of the repository instead of a QUANT's.
+    #[arg(long, value_name = "FILE")]
+    pub hf_file: Option<String>,
+
     /// llama-server flags for features vram-llm lacks: refused at startup,
     /// naming the flag (see `unsupported`).
-    #[arg(long, hide = true, value_name = "V")]
-    pub hf_repo: Option<String>,
-    #[arg(long, hide = true, value_name = "V")]
-    pub hf_file: Option<String>,
     #[arg(long, hide = true, value_name = "V")]
     pub model_url: Option<String>,
     #[arg(long, hide = true, value_name = "V")]
@@ -145,8 +152,6 @@ impl LlamaServerFlags {
     pub fn unsupported(&self) -> Result<(), String> {
         let given = |present: bool, flag: &str, why: &str| if present { Err(format!("{flag} (llama-server's) is not supported: {why}")) } else { Ok(()) };
         let download = "vram-llm does not download models yet; pass --model PATH to a local GGUF";
-        given(self.hf_repo.is_some(), "--hf-repo", download)?;
-        given(self.hf_file.is_some(), "--hf-file", download)?;
         given(self.model_url.is_some(), "--model-url", download)?;
         let spec = "speculative decoding is not implemented yet";
         given(self.model_draft.is_some(), "--model-draft", spec)?;
@@ -234,9 +239,9 @@ mod tests {
 
     #[test]
     fn unsupported_flags_are_named() {
-        let f = LlamaServerFlags { hf_repo: Some("ggml-org/x".into()), ..Default::default() };
+        let f = LlamaServerFlags { model_url: Some("https://x/y.gguf".into()), ..Default::default() };
         let err = f.unsupported().unwrap_err();
-        assert!(err.contains("--hf-repo") && err.contains("--model PATH"), "{err}");
+        assert!(err.contains("--model-url") && err.contains("--model PATH"), "{err}");
         assert!(LlamaServerFlags { jinja: true, no_ui: true, ..Default::default() }.unsupported().is_ok());
     }
 

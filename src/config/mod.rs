@@ -4,6 +4,7 @@
 //! `--model` beats `[[models]]` beats `--models-dir` when names collide.
 
 pub mod file;
+mod hub;
 pub mod placement;
 pub mod scan;
 
@@ -169,17 +170,38 @@ impl Config {
             let spec = model_from_section(section, &base, &config_dir, &at)?;
             models.add(spec, Source::File, &at)?;
         }
-        if sources.alias.is_some() && sources.model.len() != 1 {
+        let hf = flags.llama.hf_repo.as_deref();
+        if sources.alias.is_some() && sources.model.len() + usize::from(hf.is_some()) != 1 {
             return Err("--alias names a single --model; with several, write --model NAME=PATH".into());
+        }
+        if flags.llama.hf_file.is_some() && hf.is_none() {
+            return Err("--hf-file names a file of the --hf-repo repository: give --hf-repo too".into());
+        }
+        let cache = crate::hub::cache_dir();
+        if let Some(repo) = hf {
+            let (id, path) = hub::hf_model(repo, flags.llama.hf_file.as_deref(), cache.as_deref())?;
+            let id = sources.alias.clone().unwrap_or(id);
+            models.add(base.spec(id, path), Source::Cli, &format!("--hf-repo {repo}"))?;
         }
         for value in &sources.model {
             let (name, path) = parse_model_arg(value);
             let id = name.or_else(|| sources.alias.clone()).unwrap_or_else(|| default_id(&path));
             models.add(base.spec(id, path), Source::Cli, &format!("--model {value}"))?;
         }
+        // Nothing named a model: serve the Hugging Face cache's models, as
+        // llama-server's router does when started without one.
+        if models.list.is_empty() {
+            for (id, path) in hub::cached(cache.as_deref()) {
+                models.add(base.spec(id, path), Source::Dir, "the Hugging Face cache")?;
+            }
+        }
         let models = models.finish()?;
         if models.is_empty() {
-            return Err("no model to serve: give --model PATH, --models-dir DIR or a --config with [[models]]".into());
+            let cache = cache.map_or_else(|| "no cache folder".to_string(), |c| c.display().to_string());
+            return Err(format!(
+                "no model to serve: give --model PATH, -hf owner/repo[:QUANT], --models-dir DIR or a --config with [[models]] \
+                 (the Hugging Face cache, {cache}, holds no GGUF model either)"
+            ));
         }
         // A step gives each generating slot one token: a batch smaller than
         // the slots would leave the last ones waiting every step.

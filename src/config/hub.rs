@@ -1,0 +1,80 @@
+//! Models named on the hub: `-hf owner/repo[:QUANT]` and, when nothing else
+//! names a model, every model of the Hugging Face cache (llama-server's
+//! router with no model). Both read the cache in place; nothing downloads.
+
+use std::path::{Path, PathBuf};
+
+use crate::hub::{self, RepoTag};
+
+/// `--hf-repo owner/repo[:QUANT]` (with `--hf-file NAME`, that file of the
+/// repository): the model's name (the text given, quant upper-cased) and its
+/// cached file.
+pub fn hf_model(repo: &str, file: Option<&str>, cache: Option<&Path>) -> Result<(String, PathBuf), String> {
+    let wanted = RepoTag::parse(repo).map_err(|e| format!("--hf-repo {e}"))?;
+    let Some(cache) = cache else {
+        return Err("--hf-repo: no Hugging Face cache folder (set LLAMA_CACHE, HF_HUB_CACHE or HOME)".into());
+    };
+    let found = match file {
+        Some(name) => hub::cache::cached_files(cache, Some(&wanted.repo)).into_iter().find(|f| f.name == name).map(|f| f.path),
+        None => hub::resolve(cache, &wanted),
+    };
+    let what = match file {
+        Some(name) => format!("file `{name}` of `{}`", wanted.repo),
+        None if wanted.tag.is_empty() => format!("a model file of `{}`", wanted.repo),
+        None => format!("a `{}` model file of `{}`", wanted.tag, wanted.repo),
+    };
+    let path = found.ok_or_else(|| {
+        format!(
+            "--hf-repo {repo}: the Hugging Face cache ({}) holds no {what}; vram-llm reads the cache but does not download yet: \
+             fetch it with `llama-server -hf {repo}` or `hf download {}`, or pass --model PATH",
+            cache.display(),
+            wanted.repo
+        )
+    })?;
+    Ok((wanted.name(), path))
+}
+
+/// Every model of the cache, named `owner/repo:QUANT`.
+pub fn cached(cache: Option<&Path>) -> Vec<(String, PathBuf)> {
+    cache.map(hub::cached_models).unwrap_or_default().into_iter().map(|m| (m.name.name(), m.path)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("vram-llm-cfghub-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let repo = root.join("models--o--m");
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), commit).unwrap();
+        let snap = repo.join("snapshots").join(commit);
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("m-Q8_0.gguf"), b"GGUF").unwrap();
+        root
+    }
+
+    #[test]
+    fn hf_names_the_model_by_repo_and_tag() {
+        let cache = scratch("name");
+        let (name, path) = hf_model("o/m:q8_0", None, Some(&cache)).unwrap();
+        assert_eq!(name, "o/m:Q8_0");
+        assert!(path.ends_with("m-Q8_0.gguf"));
+        let (name, _) = hf_model("o/m", Some("m-Q8_0.gguf"), Some(&cache)).unwrap();
+        assert_eq!(name, "o/m");
+        assert_eq!(cached(Some(&cache)), vec![("o/m:Q8_0".to_string(), path)]);
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+
+    #[test]
+    fn a_model_missing_from_the_cache_is_a_clear_error() {
+        let cache = scratch("missing");
+        let e = hf_model("o/m:Q4_K_M", None, Some(&cache)).unwrap_err();
+        assert!(e.contains("`Q4_K_M` model file of `o/m`") && e.contains("--model PATH"), "{e}");
+        let e = hf_model("nope", None, Some(&cache)).unwrap_err();
+        assert!(e.starts_with("--hf-repo") && e.contains("owner/name"), "{e}");
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+}
