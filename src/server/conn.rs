@@ -125,7 +125,9 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutd
     let refusing = Arc::new(Semaphore::new(limits.refusals.at_once));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+    // Header names go out in Title-Case, as llama-server (cpp-httplib) sends
+    // them: clients that keep headers in a plain dict look them up that way.
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true).title_case_headers(true);
     let m = metrics::global();
     let mut shutdown = pin!(shutdown);
     let mut last_refusal_log = None;
@@ -209,7 +211,7 @@ async fn accept_error(e: io::Error) {
 /// connection closed; then its refusal `slot` is free again.
 async fn refuse(stream: TcpStream, max: usize, read: Duration, slot: OwnedSemaphorePermit) {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(read).keep_alive(false);
+    http.timer(TokioTimer::new()).header_read_timeout(read).keep_alive(false).title_case_headers(true);
     let service = hyper::service::service_fn(move |_req: hyper::Request<Incoming>| async move {
         Ok::<_, std::convert::Infallible>(ApiError::TooManyConnections { max }.into_response())
     });
