@@ -8,6 +8,8 @@
 
 use std::sync::LazyLock;
 
+pub mod llamacpp;
+
 use prometheus::{
     exponential_buckets, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -38,14 +40,14 @@ pub struct Metrics {
     pub in_flight: IntGaugeVec,
     pub slots_busy: IntGaugeVec,
     pub slots_total: IntGaugeVec,
-    pub llamacpp_processing: IntGaugeVec,
-    pub llamacpp_deferred: IntGaugeVec,
     pub gpu_bytes: IntGaugeVec,
     pub kv_saved: IntGaugeVec,
     pub waiting: Gauge,
     pub running: Gauge,
     pub kv_usage: Gauge,
     pub resident_info: GaugeVec,
+    /// llama-server's `llamacpp:*` families, server-wide.
+    pub llamacpp: llamacpp::LlamaCpp,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -77,8 +79,8 @@ impl Metrics {
                 seconds(0.0025, 10),
             ),
             duration: histogram("vram_llm_request_duration_seconds", "From request to the end of its response.", &["model"], seconds(0.01, 16)),
-            prompt_tokens: counter("llamacpp:prompt_tokens_total", "Prompt tokens of finished generations.", &["model"]),
-            predicted_tokens: counter("llamacpp:tokens_predicted_total", "Generated tokens of finished generations.", &["model"]),
+            prompt_tokens: counter("vram_llm_prompt_tokens_total", "Prompt tokens of finished generations (cached ones included).", &["model"]),
+            predicted_tokens: counter("vram_llm_tokens_predicted_total", "Generated tokens of finished generations.", &["model"]),
             cached_tokens: counter(
                 "vram_llm_prompt_cache_hit_tokens_total",
                 "Prompt tokens served from a slot's or the host KV cache instead of prefilled.",
@@ -112,8 +114,6 @@ impl Metrics {
             in_flight: gauge("vram_llm_requests_in_flight", "Requests holding one of the model's slots.", &["model"]),
             slots_busy: gauge("vram_llm_slots_busy", "Slots generating.", &["model"]),
             slots_total: gauge("vram_llm_slots_total", "Slots of the loaded model.", &["model"]),
-            llamacpp_processing: gauge("llamacpp:requests_processing", "Requests being processed (busy slots).", &["model"]),
-            llamacpp_deferred: gauge("llamacpp:requests_deferred", "Requests waiting.", &["model"]),
             gpu_bytes: gauge("vram_llm_gpu_memory_bytes", "GPU memory by kind: total, free, used (all processes), models (ours).", &["gpu", "kind"]),
             kv_saved: gauge("vram_llm_kv_cache_saved_bytes", "Saved KV states held by the host KV cache, by tier (memory, disk).", &["tier"]),
             waiting: register(&r, Gauge::new("vram_llm:num_requests_waiting", "Requests waiting, all models (inference gateway: TotalQueuedRequests).").expect("opts")),
@@ -135,16 +135,18 @@ impl Metrics {
                 .expect("opts"),
             ),
             registry: r,
+            llamacpp: llamacpp::LlamaCpp::default(),
         }
     }
 
-    /// Everything in Prometheus' text format (0.0.4).
-    pub fn encode(&self) -> String {
+    /// Everything in Prometheus' text format (0.0.4): llama-server's
+    /// families first (`now`: its two gauges of the current state), then ours.
+    pub fn encode(&self, now: llamacpp::Now) -> String {
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!("encoding metrics: {e}");
         }
-        String::from_utf8(out).unwrap_or_default()
+        self.llamacpp.render(now) + &String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -172,12 +174,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn families_encode_with_llama_server_names() {
+    fn families_encode_with_llama_servers_names_first() {
         let m = Metrics::new();
         m.prompt_tokens.with_label_values(&["a"]).inc_by(7);
         m.swap_phase.with_label_values(&["context"]).observe(0.09);
-        let text = m.encode();
-        assert!(text.contains("llamacpp:prompt_tokens_total{model=\"a\"} 7"), "{text}");
+        let text = m.encode(llamacpp::Now::default());
+        assert!(text.contains("vram_llm_prompt_tokens_total{model=\"a\"} 7"), "{text}");
+        assert!(text.contains("\nllamacpp:prompt_tokens_total 0\n"), "{text}");
         assert!(text.contains("vram_llm_swap_phase_seconds_bucket{phase=\"context\",le=\"0.16\"} 1"), "{text}");
         assert!(text.contains("# TYPE vram_llm:num_requests_waiting gauge"), "{text}");
     }

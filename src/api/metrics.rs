@@ -18,10 +18,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let _one_at_a_time = SCRAPE.lock();
     let m = crate::metrics::global();
     let snapshot = state.scheduler.snapshot();
-    for family in [&m.model_loaded, &m.model_sleeping, &m.model_sleeping_bytes, &m.model_memory, &m.queue_depth, &m.in_flight, &m.slots_busy, &m.slots_total, &m.llamacpp_processing, &m.llamacpp_deferred] {
+    for family in [&m.model_loaded, &m.model_sleeping, &m.model_sleeping_bytes, &m.model_memory, &m.queue_depth, &m.in_flight, &m.slots_busy, &m.slots_total] {
         family.reset();
     }
-    let (mut waiting, mut running, mut held, mut cells) = (0i64, 0i64, 0u64, 0u64);
+    let (mut waiting, mut running, mut processing, mut held, mut cells) = (0i64, 0i64, 0i64, 0u64, 0u64);
     let (mut resident, mut wanted) = (Vec::new(), Vec::new());
     let registered = snapshot.active().count();
     for view in snapshot.active() {
@@ -46,8 +46,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         m.in_flight.with_label_values(&[id]).set(i64::from(view.in_flight));
         m.slots_busy.with_label_values(&[id]).set(i64::from(busy));
         m.slots_total.with_label_values(&[id]).set(i64::from(total));
-        m.llamacpp_processing.with_label_values(&[id]).set(i64::from(busy));
-        m.llamacpp_deferred.with_label_values(&[id]).set(queued);
+        processing += i64::from(busy);
         waiting += queued;
         running += i64::from(view.in_flight);
         if loaded.is_some() {
@@ -78,5 +77,5 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     let started = crate::metrics::process_start_unix().to_string();
     // llama-server's header: a scraper tells a restart from a counter reset.
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], [("process-start-time-unix", started)], m.encode()).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], [("process-start-time-unix", started)], m.encode(crate::metrics::llamacpp::Now { processing, deferred: waiting })).into_response()
 }

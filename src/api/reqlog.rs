@@ -162,6 +162,15 @@ fn record_metrics(r: &Record, total_ms: u64, ttft_ms: Option<u64>) {
     m.prompt_tokens.with_label_values(&[model]).inc_by(u64::from(usage.prompt_tokens));
     m.predicted_tokens.with_label_values(&[model]).inc_by(u64::from(usage.completion_tokens));
     m.cached_tokens.with_label_values(&[model]).inc_by(u64::from(usage.cached_tokens));
+    // llama-server's split: the prompt phase runs to the first token.
+    let prompt_ms = ttft_ms.unwrap_or(total_ms);
+    m.llamacpp.finished(crate::metrics::llamacpp::Finished {
+        prompt_tokens: u64::from(usage.prompt_tokens.saturating_sub(usage.cached_tokens)),
+        cached_tokens: u64::from(usage.cached_tokens),
+        prompt_seconds: prompt_ms as f64 / 1000.0,
+        predicted_tokens: u64::from(usage.completion_tokens),
+        predicted_seconds: total_ms.saturating_sub(prompt_ms) as f64 / 1000.0,
+    });
     m.duration.with_label_values(&[model]).observe(total_ms as f64 / 1000.0);
     if let Some(ttft) = ttft_ms {
         m.ttft.with_label_values(&[model]).observe(ttft as f64 / 1000.0);

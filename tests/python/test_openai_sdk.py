@@ -162,8 +162,10 @@ def test_metrics_parse_with_the_prometheus_parser(server, client):
         return found[0]
 
     assert value("vram_llm_requests_total", model="gemma", path="/v1/chat/completions", status="200") >= 1
-    assert value("llamacpp:prompt_tokens_total", model="gemma") > 0
-    assert value("llamacpp:tokens_predicted_total", model="gemma") >= 2
+    assert value("vram_llm_prompt_tokens_total", model="gemma") > 0
+    assert value("vram_llm_tokens_predicted_total", model="gemma") >= 2
+    assert value("llamacpp:tokens_predicted_total") >= 2
+    assert value("llamacpp:n_decode_total") >= 1
     assert value("vram_llm_time_to_first_token_seconds_count", model="gemma") >= 1
     assert value("vram_llm_model_loaded", model="gemma") == 1
     assert value("vram_llm_slots_total", model="gemma") == 4

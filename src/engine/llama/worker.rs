@@ -499,6 +499,7 @@ impl<'m> Worker<'m> {
             self.decode_failed(&format!("decode failed: {e}"), &before);
             return;
         }
+        crate::metrics::global().llamacpp.decoded(before.len());
         // The decode performed every pending KV copy first.
         for slot in &mut self.slots {
             slot.copy = PendingCopy::None;
