@@ -54,6 +54,9 @@ async fn chat_input_tokens_counts_the_rendered_prompt_without_generating() {
         // The fake template renders "<user>Hi\n<assistant>": 20 tokens.
         assert_eq!((status, body["input_tokens"].as_u64()), (200, Some(20)), "{path}: {body}");
     }
+    // The Responses API's count: the same prompt from `input`.
+    let (status, body) = post(&base, "/v1/responses/input_tokens", json!({"input":"Hi"}).to_string()).await;
+    assert_eq!((status, body["input_tokens"].as_u64(), body["object"].as_str()), (200, Some(20), Some("response.input_tokens")), "{body}");
     let (status, body) = post(&base, "/chat/completions/input_tokens", json!({"messages":"nope"}).to_string()).await;
     assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages")), "{body}");
 }

@@ -98,10 +98,17 @@ pub async fn input_tokens(
 ) -> Result<Response, ApiError> {
     let snapshot = state.scheduler.snapshot();
     let (view, valid) = checked(&snapshot, req, &log)?;
-    let model = state.loaded(view).await?;
-    let (_, prompt, _) = render(&model, &valid).await?;
-    let tokens = super::generate::prompt_tokens(&model, validate::Prompt::Text(prompt), "messages").await?;
-    Ok(Json(serde_json::json!({"input_tokens": tokens.len()})).into_response())
+    let n = count_tokens(&state, view.index, &valid).await?;
+    Ok(Json(serde_json::json!({"input_tokens": n})).into_response())
+}
+
+/// The prompt tokens a checked chat renders to (template, tools and all) on
+/// its model, loaded if it is not: every protocol's token count.
+pub(super) async fn count_tokens(state: &AppState, index: usize, valid: &ValidChat) -> Result<usize, ApiError> {
+    let view = state.scheduler.snapshot().models[index].clone();
+    let model = state.loaded(&view).await?;
+    let (_, prompt, _) = render(&model, valid).await?;
+    Ok(super::generate::prompt_tokens(&model, validate::Prompt::Text(prompt), "messages").await?.len())
 }
 
 /// A chat body another protocol's request became (Anthropic's Messages,

@@ -100,3 +100,10 @@ def test_stateless_refusals_name_the_field(client):
     assert e.value.body["param"] == "input[0].content[0]"
     # `store` is accepted; nothing is kept, and the answer says so.
     assert client.responses.create(model="gemma", input=INPUT, max_output_tokens=4, store=True).store is False
+
+
+def test_input_tokens_counts_the_prompt_as_a_response_reads_it(client):
+    counted = client.responses.input_tokens.count(model="gemma", input=INPUT, instructions="You are a careful counter.")
+    assert counted.object == "response.input_tokens"
+    r = client.responses.create(model="gemma", input=INPUT, instructions="You are a careful counter.", max_output_tokens=1, temperature=0)
+    assert counted.input_tokens == r.usage.input_tokens

@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::extract::{parse_json, RawJson};
 use super::generate::{collect, pump, Framing};
 use super::reqlog::RequestLog;
-use super::validate::{self, ValidChat};
+use super::validate::ValidChat;
 use super::AppState;
 use crate::scheduler::Permit;
 
@@ -117,9 +117,6 @@ pub async fn count_tokens(State(state): State<AppState>, Extension(log): Extensi
 
 async fn count_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Response, AnthropicError> {
     let (index, _, valid) = validated(&state, &body, true, &log)?;
-    let view = state.scheduler.snapshot().models[index].clone();
-    let model = state.loaded(&view).await?;
-    let (_, prompt, _) = super::chat::render(&model, &valid).await?;
-    let tokens = super::generate::prompt_tokens(&model, validate::Prompt::Text(prompt), "messages").await?;
-    Ok(Json(json!({"input_tokens": tokens.len()})).into_response())
+    let n = super::chat::count_tokens(&state, index, &valid).await?;
+    Ok(Json(json!({"input_tokens": n})).into_response())
 }

@@ -4,7 +4,8 @@
 //! `previous_response_id` is refused). A thin translation: the request
 //! becomes a chat body (`request.rs`) on the one internal path; the answer
 //! takes the Responses shapes (`response.rs`). Errors keep OpenAI's
-//! envelope, as on the other OpenAI routes.
+//! envelope, as on the other OpenAI routes. `POST /v1/responses/input_tokens`
+//! counts a request's prompt tokens without generating.
 
 mod request;
 mod response;
@@ -50,4 +51,13 @@ pub async fn create(State(state): State<AppState>, Extension(log): Extension<Req
         pump(&tx, started, text, finish, &framing).await;
     });
     Ok(response)
+}
+
+/// `POST /v1/responses/input_tokens`: the prompt the request renders to, in
+/// tokens (template, instructions and tools), nothing generated.
+pub async fn input_tokens(State(state): State<AppState>, Extension(log): Extension<RequestLog>, body: Bytes) -> Result<Response, ApiError> {
+    let RawJson(req) = parse_json(&body)?;
+    let (index, _, valid) = super::chat::validate_translated(&state, request::to_chat(&req)?, &log)?;
+    let n = super::chat::count_tokens(&state, index, &valid).await?;
+    Ok(Json(serde_json::json!({"object": "response.input_tokens", "input_tokens": n})).into_response())
 }

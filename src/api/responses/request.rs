@@ -61,10 +61,14 @@ pub fn to_chat(req: &Value) -> Result<Map<String, Value>, ApiError> {
         }
     }
     let mut body = Map::new();
+    // Without `model`, the chat path's rule: a server of one model serves it.
     match obj.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => body.insert("model".into(), json!(m)),
+        Some(Value::String(m)) if !m.is_empty() => {
+            body.insert("model".into(), json!(m));
+        }
+        None | Some(Value::Null) => {}
         _ => return Err(invalid("model", "`model`: a model name (string) is required")),
-    };
+    }
     let mut messages = Vec::new();
     if let Some(Value::String(text)) = obj.get("instructions") {
         messages.push(json!({"role": "system", "content": text}));
@@ -265,5 +269,7 @@ mod tests {
         assert_eq!(with("input", json!([{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}])), Some("input[0].content[0]".into()));
         assert_eq!(with("modalities", json!(["text"])), Some("modalities".into()));
         assert!(to_chat(&json!({"model": "m", "input": "x", "background": false})).is_ok());
+        assert_eq!(with("model", json!(7)), Some("model".into()));
+        assert!(to_chat(&json!({"input": "x"})).unwrap().get("model").is_none(), "the chat path decides");
     }
 }
