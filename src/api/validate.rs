@@ -33,6 +33,8 @@ pub struct ValidSampling {
     pub keep_special: Vec<TokenId>,
     /// Choices per prompt (`n`).
     pub n: u32,
+    /// Reuse cached KV of the prompt (llama-server's `cache_prompt`).
+    pub cache_prompt: bool,
     /// `logit_bias` entries keyed by text: every token of the text gets the
     /// bias once the model's tokenizer is at hand (`against_model`).
     pub logit_bias_text: Vec<(String, f32)>,
@@ -293,7 +295,8 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
             return Err(invalid("seed", format!("`seed` must be between 0 and {} (got {s})", u32::MAX)))
         }
         Some(s) => Some(s as u32),
-        None => None,
+        // The model's or the server's (`--seed`) default.
+        None => defaults.seed,
     };
     let presence_penalty =
         ranged(SamplingField::PresencePenalty, f.presence_penalty)?.map_or(defaults.presence_penalty, |v| v as f32);
@@ -356,6 +359,7 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
         logprobs: None,
         keep_special: Vec::new(),
         logit_bias_text,
+        cache_prompt: f.cache_prompt.unwrap_or(true),
         n: match f.n {
             None => 1,
             Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => n as u32,

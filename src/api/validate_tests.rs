@@ -275,6 +275,15 @@ mod defaults {
     }
 
     #[test]
+    fn the_servers_seed_is_the_default_and_minus_one_asks_for_a_random_one() {
+        let defaults = Defaults { sampling: SamplingParams { seed: Some(42), ..SamplingParams::default() }, ..Defaults::default() };
+        for (body, want) in [(r#"{"prompt":"x"}"#, Some(42)), (r#"{"prompt":"x","seed":7}"#, Some(7)), (r#"{"prompt":"x","seed":-1}"#, None)] {
+            let req: CompletionRequest = parse_json(body.as_bytes()).unwrap();
+            assert_eq!(completion(req, 10, &defaults).unwrap().sampling.params.seed, want, "{body}");
+        }
+    }
+
+    #[test]
     fn the_servers_n_predict_is_the_default_and_the_cap() {
         let defaults = Defaults { max_tokens: Some(16), max_tokens_cap: Some(16), ..Defaults::default() };
         for (body, want) in [
