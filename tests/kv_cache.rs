@@ -233,3 +233,18 @@ fn served_answers_agree_with_a_fresh_context_under_a_random_workload() {
     assert!(report.failures.is_empty(), "answers that a fresh context disagrees with: {:#?}", report.failures);
     assert!(report.reused > 0 && report.restores > 0, "the workload reused nothing: {report:?}");
 }
+
+/// llama-server's `cache_prompt: false`: the prompt is read again from the
+/// start, so the answer is the fresh context's, token for token, even where
+/// the slot held the whole prompt (a reused prefix rounds differently).
+#[test]
+fn cache_prompt_false_reads_the_whole_prompt_again() {
+    let engine = load(&Shape { parallel: 1, ctx_size: 1024, store: Some(store(64, None)) });
+    let p = tokens(&engine, &text(7, 200));
+    let first = run(&engine, &p, 8);
+    let reused = run(&engine, &p, 8);
+    assert!(reused.cached as usize >= p.len() - 1, "the slot's prefix was not reused: {}", reused.cached);
+    let fresh = run_with(&engine, vram_llm::engine::GenerationRequest { cache_prompt: false, ..greedy(p.clone(), 8) });
+    assert_eq!(fresh.cached, 0, "cache_prompt false reused {} tokens", fresh.cached);
+    assert_eq!((fresh.tokens, fresh.logprobs), (first.tokens, first.logprobs), "a fresh read gives the first read's answer");
+}

@@ -146,7 +146,7 @@ pub const FIELDS: &[Field] = &[
     field("ignore_eos", Both, Honoured),
     field("grammar", Both, Honoured),
     field("json_schema", Both, Honoured),
-    field("cache_prompt", Both, NoEffect),
+    field("cache_prompt", Both, Honoured),
     field("id_slot", Both, NoEffect),
     field("timings_per_token", Both, NoEffect),
     field("return_progress", Both, NoEffect),

@@ -103,6 +103,7 @@ pub fn request(tokens: Vec<TokenId>, sampling: &ValidSampling) -> GenerationRequ
         logprobs: sampling.logprobs,
         keep_special: sampling.keep_special.clone(),
         branch_points: Vec::new(),
+        cache_prompt: sampling.cache_prompt,
     }
 }
 

@@ -94,6 +94,8 @@ pub struct SamplingFields {
     pub xtc_probability: Option<f64>,
     pub xtc_threshold: Option<f64>,
     pub ignore_eos: Option<bool>,
+    /// llama-server's: `false` reads the whole prompt again (no cache reuse).
+    pub cache_prompt: Option<bool>,
     /// llama-server's constraints: a GBNF grammar, or a JSON schema.
     pub grammar: Option<String>,
     pub json_schema: Option<Value>,

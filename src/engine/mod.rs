@@ -83,6 +83,9 @@ pub struct GenerationRequest {
     /// (where the last user message's content starts): a sliding-window
     /// model keeps a checkpoint there (see `checkpoints`).
     pub branch_points: Vec<u32>,
+    /// Reuse what a slot's (or the host) KV cache holds of the prompt;
+    /// `false` (llama-server's `cache_prompt: false`) reads it all again.
+    pub cache_prompt: bool,
 }
 
 /// A generated token's log-probability under the model (its raw logits,

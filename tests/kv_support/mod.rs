@@ -66,6 +66,7 @@ pub fn greedy(prompt: Vec<u32>, max_tokens: u32) -> GenerationRequest {
         logprobs: Some(0),
         keep_special: Vec::new(),
         branch_points: Vec::new(),
+        cache_prompt: true,
     }
 }
 

@@ -378,7 +378,9 @@ impl<'m> Worker<'m> {
                     window: self.window_of(s),
                 })
                 .collect();
-            let Some(Choice { slot: i, reuse }) = choose_slot(&views, &prompt) else {
+            // Without the cache, the slot an unrelated prompt would take.
+            let key: &[LlamaToken] = if req.cache_prompt { &prompt } else { &[] };
+            let Some(Choice { slot: i, reuse }) = choose_slot(&views, key) else {
                 self.queue.push_front((req, tx));
                 break;
             };
@@ -399,19 +401,23 @@ impl<'m> Worker<'m> {
             self.slots[i].last_used = self.uses;
             // Another slot reading this very prompt (the `n` choices of a
             // request): wait for it and copy its KV, unless reading is cheap.
-            let follows = self.prompt_reader(&prompt, reuse);
+            let follows = if req.cache_prompt { self.prompt_reader(&prompt, reuse) } else { None };
             // Where this prompt leaves what the slot (or a saved sequence)
             // held is where the next one may leave it too: a checkpoint there.
             let mut hints: Vec<usize> = req.branch_points.iter().map(|&p| p as usize).collect();
             self.slots[i].restored = None;
-            if follows.is_none() {
+            if !req.cache_prompt {
+                if self.slots[i].cached.len() >= MIN_SAVED_TOKENS {
+                    self.save_slot(i);
+                }
+            } else if follows.is_none() {
                 hints.push(reusable(&self.slots[i].cached, &prompt));
                 hints.extend(self.from_host_cache(i, &req.prompt, reuse));
             } else if self.slots[i].cached.len() >= reuse + MIN_SAVED_TOKENS {
                 // The shared prompt's KV replaces what the slot holds.
                 self.save_slot(i);
             }
-            let reuse = self.cut_for(i, &prompt);
+            let reuse = self.cut_for(i, if req.cache_prompt { &prompt } else { &[] });
             let checkpoint_at = if follows.is_some() { Vec::new() } else { self.plan_checkpoints(i, prompt.len(), &hints) };
             self.slots[i].active = Some(Active {
                 tx,
