@@ -152,15 +152,18 @@ async fn chat_stream_is_role_then_deltas_then_finish_then_usage_then_done() {
     let events = vram_llm::api::sse::parse_events(&text);
     let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    let content: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
-    assert_eq!(content, "abc");
+    assert!(chunks[0]["choices"][0]["delta"]["content"].is_null(), "null, as llama-server: {}", chunks[0]);
+    let pieces: Vec<&str> = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert!(pieces.iter().all(|p| !p.is_empty()), "no empty content pieces: {pieces:?}");
+    assert_eq!(pieces.concat(), "abc");
     let finish = &chunks[chunks.len() - 2];
     assert_eq!(finish["choices"][0]["finish_reason"], "stop");
     assert_eq!(finish["timings"]["predicted_n"], 3, "llama-server's timings on the finishing chunk");
-    assert!(chunks[..chunks.len() - 2].iter().all(|c| c.get("timings").is_none()), "only there");
+    assert!(chunks[..chunks.len() - 2].iter().all(|c| c.get("timings").is_none()), "not on the deltas");
     let usage = &chunks[chunks.len() - 1];
     assert_eq!(usage["choices"].as_array().unwrap().len(), 0);
     assert_eq!(usage["usage"]["completion_tokens"], 3);
+    assert_eq!(usage["timings"]["predicted_n"], 3, "and beside the usage, as llama-server");
     assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
 }
 

@@ -381,7 +381,7 @@ impl Chunks {
         }
     }
 
-    /// The first chunk: the assistant role, empty content.
+    /// The first chunk: the assistant role, content null (as llama-server).
     fn role(&self) -> Bytes {
         sse::data(&self.chunk(Delta { role: Some("assistant"), content: Some(String::new()), ..Delta::default() }, None))
     }
@@ -438,6 +438,8 @@ impl Chunks {
                 let mut usage_chunk = self.chunk(Delta::default(), None);
                 usage_chunk.choices.clear();
                 usage_chunk.usage = Some(Some(usage.into()));
+                // llama-server repeats the timings beside the usage.
+                usage_chunk.timings = last.timings.clone();
                 frames.push(sse::data(&usage_chunk));
             }
             frames

@@ -208,7 +208,9 @@ pub struct ChatCompletion {
 pub struct Delta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `""` goes out as null, as llama-server sends the role chunk's: clients
+    /// that check each piece of content is not empty skip nulls.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "empty_as_null")]
     pub content: Option<String>,
     /// Thinking (gpt-oss's analysis channel), and swap progress ("loading
     /// model X: 40%") with --notify-swaps.
@@ -323,4 +325,11 @@ pub struct ApplyTemplateRequest {
     pub continue_final_message: Option<bool>,
     pub tools: Option<Value>,
     pub chat_template_kwargs: Option<Map<String, Value>>,
+}
+
+fn empty_as_null<S: serde::Serializer>(content: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match content.as_deref() {
+        None | Some("") => s.serialize_none(),
+        Some(text) => s.serialize_str(text),
+    }
 }
