@@ -17,6 +17,8 @@ use super::validate::{Prompt, ValidSampling};
 pub struct Started {
     pub events: EventReceiver,
     pub log: RequestLog,
+    /// Tokens of the prompt, known before anything is generated.
+    pub prompt_tokens: usize,
 }
 
 /// No token of any vocabulary we serve is longer than this many bytes: a
@@ -46,8 +48,9 @@ pub async fn start(
     log: RequestLog,
 ) -> Result<Started, ApiError> {
     let tokens = prompt_tokens(model, prompt, prompt_param).await?;
+    let prompt_tokens = tokens.len();
     let events = model.generate(request(tokens, sampling))?;
-    Ok(Started { events, log })
+    Ok(Started { events, log, prompt_tokens })
 }
 
 /// `prompt` as tokens (tokenized off the runtime), checked against the
@@ -117,7 +120,7 @@ pub struct Collected {
 }
 
 pub async fn collect(started: Started) -> Result<Collected, ApiError> {
-    let Started { mut events, log } = started;
+    let Started { mut events, log, .. } = started;
     let mut text = String::new();
     let mut logprobs = Vec::new();
     while let Some(event) = events.recv().await {
@@ -189,7 +192,7 @@ pub async fn pump(
     finish: impl FnOnce(FinishReason, Usage) -> Vec<Bytes>,
     framing: &Framing,
 ) {
-    let Started { mut events, log } = started;
+    let Started { mut events, log, .. } = started;
     let end = |mut frames: Vec<Bytes>| {
         frames.extend(framing.end.clone());
         frames

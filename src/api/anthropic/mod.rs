@@ -98,7 +98,7 @@ fn stream(permit: Permit, started: super::generate::Started, output: Output, id:
     let (tx, response) = super::sse::channel_response();
     tokio::spawn(async move {
         let _permit = permit;
-        if tx.send(response::start(&id, &model)).await.is_err() {
+        if tx.send(response::start(&id, &model, started.prompt_tokens)).await.is_err() {
             return;
         }
         let blocks = response::Blocks::new(stops);

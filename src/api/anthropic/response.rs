@@ -63,9 +63,10 @@ pub fn message(id: &str, model: &str, parsed: StreamDelta, finish: FinishReason,
     })
 }
 
-/// The stream's first event.
-pub fn start(id: &str, model: &str) -> Bytes {
-    let usage = json!({"input_tokens": 0, "output_tokens": 0});
+/// The stream's first event; `input_tokens` is the whole prompt (how much
+/// of it came from the cache is known when the answer ends).
+pub fn start(id: &str, model: &str, prompt_tokens: usize) -> Bytes {
+    let usage = json!({"input_tokens": prompt_tokens, "output_tokens": 0});
     event(&json!({"type": "message_start", "message": {
         "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": null, "stop_sequence": null, "usage": usage,
