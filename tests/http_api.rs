@@ -533,6 +533,12 @@ async fn llama_server_completion_answers_in_its_shape() {
     // A stop string: llama-server's `word`, naming it.
     let (_, stopped) = post(&base, "/completion", json!({"prompt": "p", "stop": ["zz", "y"]}).to_string()).await;
     assert_eq!((stopped["content"].as_str(), stopped["stop_type"].as_str(), stopped["stopping_word"].as_str()), (Some("x"), Some("word"), Some("y")));
+    // `generation_settings`: what it was sampled with; a ban is a null bias,
+    // and `ignore_eos` bans every end-of-generation token (the fake's is 3).
+    let g = &body["generation_settings"];
+    assert_eq!((g["n_predict"].as_i64(), g["logit_bias"].as_array().map(Vec::len)), (Some(8), Some(0)), "{g}");
+    let (_, banned) = post(&base, "/completion", json!({"prompt": "p", "ignore_eos": true, "logit_bias": [[7, 1.5]]}).to_string()).await;
+    assert_eq!(banned["generation_settings"]["logit_bias"], json!([{"token": 7, "bias": 1.5}, {"token": 3, "bias": null}]), "{banned}");
 
     let resp = reqwest::Client::new().post(format!("{base}/completion")).body(json!({"prompt": "p", "stream": true}).to_string()).send().await.unwrap();
     let events = vram_llm::api::sse::parse_events(&resp.text().await.unwrap());
@@ -541,6 +547,7 @@ async fn llama_server_completion_answers_in_its_shape() {
     assert_eq!(text, "xy");
     assert!(chunks[..chunks.len() - 1].iter().all(|c| c["stop"] == false));
     assert_eq!(chunks.last().unwrap()["stop"], true);
+    assert_eq!(chunks.last().unwrap()["generation_settings"]["stream"], true, "on the last event, as llama-server");
 
     // `n_probs` is honoured (the fake engine reports no log-probabilities);
     // out of range, or the OpenAI field, is a 400 naming it.

@@ -15,9 +15,9 @@ use super::extract::ApiJson;
 use super::generate::{collect, pump, start, Framing};
 use super::openai::CompletionRequest;
 use super::reqlog::RequestLog;
-use super::validate::{self, Prompt};
+use super::validate::{self, Prompt, ValidSampling};
 use super::{sse, AppState};
-use crate::engine::{FinishReason, TokenLogprob, Usage};
+use crate::engine::{FinishReason, TokenId, TokenLogprob, Usage};
 
 /// llama-server's `stop_type`: `eos` (end-of-generation token), `word` (a
 /// stop string), `limit`.
@@ -44,6 +44,25 @@ fn probabilities(logprobs: &[TokenLogprob]) -> Value {
             e
         })
         .collect()
+}
+
+/// llama-server's `generation_settings`: what the request was sampled with
+/// (`logit_bias` as `{token, bias}`, a banned token's bias null; with
+/// `ignore_eos`, every end-of-generation token banned).
+fn generation_settings(s: &ValidSampling, eog: &[TokenId]) -> Value {
+    let entry = |token: TokenId, bias: f32| json!({"token": token, "bias": if bias.is_finite() { json!(bias) } else { Value::Null }});
+    let mut bias: Vec<Value> = s.params.logit_bias.iter().map(|&(t, b)| entry(t, b)).collect();
+    if s.params.ignore_eos {
+        bias.extend(eog.iter().map(|&t| entry(t, f32::NEG_INFINITY)));
+    }
+    let mut g = s.params.to_json();
+    g["n_predict"] = json!(s.max_tokens.map_or(-1, i64::from));
+    g["n_probs"] = json!(s.logprobs.unwrap_or(0));
+    g["stream"] = json!(s.stream);
+    g["stop"] = json!(s.stop);
+    g["ignore_eos"] = json!(s.params.ignore_eos);
+    g["logit_bias"] = Value::Array(bias);
+    g
 }
 
 fn last(model: &str, content: String, finish: FinishReason, stops: &[String], usage: &Usage, log: &RequestLog) -> Value {
@@ -94,12 +113,14 @@ pub async fn completion(
         Prompt::Text(text) => Value::from(text.clone()),
         Prompt::Tokens(ids) => json!(ids),
     };
+    let settings = generation_settings(&valid.sampling, &model.engine.info().eog);
     let started = start(&model, one, &valid.sampling, "prompt", log.clone()).await?;
     if !valid.sampling.stream {
         let out = collect(started).await?;
         drop(permit);
         let mut body = last(&model_id, out.text, out.finish_reason, &valid.sampling.stop, &out.usage, &log);
         body["prompt"] = prompt;
+        body["generation_settings"] = settings;
         if valid.sampling.logprobs.is_some() {
             body["completion_probabilities"] = probabilities(&out.logprobs);
         }
@@ -116,7 +137,11 @@ pub async fn completion(
             sse::data(&chunk)
         };
         let stops = valid.sampling.stop.clone();
-        let finish = move |finish, usage: Usage| vec![sse::data(&last(&model_id, String::new(), finish, &stops, &usage, &log))];
+        let finish = move |finish, usage: Usage| {
+            let mut body = last(&model_id, String::new(), finish, &stops, &usage, &log);
+            body["generation_settings"] = settings;
+            vec![sse::data(&body)]
+        };
         let framing = Framing { error: |e| sse::data(&e.body()), end: None };
         pump(&tx, started, text, finish, &framing).await;
     });

@@ -225,6 +225,7 @@ mod tests {
             fim: None,
             bos_id: None,
             n_swa: 0,
+            eog: Vec::new(),
         }
     }
 

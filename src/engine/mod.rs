@@ -191,6 +191,8 @@ pub struct ModelInfo {
     /// window (`--swa-full` off); 0 otherwise. Chat requests then mark where
     /// their last user message starts (`GenerationRequest::branch_points`).
     pub n_swa: u32,
+    /// End-of-generation token ids (what `ignore_eos` bans).
+    pub eog: Vec<TokenId>,
 }
 
 /// A code model's fill-in-the-middle tokens: the prompt is

@@ -90,6 +90,7 @@ pub(super) fn load_model(
         bos_id: u32::try_from(vocab.bos().0).ok(),
         // `--swa-full` keeps every position in the sliding layers too: no window to mind.
         n_swa: if options.swa_full { 0 } else { sliding_window(&model) as u32 },
+        eog: (0..model.n_vocab()).filter(|&t| vocab.is_eog(LlamaToken(t))).map(|t| t as TokenId).collect(),
     };
     Ok((model, info, ctx_params))
 }
