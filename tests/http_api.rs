@@ -560,3 +560,17 @@ async fn llama_server_completion_answers_in_its_shape() {
         assert_envelope(&body, Some(field));
     }
 }
+
+#[tokio::test]
+async fn verbose_answers_carry_the_rendered_prompt_as_llama_server() {
+    let factory = std::sync::Arc::new(common::FakeFactory::new("ok"));
+    let mut state = common::fake_state(vec![common::fake_spec("fake")], factory.clone(), common::roomy_limits(), 1 << 20, true);
+    state.options.verbose = true;
+    let verbose = common::serve(state).await;
+    let quiet = common::fake_server("ok", None, None).await;
+    let chat = json!({"messages":[{"role":"user","content":"Hi"}]}).to_string();
+    let (status, body) = post(&verbose, "/v1/chat/completions", chat.clone()).await;
+    assert_eq!((status, body["__verbose"]["prompt"].as_str()), (200, Some("<user>Hi\n<assistant>")), "{body}");
+    let (_, body) = post(&quiet, "/v1/chat/completions", chat).await;
+    assert!(body.get("__verbose").is_none(), "only with --verbose: {body}");
+}

@@ -41,6 +41,11 @@ pub async fn chat_completions(
 
     if !valid.sampling.stream {
         let outs = super::choices::collect_all(started).await?;
+        // Debugging only: the prompt is rendered again rather than kept for every request.
+        let verbose = match state.options.verbose {
+            true => Some(serde_json::json!({"prompt": render(&permit.model, &valid).await?.1})),
+            false => None,
+        };
         drop(permit);
         let usages: Vec<Usage> = outs.iter().map(|o| o.usage).collect();
         let choices = outs
@@ -61,6 +66,7 @@ pub async fn chat_completions(
             timings: (n == 1).then(|| chunks.log.timings(&usages[0])),
             usage: super::choices::total_usage(&usages, n).into(),
             system_fingerprint: chunks.fingerprint,
+            verbose,
         })
         .into_response());
     }

@@ -97,11 +97,14 @@ pub struct ServeOptions {
     pub max_instances: usize,
     /// The dashboard at `/` (`--no-ui`: 404, as llama-server's web UI).
     pub ui: bool,
+    /// `--verbose`: non-streamed chat answers carry llama-server's
+    /// `__verbose` object (the rendered prompt).
+    pub verbose: bool,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { metrics: true, slots: true, models_autoload: true, max_instances: 0, ui: true }
+        Self { metrics: true, slots: true, models_autoload: true, max_instances: 0, ui: true, verbose: false }
     }
 }
 

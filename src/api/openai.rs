@@ -202,6 +202,9 @@ pub struct ChatCompletion {
     /// llama-server's `timings` (prompt and generation speed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<Value>,
+    /// llama-server's `__verbose` (with `--verbose`): the rendered prompt.
+    #[serde(rename = "__verbose", skip_serializing_if = "Option::is_none")]
+    pub verbose: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]

@@ -68,7 +68,7 @@ pub struct LlamaServerFlags {
     /// nothing here: --no-cont-batching (batching is always continuous),
     /// --jinja and --no-jinja (templates are always Jinja), --kv-unified,
     /// --no-kv-unified,
-    /// --offline (nothing is downloaded), --verbose (use RUST_LOG=debug),
+    /// --offline (nothing is downloaded),
     /// --no-cache-idle-slots, --no-mmproj, --tags. Flags for features
     /// vram-llm lacks (--model-url, --lora, --model-draft, --mmproj...) are
     /// refused at startup, naming the flag.
@@ -92,7 +92,9 @@ pub struct LlamaServerFlags {
     pub no_webui: bool,
     #[arg(long, hide = true)]
     pub offline: bool,
-    #[arg(long, hide = true, short = 'v')]
+    /// Non-streamed chat answers carry llama-server's `__verbose`
+    /// object: the prompt the template rendered (logs: RUST_LOG=debug).
+    #[arg(long, short = 'v')]
     pub verbose: bool,
     #[arg(long, hide = true)]
     pub no_cache_idle_slots: bool,

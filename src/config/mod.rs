@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub strict_model_names: bool,
     /// The dashboard at `/` (llama-server's `--no-ui` turns it off).
     pub ui: bool,
+    /// llama-server's `--verbose`: debugging detail in answers (`__verbose`).
+    pub verbose: bool,
     /// A JSON GPU inventory replacing NVML.
     pub gpus_from: Option<PathBuf>,
     pub placement: crate::gpu::PlacementOptions,
@@ -135,6 +137,7 @@ impl Config {
             models_autoload: !flags.llama.no_models_autoload,
             strict_model_names: flags.strict_model_names,
             ui: !(flags.llama.no_ui || flags.llama.no_webui),
+            verbose: flags.llama.verbose,
             gpus_from: flags.gpu.gpus_from.clone().or_else(|| s.gpus_from.as_ref().map(|p| config_dir_of(&file_path).join(p))),
             placement: placement::server_options(&flags.gpu, s),
         };

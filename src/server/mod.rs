@@ -94,6 +94,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             models_autoload: server.models_autoload,
             max_instances: server.max_loaded_models.unwrap_or(0),
             ui: server.ui,
+            verbose: server.verbose,
         },
     };
     if server.host.is_unspecified() && server.allowed_hosts.is_empty() {
