@@ -101,6 +101,18 @@ def test_a_tool_round_trip_is_accepted(client):
     assert m.stop_reason in ("end_turn", "max_tokens", "tool_use")
 
 
+def test_a_tool_result_beside_text_is_accepted(client):
+    # One user message, text and a tool result: two turns in a row for the
+    # template (the test model's built-in one lets roles repeat).
+    m = client.messages.create(model="gemma", max_tokens=8, extra_body=GREEDY, tools=[WEATHER], messages=[
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "text", "text": "Here are the results:"},
+                                     {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18 C and sunny"}]},
+    ])
+    assert m.type == "message" and m.content
+
+
 def test_count_tokens_counts_the_prompt_the_answer_used(client):
     counted = client.messages.count_tokens(model="gemma", messages=QUESTION, system="Be brief.")
     m = client.messages.create(model="gemma", max_tokens=4, messages=QUESTION, system="Be brief.", extra_body=GREEDY)
