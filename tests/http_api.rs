@@ -574,3 +574,41 @@ async fn verbose_answers_carry_the_rendered_prompt_as_llama_server() {
     let (_, body) = post(&quiet, "/v1/chat/completions", chat).await;
     assert!(body.get("__verbose").is_none(), "only with --verbose: {body}");
 }
+
+#[tokio::test]
+async fn vertex_predict_answers_each_instance_through_its_route() {
+    let factory = std::sync::Arc::new(common::FakeFactory::new("ok"));
+    let mut state = common::fake_state(vec![common::fake_spec("fake")], factory, common::roomy_limits(), 1 << 20, true);
+    state.api_key = Some(std::sync::Arc::from("k"));
+    let routes = vram_llm::config::VertexRoutes { predict: "/predict".into(), health: Some("/hz".into()) };
+    let limits = vram_llm::server::conn::ConnLimits {
+        max_connections: vram_llm::config::DEFAULT_MAX_CONNECTIONS,
+        header_timeout: vram_llm::config::DEFAULT_HEADER_TIMEOUT,
+        refusals: Default::default(),
+    };
+    let base = common::serve_app(vram_llm::api::vertex::wrap(vram_llm::api::router(state), &routes), limits).await;
+    let call = |body: Value, key: Option<&'static str>| {
+        let req = reqwest::Client::new().post(format!("{base}/predict")).body(body.to_string());
+        async move { req.bearer_auth(key.unwrap_or("")).send().await.unwrap() }
+    };
+    let body = json!({"instances": [
+        {"@requestFormat": "chatCompletions", "messages": [{"role": "user", "content": "Hi"}], "stream": true},
+        {"@requestFormat": "/tokenize", "content": "ab"},
+        {"@requestFormat": "nope"},
+        7,
+    ]});
+    let resp = call(body.clone(), Some("k")).await;
+    assert_eq!(resp.status(), 200);
+    let p: Value = resp.json().await.unwrap();
+    let p = p["predictions"].as_array().unwrap();
+    assert_eq!((p.len(), p[0]["choices"][0]["message"]["content"].as_str()), (4, Some("ok")), "{p:?}");
+    assert_eq!(p[1]["tokens"].as_array().map(Vec::len), Some(2), "{p:?}");
+    assert!(p[2]["error"]["message"].as_str().unwrap().contains("nope"), "{p:?}");
+    assert_eq!(p[3]["error"]["type"], "invalid_request_error");
+    // Each instance is a request of its own: the API key still guards it.
+    let p: Value = call(body, None).await.json().await.unwrap();
+    assert_eq!(p["predictions"][0]["error"]["type"], "authentication_error", "{p}");
+    let resp = call(json!({"no": "instances"}), Some("k")).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(reqwest::get(format!("{base}/hz")).await.unwrap().status(), 200, "the health alias");
+}

@@ -30,6 +30,7 @@ pub mod router;
 pub mod sse;
 pub mod tool_calls;
 pub mod validate;
+pub mod vertex;
 
 use std::sync::Arc;
 

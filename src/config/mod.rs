@@ -7,6 +7,7 @@ pub mod file;
 mod hub;
 pub mod placement;
 pub mod scan;
+pub mod vertex;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -18,6 +19,7 @@ use crate::scheduler::{Policy, SchedLimits};
 use crate::gguf::KvCacheType;
 use crate::types::{default_id, EngineKnobs, FlashAttn, GpuOverrides, JsonSchemaEngine, ModelSpec, SamplingField, SamplingParams};
 use file::{ConfigFile, ModelSection};
+pub use vertex::VertexRoutes;
 
 pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const DEFAULT_PORT: u16 = 8080;
@@ -84,6 +86,8 @@ pub struct ServerConfig {
     pub ui: bool,
     /// llama-server's `--verbose`: debugging detail in answers (`__verbose`).
     pub verbose: bool,
+    /// Vertex AI's prediction routes (`AIP_MODE=PREDICTION`).
+    pub vertex: Option<VertexRoutes>,
     /// A JSON GPU inventory replacing NVML.
     pub gpus_from: Option<PathBuf>,
     pub placement: crate::gpu::PlacementOptions,
@@ -105,9 +109,11 @@ impl Config {
         };
         let s = &file.server;
         flags.llama.unsupported()?;
+        let vertex = vertex::from_env(|name| std::env::var(name).ok())?;
         let server = ServerConfig {
             host: flags.host.or(s.host).unwrap_or(DEFAULT_HOST),
-            port: flags.port.or(s.port).unwrap_or(DEFAULT_PORT),
+            // Vertex AI says where to listen.
+            port: vertex.as_ref().and_then(|(_, port)| *port).or(flags.port).or(s.port).unwrap_or(DEFAULT_PORT),
             threads: flags.threads.or(s.threads),
             batch_size: flags.batch_size.or(s.batch_size).unwrap_or(DEFAULT_BATCH_SIZE),
             api_key: secret("api_key", flags.api_key.clone().or_else(|| s.api_key.clone()), flags.api_key_file.as_deref())?,
@@ -138,6 +144,7 @@ impl Config {
             strict_model_names: flags.strict_model_names,
             ui: !(flags.llama.no_ui || flags.llama.no_webui),
             verbose: flags.llama.verbose,
+            vertex: vertex.map(|(routes, _)| routes),
             gpus_from: flags.gpu.gpus_from.clone().or_else(|| s.gpus_from.as_ref().map(|p| config_dir_of(&file_path).join(p))),
             placement: placement::server_options(&flags.gpu, s),
         };

@@ -129,7 +129,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let limits = conn::ConnLimits { max_connections, header_timeout: server.header_timeout, refusals: Default::default() };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut serving = tokio::spawn(conn::serve(listener, router(state), limits, async move {
+    let app = match &server.vertex {
+        Some(routes) => {
+            tracing::info!(predict = %routes.predict, health = ?routes.health, "Vertex AI prediction routes (AIP_MODE=PREDICTION)");
+            crate::api::vertex::wrap(router(state), routes)
+        }
+        None => router(state),
+    };
+    let mut serving = tokio::spawn(conn::serve(listener, app, limits, async move {
         shutdown_signal().await;
         let _ = stop_tx.send(());
     }));

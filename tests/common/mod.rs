@@ -355,9 +355,14 @@ pub async fn serve(state: AppState) -> String {
 
 /// `serve` with chosen connection limits.
 pub async fn serve_limited(state: AppState, limits: vram_llm::server::conn::ConnLimits) -> String {
+    serve_app(router(state), limits).await
+}
+
+/// Serves an app (the router, perhaps wrapped) with the server's listener.
+pub async fn serve_app(app: axum::Router, limits: vram_llm::server::conn::ConnLimits) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
-    tokio::spawn(vram_llm::server::conn::serve(listener, router(state), limits, std::future::pending()));
+    tokio::spawn(vram_llm::server::conn::serve(listener, app, limits, std::future::pending()));
     format!("http://{addr}")
 }
 
