@@ -573,6 +573,9 @@ async fn verbose_answers_carry_the_rendered_prompt_as_llama_server() {
     assert_eq!((status, body["__verbose"]["prompt"].as_str()), (200, Some("<user>Hi\n<assistant>")), "{body}");
     let (_, body) = post(&quiet, "/v1/chat/completions", chat).await;
     assert!(body.get("__verbose").is_none(), "only with --verbose: {body}");
+    // Or when the request asks (llama-server's `verbose` field).
+    let (_, body) = post(&quiet, "/v1/chat/completions", json!({"messages":[{"role":"user","content":"Hi"}],"verbose":true}).to_string()).await;
+    assert_eq!(body["__verbose"]["prompt"], "<user>Hi\n<assistant>", "{body}");
 }
 
 #[tokio::test]

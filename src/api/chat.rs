@@ -42,7 +42,7 @@ pub async fn chat_completions(
     if !valid.sampling.stream {
         let outs = super::choices::collect_all(started).await?;
         // Debugging only: the prompt is rendered again rather than kept for every request.
-        let verbose = match state.options.verbose {
+        let verbose = match valid.verbose || state.options.verbose {
             true => Some(serde_json::json!({"prompt": render(&permit.model, &valid).await?.1})),
             false => None,
         };

@@ -162,6 +162,7 @@ pub const FIELDS: &[Field] = &[
     field("reasoning_format", Chat, Honoured),
     field("add_generation_prompt", Chat, Honoured),
     field("continue_final_message", Chat, Honoured),
+    field("verbose", Chat, Honoured),
 ];
 
 /// The row for `name` on `endpoint`, if any.

@@ -82,6 +82,7 @@ pub async fn apply_template(
         reasoning_format: None,
         add_generation_prompt: req.add_generation_prompt,
         continue_final_message: req.continue_final_message,
+        verbose: None,
         sampling: Default::default(),
     };
     // The model's defaults (`--reasoning`) and chat's own rendering: the

@@ -117,6 +117,8 @@ pub struct ChatCompletionRequest {
     /// llama-server's and vLLM's: see `validate::turn_end`.
     pub add_generation_prompt: Option<bool>,
     pub continue_final_message: Option<bool>,
+    /// llama-server's: answer with `__verbose` (the rendered prompt).
+    pub verbose: Option<bool>,
     /// Filled by the extractor from the same JSON object (see `WireRequest`).
     #[serde(skip)]
     pub sampling: SamplingFields,

@@ -54,6 +54,8 @@ pub struct ValidChat {
     pub sampling: ValidSampling,
     /// How the prompt ends (see `turn_end`).
     pub end: TurnEnd,
+    /// Answer with llama-server's `__verbose` (the rendered prompt).
+    pub verbose: bool,
 }
 
 /// How a chat prompt ends.
@@ -153,6 +155,7 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
         sampling.max_tokens = capped(Some(positive_u32("max_completion_tokens", m)?), defaults.max_tokens_cap);
     }
     Ok(ValidChat {
+        verbose: req.verbose.unwrap_or(false),
         model: req.model,
         messages,
         tools,

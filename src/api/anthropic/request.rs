@@ -58,10 +58,14 @@ pub fn to_openai(req: &Value, count: bool) -> Result<Map<String, Value>, ApiErro
         return Err(invalid(unknown.as_str(), format!("`{unknown}`: this field is not supported")));
     }
     let mut body = Map::new();
+    // Without `model`, the chat path's rule: a server of one model serves it.
     match obj.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => body.insert("model".into(), json!(m)),
+        Some(Value::String(m)) if !m.is_empty() => {
+            body.insert("model".into(), json!(m));
+        }
+        None | Some(Value::Null) => {}
         _ => return Err(invalid("model", "`model`: a model name (string) is required")),
-    };
+    }
     match obj.get("max_tokens") {
         Some(v) if v.as_u64().is_some_and(|n| n >= 1) => {
             body.insert("max_tokens".into(), v.clone());
@@ -356,6 +360,9 @@ mod tests {
         };
         let image = json!([{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": ""}}]}]);
         assert_eq!(with("messages", image), Some("messages[0].content[0]".into()));
+        assert_eq!(with("model", json!(7)), Some("model".into()));
+        let unnamed = to_openai(&json!({"max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}), true).unwrap();
+        assert!(unnamed.get("model").is_none(), "no model: the chat path decides (one model serves it)");
         assert_eq!(with("tools", json!([{"type": "web_search_20250305", "name": "web_search"}])), Some("tools[0].type".into()));
         assert_eq!(with("mcp_servers", json!([])), Some("mcp_servers".into()));
         assert_eq!(with("tool_choice", json!({"type": "sometimes"})), Some("tool_choice.type".into()));
