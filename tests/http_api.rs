@@ -540,6 +540,18 @@ async fn llama_server_completion_answers_in_its_shape() {
     let (_, banned) = post(&base, "/completion", json!({"prompt": "p", "ignore_eos": true, "logit_bias": [[7, 1.5]]}).to_string()).await;
     assert_eq!(banned["generation_settings"]["logit_bias"], json!([{"token": 7, "bias": 1.5}, {"token": 3, "bias": null}]), "{banned}");
 
+    // llama-server's prompt forms: a list answers with a list, in order; ids
+    // beside text make one prompt; `{"prompt_string"}` is text.
+    let (status, list) = post(&base, "/completion", json!({"prompt": [[1, 2], "p", {"prompt_string": "q"}]}).to_string()).await;
+    assert_eq!(status, 200, "{list}");
+    let list = list.as_array().expect("a list answers with a list");
+    assert_eq!(list.iter().map(|b| (b["index"].as_u64().unwrap(), b["content"].as_str().unwrap())).collect::<Vec<_>>(), [(0, "xy"), (1, "xy"), (2, "xy")]);
+    assert_eq!((list[0]["prompt"].clone(), list[2]["prompt"].clone()), (json!([1, 2]), json!("q")));
+    let (status, mixed) = post(&base, "/completion", json!({"prompt": [1, "p", 2]}).to_string()).await;
+    assert_eq!((status, mixed["content"].as_str()), (200, Some("xy")), "{mixed}");
+    let (status, body) = post(&base, "/completion", json!({"prompt": ["a", "b"], "stream": true}).to_string()).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("prompt")), "one streamed prompt: {body}");
+
     let resp = reqwest::Client::new().post(format!("{base}/completion")).body(json!({"prompt": "p", "stream": true}).to_string()).send().await.unwrap();
     let events = vram_llm::api::sse::parse_events(&resp.text().await.unwrap());
     let chunks: Vec<Value> = events.iter().map(|e| serde_json::from_str(e).expect("no [DONE] in llama-server's stream")).collect();

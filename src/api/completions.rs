@@ -39,9 +39,9 @@ pub async fn completions(
         let echo = match (&prompt, valid.echo) {
             (_, false) => None,
             (validate::Prompt::Text(text), true) => Some(text.clone()),
-            (validate::Prompt::Tokens(ids), true) => {
+            (ids, true) => {
                 let (detokenizer, ids) = (model.clone(), ids.clone());
-                Some(super::cpu::run(move || detokenizer.engine.detokenize(&ids)).await?)
+                Some(super::cpu::run(move || detokenizer.engine.detokenize(&super::generate::prompt_ids(&detokenizer, &ids, false))).await?)
             }
         };
         let param = if listed { format!("prompt[{p}]") } else { "prompt".to_string() };
@@ -146,10 +146,7 @@ pub(super) async fn fill_in_the_middle(
     let bos = info.bos_id.filter(|_| info.add_bos);
     let (tokenizer, suffix) = (model.clone(), suffix.to_string());
     let tokens = super::cpu::run(move || {
-        let prefix = match prefix {
-            validate::Prompt::Text(text) => tokenizer.engine.tokenize(&text, false),
-            validate::Prompt::Tokens(ids) => ids,
-        };
+        let prefix = super::generate::prompt_ids(&tokenizer, &prefix, false);
         fim.prompt(bos, &prefix, &tokenizer.engine.tokenize(&suffix, false))
     })
     .await?;

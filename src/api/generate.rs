@@ -60,16 +60,16 @@ pub async fn prompt_tokens(model: &Arc<LoadedModel>, prompt: Prompt, prompt_para
     let info = engine.info();
     let n_ctx = info.n_ctx_slot as usize;
     let tokens = match prompt {
-        Prompt::Text(prompt) => {
-            if prompt.len() > n_ctx.saturating_mul(MAX_TOKEN_BYTES) {
-                return Err(too_long(&format!("more than {n_ctx}"), n_ctx, prompt_param));
-            }
-            let add_bos = adds_bos(info, &prompt);
-            let tokenizer = model.clone();
-            super::cpu::run(move || tokenizer.engine.tokenize(&prompt, add_bos)).await?
-        }
         // Checked against the GGUF header's vocabulary already; this is the loaded model's.
         Prompt::Tokens(ids) => super::validate::token_ids(prompt_param, &ids, info.n_vocab)?,
+        text => {
+            if text_bytes(&text) > n_ctx.saturating_mul(MAX_TOKEN_BYTES) {
+                return Err(too_long(&format!("more than {n_ctx}"), n_ctx, prompt_param));
+            }
+            let tokenizer = model.clone();
+            let ids = super::cpu::run(move || prompt_ids(&tokenizer, &text, true)).await?;
+            super::validate::token_ids(prompt_param, &ids, info.n_vocab)?
+        }
     };
     if tokens.is_empty() {
         return Err(super::error::invalid(prompt_param, "the prompt is empty"));
@@ -78,6 +78,26 @@ pub async fn prompt_tokens(model: &Arc<LoadedModel>, prompt: Prompt, prompt_para
         return Err(too_long(&tokens.len().to_string(), n_ctx, prompt_param));
     }
     Ok(tokens)
+}
+
+/// Bytes of text a prompt holds.
+fn text_bytes(prompt: &Prompt) -> usize {
+    match prompt {
+        Prompt::Text(t) => t.len(),
+        Prompt::Tokens(_) => 0,
+        Prompt::Mixed(pieces) => pieces.iter().map(text_bytes).sum(),
+    }
+}
+
+/// A prompt's ids: text tokenized (with BOS first when `bos` and the model
+/// adds one), ids as given, a mixed prompt piece by piece (BOS only before a
+/// leading text). Blocking: call it off the runtime.
+pub fn prompt_ids(model: &LoadedModel, prompt: &Prompt, bos: bool) -> Vec<TokenId> {
+    match prompt {
+        Prompt::Text(text) => model.engine.tokenize(text, bos && adds_bos(model.engine.info(), text)),
+        Prompt::Tokens(ids) => ids.clone(),
+        Prompt::Mixed(pieces) => pieces.iter().enumerate().flat_map(|(i, p)| prompt_ids(model, p, bos && i == 0)).collect(),
+    }
 }
 
 /// Whether tokenizing `text` prepends BOS: when the model adds one and the

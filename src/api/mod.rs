@@ -24,6 +24,7 @@ pub mod native;
 pub mod ollama;
 pub mod ollama_embed;
 pub mod openai;
+pub mod prompt_list;
 pub mod reqlog;
 pub mod responses;
 pub mod router;

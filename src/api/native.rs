@@ -99,6 +99,11 @@ pub async fn completion(
     // `n_probs` is how this endpoint asks for log-probabilities.
     let asks_logprobs = req.sampling.logprobs.as_ref().is_some_and(|v| !v.is_null());
     let mut valid = validate::completion(req, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
+    // A list of prompts is answered with a list, as llama-server does (not streamed).
+    let mut rest = match valid.prompts.len() > 1 && !valid.sampling.stream {
+        true => valid.prompts.split_off(1),
+        false => Vec::new(),
+    };
     let one = valid.one_prompt("/completion")?;
     if valid.echo || asks_logprobs {
         let field = if valid.echo { "echo" } else { "logprobs" };
@@ -109,23 +114,37 @@ pub async fn completion(
     let permit = state.scheduler.acquire(view.index).await?;
     let model = permit.model.clone();
     validate::against_model(&mut valid.sampling, &model.engine).await?;
-    let prompt = match &one {
-        Prompt::Text(text) => Value::from(text.clone()),
-        Prompt::Tokens(ids) => json!(ids),
-    };
     let settings = generation_settings(&valid.sampling, &model.engine.info().eog);
-    let started = start(&model, one, &valid.sampling, "prompt", log.clone()).await?;
     if !valid.sampling.stream {
-        let out = collect(started).await?;
-        drop(permit);
-        let mut body = last(&model_id, out.text, out.finish_reason, &valid.sampling.stop, &out.usage, &log);
-        body["prompt"] = prompt;
-        body["generation_settings"] = settings;
-        if valid.sampling.logprobs.is_some() {
-            body["completion_probabilities"] = probabilities(&out.logprobs);
+        let listed = !rest.is_empty();
+        rest.insert(0, one);
+        // All queued before any is awaited: the slots read them side by side.
+        let mut started = Vec::new();
+        for (i, prompt) in rest.into_iter().enumerate() {
+            let param = if listed { format!("prompt[{i}]") } else { "prompt".to_string() };
+            let echo = match &prompt {
+                Prompt::Text(text) => Value::from(text.clone()),
+                Prompt::Tokens(ids) => json!(ids),
+                Prompt::Mixed(_) => Value::Null,
+            };
+            started.push((start(&model, prompt, &valid.sampling, &param, log.clone()).await?, echo));
         }
-        return Ok(Json(body).into_response());
+        let mut bodies = Vec::new();
+        for (i, (started, prompt)) in started.into_iter().enumerate() {
+            let out = collect(started).await?;
+            let mut body = last(&model_id, out.text, out.finish_reason, &valid.sampling.stop, &out.usage, &log);
+            body["index"] = json!(i);
+            body["prompt"] = prompt;
+            body["generation_settings"] = settings.clone();
+            if valid.sampling.logprobs.is_some() {
+                body["completion_probabilities"] = probabilities(&out.logprobs);
+            }
+            bodies.push(body);
+        }
+        drop(permit);
+        return Ok(Json(if listed { Value::Array(bodies) } else { bodies.remove(0) }).into_response());
     }
+    let started = start(&model, one, &valid.sampling, "prompt", log.clone()).await?;
     let (tx, response) = sse::channel_response();
     tokio::spawn(async move {
         let _permit = permit;

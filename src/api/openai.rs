@@ -124,14 +124,15 @@ pub struct ChatCompletionRequest {
     pub sampling: SamplingFields,
 }
 
-/// `prompt`: a string, a list of strings, or token ids.
+/// `prompt`: a string, token ids, llama-server's `{"prompt_string": ...}`,
+/// or a list (see `prompt_list`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum PromptField {
     One(String),
     Tokens(Vec<i64>),
-    Many(Vec<String>),
-    ManyTokens(Vec<Vec<i64>>),
+    Object(Map<String, Value>),
+    List(Vec<Value>),
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::error::{invalid, ApiError};
-use super::openai::{ChatCompletionRequest, CompletionRequest, PromptField, SamplingFields, StopField};
+use super::openai::{ChatCompletionRequest, CompletionRequest, SamplingFields, StopField};
 use crate::types::{Defaults, JsonSchemaEngine, Reasoning, ReasoningFormat, SamplingField, SamplingParams, TokenId};
 
 /// At most this many stop strings, as OpenAI allows.
@@ -104,6 +104,8 @@ pub fn turn_end(messages: &[Value], add_generation_prompt: Option<bool>, continu
 pub enum Prompt {
     Text(String),
     Tokens(Vec<TokenId>),
+    /// Ids and text in one prompt (llama-server's mixed list), read in order.
+    Mixed(Vec<Prompt>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -188,7 +190,7 @@ impl ValidCompletion {
             return Err(invalid("n", format!("{endpoint} answers one sequence; use /v1/completions for `n` > 1")));
         }
         if self.prompts.len() != 1 {
-            return Err(invalid("prompt", format!("{endpoint} takes one prompt; use /v1/completions for a list")));
+            return Err(invalid("prompt", format!("{endpoint} streams one prompt; send a list of prompts without `stream`, or use /v1/completions")));
         }
         if self.suffix.is_some() {
             return Err(invalid("suffix", format!("{endpoint} does not take `suffix`; use /v1/completions")));
@@ -198,23 +200,7 @@ impl ValidCompletion {
 }
 
 pub fn completion(req: CompletionRequest, n_vocab: u32, defaults: &Defaults) -> Result<ValidCompletion, ApiError> {
-    let empty = |field: String| invalid(field, "the prompt is empty");
-    let prompts = match req.prompt {
-        PromptField::One(p) => vec![Prompt::Text(p)],
-        PromptField::Many(list) if list.is_empty() => return Err(empty("prompt".into())),
-        PromptField::Many(list) => list.into_iter().map(Prompt::Text).collect(),
-        PromptField::Tokens(ids) if ids.is_empty() => return Err(empty("prompt".into())),
-        PromptField::Tokens(ids) => vec![Prompt::Tokens(token_ids("prompt", &ids, n_vocab)?)],
-        PromptField::ManyTokens(lists) if lists.is_empty() => return Err(empty("prompt".into())),
-        PromptField::ManyTokens(lists) => lists
-            .iter()
-            .enumerate()
-            .map(|(i, ids)| match ids.is_empty() {
-                true => Err(empty(format!("prompt[{i}]"))),
-                false => token_ids(&format!("prompt[{i}]"), ids, n_vocab).map(Prompt::Tokens),
-            })
-            .collect::<Result<_, _>>()?,
-    };
+    let prompts = super::prompt_list::prompts(req.prompt, n_vocab)?;
     let logprobs = with_n_probs(completion_logprobs(&req.sampling)?, &req.sampling)?;
     let mut sampling = sampling(req.sampling, n_vocab, defaults)?;
     sampling.logprobs = logprobs;
