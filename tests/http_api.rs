@@ -369,6 +369,11 @@ async fn helpers_tokenize_detokenize_apply_template_props() {
     assert_eq!(slots.as_array().map(Vec::len), Some(2), "{slots}");
     assert_eq!(slots[1]["id"], 1);
     assert_eq!(slots[0]["is_processing"], false);
+    // The scheduler's limits, as the scheduler holds them.
+    let limits = vram_llm::scheduler::SchedLimits { autoload: false, max_loaded: Some(2), ..common::roomy_limits() };
+    let state = common::fake_state(vec![common::fake_spec("fake")], std::sync::Arc::new(common::FakeFactory::new("ok")), limits, 1 << 20, true);
+    let props: Value = reqwest::get(format!("{}/props", common::serve(state).await)).await.unwrap().json().await.unwrap();
+    assert_eq!((props["models_autoload"].as_bool(), props["max_instances"].as_u64()), (Some(false), Some(2)), "{props}");
 }
 
 #[tokio::test]

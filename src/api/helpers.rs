@@ -110,8 +110,8 @@ pub async fn props(State(state): State<AppState>, query: RawQuery) -> Result<Res
         "state": view.state,
         // llama-server's keys: a server of several models answers as its router.
         "role": if several { "router" } else { "model" },
-        "max_instances": state.options.max_instances,
-        "models_autoload": state.options.models_autoload,
+        "max_instances": snapshot.max_loaded.unwrap_or(0),
+        "models_autoload": snapshot.autoload,
         "is_sleeping": view.state == "sleeping" || (view.state == "unloaded" && view.load_count > 0),
         "endpoint_slots": state.options.slots,
         "endpoint_props": true,

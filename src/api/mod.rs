@@ -93,10 +93,6 @@ pub struct ServeOptions {
     pub metrics: bool,
     /// /slots served (`--no-slots`: 501).
     pub slots: bool,
-    /// Requests load the model they name (`--no-models-autoload`: off).
-    pub models_autoload: bool,
-    /// Most models loaded at once (`/props` `max_instances`; 0: no cap).
-    pub max_instances: usize,
     /// The dashboard at `/` (`--no-ui`: 404, as llama-server's web UI).
     pub ui: bool,
     /// `--verbose`: non-streamed chat answers carry llama-server's
@@ -106,7 +102,7 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { metrics: true, slots: true, models_autoload: true, max_instances: 0, ui: true, verbose: false }
+        Self { metrics: true, slots: true, ui: true, verbose: false }
     }
 }
 

@@ -557,6 +557,8 @@ impl Owner {
             swaps: s.swaps,
             max_wait_ms: s.limits.max_wait.as_millis() as u64,
             any_model_name: s.limits.any_model_name,
+            autoload: s.limits.autoload,
+            max_loaded: s.limits.max_loaded,
             recent_swaps: self.recent_swaps.iter().cloned().collect(),
         }
     }

@@ -30,6 +30,10 @@ pub struct Snapshot {
     pub max_wait_ms: u64,
     /// One active model answers any name (`SchedLimits::any_model_name`).
     pub any_model_name: bool,
+    /// Requests load the model they name (`SchedLimits::autoload`).
+    pub autoload: bool,
+    /// Most models loaded at once (`SchedLimits::max_loaded`; `None`: no cap).
+    pub max_loaded: Option<usize>,
     /// The latest loads that waited for evictions, oldest first.
     pub recent_swaps: Vec<SwapRecord>,
 }
@@ -107,6 +111,8 @@ impl Snapshot {
             swaps: 0,
             max_wait_ms: 0,
             any_model_name: false,
+            autoload: true,
+            max_loaded: None,
             recent_swaps: Vec::new(),
         }
     }

@@ -91,8 +91,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         options: crate::api::ServeOptions {
             metrics: server.metrics,
             slots: server.slots,
-            models_autoload: server.models_autoload,
-            max_instances: server.max_loaded_models.unwrap_or(0),
             ui: server.ui,
             verbose: server.verbose,
         },
