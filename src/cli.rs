@@ -167,10 +167,11 @@ pub struct ServeArgs {
 /// Defaults live in src/config (one place) and are repeated in the help.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ServerFlags {
-    /// Address to listen on [default: 127.0.0.1]. 0.0.0.0 listens on every
+    /// Address to listen on [default: 127.0.0.1]; several, comma-separated
+    /// (127.0.0.1,::1), as llama-server takes them. 0.0.0.0 listens on every
     /// interface (set --api-key then).
-    #[arg(long, env = "VRAM_LLM_HOST")]
-    pub host: Option<IpAddr>,
+    #[arg(long, env = "VRAM_LLM_HOST", value_delimiter = ',', value_name = "ADDR[,ADDR...]")]
+    pub host: Vec<IpAddr>,
 
     /// Port to listen on [default: 8080]; 0 picks a free one and logs it.
     #[arg(long, env = "VRAM_LLM_PORT")]

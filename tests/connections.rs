@@ -132,3 +132,31 @@ async fn a_request_body_that_stalls_fails_and_frees_the_connection() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("cannot read request body"), "{answer}");
 }
+
+/// `--host 127.0.0.1,::1`: one server on several listeners, one cap over all.
+#[tokio::test]
+async fn several_listeners_share_one_server_and_one_cap() {
+    let state = fake_state(vec![fake_spec("fake")], Arc::new(FakeFactory::new("ok")), roomy_limits(), 1 << 20, true);
+    let (a, b) = (tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let limits = ConnLimits { max_connections: 2, header_timeout: NEVER, refusals: Refusals::default() };
+    tokio::spawn(vram_llm::server::conn::serve(vec![a, b], vram_llm::api::router(state), limits, std::future::pending()));
+    // One kept-alive connection served through each listener: both places taken.
+    let mut held = Vec::new();
+    for addr in [a_addr, b_addr] {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+            let mut buf = [0u8; 512];
+            let n = tokio::time::timeout(BOUND, conn.read(&mut buf)).await.expect("an answer").unwrap();
+            assert!(n > 0, "closed early through {addr}");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"), "{addr}");
+        held.push(conn);
+    }
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let refused = tokio::time::timeout(BOUND, client.get(format!("http://{a_addr}/health")).send()).await.unwrap().unwrap();
+    assert_eq!(refused.status(), 503, "the cap counts both listeners' connections");
+}

@@ -495,7 +495,7 @@ async fn foreign_host_names_and_web_pages_are_refused() {
     use std::sync::Arc;
     let factory = Arc::new(common::FakeFactory::new("ok"));
     let mut state = common::fake_state(vec![common::fake_spec("fake")], factory, common::roomy_limits(), 1 << 20, true);
-    state.allowed_hosts = vram_llm::api::guard::allowed_hosts("127.0.0.1".parse().unwrap(), &[]).map(Into::into);
+    state.allowed_hosts = vram_llm::api::guard::allowed_hosts(&["127.0.0.1".parse().unwrap()], &[]).map(Into::into);
     let base = common::serve(state).await;
     let client = reqwest::Client::new();
     let get = |host: &'static str, origin: Option<&'static str>| {

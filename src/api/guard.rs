@@ -83,12 +83,12 @@ pub(super) fn origin_host(origin: &str) -> Option<String> {
 /// The host names a server bound to `bind` answers to: `None` (any) when it
 /// listens on every interface and no names were given; otherwise the loopback
 /// names, the bind address and `extra`.
-pub fn allowed_hosts(bind: std::net::IpAddr, extra: &[String]) -> Option<Vec<String>> {
-    if bind.is_unspecified() && extra.is_empty() {
+pub fn allowed_hosts(binds: &[std::net::IpAddr], extra: &[String]) -> Option<Vec<String>> {
+    if binds.iter().any(|b| b.is_unspecified()) && extra.is_empty() {
         return None;
     }
     let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].iter().map(|s| s.to_string()).collect();
-    names.push(bind.to_string());
+    names.extend(binds.iter().map(|b| b.to_string()));
     names.extend(extra.iter().map(|h| host_name(h)));
     Some(names)
 }
@@ -112,10 +112,10 @@ mod tests {
     #[test]
     fn a_server_on_every_interface_checks_hosts_only_when_told_which() {
         let any: std::net::IpAddr = "0.0.0.0".parse().unwrap();
-        assert_eq!(allowed_hosts(any, &[]), None);
-        let named = allowed_hosts(any, &["gpu-box.lan:8080".into()]).unwrap();
+        assert_eq!(allowed_hosts(&[any], &[]), None);
+        let named = allowed_hosts(&[any], &["gpu-box.lan:8080".into()]).unwrap();
         assert!(named.contains(&"gpu-box.lan".to_string()) && named.contains(&"localhost".to_string()));
-        let local = allowed_hosts("127.0.0.1".parse().unwrap(), &[]).unwrap();
+        let local = allowed_hosts(&["127.0.0.1".parse().unwrap()], &[]).unwrap();
         assert!(local.contains(&"127.0.0.1".to_string()));
     }
 }

@@ -42,7 +42,8 @@ pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 /// Server-wide settings after merging.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
-    pub host: IpAddr,
+    /// Addresses to listen on (the same port on each).
+    pub hosts: Vec<IpAddr>,
     pub port: u16,
     pub threads: Option<u32>,
     pub batch_size: u32,
@@ -111,7 +112,10 @@ impl Config {
         flags.llama.unsupported()?;
         let vertex = vertex::from_env(|name| std::env::var(name).ok())?;
         let server = ServerConfig {
-            host: flags.host.or(s.host).unwrap_or(DEFAULT_HOST),
+            hosts: match (&flags.host[..], s.host) {
+                ([], from_file) => vec![from_file.unwrap_or(DEFAULT_HOST)],
+                (given, _) => given.to_vec(),
+            },
             // Vertex AI says where to listen.
             port: vertex.as_ref().and_then(|(_, port)| *port).or(flags.port).or(s.port).unwrap_or(DEFAULT_PORT),
             threads: flags.threads.or(s.threads),

@@ -43,8 +43,19 @@ fn flag_beats_file_key_beats_default() {
     assert_eq!(c.server.port, 9100, "flag wins");
     assert_eq!(c.server.max_queue, 7, "file key beats default");
     assert_eq!(c.server.max_wait, Duration::from_secs(2));
-    assert_eq!(c.server.host, DEFAULT_HOST);
+    assert_eq!(c.server.hosts, [DEFAULT_HOST]);
     assert_eq!(c.models[0].path, d.0.join("models/a.gguf"), "relative to the config file");
+}
+
+#[test]
+fn host_takes_several_addresses_as_llama_server() {
+    use clap::Parser;
+    let cli = crate::cli::Cli::try_parse_from(["vram-llm", "serve", "--host", "127.0.0.1,::1", "--model", "m.gguf"]).unwrap();
+    let crate::cli::Command::Serve(args) = cli.command else { panic!("serve") };
+    let d = Dir::new("hosts");
+    let cfg = d.write("c.toml", "[server]\nhost = \"0.0.0.0\"\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\n");
+    let c = Config::load(&sources(Some(cfg)), &args.server).unwrap();
+    assert_eq!(c.server.hosts, ["127.0.0.1".parse::<IpAddr>().unwrap(), "::1".parse().unwrap()], "the flag's list beats the file's host");
 }
 
 #[test]

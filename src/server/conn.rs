@@ -119,7 +119,7 @@ pub fn raise_open_files_limit() -> Option<u64> {
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits for the open connections to finish (each closes
 /// after its current response).
-pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutdown: impl Future<Output = ()> + Send) {
+pub async fn serve(listeners: Vec<TcpListener>, app: Router, limits: ConnLimits, shutdown: impl Future<Output = ()> + Send) {
     let app = app.layer(RequestBodyTimeoutLayer::new(limits.header_timeout));
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let refusing = Arc::new(Semaphore::new(limits.refusals.at_once));
@@ -134,7 +134,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutd
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            accepted = accept_any(&listeners) => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
                     accept_error(e).await;
@@ -172,8 +172,16 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutd
             drop((open, permit));
         });
     }
-    drop(listener);
+    drop(listeners);
     graceful.shutdown().await;
+}
+
+/// The next connection on any of the listeners (accept is cancel-safe).
+async fn accept_any(listeners: &[TcpListener]) -> io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    if listeners.is_empty() {
+        return std::future::pending().await;
+    }
+    futures_util::future::select_all(listeners.iter().map(|l| Box::pin(l.accept()))).await.0
 }
 
 /// One connection in `vram_llm_connections_open`: counted when made and

@@ -87,7 +87,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         backend_modules: crate::engine::llama::backend_modules().into(),
         kv_cache: kv_store.clone(),
         cors_origins: server.cors_origins.clone().into(),
-        allowed_hosts: crate::api::guard::allowed_hosts(server.host, &server.allowed_hosts).map(Into::into),
+        allowed_hosts: crate::api::guard::allowed_hosts(&server.hosts, &server.allowed_hosts).map(Into::into),
         options: crate::api::ServeOptions {
             metrics: server.metrics,
             slots: server.slots,
@@ -95,18 +95,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             verbose: server.verbose,
         },
     };
-    if server.host.is_unspecified() && server.allowed_hosts.is_empty() {
+    if server.hosts.iter().any(|h| h.is_unspecified()) && server.allowed_hosts.is_empty() {
         tracing::warn!(
             "listening on every interface without --allowed-hosts: any Host name is accepted, so a web page \
              using DNS rebinding is not stopped; name this server's hosts with --allowed-hosts, or set --api-key"
         );
     }
-    let addr = SocketAddr::new(server.host, server.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!("listening on http://{local}");
+    // Every address on one port (with --port 0, the one the first got).
+    let mut listeners = Vec::new();
+    let mut port = server.port;
+    for &host in &server.hosts {
+        let addr = SocketAddr::new(host, port);
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        port = local.port();
+        tracing::info!("listening on http://{local}");
+        listeners.push(listener);
+    }
 
     if load_after_bind {
         // /health answers 503 until this load is done.
@@ -134,7 +139,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         }
         None => router(state),
     };
-    let mut serving = tokio::spawn(conn::serve(listener, app, limits, async move {
+    let mut serving = tokio::spawn(conn::serve(listeners, app, limits, async move {
         shutdown_signal().await;
         let _ = stop_tx.send(());
     }));

@@ -362,7 +362,7 @@ pub async fn serve_limited(state: AppState, limits: vram_llm::server::conn::Conn
 pub async fn serve_app(app: axum::Router, limits: vram_llm::server::conn::ConnLimits) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
-    tokio::spawn(vram_llm::server::conn::serve(listener, app, limits, std::future::pending()));
+    tokio::spawn(vram_llm::server::conn::serve(vec![listener], app, limits, std::future::pending()));
     format!("http://{addr}")
 }
 
