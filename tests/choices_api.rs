@@ -75,8 +75,11 @@ async fn completion_prompt_lists_answer_each_prompt_n_times_in_order() {
     // Too many sequences, and endpoints that answer one, name the field.
     let (status, text) = post(&base, "/v1/completions", json!({"prompt": ["a", "b", "c"], "n": 6})).await;
     assert_eq!(status, 400, "{text}");
-    let (status, text) = post(&base, "/completion", json!({"prompt": ["a", "b"]})).await;
+    // llama-server's /completion streams one prompt (a list is answered whole).
+    let (status, text) = post(&base, "/completion", json!({"prompt": ["a", "b"], "stream": true})).await;
     assert_eq!((status, text.contains("\"param\":\"prompt\"")), (400, true), "{text}");
+    let (status, text) = post(&base, "/completion", json!({"prompt": ["a", "b"], "n": 2})).await;
+    assert_eq!((status, text.contains("\"param\":\"n\"")), (400, true), "{text}");
 }
 
 #[tokio::test]
