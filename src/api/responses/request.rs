@@ -38,8 +38,20 @@ const FIELDS: &[&str] = &[
     "store",
 ];
 
-/// Accepted, no effect here.
-const IGNORED: &[&str] = &["metadata", "user", "truncation", "service_tier", "include", "prompt_cache_key", "safety_identifier", "stream_options"];
+/// Accepted, no effect here (llama-server's `timings_per_token` and
+/// `return_progress` as on the chat route).
+const IGNORED: &[&str] = &[
+    "metadata",
+    "user",
+    "truncation",
+    "service_tier",
+    "include",
+    "prompt_cache_key",
+    "safety_identifier",
+    "stream_options",
+    "timings_per_token",
+    "return_progress",
+];
 
 /// Refused: they need state this server does not keep.
 const STATEFUL: &[&str] = &["previous_response_id", "conversation", "background"];
@@ -269,6 +281,7 @@ mod tests {
         assert_eq!(with("input", json!([{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}])), Some("input[0].content[0]".into()));
         assert_eq!(with("modalities", json!(["text"])), Some("modalities".into()));
         assert!(to_chat(&json!({"model": "m", "input": "x", "background": false})).is_ok());
+        assert!(to_chat(&json!({"input": "x", "timings_per_token": true, "return_progress": true})).is_ok(), "llama-server's, as on chat");
         assert_eq!(with("model", json!(7)), Some("model".into()));
         assert!(to_chat(&json!({"input": "x"})).unwrap().get("model").is_none(), "the chat path decides");
     }
