@@ -161,9 +161,12 @@ impl ChatTemplate {
         let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
         ctx.insert("bos_token".into(), Value::from(self.bos_token.as_str()));
         ctx.insert("eos_token".into(), Value::from(self.eos_token.as_str()));
-        // Llama 3.x's templates print it in their system header (as llama-server
-        // gives it; the template's own fallback is a fixed 2024 date).
-        ctx.insert("date_string".into(), Value::from(strftime("%d %b %Y", req.now.unwrap_or_else(SystemTime::now))));
+        // llama-server gives every template these two: Llama 3.x's print
+        // `date_string` in their system header (their own fallback is a fixed
+        // 2024 date), Firefunction v2 needs `datetime`.
+        let now = req.now.unwrap_or_else(SystemTime::now);
+        ctx.insert("date_string".into(), Value::from(strftime("%d %b %Y", now)));
+        ctx.insert("datetime".into(), Value::from(strftime("%b %d %Y", now)));
         if let Some(now) = req.now {
             // Shadows the global of the same name for this render only.
             let f = move |fmt: &str| strftime(fmt, now);

@@ -242,8 +242,9 @@ fn developer_messages_are_system_messages_unless_the_template_knows_the_role() {
 }
 
 #[test]
-fn date_string_is_today_by_the_injected_clock() {
-    assert_eq!(render_str("{{ date_string }}").unwrap(), "21 Nov 2026");
+fn date_string_and_datetime_are_today_by_the_injected_clock() {
+    // Both as llama-server gives them (Llama 3.x, Firefunction v2).
+    assert_eq!(render_str("{{ date_string }}|{{ datetime }}").unwrap(), "21 Nov 2026|Nov 21 2026");
 }
 
 #[test]
