@@ -114,7 +114,8 @@ pub async fn completion(
     let permit = state.scheduler.acquire(view.index).await?;
     let model = permit.model.clone();
     validate::against_model(&mut valid.sampling, &model.engine).await?;
-    let settings = generation_settings(&valid.sampling, &model.engine.info().eog);
+    let eog = if valid.sampling.params.ignore_eos { model.engine.eog_tokens() } else { Vec::new() };
+    let settings = generation_settings(&valid.sampling, &eog);
     if !valid.sampling.stream {
         let listed = !rest.is_empty();
         rest.insert(0, one);

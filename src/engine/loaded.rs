@@ -225,7 +225,6 @@ mod tests {
             fim: None,
             bos_id: None,
             n_swa: 0,
-            eog: Vec::new(),
         }
     }
 

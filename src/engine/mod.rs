@@ -191,8 +191,6 @@ pub struct ModelInfo {
     /// window (`--swa-full` off); 0 otherwise. Chat requests then mark where
     /// their last user message starts (`GenerationRequest::branch_points`).
     pub n_swa: u32,
-    /// End-of-generation token ids (what `ignore_eos` bans).
-    pub eog: Vec<TokenId>,
 }
 
 /// A code model's fill-in-the-middle tokens: the prompt is
@@ -273,6 +271,10 @@ pub trait Engine: Send + Sync + 'static {
     }
     /// Turns tokens back into text. Callers check ids against `n_vocab` first.
     fn detokenize(&self, tokens: &[TokenId]) -> String;
+    /// The end-of-generation token ids (what `ignore_eos` bans).
+    fn eog_tokens(&self) -> Vec<TokenId> {
+        Vec::new()
+    }
     /// One token's bytes, which may be part of a UTF-8 character.
     fn token_bytes(&self, token: TokenId) -> Vec<u8> {
         self.detokenize(&[token]).into_bytes()

@@ -96,7 +96,6 @@ impl FakeEngine {
                 fim: Some(FAKE_FIM),
                 bos_id: None,
                 n_swa: 0,
-                eog: vec![3],
             },
             reply: reply.to_string(),
             gate: None,
@@ -118,6 +117,10 @@ impl Engine for FakeEngine {
     }
     fn detokenize(&self, tokens: &[TokenId]) -> String {
         tokens.iter().filter_map(|&t| char::from_u32(t)).collect()
+    }
+    /// One end-of-generation token, for `generation_settings`.
+    fn eog_tokens(&self) -> Vec<TokenId> {
+        vec![3]
     }
     fn generate(&self, request: GenerationRequest) -> Result<EventReceiver, EngineError> {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -62,7 +62,7 @@ pub(super) fn load_model(
             let model = LlamaModel::load_from_file(backend, &options.path, &params).map_err(|e| why_not_loaded(&options.path, &e.to_string()))?;
             let added: Vec<(usize, usize)> = mapguard::mappings_of(&options.path).into_iter().filter(|r| !before.contains(r)).collect();
             let sleep = pool.and_then(|p| if p.buffers() > 0 { Ok(p) } else { Err("no weights went to the sleep pool".into()) });
-            Arc::new(weights::Weights { model, guard: mapguard::MapGuard::watch(&added), llg: Default::default(), sleep, placed })
+            Arc::new(weights::Weights { model, guard: mapguard::MapGuard::watch(&added), llg: Default::default(), eog: Default::default(), sleep, placed })
         }
     };
     let n_ctx_train = model.n_ctx_train();
@@ -90,7 +90,6 @@ pub(super) fn load_model(
         bos_id: u32::try_from(vocab.bos().0).ok(),
         // `--swa-full` keeps every position in the sliding layers too: no window to mind.
         n_swa: if options.swa_full { 0 } else { sliding_window(&model) as u32 },
-        eog: (0..model.n_vocab()).filter(|&t| vocab.is_eog(LlamaToken(t))).map(|t| t as TokenId).collect(),
     };
     Ok((model, info, ctx_params))
 }

@@ -318,6 +318,10 @@ impl Engine for LlamaEngine {
             .collect()
     }
 
+    fn eog_tokens(&self) -> Vec<TokenId> {
+        self.model.eog().iter().map(|t| t.0 as TokenId).collect()
+    }
+
     fn token_bytes(&self, token: TokenId) -> Vec<u8> {
         let mut bytes = Vec::new();
         self.model.vocab().token_to_piece_into(LlamaToken(token as i32), &mut bytes, true, None);

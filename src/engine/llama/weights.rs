@@ -31,6 +31,9 @@ pub struct Weights<M = LlamaModel> {
     /// llguidance's view of the vocabulary, built on the first
     /// `%llguidance` grammar and kept with the weights.
     pub llg: super::llg::Vocab,
+    /// The end-of-generation tokens (`ignore_eos` bans them): a scan of the
+    /// whole vocabulary, made on the first request that needs it, not at load.
+    pub eog: std::sync::OnceLock<Vec<llama_cpp_2::token::LlamaToken>>,
     pub model: M,
     /// The pool its GPU weights live in, when they can sleep (sleep.rs), else
     /// why not. After `model`: llama.cpp frees the pool's buffers first.
@@ -38,6 +41,16 @@ pub struct Weights<M = LlamaModel> {
     /// Where the weights were placed (the GPU plan's devices and layers): a
     /// sleeping model wakes only for a load placed the same way.
     pub placed: String,
+}
+
+impl Weights {
+    /// The model's end-of-generation tokens, found once.
+    pub fn eog(&self) -> &[llama_cpp_2::token::LlamaToken] {
+        self.eog.get_or_init(|| {
+            let vocab = self.model.vocab();
+            (0..self.model.n_vocab()).map(llama_cpp_2::token::LlamaToken).filter(|&t| vocab.is_eog(t)).collect()
+        })
+    }
 }
 
 impl<M> std::ops::Deref for Weights<M> {
@@ -276,6 +289,7 @@ mod tests {
         let weights = Weights {
             guard: MapGuard::watch(&[(at, at + range.len())]),
             llg: Default::default(),
+            eog: Default::default(),
             model: Mapped { at, watched_at_unmap: watched_at_unmap.clone() },
             sleep: Err("a test".into()),
             placed: String::new(),

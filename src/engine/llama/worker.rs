@@ -185,15 +185,14 @@ pub(super) struct Worker<'m> {
     mappings: &'m super::mapguard::MapGuard,
     /// llguidance's view of the vocabulary (`%llguidance` grammars).
     llg: &'m super::llg::Vocab,
+    /// The model's end-of-generation tokens (`Weights::eog`).
+    weights: &'m weights::Weights,
     pub(super) ctx: LlamaContext<'m>,
     pub(super) slots: Vec<Slot>,
     pub(super) queue: VecDeque<(GenerationRequest, EventSender)>,
     pub(super) batch: LlamaBatch<'static>,
     pub(super) n_batch: usize,
     pub(super) n_ctx_slot: usize,
-    /// The end-of-generation tokens (`ignore_eos` bans them), found on the
-    /// first request that asks: a scan of the whole vocabulary, kept off loads.
-    pub(super) eog: std::cell::OnceCell<Vec<LlamaToken>>,
     pub(super) stats: Arc<Stats>,
     /// Requests admitted so far (orders slots by last use).
     pub(super) uses: u64,
@@ -239,13 +238,13 @@ impl<'m> Worker<'m> {
             model: &weights.model,
             mappings: &weights.guard,
             llg: &weights.llg,
+            weights,
             ctx,
             slots,
             queue: VecDeque::new(),
             batch: LlamaBatch::new(n_batch, 1),
             n_batch,
             n_ctx_slot: info.n_ctx_slot as usize,
-            eog: std::cell::OnceCell::new(),
             stats,
             uses: 0,
             n_swa,
@@ -385,11 +384,7 @@ impl<'m> Worker<'m> {
                 break;
             };
             let model = self.model;
-            let eog: &[LlamaToken] = if req.sampling.ignore_eos {
-                self.eog.get_or_init(|| (0..model.n_vocab()).map(LlamaToken).filter(|&t| model.vocab().is_eog(t)).collect())
-            } else {
-                &[]
-            };
+            let eog: &[LlamaToken] = if req.sampling.ignore_eos { self.weights.eog() } else { &[] };
             let sampler = match build_sampler(&req.sampling, model, self.llg, self.n_ctx_slot as u32, eog, &prompt) {
                 Ok(sampler) => sampler,
                 Err(e) => {
