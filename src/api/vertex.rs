@@ -17,7 +17,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
-use super::error::ApiError;
+use super::error::{invalid, ApiError};
+use super::extract::{parse_json, RawJson};
 use crate::config::VertexRoutes;
 
 /// llama-server's cap on instances per call.
@@ -85,16 +86,17 @@ async fn dispatch(app: Router, headers: HeaderMap, method: Method, path: &str, b
     }
 }
 
-fn invalid(message: impl Into<String>) -> Value {
+/// An instance's error, in the place of its answer.
+fn refused(message: impl Into<String>) -> Value {
     serde_json::to_value(ApiError::InvalidRequest { message: message.into(), param: None }.body()).unwrap_or_default()
 }
 
 async fn instance(app: Router, headers: HeaderMap, instance: Value) -> Value {
-    let Value::Object(mut body) = instance else { return invalid("each instance must be a JSON object") };
+    let Value::Object(mut body) = instance else { return refused("each instance must be a JSON object") };
     let Some(Value::String(format)) = body.remove("@requestFormat") else {
-        return invalid("each instance must include a string @requestFormat");
+        return refused("each instance must include a string @requestFormat");
     };
-    let Some(path) = route_for(&format) else { return invalid(format!("no route for @requestFormat: {format}")) };
+    let Some(path) = route_for(&format) else { return refused(format!("no route for @requestFormat: {format}")) };
     if body.contains_key("stream") {
         body.insert("stream".into(), Value::Bool(false));
     }
@@ -104,22 +106,17 @@ async fn instance(app: Router, headers: HeaderMap, instance: Value) -> Value {
     serde_json::from_slice(&data).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&data).into_owned()))
 }
 
-async fn predict(app: Router, headers: HeaderMap, body: Bytes) -> Response {
-    let parsed: Result<Value, _> = serde_json::from_slice(&body);
-    let instances = match parsed {
-        Ok(Value::Object(mut o)) => match o.remove("instances") {
-            Some(Value::Array(list)) => list,
-            _ => return ApiError::InvalidRequest { message: "the body must hold an array named `instances`".into(), param: Some("instances".into()) }.into_response(),
-        },
-        Ok(_) => return ApiError::InvalidRequest { message: "the body must be a JSON object".into(), param: None }.into_response(),
-        Err(e) => return ApiError::InvalidRequest { message: format!("the body is not JSON: {e}"), param: None }.into_response(),
+async fn predict(app: Router, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    // A JSON object, checked as every route's body is.
+    let RawJson(mut req) = parse_json(&body)?;
+    let Some(Value::Array(instances)) = req.as_object_mut().and_then(|o| o.remove("instances")) else {
+        return Err(invalid("instances", "the body must hold an array named `instances`"));
     };
     if instances.len() > MAX_INSTANCES {
-        let message = format!("`instances` holds {} requests; at most {MAX_INSTANCES} are taken", instances.len());
-        return ApiError::InvalidRequest { message, param: Some("instances".into()) }.into_response();
+        return Err(invalid("instances", format!("`instances` holds {} requests; at most {MAX_INSTANCES} are taken", instances.len())));
     }
     let answers = instances.into_iter().map(|i| instance(app.clone(), headers.clone(), i));
-    Json(json!({"predictions": futures_util::future::join_all(answers).await})).into_response()
+    Ok(Json(json!({"predictions": futures_util::future::join_all(answers).await})).into_response())
 }
 
 #[cfg(test)]
