@@ -129,6 +129,20 @@ pub(super) fn validate_translated(state: &AppState, body: serde_json::Map<String
     Ok((view.index, view.spec.id.clone(), valid))
 }
 
+/// A translated request's `model` onto its chat body: absent or null is
+/// left out (then the chat path's rule: a server of one model serves it),
+/// anything but a non-empty string is a 400 naming `model`.
+pub(super) fn translated_model(request: &serde_json::Map<String, Value>, body: &mut serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    match request.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => {
+            body.insert("model".into(), Value::String(m.clone()));
+        }
+        None | Some(Value::Null) => {}
+        _ => return Err(super::error::invalid("model", "`model`: a model name (string) is required")),
+    }
+    Ok(())
+}
+
 /// The model a chat names and the chat checked against it, before any model
 /// is acquired: a bad request never causes a load or a swap.
 fn checked<'a>(snapshot: &'a crate::scheduler::Snapshot, req: ChatCompletionRequest, log: &RequestLog) -> Result<(&'a crate::scheduler::ModelView, ValidChat), ApiError> {

@@ -58,14 +58,7 @@ pub fn to_openai(req: &Value, count: bool) -> Result<Map<String, Value>, ApiErro
         return Err(invalid(unknown.as_str(), format!("`{unknown}`: this field is not supported")));
     }
     let mut body = Map::new();
-    // Without `model`, the chat path's rule: a server of one model serves it.
-    match obj.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => {
-            body.insert("model".into(), json!(m));
-        }
-        None | Some(Value::Null) => {}
-        _ => return Err(invalid("model", "`model`: a model name (string) is required")),
-    }
+    crate::api::chat::translated_model(obj, &mut body)?;
     match obj.get("max_tokens") {
         Some(v) if v.as_u64().is_some_and(|n| n >= 1) => {
             body.insert("max_tokens".into(), v.clone());

@@ -73,14 +73,7 @@ pub fn to_chat(req: &Value) -> Result<Map<String, Value>, ApiError> {
         }
     }
     let mut body = Map::new();
-    // Without `model`, the chat path's rule: a server of one model serves it.
-    match obj.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => {
-            body.insert("model".into(), json!(m));
-        }
-        None | Some(Value::Null) => {}
-        _ => return Err(invalid("model", "`model`: a model name (string) is required")),
-    }
+    crate::api::chat::translated_model(obj, &mut body)?;
     let mut messages = Vec::new();
     if let Some(Value::String(text)) = obj.get("instructions") {
         messages.push(json!({"role": "system", "content": text}));
