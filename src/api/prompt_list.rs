@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::error::{invalid, ApiError};
 use super::openai::PromptField;
-use super::validate::{token_ids, Prompt};
+use super::validate::{token_id, token_ids, Prompt};
 
 /// The prompts `field` holds, their token ids checked against `n_vocab`.
 pub fn prompts(field: PromptField, n_vocab: u32) -> Result<Vec<Prompt>, ApiError> {
@@ -63,10 +63,7 @@ fn mixed(parts: &[Value], at: &str, n_vocab: u32) -> Result<Prompt, ApiError> {
         match part {
             Value::Number(n) => {
                 let id = n.as_i64().ok_or_else(|| invalid(format!("{at}[{i}]"), format!("`{at}[{i}]`: a token id must be an integer")))?;
-                if !(0..i64::from(n_vocab)).contains(&id) {
-                    return Err(invalid(format!("{at}[{i}]"), format!("token id {id} is outside the vocabulary (0..{n_vocab})")));
-                }
-                let id = id as u32;
+                let id = token_id(&format!("{at}[{i}]"), id, n_vocab)?;
                 match pieces.last_mut() {
                     Some(Prompt::Tokens(ids)) => ids.push(id),
                     _ => pieces.push(Prompt::Tokens(vec![id])),

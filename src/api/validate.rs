@@ -542,18 +542,15 @@ pub async fn against_model(sampling: &mut ValidSampling, engine: &std::sync::Arc
 /// Token ids from a client (`/detokenize`), checked against the vocabulary:
 /// an out-of-range id would crash llama.cpp.
 pub fn token_ids<T: Copy + Into<i64>>(field: &str, tokens: &[T], n_vocab: u32) -> Result<Vec<TokenId>, ApiError> {
-    tokens
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| {
-            let t: i64 = t.into();
-            if (0..n_vocab as i64).contains(&t) {
-                Ok(t as TokenId)
-            } else {
-                Err(invalid(format!("{field}[{i}]"), format!("token id {t} is outside the vocabulary (0..{n_vocab})")))
-            }
-        })
-        .collect()
+    tokens.iter().enumerate().map(|(i, &t)| token_id(&format!("{field}[{i}]"), t.into(), n_vocab)).collect()
+}
+
+/// One token id, checked as `token_ids` checks each; `at` names it.
+pub fn token_id(at: &str, t: i64, n_vocab: u32) -> Result<TokenId, ApiError> {
+    match (0..n_vocab as i64).contains(&t) {
+        true => Ok(t as TokenId),
+        false => Err(invalid(at, format!("token id {t} is outside the vocabulary (0..{n_vocab})"))),
+    }
 }
 
 #[cfg(test)]
