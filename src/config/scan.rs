@@ -34,22 +34,8 @@ fn is_model_file(path: &Path) -> bool {
     if !lower.ends_with(".gguf") || lower.starts_with("mmproj") {
         return false;
     }
-    match split_part(&lower) {
-        Some(part) => part == 1,
-        None => true,
-    }
-}
-
-/// The part number of a split file name (`x-00002-of-00003.gguf` -> 2).
-fn split_part(name: &str) -> Option<u32> {
-    let stem = name.strip_suffix(".gguf")?;
-    let (head, total) = stem.rsplit_once("-of-")?;
-    let (_, part) = head.rsplit_once('-')?;
-    if part.len() == 5 && total.len() == 5 && total.bytes().all(|b| b.is_ascii_digit()) {
-        part.parse().ok()
-    } else {
-        None
-    }
+    // The split part as the hub cache reads it (`x-00002-of-00003.gguf` -> 2).
+    crate::hub::names::gguf_name(&lower).is_some_and(|g| g.part == 1)
 }
 
 #[cfg(test)]
