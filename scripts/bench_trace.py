@@ -112,7 +112,7 @@ def free_port():
 def spawn(binary, model, policy, max_wait, budget_mib, parallel, ctx_size):
     port = free_port()
     args = [binary, "serve", "--port", str(port), "--policy", policy, "--max-wait", max_wait,
-            "--memory-budget-mib", str(budget_mib), "--parallel", str(parallel), "--ctx-size", str(ctx_size),
+            "--memory-budget-mib", str(budget_mib), "--parallel", str(parallel), "--ctx-size", str(ctx_size * parallel),
             "--admin-token", "bench"]
     for name in ("a", "b", "c"):
         args += ["--model", f"{name}={model}"]
@@ -145,7 +145,7 @@ def main():
     ap.add_argument("--max-wait", default="3s")
     ap.add_argument("--budget-mib", type=int, default=400, help="fits one copy of the test model")
     ap.add_argument("--parallel", type=int, default=4)
-    ap.add_argument("--ctx-size", type=int, default=512)
+    ap.add_argument("--ctx-size", type=int, default=512, help="context tokens per slot (the server gets ctx x parallel)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

@@ -39,7 +39,7 @@ NO_EOG = {"1": -100, "106": -100}
 def spawn(binary, model, names, args):
     port = free_port()
     argv = [binary, "serve", "--port", str(port), "--admin-token", "soak", "--memory-budget-mib", str(args.budget_mib),
-            "--parallel", str(args.parallel), "--ctx-size", str(args.ctx_size)]
+            "--parallel", str(args.parallel), "--ctx-size", str(args.ctx_size * args.parallel)]
     for name in names:
         argv += ["--model", f"{name}={model}"]
     argv += shlex.split(args.serve_args)
@@ -175,7 +175,7 @@ def main():
     ap.add_argument("--client-timeout", type=float, default=180)
     ap.add_argument("--budget-mib", type=int, default=400, help="fits one copy of the test model")
     ap.add_argument("--parallel", type=int, default=4)
-    ap.add_argument("--ctx-size", type=int, default=512)
+    ap.add_argument("--ctx-size", type=int, default=512, help="context tokens per slot (the server gets ctx x parallel)")
     ap.add_argument("--serve-args", default="", help="more serve flags, one string")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")

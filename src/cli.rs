@@ -68,12 +68,14 @@ pub struct PlanArgs {
     /// The GGUF model to place.
     #[arg(short = 'm', long, value_name = "PATH")]
     pub model: PathBuf,
-    /// Context tokens per request slot [default: training context, capped at 4096].
+    /// The model's KV context as `serve -c` reads it: split across the slots
+    /// when --parallel is given, else each of the 4 slots may use all of it
+    /// [default: training context, capped at 4096, per slot].
     #[arg(short = 'c', long, value_name = "TOKENS")]
     pub ctx_size: Option<u32>,
-    /// Sequence slots (the KV cache holds ctx-size x parallel tokens).
-    #[arg(short = 'p', long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub parallel: u32,
+    /// Sequence slots [default: 4].
+    #[arg(short = 'p', long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: Option<u32>,
     /// Size the KV cache of sliding-window layers at full size, as `serve
     /// --swa-full` does (by default they hold only their window).
     #[arg(long)]
@@ -177,9 +179,12 @@ pub struct ServerFlags {
     #[arg(long, env = "VRAM_LLM_PORT")]
     pub port: Option<u16>,
 
-    /// Context tokens of EACH request slot (prompt + output); a model's KV
-    /// cache holds ctx-size x parallel tokens [default: the model's training
-    /// context, capped at 4096]. Per-model `ctx_size` in the config wins.
+    /// The model's context in tokens (prompt + output), as llama-server's -c:
+    /// with --parallel given it is split evenly across the slots (-c 8192
+    /// -np 4: 2048 tokens per request); without, each slot may use all of
+    /// it (--kv-unified, llama-server's default then) [default: the model's
+    /// training context, capped at 4096, per slot]. Per-model `ctx_size` in
+    /// the config wins.
     #[arg(short = 'c', long, value_name = "TOKENS", value_parser = clap::value_parser!(u32).range(16..))]
     pub ctx_size: Option<u32>,
 

@@ -38,9 +38,6 @@ pub struct ModelSpec {
     pub sampling: SamplingParams,
     /// Default `max_tokens` for requests that give none.
     pub max_tokens: Option<u32>,
-    /// Most tokens any request may generate (llama-server's `--n-predict`
-    /// is both the default and this cap).
-    pub max_tokens_cap: Option<u32>,
     /// Full-size KV cache for sliding-window layers (`--swa-full`).
     pub swa_full: bool,
     /// llama.cpp context and loading settings.
@@ -195,7 +192,6 @@ impl ModelSpec {
         Defaults {
             sampling: self.sampling.clone(),
             max_tokens: self.max_tokens,
-            max_tokens_cap: self.max_tokens_cap,
             reasoning: self.knobs.reasoning,
             reasoning_format: self.knobs.reasoning_format,
             json_schema_engine: self.json_schema_engine,
@@ -336,7 +332,6 @@ impl SamplingParams {
 pub struct Defaults {
     pub sampling: SamplingParams,
     pub max_tokens: Option<u32>,
-    pub max_tokens_cap: Option<u32>,
     pub reasoning: Reasoning,
     pub reasoning_format: ReasoningFormat,
     pub json_schema_engine: JsonSchemaEngine,

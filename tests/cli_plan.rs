@@ -45,7 +45,7 @@ fn use_fit_params_asks_llama_cpp_and_keeps_the_whole_context() {
     // On this CPU build llama.cpp sees no GPU: its fitter leaves the layer
     // count at its default (-1) and must not shrink the context.
     let model = common::test_model();
-    let out = run(&["plan", "--model", model.to_str().unwrap(), "--ctx-size", "256", "--parallel", "2", "--use-fit-params", "--json"]);
+    let out = run(&["plan", "--model", model.to_str().unwrap(), "--ctx-size", "512", "--parallel", "2", "--use-fit-params", "--json"]);
     let p = json_of(&out);
     assert_eq!(p["llama_fit"]["n_ctx"], 512, "{p}");
     assert!(p["llama_fit"]["n_gpu_layers"].is_i64());

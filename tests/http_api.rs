@@ -542,6 +542,10 @@ async fn llama_server_completion_answers_in_its_shape() {
     // and `ignore_eos` bans every end-of-generation token (the fake's is 3).
     let g = &body["generation_settings"];
     assert_eq!((g["n_predict"].as_i64(), g["logit_bias"].as_array().map(Vec::len)), (Some(8), Some(0)), "{g}");
+    // `response_fields`: only those, keyed by their path; a path to nothing is left out.
+    let fields = json!({"prompt": "p", "n_predict": 8, "response_fields": ["content", "generation_settings/n_predict", "no/such"]});
+    let (_, picked) = post(&base, "/completion", fields.to_string()).await;
+    assert_eq!(picked, json!({"content": "xy", "generation_settings/n_predict": 8}));
     let (_, banned) = post(&base, "/completion", json!({"prompt": "p", "ignore_eos": true, "logit_bias": [[7, 1.5]]}).to_string()).await;
     assert_eq!(banned["generation_settings"]["logit_bias"], json!([{"token": 7, "bias": 1.5}, {"token": 3, "bias": null}]), "{banned}");
 

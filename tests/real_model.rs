@@ -40,7 +40,7 @@ fn stream_text(events: &[String], pick: impl Fn(&Value) -> Option<String>) -> St
 
 #[tokio::test]
 async fn serves_the_openai_api_with_the_real_model() {
-    let server = RealServer::start(&["--ctx-size", "1024", "--parallel", "4"]).await;
+    let server = RealServer::start(&["--ctx-size", "4096", "--parallel", "4"]).await;
     let base = server.base.as_str();
 
     // /v1/models carries meta for the loaded model.
@@ -157,7 +157,7 @@ async fn serves_the_openai_api_with_the_real_model() {
 
 #[tokio::test]
 async fn two_concurrent_streams_both_progress() {
-    let server = RealServer::start(&["--ctx-size", "512", "--parallel", "2"]).await;
+    let server = RealServer::start(&["--ctx-size", "1024", "--parallel", "2"]).await;
     let log: Arc<Mutex<Vec<(usize, &'static str)>>> = Arc::default();
     let mut tasks = Vec::new();
     for i in 0..2 {
@@ -226,7 +226,7 @@ fn cached_tokens(body: &Value) -> u64 {
 #[tokio::test]
 async fn an_unrelated_prompt_leaves_the_slot_holding_a_long_prefix_alone() {
     // Without the host KV cache, only the slot choice can keep the prefix.
-    let server = RealServer::start(&["--ctx-size", "1024", "--parallel", "2", "--kv-cache-mib", "0"]).await;
+    let server = RealServer::start(&["--ctx-size", "2048", "--parallel", "2", "--kv-cache-mib", "0"]).await;
     let base = server.base.as_str();
     let ask = |prompt: String| post(base, "/v1/completions", json!({"prompt": prompt, "max_tokens": 1, "temperature": 0}));
     let (status, first) = ask(long_prompt("the sky")).await;

@@ -45,7 +45,7 @@ def server_pair(args, parallel, ctx_per_slot, peer_ctx=None):
     t = str(args.threads)
     return [
         ("vram-llm", [args.ours, "serve", "--model", args.model, "--threads", t, "--parallel", str(parallel),
-                      "--ctx-size", str(ctx_per_slot)]),
+                      "--ctx-size", str(ctx_per_slot * parallel)]),
         ("llama-server", [args.peer, "-m", args.model, "-t", t, "-tb", t, "-np", str(parallel),
                           "-c", str(peer_ctx or ctx_per_slot * parallel), "--no-webui"]),
     ]

@@ -5,8 +5,8 @@
     .venv/bin/python scripts/bench/side_by_side.py --only swaps,evicted --out /tmp/b.json
 
 Both servers get the same model, --threads, slots and per-slot context
-(vram-llm's --ctx-size is per slot; llama-server's -c is the total, split
-over -np slots without a unified KV cache, so it gets ctx x parallel).
+(both read -c as the total, split over -np slots without a unified KV cache,
+so each gets ctx x parallel).
 Each server is started here on its own port and stopped at the end; its
 output goes to /tmp/vram-llm-bench-<server>-<section>.log, printed on failure.
 Both servers run at once and the measurements alternate between them (an
@@ -58,7 +58,7 @@ def log(msg):
 
 def vram_argv(args, port, models):
     argv = [args.bin, "serve", "--host", "127.0.0.1", "--port", str(port), "--threads", str(args.threads),
-            "--parallel", str(args.parallel), "--ctx-size", str(args.ctx), "--admin-token", "bench"]
+            "--parallel", str(args.parallel), "--ctx-size", str(args.ctx * args.parallel), "--admin-token", "bench"]
     for name, path in models:
         argv += ["--model", f"{name}={path}" if name else path]
     return argv + args.vram_args.split()

@@ -59,7 +59,7 @@ def main():
 
     def vram(extra):
         return lambda port: [args.bin, "serve", "--host", "127.0.0.1", "--port", str(port), "--threads", str(args.threads),
-                             "--parallel", str(args.parallel), "--ctx-size", str(args.ctx), "--model", args.model] + extra
+                             "--parallel", str(args.parallel), "--ctx-size", str(args.ctx * args.parallel), "--model", args.model] + extra
 
     rows = [("vram-llm --kv-cache-dir", run("vram-dir", vram(["--kv-cache-dir", kv_dir]))),
             ("vram-llm (memory only)", run("vram-mem", vram([])))]

@@ -104,7 +104,7 @@ def check(args):
     reserve = max(0, free - args.usable_mib)
     res["reserve_mib"], res["usable_mib"] = reserve, args.usable_mib
     models = {name: os.path.join(args.models, f"{name}.gguf") for name in SEQUENCE}
-    common = ["--ctx-size", str(args.ctx), "--parallel", str(args.parallel), "--reserve-mib", str(reserve)]
+    common = ["--ctx-size", str(args.ctx * args.parallel), "--parallel", str(args.parallel), "--reserve-mib", str(reserve)]
     res["plans"] = {n: run_json([args.bin, "plan", "--model", p, "--json"] + common) for n, p in models.items()}
     log("plans: " + ", ".join(f"{n}={p['kind']} {p['n_gpu_layers']}/{p['n_layers']}" for n, p in res["plans"].items()))
 
@@ -214,7 +214,7 @@ def main():
     ap.add_argument("--bin")
     ap.add_argument("--models", help="folder with 1b.gguf, 8b.gguf, 8b-b.gguf, 30b.gguf")
     ap.add_argument("--usable-mib", type=int, default=12288, help="GPU MiB left for models (the reserve is the rest)")
-    ap.add_argument("--ctx", type=int, default=4096)
+    ap.add_argument("--ctx", type=int, default=4096, help="context tokens per slot")
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--port", type=int, default=18480)

@@ -123,6 +123,7 @@ pub const FIELDS: &[Field] = &[
     field("prompt", Completion, Honoured),
     field("echo", Completion, Honoured),
     field("suffix", Completion, Honoured),
+    field("response_fields", Completion, Honoured),
     field("best_of", Completion, unsupported(is_one, "1")),
     // llama-server's, both endpoints.
     field("chat_template_kwargs", Chat, Honoured),
@@ -151,7 +152,7 @@ pub const FIELDS: &[Field] = &[
     field("timings_per_token", Both, NoEffect),
     field("return_progress", Both, NoEffect),
     field("n_probs", Both, Honoured),
-    field("post_sampling_probs", Both, unsupported(is_false, "false")),
+    field("post_sampling_probs", Both, Honoured),
     field("n_keep", Both, unsupported(is_zero, "0")),
     field("t_max_predict_ms", Both, unsupported(is_zero, "0")),
     field("dynatemp_range", Both, unsupported(is_zero, "0")),
@@ -274,7 +275,7 @@ mod tests {
         check(Endpoint::Chat, &body(neutral)).unwrap();
         for (k, v) in [
             ("modalities", json!(["text", "audio"])),
-            ("audio", json!({"voice": "x"})), ("post_sampling_probs", json!(true)), ("samplers", json!(["top_k"]))]
+            ("audio", json!({"voice": "x"})), ("n_keep", json!(4)), ("samplers", json!(["top_k"]))]
         {
             let e = check(Endpoint::Chat, &body(json!({ k: v }))).unwrap_err();
             assert_eq!(param(e.clone()), k);

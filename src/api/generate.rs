@@ -124,6 +124,7 @@ pub fn request(tokens: Vec<TokenId>, sampling: &ValidSampling) -> GenerationRequ
         max_tokens: sampling.max_tokens,
         stop: sampling.stop.clone(),
         logprobs: sampling.logprobs,
+        post_sampling_probs: sampling.post_sampling_probs,
         keep_special: sampling.keep_special.clone(),
         branch_points: Vec::new(),
         cache_prompt: sampling.cache_prompt,

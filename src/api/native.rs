@@ -32,18 +32,35 @@ fn stop_type(finish: FinishReason) -> &'static str {
 /// llama-server's `completion_probabilities` (`n_probs`): per generated
 /// token its id, text, bytes and log-probability, and the most likely
 /// alternatives in the same shape.
-fn probabilities(logprobs: &[TokenLogprob]) -> Value {
+/// With `post_sampling_probs`, probabilities (`prob`, `top_probs`) instead.
+fn probabilities(logprobs: &[TokenLogprob], post_sampling: bool) -> Value {
     let entry = |id: u32, bytes: &[u8], logprob: f32| {
-        json!({"id": id, "token": String::from_utf8_lossy(bytes), "bytes": bytes, "logprob": logprob})
+        let mut e = json!({"id": id, "token": String::from_utf8_lossy(bytes), "bytes": bytes});
+        match post_sampling {
+            true => e["prob"] = json!(logprob.exp()),
+            false => e["logprob"] = json!(logprob),
+        }
+        e
     };
+    let top = if post_sampling { "top_probs" } else { "top_logprobs" };
     logprobs
         .iter()
         .map(|lp| {
             let mut e = entry(lp.token, &lp.bytes, lp.logprob);
-            e["top_logprobs"] = lp.top.iter().map(|(id, bytes, logprob)| entry(*id, bytes, *logprob)).collect();
+            e[top] = lp.top.iter().map(|(id, bytes, logprob)| entry(*id, bytes, *logprob)).collect();
             e
         })
         .collect()
+}
+
+/// llama-server's `response_fields`: only the fields at these paths
+/// (`a/b` reads `body["a"]["b"]`), keyed by the path; none: all of it.
+fn only_fields(body: Value, paths: &[String]) -> Value {
+    if paths.is_empty() {
+        return body;
+    }
+    let picked = paths.iter().filter_map(|p| body.pointer(&format!("/{p}")).map(|v| (p.clone(), v.clone())));
+    Value::Object(picked.collect())
 }
 
 /// llama-server's `generation_settings`: what the request was sampled with
@@ -138,21 +155,22 @@ pub async fn completion(
             body["prompt"] = prompt;
             body["generation_settings"] = settings.clone();
             if valid.sampling.logprobs.is_some() {
-                body["completion_probabilities"] = probabilities(&out.logprobs);
+                body["completion_probabilities"] = probabilities(&out.logprobs, valid.sampling.post_sampling_probs);
             }
-            bodies.push(body);
+            bodies.push(only_fields(body, &valid.response_fields));
         }
         drop(permit);
         return Ok(Json(if listed { Value::Array(bodies) } else { bodies.remove(0) }).into_response());
     }
     let started = start(&model, one, &valid.sampling, "prompt", log.clone()).await?;
     let (tx, response) = sse::channel_response();
+    let post_sampling = valid.sampling.post_sampling_probs;
     tokio::spawn(async move {
         let _permit = permit;
-        let text = |t: String, logprobs: &[TokenLogprob]| {
+        let text = move |t: String, logprobs: &[TokenLogprob]| {
             let mut chunk = json!({"index": 0, "content": t, "tokens": [], "stop": false, "id_slot": -1});
             if !logprobs.is_empty() {
-                chunk["completion_probabilities"] = probabilities(logprobs);
+                chunk["completion_probabilities"] = probabilities(logprobs, post_sampling);
             }
             sse::data(&chunk)
         };

@@ -80,6 +80,8 @@ pub struct SamplingFields {
     /// llama-server's: log-probabilities with this many alternatives per
     /// token (0..=20), as `logprobs` on the OpenAI endpoints.
     pub n_probs: Option<i64>,
+    /// llama-server's: the probabilities after the samplers, not the raw ones.
+    pub post_sampling_probs: Option<bool>,
     // llama-server's samplers (see `types::SamplingParams`).
     pub typical_p: Option<f64>,
     pub min_keep: Option<f64>,
@@ -141,6 +143,8 @@ pub struct CompletionRequest {
     pub prompt: PromptField,
     pub echo: Option<bool>,
     pub suffix: Option<String>,
+    /// llama-server's (`/completion`): the answer's fields to keep, as paths.
+    pub response_fields: Option<Vec<String>>,
     /// Filled by the extractor from the same JSON object (see `WireRequest`).
     #[serde(skip)]
     pub sampling: SamplingFields,

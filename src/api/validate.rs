@@ -29,6 +29,8 @@ pub struct ValidSampling {
     pub grammar_field: &'static str,
     /// Report log-probabilities with this many alternatives per token.
     pub logprobs: Option<u32>,
+    /// ... taken after the samplers (llama-server's `post_sampling_probs`).
+    pub post_sampling_probs: bool,
     /// Special tokens the output writes as text (tool-call marks).
     pub keep_special: Vec<TokenId>,
     /// Choices per prompt (`n`).
@@ -117,6 +119,8 @@ pub struct ValidCompletion {
     pub echo: bool,
     /// Fill in the middle between each prompt and this (not empty).
     pub suffix: Option<String>,
+    /// `/completion` answers only these fields (paths such as `a/b`).
+    pub response_fields: Vec<String>,
     pub sampling: ValidSampling,
 }
 
@@ -154,7 +158,7 @@ pub fn chat(req: ChatCompletionRequest, n_vocab: u32, defaults: &Defaults) -> Re
     let template_kwargs = with_reasoning(req.chat_template_kwargs, defaults.reasoning);
     let end = turn_end(&messages, req.add_generation_prompt, req.continue_final_message)?;
     if let Some(m) = req.max_completion_tokens {
-        sampling.max_tokens = capped(Some(positive_u32("max_completion_tokens", m)?), defaults.max_tokens_cap);
+        sampling.max_tokens = Some(positive_u32("max_completion_tokens", m)?);
     }
     Ok(ValidChat {
         verbose: req.verbose.unwrap_or(false),
@@ -211,7 +215,8 @@ pub fn completion(req: CompletionRequest, n_vocab: u32, defaults: &Defaults) -> 
         ));
     }
     let suffix = req.suffix.filter(|s| !s.is_empty());
-    Ok(ValidCompletion { model: req.model, prompts, echo: req.echo.unwrap_or(false), suffix, sampling })
+    let response_fields = req.response_fields.unwrap_or_default();
+    Ok(ValidCompletion { model: req.model, prompts, echo: req.echo.unwrap_or(false), suffix, response_fields, sampling })
 }
 
 /// Validates one chat message and normalizes its content to a string.
@@ -297,11 +302,11 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
     let (logit_bias, logit_bias_text) = logit_bias(f.logit_bias.unwrap_or(Value::Null), n_vocab)?;
     let max_tokens = match (f.max_tokens, f.n_predict) {
         (Some(m), _) => Some(positive_u32("max_tokens", m)?),
-        (None, Some(n)) if n < 0 => None, // llama-server: -1 = unlimited
+        // llama-server: -1 = the server's default (`--n-predict`, unlimited when unset).
+        (None, Some(n)) if n < 0 => model_defaults.max_tokens,
         (None, Some(n)) => Some(positive_u32("n_predict", n)?),
         (None, None) => model_defaults.max_tokens,
     };
-    let max_tokens = capped(max_tokens, model_defaults.max_tokens_cap);
     let stop = match f.stop {
         None => Vec::new(),
         Some(StopField::One(s)) => vec![s],
@@ -349,6 +354,7 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
         keep_special: Vec::new(),
         logit_bias_text,
         cache_prompt: f.cache_prompt.unwrap_or(true),
+        post_sampling_probs: f.post_sampling_probs.unwrap_or(false),
         n: match f.n {
             None => 1,
             Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => n as u32,
@@ -556,12 +562,3 @@ pub fn token_id(at: &str, t: i64, n_vocab: u32) -> Result<TokenId, ApiError> {
 #[cfg(test)]
 #[path = "validate_tests.rs"]
 mod tests;
-
-/// A request's `max_tokens` under the server's cap (`--n-predict`).
-fn capped(max_tokens: Option<u32>, cap: Option<u32>) -> Option<u32> {
-    match (max_tokens, cap) {
-        (Some(m), Some(c)) => Some(m.min(c)),
-        (None, cap) => cap,
-        (m, None) => m,
-    }
-}

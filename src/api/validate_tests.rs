@@ -284,19 +284,21 @@ mod defaults {
     }
 
     #[test]
-    fn the_servers_n_predict_is_the_default_and_the_cap() {
-        let defaults = Defaults { max_tokens: Some(16), max_tokens_cap: Some(16), ..Defaults::default() };
+    fn the_servers_n_predict_is_the_default_a_request_may_raise() {
+        // As llama-server: `--n-predict` fills in for a request without a
+        // limit (or with -1); a request's own limit wins, larger or not.
+        let defaults = Defaults { max_tokens: Some(16), ..Defaults::default() };
         for (body, want) in [
             (r#"{"prompt":"x"}"#, 16),
             (r#"{"prompt":"x","max_tokens":8}"#, 8),
-            (r#"{"prompt":"x","n_predict":100}"#, 16),
+            (r#"{"prompt":"x","n_predict":100}"#, 100),
             (r#"{"prompt":"x","n_predict":-1}"#, 16),
         ] {
             let req: CompletionRequest = parse_json(body.as_bytes()).unwrap();
             assert_eq!(completion(req, 10, &defaults).unwrap().sampling.max_tokens, Some(want), "{body}");
         }
         let chat = chat_with(r#"{"messages":[{"role":"user","content":"x"}],"max_completion_tokens":99}"#, &defaults);
-        assert_eq!(chat.sampling.max_tokens, Some(16));
+        assert_eq!(chat.sampling.max_tokens, Some(99));
     }
 
     fn chat_with(body: &str, defaults: &Defaults) -> ValidChat {

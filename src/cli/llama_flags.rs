@@ -21,9 +21,9 @@ pub struct LlamaServerFlags {
     #[arg(short = 's', long, value_name = "N", allow_negative_numbers = true)]
     pub seed: Option<i64>,
 
-    /// Most tokens a request generates, and the default of requests that
-    /// send no `max_tokens`, as llama-server's; -1: until the context is full
-    /// (per-model `sampling.max_tokens` sets another default under it)
+    /// The most tokens a request generates when it sends no `max_tokens` /
+    /// `n_predict` (or -1), as llama-server's; a request's own limit wins.
+    /// -1: until the context is full (a model's `sampling.max_tokens` wins)
     /// [default: -1].
     #[arg(short = 'n', long = "n-predict", visible_alias = "predict", value_name = "N", allow_negative_numbers = true)]
     pub n_predict: Option<i64>,
@@ -66,8 +66,7 @@ pub struct LlamaServerFlags {
 
     /// Accepted without effect, with the other llama-server flags that change
     /// nothing here: --no-cont-batching (batching is always continuous),
-    /// --jinja and --no-jinja (templates are always Jinja), --kv-unified,
-    /// --no-kv-unified,
+    /// --jinja and --no-jinja (templates are always Jinja),
     /// --offline (nothing is downloaded),
     /// --no-cache-idle-slots, --no-mmproj, --tags. Flags for features
     /// vram-llm lacks (--model-url, --lora, --model-draft, --mmproj...) are
@@ -80,9 +79,15 @@ pub struct LlamaServerFlags {
     pub jinja: bool,
     #[arg(long, hide = true)]
     pub no_jinja: bool,
-    #[arg(long, hide = true)]
+    /// Every slot may use the whole --ctx-size (llama-server's default when
+    /// --parallel is not given; with --parallel, -c is split across the
+    /// slots). vram-llm still gives each slot its own KV stream, so the cache
+    /// then holds ctx-size x parallel tokens.
+    #[arg(long, conflicts_with = "no_kv_unified")]
     pub kv_unified: bool,
-    #[arg(long, hide = true)]
+    /// Split --ctx-size evenly across the --parallel slots, even when
+    /// --parallel is not given (4 slots).
+    #[arg(long)]
     pub no_kv_unified: bool,
     /// No dashboard at `/` (404), as llama-server's `--no-ui` turns off
     /// its web UI (`--no-webui` too).
@@ -180,6 +185,11 @@ impl LlamaServerFlags {
     }
 
     /// `--n-predict` as a request default (`None`: no limit).
+    /// `--kv-unified` / `--no-kv-unified`, when either was given.
+    pub fn kv_unified(&self) -> Option<bool> {
+        (self.kv_unified || self.no_kv_unified).then_some(self.kv_unified)
+    }
+
     pub fn n_predict(&self) -> Option<u32> {
         self.n_predict.filter(|n| *n > 0).map(|n| n.min(u32::MAX as i64) as u32)
     }

@@ -36,7 +36,9 @@ pub fn print_gpus(args: &GpusArgs) -> Result<(), String> {
 
 pub fn print_plan(args: &PlanArgs) -> Result<(), String> {
     let gpus = inventory(args.gpus.gpus_from.as_deref())?;
-    let footprint = crate::catalogue::estimate::footprint(&args.model, args.ctx_size, args.parallel, args.swa_full)
+    let parallel = args.parallel.unwrap_or(crate::config::DEFAULT_PARALLEL);
+    let ctx_size = crate::engine::per_slot_ctx(args.ctx_size, parallel, args.parallel.is_none());
+    let footprint = crate::catalogue::estimate::footprint(&args.model, ctx_size, parallel, args.swa_full)
         .map_err(|e| format!("{}: {e}", args.model.display()))?;
     let opts = server_options(&args.gpus, &ServerSection::default());
     let placement = plan(&gpus, &footprint, &opts).map_err(|e| e.to_string())?;
@@ -45,7 +47,7 @@ pub fn print_plan(args: &PlanArgs) -> Result<(), String> {
             return Err("--use-fit-params asks llama.cpp, which sees this machine's devices, not a --gpus-from list".into());
         }
         let batch = crate::config::DEFAULT_BATCH_SIZE;
-        Some(crate::engine::llama::fit_only(&args.model, args.ctx_size, args.parallel, batch, opts.reserve_mib)?)
+        Some(crate::engine::llama::fit_only(&args.model, ctx_size, parallel, batch, opts.reserve_mib)?)
     } else {
         None
     };

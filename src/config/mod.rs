@@ -159,6 +159,8 @@ impl Config {
         let base = ModelDefaults {
             ctx_size: flags.ctx_size.or(s.ctx_size),
             parallel: flags.parallel.or(s.parallel).unwrap_or(DEFAULT_PARALLEL),
+            parallel_given: flags.parallel.or(s.parallel).is_some(),
+            kv_unified: flags.llama.kv_unified().or(s.kv_unified),
             n_gpu_layers: flags.n_gpu_layers.or(s.n_gpu_layers),
             chat_template_file: flags.chat_template_file.clone().or_else(|| s.chat_template_file.clone()),
             swa_full: flags.swa_full.or(s.swa_full).unwrap_or(false),
@@ -223,6 +225,15 @@ impl Config {
             return Err(format!(
                 "--batch-size {} is smaller than the {} slots (--parallel) of model `{}`: raise --batch-size or lower --parallel",
                 server.batch_size, m.parallel, m.id
+            ));
+        }
+        if let Some(m) = models.iter().find(|m| m.ctx_size.is_some_and(|c| c < MIN_SLOT_CTX)) {
+            return Err(format!(
+                "--ctx-size split across the {} slots (--parallel) of model `{}` leaves {} tokens per slot (at least {MIN_SLOT_CTX}): \
+                 raise --ctx-size, lower --parallel or give --kv-unified",
+                m.parallel,
+                m.id,
+                m.ctx_size.unwrap_or(0)
             ));
         }
         Ok(Config { server, models, file: file_path })
@@ -435,9 +446,18 @@ fn is_origin(s: &str) -> bool {
     })
 }
 
+/// The smallest context a request slot may have.
+const MIN_SLOT_CTX: u32 = 16;
+
 struct ModelDefaults {
+    /// The model's whole KV context, as llama-server's `-c` (see
+    /// [`crate::engine::per_slot_ctx`]).
     ctx_size: Option<u32>,
     parallel: u32,
+    /// `--parallel` (or `parallel =`) was given: llama-server then splits
+    /// `-c` across the slots unless `--kv-unified` says otherwise.
+    parallel_given: bool,
+    kv_unified: Option<bool>,
     n_gpu_layers: Option<u32>,
     chat_template_file: Option<PathBuf>,
     swa_full: bool,
@@ -456,7 +476,7 @@ impl ModelDefaults {
             id,
             aliases: Vec::new(),
             path,
-            ctx_size: self.ctx_size,
+            ctx_size: crate::engine::per_slot_ctx(self.ctx_size, self.parallel, self.kv_unified.unwrap_or(!self.parallel_given)),
             parallel: self.parallel,
             n_gpu_layers: self.n_gpu_layers,
             gpu: Default::default(),
@@ -466,7 +486,6 @@ impl ModelDefaults {
             exclusive: false,
             sampling: self.sampling.clone(),
             max_tokens: self.max_tokens,
-            max_tokens_cap: self.max_tokens,
             swa_full: self.swa_full,
             knobs: self.knobs,
             json_schema_engine: self.json_schema_engine,
@@ -477,8 +496,9 @@ impl ModelDefaults {
 fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &str) -> Result<ModelSpec, String> {
     let mut spec = base.spec(m.name.clone(), dir.join(&m.path));
     spec.aliases = m.aliases.clone();
-    spec.ctx_size = m.ctx_size.or(spec.ctx_size);
     spec.parallel = m.parallel.unwrap_or(spec.parallel);
+    let unified = m.kv_unified.or(base.kv_unified).unwrap_or(!(base.parallel_given || m.parallel.is_some()));
+    spec.ctx_size = crate::engine::per_slot_ctx(m.ctx_size.or(base.ctx_size), spec.parallel, unified);
     spec.n_gpu_layers = m.n_gpu_layers.or(spec.n_gpu_layers);
     spec.swa_full = m.swa_full.unwrap_or(spec.swa_full);
     if let Some(e) = m.json_schema_engine {
@@ -544,9 +564,6 @@ fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &s
     }
     if !(1..=256).contains(&spec.parallel) {
         return Err(format!("{at}: parallel must be between 1 and 256 (got {})", spec.parallel));
-    }
-    if spec.ctx_size.is_some_and(|c| c < 16) {
-        return Err(format!("{at}: ctx_size must be at least 16"));
     }
     Ok(spec)
 }

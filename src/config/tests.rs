@@ -107,7 +107,7 @@ max_tokens = 64
     let c = Config::load(&sources(Some(cfg)), &ServerFlags::default()).unwrap();
     let m = &c.models[0];
     assert_eq!(m.aliases, vec!["first".to_string()]);
-    assert_eq!((m.ctx_size, m.parallel), (Some(1024), 2));
+    assert_eq!((m.ctx_size, m.parallel), (Some(512), 2), "ctx_size is the model's: split across the 2 slots");
     assert_eq!(m.ttl, Some(Duration::from_secs(300)));
     assert!(m.preload && m.exclusive);
     assert_eq!(m.sampling.temperature, 0.2);
@@ -406,4 +406,37 @@ fn the_batch_holds_a_token_of_every_slot() {
     let tiny = ServerFlags { batch_size: Some(2), ..Default::default() };
     let err = Config::load(&sources(Some(cfg)), &tiny).unwrap_err();
     assert!(err.contains("--batch-size 2") && err.contains("`a`"), "{err}");
+}
+
+#[test]
+fn ctx_size_is_read_as_llama_servers_c() {
+    // -c is the model's context: split across the slots when --parallel is
+    // given, whole for each slot when it is not (llama-server's unified
+    // default) or when --kv-unified says so.
+    let d = Dir::new("ctx");
+    let cli = ModelSources { model: vec![d.0.join("models/a.gguf").display().to_string()], ..Default::default() };
+    let slot = |parallel: Option<u32>, kv_unified: bool, no_kv_unified: bool| {
+        let llama = crate::cli::LlamaServerFlags { kv_unified, no_kv_unified, ..Default::default() };
+        let flags = ServerFlags { ctx_size: Some(1024), parallel, llama, ..Default::default() };
+        Config::load(&cli, &flags).map(|c| (c.models[0].ctx_size, c.models[0].parallel))
+    };
+    assert_eq!(slot(None, false, false), Ok((Some(1024), 4)));
+    assert_eq!(slot(Some(2), false, false), Ok((Some(512), 2)));
+    assert_eq!(slot(Some(2), true, false), Ok((Some(1024), 2)));
+    assert_eq!(slot(None, false, true), Ok((Some(256), 4)));
+    let err = slot(Some(128), false, false).unwrap_err();
+    assert!(err.contains("8 tokens per slot") && err.contains("--kv-unified"), "{err}");
+    // No -c: the default is per slot, whatever the slots.
+    let c = Config::load(&cli, &ServerFlags { parallel: Some(2), ..Default::default() }).unwrap();
+    assert_eq!(c.models[0].ctx_size, None);
+    // A model's own parallel splits the server's ctx_size; its kv_unified keeps it whole.
+    let cfg = d.write(
+        "c.toml",
+        "[server]\nctx_size = 4096\n[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\nparallel = 2\n\
+         [[models]]\nname = \"b\"\npath = \"models/a.gguf\"\nparallel = 2\nkv_unified = true\n\
+         [[models]]\nname = \"c\"\npath = \"models/a.gguf\"\n",
+    );
+    let c = Config::load(&sources(Some(cfg)), &ServerFlags::default()).unwrap();
+    let got: Vec<_> = c.models.iter().map(|m| (m.id.as_str(), m.ctx_size)).collect();
+    assert_eq!(got, [("a", Some(2048)), ("b", Some(4096)), ("c", Some(4096))]);
 }

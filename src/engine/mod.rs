@@ -31,6 +31,15 @@ use crate::types::{ModelSpec, Progress};
 /// real conversations, small enough that `parallel` slots stay affordable.
 pub const DEFAULT_CTX_CAP: u32 = 4096;
 
+/// Turns `ctx_size` as llama-server means it (the model's whole KV context)
+/// into the context of one request slot: split evenly across the `parallel`
+/// slots, or, `unified` (llama-server's `--kv-unified`, its default when
+/// `--parallel` is not given), the whole of it for each slot. `None` stays
+/// `None` (the default per slot, see [`slot_context`]).
+pub fn per_slot_ctx(total: Option<u32>, parallel: u32, unified: bool) -> Option<u32> {
+    total.map(|c| if unified { c } else { c / parallel.max(1) })
+}
+
 /// The context one request slot gets: the requested size, else the training
 /// context capped at [`DEFAULT_CTX_CAP`]; never above the training context.
 pub fn slot_context(requested: Option<u32>, n_ctx_train: u32) -> u32 {
@@ -76,6 +85,9 @@ pub struct GenerationRequest {
     /// Report each generated token's log-probability and this many
     /// alternatives (`None`: no log-probabilities).
     pub logprobs: Option<u32>,
+    /// The log-probabilities come from the distribution the sampler chain
+    /// drew from (llama-server's `post_sampling_probs`), not the raw logits.
+    pub post_sampling_probs: bool,
     /// Special tokens written out as text (tool-call marks such as
     /// `[TOOL_CALLS]`); other special tokens produce no text.
     pub keep_special: Vec<TokenId>,

@@ -273,7 +273,6 @@ pub fn fake_spec(id: &str) -> ModelSpec {
         exclusive: false,
         sampling: Default::default(),
         max_tokens: None,
-        max_tokens_cap: None,
         swa_full: false,
         knobs: Default::default(),
         json_schema_engine: Default::default(),

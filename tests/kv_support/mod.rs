@@ -64,6 +64,7 @@ pub fn greedy(prompt: Vec<u32>, max_tokens: u32) -> GenerationRequest {
         max_tokens: Some(max_tokens),
         stop: Vec::new(),
         logprobs: Some(0),
+        post_sampling_probs: false,
         keep_special: Vec::new(),
         branch_points: Vec::new(),
         cache_prompt: true,

@@ -127,6 +127,25 @@ def test_llama_server_n_probs_on_its_completion_endpoint(server):
         assert bytes(p["bytes"]).decode("utf-8", "replace") == p["token"] and p["logprob"] <= 0
 
 
+def test_post_sampling_probs_come_from_the_distribution_the_pick_was_drawn_from(server):
+    # llama-server's `post_sampling_probs`: `prob` / `top_probs` after the
+    # samplers. top_k 4 leaves four candidates, so their probabilities sum
+    # to 1 and the picked token is one of them.
+    body = {"prompt": "Today was the day. Today I would finally become a", "n_predict": 5, "n_probs": 10,
+            "temperature": 1.0, "top_k": 4, "seed": 7, "post_sampling_probs": True}
+    req = urllib.request.Request(f"{server}/completion", data=json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        out = json.load(r)
+    probs = out["completion_probabilities"]
+    assert len(probs) == 5
+    for p in probs:
+        top = p["top_probs"]
+        assert 1 <= len(top) <= 4 and "logprob" not in p and "top_logprobs" not in p
+        assert all(0.0 < t["prob"] <= 1.0 for t in top) and abs(sum(t["prob"] for t in top) - 1.0) < 1e-3
+        assert p["id"] in [t["id"] for t in top] and 0.0 < p["prob"] <= 1.0
+
+
 def test_errors_are_raised_as_sdk_exceptions(client):
     # A server of one model answers any name, as llama-server (the answer
     # says which model it is); --strict-model-names makes it a 404.

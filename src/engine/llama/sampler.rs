@@ -81,6 +81,23 @@ pub(super) fn token_logprob(
     }
 }
 
+/// [`PostProbs`] as a [`crate::engine::TokenLogprob`] (natural logs).
+pub(super) fn post_logprob(
+    post: PostProbs,
+    token: LlamaToken,
+    bytes: Vec<u8>,
+    bytes_of: impl Fn(LlamaToken) -> Vec<u8>,
+) -> crate::engine::TokenLogprob {
+    // A picked token always had a probability; the floor keeps JSON finite.
+    let ln = |p: f32| p.max(f32::MIN_POSITIVE).ln();
+    crate::engine::TokenLogprob {
+        token: token.0 as crate::engine::TokenId,
+        bytes,
+        logprob: ln(post.token_p),
+        top: post.top.into_iter().map(|(t, p)| (t.0 as crate::engine::TokenId, bytes_of(t), ln(p))).collect(),
+    }
+}
+
 impl Grammar {
     /// Whether the grammar allows `token` next (the chain's pick alone).
     fn allows(&mut self, token: LlamaToken) -> bool {
@@ -164,11 +181,43 @@ impl Drop for RequestSampler {
     }
 }
 
+/// The probabilities the sampler chain left at one step (llama-server's
+/// `post_sampling_probs`): the picked token's, and the `top` most likely
+/// candidates with a probability above 0, most likely first.
+pub(super) struct PostProbs {
+    pub token_p: f32,
+    pub top: Vec<(LlamaToken, f32)>,
+}
+
+/// A softmax over the candidates the chain kept, at the logits it left them
+/// (temperature applied, truncated ones gone, refused ones at -inf): the
+/// distribution the pick was drawn from.
+fn post_probs(all: &LlamaTokenDataArray, token: LlamaToken, top: usize) -> PostProbs {
+    let max = all.data.iter().map(|d| d.logit()).fold(f32::NEG_INFINITY, f32::max);
+    let weight = |l: f32| if max.is_finite() { ((l - max) as f64).exp() } else { 0.0 };
+    let sum: f64 = all.data.iter().map(|d| weight(d.logit())).sum();
+    let prob = |l: f32| if sum > 0.0 { (weight(l) / sum) as f32 } else { 0.0 };
+    let mut probs: Vec<(LlamaToken, f32)> = all.data.iter().map(|d| (d.id(), prob(d.logit()))).filter(|(_, p)| *p > 0.0).collect();
+    probs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let token_p = probs.iter().find(|(t, _)| *t == token).map_or(0.0, |(_, p)| *p);
+    probs.truncate(top);
+    PostProbs { token_p, top: probs }
+}
+
 impl RequestSampler {
-    pub(super) fn sample(&mut self, ctx: &LlamaContext<'_>, idx: i32) -> LlamaToken {
+    /// Picks the next token and accepts it; `post` asks for the
+    /// probabilities the chain left (that many alternatives).
+    pub(super) fn sample(&mut self, ctx: &LlamaContext<'_>, idx: i32, post: Option<usize>) -> (LlamaToken, Option<PostProbs>) {
         let Some(grammar) = self.grammar.as_mut() else {
-            // `sample` applies the chain and accepts the token.
-            return self.chain.sample(ctx, idx);
+            let Some(top) = post else {
+                // `sample` applies the chain and accepts the token.
+                return (self.chain.sample(ctx, idx), None);
+            };
+            let mut all = ctx.token_data_array_ith(idx);
+            all.apply_sampler(&mut self.chain);
+            let token = all.selected_token().unwrap_or_else(|| all.data[0].id());
+            self.chain.accept(token);
+            return (token, Some(post_probs(&all, token, top)));
         };
         let cost = &mut self.cost;
         cost.tokens += 1;
@@ -183,7 +232,7 @@ impl RequestSampler {
                 let started = std::time::Instant::now();
                 grammar.accept(token);
                 cost.accept += started.elapsed();
-                return token;
+                return (token, post.map(|top| post_probs(&all, token, top)));
             }
         }
         cost.refused += 1;
@@ -198,7 +247,7 @@ impl RequestSampler {
         let started = std::time::Instant::now();
         grammar.accept(token);
         cost.accept += started.elapsed();
-        token
+        (token, post.map(|top| post_probs(&all, token, top)))
     }
 }
 

@@ -135,8 +135,9 @@ pub(super) struct Active {
     pub(super) sampler: super::sampler::RequestSampler,
     pub(super) text: TextStream,
     pub(super) max_tokens: Option<u32>,
-    /// Alternatives to report with each token's log-probability.
-    pub(super) logprobs: Option<u32>,
+    /// Alternatives to report with each token's log-probability, and
+    /// whether it is the chain's (post-sampling) probability.
+    pub(super) logprobs: Option<(u32, bool)>,
     /// Special tokens written out as text.
     pub(super) keep_special: Vec<LlamaToken>,
     pub(super) generated: u32,
@@ -420,7 +421,7 @@ impl<'m> Worker<'m> {
                 sampler,
                 text: TextStream::new(req.stop),
                 max_tokens: req.max_tokens,
-                logprobs: req.logprobs,
+                logprobs: req.logprobs.map(|n| (n, req.post_sampling_probs)),
                 keep_special: req.keep_special.iter().map(|&t| LlamaToken(t as i32)).collect(),
                 generated: 0,
                 cached_tokens: reuse as u32,
@@ -528,7 +529,8 @@ impl<'m> Worker<'m> {
         for slot in &mut self.slots {
             let Some(active) = slot.active.as_mut() else { continue };
             let Some(idx) = active.logits_at.take() else { continue };
-            let token = active.sampler.sample(&self.ctx, idx);
+            let post = active.logprobs.and_then(|(n, post)| post.then_some(n as usize));
+            let (token, post) = active.sampler.sample(&self.ctx, idx, post);
             let outcome = if vocab.is_eog(token) {
                 Some(FinishReason::Stop)
             } else {
@@ -540,8 +542,11 @@ impl<'m> Worker<'m> {
                     bytes
                 };
                 let piece = piece_of(token);
-                if let Some(top) = active.logprobs {
-                    let lp = super::sampler::token_logprob(self.ctx.get_logits_ith(idx), token, piece.clone(), top as usize, piece_of);
+                if let Some((top, _)) = active.logprobs {
+                    let lp = match post {
+                        Some(post) => super::sampler::post_logprob(post, token, piece.clone(), piece_of),
+                        None => super::sampler::token_logprob(self.ctx.get_logits_ith(idx), token, piece.clone(), top as usize, piece_of),
+                    };
                     let _ = active.tx.send(GenerationEvent::Logprob(lp));
                 }
                 let pushed = active.text.push(&piece);
