@@ -28,6 +28,9 @@ pub struct ModelSpec {
     /// The model's own GPU placement settings (config); they win over the server's.
     pub gpu: GpuOverrides,
     pub chat_template_file: Option<PathBuf>,
+    /// llama-server's `--chat-template`: a built-in name or Jinja source
+    /// (`chat_template_file` wins over it).
+    pub chat_template: Option<String>,
     /// Unload after this long idle.
     pub ttl: Option<Duration>,
     /// Load at startup, before the port opens.

@@ -145,7 +145,11 @@ pub struct LlamaServerFlags {
     pub ui_mcp_proxy: bool,
     #[arg(long, hide = true, value_name = "V")]
     pub slot_save_path: Option<String>,
-    #[arg(long, hide = true, value_name = "V")]
+    /// A chat template for every model without a template file of its own,
+    /// as llama-server takes it: a built-in name (chatml, gemma, llama3,
+    /// command-r, phi3) or the Jinja source itself. It wins over the GGUF's
+    /// template; --chat-template-file wins over it.
+    #[arg(long, value_name = "NAME|JINJA")]
     pub chat_template: Option<String>,
     #[arg(long, hide = true, value_name = "V")]
     pub media_path: Option<String>,
@@ -174,7 +178,6 @@ impl LlamaServerFlags {
         given(self.models_preset.is_some(), "--models-preset", "use --config FILE ([[models]] with per-model settings)")?;
         given(self.tools.is_some() || self.ui_mcp_proxy, "--tools / --ui-mcp-proxy", "built-in tools and the MCP proxy are not supported")?;
         given(self.slot_save_path.is_some(), "--slot-save-path", "use --kv-cache-dir DIR: saved KV caches survive restarts there")?;
-        given(self.chat_template.is_some(), "--chat-template", "pass a Jinja file with --chat-template-file")?;
         given(self.backend_sampling, "--backend_sampling", "sampling runs on the CPU")?;
         Ok(())
     }

@@ -46,6 +46,8 @@ pub struct ServerSection {
     pub batch_size: Option<u32>,
     pub n_gpu_layers: Option<u32>,
     pub chat_template_file: Option<PathBuf>,
+    /// llama-server's `--chat-template`: a built-in name or Jinja source.
+    pub chat_template: Option<String>,
     pub api_key: Option<String>,
     pub admin_token: Option<String>,
     pub memory_budget_mib: Option<u64>,
@@ -110,6 +112,8 @@ pub struct ModelSection {
     /// GPU shares in index order (like llama.cpp's `--tensor-split`).
     pub tensor_split: Option<Vec<f32>>,
     pub chat_template_file: Option<PathBuf>,
+    /// llama-server's `--chat-template`: a built-in name or Jinja source.
+    pub chat_template: Option<String>,
     /// Idle time after which the model is unloaded.
     #[serde(default, deserialize_with = "duration")]
     pub ttl: Option<Duration>,

@@ -163,6 +163,7 @@ impl Config {
             kv_unified: flags.llama.kv_unified().or(s.kv_unified),
             n_gpu_layers: flags.n_gpu_layers.or(s.n_gpu_layers),
             chat_template_file: flags.chat_template_file.clone().or_else(|| s.chat_template_file.clone()),
+            chat_template: flags.llama.chat_template.clone().or_else(|| s.chat_template.clone()),
             swa_full: flags.swa_full.or(s.swa_full).unwrap_or(false),
             json_schema_engine: match flags.json_schema_engine {
                 Some(e) => json_schema_engine(e, "--json-schema-engine")?,
@@ -460,6 +461,7 @@ struct ModelDefaults {
     kv_unified: Option<bool>,
     n_gpu_layers: Option<u32>,
     chat_template_file: Option<PathBuf>,
+    chat_template: Option<String>,
     swa_full: bool,
     json_schema_engine: JsonSchemaEngine,
     knobs: EngineKnobs,
@@ -481,6 +483,7 @@ impl ModelDefaults {
             n_gpu_layers: self.n_gpu_layers,
             gpu: Default::default(),
             chat_template_file: self.chat_template_file.clone(),
+            chat_template: self.chat_template.clone(),
             ttl: self.ttl,
             preload: false,
             exclusive: false,
@@ -515,6 +518,11 @@ fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &s
         if shares.is_empty() || shares.iter().any(|v| !v.is_finite() || *v < 0.0) || shares.iter().all(|v| *v == 0.0) {
             return Err(format!("{at}: tensor_split must list non-negative shares, not all zero (got {shares:?})"));
         }
+    }
+    if let Some(t) = &m.chat_template {
+        // A model's own template replaces the server's file too.
+        spec.chat_template = Some(t.clone());
+        spec.chat_template_file = None;
     }
     if let Some(t) = &m.chat_template_file {
         spec.chat_template_file = Some(dir.join(t));

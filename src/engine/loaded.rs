@@ -15,8 +15,11 @@ use crate::types::{ModelSpec, Progress};
 pub enum TemplateOrigin {
     File(PathBuf),
     Gguf,
-    /// Built in, chosen by architecture when the GGUF has none.
+    /// Built in: named by `--chat-template`, or chosen by architecture when
+    /// the GGUF has none.
     BuiltIn(&'static str),
+    /// The Jinja source given as `--chat-template` (or `chat_template`).
+    Given,
 }
 
 impl TemplateOrigin {
@@ -26,6 +29,7 @@ impl TemplateOrigin {
             TemplateOrigin::File(p) => format!("file:{}", p.display()),
             TemplateOrigin::Gguf => "gguf".to_string(),
             TemplateOrigin::BuiltIn(name) => format!("builtin:{name}"),
+            TemplateOrigin::Given => "chat-template".to_string(),
         }
     }
 }
@@ -145,8 +149,9 @@ pub fn load_one(
         )),
         None => None,
     };
+    let given = file_template.map(|(source, path)| (source, TemplateOrigin::File(path))).or_else(|| spec.chat_template.as_deref().map(given_template));
     let engine = factory.load(spec, placement, progress)?;
-    let (source, origin) = choose_template(file_template, engine.info());
+    let (source, origin) = choose_template(given, engine.info());
     let info = engine.info();
     let template = ChatTemplate::new(&source, &info.bos_token, &info.eos_token)
         .map_err(|e| EngineError::Template(format!("chat template of model `{}` ({origin:?}): {e}", spec.id)))?;
@@ -187,12 +192,33 @@ fn closing_token(engine: &dyn Engine) -> Option<super::TokenId> {
 pub const GEMMA3_TEMPLATE: &str = include_str!("../../config/templates/gemma3.jinja");
 pub const CHATML_TEMPLATE: &str = include_str!("../../config/templates/chatml.jinja");
 
-/// The one place that decides a model's chat template: `--chat-template-file`,
-/// else the GGUF's `tokenizer.chat_template`, else a built-in chosen by the
-/// architecture (Gemma 3 for `gemma3`, ChatML otherwise).
-pub fn choose_template(file: Option<(String, PathBuf)>, info: &ModelInfo) -> (String, TemplateOrigin) {
-    if let Some((source, path)) = file {
-        return (source, TemplateOrigin::File(path));
+/// The built-in templates `--chat-template` may name, with llama-server's
+/// names for them.
+const NAMED_TEMPLATES: [(&str, &str); 6] = [
+    ("chatml", CHATML_TEMPLATE),
+    ("gemma", GEMMA3_TEMPLATE),
+    ("gemma3", GEMMA3_TEMPLATE),
+    ("llama3", include_str!("../../config/templates/llama3.jinja")),
+    ("command-r", include_str!("../../config/templates/command-r.jinja")),
+    ("phi3", include_str!("../../config/templates/phi3.jinja")),
+];
+
+/// `--chat-template VALUE` as llama-server reads it: a built-in's name, else
+/// the Jinja source itself.
+pub fn given_template(value: &str) -> (String, TemplateOrigin) {
+    match NAMED_TEMPLATES.iter().find(|(name, _)| *name == value) {
+        Some((name, source)) => (source.to_string(), TemplateOrigin::BuiltIn(name)),
+        None => (value.to_string(), TemplateOrigin::Given),
+    }
+}
+
+/// The one place that decides a model's chat template: `--chat-template-file`
+/// or `--chat-template` (`given`), else the GGUF's `tokenizer.chat_template`,
+/// else a built-in chosen by the architecture (Gemma 3 for `gemma3`, ChatML
+/// otherwise).
+pub fn choose_template(given: Option<(String, TemplateOrigin)>, info: &ModelInfo) -> (String, TemplateOrigin) {
+    if let Some(given) = given {
+        return given;
     }
     if let Some(source) = info.chat_template.as_ref().filter(|s| !s.trim().is_empty()) {
         return (source.clone(), TemplateOrigin::Gguf);
@@ -229,9 +255,36 @@ mod tests {
     }
 
     #[test]
+    fn named_templates_render_as_llama_servers_built_ins() {
+        // The prompts llama.cpp's own server tests expect for these names.
+        let messages = [serde_json::json!({"role": "system", "content": "You are a test."}), serde_json::json!({"role": "user", "content": "Hi there"})];
+        let render = |name: &str| {
+            let (source, _) = given_template(name);
+            let req = crate::template::RenderRequest { messages: &messages, add_generation_prompt: true, ..Default::default() };
+            crate::template::ChatTemplate::new(&source, "", "").unwrap().render(&req).unwrap()
+        };
+        assert_eq!(
+            render("command-r"),
+            "<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>You are a test.<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|USER_TOKEN|>Hi there<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>"
+        );
+        assert_eq!(
+            render("llama3"),
+            "<|start_header_id|>system<|end_header_id|>\n\nYou are a test.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+        assert_eq!(render("phi3"), "<|system|>\nYou are a test.<|end|>\n<|user|>\nHi there<|end|>\n<|assistant|>\n");
+        for (name, _) in NAMED_TEMPLATES {
+            assert!(!render(name).is_empty(), "{name}");
+        }
+    }
+
+    #[test]
     fn template_file_beats_gguf_beats_builtin() {
-        let file = Some(("F".to_string(), PathBuf::from("t.jinja")));
+        let file = Some(("F".to_string(), TemplateOrigin::File(PathBuf::from("t.jinja"))));
         assert_eq!(choose_template(file, &info(None, Some("G"))).0, "F");
+        // `--chat-template`: a built-in's name, else the Jinja itself; both beat the GGUF's.
+        let named = choose_template(Some(given_template("llama3")), &info(None, Some("G")));
+        assert!(named.0.contains("<|start_header_id|>") && named.1 == TemplateOrigin::BuiltIn("llama3"), "{named:?}");
+        assert_eq!(choose_template(Some(given_template("{{ 'x' }}")), &info(None, Some("G"))), ("{{ 'x' }}".to_string(), TemplateOrigin::Given));
         assert_eq!(choose_template(None, &info(Some("gemma3"), Some("G"))).1, TemplateOrigin::Gguf);
         assert_eq!(choose_template(None, &info(Some("gemma3"), None)).1, TemplateOrigin::BuiltIn("gemma3"));
         assert_eq!(choose_template(None, &info(Some("llama"), None)).1, TemplateOrigin::BuiltIn("chatml"));

@@ -268,6 +268,7 @@ pub fn fake_spec(id: &str) -> ModelSpec {
         n_gpu_layers: None,
         gpu: Default::default(),
         chat_template_file: None,
+        chat_template: None,
         ttl: None,
         preload: false,
         exclusive: false,
