@@ -140,8 +140,10 @@ pub struct ModelSources {
     #[arg(short = 'm', long, value_name = "[NAME=]PATH")]
     pub model: Vec<String>,
 
-    /// Name clients use for the model, when exactly one --model is given.
-    #[arg(short = 'a', long, value_name = "NAME")]
+    /// Name clients use for the model, when exactly one --model is given;
+    /// several, comma-separated, as llama-server takes them: the model
+    /// answers to each, and the first in alphabetical order is its id.
+    #[arg(short = 'a', long, value_name = "NAME[,NAME...]")]
     pub alias: Option<String>,
 }
 

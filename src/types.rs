@@ -21,6 +21,8 @@ pub struct ModelSpec {
     /// The name clients use: `--alias` or the file stem.
     pub id: String,
     pub aliases: Vec<String>,
+    /// Labels listed in /models (llama-server's `--tags`).
+    pub tags: Vec<String>,
     pub path: PathBuf,
     pub ctx_size: Option<u32>,
     pub parallel: u32,

@@ -43,7 +43,8 @@ fn object(entry: &ModelView) -> ModelObject {
         object: "model",
         created: entry.created,
         owned_by: "vram-llm",
-        aliases: entry.spec.aliases.clone(),
+        aliases: std::iter::once(&entry.spec.id).chain(&entry.spec.aliases).cloned().collect(),
+        tags: entry.spec.tags.clone(),
         state: entry.state,
         status: match entry.state {
             "failed" => serde_json::json!({"value": "unloaded", "args": [], "failed": true}),

@@ -291,7 +291,11 @@ pub struct ModelObject {
     pub object: &'static str,
     pub created: u64,
     pub owned_by: &'static str,
+    /// Every name the model answers to, its id first (llama-server lists
+    /// each `--alias`).
     pub aliases: Vec<String>,
+    /// llama-server's `--tags` (`tags` in the config).
+    pub tags: Vec<String>,
     pub state: &'static str,
     /// llama-server's router status: `{"value": "loaded"|"loading"|
     /// "sleeping"|"unloaded", "args": []}` (+ `"failed": true`).

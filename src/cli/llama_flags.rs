@@ -68,7 +68,7 @@ pub struct LlamaServerFlags {
     /// nothing here: --no-cont-batching (batching is always continuous),
     /// --jinja and --no-jinja (templates are always Jinja),
     /// --offline (nothing is downloaded),
-    /// --no-cache-idle-slots, --no-mmproj, --tags. Flags for features
+    /// --no-cache-idle-slots, --no-mmproj. Flags for features
     /// vram-llm lacks (--model-url, --lora, --model-draft, --mmproj...) are
     /// refused at startup, naming the flag.
     #[arg(long)]
@@ -105,7 +105,9 @@ pub struct LlamaServerFlags {
     pub no_cache_idle_slots: bool,
     #[arg(long, hide = true)]
     pub no_mmproj: bool,
-    #[arg(long, hide = true, value_name = "TAGS")]
+    /// Labels for the models given on the command line, comma-separated,
+    /// listed as `tags` in /models (llama-server's; `tags` in the config).
+    #[arg(long, value_name = "TAG[,TAG...]")]
     pub tags: Option<String>,
 
     /// (-hf) Serve a model of the Hugging Face cache: owner/repo[:QUANT], QUANT

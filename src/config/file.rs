@@ -86,6 +86,8 @@ pub struct ModelSection {
     pub path: PathBuf,
     #[serde(default)]
     pub aliases: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
     pub ctx_size: Option<u32>,
     pub parallel: Option<u32>,
     pub kv_unified: Option<bool>,

@@ -164,6 +164,7 @@ impl Config {
             n_gpu_layers: flags.n_gpu_layers.or(s.n_gpu_layers),
             chat_template_file: flags.chat_template_file.clone().or_else(|| s.chat_template_file.clone()),
             chat_template: flags.llama.chat_template.clone().or_else(|| s.chat_template.clone()),
+            tags: flags.llama.tags.as_deref().map(comma_list).unwrap_or_default(),
             swa_full: flags.swa_full.or(s.swa_full).unwrap_or(false),
             json_schema_engine: match flags.json_schema_engine {
                 Some(e) => json_schema_engine(e, "--json-schema-engine")?,
@@ -197,13 +198,16 @@ impl Config {
         let cache = crate::hub::cache_dir();
         if let Some(repo) = hf {
             let (id, path) = hub::hf_model(repo, flags.llama.hf_file.as_deref(), cache.as_deref())?;
-            let id = sources.alias.clone().unwrap_or(id);
-            models.add(base.spec(id, path), Source::Cli, &format!("--hf-repo {repo}"))?;
+            let spec = named(base.spec(id, path), sources.alias.as_deref());
+            models.add(spec, Source::Cli, &format!("--hf-repo {repo}"))?;
         }
         for value in &sources.model {
             let (name, path) = parse_model_arg(value);
-            let id = name.or_else(|| sources.alias.clone()).unwrap_or_else(|| default_id(&path));
-            models.add(base.spec(id, path), Source::Cli, &format!("--model {value}"))?;
+            let spec = match name {
+                Some(id) => base.spec(id, path),
+                None => named(base.spec(default_id(&path), path), sources.alias.as_deref()),
+            };
+            models.add(spec, Source::Cli, &format!("--model {value}"))?;
         }
         // Nothing named a model: serve the Hugging Face cache's models, as
         // llama-server's router does when started without one.
@@ -447,6 +451,24 @@ fn is_origin(s: &str) -> bool {
     })
 }
 
+/// `a, b ,c` as `["a", "b", "c"]` (empty items dropped).
+fn comma_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect()
+}
+
+/// `--alias a,b,c` on `spec`, as llama-server reads it: the model answers to
+/// each name, and the first in alphabetical order is its id.
+fn named(mut spec: ModelSpec, alias: Option<&str>) -> ModelSpec {
+    let mut names = alias.map(comma_list).unwrap_or_default();
+    names.sort();
+    names.dedup();
+    if !names.is_empty() {
+        spec.id = names.remove(0);
+        spec.aliases = names;
+    }
+    spec
+}
+
 /// The smallest context a request slot may have.
 const MIN_SLOT_CTX: u32 = 16;
 
@@ -462,6 +484,8 @@ struct ModelDefaults {
     n_gpu_layers: Option<u32>,
     chat_template_file: Option<PathBuf>,
     chat_template: Option<String>,
+    /// `--tags`, for the models the command line names.
+    tags: Vec<String>,
     swa_full: bool,
     json_schema_engine: JsonSchemaEngine,
     knobs: EngineKnobs,
@@ -477,6 +501,7 @@ impl ModelDefaults {
         ModelSpec {
             id,
             aliases: Vec::new(),
+            tags: self.tags.clone(),
             path,
             ctx_size: crate::engine::per_slot_ctx(self.ctx_size, self.parallel, self.kv_unified.unwrap_or(!self.parallel_given)),
             parallel: self.parallel,
@@ -499,6 +524,9 @@ impl ModelDefaults {
 fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &str) -> Result<ModelSpec, String> {
     let mut spec = base.spec(m.name.clone(), dir.join(&m.path));
     spec.aliases = m.aliases.clone();
+    if !m.tags.is_empty() {
+        spec.tags = m.tags.clone();
+    }
     spec.parallel = m.parallel.unwrap_or(spec.parallel);
     let unified = m.kv_unified.or(base.kv_unified).unwrap_or(!(base.parallel_given || m.parallel.is_some()));
     spec.ctx_size = crate::engine::per_slot_ctx(m.ctx_size.or(base.ctx_size), spec.parallel, unified);

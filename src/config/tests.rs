@@ -440,3 +440,19 @@ fn ctx_size_is_read_as_llama_servers_c() {
     let got: Vec<_> = c.models.iter().map(|m| (m.id.as_str(), m.ctx_size)).collect();
     assert_eq!(got, [("a", Some(2048)), ("b", Some(4096)), ("c", Some(4096))]);
 }
+
+#[test]
+fn alias_takes_several_names_and_tags_label_the_command_line_models() {
+    // llama-server's --alias a,b,c: every name answers, the alphabetically
+    // first is the id; --tags are listed as given.
+    let d = Dir::new("alias");
+    let cli = ModelSources {
+        model: vec![d.0.join("models/a.gguf").display().to_string()],
+        alias: Some("tinyllama-2, fim,code".into()),
+        ..Default::default()
+    };
+    let llama = crate::cli::LlamaServerFlags { tags: Some("chat,fim,small".into()), ..Default::default() };
+    let c = Config::load(&cli, &ServerFlags { llama, ..Default::default() }).unwrap();
+    let m = &c.models[0];
+    assert_eq!((m.id.as_str(), m.aliases.clone(), m.tags.clone()), ("code", vec!["fim".to_string(), "tinyllama-2".into()], vec!["chat".to_string(), "fim".into(), "small".into()]));
+}

@@ -269,6 +269,7 @@ pub fn fake_spec(id: &str) -> ModelSpec {
         gpu: Default::default(),
         chat_template_file: None,
         chat_template: None,
+        tags: Vec::new(),
         ttl: None,
         preload: false,
         exclusive: false,
