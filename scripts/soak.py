@@ -4,7 +4,8 @@ for one, as an operator's load test would run it. Not part of CI.
 
 Each client loops until --duration is over: pick a model at random, send a
 streamed /v1/completions (--max-tokens tokens, end of text biased away), read
-it to the end, repeat at once. A request that gets 429 or 503 waits for its
+it to the end, repeat at once (--mix: chat or completions, streamed or not, at
+random). A request that gets 429 or 503 waits for its
 Retry-After (capped at 5 s) before the client's next request. A separate
 thread polls /health every 100 ms. Nothing is lost if every request ends with
 a status and a complete body: `lost` counts connection errors, client
@@ -58,30 +59,41 @@ def status(url):
         return json.load(r)
 
 
-def one_request(host, port, model, prompt, max_tokens, timeout):
-    """Returns (outcome, status, latency, first-token wait, retry_after)."""
+def one_request(host, port, model, prompt, max_tokens, timeout, chat=False, stream=True):
+    """Returns (outcome, status, latency, first-token wait, retry_after).
+    A non-streamed answer's first token is its whole latency; a refusal's
+    retry_after is None when it carried no Retry-After header."""
     start = time.perf_counter()
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-                       "stream": True, "logit_bias": NO_EOG})
+    body = {"model": model, "max_tokens": max_tokens, "temperature": 0, "stream": stream, "logit_bias": NO_EOG}
+    if chat:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
     try:
-        conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        conn.request("POST", "/v1/chat/completions" if chat else "/v1/completions", json.dumps(body),
+                     {"Content-Type": "application/json"})
         resp = conn.getresponse()
         if resp.status != 200:
             resp.read()
-            retry = float(resp.getheader("Retry-After") or 1)
-            return ("status", resp.status, time.perf_counter() - start, None, retry)
+            retry = resp.getheader("Retry-After")
+            return ("status", resp.status, time.perf_counter() - start, None, float(retry) if retry else None)
         first = None
         data = b""
+        mark = b'"content":"' if chat else b'"text":"'
         while True:
             chunk = resp.read1(65536)
             if not chunk:
                 break
-            if first is None and b'"text":"' in chunk:
+            if first is None and stream and mark in chunk:
                 first = time.perf_counter() - start
             data += chunk
-        done = data.rstrip().endswith(b"data: [DONE]") and b'"error"' not in data
         end = time.perf_counter() - start
+        if stream:
+            done = data.rstrip().endswith(b"data: [DONE]") and b'"error"' not in data
+        else:
+            done = b'"choices"' in data and b'"error"' not in data
+            first = end
         return ("ok" if done else "lost", 200, end, first, None)
     except (OSError, http.client.HTTPException):
         return ("lost", None, time.perf_counter() - start, None, None)
@@ -103,11 +115,12 @@ def run(binary, args):
         while time.monotonic() < stop_at:
             model = rng.choice(names)
             prompt = f"Client {seed} asks about the number {rng.randint(1, 999)}."
-            r = one_request(host, port, model, prompt, args.max_tokens, args.client_timeout)
+            chat, stream = (rng.random() < 0.5, rng.random() < 0.5) if args.mix else (False, True)
+            r = one_request(host, port, model, prompt, args.max_tokens, args.client_timeout, chat, stream)
             with lock:
                 results.append(r)
             if r[0] == "status" and r[1] in (429, 503):
-                time.sleep(min(r[4], 5.0))
+                time.sleep(min(r[4] or 1.0, 5.0))
 
     def poll_health():
         while not done.is_set():
@@ -156,8 +169,11 @@ def run(binary, args):
         "requests_per_load": round(len(ok) / loads, 1) if loads else float("inf"),
         "ok_per_s": round(len(ok) / elapsed, 2),
         "p50_s": round(pick(lat, 0.5), 2),
+        "p90_s": round(pick(lat, 0.9), 2),
         "p99_s": round(pick(lat, 0.99), 2),
+        "first_p99_s": round(pick(sorted(waits), 0.99), 2),
         "worst_wait_s": round(max(waits), 2) if waits else None,
+        "429_no_retry_after": sum(1 for r in results if r[0] == "status" and r[1] == 429 and r[4] is None),
         "health_p50_ms": round(pick(hs, 0.5) * 1000, 1),
         "health_p99_ms": round(pick(hs, 0.99) * 1000, 1),
         "health_max_ms": round(hs[-1] * 1000, 1) if hs else None,
@@ -178,6 +194,7 @@ def main():
     ap.add_argument("--ctx-size", type=int, default=512, help="context tokens per slot (the server gets ctx x parallel)")
     ap.add_argument("--serve-args", default="", help="more serve flags, one string")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--mix", action="store_true", help="chat and completions, streamed and not, half each at random")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -187,8 +204,8 @@ def main():
         return
     print(f"soak: {args.clients} closed-loop clients over {args.models} models (memory for one), "
           f"{args.duration:.0f} s, {args.max_tokens} tokens per request, --parallel {args.parallel}")
-    cols = ["sent", "ok", "429", "503", "other", "lost", "loads", "requests_per_load", "ok_per_s", "p50_s", "p99_s",
-            "worst_wait_s", "health_p50_ms", "health_p99_ms", "health_max_ms"]
+    cols = ["sent", "ok", "429", "503", "other", "lost", "loads", "requests_per_load", "ok_per_s", "p50_s", "p90_s", "p99_s",
+            "first_p99_s", "worst_wait_s", "429_no_retry_after", "health_p50_ms", "health_p99_ms", "health_max_ms"]
     print("bin".ljust(28) + "".join(c.rjust(max(len(c), 6) + 1) for c in cols))
     for r in rows:
         label = (r["bin"] + " " + r["serve_args"]).strip()[-28:]

@@ -376,9 +376,13 @@ pub struct ServerFlags {
     #[arg(long, value_name = "POLICY")]
     pub policy: Option<crate::scheduler::Policy>,
 
-    /// Longest a request waits for its model while other models keep the
-    /// memory busy; then they stop taking new work and are swapped out
-    /// (10s, 500ms, 2m) [default: 10s].
+    /// How long other models may keep the memory busy while a request waits
+    /// for its model; then they stop taking new work, finish what is in
+    /// flight and are swapped out (10s, 500ms, 2m). A request expected to
+    /// wait on other models' turns longer than twice this (that, plus their
+    /// drain and its load) gets 429 at once, with Retry-After; one admitted
+    /// that has waited this long is served before its model gives way
+    /// [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = crate::cli::parse_duration)]
     pub max_wait: Option<std::time::Duration>,
 
@@ -387,10 +391,11 @@ pub struct ServerFlags {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_queue: Option<u64>,
 
-    /// A request expected to wait longer than this for a slot (from the
-    /// queue ahead of it, the measured time per request, the models taking
-    /// turns for memory and a load) gets 429 at once, with Retry-After, so
-    /// overload is shed rather than queued for minutes [default: 120s].
+    /// A request expected to wait longer than this for a slot behind its own
+    /// model's work (the queue ahead of it at the measured time per request)
+    /// gets 429 at once, with Retry-After, so overload is shed rather than
+    /// queued for minutes; waits on other models' turns are bounded by
+    /// twice --max-wait instead, when that is shorter [default: 120s].
     #[arg(long, value_name = "DURATION", value_parser = crate::cli::parse_duration)]
     pub max_queue_wait: Option<std::time::Duration>,
 

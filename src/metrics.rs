@@ -29,6 +29,8 @@ pub struct Metrics {
     pub unloads: IntCounterVec,
     pub swaps: IntCounter,
     pub swap_phase: HistogramVec,
+    pub queue_wait: HistogramVec,
+    pub wait_over_bound: IntCounterVec,
     pub connections_open: IntGauge,
     pub connections: IntCounterVec,
     // Set at scrape time from the snapshot.
@@ -101,6 +103,17 @@ impl Metrics {
                 "Where swaps spend their time: wait (oldest request before the load began), unload, weights, context, load (all of it).",
                 &["phase"],
                 seconds(0.005, 14),
+            ),
+            queue_wait: histogram(
+                "vram_llm_queue_wait_seconds",
+                "From a request's arrival to its slot (the scheduler's admission), by model.",
+                &["model"],
+                seconds(0.01, 14),
+            ),
+            wait_over_bound: counter(
+                "vram_llm_queue_wait_over_bound_total",
+                "Admitted requests that waited longer than --max-wait for their slot, by model.",
+                &["model"],
             ),
             model_loaded: gauge("vram_llm_model_loaded", "1 when the model is loaded.", &["model"]),
             model_sleeping: gauge("vram_llm_model_sleeping", "1 when the model sleeps (evicted, its weights kept for a fast wake).", &["model"]),

@@ -71,10 +71,19 @@ pub async fn chat_completions(
         .into_response());
     }
     if n == 1 {
+        let mut chunks = chunks;
+        if valid.sampling.timings_per_token {
+            chunks.live = Some(started[0].live.clone());
+        }
         let chunks = Arc::new(chunks);
         let prologue = vec![chunks.role()];
         let (text, finish) = chunks.clone().framers(output);
-        return Ok(stream_sse(started.remove(0), permit, prologue, text, finish));
+        let mut one = started.remove(0);
+        if valid.sampling.return_progress {
+            let chunks = chunks.clone();
+            one.progress = Some(Box::new(move |p| chunks.progress(p)));
+        }
+        return Ok(stream_sse(one, permit, prologue, text, finish));
     }
     // Several choices: each its chunks (`index`), the usage once at the end.
     let mut prologue = Vec::with_capacity(n);
@@ -263,11 +272,10 @@ impl Output {
 /// outcome; both act on `state`.
 pub(super) fn parsed_framers<S: Send + 'static>(
     output: Output,
-    state: S,
+    state: Arc<parking_lot::Mutex<S>>,
     delta: fn(&mut S, crate::tools::StreamDelta) -> Vec<Bytes>,
     finish: fn(&mut S, FinishReason, Usage) -> Vec<Bytes>,
 ) -> (impl FnMut(String, &[TokenLogprob]) -> Bytes + Send + 'static, impl FnOnce(FinishReason, Usage) -> Vec<Bytes> + Send + 'static) {
-    let state = Arc::new(parking_lot::Mutex::new(state));
     let parser = output.streaming().map(|p| Arc::new(parking_lot::Mutex::new(p)));
     let (for_text, for_finish) = (parser.clone(), parser);
     let for_finish_state = state.clone();
@@ -361,6 +369,8 @@ struct Chunks {
     logprobs: bool,
     /// The request's times (`timings` on the finishing chunk).
     log: RequestLog,
+    /// `timings_per_token`: the stream's progress, for `timings` on every chunk.
+    live: Option<super::generate::Live>,
 }
 
 impl Chunks {
@@ -375,7 +385,18 @@ impl Chunks {
             usage_at_finish: true,
             logprobs: sampling.logprobs.is_some(),
             log,
+            live: None,
         }
+    }
+
+    /// A `return_progress` chunk: no choices, the prompt's read so far.
+    fn progress(&self, p: &crate::engine::PromptProgress) -> axum::body::Bytes {
+        let mut chunk = self.chunk(Delta::default(), None);
+        chunk.choices.clear();
+        chunk.usage = None;
+        chunk.prompt_progress = Some(super::generate::progress_value(p));
+        chunk.timings = Some(super::generate::progress_timings(p));
+        sse::data(&chunk)
     }
 
     /// The chunks of choice `index` of the same completion; the usage is
@@ -396,14 +417,18 @@ impl Chunks {
             model: self.model.clone(),
             choices: vec![ChatChunkChoice { index: self.index, delta, logprobs, finish_reason }],
             usage: self.include_usage.then_some(None),
-            timings: None,
+            timings: self.live.as_ref().map(|live| live.timings(&self.log)),
+            prompt_progress: None,
             system_fingerprint: self.fingerprint.clone(),
         }
     }
 
     /// The first chunk: the assistant role, content null (as llama-server).
     fn role(&self) -> Bytes {
-        sse::data(&self.chunk(Delta { role: Some("assistant"), content: Some(String::new()), ..Delta::default() }, None))
+        let mut chunk = self.chunk(Delta { role: Some("assistant"), content: Some(String::new()), ..Delta::default() }, None);
+        // Nothing is timed before the first token (llama-server sends none here).
+        chunk.timings = None;
+        sse::data(&chunk)
     }
 
     fn reasoning(&self, note: String) -> Bytes {

@@ -43,7 +43,7 @@ pub async fn start_choices(
     let request = |i| crate::engine::GenerationRequest { branch_points: branch_points.clone(), ..super::generate::request(tokens.clone(), &sampling_for(sampling, i)) };
     let requests = (0..sampling.n).map(request).collect();
     let receivers = model.generate_many(requests)?;
-    Ok(receivers.into_iter().map(|events| Started { events, log: log.clone(), prompt_tokens: tokens.len() }).collect())
+    Ok(receivers.into_iter().map(|events| Started { events, log: log.clone(), prompt_tokens: tokens.len(), progress: None, live: super::generate::Live::new(tokens.len()) }).collect())
 }
 
 /// Every choice's whole output, in order.

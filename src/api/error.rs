@@ -62,6 +62,9 @@ impl From<SchedError> for ApiError {
             SchedError::Rejected(EnqueueError::WaitTooLong { retry_after_s, .. }) => {
                 ApiError::Overloaded { message: e.to_string(), retry_after_s, code: "expected_wait_too_long" }
             }
+            SchedError::Rejected(EnqueueError::NotMeasured { .. }) => {
+                ApiError::Overloaded { message: e.to_string(), retry_after_s: 1, code: "expected_wait_too_long" }
+            }
             SchedError::Rejected(EnqueueError::BackingOff { retry_in_s, .. }) => {
                 ApiError::Unavailable(format!("{e} (retry after {retry_in_s}s)"))
             }
@@ -90,7 +93,7 @@ pub fn generation_error(event: &GenerationEvent) -> Option<ApiError> {
     match event {
         GenerationEvent::Failed(message) => Some(ApiError::Internal(message.clone())),
         GenerationEvent::Cancelled(message) => Some(ApiError::Unavailable(message.clone())),
-        GenerationEvent::Text(_) | GenerationEvent::Logprob(_) | GenerationEvent::Done { .. } => None,
+        GenerationEvent::Text(_) | GenerationEvent::Logprob(_) | GenerationEvent::Done { .. } | GenerationEvent::Progress(_) => None,
     }
 }
 
@@ -230,6 +233,7 @@ mod tests {
             expected_s: 200,
             limit_s: 120,
             retry_after_s: 80,
+            flag: "--max-queue-wait",
         }));
         assert_eq!(e.body().error.code, Some("expected_wait_too_long"));
         let response = e.into_response();

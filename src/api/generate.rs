@@ -7,11 +7,15 @@ use std::sync::Arc;
 use axum::body::Bytes;
 
 use crate::engine::loaded::LoadedModel;
-use crate::engine::{EventReceiver, FinishReason, GenerationEvent, GenerationRequest, TokenId, TokenLogprob, Usage};
+use crate::engine::{EventReceiver, FinishReason, GenerationEvent, GenerationRequest, PromptProgress, TokenId, TokenLogprob, Usage};
 
 use super::error::{generation_error, ApiError};
 use super::reqlog::RequestLog;
 use super::validate::{Prompt, ValidSampling};
+
+/// Frames a prompt-progress event of a stream (llama-server's
+/// `return_progress`); the protocol that offers it sets one.
+pub type ProgressFramer = Box<dyn FnMut(&PromptProgress) -> Bytes + Send>;
 
 /// A started generation, and the request's log line its events complete.
 pub struct Started {
@@ -19,6 +23,40 @@ pub struct Started {
     pub log: RequestLog,
     /// Tokens of the prompt, known before anything is generated.
     pub prompt_tokens: usize,
+    /// Streams only: progress frames (none: progress events are dropped).
+    pub progress: Option<ProgressFramer>,
+    /// What it has done so far, kept by [`pump`] (`timings_per_token`).
+    pub live: Live,
+}
+
+/// What a streamed generation has done so far: its prompt (and the cached
+/// part, from its first progress event) and the text pieces sent, as a
+/// stand-in for tokens. Shared with the framers that report `timings`.
+#[derive(Clone, Default)]
+pub struct Live(Arc<parking_lot::Mutex<Usage>>);
+
+impl Live {
+    pub fn new(prompt_tokens: usize) -> Self {
+        Live(Arc::new(parking_lot::Mutex::new(Usage { prompt_tokens: prompt_tokens as u32, ..Usage::default() })))
+    }
+
+    /// llama-server's `timings` so far.
+    pub fn timings(&self, log: &RequestLog) -> serde_json::Value {
+        let usage = *self.0.lock();
+        log.timings(&usage)
+    }
+}
+
+/// llama-server's `timings` of a prompt's read so far, as a progress event
+/// reports it (nothing generated yet).
+pub fn progress_timings(p: &PromptProgress) -> serde_json::Value {
+    let usage = Usage { prompt_tokens: p.processed, completion_tokens: 0, cached_tokens: p.cache };
+    super::reqlog::timings_of(&usage, p.time_ms, 0.0)
+}
+
+/// llama-server's `prompt_progress` object.
+pub fn progress_value(p: &PromptProgress) -> serde_json::Value {
+    serde_json::json!({"total": p.total, "cache": p.cache, "processed": p.processed, "time_ms": p.time_ms})
 }
 
 /// No token of any vocabulary we serve is longer than this many bytes: a
@@ -50,7 +88,7 @@ pub async fn start(
     let tokens = prompt_tokens(model, prompt, prompt_param).await?;
     let prompt_tokens = tokens.len();
     let events = model.generate(request(tokens, sampling))?;
-    Ok(Started { events, log, prompt_tokens })
+    Ok(Started { events, log, prompt_tokens, progress: None, live: Live::new(prompt_tokens) })
 }
 
 /// `prompt` as tokens (tokenized off the runtime), checked against the
@@ -125,6 +163,7 @@ pub fn request(tokens: Vec<TokenId>, sampling: &ValidSampling) -> GenerationRequ
         stop: sampling.stop.clone(),
         logprobs: sampling.logprobs,
         post_sampling_probs: sampling.post_sampling_probs,
+        return_progress: sampling.return_progress && sampling.stream,
         keep_special: sampling.keep_special.clone(),
         branch_points: Vec::new(),
         cache_prompt: sampling.cache_prompt,
@@ -151,6 +190,7 @@ pub async fn collect(started: Started) -> Result<Collected, ApiError> {
                 text.push_str(&t);
             }
             GenerationEvent::Logprob(lp) => logprobs.push(lp),
+            GenerationEvent::Progress(_) => {}
             GenerationEvent::Done { finish_reason, usage } => {
                 log.done(&usage);
                 return Ok(Collected { text, finish_reason, usage, logprobs });
@@ -213,7 +253,7 @@ pub async fn pump(
     finish: impl FnOnce(FinishReason, Usage) -> Vec<Bytes>,
     framing: &Framing,
 ) {
-    let Started { mut events, log, .. } = started;
+    let Started { mut events, log, mut progress, live, .. } = started;
     let end = |mut frames: Vec<Bytes>| {
         frames.extend(framing.end.clone());
         frames
@@ -224,6 +264,7 @@ pub async fn pump(
         let (frames, last) = match events.recv().await {
             Some(GenerationEvent::Text(t)) => {
                 log.first_token();
+                live.0.lock().completion_tokens += 1;
                 let frame = text(t, &logprobs);
                 logprobs.clear();
                 (vec![frame], false)
@@ -231,6 +272,13 @@ pub async fn pump(
             Some(GenerationEvent::Logprob(lp)) => {
                 logprobs.push(lp);
                 continue;
+            }
+            Some(GenerationEvent::Progress(p)) => {
+                live.0.lock().cached_tokens = p.cache;
+                match progress.as_mut() {
+                    Some(frame) => (vec![frame(&p)], false),
+                    None => continue,
+                }
             }
             Some(GenerationEvent::Done { finish_reason, usage }) => {
                 log.done(&usage);

@@ -162,15 +162,27 @@ pub async fn completion(
         drop(permit);
         return Ok(Json(if listed { Value::Array(bodies) } else { bodies.remove(0) }).into_response());
     }
-    let started = start(&model, one, &valid.sampling, "prompt", log.clone()).await?;
+    let mut started = start(&model, one, &valid.sampling, "prompt", log.clone()).await?;
+    if valid.sampling.return_progress {
+        started.progress = Some(Box::new(|p| {
+            let progress = super::generate::progress_value(p);
+            let chunk = json!({"index": 0, "content": "", "tokens": [], "stop": false, "id_slot": -1, "prompt_progress": progress,
+                "timings": super::generate::progress_timings(p)});
+            sse::data(&chunk)
+        }));
+    }
     let (tx, response) = sse::channel_response();
     let post_sampling = valid.sampling.post_sampling_probs;
+    let live = valid.sampling.timings_per_token.then(|| (started.live.clone(), log.clone()));
     tokio::spawn(async move {
         let _permit = permit;
         let text = move |t: String, logprobs: &[TokenLogprob]| {
             let mut chunk = json!({"index": 0, "content": t, "tokens": [], "stop": false, "id_slot": -1});
             if !logprobs.is_empty() {
                 chunk["completion_probabilities"] = probabilities(logprobs, post_sampling);
+            }
+            if let Some((live, log)) = &live {
+                chunk["timings"] = live.timings(log);
             }
             sse::data(&chunk)
         };

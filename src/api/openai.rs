@@ -82,6 +82,11 @@ pub struct SamplingFields {
     pub n_probs: Option<i64>,
     /// llama-server's: the probabilities after the samplers, not the raw ones.
     pub post_sampling_probs: Option<bool>,
+    /// llama-server's: streams carry `prompt_progress` events while the
+    /// prompt is read.
+    pub return_progress: Option<bool>,
+    /// llama-server's: every streamed chunk carries the `timings` so far.
+    pub timings_per_token: Option<bool>,
     // llama-server's samplers (see `types::SamplingParams`).
     pub typical_p: Option<f64>,
     pub min_keep: Option<f64>,
@@ -249,9 +254,14 @@ pub struct ChatCompletionChunk {
     /// Present (null) on content chunks only when usage was requested, as OpenAI does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Option<UsageOut>>,
-    /// llama-server's `timings`, on the chunk that finishes a choice.
+    /// llama-server's `timings`, on the chunk that finishes a choice (and
+    /// on progress chunks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<Value>,
+    /// llama-server's `prompt_progress` (`return_progress`), on a chunk
+    /// without choices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_progress: Option<Value>,
     pub system_fingerprint: String,
 }
 

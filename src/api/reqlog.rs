@@ -67,24 +67,7 @@ impl RequestLog {
     pub fn timings(&self, usage: &Usage) -> serde_json::Value {
         let (total, first) = self.times();
         let first = first.unwrap_or(total);
-        let prompt_ms = first.as_secs_f64() * 1000.0;
-        let predicted_ms = (total - first).as_secs_f64() * 1000.0;
-        let prompt_n = usage.prompt_tokens.saturating_sub(usage.cached_tokens);
-        // The first token comes with the prompt phase: the rest are timed.
-        let timed = usage.completion_tokens.saturating_sub(1);
-        let per_second = |n: u32, ms: f64| if ms > 0.0 { n as f64 * 1000.0 / ms } else { 0.0 };
-        let per_token = |n: u32, ms: f64| if n > 0 { ms / n as f64 } else { 0.0 };
-        serde_json::json!({
-            "cache_n": usage.cached_tokens,
-            "prompt_n": prompt_n,
-            "prompt_ms": prompt_ms,
-            "prompt_per_token_ms": per_token(prompt_n, prompt_ms),
-            "prompt_per_second": per_second(prompt_n, prompt_ms),
-            "predicted_n": usage.completion_tokens,
-            "predicted_ms": predicted_ms,
-            "predicted_per_token_ms": per_token(timed, predicted_ms),
-            "predicted_per_second": per_second(timed, predicted_ms),
-        })
+        timings_of(usage, first.as_secs_f64() * 1000.0, (total - first).as_secs_f64() * 1000.0)
     }
 
     /// A generation of the request finished; several (`n`, prompt lists)
@@ -179,4 +162,25 @@ fn record_metrics(r: &Record, total_ms: u64, ttft_ms: Option<u64>) {
             m.per_token.with_label_values(&[model]).observe(per_token);
         }
     }
+}
+
+/// llama-server's `timings` for `usage`, its prompt read in `prompt_ms` and
+/// the rest generated in `predicted_ms`; rates are 0 where nothing was timed.
+pub fn timings_of(usage: &Usage, prompt_ms: f64, predicted_ms: f64) -> serde_json::Value {
+    let prompt_n = usage.prompt_tokens.saturating_sub(usage.cached_tokens);
+    // The first token comes with the prompt phase: the rest are timed.
+    let timed = usage.completion_tokens.saturating_sub(1);
+    let per_second = |n: u32, ms: f64| if ms > 0.0 { n as f64 * 1000.0 / ms } else { 0.0 };
+    let per_token = |n: u32, ms: f64| if n > 0 { ms / n as f64 } else { 0.0 };
+    serde_json::json!({
+        "cache_n": usage.cached_tokens,
+        "prompt_n": prompt_n,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": per_token(prompt_n, prompt_ms),
+        "prompt_per_second": per_second(prompt_n, prompt_ms),
+        "predicted_n": usage.completion_tokens,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": per_token(timed, predicted_ms),
+        "predicted_per_second": per_second(timed, predicted_ms),
+    })
 }

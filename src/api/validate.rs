@@ -31,6 +31,10 @@ pub struct ValidSampling {
     pub logprobs: Option<u32>,
     /// ... taken after the samplers (llama-server's `post_sampling_probs`).
     pub post_sampling_probs: bool,
+    /// A stream reports the prompt's read (llama-server's `return_progress`).
+    pub return_progress: bool,
+    /// Each streamed chunk carries the timings so far (`timings_per_token`).
+    pub timings_per_token: bool,
     /// Special tokens the output writes as text (tool-call marks).
     pub keep_special: Vec<TokenId>,
     /// Choices per prompt (`n`).
@@ -355,6 +359,8 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
         logit_bias_text,
         cache_prompt: f.cache_prompt.unwrap_or(true),
         post_sampling_probs: f.post_sampling_probs.unwrap_or(false),
+        return_progress: f.return_progress.unwrap_or(false),
+        timings_per_token: f.timings_per_token.unwrap_or(false),
         n: match f.n {
             None => 1,
             Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => n as u32,

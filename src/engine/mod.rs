@@ -98,6 +98,8 @@ pub struct GenerationRequest {
     /// Reuse what a slot's (or the host) KV cache holds of the prompt;
     /// `false` (llama-server's `cache_prompt: false`) reads it all again.
     pub cache_prompt: bool,
+    /// Send a `Progress` event after each decode that reads the prompt.
+    pub return_progress: bool,
 }
 
 /// A generated token's log-probability under the model (its raw logits,
@@ -166,6 +168,20 @@ pub enum GenerationEvent {
     Failed(String),
     /// Ended on purpose: the model is being unloaded (`cancel_all`).
     Cancelled(String),
+    /// How far the prompt's read got: once when the request takes its slot,
+    /// then after each decode when it asked (`return_progress`).
+    Progress(PromptProgress),
+}
+
+/// llama-server's `prompt_progress`: of `total` prompt tokens, `cache` came
+/// from a cache and `processed` (those included) are in the KV cache, after
+/// `time_ms` of reading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromptProgress {
+    pub total: u32,
+    pub cache: u32,
+    pub processed: u32,
+    pub time_ms: f64,
 }
 
 /// Receives a generation's events. Dropping it cancels the generation: the

@@ -219,7 +219,8 @@ impl SchedState {
         for i in 0..self.models.len() {
             loop {
                 let m = &self.models[i];
-                if m.residency != Residency::Loaded || m.closed || m.unload_requested || m.in_flight >= m.limits.slots {
+                let closed = m.closed && !self.overdue_front(i, now);
+                if m.residency != Residency::Loaded || closed || m.unload_requested || m.in_flight >= m.limits.slots {
                     break;
                 }
                 let Some(w) = m.queue.front() else { break };

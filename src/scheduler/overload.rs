@@ -1,6 +1,6 @@
 //! Overload: when every model is always wanted and memory holds one.
 //!
-//! Two rules, both pure over the state:
+//! Three rules, all pure over the state:
 //!
 //! - **Quantum.** A model loaded for a swap is served for at least its
 //!   quantum before busy work can close it for another model's waiter:
@@ -13,9 +13,24 @@
 //!   to swapping to about 1 / (1 + QUANTUM_SWAPS) of the total, as
 //!   time-slicing multiplexers (llmux) do. Idle models are evicted at once as
 //!   before: the quantum only protects work that is there.
+//! - **Overdue waiters finish their model's turn.** A model closed for
+//!   another's waiter still admits its own waiters that waited on the other
+//!   models' turns (`Waiter::bounded`), have already waited `max_wait` and
+//!   are older than the other models' waiters: ending the turn by the
+//!   quantum alone stranded them for a whole cycle of the others, sometimes
+//!   twice (the one-minute tail of issue 28). Requests
+//!   that only queued behind their own model's work have no such share, so a
+//!   model busy with a long queue of its own still gives way in time.
 //! - **Admission by expected wait.** A request whose expected wait is longer
-//!   than `--max-queue-wait` gets 429 at once, with a Retry-After of the
-//!   excess, instead of waiting for minutes. The expectation follows the
+//!   than its bound gets 429 at once, with a Retry-After of the excess,
+//!   instead of waiting for minutes. When it waits on other models' turns
+//!   for the memory, the bound is twice `--max-wait` (max_wait until they
+//!   give way, as long again for their drain and its load: what `--max-wait`
+//!   promises). Admitting only within a share of it would refuse every
+//!   first request for a model that is not resident while others are busy
+//!   (its own turn alone is max_wait, a drain and a load); when it
+//!   only queues behind its own model's work, the bound is `--max-queue-wait`
+//!   (or the smaller of the two). The expectation follows the
 //!   policy: the requests ahead of it (queued and in flight, beyond the free
 //!   slots) take their serving time, spread over the slots at the measured
 //!   service time; when models take turns for the memory, that time is
@@ -23,7 +38,10 @@
 //!   quantum each) in between; a model that is not resident first waits for
 //!   its turn (see `turn_of`), a drain and its load. A model not measured
 //!   yet borrows the others' mean service time; before any request finished
-//!   anywhere, nothing is refused. What the model misses is corrected by
+//!   anywhere there is no estimate, and a model waiting on others' turns
+//!   queues at most two batches of its slots (`COLD_QUEUE`): a cold start
+//!   under load otherwise queued every client at once, the longest waits of
+//!   a soak. What the model misses is corrected by
 //!   measurement: the average ratio of waited to expected time of admitted
 //!   requests (1x to 4x) multiplies every expectation.
 
@@ -46,6 +64,10 @@ fn through_turns(need: Duration, first: Duration, turn: Duration, gap: Duration)
 const CALIBRATE_FROM: Duration = Duration::from_secs(1);
 /// Weight of the newest admitted request in the calibration.
 const CALIBRATION_WEIGHT: f64 = 0.2;
+
+/// Before any time per request is measured, a model waiting on other
+/// models' turns queues at most this many batches of its slots.
+const COLD_QUEUE: usize = 2;
 
 /// A quantum is this many times the cost of a swap.
 pub const QUANTUM_SWAPS: u32 = 4;
@@ -147,7 +169,7 @@ impl SchedState {
     }
 
     /// The mean service time of the models measured so far.
-    fn service_prior(&self) -> Option<Duration> {
+    pub(super) fn service_prior(&self) -> Option<Duration> {
         let known: Vec<Duration> = self.models.iter().filter_map(|m| m.service).collect();
         (!known.is_empty()).then(|| known.iter().sum::<Duration>() / known.len() as u32)
     }
@@ -189,17 +211,69 @@ impl SchedState {
         patience_left.max(holders_left) + ahead
     }
 
+    /// Whether a request for `model` arriving now waits on other models'
+    /// turns for the memory (it is not resident, or another busy model is
+    /// not), rather than only on its own model's queue.
+    pub(super) fn takes_turns(&self, model: usize) -> bool {
+        let m = &self.models[model];
+        let resident = m.residency == Residency::Loaded && !m.closed;
+        !resident || self.models.iter().enumerate().any(|(i, o)| i != model && o.busy() && o.residency != Residency::Loaded)
+    }
+
+    /// The longest wait promised to a request that waits on other models'
+    /// turns: `max_wait` until they give way, as long again for their drain
+    /// and its load.
+    pub fn wait_bound(&self) -> Duration {
+        self.limits.max_wait * 2
+    }
+
     /// The refusal for a request for `model` whose uncalibrated expected
-    /// wait is `raw`, if that (calibrated) passes `max_queue_wait`.
+    /// wait is `raw`, if that (calibrated) passes the bound that applies
+    /// (see the module notes). No `max_queue_wait`: no admission by
+    /// expected wait at all.
     pub(super) fn wait_too_long(&self, model: usize, raw: Duration) -> Option<EnqueueError> {
-        let limit = self.limits.max_queue_wait?;
+        let queue_limit = self.limits.max_queue_wait?;
+        let m = &self.models[model];
+        // Nothing measured yet (a cold start under load): no estimate, so a
+        // model waiting on others' turns queues at most two batches of its
+        // slots rather than every client at once.
+        let waiting = m.queue.len() + m.in_flight as usize;
+        if self.takes_turns(model) && m.service.or_else(|| self.service_prior()).is_none() && waiting >= COLD_QUEUE * m.limits.slots.max(1) as usize {
+            return Some(EnqueueError::NotMeasured { model: m.limits.name.clone(), waiting });
+        }
+        let (limit, flag) = match self.takes_turns(model) && self.wait_bound() <= queue_limit {
+            true => (self.wait_bound(), "twice --max-wait"),
+            false => (queue_limit, "--max-queue-wait"),
+        };
         let expected = raw.mul_f64(self.wait_calibration);
         (expected > limit).then(|| EnqueueError::WaitTooLong {
             model: self.models[model].limits.name.clone(),
             expected_s: expected.as_secs_f64().ceil() as u64,
-            limit_s: limit.as_secs(),
+            limit_s: limit.as_secs_f64().ceil() as u64,
             retry_after_s: (expected - limit).as_secs_f64().ceil().max(1.0) as u64,
+            flag,
         })
+    }
+
+    /// Whether `model`, closed for another model's waiter, still admits the
+    /// waiter at its queue's front: one that waited on other models' turns,
+    /// has already waited `max_wait` and is older than every waiter of a
+    /// model that is not resident finishes this turn (see the notes). The
+    /// age keeps the extension finite: what arrives later waits its turn.
+    pub(super) fn overdue_front(&self, model: usize, now: Instant) -> bool {
+        self.limits.policy == super::Policy::CacheAware && self.models[model].queue.front().is_some_and(|w| self.overdue(model, w.since, w.bounded, now))
+    }
+
+    /// See [`Self::overdue_front`]: a waiter of `model` since `since`.
+    pub(super) fn overdue(&self, model: usize, since: Instant, bounded: bool, now: Instant) -> bool {
+        let others_oldest = self
+            .models
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| *i != model && o.residency != Residency::Loaded)
+            .filter_map(|(_, o)| o.oldest_wait())
+            .min();
+        bounded && now.saturating_duration_since(since) >= self.limits.max_wait && others_oldest.is_none_or(|t| since < t)
     }
 
     /// Whether a busy resident `model` may be closed now for another
@@ -212,7 +286,7 @@ impl SchedState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::state::{ModelLimits, SchedLimits};
+    use crate::scheduler::state::{Action, ModelLimits, SchedLimits};
     use crate::scheduler::{Policy, Step};
 
     const MIB: u64 = 1 << 20;
@@ -249,6 +323,17 @@ mod tests {
         s.load_done(0, Ok(None), loaded);
         s.poll(loaded);
         loaded
+    }
+
+    /// a loaded at `t0` with one request in flight (admission by expected
+    /// wait on, 120 s); b idle.
+    fn a_resident_with_one_in_flight(t0: Instant) -> SchedState {
+        let mut s = one_room(Policy::CacheAware, Some(120 * S), t0);
+        s.enqueue(0, t0).unwrap();
+        s.poll(t0);
+        s.load_done(0, Ok(None), t0);
+        s.poll(t0);
+        s
     }
 
     fn closes_a(s: &SchedState, now: Instant) -> bool {
@@ -329,6 +414,85 @@ mod tests {
         assert_eq!(loaded, t0 + S);
         // (b's waiter came 1 ms after t0.)
         assert_eq!(s.expected_wait(1, loaded), (8 + 1 + 1) * S + Duration::from_millis(1));
+    }
+
+    #[test]
+    fn an_overdue_waiter_of_a_closed_model_finishes_its_turn() {
+        // a was loaded for a swap with work queued behind b's waiter; its
+        // quantum (5 s) ends at 14 s, b's patience is long gone: a closes.
+        let t0 = Instant::now();
+        let mut s = one_room(Policy::CacheAware, None, t0);
+        let loaded = a_loaded_while_b_waits(&mut s, t0, 9 * S);
+        s.models[0].service = Some(S);
+        let end = loaded + 5 * S;
+        // Two of a's requests came while b waited: they wait on b's turn.
+        s.enqueue(0, loaded + S).unwrap();
+        s.enqueue(0, loaded + 2 * S).unwrap();
+        assert!(s.models[0].queue.iter().all(|w| w.bounded));
+        s.poll(end);
+        assert!(s.models[0].closed);
+        // A slot frees at 14 s; the front (since 0 s, queued while a alone
+        // was busy at first: not bounded) is not admitted...
+        s.models[0].queue[0].bounded = false;
+        s.release(0, end);
+        assert!(s.poll(end).iter().all(|a| !matches!(a, Action::Admit { .. })));
+        // ... a bounded one past max_wait is: it finishes a's turn.
+        s.models[0].queue[0].bounded = true;
+        assert!(matches!(s.poll(end)[..], [Action::Admit { model: 0, .. }]), "overdue: waited 14 s > 10 s");
+        // The other one since 0 s is overdue too; the next (since 10 s) is
+        // younger than b's waiter: it waits for b's turn, and no wakeup is
+        // due for it.
+        s.release(0, end);
+        assert!(matches!(s.poll(end)[..], [Action::Admit { model: 0, .. }]));
+        s.release(0, end);
+        assert!(s.poll(end).iter().all(|a| !matches!(a, Action::Admit { .. })), "younger than b's waiter");
+        assert_eq!(s.next_wakeup(end), None);
+    }
+
+    #[test]
+    fn waits_on_other_models_turns_are_bounded_by_twice_max_wait_and_a_queue_alone_by_max_queue_wait() {
+        let t0 = Instant::now();
+        // a alone, resident, 2 slots busy, 2 s per request: a long queue of
+        // its own is not a turn-taking wait; 30 requests ahead (30 s) pass.
+        let mut s = a_resident_with_one_in_flight(t0);
+        s.models[0].service = Some(2 * S);
+        for _ in 0..31 {
+            s.enqueue(0, t0).unwrap();
+        }
+        assert!(!s.takes_turns(0) && s.expected_wait(0, t0) > 20 * S);
+        assert!(s.enqueue(0, t0).is_ok_and(|t| !s.models[0].queue.iter().any(|w| w.ticket == t && w.bounded)));
+        // b needs the memory while a is busy: its wait is a's turn (patience
+        // 10 s) + a's drain (2 s) + b's load: 12 s is within 20 s.
+        s.models[1].service = Some(2 * S);
+        assert!(s.takes_turns(1));
+        assert_eq!(s.expected_wait(1, t0), 12 * S);
+        assert!(s.enqueue(1, t0).is_ok());
+        // b's queue past what its turns serve within 20 s is refused, naming the bound.
+        let refused = (0..40).find_map(|_| s.enqueue(1, t0).err());
+        match refused {
+            Some(EnqueueError::WaitTooLong { flag: "twice --max-wait", limit_s: 20, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn before_anything_is_measured_a_model_waiting_on_others_queues_two_batches() {
+        let t0 = Instant::now();
+        // a resident and busy; b (2 slots) waits for the memory; nothing measured.
+        let mut s = a_resident_with_one_in_flight(t0);
+        for _ in 0..4 {
+            s.enqueue(1, t0).unwrap();
+        }
+        assert!(matches!(s.enqueue(1, t0), Err(EnqueueError::NotMeasured { waiting: 4, .. })));
+        // a's requests may wait out b's turn too (b waits for the memory):
+        // a takes 1 in flight + 3 queued.
+        for _ in 0..3 {
+            s.enqueue(0, t0).unwrap();
+        }
+        assert!(matches!(s.enqueue(0, t0), Err(EnqueueError::NotMeasured { waiting: 4, .. })));
+        // Once a time per request is known, the estimate decides again.
+        s.models[0].service = Some(S / 10);
+        assert!(s.enqueue(1, t0).is_ok());
     }
 
     #[test]

@@ -294,6 +294,12 @@ impl Owner {
                         continue;
                     };
                     let waited = self.clock.now().saturating_duration_since(since);
+                    let id = self.entries[model].spec.id.as_str();
+                    let metrics = crate::metrics::global();
+                    metrics.queue_wait.with_label_values(&[id]).observe(waited.as_secs_f64());
+                    if waited > self.state.limits.max_wait {
+                        metrics.wait_over_bound.with_label_values(&[id]).inc();
+                    }
                     tracing::debug!(model = %self.entries[model].spec.id, waited_ms = waited.as_millis() as u64,
                         expected_ms = expected.as_millis() as u64, "admitted");
                     let release = Release { tx: self.tx.clone(), model };

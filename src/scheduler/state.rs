@@ -68,6 +68,9 @@ pub struct Waiter {
     pub since: Instant,
     /// The wait it was expected to have (overload.rs), before calibration.
     pub expected: Duration,
+    /// It waits on other models' turns for the memory, so `--max-wait`
+    /// bounds its wait (`SchedState::takes_turns` when it came).
+    pub bounded: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -216,8 +219,10 @@ pub enum EnqueueError {
     QueueFull { model: String, max: usize },
     #[error("model `{model}` failed to load ({reason}); retrying in {retry_in_s}s")]
     BackingOff { model: String, reason: String, retry_in_s: u64 },
-    #[error("a request for model `{model}` would wait about {expected_s}s, past the server's bound of {limit_s}s (--max-queue-wait)")]
-    WaitTooLong { model: String, expected_s: u64, limit_s: u64, retry_after_s: u64 },
+    #[error("a request for model `{model}` would wait about {expected_s}s, past the server's bound of {limit_s}s ({flag})")]
+    WaitTooLong { model: String, expected_s: u64, limit_s: u64, retry_after_s: u64, flag: &'static str },
+    #[error("model `{model}` already has {waiting} requests waiting on other models' turns and no time per request measured yet to promise a wait; retry in a second")]
+    NotMeasured { model: String, waiting: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -300,6 +305,7 @@ impl SchedState {
         let max_queue = self.limits.max_queue;
         let expected = self.raw_expected_wait(model, now);
         let too_long = self.wait_too_long(model, expected);
+        let bounded = self.takes_turns(model);
         let m = &mut self.models[model];
         if let Residency::Failed { reason, retry_at } = &m.residency {
             if *retry_at > now {
@@ -322,7 +328,7 @@ impl SchedState {
         }
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        m.queue.push_back(Waiter { ticket, since: now, expected });
+        m.queue.push_back(Waiter { ticket, since: now, expected, bounded });
         Ok(ticket)
     }
 
@@ -518,7 +524,15 @@ impl SchedState {
             .filter(|m| (m.residency == Residency::Loaded && !m.busy()) || (m.residency == Residency::Unloaded && m.asleep.is_some()))
             .filter_map(|m| m.limits.ttl.map(|ttl| m.last_used + ttl));
         let quanta = self.models.iter().filter(|_| someone_waits).filter_map(|m| m.quantum_end(now, self.limits.max_wait));
-        waits.chain(lingers).chain(ttls).chain(quanta).filter(|&t| t > now).min()
+        // A closed model's front waiter becoming overdue (overload.rs).
+        let max_wait = self.limits.max_wait;
+        let overdue = self
+            .models
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.closed && m.residency == Residency::Loaded)
+            .filter_map(|(i, m)| m.queue.front().filter(|w| self.overdue(i, w.since, w.bounded, w.since + max_wait)).map(|w| w.since + max_wait));
+        waits.chain(lingers).chain(ttls).chain(quanta).chain(overdue).filter(|&t| t > now).min()
     }
 
     /// The model that should be loaded next, if any: the one whose oldest

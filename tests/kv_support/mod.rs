@@ -68,6 +68,7 @@ pub fn greedy(prompt: Vec<u32>, max_tokens: u32) -> GenerationRequest {
         keep_special: Vec::new(),
         branch_points: Vec::new(),
         cache_prompt: true,
+        return_progress: false,
     }
 }
 
@@ -89,7 +90,7 @@ pub fn collect(prompt: &[u32], mut rx: EventReceiver) -> Served {
                 served.tokens.push(lp.token);
                 served.logprobs.push(lp.logprob);
             }
-            GenerationEvent::Text(_) => {}
+            GenerationEvent::Text(_) | GenerationEvent::Progress(_) => {}
             GenerationEvent::Done { usage, .. } => {
                 served.cached = usage.cached_tokens;
                 return served;

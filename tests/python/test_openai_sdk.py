@@ -146,6 +146,47 @@ def test_post_sampling_probs_come_from_the_distribution_the_pick_was_drawn_from(
         assert p["id"] in [t["id"] for t in top] and 0.0 < p["prob"] <= 1.0
 
 
+def _sse_events(server, path, body):
+    req = urllib.request.Request(f"{server}{path}", data=json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        lines = r.read().decode().splitlines()
+    return [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+
+
+def test_return_progress_and_timings_per_token_stream_llama_servers_fields(server):
+    # `return_progress`: prompt_progress events before any text, the first
+    # when the request has its slot (nothing read yet), `processed` growing
+    # to `total`, timings never going backwards; `timings_per_token`: every
+    # text chunk carries the timings so far.
+    body = {"prompt": "the quick brown fox jumps over the lazy dog " * 8, "n_predict": 4, "stream": True,
+            "return_progress": True, "timings_per_token": True, "cache_prompt": False}
+    events = _sse_events(server, "/completion", body)
+    progress = [e for e in events if "prompt_progress" in e]
+    assert len(progress) >= 2, events[:3]
+    first = progress[0]
+    assert first["prompt_progress"]["processed"] == first["prompt_progress"]["cache"]
+    assert first["timings"]["prompt_n"] == 0 and first["timings"]["prompt_ms"] == 0.0 and first["timings"]["predicted_n"] == 0
+    last = progress[-1]["prompt_progress"]
+    assert last["processed"] == last["total"] > 0
+    ms = [e["timings"]["prompt_ms"] for e in progress]
+    assert ms == sorted(ms) and ms[-1] > 0
+    assert all(v is not None and v >= 0 for e in progress for v in e["timings"].values())
+    first_text = next(i for i, e in enumerate(events) if e.get("content"))
+    assert first_text > events.index(progress[-1]), "progress comes before the text"
+    texts = [e for e in events if e.get("content")]
+    assert texts and all("predicted_per_second" in e["timings"] for e in texts)
+    # Chat: a chunk without choices carries the progress.
+    chat = {"model": "gemma", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "stream": True,
+            "return_progress": True}
+    chunks = _sse_events(server, "/v1/chat/completions", chat)
+    with_progress = [c for c in chunks if "prompt_progress" in c]
+    assert with_progress and all(c["choices"] == [] for c in with_progress)
+    # Without the fields, nothing of it.
+    plain = _sse_events(server, "/completion", {"prompt": "Hi", "n_predict": 2, "stream": True})
+    assert not any("prompt_progress" in e or ("timings" in e and not e.get("stop")) for e in plain)
+
+
 def test_errors_are_raised_as_sdk_exceptions(client):
     # A server of one model answers any name, as llama-server (the answer
     # says which model it is); --strict-model-names makes it a 404.

@@ -102,7 +102,7 @@ fn stream(permit: Permit, started: super::generate::Started, output: Output, id:
             return;
         }
         let blocks = response::Blocks::new(stops);
-        let (text, finish) = super::chat::parsed_framers(output, blocks, response::Blocks::delta, |b, reason, usage| b.finish(reason, &usage));
+        let (text, finish) = super::chat::parsed_framers(output, std::sync::Arc::new(parking_lot::Mutex::new(blocks)), response::Blocks::delta, |b, reason, usage| b.finish(reason, &usage));
         let framing = Framing { error: |e| response::event(&envelope(e)), end: None };
         pump(&tx, started, text, finish, &framing).await;
     });

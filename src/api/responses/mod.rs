@@ -38,10 +38,20 @@ pub async fn create(State(state): State<AppState>, Extension(log): Extension<Req
         return Ok(Json(meta.response(status, items, Some(&out.usage), incomplete)).into_response());
     }
     let (tx, response) = super::sse::channel_response();
+    let mut started = started;
+    let mut events = response::Stream::new(meta);
+    if valid.sampling.timings_per_token {
+        events.timings = Some((started.live.clone(), started.log.clone()));
+    }
+    let events = std::sync::Arc::new(parking_lot::Mutex::new(events));
+    if valid.sampling.return_progress {
+        let events = events.clone();
+        started.progress = Some(Box::new(move |p| events.lock().progress(p)));
+    }
     tokio::spawn(async move {
         let _permit = permit;
-        let mut events = response::Stream::new(meta);
-        for frame in events.start() {
+        let start = events.lock().start();
+        for frame in start {
             if tx.send(frame).await.is_err() {
                 return;
             }

@@ -36,10 +36,11 @@ const FIELDS: &[&str] = &[
     "text",
     "reasoning",
     "store",
+    "timings_per_token",
+    "return_progress",
 ];
 
-/// Accepted, no effect here (llama-server's `timings_per_token` and
-/// `return_progress` as on the chat route).
+/// Accepted, no effect here.
 const IGNORED: &[&str] = &[
     "metadata",
     "user",
@@ -49,8 +50,6 @@ const IGNORED: &[&str] = &[
     "prompt_cache_key",
     "safety_identifier",
     "stream_options",
-    "timings_per_token",
-    "return_progress",
 ];
 
 /// Refused: they need state this server does not keep.
@@ -88,7 +87,8 @@ pub fn to_chat(req: &Value) -> Result<Map<String, Value>, ApiError> {
         _ => return Err(invalid("input", "`input` must be a string or a list of items")),
     }
     body.insert("messages".into(), Value::Array(messages));
-    for (theirs, ours) in [("max_output_tokens", "max_tokens"), ("temperature", "temperature"), ("top_p", "top_p"), ("stream", "stream"), ("parallel_tool_calls", "parallel_tool_calls")] {
+    let same = ["temperature", "top_p", "stream", "parallel_tool_calls", "timings_per_token", "return_progress"].map(|k| (k, k));
+    for (theirs, ours) in std::iter::once(("max_output_tokens", "max_tokens")).chain(same) {
         if let Some(v) = obj.get(theirs).filter(|v| !v.is_null()) {
             body.insert(ours.into(), v.clone());
         }

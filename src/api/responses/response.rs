@@ -121,17 +121,27 @@ struct Open {
 }
 
 /// The events of one streamed response, as deltas arrive.
-#[derive(Debug)]
 pub struct Stream {
     meta: Meta,
     seq: u64,
     done: Vec<Value>,
     open: Option<Open>,
+    /// llama-server's `timings_per_token`: text deltas carry the timings so far.
+    pub timings: Option<(crate::api::generate::Live, crate::api::reqlog::RequestLog)>,
 }
 
 impl Stream {
     pub fn new(meta: Meta) -> Self {
-        Self { meta, seq: 0, done: Vec::new(), open: None }
+        Self { meta, seq: 0, done: Vec::new(), open: None, timings: None }
+    }
+
+    /// llama-server's `return_progress`: `response.in_progress` with the
+    /// prompt's read so far.
+    pub fn progress(&mut self, p: &crate::engine::PromptProgress) -> Bytes {
+        let r = self.meta.response("in_progress", Vec::new(), None, false);
+        let fields = json!({"response": r, "prompt_progress": crate::api::generate::progress_value(p),
+            "timings": crate::api::generate::progress_timings(p)});
+        self.event("response.in_progress", fields)
     }
 
     fn event(&mut self, kind: &str, mut fields: Value) -> Bytes {
@@ -210,6 +220,9 @@ impl Stream {
             let mut fields = json!({"item_id": item_id, "output_index": at, "content_index": 0, "delta": text});
             if kind == Kind::Message {
                 fields["logprobs"] = json!([]);
+                if let Some((live, log)) = &self.timings {
+                    fields["timings"] = live.timings(log);
+                }
             }
             out.push(self.event(event, fields));
         }

@@ -23,6 +23,7 @@ pub mod mapguard;
 pub mod modules;
 mod sampler;
 mod prefix;
+mod progress;
 mod recover;
 pub mod reference;
 mod saved;

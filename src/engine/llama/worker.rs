@@ -143,6 +143,8 @@ pub(super) struct Active {
     pub(super) generated: u32,
     /// Prompt tokens found in the slot's cache (not decoded again).
     pub(super) cached_tokens: u32,
+    /// `return_progress`: when it took its slot (see `progress.rs`).
+    pub(super) progress_since: Option<std::time::Instant>,
     /// Sampled but not yet decoded; `None` while the prompt is prefilling.
     pub(super) pending: Option<LlamaToken>,
     /// Index of this sequence's logits in the batch just decoded.
@@ -415,6 +417,7 @@ impl<'m> Worker<'m> {
             }
             let reuse = self.cut_for(i, if req.cache_prompt { &prompt } else { &[] });
             let checkpoint_at = if follows.is_some() { Vec::new() } else { self.plan_checkpoints(i, prompt.len(), &hints) };
+            super::progress::started(&tx, prompt.len(), reuse);
             self.slots[i].active = Some(Active {
                 tx,
                 prompt,
@@ -425,6 +428,7 @@ impl<'m> Worker<'m> {
                 keep_special: req.keep_special.iter().map(|&t| LlamaToken(t as i32)).collect(),
                 generated: 0,
                 cached_tokens: reuse as u32,
+                progress_since: req.return_progress.then(std::time::Instant::now),
                 pending: None,
                 logits_at: None,
                 follows,
@@ -502,6 +506,7 @@ impl<'m> Worker<'m> {
             return;
         }
         crate::metrics::global().llamacpp.decoded(before.len());
+        super::progress::after_decode(&self.slots, &before, std::time::Instant::now());
         // The decode performed every pending KV copy first.
         for slot in &mut self.slots {
             slot.copy = PendingCopy::None;
