@@ -32,7 +32,7 @@ pub struct Started {
 /// What a streamed generation has done so far: its prompt (and the cached
 /// part, from its first progress event) and the text pieces sent, as a
 /// stand-in for tokens. Shared with the framers that report `timings`.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Live(Arc<parking_lot::Mutex<Usage>>);
 
 impl Live {

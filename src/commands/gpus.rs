@@ -37,7 +37,7 @@ pub fn print_gpus(args: &GpusArgs) -> Result<(), String> {
 pub fn print_plan(args: &PlanArgs) -> Result<(), String> {
     let gpus = inventory(args.gpus.gpus_from.as_deref())?;
     let parallel = args.parallel.unwrap_or(crate::config::DEFAULT_PARALLEL);
-    let ctx_size = crate::engine::per_slot_ctx(args.ctx_size, parallel, args.parallel.is_none());
+    let ctx_size = crate::engine::per_slot_ctx(args.ctx_size, parallel, args.parallel.is_some(), None);
     let footprint = crate::catalogue::estimate::footprint(&args.model, ctx_size, parallel, args.swa_full)
         .map_err(|e| format!("{}: {e}", args.model.display()))?;
     let opts = server_options(&args.gpus, &ServerSection::default());

@@ -503,7 +503,7 @@ impl ModelDefaults {
             aliases: Vec::new(),
             tags: self.tags.clone(),
             path,
-            ctx_size: crate::engine::per_slot_ctx(self.ctx_size, self.parallel, self.kv_unified.unwrap_or(!self.parallel_given)),
+            ctx_size: crate::engine::per_slot_ctx(self.ctx_size, self.parallel, self.parallel_given, self.kv_unified),
             parallel: self.parallel,
             n_gpu_layers: self.n_gpu_layers,
             gpu: Default::default(),
@@ -528,8 +528,8 @@ fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &s
         spec.tags = m.tags.clone();
     }
     spec.parallel = m.parallel.unwrap_or(spec.parallel);
-    let unified = m.kv_unified.or(base.kv_unified).unwrap_or(!(base.parallel_given || m.parallel.is_some()));
-    spec.ctx_size = crate::engine::per_slot_ctx(m.ctx_size.or(base.ctx_size), spec.parallel, unified);
+    let parallel_given = base.parallel_given || m.parallel.is_some();
+    spec.ctx_size = crate::engine::per_slot_ctx(m.ctx_size.or(base.ctx_size), spec.parallel, parallel_given, m.kv_unified.or(base.kv_unified));
     spec.n_gpu_layers = m.n_gpu_layers.or(spec.n_gpu_layers);
     spec.swa_full = m.swa_full.unwrap_or(spec.swa_full);
     if let Some(e) = m.json_schema_engine {

@@ -33,10 +33,12 @@ pub const DEFAULT_CTX_CAP: u32 = 4096;
 
 /// Turns `ctx_size` as llama-server means it (the model's whole KV context)
 /// into the context of one request slot: split evenly across the `parallel`
-/// slots, or, `unified` (llama-server's `--kv-unified`, its default when
-/// `--parallel` is not given), the whole of it for each slot. `None` stays
+/// slots, or, unified, the whole of it for each slot. `kv_unified` is
+/// `--kv-unified` / `--no-kv-unified` when given; else, as llama-server,
+/// unified unless `--parallel` was given (`parallel_given`). `None` stays
 /// `None` (the default per slot, see [`slot_context`]).
-pub fn per_slot_ctx(total: Option<u32>, parallel: u32, unified: bool) -> Option<u32> {
+pub fn per_slot_ctx(total: Option<u32>, parallel: u32, parallel_given: bool, kv_unified: Option<bool>) -> Option<u32> {
+    let unified = kv_unified.unwrap_or(!parallel_given);
     total.map(|c| if unified { c } else { c / parallel.max(1) })
 }
 

@@ -148,11 +148,10 @@ impl SchedState {
         }
         // Serving time of the requests ahead, spread over the slots.
         let serving = service.mul_f64(before_it as f64 / slots as f64);
-        let others: Vec<&ModelSched> = self.models.iter().enumerate().filter(|&(i, o)| i != model && o.busy()).map(|(_, o)| o).collect();
-        let takes_turns = !resident || others.iter().any(|o| o.residency != Residency::Loaded);
-        if !takes_turns {
+        if !self.takes_turns(model) {
             return serving;
         }
+        let others: Vec<&ModelSched> = self.models.iter().enumerate().filter(|&(i, o)| i != model && o.busy()).map(|(_, o)| o).collect();
         // It is served a quantum at a time; between its turns, it drains
         // and the others each load, serve a quantum and drain, then it loads.
         let max_wait = self.limits.max_wait;
@@ -169,7 +168,7 @@ impl SchedState {
     }
 
     /// The mean service time of the models measured so far.
-    pub(super) fn service_prior(&self) -> Option<Duration> {
+    fn service_prior(&self) -> Option<Duration> {
         let known: Vec<Duration> = self.models.iter().filter_map(|m| m.service).collect();
         (!known.is_empty()).then(|| known.iter().sum::<Duration>() / known.len() as u32)
     }
@@ -223,25 +222,25 @@ impl SchedState {
     /// The longest wait promised to a request that waits on other models'
     /// turns: `max_wait` until they give way, as long again for their drain
     /// and its load.
-    pub fn wait_bound(&self) -> Duration {
+    fn wait_bound(&self) -> Duration {
         self.limits.max_wait * 2
     }
 
     /// The refusal for a request for `model` whose uncalibrated expected
     /// wait is `raw`, if that (calibrated) passes the bound that applies
-    /// (see the module notes). No `max_queue_wait`: no admission by
-    /// expected wait at all.
-    pub(super) fn wait_too_long(&self, model: usize, raw: Duration) -> Option<EnqueueError> {
+    /// (see the module notes); `takes_turns` is [`Self::takes_turns`] for
+    /// it. No `max_queue_wait`: no admission by expected wait at all.
+    pub(super) fn wait_too_long(&self, model: usize, raw: Duration, takes_turns: bool) -> Option<EnqueueError> {
         let queue_limit = self.limits.max_queue_wait?;
         let m = &self.models[model];
         // Nothing measured yet (a cold start under load): no estimate, so a
         // model waiting on others' turns queues at most two batches of its
         // slots rather than every client at once.
         let waiting = m.queue.len() + m.in_flight as usize;
-        if self.takes_turns(model) && m.service.or_else(|| self.service_prior()).is_none() && waiting >= COLD_QUEUE * m.limits.slots.max(1) as usize {
+        if takes_turns && m.service.or_else(|| self.service_prior()).is_none() && waiting >= COLD_QUEUE * m.limits.slots.max(1) as usize {
             return Some(EnqueueError::NotMeasured { model: m.limits.name.clone(), waiting });
         }
-        let (limit, flag) = match self.takes_turns(model) && self.wait_bound() <= queue_limit {
+        let (limit, flag) = match takes_turns && self.wait_bound() <= queue_limit {
             true => (self.wait_bound(), "twice --max-wait"),
             false => (queue_limit, "--max-queue-wait"),
         };

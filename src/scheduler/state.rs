@@ -304,8 +304,8 @@ impl SchedState {
     pub fn enqueue(&mut self, model: usize, now: Instant) -> Result<Ticket, EnqueueError> {
         let max_queue = self.limits.max_queue;
         let expected = self.raw_expected_wait(model, now);
-        let too_long = self.wait_too_long(model, expected);
         let bounded = self.takes_turns(model);
+        let too_long = self.wait_too_long(model, expected, bounded);
         let m = &mut self.models[model];
         if let Residency::Failed { reason, retry_at } = &m.residency {
             if *retry_at > now {
