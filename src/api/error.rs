@@ -30,6 +30,9 @@ pub enum ApiError {
     /// A browser page or host name this server does not serve.
     #[error("{0}")]
     Forbidden(String),
+    /// A thing the request names that is not here (e.g. a stream session).
+    #[error("{0}")]
+    NotFound(String),
     #[error("no route for {method} {path}")]
     RouteNotFound { method: String, path: String },
     #[error("method {method} is not allowed on {path}")]
@@ -117,6 +120,8 @@ impl ApiError {
             Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error", Some("invalid_api_key")),
             Forbidden(_) => (StatusCode::FORBIDDEN, "permission_error", Some("forbidden")),
             RouteNotFound { .. } => (StatusCode::NOT_FOUND, "invalid_request_error", Some("not_found")),
+            // llama-server's type.
+            NotFound(_) => (StatusCode::NOT_FOUND, "not_found_error", Some("not_found")),
             MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", Some("method_not_allowed"))
             }

@@ -186,13 +186,20 @@ pub async fn slots(State(state): State<AppState>, query: RawQuery) -> Result<Res
 
 /// The `model` query parameter of a GET (`?model=NAME`), percent-decoded.
 pub(super) fn model_param(query: &RawQuery) -> Result<Option<String>, ApiError> {
+    query_param(query, "model")
+}
+
+/// A query parameter (`?key=value`), percent-decoded; a bad encoding is a
+/// 400 naming it.
+pub(super) fn query_param(query: &RawQuery, key: &str) -> Result<Option<String>, ApiError> {
     let Some(query) = query.0.as_deref() else { return Ok(None) };
     for pair in query.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key == "model" {
-            return percent_decode(value)
-                .map(Some)
-                .ok_or_else(|| ApiError::InvalidRequest { message: "model: not a valid percent-encoded name".into(), param: Some("model".into()) });
+        let (k, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == key {
+            return percent_decode(value).map(Some).ok_or_else(|| ApiError::InvalidRequest {
+                message: format!("{key}: not a valid percent-encoded value"),
+                param: Some(key.into()),
+            });
         }
     }
     Ok(None)

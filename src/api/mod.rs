@@ -27,6 +27,7 @@ pub mod openai;
 pub mod prompt_list;
 pub mod reqlog;
 pub mod responses;
+pub mod resume;
 pub mod router;
 pub mod sse;
 pub mod tool_calls;
@@ -84,6 +85,8 @@ pub struct AppState {
     pub allowed_hosts: Option<Arc<[String]>>,
     /// Endpoints and behaviours switched by llama-server's flags.
     pub options: ServeOptions,
+    /// Resumable streams (`X-Conversation-Id`), by conversation.
+    pub streams: resume::Sessions,
 }
 
 /// What llama-server's flags switch on the HTTP side.
@@ -148,6 +151,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embeddings", post(embeddings::openai))
         .route("/embedding", post(embeddings::native))
         .route("/embeddings", post(embeddings::native))
+        // llama-server's resumable streams.
+        .route("/v1/stream", get(resume::get).delete(resume::delete))
+        .route("/v1/streams/lookup", post(resume::lookup))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), resume::middleware))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key));
     let admin = Router::new()
         .route("/admin/status", get(admin::status))

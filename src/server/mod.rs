@@ -94,6 +94,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
             ui: server.ui,
             verbose: server.verbose,
         },
+        streams: Default::default(),
     };
     if server.hosts.iter().any(|h| h.is_unspecified()) && server.allowed_hosts.is_empty() {
         tracing::warn!(

@@ -334,6 +334,7 @@ pub fn state_with(
         cors_origins: Arc::from(Vec::new()),
         allowed_hosts: None,
         options: Default::default(),
+        streams: Default::default(),
     }
 }
 
