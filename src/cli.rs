@@ -49,6 +49,24 @@ pub enum Command {
     /// Print where a model would be placed (GPUs, tensor_split, offloaded
     /// layers) without loading anything.
     Plan(PlanArgs),
+    /// Download a model from the Hugging Face hub into the cache that
+    /// llama.cpp and huggingface_hub share (a model already there is not
+    /// downloaded again); prints its path last.
+    Pull(PullArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PullArgs {
+    /// owner/repo[:QUANT]: QUANT picks the file (Q4_K_M, then Q8_0, then
+    /// the first model file when none is given); a split model comes whole.
+    #[arg(value_name = "OWNER/REPO[:QUANT]")]
+    pub model: String,
+    /// This file of the repository instead of a QUANT's.
+    #[arg(long, value_name = "FILE")]
+    pub hf_file: Option<String>,
+    /// Use the cache alone: download nothing (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Debug, Args, Clone)]

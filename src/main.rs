@@ -46,6 +46,7 @@ fn main() -> std::process::ExitCode {
             Command::Models(args) => vram_llm::commands::models::print_models(&args),
             Command::Gpus(args) => vram_llm::commands::gpus::print_gpus(&args),
             Command::Plan(args) => vram_llm::commands::gpus::print_plan(&args),
+            Command::Pull(args) => vram_llm::commands::pull::pull(&args).await,
         }
     });
     match result {

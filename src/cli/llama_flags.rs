@@ -67,7 +67,6 @@ pub struct LlamaServerFlags {
     /// Accepted without effect, with the other llama-server flags that change
     /// nothing here: --no-cont-batching (batching is always continuous),
     /// --jinja and --no-jinja (templates are always Jinja),
-    /// --offline (nothing is downloaded),
     /// --no-cache-idle-slots, --no-mmproj. Flags for features
     /// vram-llm lacks (--model-url, --lora, --model-draft, --mmproj...) are
     /// refused at startup, naming the flag.
@@ -95,7 +94,9 @@ pub struct LlamaServerFlags {
     pub no_ui: bool,
     #[arg(long, hide = true, alias = "no-webui")]
     pub no_webui: bool,
-    #[arg(long, hide = true)]
+    /// With --hf-repo: use the Hugging Face cache alone, download nothing
+    /// (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
     pub offline: bool,
     /// Non-streamed chat answers carry llama-server's `__verbose`
     /// object: the prompt the template rendered (logs: RUST_LOG=debug).
@@ -110,11 +111,12 @@ pub struct LlamaServerFlags {
     #[arg(long, value_name = "TAG[,TAG...]")]
     pub tags: Option<String>,
 
-    /// (-hf) Serve a model of the Hugging Face cache: owner/repo[:QUANT], QUANT
-    /// picking the file (Q4_K_M, then Q8_0, then the first when none is
-    /// given), named `owner/repo:QUANT`. The cache is the one llama.cpp and
-    /// huggingface_hub share (LLAMA_CACHE, HF_HUB_CACHE, HF_HOME/hub,
-    /// ~/.cache/huggingface/hub); vram-llm reads it and does not download.
+    /// (-hf) Serve a model from the Hugging Face hub: owner/repo[:QUANT],
+    /// QUANT picking the file (Q4_K_M, then Q8_0, then the first when none is
+    /// given), named `owner/repo:QUANT`; downloaded at startup unless the
+    /// cache has it (HF_ENDPOINT, HF_TOKEN honoured). The cache is the one
+    /// llama.cpp and huggingface_hub share (LLAMA_CACHE, HF_HUB_CACHE,
+    /// HF_HOME/hub, ~/.cache/huggingface/hub).
     #[arg(long, value_name = "OWNER/REPO[:QUANT]")]
     pub hf_repo: Option<String>,
     /// With --hf-repo: this file of the repository instead of a QUANT's.

@@ -1,9 +1,17 @@
-//! Models named on the hub: `-hf owner/repo[:QUANT]` and, when nothing else
-//! names a model, every model of the Hugging Face cache (llama-server's
-//! router with no model). Both read the cache in place; nothing downloads.
+//! Models named on the hub: `-hf owner/repo[:QUANT]` (downloaded by `fetch`
+//! unless cached, with progress on a terminal, a line redrawn, or in the log
+//! every 10 % otherwise) and, when nothing else names a model, every model of
+//! the Hugging Face cache (llama-server's router with no model).
 
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
+use parking_lot::Mutex;
+
+use crate::hub::download::{fetch_model, OnProgress, Progress};
+use crate::hub::remote::Hub;
 use crate::hub::{self, RepoTag};
 
 /// `--hf-repo owner/repo[:QUANT]` (with `--hf-file NAME`, that file of the
@@ -77,4 +85,48 @@ mod tests {
         assert!(e.starts_with("--hf-repo") && e.contains("owner/name"), "{e}");
         std::fs::remove_dir_all(&cache).unwrap();
     }
+}
+
+/// The model's path in the cache, downloaded first unless it is there (or
+/// `offline`, or HF_HUB_OFFLINE=1, forbids it).
+pub async fn fetch(model: &str, file: Option<&str>, offline: bool) -> Result<PathBuf, String> {
+    let wanted = RepoTag::parse(model)?;
+    let cache = hub::cache_dir().ok_or("no Hugging Face cache folder: set LLAMA_CACHE, HF_HUB_CACHE or HOME")?;
+    let offline = offline || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes"));
+    let hub = Hub::from_env()?;
+    let started = Instant::now();
+    let path = fetch_model(&hub, &cache, &wanted, file, offline, &printer()).await?;
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    tracing::info!(model = %wanted.name(), path = %path.display(), seconds = started.elapsed().as_secs_f64(), "model ready");
+    Ok(path)
+}
+
+/// Redraws one line on a terminal (at most 10 times a second), else logs
+/// each tenth of a file.
+fn printer() -> OnProgress {
+    let terminal = std::io::stderr().is_terminal();
+    let state: Mutex<(String, u64, Option<Instant>, Instant)> = Mutex::new((String::new(), 0, None, Instant::now()));
+    Arc::new(move |p: &Progress| {
+        let mut s = state.lock();
+        if s.0 != p.file {
+            *s = (p.file.clone(), 0, None, Instant::now());
+        }
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let rate = mib(p.done) / s.3.elapsed().as_secs_f64().max(1e-3);
+        let percent = p.total.filter(|&t| t > 0).map(|t| p.done * 100 / t);
+        if terminal {
+            if s.2.is_some_and(|at| at.elapsed().as_millis() < 100) && percent != Some(100) {
+                return;
+            }
+            s.2 = Some(Instant::now());
+            let total = p.total.map_or(String::new(), |t| format!(" / {:.1} MiB", mib(t)));
+            let pct = percent.map_or(String::new(), |v| format!(" ({v}%)"));
+            let _ = write!(std::io::stderr(), "\r{}: {:.1}{total} MiB{pct} {rate:.0} MiB/s   ", p.file, mib(p.done));
+        } else if let Some(pct) = percent.filter(|&v| v / 10 > s.1 / 10 || (v == 100 && s.1 < 100)) {
+            s.1 = pct;
+            tracing::info!(file = %p.file, percent = pct, mib_per_s = rate.round(), "downloading");
+        }
+    })
 }

@@ -4,7 +4,7 @@
 //! `--model` beats `[[models]]` beats `--models-dir` when names collide.
 
 pub mod file;
-mod hub;
+pub mod hub;
 pub mod placement;
 pub mod scan;
 pub mod vertex;

@@ -114,22 +114,11 @@ pub fn cached_models(cache: &Path) -> Vec<CachedModel> {
     out
 }
 
-/// The file `-hf owner/repo[:TAG]` means among a repository's files:
-/// the tag's model file, else (no tag) `Q4_K_M`, then `Q8_0`, then the first
-/// model file; always the first part of a split model.
+/// The file `-hf owner/repo[:TAG]` means among a repository's cached files
+/// (`names::pick_model`'s rule).
 pub fn pick_model<'a>(files: &'a [CachedFile], tag: &str) -> Option<&'a CachedFile> {
-    let first_part = |f: &&CachedFile| names::gguf_name(&f.name).is_some_and(|g| g.part == 1) && names::is_model_file(&f.name);
-    let with_tag = |t: &str| {
-        let t = t.to_ascii_uppercase();
-        files.iter().filter(first_part).find(move |f| {
-            let upper = f.name.to_ascii_uppercase();
-            [format!("{t}."), format!("{t}-")].iter().any(|p| upper.contains(p.as_str()))
-        })
-    };
-    if !tag.is_empty() {
-        return with_tag(tag);
-    }
-    with_tag("Q4_K_M").or_else(|| with_tag("Q8_0")).or_else(|| files.iter().find(first_part))
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    names::pick_model(&names, tag).map(|i| &files[i])
 }
 
 /// The cached file for `owner/repo[:TAG]`, when the cache has it.

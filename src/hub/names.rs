@@ -116,9 +116,51 @@ pub fn gguf_name(path: &str) -> Option<GgufName> {
 /// A file that is a model's weights, not a projector or a draft sidecar.
 pub fn is_model_file(path: &str) -> bool {
     let file = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
-    file.ends_with(".gguf")
-        && !file.contains("mmproj")
-        && !["mtp-", "eagle3-", "dflash-", "dspark-"].iter().any(|p| file.starts_with(p))
+    file.ends_with(".gguf") && !["mmproj", "imatrix", "mtp-", "eagle3-", "dflash-", "dspark-"].iter().any(|p| file.contains(p))
+}
+
+/// The file `-hf owner/repo[:TAG]` means among a repository's file names
+/// (its index): the tag's model file, else (no tag) `Q4_K_M`, then `Q8_0`,
+/// then the first model file; always the first part of a split model.
+pub fn pick_model(names: &[&str], tag: &str) -> Option<usize> {
+    let first_part = |name: &str| gguf_name(name).is_some_and(|g| g.part == 1) && is_model_file(name);
+    let with_tag = |t: &str| {
+        let t = t.to_ascii_uppercase();
+        names.iter().position(|name| {
+            let upper = name.to_ascii_uppercase();
+            first_part(name) && [format!("{t}."), format!("{t}-")].iter().any(|p| upper.contains(p.as_str()))
+        })
+    };
+    if !tag.is_empty() {
+        return with_tag(tag);
+    }
+    with_tag("Q4_K_M").or_else(|| with_tag("Q8_0")).or_else(|| names.iter().position(|n| first_part(n)))
+}
+
+/// Every part of the model whose first file is `first` (itself alone when
+/// it is not split): `x-00001-of-00003.gguf` gives parts 1, 2 and 3.
+pub fn split_parts(first: &str) -> Vec<String> {
+    match gguf_name(first) {
+        Some(g) if g.parts > 1 => {
+            let ext = &first[first.len() - ".gguf".len()..];
+            (1..=g.parts).map(|i| format!("{}-{i:05}-of-{:05}{ext}", g.prefix, g.parts)).collect()
+        }
+        _ => vec![first.to_string()],
+    }
+}
+
+/// The quant tags a repository's files offer, for an error that lists them.
+pub fn quant_tags(names: &[&str]) -> Vec<String> {
+    let mut tags: Vec<String> = names
+        .iter()
+        .filter(|n| is_model_file(n))
+        .filter_map(|n| gguf_name(n))
+        .filter(|g| g.part == 1 && !g.tag.is_empty())
+        .map(|g| g.tag)
+        .collect();
+    tags.sort();
+    tags.dedup();
+    tags
 }
 
 #[cfg(test)]
@@ -166,10 +208,23 @@ mod tests {
     }
 
     #[test]
+    fn the_pick_prefers_the_tag_then_q4_k_m_and_takes_split_parts_whole() {
+        let names = ["README.md", "mmproj-x-Q4_K_M.gguf", "x-Q8_0.gguf", "x-Q4_K_M-00002-of-00002.gguf", "x-Q4_K_M-00001-of-00002.gguf"];
+        assert_eq!(pick_model(&names, ""), Some(4));
+        assert_eq!(pick_model(&names, "q8_0"), Some(2));
+        assert_eq!(pick_model(&names, "F16"), None);
+        assert_eq!(split_parts(names[4]), vec!["x-Q4_K_M-00001-of-00002.gguf", "x-Q4_K_M-00002-of-00002.gguf"]);
+        assert_eq!(split_parts("x-Q8_0.gguf"), vec!["x-Q8_0.gguf"]);
+        assert_eq!(quant_tags(&names), vec!["Q4_K_M", "Q8_0"]);
+    }
+
+    #[test]
     fn projectors_and_drafts_are_not_models() {
         assert!(is_model_file("x/model-Q4_K_M.gguf"));
         assert!(!is_model_file("x/mmproj-model-f16.gguf"));
         assert!(!is_model_file("mtp-model-Q8_0.gguf"));
+        assert!(!is_model_file("Qwen3-mtp-Q8_0.gguf"), "llama.cpp's rule: anywhere in the name");
+        assert!(!is_model_file("model-imatrix.gguf"));
         assert!(!is_model_file("notes.txt"));
     }
 }

@@ -21,6 +21,10 @@ pub mod conn;
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     crate::metrics::mark_process_start();
+    if let Some(repo) = &args.server.llama.hf_repo {
+        // Downloaded now unless cached; the config then finds it there.
+        crate::config::hub::fetch(repo, args.server.llama.hf_file.as_deref(), args.server.llama.offline).await?;
+    }
     let config = Config::load(&args.sources, &args.server)?;
     let server = config.server.clone();
     let inventory = server.gpu_inventory()?;
