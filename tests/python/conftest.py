@@ -3,27 +3,22 @@ the test model (VRAM_LLM_BIN, VRAM_LLM_TEST_MODEL, set by `scripts/dev test`)
 with an API key, one per test module."""
 
 import os
-import socket
 import subprocess
 import time
 import urllib.request
 
 import pytest
 
+from cluster import free_port
+
 API_KEY = "e2e-secret"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(args):
     """Starts `vram-llm serve` with `args` on a free port and waits until
     /health says 200; returns (process, base URL)."""
     binary = os.environ["VRAM_LLM_BIN"]
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([binary, "serve", "--port", str(port), *args], stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
