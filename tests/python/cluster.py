@@ -58,11 +58,12 @@ def post(url, body):
 def scrape(base):
     """What a node's /metrics says: models resident, requests waiting, swaps
     so far, and requests answered per model (any route, any status)."""
-    out = {"resident": set(), "waiting": 0.0, "swaps": 0.0, "requests": {}}
+    out = {"resident": set(), "coming": set(), "waiting": 0.0, "swaps": 0.0, "requests": {}}
     for family in text_string_to_metric_families(get(f"{base}/metrics")):
         for s in family.samples:
             if s.name == "vram_llm:lora_requests_info":
                 out["resident"] = {m for m in s.labels["running_lora_adapters"].split(",") if m}
+                out["coming"] = {m for m in s.labels["waiting_lora_adapters"].split(",") if m}
             elif s.name == "vram_llm:num_requests_waiting":
                 out["waiting"] = s.value
             elif s.name == "vram_llm_swaps_total":
@@ -75,9 +76,15 @@ def scrape(base):
 def pick(bases, model):
     """The residency-aware picker (what the Kubernetes inference gateway's
     endpoint picker does from the same metrics): a node where the model is
-    resident, then the least queued, then the one with fewest models."""
+    resident or coming (requests wait for it: it is loading or next), then
+    the least queued, then the one with fewest models there or coming."""
     views = [scrape(b) for b in bases]
-    return min(range(len(bases)), key=lambda i: (model not in views[i]["resident"], views[i]["waiting"], len(views[i]["resident"]), i))
+
+    def key(i):
+        there = views[i]["resident"] | views[i]["coming"]
+        return (model not in there, views[i]["waiting"], len(there), i)
+
+    return min(range(len(bases)), key=key)
 
 
 class Nodes:
