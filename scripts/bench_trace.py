@@ -56,22 +56,26 @@ def one_request(url, model, prompt, max_tokens, out, idx):
     body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
                        "stream": True, "logit_bias": NO_EOG})
     start = time.perf_counter()
-    conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
-    resp = conn.getresponse()
     first = None
-    status = resp.status
-    while True:
-        chunk = resp.read1(65536)
-        if not chunk:
-            break
-        if first is None and b'"text":"' in chunk and b'"text":""' not in chunk:
-            first = time.perf_counter()
+    try:
+        conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        status = resp.status
+        while True:
+            chunk = resp.read1(65536)
+            if not chunk:
+                break
+            if first is None and b'"text":"' in chunk and b'"text":""' not in chunk:
+                first = time.perf_counter()
+    except OSError:
+        status = 0  # no answer: counted as not ok
     end = time.perf_counter()
     out[idx] = {"status": status, "start": start, "first": first or end, "end": end, "model": model}
 
 
-def replay(url, token, trace, max_tokens):
-    before = admin_status(url, token)
+def run_trace(trace, url_for, max_tokens):
+    """Sends each request of `trace` at its arrival time to `url_for(model)`
+    (asked at that moment) and returns one record per request."""
     out = [None] * len(trace)
     threads = []
     t0 = time.perf_counter()
@@ -79,26 +83,37 @@ def replay(url, token, trace, max_tokens):
         delay = at - (time.perf_counter() - t0)
         if delay > 0:
             time.sleep(delay)
-        th = threading.Thread(target=one_request, args=(url, model, prompt, max_tokens, out, i))
+        th = threading.Thread(target=one_request, args=(url_for(model), model, prompt, max_tokens, out, i))
         th.start()
         threads.append(th)
     for th in threads:
         th.join()
-    after = admin_status(url, token)
+    return out
+
+
+def summarize(out):
+    """Requests, answered, makespan, p50/p99 latency, worst wait, median service."""
     ok = [r for r in out if r["status"] == 200]
     lat = sorted(r["end"] - r["start"] for r in ok)
-    waits = [r["first"] - r["start"] for r in ok]
-    service = statistics.median(r["end"] - r["first"] for r in ok)
     return {
-        "policy": after["policy"],
         "requests": len(out),
         "ok": len(ok),
-        "swaps": after["swaps"] - before["swaps"],
         "makespan_s": max(r["end"] for r in out) - min(r["start"] for r in out),
         "p50_s": lat[len(lat) // 2],
         "p99_s": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
-        "worst_wait_s": max(waits),
-        "service_s": service,
+        "worst_wait_s": max(r["first"] - r["start"] for r in ok),
+        "service_s": statistics.median(r["end"] - r["first"] for r in ok),
+    }
+
+
+def replay(url, token, trace, max_tokens):
+    before = admin_status(url, token)
+    out = run_trace(trace, lambda model: url, max_tokens)
+    after = admin_status(url, token)
+    return {
+        "policy": after["policy"],
+        **summarize(out),
+        "swaps": after["swaps"] - before["swaps"],
         "max_wait_s": after["max_wait_ms"] / 1000,
     }
 

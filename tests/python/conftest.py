@@ -4,30 +4,22 @@ with an API key, one per test module; and the fake Hugging Face hub
 (fakehub.py) for the download tests."""
 
 import os
-import socket
 import subprocess
 import time
 import urllib.request
 
 import pytest
 
+from cluster import free_port
+
 API_KEY = "e2e-secret"
-
-# test_hub_download.py drives `vram-llm pull` / `serve -hf` downloads (issue 25), which the binary does not
-# have yet: it stays out of collection until the Rust side lands; then delete this line.
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(args, env=None):
     """Starts `vram-llm serve` with `args` (and environment `env`, if given)
     on a free port and waits until /health says 200; returns (process, base URL)."""
     binary = os.environ["VRAM_LLM_BIN"]
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([binary, "serve", "--port", str(port), *args], stdout=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
