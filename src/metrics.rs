@@ -37,6 +37,7 @@ pub struct Metrics {
     pub model_loaded: IntGaugeVec,
     pub model_sleeping: IntGaugeVec,
     pub model_sleeping_bytes: IntGaugeVec,
+    pub model_download_percent: IntGaugeVec,
     pub model_memory: IntGaugeVec,
     pub queue_depth: IntGaugeVec,
     pub in_flight: IntGaugeVec,
@@ -120,6 +121,11 @@ impl Metrics {
             model_sleeping_bytes: gauge(
                 "vram_llm_model_sleeping_bytes",
                 "Pinned host memory a sleeping model keeps (0 on the CPU: its weights are the mapped file).",
+                &["model"],
+            ),
+            model_download_percent: gauge(
+                "vram_llm_model_download_percent",
+                "A hub model's download progress while it runs on its first request (0-100; absent otherwise).",
                 &["model"],
             ),
             model_memory: gauge("vram_llm_model_memory_bytes", "Memory the model holds when loaded (measured), else its estimate.", &["model"]),

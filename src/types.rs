@@ -49,6 +49,18 @@ pub struct ModelSpec {
     pub knobs: EngineKnobs,
     /// What enforces this model's JSON schemas (`--json-schema-engine`).
     pub json_schema_engine: JsonSchemaEngine,
+    /// Named on the hub and not downloaded yet: the scheduler fetches it
+    /// before its first load (`path` is then where it will not be).
+    pub fetch: Option<HubSource>,
+}
+
+/// A model of the Hugging Face hub (`[[models]] hf`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubSource {
+    /// `owner/repo[:QUANT]`.
+    pub repo: String,
+    /// One file of the repository instead of a quant's (`hf_file`).
+    pub file: Option<String>,
 }
 
 /// What enforces a JSON schema (`response_format`, `json_schema`) while

@@ -18,7 +18,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let _one_at_a_time = SCRAPE.lock();
     let m = crate::metrics::global();
     let snapshot = state.scheduler.snapshot();
-    for family in [&m.model_loaded, &m.model_sleeping, &m.model_sleeping_bytes, &m.model_memory, &m.queue_depth, &m.in_flight, &m.slots_busy, &m.slots_total] {
+    for family in [&m.model_loaded, &m.model_sleeping, &m.model_sleeping_bytes, &m.model_download_percent, &m.model_memory, &m.queue_depth, &m.in_flight, &m.slots_busy, &m.slots_total] {
         family.reset();
     }
     let (mut waiting, mut running, mut processing, mut held, mut cells) = (0i64, 0i64, 0i64, 0u64, 0u64);
@@ -42,6 +42,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         m.model_sleeping.with_label_values(&[id]).set(i64::from(view.sleeping_bytes.is_some()));
         m.model_sleeping_bytes.with_label_values(&[id]).set(view.sleeping_bytes.unwrap_or(0) as i64);
         m.model_memory.with_label_values(&[id]).set(view.bytes as i64);
+        if view.state == "downloading" {
+            m.model_download_percent.with_label_values(&[id]).set(i64::from(view.progress.unwrap_or(0)));
+        }
         m.queue_depth.with_label_values(&[id]).set(queued);
         m.in_flight.with_label_values(&[id]).set(i64::from(view.in_flight));
         m.slots_busy.with_label_values(&[id]).set(i64::from(busy));

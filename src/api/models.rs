@@ -51,6 +51,8 @@ fn object(entry: &ModelView) -> ModelObject {
             _ => serde_json::json!({"value": super::router::status_value(entry), "args": []}),
         },
         sleeping_bytes: entry.sleeping_bytes,
+        downloaded: entry.spec.fetch.as_ref().map(|_| false),
+        progress: entry.progress,
         meta,
     }
 }

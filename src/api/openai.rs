@@ -313,6 +313,13 @@ pub struct ModelObject {
     /// Asleep: the pinned host bytes it keeps (0: a CPU model's mapped file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sleeping_bytes: Option<u64>,
+    /// A hub model (`[[models]] hf`) not downloaded yet: `false`; it
+    /// downloads on its first request (`state` is `downloading` meanwhile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downloaded: Option<bool>,
+    /// Percent done of a load or download under way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<ModelMeta>,
 }

@@ -21,7 +21,7 @@ use crate::scheduler::ModelView;
 pub fn status_value(view: &ModelView) -> &'static str {
     match view.state {
         "loaded" | "unloading" => "loaded",
-        "loading" => "loading",
+        "loading" | "downloading" => "loading",
         "sleeping" if view.sleeping_bytes.unwrap_or(0) > 0 => "sleeping",
         _ => "unloaded",
     }

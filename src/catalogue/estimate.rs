@@ -21,6 +21,10 @@ pub struct ModelMemory {
 
 /// Reads `spec`'s GGUF header once for both figures of [`ModelMemory`].
 pub fn model_memory(spec: &ModelSpec) -> ModelMemory {
+    if spec.fetch.is_some() {
+        // Not downloaded: estimated once it is (the scheduler's fetch).
+        return ModelMemory { bytes: 0, footprint: None, n_vocab: None, encoder_only: false };
+    }
     match header_estimate(&spec.path, spec.ctx_size, spec.parallel, &spec.knobs.shape(spec.swa_full)) {
         Ok((header, estimate)) => ModelMemory {
             bytes: estimate.total_bytes,

@@ -83,7 +83,12 @@ pub struct ServerSection {
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     pub name: String,
-    pub path: PathBuf,
+    /// A GGUF file, or with `hf` a model of the Hugging Face hub.
+    pub path: Option<PathBuf>,
+    /// `owner/repo[:QUANT]`: downloaded on the first request unless cached.
+    pub hf: Option<String>,
+    /// With `hf`: this file of the repository instead of a quant's.
+    pub hf_file: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
     #[serde(default)]

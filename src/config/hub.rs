@@ -33,18 +33,94 @@ pub fn hf_model(repo: &str, file: Option<&str>, cache: Option<&Path>) -> Result<
     };
     let path = found.ok_or_else(|| {
         format!(
-            "--hf-repo {repo}: the Hugging Face cache ({}) holds no {what}; vram-llm reads the cache but does not download yet: \
-             fetch it with `llama-server -hf {repo}` or `hf download {}`, or pass --model PATH",
-            cache.display(),
-            wanted.repo
+            "--hf-repo {repo}: the Hugging Face cache ({}) holds no {what}: `vram-llm pull {repo}` downloads it \
+             (--offline downloads nothing), or pass --model PATH",
+            cache.display()
         )
     })?;
     Ok((wanted.name(), path))
 }
 
+/// A `[[models]]` entry's `hf = "owner/repo[:QUANT]"` (and `hf_file`): its
+/// cached file, or (not cached) where the repository's folder will be and
+/// the source the scheduler fetches on the first request.
+pub fn hub_entry(repo: &str, file: Option<&str>, cache: Option<&Path>) -> Result<(PathBuf, Option<crate::types::HubSource>), String> {
+    let wanted = RepoTag::parse(repo).map_err(|e| format!("hf {e}"))?;
+    let cache = cache.ok_or("hf: no Hugging Face cache folder (set LLAMA_CACHE, HF_HUB_CACHE or HOME)")?;
+    let cached = match file {
+        Some(name) => hub::cache::cached_files(cache, Some(&wanted.repo)).into_iter().find(|f| f.name == name).map(|f| f.path),
+        None => hub::resolve(cache, &wanted),
+    };
+    Ok(match cached {
+        Some(path) => (path, None),
+        None => {
+            let source = crate::types::HubSource { repo: repo.to_string(), file: file.map(str::to_string) };
+            (cache.join(hub::names::repo_folder(&wanted.repo)), Some(source))
+        }
+    })
+}
+
 /// Every model of the cache, named `owner/repo:QUANT`.
 pub fn cached(cache: Option<&Path>) -> Vec<(String, PathBuf)> {
     cache.map(hub::cached_models).unwrap_or_default().into_iter().map(|m| (m.name.name(), m.path)).collect()
+}
+
+/// The model's path in the cache, downloaded first unless it is there (or
+/// `offline`, or HF_HUB_OFFLINE=1, forbids it).
+pub async fn fetch(model: &str, file: Option<&str>, offline: bool) -> Result<PathBuf, String> {
+    let terminal = std::io::stderr().is_terminal();
+    let path = fetch_with(model, file, offline, printer(terminal, None)).await;
+    if terminal {
+        eprintln!();
+    }
+    path
+}
+
+/// `fetch` reporting to `on` (a download the scheduler runs: its fraction
+/// done, 0.0 to 1.0, per file, beside log lines every 10 %).
+pub async fn fetch_for_scheduler(model: &str, file: Option<&str>, on: crate::types::Progress) -> Result<PathBuf, String> {
+    fetch_with(model, file, false, printer(false, Some(on))).await
+}
+
+async fn fetch_with(model: &str, file: Option<&str>, offline: bool, on: OnProgress) -> Result<PathBuf, String> {
+    let wanted = RepoTag::parse(model)?;
+    let cache = hub::cache_dir().ok_or("no Hugging Face cache folder: set LLAMA_CACHE, HF_HUB_CACHE or HOME")?;
+    let offline = offline || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes"));
+    let hub = Hub::from_env()?;
+    let started = Instant::now();
+    let path = fetch_model(&hub, &cache, &wanted, file, offline, &on).await?;
+    tracing::info!(model = %wanted.name(), path = %path.display(), seconds = started.elapsed().as_secs_f64(), "model ready");
+    Ok(path)
+}
+
+/// Redraws one line on a terminal (at most 10 times a second), else logs
+/// each tenth of a file.
+fn printer(terminal: bool, fraction: Option<crate::types::Progress>) -> OnProgress {
+    let state: Mutex<(String, u64, Option<Instant>, Instant)> = Mutex::new((String::new(), 0, None, Instant::now()));
+    Arc::new(move |p: &Progress| {
+        if let (Some(report), Some(total)) = (&fraction, p.total.filter(|&t| t > 0)) {
+            report(p.done as f32 / total as f32);
+        }
+        let mut s = state.lock();
+        if s.0 != p.file {
+            *s = (p.file.clone(), 0, None, Instant::now());
+        }
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let rate = mib(p.done) / s.3.elapsed().as_secs_f64().max(1e-3);
+        let percent = p.total.filter(|&t| t > 0).map(|t| p.done * 100 / t);
+        if terminal {
+            if s.2.is_some_and(|at| at.elapsed().as_millis() < 100) && percent != Some(100) {
+                return;
+            }
+            s.2 = Some(Instant::now());
+            let total = p.total.map_or(String::new(), |t| format!(" / {:.1} MiB", mib(t)));
+            let pct = percent.map_or(String::new(), |v| format!(" ({v}%)"));
+            let _ = write!(std::io::stderr(), "\r{}: {:.1}{total} MiB{pct} {rate:.0} MiB/s   ", p.file, mib(p.done));
+        } else if let Some(pct) = percent.filter(|&v| v / 10 > s.1 / 10 || (v == 100 && s.1 < 100)) {
+            s.1 = pct;
+            tracing::info!(file = %p.file, percent = pct, mib_per_s = rate.round(), "downloading");
+        }
+    })
 }
 
 #[cfg(test)]
@@ -85,48 +161,4 @@ mod tests {
         assert!(e.starts_with("--hf-repo") && e.contains("owner/name"), "{e}");
         std::fs::remove_dir_all(&cache).unwrap();
     }
-}
-
-/// The model's path in the cache, downloaded first unless it is there (or
-/// `offline`, or HF_HUB_OFFLINE=1, forbids it).
-pub async fn fetch(model: &str, file: Option<&str>, offline: bool) -> Result<PathBuf, String> {
-    let wanted = RepoTag::parse(model)?;
-    let cache = hub::cache_dir().ok_or("no Hugging Face cache folder: set LLAMA_CACHE, HF_HUB_CACHE or HOME")?;
-    let offline = offline || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes"));
-    let hub = Hub::from_env()?;
-    let started = Instant::now();
-    let path = fetch_model(&hub, &cache, &wanted, file, offline, &printer()).await?;
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
-    tracing::info!(model = %wanted.name(), path = %path.display(), seconds = started.elapsed().as_secs_f64(), "model ready");
-    Ok(path)
-}
-
-/// Redraws one line on a terminal (at most 10 times a second), else logs
-/// each tenth of a file.
-fn printer() -> OnProgress {
-    let terminal = std::io::stderr().is_terminal();
-    let state: Mutex<(String, u64, Option<Instant>, Instant)> = Mutex::new((String::new(), 0, None, Instant::now()));
-    Arc::new(move |p: &Progress| {
-        let mut s = state.lock();
-        if s.0 != p.file {
-            *s = (p.file.clone(), 0, None, Instant::now());
-        }
-        let mib = |b: u64| b as f64 / (1 << 20) as f64;
-        let rate = mib(p.done) / s.3.elapsed().as_secs_f64().max(1e-3);
-        let percent = p.total.filter(|&t| t > 0).map(|t| p.done * 100 / t);
-        if terminal {
-            if s.2.is_some_and(|at| at.elapsed().as_millis() < 100) && percent != Some(100) {
-                return;
-            }
-            s.2 = Some(Instant::now());
-            let total = p.total.map_or(String::new(), |t| format!(" / {:.1} MiB", mib(t)));
-            let pct = percent.map_or(String::new(), |v| format!(" ({v}%)"));
-            let _ = write!(std::io::stderr(), "\r{}: {:.1}{total} MiB{pct} {rate:.0} MiB/s   ", p.file, mib(p.done));
-        } else if let Some(pct) = percent.filter(|&v| v / 10 > s.1 / 10 || (v == 100 && s.1 < 100)) {
-            s.1 = pct;
-            tracing::info!(file = %p.file, percent = pct, mib_per_s = rate.round(), "downloading");
-        }
-    })
 }

@@ -517,12 +517,20 @@ impl ModelDefaults {
             swa_full: self.swa_full,
             knobs: self.knobs,
             json_schema_engine: self.json_schema_engine,
+            fetch: None,
         }
     }
 }
 
 fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &str) -> Result<ModelSpec, String> {
-    let mut spec = base.spec(m.name.clone(), dir.join(&m.path));
+    let (path, fetch) = match (&m.path, &m.hf) {
+        (Some(path), None) if m.hf_file.is_none() => (dir.join(path), None),
+        (None, Some(repo)) => hub::hub_entry(repo, m.hf_file.as_deref(), crate::hub::cache_dir().as_deref()).map_err(|e| format!("{at}: {e}"))?,
+        (Some(_), _) => return Err(format!("{at}: give `path` (a GGUF file) or `hf` (owner/repo[:QUANT], with `hf_file`), not both")),
+        (None, None) => return Err(format!("{at}: `path` (a GGUF file) or `hf` (owner/repo[:QUANT]) is required")),
+    };
+    let mut spec = base.spec(m.name.clone(), path);
+    spec.fetch = fetch;
     spec.aliases = m.aliases.clone();
     if !m.tags.is_empty() {
         spec.tags = m.tags.clone();
@@ -634,7 +642,7 @@ impl Models {
     fn finish(self) -> Result<Vec<ModelSpec>, String> {
         let mut names: HashMap<String, String> = HashMap::new();
         for (spec, _, at) in &self.list {
-            if !spec.path.is_file() {
+            if spec.fetch.is_none() && !spec.path.is_file() {
                 return Err(format!("{at}: path `{}`: no such file", spec.path.display()));
             }
             if let Some(t) = &spec.chat_template_file {

@@ -456,3 +456,34 @@ fn alias_takes_several_names_and_tags_label_the_command_line_models() {
     let m = &c.models[0];
     assert_eq!((m.id.as_str(), m.aliases.clone(), m.tags.clone()), ("code", vec!["fim".to_string(), "tinyllama-2".into()], vec!["chat".to_string(), "fim".into(), "small".into()]));
 }
+
+#[test]
+fn a_model_is_a_path_or_a_hub_name_never_both() {
+    let d = Dir::new("hf-keys");
+    let both = d.write("b.toml", "[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\nhf = \"org/x-GGUF\"\n");
+    let e = Config::load(&sources(Some(both)), &ServerFlags::default()).unwrap_err();
+    assert!(e.contains("models[0]") && e.contains("not both"), "{e}");
+    let neither = d.write("n.toml", "[[models]]\nname = \"a\"\n");
+    let e = Config::load(&sources(Some(neither)), &ServerFlags::default()).unwrap_err();
+    assert!(e.contains("`path`") && e.contains("`hf`"), "{e}");
+    let bad = d.write("r.toml", "[[models]]\nname = \"a\"\nhf = \"no-slash\"\n");
+    let e = Config::load(&sources(Some(bad)), &ServerFlags::default()).unwrap_err();
+    assert!(e.contains("hf") && e.contains("owner/name"), "{e}");
+}
+
+#[test]
+fn a_hub_entry_is_its_cached_file_or_a_download_for_the_scheduler() {
+    let d = Dir::new("hf-entry");
+    let cache = d.0.join("cache");
+    let (path, fetch) = super::hub::hub_entry("org/x-GGUF:q8_0", None, Some(&cache)).unwrap();
+    assert_eq!(path, cache.join("models--org--x-GGUF"));
+    assert_eq!(fetch, Some(crate::types::HubSource { repo: "org/x-GGUF:q8_0".into(), file: None }));
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = cache.join("models--org--x-GGUF");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let file = repo.join("snapshots").join(commit).join("x-Q8_0.gguf");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, b"GGUF").unwrap();
+    assert_eq!(super::hub::hub_entry("org/x-GGUF:q8_0", None, Some(&cache)).unwrap(), (file, None));
+}

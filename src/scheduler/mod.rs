@@ -80,6 +80,17 @@ pub struct Registration {
     pub n_vocab: Option<u32>,
 }
 
+/// Downloads a model registered from the hub before its first load. The
+/// scheduler decides when (the first request for it; every request that
+/// comes meanwhile waits for the same download, and a client that leaves
+/// cancels nothing); the fetcher does the work and answers the model's
+/// registration as it is on disk (path, memory estimate).
+pub trait Fetcher: Send + Sync {
+    fn fetch(&self, spec: Arc<crate::types::ModelSpec>, progress: crate::types::Progress) -> FetchFuture;
+}
+
+pub type FetchFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Registration, String>> + Send>>;
+
 /// The right to run one request on a loaded model. Dropping it frees the slot.
 pub struct Permit {
     pub model: Arc<LoadedModel>,
@@ -118,8 +129,21 @@ impl Scheduler {
         gpus: Arc<dyn GpuInventory>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::start_fetching(models, factory, limits, gpus, clock, None)
+    }
+
+    /// `start`, with what downloads models registered from the hub
+    /// (`ModelSpec::fetch`) on their first request.
+    pub fn start_fetching(
+        models: Vec<Registration>,
+        factory: Arc<dyn EngineFactory>,
+        limits: SchedLimits,
+        gpus: Arc<dyn GpuInventory>,
+        clock: Arc<dyn Clock>,
+        fetcher: Option<Arc<dyn Fetcher>>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (owner, snapshot) = Owner::new(models, factory, limits, gpus.clone(), clock.clone(), tx.clone());
+        let (owner, snapshot) = Owner::new(models, factory, limits, gpus.clone(), clock.clone(), tx.clone(), fetcher);
         tokio::spawn(owner.run(rx));
         Self { tx, snapshot, clock, gpus }
     }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::snapshot::{ModelView, Snapshot, SwapRecord};
 use super::state::{Action, Residency, SchedState, Ticket};
-use super::{Clock, Permit, Registration, ReloadReport, Release, SchedError, SchedLimits};
+use super::{Clock, Fetcher, Permit, Registration, ReloadReport, Release, SchedError, SchedLimits};
 use crate::engine::loaded::{load_one, LoadedModel};
 use crate::engine::EngineFactory;
 use crate::gpu::{GpuInfo, GpuInventory};
@@ -20,11 +20,16 @@ use crate::types::{ModelSpec, Progress};
 
 type Reply = oneshot::Sender<Result<Permit, SchedError>>;
 
+#[path = "owner_fetch.rs"]
+mod fetch;
+
 pub(super) enum Msg {
     /// `explicit`: a load asked for by name (admin, `/models/load`), not a request.
     Acquire { model: usize, reply: Reply, explicit: bool },
     Release { model: usize },
     Progress { model: usize, percent: u8 },
+    /// A hub model's download ended.
+    Fetched { model: usize, result: Result<Registration, String> },
     LoadDone { model: usize, result: Result<Arc<LoadedModel>, String> },
     /// `slept`: the engine kept its weights asleep.
     UnloadDone { model: usize, slept: bool },
@@ -41,6 +46,8 @@ struct Entry {
     created: u64,
     loaded: Option<Arc<LoadedModel>>,
     progress: Option<u8>,
+    /// While its download runs: the requests that wait for it.
+    fetching: Option<Vec<(Reply, bool)>>,
 }
 
 type Deferred = Box<dyn FnOnce(&Arc<Snapshot>) + Send>;
@@ -49,6 +56,7 @@ pub(super) struct Owner {
     state: SchedState,
     entries: Vec<Entry>,
     factory: Arc<dyn EngineFactory>,
+    fetcher: Option<Arc<dyn Fetcher>>,
     gpus: Arc<dyn GpuInventory>,
     clock: Arc<dyn Clock>,
     /// Whether there are GPUs to refresh before load decisions.
@@ -84,6 +92,7 @@ impl Owner {
         gpus: Arc<dyn GpuInventory>,
         clock: Arc<dyn Clock>,
         tx: mpsc::UnboundedSender<Msg>,
+        fetcher: Option<Arc<dyn Fetcher>>,
     ) -> (Self, watch::Receiver<Arc<Snapshot>>) {
         let now = clock.now();
         let mut state = SchedState::new(Vec::new(), limits, now);
@@ -100,6 +109,7 @@ impl Owner {
             state,
             entries,
             factory,
+            fetcher,
             gpu_source: gpus.has_gpus(),
             gpus,
             clock,
@@ -160,6 +170,10 @@ impl Owner {
                     let _ = reply.send(Err(SchedError::NotLoaded(self.entries[model].spec.id.clone())));
                     return None;
                 }
+                if self.entries[model].spec.fetch.is_some() {
+                    self.fetch(model, reply, explicit);
+                    return None;
+                }
                 match self.state.enqueue(model, now) {
                     Ok(ticket) => {
                         // What enqueue expected, as a refusal would have judged it.
@@ -177,6 +191,7 @@ impl Owner {
                 self.unload_if_stale(model);
             }
             Msg::Progress { model, percent } => self.entries[model].progress = Some(percent),
+            Msg::Fetched { model, result } => self.fetched(model, result),
             Msg::LoadDone { model, result } => {
                 self.entries[model].progress = None;
                 let metrics = crate::metrics::global();
@@ -533,7 +548,7 @@ impl Owner {
                 n_vocab: e.n_vocab,
                 created: e.created,
                 retired: m.retired,
-                state: m.state_name(),
+                state: if e.fetching.is_some() { "downloading" } else { m.state_name() },
                 sleeping_bytes: m.asleep.filter(|_| m.residency == Residency::Unloaded),
                 engine: e.loaded.as_ref().map(Arc::downgrade),
                 progress: e.progress,
@@ -571,7 +586,7 @@ impl Owner {
 }
 
 fn entry(spec: ModelSpec, n_vocab: Option<u32>) -> Entry {
-    Entry { spec: Arc::new(spec), n_vocab, created: crate::types::unix_now(), loaded: None, progress: None }
+    Entry { spec: Arc::new(spec), n_vocab, created: crate::types::unix_now(), loaded: None, progress: None, fetching: None }
 }
 
 

@@ -18,6 +18,7 @@ use crate::engine::{EngineFactory, SharedKvStore};
 use crate::scheduler::{Scheduler, SystemClock};
 
 pub mod conn;
+mod fetch;
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     crate::metrics::mark_process_start();
@@ -63,7 +64,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         sleep_gpu: limits.sleep.budget_bytes > 0,
         kv_store: kv_store.clone(),
     });
-    let scheduler = Scheduler::start(models, factory, limits, inventory, Arc::new(SystemClock));
+    let fetcher: Arc<dyn crate::scheduler::Fetcher> = Arc::new(fetch::HubFetcher { placement: server.placement.clone() });
+    let scheduler = Scheduler::start_fetching(models, factory, limits, inventory, Arc::new(SystemClock), Some(fetcher));
 
     for (i, id) in &preload {
         tracing::info!(model = %id, "preloading");

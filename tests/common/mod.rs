@@ -278,6 +278,7 @@ pub fn fake_spec(id: &str) -> ModelSpec {
         swa_full: false,
         knobs: Default::default(),
         json_schema_engine: Default::default(),
+        fetch: None,
     }
 }
 

@@ -1,0 +1,67 @@
+//! The owner's downloads of models registered from the hub (`ModelSpec::
+//! fetch`): the first request starts one, later ones wait for it, the end
+//! of it sends every waiter on as a request (or the failure to each).
+
+use std::sync::Arc;
+
+use super::{Msg, Owner, Reply};
+use crate::scheduler::{Registration, SchedError};
+
+impl Owner {
+    /// Parks a request for a model not downloaded yet; the first starts the
+    /// download, every later one waits for the same.
+    pub(super) fn fetch(&mut self, model: usize, reply: Reply, explicit: bool) {
+        let entry = &mut self.entries[model];
+        if let Some(waiting) = &mut entry.fetching {
+            waiting.push((reply, explicit));
+            return;
+        }
+        let Some(fetcher) = self.fetcher.clone() else {
+            let reason = "it is not downloaded and this server downloads nothing".to_string();
+            let _ = reply.send(Err(SchedError::LoadFailed { model: entry.spec.id.clone(), reason }));
+            return;
+        };
+        entry.fetching = Some(vec![(reply, explicit)]);
+        entry.progress = Some(0);
+        tracing::info!(model = %entry.spec.id, "downloading on its first request");
+        let (tx, progress_tx) = (self.tx.clone(), self.tx.clone());
+        let last = std::sync::atomic::AtomicU8::new(0);
+        let progress: crate::types::Progress = Arc::new(move |fraction| {
+            let percent = (fraction.clamp(0.0, 1.0) * 100.0) as u8;
+            if last.swap(percent, std::sync::atomic::Ordering::Relaxed) != percent {
+                let _ = progress_tx.send(Msg::Progress { model, percent });
+            }
+        });
+        let download = fetcher.fetch(entry.spec.clone(), progress);
+        tokio::spawn(async move {
+            let result = download.await;
+            let _ = tx.send(Msg::Fetched { model, result });
+        });
+    }
+
+    /// The download ended: the model takes its registration on disk and its
+    /// waiting requests go on as any request; or they all get the failure
+    /// (the next request tries again).
+    pub(super) fn fetched(&mut self, model: usize, result: Result<Registration, String>) {
+        let waiting = self.entries[model].fetching.take().unwrap_or_default();
+        self.entries[model].progress = None;
+        match result {
+            Ok(r) if r.spec.fetch.is_none() && !self.state.models[model].retired => {
+                tracing::info!(model = %r.spec.id, path = %r.spec.path.display(), "downloaded");
+                self.state.models[model].limits = r.limits;
+                self.entries[model].spec = Arc::new(r.spec);
+                self.entries[model].n_vocab = r.n_vocab;
+                for (reply, explicit) in waiting.into_iter().filter(|(r, _)| !r.is_closed()) {
+                    self.handle(Msg::Acquire { model, reply, explicit });
+                }
+            }
+            other => {
+                let reason = other.err().unwrap_or_else(|| "the model changed while it downloaded".into());
+                tracing::error!(model = %self.entries[model].spec.id, "download failed: {reason}");
+                for (reply, _) in waiting {
+                    let _ = reply.send(Err(SchedError::LoadFailed { model: self.entries[model].spec.id.clone(), reason: reason.clone() }));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+"""A `[[models]] hf = "owner/repo:QUANT"` model the cache lacks downloads on
+its first request (issue 25), from the fake hub (fakehub.py): nothing at
+startup, one download for every waiter, a client that leaves cancels
+nothing, other models keep serving, the state shows in /v1/models and
+/metrics, and the file lands in the shared cache."""
+
+import json
+import os
+import socket
+import threading
+import urllib.error
+import urllib.request
+
+from conftest import launch, stop
+from fakehub import GEMMA_FILE, GEMMA_REPO
+from test_hub_download import check_cached, hub_env
+
+
+def get(base, path):
+    with urllib.request.urlopen(f"{base}{path}", timeout=60) as r:
+        return r.read().decode()
+
+
+def model(base, name):
+    return next(m for m in json.loads(get(base, "/v1/models"))["data"] if m["id"] == name)
+
+
+def complete(base, name):
+    body = json.dumps({"model": name, "prompt": "Hello", "max_tokens": 3}).encode()
+    req = urllib.request.Request(f"{base}/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_a_config_model_downloads_on_its_first_request(fakehub, tmp_path):
+    cache = tmp_path / "cache"
+    config = tmp_path / "models.toml"
+    config.write_text(
+        "[server]\nctx_size = 1024\n"
+        f'[[models]]\nname = "local"\npath = "{os.environ["VRAM_LLM_TEST_MODEL"]}"\n'
+        f'[[models]]\nname = "hubbed"\nhf = "{GEMMA_REPO}:Q4_K_M"\n'
+    )
+    stalled = fakehub.stall_once(GEMMA_REPO, GEMMA_FILE)
+    proc, base = launch(["--config", str(config)], env=hub_env(fakehub, cache))
+    try:
+        before = model(base, "hubbed")
+        assert before["downloaded"] is False and before["state"] == "unloaded", before
+        assert fakehub.bytes_served() == 0, "nothing downloads at startup"
+
+        results = []
+        waiters = [threading.Thread(target=lambda: results.append(complete(base, "hubbed"))) for _ in range(2)]
+        for w in waiters:
+            w.start()
+        assert stalled.wait(120), "the download never started"
+        during = model(base, "hubbed")
+        assert during["state"] == "downloading" and during["status"]["value"] == "loading", during
+        assert 'vram_llm_model_download_percent{model="hubbed"}' in get(base, "/metrics")
+        # A client that leaves mid-download cancels nothing.
+        with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as s:
+            body = json.dumps({"model": "hubbed", "prompt": "Hi", "max_tokens": 1})
+            s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
+        # Other models keep serving meanwhile.
+        assert complete(base, "local")[0] == 200
+
+        fakehub.release()
+        for w in waiters:
+            w.join(300)
+        assert [status for status, _ in results] == [200, 200], results
+        assert fakehub.bytes_served(GEMMA_REPO, GEMMA_FILE) == fakehub.file(GEMMA_REPO, GEMMA_FILE).size, "one download"
+        check_cached(fakehub, cache, GEMMA_REPO, GEMMA_FILE)
+        after = model(base, "hubbed")
+        assert after["state"] == "loaded" and "downloaded" not in after, after
+    finally:
+        stop(proc)
