@@ -123,7 +123,7 @@ pub fn router(state: AppState) -> Router {
         .route("/completions", post(native::completion))
         .route("/completion", post(native::completion))
         .route("/v1/models", get(models::list_models))
-        .route("/models", get(models::list_models))
+        .route("/models", get(models::list_models).delete(router::delete))
         .route("/v1/models/{*id}", get(models::get_model))
         // llama-server's router endpoints (start a load or unload, answer at once).
         .route("/models/load", post(router::load))

@@ -4,7 +4,7 @@
 //! `loaded`); guarded by the API key like every other route. vram-llm's own
 //! `/admin/models/*` (admin token) wait for the load instead.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -48,6 +48,26 @@ pub async fn unload(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAc
     }
     let (index, force) = (view.index, req.force);
     Ok(started(&state, view, "/models/unload", move |s| async move { s.unload(index, force).await }))
+}
+
+/// llama-server's `DELETE /models?model=NAME`: a model of the Hugging Face
+/// cache leaves the list (its requests finish first) and its files leave
+/// the cache; 400 for a model that is not a cache file.
+pub async fn delete(State(state): State<AppState>, query: RawQuery) -> Result<Response, ApiError> {
+    let name = super::helpers::model_param(&query)?
+        .ok_or_else(|| ApiError::InvalidRequest { message: "model: the query parameter is required".into(), param: Some("model".into()) })?;
+    let snapshot = state.scheduler.snapshot();
+    let view = snapshot.find(&name)?;
+    let cache = crate::hub::cache_dir()
+        .filter(|cache| view.spec.path.starts_with(cache))
+        .ok_or_else(|| ApiError::InvalidRequest {
+            message: format!("the model `{}` is not a file of the Hugging Face cache; only those can be deleted", view.spec.id),
+            param: Some("model".into()),
+        })?;
+    state.scheduler.retire(view.index).await?;
+    let removed = crate::hub::cache::delete_model(&cache, &view.spec.path).map_err(ApiError::Internal)?;
+    tracing::info!(model = %view.spec.id, files = removed, "deleted from the Hugging Face cache");
+    Ok(Json(json!({"success": true})).into_response())
 }
 
 /// Runs `work` on the scheduler in the background (a failure is logged;

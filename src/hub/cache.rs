@@ -121,6 +121,32 @@ pub fn pick_model<'a>(files: &'a [CachedFile], tag: &str) -> Option<&'a CachedFi
     names::pick_model(&names, tag).map(|i| &files[i])
 }
 
+/// Deletes a cached model: the snapshot links of every part of the model
+/// whose first part is `first` (a path under `cache`), and the blobs they
+/// lead to. Returns the files removed; an error for a path outside the
+/// cache's snapshots.
+pub fn delete_model(cache: &Path, first: &Path) -> Result<usize, String> {
+    let snapshots = first
+        .ancestors()
+        .find(|p| p.parent().and_then(Path::file_name).is_some_and(|n| n == "snapshots"))
+        .filter(|commit| commit.starts_with(cache))
+        .ok_or_else(|| format!("{} is not a file of the Hugging Face cache ({})", first.display(), cache.display()))?;
+    let rel = first.strip_prefix(snapshots).map_err(|e| e.to_string())?.to_string_lossy().into_owned();
+    let mut removed = 0;
+    for part in names::split_parts(&rel) {
+        let link = snapshots.join(&part);
+        if let Ok(blob) = std::fs::canonicalize(&link) {
+            if blob != link && std::fs::remove_file(&blob).is_ok() {
+                removed += 1;
+            }
+        }
+        if std::fs::remove_file(&link).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// The cached file for `owner/repo[:TAG]`, when the cache has it.
 pub fn resolve(cache: &Path, wanted: &RepoTag) -> Option<PathBuf> {
     let files = cached_files(cache, Some(&wanted.repo));

@@ -215,6 +215,14 @@ impl Scheduler {
         rx.await.map_err(|_| SchedError::ShuttingDown)
     }
 
+    /// Takes `model` off the list (404 from now on); it finishes what is
+    /// queued and in flight, then unloads, as a model a reload removed.
+    pub async fn retire(&self, model: usize) -> Result<(), SchedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Retire { model, reply })?;
+        rx.await.map_err(|_| SchedError::ShuttingDown)
+    }
+
     /// Fails every waiter, cancels every generation and lets go of every
     /// model. Returns the models that were loaded: a request still holding
     /// one keeps it alive a moment longer (see [`Scheduler::models_dropped`]).

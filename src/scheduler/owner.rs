@@ -36,6 +36,7 @@ pub(super) enum Msg {
     Unload { model: usize, force: bool, reply: oneshot::Sender<()> },
     Sync { reply: oneshot::Sender<Arc<Snapshot>> },
     Reload { models: Vec<Registration>, reply: oneshot::Sender<ReloadReport> },
+    Retire { model: usize, reply: oneshot::Sender<()> },
     Shutdown { reply: oneshot::Sender<()> },
 }
 
@@ -267,6 +268,10 @@ impl Owner {
             Msg::Reload { models, reply } => {
                 let report = self.reload(models, now);
                 self.defer(move |_| drop(reply.send(report)));
+            }
+            Msg::Retire { model, reply } => {
+                self.state.retire(model);
+                self.defer(move |_| drop(reply.send(())));
             }
             Msg::Shutdown { reply } => {
                 for (_, (_, waiter, _, _)) in self.waiters.drain() {

@@ -75,3 +75,42 @@ def test_a_config_model_downloads_on_its_first_request(fakehub, tmp_path):
         assert after["state"] == "loaded" and "downloaded" not in after, after
     finally:
         stop(proc)
+
+
+def delete(base, query):
+    req = urllib.request.Request(f"{base}/models?{query}", method="DELETE")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_delete_removes_a_cached_model_from_the_list_and_the_cache(fakehub, tmp_path):
+    """llama-server's router `DELETE /models?model=NAME`."""
+    from test_hub_download import pulled
+
+    cache = tmp_path / "cache"
+    path = pulled(fakehub, cache, f"{GEMMA_REPO}:Q4_K_M")
+    config = tmp_path / "models.toml"
+    config.write_text(f'[server]\nctx_size = 1024\n[[models]]\nname = "local"\npath = "{os.environ["VRAM_LLM_TEST_MODEL"]}"\n'
+                      f'[[models]]\nname = "{GEMMA_REPO}:Q4_K_M"\nhf = "{GEMMA_REPO}:Q4_K_M"\n')
+    proc, base = launch(["--config", str(config)], env=hub_env(fakehub, cache))
+    try:
+        assert complete(base, f"{GEMMA_REPO}:Q4_K_M")[0] == 200
+        status, body = delete(base, "model=local")
+        assert status == 400 and "Hugging Face cache" in body["error"]["message"], body
+        status, body = delete(base, f"model={GEMMA_REPO}%3AQ4_K_M")
+        assert (status, body) == (200, {"success": True})
+        ids = [m["id"] for m in json.loads(get(base, "/models"))["data"]]
+        assert ids == ["local"], ids
+        assert not path.exists() and not path.is_symlink(), "the snapshot link is gone"
+        blobs = list((cache / f"models--{GEMMA_REPO.replace('/', '--')}" / "blobs").iterdir())
+        assert blobs == [], blobs
+        try:
+            get(base, f"/v1/models/{GEMMA_REPO}:Q4_K_M")
+            raise AssertionError("the deleted model is still found")
+        except urllib.error.HTTPError as e:
+            assert e.code == 404
+    finally:
+        stop(proc)
