@@ -209,8 +209,8 @@ def concurrent(url, prompts, max_tokens, model=None):
 class Server:
     """A server process on its own port; output goes to a log file."""
 
-    def __init__(self, label, argv, port, log_path):
-        self.label, self.argv, self.port, self.log_path = label, argv, port, log_path
+    def __init__(self, label, argv, port, log_path, env=None):
+        self.label, self.argv, self.port, self.log_path, self.env = label, argv, port, log_path, env
         self.url = f"http://127.0.0.1:{port}"
         self.proc = None
         self.spawned_at = None
@@ -221,7 +221,7 @@ class Server:
         self.log.flush()
         self.spawned_at = time.perf_counter()
         self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, env=self.env)
         return self
 
     def check_alive(self):

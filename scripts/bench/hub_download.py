@@ -6,6 +6,12 @@ caches, one run each; prints both times, MB/s, and the ratio. Both files are
 checked against the sha256, and the hub must have served each exactly once.
 
     .venv/bin/python scripts/bench/hub_download.py [--ours target/release/vram-llm] [--skip-ours]
+        [--first-token [--peer PATH]]
+
+`--first-token` also times, side by side, `vram-llm serve -hf` and
+llama-server's `-hf` (the peer, scripts/bench/build_peer.sh) from their start
+with an empty cache to the first token of a completion (one run each, same
+fake hub, same context and slots).
 
 Both clients run as child processes (the hub runs here, its bodies sent with
 sendfile). huggingface_hub's time is the hf_hub_download call alone (its
@@ -64,6 +70,30 @@ def run_ours(hub, cache: Path, binary: str) -> dict:
     return {"seconds": wall, "wall": wall, "path": out.stdout.strip().splitlines()[-1]}
 
 
+def first_token(hub, tmp: Path, ours: str, peer: str) -> dict:
+    """Seconds from spawn to the first token, model not on disk yet."""
+    results = {}
+    for label, argv in [("vram-llm", [ours, "serve", "-hf", f"{GEMMA_REPO}:Q4_K_M", "-c", "1024", "-np", "1"]),
+                        ("llama-server", [peer, "-hf", f"{GEMMA_REPO}:Q4_K_M", "-c", "1024", "-np", "1", "--no-webui",
+                                          "--host", "127.0.0.1"])]:
+        if not os.path.exists(argv[0]):
+            print(f"{label}: {argv[0]} not built (scripts/bench/build_peer.sh): left out")
+            continue
+        hub.reset()
+        port = bench_lib.free_port()
+        server = bench_lib.Server(label, argv + ["--port", str(port)], port, f"/tmp/hub-first-token-{label}.log",
+                                  env=clean_env(hub, tmp / f"first-{label}")).start()
+        try:
+            results[label] = server.wait_first_token(timeout=300)
+        finally:
+            server.stop()
+        print(f"{label} -hf, empty cache: first token {results[label]:.2f} s after start, "
+              f"{hub.bytes_served() / 1e6:.0f} MB served")
+    if len(results) == 2:
+        print(f"ratio, llama-server / vram-llm: {results['llama-server'] / results['vram-llm']:.2f}x (one run; above 1 means vram-llm is faster)")
+    return results
+
+
 def report(label: str, r: dict, size: int, expected: str):
     ok = file_sha256(r["path"]) == expected
     print(f"{label}: {r['seconds']:.2f} s ({size / r['seconds'] / 1e6:.0f} MB/s), process {r['wall']:.2f} s, "
@@ -77,6 +107,8 @@ def main():
     ap.add_argument("--skip-ours", action="store_true", help="time huggingface_hub only")
     ap.add_argument("--model", type=Path, default=Path(os.environ.get("VRAM_LLM_TEST_MODEL", ROOT / "models/gemma-3-270m-q4_k_m.gguf")))
     ap.add_argument("--python", default=sys.executable, help="the Python that has huggingface_hub")
+    ap.add_argument("--first-token", action="store_true", help="also time serve -hf to the first token, beside llama-server")
+    ap.add_argument("--peer", default=bench_lib.PEER)
     args = ap.parse_args()
     if not args.skip_ours:
         helptext = subprocess.run([args.ours, "--help"], capture_output=True, text=True).stdout
@@ -101,9 +133,11 @@ def main():
                 label = f"{label} {r['version']} hf_hub_download"
             ok &= report(label, r, f.size, expected)
             results[label.split()[0]] = r
-    if "vram-llm" in results:
-        ratio = results["huggingface_hub"]["seconds"] / results["vram-llm"]["seconds"]
-        print(f"ratio, huggingface_hub time / vram-llm time: {ratio:.2f}x (one run; above 1 means vram-llm is faster)")
+        if "vram-llm" in results:
+            ratio = results["huggingface_hub"]["seconds"] / results["vram-llm"]["seconds"]
+            print(f"ratio, huggingface_hub time / vram-llm time: {ratio:.2f}x (one run; above 1 means vram-llm is faster)")
+        if args.first_token:
+            first_token(hub, Path(tmp), args.ours, args.peer)
     if not ok:
         sys.exit("a download was wrong (sha256) or not served exactly once")
 
