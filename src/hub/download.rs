@@ -111,7 +111,17 @@ async fn download(hub: &Hub, listing: &Listing, file: &RemoteFile, blob: &Path, 
     let url = hub.file_url(&listing.repo, &listing.commit, &file.name);
     let mut hashed = Hashed::default();
     let mut failures = 0;
-    loop {
+    // Large files over several connections, when the server takes ranges
+    // (a fresh file, or one they began); else the loop, over one.
+    let have = out.metadata().map_err(io)?.len();
+    let parallel = match total.filter(|&t| t >= super::parallel::MIN_BYTES) {
+        Some(size) if have == 0 || super::parallel::parts_path(&temp).exists() => {
+            check_space(dir, size.saturating_sub(have)).map_err(|e| format!("{what}: {e}"))?;
+            super::parallel::fetch(hub, &url, &temp, size, &file.name, on).await.map_err(|e| format!("{what}: {e}"))?
+        }
+        _ => false,
+    };
+    while !parallel {
         let have = out.metadata().map_err(io)?.len();
         if total.is_some_and(|t| have > t) {
             out.set_len(0).map_err(io)?;

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod download;
 pub mod names;
+mod parallel;
 pub mod remote;
 
 pub use cache::{cache_dir, cached_models, resolve, CachedModel};

@@ -271,7 +271,7 @@ impl Owner {
             }
             Msg::Retire { model, reply } => {
                 self.state.retire(model);
-                self.defer(move |_| drop(reply.send(())));
+                self.defer(move |_| { let _ = reply.send(()); });
             }
             Msg::Shutdown { reply } => {
                 for (_, (_, waiter, _, _)) in self.waiters.drain() {

@@ -95,6 +95,20 @@ def test_pull_resumes_after_a_cut_connection(fakehub, tmp_path):
     assert fakehub.bytes_served(GEMMA_REPO, GEMMA_FILE) < 1.5 * f.size, "restarted instead of resumed"
 
 
+def test_a_large_file_comes_over_several_connections_or_one_without_ranges(fakehub, tmp_path):
+    f = fakehub.file(GEMMA_REPO, GEMMA_FILE)
+    pulled(fakehub, tmp_path / "ranges", GEMMA_REPO)
+    gets = [r for r in fakehub.requests if r.server == "cdn" and r.method == "GET"]
+    assert len(gets) == 4 and len({r.range for r in gets}) == 4 and all(r.status == 206 for r in gets), fakehub.routes()
+    assert fakehub.bytes_served(GEMMA_REPO, GEMMA_FILE) == f.size
+    fakehub.reset()
+    fakehub.accept_ranges = False
+    pulled(fakehub, tmp_path / "whole", GEMMA_REPO)
+    check_cached(fakehub, tmp_path / "whole", GEMMA_REPO, GEMMA_FILE)
+    # The range requests were answered with the whole file (200) and dropped; one connection fetched it.
+    assert any(r.status == 200 for r in fakehub.requests if r.server == "cdn"), fakehub.routes()
+
+
 def test_pull_resumes_after_a_restart(fakehub, tmp_path):
     f = fakehub.file(GEMMA_REPO, GEMMA_FILE)
     stalled = fakehub.stall_once(GEMMA_REPO, GEMMA_FILE)
