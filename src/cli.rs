@@ -59,7 +59,8 @@ pub enum Command {
 pub struct PullArgs {
     /// owner/repo[:QUANT]: QUANT picks the file (Q4_K_M, then Q8_0, then
     /// the first model file when none is given); a split model comes whole.
-    #[arg(value_name = "OWNER/REPO[:QUANT]")]
+    /// Or an https:// URL of a GGUF file (into the cache folder's urls/).
+    #[arg(value_name = "OWNER/REPO[:QUANT]|URL")]
     pub model: String,
     /// This file of the repository instead of a QUANT's.
     #[arg(long, value_name = "FILE")]

@@ -123,10 +123,13 @@ pub struct LlamaServerFlags {
     #[arg(long, value_name = "FILE")]
     pub hf_file: Option<String>,
 
+    /// (-mu) A GGUF at an https:// URL: downloaded at startup into the
+    /// cache folder's urls/ unless it was, then served as a --model.
+    #[arg(long, value_name = "URL")]
+    pub model_url: Option<String>,
+
     /// llama-server flags for features vram-llm lacks: refused at startup,
     /// naming the flag (see `unsupported`).
-    #[arg(long, hide = true, value_name = "V")]
-    pub model_url: Option<String>,
     #[arg(long, hide = true, value_name = "V")]
     pub model_draft: Option<String>,
     #[arg(long, hide = true, value_name = "V")]
@@ -166,8 +169,6 @@ impl LlamaServerFlags {
     /// error naming it and what to do instead.
     pub fn unsupported(&self) -> Result<(), String> {
         let given = |present: bool, flag: &str, why: &str| if present { Err(format!("{flag} (llama-server's) is not supported: {why}")) } else { Ok(()) };
-        let download = "vram-llm does not download models yet; pass --model PATH to a local GGUF";
-        given(self.model_url.is_some(), "--model-url", download)?;
         let spec = "speculative decoding is not implemented yet";
         given(self.model_draft.is_some(), "--model-draft", spec)?;
         given(self.spec_type.is_some(), "--spec-type", spec)?;
@@ -258,9 +259,9 @@ mod tests {
 
     #[test]
     fn unsupported_flags_are_named() {
-        let f = LlamaServerFlags { model_url: Some("https://x/y.gguf".into()), ..Default::default() };
+        let f = LlamaServerFlags { mmproj: Some("x.gguf".into()), ..Default::default() };
         let err = f.unsupported().unwrap_err();
-        assert!(err.contains("--model-url") && err.contains("--model PATH"), "{err}");
+        assert!(err.contains("--mmproj") && err.contains("not supported"), "{err}");
         assert!(LlamaServerFlags { jinja: true, no_ui: true, ..Default::default() }.unsupported().is_ok());
     }
 

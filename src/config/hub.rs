@@ -83,14 +83,23 @@ pub async fn fetch_for_scheduler(model: &str, file: Option<&str>, on: crate::typ
 }
 
 async fn fetch_with(model: &str, file: Option<&str>, offline: bool, on: OnProgress) -> Result<PathBuf, String> {
+    if model.starts_with("https://") || model.starts_with("http://") {
+        let cache = hub::cache_dir().ok_or("no cache folder for downloads: set LLAMA_CACHE, HF_HUB_CACHE or HOME")?;
+        return crate::hub::download::fetch_url(&Hub::from_env()?, &cache, model, offline_env(offline), &on).await;
+    }
     let wanted = RepoTag::parse(model)?;
     let cache = hub::cache_dir().ok_or("no Hugging Face cache folder: set LLAMA_CACHE, HF_HUB_CACHE or HOME")?;
-    let offline = offline || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes"));
+    let offline = offline_env(offline);
     let hub = Hub::from_env()?;
     let started = Instant::now();
     let path = fetch_model(&hub, &cache, &wanted, file, offline, &on).await?;
     tracing::info!(model = %wanted.name(), path = %path.display(), seconds = started.elapsed().as_secs_f64(), "model ready");
     Ok(path)
+}
+
+/// `--offline`, or HF_HUB_OFFLINE=1 as huggingface_hub reads it.
+fn offline_env(flag: bool) -> bool {
+    flag || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes"))
 }
 
 /// Redraws one line on a terminal (at most 10 times a second), else logs

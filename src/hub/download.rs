@@ -63,6 +63,36 @@ pub async fn fetch_model(hub: &Hub, cache: &Path, wanted: &RepoTag, file: Option
     Ok(paths.swap_remove(0))
 }
 
+/// A GGUF at a plain `https://` (or `http://`) URL, downloaded unless it is
+/// there: `<cache>/urls/<16 hex of the URL's sha256>-<file name>`. The size
+/// comes from the server (a HEAD); there is no hash to check it against.
+pub async fn fetch_url(hub: &Hub, cache: &Path, url: &str, offline: bool, on: &OnProgress) -> Result<PathBuf, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(format!("`{url}`: only https:// and http:// URLs are downloaded"));
+    }
+    let name = parsed.path_segments().and_then(|mut s| s.next_back()).filter(|n| !n.is_empty()).unwrap_or("model.gguf").to_string();
+    let key: String = Sha256::digest(url.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let dest = cache.join("urls").join(format!("{key}-{name}"));
+    if dest.is_file() {
+        return Ok(dest);
+    }
+    if offline {
+        return Err(format!("`{url}`: not downloaded yet ({}) and --offline downloads nothing", dest.display()));
+    }
+    // The hub's token is for the hub: never sent to another server.
+    let hub = &Hub { token: None, ..hub.clone() };
+    let head = hub.http.head(url).send().await.map_err(|e| format!("`{url}`: cannot reach it ({e})"))?;
+    let head = remote::check(head, false).await.map_err(|e| format!("`{url}`: {e}"))?;
+    let size = head.headers().get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let file = RemoteFile { name, size, blob_id: None, lfs: None };
+    let _lock = lock(&cache.join(".locks").join("urls").join(format!("{key}.lock"))).await?;
+    if !dest.is_file() {
+        download(hub, url, &format!("`{url}`"), &file, &dest, on).await?;
+    }
+    Ok(dest)
+}
+
 /// The file of the listing that `wanted` (or `file`) names.
 pub fn choose(listing: &Listing, wanted: &RepoTag, file: Option<&str>) -> Result<String, String> {
     let names: Vec<&str> = listing.files.iter().map(|f| f.name.as_str()).collect();
@@ -91,7 +121,8 @@ pub async fn fetch_file(hub: &Hub, cache: &Path, listing: &Listing, file: &Remot
         let lock_path = cache.join(".locks").join(names::repo_folder(&listing.repo)).join(format!("{blob_name}.lock"));
         let _lock = lock(&lock_path).await?;
         if !size_ok(&blob) {
-            download(hub, listing, file, &blob, on).await?;
+            let url = hub.file_url(&listing.repo, &listing.commit, &file.name);
+            download(hub, &url, &format!("`{}` file `{}`", listing.repo, file.name), file, &blob, on).await?;
         }
         link(&blob, &snapshot).map_err(|e| format!("cannot link {} to its blob: {e}", snapshot.display()))?;
     }
@@ -99,16 +130,15 @@ pub async fn fetch_file(hub: &Hub, cache: &Path, listing: &Listing, file: &Remot
     Ok(snapshot)
 }
 
-/// The bytes of `file` into `blob`, through `blob.incomplete`.
-async fn download(hub: &Hub, listing: &Listing, file: &RemoteFile, blob: &Path, on: &OnProgress) -> Result<(), String> {
-    let what = format!("`{}` file `{}`", listing.repo, file.name);
+/// The bytes of `file` (at `url`) into `blob`, through `blob.incomplete`;
+/// `what` names it in errors.
+async fn download(hub: &Hub, url: &str, what: &str, file: &RemoteFile, blob: &Path, on: &OnProgress) -> Result<(), String> {
     let io = |e: std::io::Error| format!("{what}: {e}");
     let dir = blob.parent().expect("a blob is in blobs/");
     std::fs::create_dir_all(dir).map_err(io)?;
     let temp = PathBuf::from(format!("{}.incomplete", blob.display()));
     let mut out = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&temp).map_err(io)?;
     let total = file.expected_size();
-    let url = hub.file_url(&listing.repo, &listing.commit, &file.name);
     let mut hashed = Hashed::default();
     let mut failures = 0;
     // Large files over several connections, when the server takes ranges
@@ -117,7 +147,7 @@ async fn download(hub: &Hub, listing: &Listing, file: &RemoteFile, blob: &Path, 
     let parallel = match total.filter(|&t| t >= super::parallel::MIN_BYTES) {
         Some(size) if have == 0 || super::parallel::parts_path(&temp).exists() => {
             check_space(dir, size.saturating_sub(have)).map_err(|e| format!("{what}: {e}"))?;
-            super::parallel::fetch(hub, &url, &temp, size, &file.name, on).await.map_err(|e| format!("{what}: {e}"))?
+            super::parallel::fetch(hub, url, &temp, size, &file.name, on).await.map_err(|e| format!("{what}: {e}"))?
         }
         _ => false,
     };
@@ -133,7 +163,7 @@ async fn download(hub: &Hub, listing: &Listing, file: &RemoteFile, blob: &Path, 
         if total == Some(have) {
             break;
         }
-        match transfer(hub, &url, &mut out, have, &mut hashed, file, on).await {
+        match transfer(hub, url, &mut out, have, &mut hashed, file, on).await {
             Ok(Transfer::Complete) => break,
             Ok(Transfer::Restart) => {
                 out.set_len(0).map_err(io)?;

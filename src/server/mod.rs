@@ -22,6 +22,12 @@ mod fetch;
 
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     crate::metrics::mark_process_start();
+    let mut args = args;
+    if let Some(url) = args.server.llama.model_url.clone() {
+        // llama-server's --model-url: downloaded now unless it was, then a --model.
+        let path = crate::config::hub::fetch(&url, None, args.server.llama.offline).await?;
+        args.sources.model.push(path.display().to_string());
+    }
     if let Some(repo) = &args.server.llama.hf_repo {
         // Downloaded now unless cached; the config then finds it there.
         crate::config::hub::fetch(repo, args.server.llama.hf_file.as_deref(), args.server.llama.offline).await?;

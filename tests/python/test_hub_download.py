@@ -210,3 +210,19 @@ def test_a_model_placed_by_huggingface_hub_is_used_without_the_hub(fakehub, tmp_
     path = pulled(fakehub, tmp_path, f"{GEMMA_REPO}:Q4_K_M")
     assert path == snapshot(fakehub, tmp_path, GEMMA_REPO, GEMMA_FILE)
     assert fakehub.bytes_served() == 0
+
+
+def test_a_plain_url_is_downloaded_once_without_the_token(fakehub, tmp_path):
+    url = f"{fakehub.endpoint}/{GEMMA_REPO}/resolve/main/{GEMMA_FILE}"
+    f = fakehub.file(GEMMA_REPO, GEMMA_FILE)
+    from fakehub import TOKEN
+    path = pulled(fakehub, tmp_path, url, token=TOKEN)
+    assert path.parent == tmp_path / "urls" and path.name.endswith(GEMMA_FILE), path
+    assert sha256(path) == f.sha256
+    assert all(r.token is None for r in fakehub.requests), "HF_TOKEN goes to the hub's API only, never to a URL"
+    fakehub.reset()
+    assert pulled(fakehub, tmp_path, url) == path
+    assert fakehub.requests == [], "downloaded once"
+    proc, _ = launch(["--model-url", url, "--ctx-size", "1024"], env=hub_env(fakehub, tmp_path))
+    stop(proc)
+    assert fakehub.requests == []
