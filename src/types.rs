@@ -54,10 +54,10 @@ pub struct ModelSpec {
     pub fetch: Option<HubSource>,
 }
 
-/// A model of the Hugging Face hub (`[[models]] hf`).
+/// A model of the Hugging Face hub (`[[models]] hf`) or at a URL (`url`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubSource {
-    /// `owner/repo[:QUANT]`.
+    /// `owner/repo[:QUANT]`, or an https:// URL (`[[models]] url`).
     pub repo: String,
     /// One file of the repository instead of a quant's (`hf_file`).
     pub file: Option<String>,

@@ -89,6 +89,8 @@ pub struct ModelSection {
     pub hf: Option<String>,
     /// With `hf`: this file of the repository instead of a quant's.
     pub hf_file: Option<String>,
+    /// A GGUF at an https:// URL: downloaded on the first request unless it was.
+    pub url: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
     #[serde(default)]

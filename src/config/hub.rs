@@ -60,6 +60,15 @@ pub fn hub_entry(repo: &str, file: Option<&str>, cache: Option<&Path>) -> Result
     })
 }
 
+/// A `[[models]]` entry's `url`: its downloaded file, or (not yet) where it
+/// will be and the source the scheduler fetches on the first request.
+pub fn url_entry(url: &str, cache: Option<&Path>) -> Result<(PathBuf, Option<crate::types::HubSource>), String> {
+    let cache = cache.ok_or("url: no cache folder for downloads (set LLAMA_CACHE, HF_HUB_CACHE or HOME)")?;
+    let dest = crate::hub::download::url_dest(cache, url).map_err(|e| format!("url {e}"))?;
+    let fetch = (!dest.is_file()).then(|| crate::types::HubSource { repo: url.to_string(), file: None });
+    Ok((dest, fetch))
+}
+
 /// Every model of the cache, named `owner/repo:QUANT`.
 pub fn cached(cache: Option<&Path>) -> Vec<(String, PathBuf)> {
     cache.map(hub::cached_models).unwrap_or_default().into_iter().map(|m| (m.name.name(), m.path)).collect()

@@ -523,11 +523,13 @@ impl ModelDefaults {
 }
 
 fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &Path, at: &str) -> Result<ModelSpec, String> {
-    let (path, fetch) = match (&m.path, &m.hf) {
-        (Some(path), None) if m.hf_file.is_none() => (dir.join(path), None),
-        (None, Some(repo)) => hub::hub_entry(repo, m.hf_file.as_deref(), crate::hub::cache_dir().as_deref()).map_err(|e| format!("{at}: {e}"))?,
-        (Some(_), _) => return Err(format!("{at}: give `path` (a GGUF file) or `hf` (owner/repo[:QUANT], with `hf_file`), not both")),
-        (None, None) => return Err(format!("{at}: `path` (a GGUF file) or `hf` (owner/repo[:QUANT]) is required")),
+    let cache = || crate::hub::cache_dir();
+    let (path, fetch) = match (&m.path, &m.hf, &m.url) {
+        (Some(path), None, None) if m.hf_file.is_none() => (dir.join(path), None),
+        (None, Some(repo), None) => hub::hub_entry(repo, m.hf_file.as_deref(), cache().as_deref()).map_err(|e| format!("{at}: {e}"))?,
+        (None, None, Some(url)) if m.hf_file.is_none() => hub::url_entry(url, cache().as_deref()).map_err(|e| format!("{at}: {e}"))?,
+        (None, None, None) => return Err(format!("{at}: `path` (a GGUF file), `hf` (owner/repo[:QUANT]) or `url` is required")),
+        _ => return Err(format!("{at}: give one of `path` (a GGUF file), `hf` (owner/repo[:QUANT], with `hf_file`) or `url`, not several")),
     };
     let mut spec = base.spec(m.name.clone(), path);
     spec.fetch = fetch;

@@ -462,7 +462,7 @@ fn a_model_is_a_path_or_a_hub_name_never_both() {
     let d = Dir::new("hf-keys");
     let both = d.write("b.toml", "[[models]]\nname = \"a\"\npath = \"models/a.gguf\"\nhf = \"org/x-GGUF\"\n");
     let e = Config::load(&sources(Some(both)), &ServerFlags::default()).unwrap_err();
-    assert!(e.contains("models[0]") && e.contains("not both"), "{e}");
+    assert!(e.contains("models[0]") && e.contains("not several"), "{e}");
     let neither = d.write("n.toml", "[[models]]\nname = \"a\"\n");
     let e = Config::load(&sources(Some(neither)), &ServerFlags::default()).unwrap_err();
     assert!(e.contains("`path`") && e.contains("`hf`"), "{e}");

@@ -67,13 +67,9 @@ pub async fn fetch_model(hub: &Hub, cache: &Path, wanted: &RepoTag, file: Option
 /// there: `<cache>/urls/<16 hex of the URL's sha256>-<file name>`. The size
 /// comes from the server (a HEAD); there is no hash to check it against.
 pub async fn fetch_url(hub: &Hub, cache: &Path, url: &str, offline: bool, on: &OnProgress) -> Result<PathBuf, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-    if !matches!(parsed.scheme(), "https" | "http") {
-        return Err(format!("`{url}`: only https:// and http:// URLs are downloaded"));
-    }
-    let name = parsed.path_segments().and_then(|mut s| s.next_back()).filter(|n| !n.is_empty()).unwrap_or("model.gguf").to_string();
-    let key: String = Sha256::digest(url.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let dest = cache.join("urls").join(format!("{key}-{name}"));
+    let dest = url_dest(cache, url)?;
+    let name = dest.file_name().map(|n| n.to_string_lossy().split_once('-').map_or(String::new(), |(_, n)| n.to_string())).unwrap_or_default();
+    let key = dest.file_name().map(|n| n.to_string_lossy().chars().take(16).collect::<String>()).unwrap_or_default();
     if dest.is_file() {
         return Ok(dest);
     }
@@ -91,6 +87,17 @@ pub async fn fetch_url(hub: &Hub, cache: &Path, url: &str, offline: bool, on: &O
         download(hub, url, &format!("`{url}`"), &file, &dest, on).await?;
     }
     Ok(dest)
+}
+
+/// Where `fetch_url` keeps `url`'s file.
+pub fn url_dest(cache: &Path, url: &str) -> Result<PathBuf, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(format!("`{url}`: only https:// and http:// URLs are downloaded"));
+    }
+    let name = parsed.path_segments().and_then(|mut s| s.next_back()).filter(|n| !n.is_empty()).unwrap_or("model.gguf");
+    let key: String = Sha256::digest(url.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok(cache.join("urls").join(format!("{key}-{name}")))
 }
 
 /// The file of the listing that `wanted` (or `file`) names.

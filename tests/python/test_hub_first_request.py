@@ -114,3 +114,18 @@ def test_delete_removes_a_cached_model_from_the_list_and_the_cache(fakehub, tmp_
             assert e.code == 404
     finally:
         stop(proc)
+
+
+def test_a_config_url_downloads_on_its_first_request(fakehub, tmp_path):
+    url = f"{fakehub.endpoint}/{GEMMA_REPO}/resolve/main/{GEMMA_FILE}"
+    config = tmp_path / "models.toml"
+    config.write_text(f'[server]\nctx_size = 1024\n[[models]]\nname = "web"\nurl = "{url}"\n'
+                      f'[[models]]\nname = "local"\npath = "{os.environ["VRAM_LLM_TEST_MODEL"]}"\n')
+    proc, base = launch(["--config", str(config)], env=hub_env(fakehub, tmp_path / "cache"))
+    try:
+        assert model(base, "web")["downloaded"] is False and fakehub.bytes_served() == 0
+        assert complete(base, "web")[0] == 200
+        assert fakehub.bytes_served(GEMMA_REPO, GEMMA_FILE) == fakehub.file(GEMMA_REPO, GEMMA_FILE).size
+        assert list((tmp_path / "cache" / "urls").iterdir())[0].name.endswith(GEMMA_FILE)
+    finally:
+        stop(proc)
