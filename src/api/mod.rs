@@ -29,6 +29,7 @@ pub mod reqlog;
 pub mod responses;
 pub mod resume;
 pub mod router;
+pub mod router_events;
 pub mod sse;
 pub mod tool_calls;
 pub mod validate;
@@ -123,7 +124,8 @@ pub fn router(state: AppState) -> Router {
         .route("/completions", post(native::completion))
         .route("/completion", post(native::completion))
         .route("/v1/models", get(models::list_models))
-        .route("/models", get(models::list_models).delete(router::delete))
+        .route("/models", get(models::list_models).post(router_events::download).delete(router::delete))
+        .route("/models/sse", get(router_events::events_stream))
         .route("/v1/models/{*id}", get(models::get_model))
         // llama-server's router endpoints (start a load or unload, answer at once).
         .route("/models/load", post(router::load))

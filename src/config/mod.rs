@@ -100,6 +100,8 @@ pub struct Config {
     pub models: Vec<ModelSpec>,
     /// The config file, when one was read (for /admin/reload).
     pub file: Option<PathBuf>,
+    /// What a model added at run time gets (`hub_model`).
+    defaults: ModelDefaults,
 }
 
 impl Config {
@@ -241,7 +243,19 @@ impl Config {
                 m.ctx_size.unwrap_or(0)
             ));
         }
-        Ok(Config { server, models, file: file_path })
+        Ok(Config { server, models, file: file_path, defaults: base })
+    }
+
+    /// A model of the hub named at run time (llama-server's `POST /models`),
+    /// with the server's per-model defaults: its cached file, or where it
+    /// will be with the source to fetch.
+    pub fn hub_model(&self, name: &str) -> Result<ModelSpec, String> {
+        let id = crate::hub::RepoTag::parse(name)?.name();
+        let (path, fetch) = hub::hub_entry(name, None, crate::hub::cache_dir().as_deref())?;
+        let mut spec = self.defaults.spec(id, path);
+        spec.tags = Vec::new();
+        spec.fetch = fetch;
+        Ok(spec)
     }
 }
 
@@ -472,6 +486,7 @@ fn named(mut spec: ModelSpec, alias: Option<&str>) -> ModelSpec {
 /// The smallest context a request slot may have.
 const MIN_SLOT_CTX: u32 = 16;
 
+#[derive(Debug, Clone, PartialEq)]
 struct ModelDefaults {
     /// The model's whole KV context, as llama-server's `-c` (see
     /// [`crate::engine::per_slot_ctx`]).

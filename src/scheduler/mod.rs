@@ -215,6 +215,19 @@ impl Scheduler {
         rx.await.map_err(|_| SchedError::ShuttingDown)
     }
 
+    /// Adds a model at run time; its index.
+    pub async fn add(&self, model: Registration) -> Result<usize, SchedError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Add { model: Box::new(model), reply })?;
+        rx.await.map_err(|_| SchedError::ShuttingDown)
+    }
+
+    /// Starts downloading a model registered from the hub without loading
+    /// it (llama-server's `POST /models`); nothing for one on disk.
+    pub fn prefetch(&self, model: usize) -> Result<(), SchedError> {
+        self.send(Msg::Prefetch { model })
+    }
+
     /// Takes `model` off the list (404 from now on); it finishes what is
     /// queued and in flight, then unloads, as a model a reload removed.
     pub async fn retire(&self, model: usize) -> Result<(), SchedError> {

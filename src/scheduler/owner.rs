@@ -37,6 +37,8 @@ pub(super) enum Msg {
     Sync { reply: oneshot::Sender<Arc<Snapshot>> },
     Reload { models: Vec<Registration>, reply: oneshot::Sender<ReloadReport> },
     Retire { model: usize, reply: oneshot::Sender<()> },
+    Add { model: Box<Registration>, reply: oneshot::Sender<usize> },
+    Prefetch { model: usize },
     Shutdown { reply: oneshot::Sender<()> },
 }
 
@@ -269,6 +271,16 @@ impl Owner {
                 let report = self.reload(models, now);
                 self.defer(move |_| drop(reply.send(report)));
             }
+            Msg::Add { model, reply } => {
+                let same = (0..self.entries.len()).find(|&i| !self.state.models[i].retired && self.entries[i].spec.id == model.spec.id);
+                let index = same.unwrap_or_else(|| {
+                    self.state.add_model(model.limits, now);
+                    self.entries.push(entry(model.spec, model.n_vocab));
+                    self.entries.len() - 1
+                });
+                self.defer(move |_| { let _ = reply.send(index); });
+            }
+            Msg::Prefetch { model } => self.prefetch(model),
             Msg::Retire { model, reply } => {
                 self.state.retire(model);
                 self.defer(move |_| { let _ = reply.send(()); });

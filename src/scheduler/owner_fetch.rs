@@ -11,17 +11,31 @@ impl Owner {
     /// Parks a request for a model not downloaded yet; the first starts the
     /// download, every later one waits for the same.
     pub(super) fn fetch(&mut self, model: usize, reply: Reply, explicit: bool) {
+        self.start_fetch(model, Some((reply, explicit)));
+    }
+
+    /// Downloads without a request waiting (nothing when it is on disk or
+    /// already downloading).
+    pub(super) fn prefetch(&mut self, model: usize) {
+        if self.entries.get(model).is_some_and(|e| e.spec.fetch.is_some()) {
+            self.start_fetch(model, None);
+        }
+    }
+
+    fn start_fetch(&mut self, model: usize, waiter: Option<(Reply, bool)>) {
         let entry = &mut self.entries[model];
         if let Some(waiting) = &mut entry.fetching {
-            waiting.push((reply, explicit));
+            waiting.extend(waiter);
             return;
         }
         let Some(fetcher) = self.fetcher.clone() else {
             let reason = "it is not downloaded and this server downloads nothing".to_string();
-            let _ = reply.send(Err(SchedError::LoadFailed { model: entry.spec.id.clone(), reason }));
+            if let Some((reply, _)) = waiter {
+                let _ = reply.send(Err(SchedError::LoadFailed { model: entry.spec.id.clone(), reason }));
+            }
             return;
         };
-        entry.fetching = Some(vec![(reply, explicit)]);
+        entry.fetching = Some(waiter.into_iter().collect());
         entry.progress = Some(0);
         tracing::info!(model = %entry.spec.id, "downloading on its first request");
         let (tx, progress_tx) = (self.tx.clone(), self.tx.clone());

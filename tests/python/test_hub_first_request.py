@@ -25,14 +25,27 @@ def model(base, name):
     return next(m for m in json.loads(get(base, "/v1/models"))["data"] if m["id"] == name)
 
 
-def complete(base, name):
-    body = json.dumps({"model": name, "prompt": "Hello", "max_tokens": 3}).encode()
-    req = urllib.request.Request(f"{base}/v1/completions", data=body, headers={"Content-Type": "application/json"})
+def call(base, method, path, body=None):
+    """(status, JSON body) of one request; an error status is an answer too."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{base}{path}", data=data, method=method, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=300) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def complete(base, name):
+    return call(base, "POST", "/v1/completions", {"model": name, "prompt": "Hello", "max_tokens": 3})
+
+
+def delete(base, query):
+    return call(base, "DELETE", f"/models?{query}")
+
+
+def post(base, path, body):
+    return call(base, "POST", path, body)
 
 
 def test_a_config_model_downloads_on_its_first_request(fakehub, tmp_path):
@@ -77,14 +90,6 @@ def test_a_config_model_downloads_on_its_first_request(fakehub, tmp_path):
         stop(proc)
 
 
-def delete(base, query):
-    req = urllib.request.Request(f"{base}/models?{query}", method="DELETE")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
 
 def test_delete_removes_a_cached_model_from_the_list_and_the_cache(fakehub, tmp_path):
     """llama-server's router `DELETE /models?model=NAME`."""
@@ -127,5 +132,49 @@ def test_a_config_url_downloads_on_its_first_request(fakehub, tmp_path):
         assert complete(base, "web")[0] == 200
         assert fakehub.bytes_served(GEMMA_REPO, GEMMA_FILE) == fakehub.file(GEMMA_REPO, GEMMA_FILE).size
         assert list((tmp_path / "cache" / "urls").iterdir())[0].name.endswith(GEMMA_FILE)
+    finally:
+        stop(proc)
+
+
+
+def test_post_models_downloads_a_new_model_and_models_sse_tells_its_progress(fakehub, tmp_path):
+    """llama-server's router: POST /models {"model"} downloads (added to the list
+    first), GET /models/sse streams status_change, download_progress,
+    download_finished and model_remove."""
+    name = f"{GEMMA_REPO}:Q4_K_M"
+    config = tmp_path / "models.toml"
+    config.write_text(f'[server]\nctx_size = 1024\n[[models]]\nname = "local"\npath = "{os.environ["VRAM_LLM_TEST_MODEL"]}"\n')
+    proc, base = launch(["--config", str(config)], env=hub_env(fakehub, tmp_path / "cache"))
+    events, subscribed = [], threading.Event()
+
+    def listen():
+        with urllib.request.urlopen(f"{base}/models/sse", timeout=300) as r:
+            subscribed.set()
+            for line in r:
+                if line.startswith(b"data: "):
+                    events.append(json.loads(line[6:]))
+                    if events[-1]["event"] == "model_remove":
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    try:
+        assert subscribed.wait(60)
+        status, body = post(base, "/models", {"model": "not a repo"})
+        assert status == 400 and body["error"]["param"] == "model", body
+        assert post(base, "/models", {"model": name}) == (200, {"success": True})
+        downloaded = lambda: any(e["event"] == "download_finished" and e["model"] == name for e in events)
+        deadline = threading.Event()
+        for _ in range(600):
+            if downloaded():
+                break
+            deadline.wait(0.1)
+        assert downloaded(), events
+        assert any(e["event"] == "download_progress" and e["model"] == name for e in events), events
+        assert model(base, name)["state"] == "unloaded", "downloaded, not loaded"
+        assert complete(base, name)[0] == 200
+        assert delete(base, f"model={GEMMA_REPO}%3AQ4_K_M") == (200, {"success": True})
+        listener.join(60)
+        assert events[-1] == {"model": name, "event": "model_remove"}, events[-3:]
     finally:
         stop(proc)
