@@ -20,8 +20,8 @@ use crate::types::{ModelSpec, Progress};
 
 type Reply = oneshot::Sender<Result<Permit, SchedError>>;
 
-#[path = "owner_fetch.rs"]
-mod fetch;
+#[path = "owner_models.rs"]
+mod models;
 
 pub(super) enum Msg {
     /// `explicit`: a load asked for by name (admin, `/models/load`), not a request.
@@ -511,36 +511,6 @@ impl Owner {
             let slept = tokio::task::spawn_blocking(stop).await.unwrap_or(false);
             let _ = tx.send(Msg::UnloadDone { model, slept });
         });
-    }
-
-    fn reload(&mut self, models: Vec<Registration>, now: std::time::Instant) -> ReloadReport {
-        let mut report = ReloadReport::default();
-        for index in 0..self.entries.len() {
-            if self.state.models[index].retired {
-                continue;
-            }
-            let spec = self.entries[index].spec.clone();
-            match models.iter().find(|r| r.spec.id == spec.id) {
-                Some(r) if r.spec == *spec => report.unchanged.push(spec.id.clone()),
-                found => {
-                    self.state.retire(index);
-                    let list = if found.is_some() { &mut report.changed } else { &mut report.removed };
-                    list.push(spec.id.clone());
-                }
-            }
-        }
-        for r in models {
-            if report.unchanged.contains(&r.spec.id) {
-                continue;
-            }
-            if !report.changed.contains(&r.spec.id) {
-                report.added.push(r.spec.id.clone());
-            }
-            self.state.add_model(r.limits, now);
-            self.entries.push(entry(r.spec, r.n_vocab));
-        }
-        tracing::info!(?report, "config reloaded");
-        report
     }
 
     /// Publishes the state after this step, then sends the replies it holds.

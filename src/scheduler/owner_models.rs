@@ -1,11 +1,12 @@
-//! The owner's downloads of models registered from the hub (`ModelSpec::
-//! fetch`): the first request starts one, later ones wait for it, the end
-//! of it sends every waiter on as a request (or the failure to each).
+//! The owner's changes to the model list: a reload, and the downloads of
+//! models registered from the hub (`ModelSpec::fetch`): the first request
+//! starts one, later ones wait for it, the end of it sends every waiter on
+//! as a request (or the failure to each).
 
 use std::sync::Arc;
 
-use super::{Msg, Owner, Reply};
-use crate::scheduler::{Registration, SchedError};
+use super::{entry, Msg, Owner, Reply};
+use crate::scheduler::{Registration, ReloadReport, SchedError};
 
 impl Owner {
     /// Parks a request for a model not downloaded yet; the first starts the
@@ -77,5 +78,35 @@ impl Owner {
                 }
             }
         }
+    }
+
+    pub(super) fn reload(&mut self, models: Vec<Registration>, now: std::time::Instant) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        for index in 0..self.entries.len() {
+            if self.state.models[index].retired {
+                continue;
+            }
+            let spec = self.entries[index].spec.clone();
+            match models.iter().find(|r| r.spec.id == spec.id) {
+                Some(r) if r.spec == *spec => report.unchanged.push(spec.id.clone()),
+                found => {
+                    self.state.retire(index);
+                    let list = if found.is_some() { &mut report.changed } else { &mut report.removed };
+                    list.push(spec.id.clone());
+                }
+            }
+        }
+        for r in models {
+            if report.unchanged.contains(&r.spec.id) {
+                continue;
+            }
+            if !report.changed.contains(&r.spec.id) {
+                report.added.push(r.spec.id.clone());
+            }
+            self.state.add_model(r.limits, now);
+            self.entries.push(entry(r.spec, r.n_vocab));
+        }
+        tracing::info!(?report, "config reloaded");
+        report
     }
 }
