@@ -155,8 +155,9 @@ pub struct ModelSources {
 
     /// GGUF model file to serve (for split models, the first part). Repeat
     /// to register several; `NAME=PATH` names one, else its name is the file
-    /// stem (models/gemma-3-270m-q4_k_m.gguf -> gemma-3-270m-q4_k_m).
-    #[arg(short = 'm', long, value_name = "[NAME=]PATH")]
+    /// stem (models/gemma-3-270m-q4_k_m.gguf -> gemma-3-270m-q4_k_m). An
+    /// https:// URL is downloaded at startup (once) into the cache folder.
+    #[arg(short = 'm', long, value_name = "[NAME=]PATH|URL")]
     pub model: Vec<String>,
 
     /// Name clients use for the model, when exactly one --model is given;

@@ -44,6 +44,10 @@ impl Fetcher for FakeFetcher {
 
 /// A server with `local` on disk and `hubbed` on the hub only.
 async fn server(failures: usize) -> (String, Arc<FakeFetcher>, Scheduler) {
+    server_with(failures, false).await
+}
+
+async fn server_with(failures: usize, notify_swaps: bool) -> (String, Arc<FakeFetcher>, Scheduler) {
     let hubbed = ModelSpec { fetch: Some(HubSource { repo: "org/hubbed-GGUF:Q4_K_M".into(), file: None }), ..fake_spec("hubbed") };
     let specs = vec![fake_spec("local"), hubbed];
     let factory = Arc::new(FakeFactory::new("hello"));
@@ -59,6 +63,7 @@ async fn server(failures: usize) -> (String, Arc<FakeFetcher>, Scheduler) {
         .collect();
     let clock = factory.clock.clone();
     let gpus = Arc::new(vram_llm::gpu::StaticInventory::default());
+    state.notify_swaps = notify_swaps;
     state.scheduler = Scheduler::start_fetching(models, factory, roomy_limits(), gpus, clock, Some(fetcher.clone()));
     let scheduler = state.scheduler.clone();
     (serve(state).await, fetcher, scheduler)
@@ -141,4 +146,32 @@ async fn a_failed_download_fails_its_waiters_and_the_next_request_tries_again() 
     let (status, body) = complete(&base, "hubbed").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(fetcher.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_streamed_chat_with_notify_swaps_tells_the_download_then_answers() {
+    use futures_util::StreamExt;
+    let (base, fetcher, _) = server_with(0, true).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": "hubbed", "messages": [{"role": "user", "content": "Hi"}], "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("downloading model hubbed: 50%") {
+        text.push_str(&String::from_utf8_lossy(&stream.next().await.expect("stream ended early").unwrap()));
+    }
+    fetcher.gate.add_permits(1);
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let answer: String = vram_llm::api::sse::parse_events(&text)
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(answer, "hello", "{text}");
 }

@@ -322,12 +322,13 @@ fn stream_after_load(state: AppState, index: usize, valid: ValidChat, chunks: Ch
                         // The scheduler is gone: the acquire ends too.
                         break (&mut acquire).await;
                     }
-                    let percent = snapshots.borrow_and_update().models.get(index).and_then(|m| m.progress);
-                    if percent.is_none() || percent == last_sent {
-                        continue;
-                    }
-                    last_sent = percent;
-                    let note = format!("loading model {name}: {}%\n", percent.unwrap_or(0));
+                    // A hub model downloads first (owner_models.rs), then loads.
+                    let now = snapshots.borrow_and_update().models.get(index).and_then(|m| {
+                        Some((m.progress?, if m.state == "downloading" { "downloading" } else { "loading" }))
+                    });
+                    let Some((percent, doing)) = now.filter(|now| Some(*now) != last_sent) else { continue };
+                    last_sent = Some((percent, doing));
+                    let note = format!("{doing} model {name}: {percent}%\n");
                     if tx.send(chunks.reasoning(note)).await.is_err() {
                         return;
                     }

@@ -123,7 +123,7 @@ pub struct LlamaServerFlags {
     #[arg(long, value_name = "FILE")]
     pub hf_file: Option<String>,
 
-    /// (-mu) A GGUF at an https:// URL: downloaded at startup into the
+    /// (-mu) A GGUF at an https:// URL (as `--model URL`): downloaded at startup into the
     /// cache folder's urls/ unless it was, then served as a --model.
     #[arg(long, value_name = "URL")]
     pub model_url: Option<String>,

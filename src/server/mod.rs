@@ -23,10 +23,24 @@ mod fetch;
 pub async fn serve(args: ServeArgs) -> Result<(), String> {
     crate::metrics::mark_process_start();
     let mut args = args;
-    if let Some(url) = args.server.llama.model_url.clone() {
-        // llama-server's --model-url: downloaded now unless it was, then a --model.
-        let path = crate::config::hub::fetch(&url, None, args.server.llama.offline).await?;
-        args.sources.model.push(path.display().to_string());
+    if let Some(url) = args.server.llama.model_url.take() {
+        // llama-server's --model-url: a --model given as a URL.
+        args.sources.model.push(url);
+    }
+    for value in &mut args.sources.model {
+        // `--model [NAME=]URL`: downloaded now unless it was, then served from the file.
+        let (name, path) = crate::cli::parse_model_arg(value);
+        let text = path.display().to_string();
+        if text.starts_with("https://") || text.starts_with("http://") {
+            let file = crate::config::hub::fetch(&text, None, args.server.llama.offline).await?;
+            // Named as the URL's file (not the cache's hashed name) unless --alias names it.
+            let stem = text.rsplit('/').next().unwrap_or("model").split('?').next().unwrap_or("model").trim_end_matches(".gguf").to_string();
+            let name = name.or_else(|| args.sources.alias.is_none().then_some(stem));
+            *value = match name {
+                Some(name) => format!("{name}={}", file.display()),
+                None => file.display().to_string(),
+            };
+        }
     }
     if let Some(repo) = &args.server.llama.hf_repo {
         // Downloaded now unless cached; the config then finds it there.

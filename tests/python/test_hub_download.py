@@ -12,9 +12,11 @@ The contract these tests pin (docs/hub-protocol.md):
   used without any request to the hub; `--offline` never touches the network.
 """
 
+import json
 import os
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import huggingface_hub
@@ -223,6 +225,12 @@ def test_a_plain_url_is_downloaded_once_without_the_token(fakehub, tmp_path):
     fakehub.reset()
     assert pulled(fakehub, tmp_path, url) == path
     assert fakehub.requests == [], "downloaded once"
-    proc, _ = launch(["--model-url", url, "--ctx-size", "1024"], env=hub_env(fakehub, tmp_path))
-    stop(proc)
+    for args in (["--model-url", url], ["--model", url]):
+        proc, base = launch([*args, "--ctx-size", "1024"], env=hub_env(fakehub, tmp_path))
+        try:
+            with urllib.request.urlopen(f"{base}/v1/models", timeout=30) as r:
+                ids = [m["id"] for m in json.loads(r.read())["data"]]
+            assert ids == [GEMMA_FILE.removesuffix(".gguf")], ids
+        finally:
+            stop(proc)
     assert fakehub.requests == []
