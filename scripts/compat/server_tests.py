@@ -29,6 +29,9 @@ Setup, the same for both servers (see scripts/compat/compat_plugin.py):
   the file name), and the only way to give it those names: --models-dir names
   models by file, and a name cannot hold `/` or `:`.
 - PORT is a free port, so the tests never meet another server on 8080.
+- HF_ENDPOINT is a fake hub (tests/python/fakehub.py) serving our model as
+  the repository the router's download tests fetch (HUB_DOWNLOADS): nothing
+  outside this machine is reachable.
 
 Results (ignored by git) go to target/compat/: <run>.xml (JUnit, with the
 server log of every failed test), <run>.json, <run>.log (pytest's output) and
@@ -70,6 +73,11 @@ HF_CACHE_REPOS = {
     "ggml-org/test-model-stories260K-infill": "stories260K-infill-F32.gguf",
 }
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+# The router's download tests fetch this from the hub: a fake hub
+# (tests/python/fakehub.py, HF_ENDPOINT) serves our test model under its name,
+# as nothing outside this machine is reachable.
+HUB_DOWNLOADS = {"ggml-org/test-model-router-download": "test-model-router-download-F16.gguf"}
 
 # Bump when a change here changes what a stored peer result means.
 HARNESS_VERSION = 2
@@ -151,6 +159,10 @@ def run_pytest(run: str, server_bin: Path, args, py: Path, model: Path, extra_en
         "PYTHONPATH": f"{scratch['tests']}:{HERE}",
         "PYTHONUNBUFFERED": "1",
     })
+    sys.path.insert(0, str(ROOT / "tests/python"))
+    from fakehub import FakeHub, Repo, RepoFile
+    hub = FakeHub([Repo(repo, [RepoFile(fname, source=model)]) for repo, fname in HUB_DOWNLOADS.items()]).start()
+    env["HF_ENDPOINT"] = hub.endpoint
     xml = OUT / f"{run}.xml"
     cmd = [str(py), "-m", "pytest", "-p", "compat_plugin", "-p", "compat_timeout", "-p", "no:cacheprovider",
            f"--junitxml={xml}", "-o", "junit_logging=all", "-o", "junit_log_passing_tests=false",
@@ -170,6 +182,7 @@ def run_pytest(run: str, server_bin: Path, args, py: Path, model: Path, extra_en
             if not args.quiet:
                 sys.stderr.write(line)
         proc.wait()
+    hub.down()
     return time.time() - started
 
 
