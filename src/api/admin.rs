@@ -112,6 +112,15 @@ pub async fn unload(State(state): State<AppState>, ApiJson(req): ApiJson<ModelAc
 /// model list: adds new models, retires removed ones once their work is done,
 /// replaces changed ones. Server settings need a restart.
 pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let report = reload_config(&state).await?;
+    Ok(Json(json!({ "reloaded": true, "added": report.added, "removed": report.removed,
+                    "changed": report.changed, "unchanged": report.unchanged,
+                    "note": "server settings ([server], flags) take effect on restart" }))
+    .into_response())
+}
+
+/// The reload itself (also llama-server's `GET /models?reload=1`).
+pub(super) async fn reload_config(state: &AppState) -> Result<crate::scheduler::ReloadReport, ApiError> {
     let Some(read) = state.reload_from.clone() else {
         return Err(ApiError::InvalidRequest { message: "this server has no config to reload".into(), param: None });
     };
@@ -124,9 +133,5 @@ pub async fn reload(State(state): State<AppState>) -> Result<Response, ApiError>
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|message| ApiError::InvalidRequest { message: format!("config not reloaded: {message}"), param: None })?;
-    let report = state.scheduler.reload(models).await?;
-    Ok(Json(json!({ "reloaded": true, "added": report.added, "removed": report.removed,
-                    "changed": report.changed, "unchanged": report.unchanged,
-                    "note": "server settings ([server], flags) take effect on restart" }))
-    .into_response())
+    Ok(state.scheduler.reload(models).await?)
 }

@@ -11,10 +11,18 @@ use super::openai::{ModelList, ModelMeta, ModelObject};
 use super::AppState;
 use crate::scheduler::ModelView;
 
-pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
-    let snapshot = state.scheduler.snapshot();
+/// `GET /models` (`?reload=1`, llama-server's: the config, models folder and
+/// `--models-preset` are read again first, as `/admin/reload` does).
+pub async fn list_models(State(state): State<AppState>, query: axum::extract::RawQuery) -> Result<Json<ModelList>, ApiError> {
+    let snapshot = match super::helpers::query_param(&query, "reload")?.as_deref() {
+        Some("1" | "true") => {
+            super::admin::reload_config(&state).await?;
+            state.scheduler.synced().await?
+        }
+        _ => state.scheduler.snapshot(),
+    };
     let data = snapshot.active().map(object).collect();
-    Json(ModelList { object: "list", data })
+    Ok(Json(ModelList { object: "list", data }))
 }
 
 pub async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ModelObject>, ApiError> {

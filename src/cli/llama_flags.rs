@@ -144,7 +144,10 @@ pub struct LlamaServerFlags {
     pub grp_attn_n: Option<String>,
     #[arg(long, hide = true, value_name = "V", allow_negative_numbers = true)]
     pub grp_attn_w: Option<String>,
-    #[arg(long, hide = true, value_name = "V")]
+    /// llama-server's preset INI: one `[name]` section per model, keys as
+    /// its flags (`hf-repo`, `model`, `ctx-size`, `alias`...); read again by
+    /// `GET /models?reload=1` and `/admin/reload`.
+    #[arg(long, value_name = "FILE")]
     pub models_preset: Option<String>,
     #[arg(long, hide = true, value_name = "V")]
     pub tools: Option<String>,
@@ -180,7 +183,6 @@ impl LlamaServerFlags {
         let ga = "group-attention self-extend is not supported; use --context-shift or a longer --ctx-size";
         given(self.grp_attn_n.is_some(), "--grp-attn-n", ga)?;
         given(self.grp_attn_w.is_some(), "--grp-attn-w", ga)?;
-        given(self.models_preset.is_some(), "--models-preset", "use --config FILE ([[models]] with per-model settings)")?;
         given(self.tools.is_some() || self.ui_mcp_proxy, "--tools / --ui-mcp-proxy", "built-in tools and the MCP proxy are not supported")?;
         given(self.slot_save_path.is_some(), "--slot-save-path", "use --kv-cache-dir DIR: saved KV caches survive restarts there")?;
         given(self.backend_sampling, "--backend_sampling", "sampling runs on the CPU")?;

@@ -6,6 +6,7 @@
 pub mod file;
 pub mod hub;
 pub mod placement;
+pub mod preset;
 pub mod scan;
 pub mod vertex;
 
@@ -189,6 +190,15 @@ impl Config {
             let at = format!("{origin}: models[{i}] (`{}`)", section.name);
             let spec = model_from_section(section, &base, &config_dir, &at)?;
             models.add(spec, Source::File, &at)?;
+        }
+        if let Some(file) = flags.llama.models_preset.as_deref().map(Path::new) {
+            // llama-server's preset INI: one more list of [[models]] entries.
+            let dir = file.parent().unwrap_or(Path::new("."));
+            for section in preset::read(file)? {
+                let at = format!("--models-preset {}: [{}]", file.display(), section.name);
+                let spec = model_from_section(&section, &base, dir, &at)?;
+                models.add(spec, Source::File, &at)?;
+            }
         }
         let hf = flags.llama.hf_repo.as_deref();
         if sources.alias.is_some() && sources.model.len() + usize::from(hf.is_some()) != 1 {

@@ -39,7 +39,8 @@
 //!   its turn (see `turn_of`), a drain and its load. A model not measured
 //!   yet borrows the others' mean service time; before any request finished
 //!   anywhere there is no estimate, and a model waiting on others' turns
-//!   queues at most two batches of its slots (`COLD_QUEUE`): a cold start
+//!   queues at most two batches of its slots, and at least four requests
+//!   (`COLD_QUEUE`, `COLD_QUEUE_MIN`): a cold start
 //!   under load otherwise queued every client at once, the longest waits of
 //!   a soak. What the model misses is corrected by
 //!   measurement: the average ratio of waited to expected time of admitted
@@ -66,8 +67,11 @@ const CALIBRATE_FROM: Duration = Duration::from_secs(1);
 const CALIBRATION_WEIGHT: f64 = 0.2;
 
 /// Before any time per request is measured, a model waiting on other
-/// models' turns queues at most this many batches of its slots.
+/// models' turns queues at most this many batches of its slots, and never
+/// fewer than `COLD_QUEUE_MIN` requests (a one-slot model still takes a
+/// small burst, as llama-server's router queues it).
 const COLD_QUEUE: usize = 2;
+const COLD_QUEUE_MIN: usize = 4;
 
 /// A quantum is this many times the cost of a swap.
 pub const QUANTUM_SWAPS: u32 = 4;
@@ -237,7 +241,8 @@ impl SchedState {
         // model waiting on others' turns queues at most two batches of its
         // slots rather than every client at once.
         let waiting = m.queue.len() + m.in_flight as usize;
-        if takes_turns && m.service.or_else(|| self.service_prior()).is_none() && waiting >= COLD_QUEUE * m.limits.slots.max(1) as usize {
+        let cold_cap = (COLD_QUEUE * m.limits.slots.max(1) as usize).max(COLD_QUEUE_MIN);
+        if takes_turns && m.service.or_else(|| self.service_prior()).is_none() && waiting >= cold_cap {
             return Some(EnqueueError::NotMeasured { model: m.limits.name.clone(), waiting });
         }
         let (limit, flag) = match takes_turns && self.wait_bound() <= queue_limit {
@@ -492,6 +497,17 @@ mod tests {
         // Once a time per request is known, the estimate decides again.
         s.models[0].service = Some(S / 10);
         assert!(s.enqueue(1, t0).is_ok());
+    }
+
+    #[test]
+    fn a_one_slot_model_still_queues_a_small_burst_before_anything_is_measured() {
+        let t0 = Instant::now();
+        let mut s = a_resident_with_one_in_flight(t0);
+        s.models[1].limits.slots = 1;
+        for _ in 0..COLD_QUEUE_MIN {
+            s.enqueue(1, t0).unwrap();
+        }
+        assert!(matches!(s.enqueue(1, t0), Err(EnqueueError::NotMeasured { waiting: 4, .. })));
     }
 
     #[test]
