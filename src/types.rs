@@ -204,6 +204,32 @@ pub enum FlashAttn {
 }
 
 impl ModelSpec {
+    /// `path` served as `id` with every setting at its plain default (one
+    /// slot; tests and models added at run time start from it).
+    pub fn new(id: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            id: id.into(),
+            aliases: Vec::new(),
+            tags: Vec::new(),
+            path: path.into(),
+            ctx_size: None,
+            parallel: 1,
+            n_gpu_layers: None,
+            gpu: Default::default(),
+            chat_template_file: None,
+            chat_template: None,
+            ttl: None,
+            preload: false,
+            exclusive: false,
+            sampling: Default::default(),
+            max_tokens: None,
+            swa_full: false,
+            knobs: Default::default(),
+            json_schema_engine: Default::default(),
+            fetch: None,
+        }
+    }
+
     /// What a request's missing fields default to for this model.
     pub fn defaults(&self) -> Defaults {
         Defaults {

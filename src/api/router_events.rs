@@ -98,3 +98,69 @@ pub fn events(before: &Snapshot, after: &Snapshot) -> Vec<Value> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::scheduler::ModelView;
+    use crate::types::{HubSource, ModelSpec};
+
+    fn view(id: &str, state: &'static str, progress: Option<u8>, downloaded: bool) -> ModelView {
+        let spec = ModelSpec { fetch: (!downloaded).then(|| HubSource { repo: "o/r:Q8_0".into(), file: None }), ..ModelSpec::new(id, "/m.gguf") };
+        ModelView {
+            index: 0,
+            spec: Arc::new(spec),
+            n_vocab: None,
+            created: 0,
+            retired: false,
+            state,
+            sleeping_bytes: None,
+            engine: None,
+            progress,
+            bytes: 0,
+            bytes_measured: false,
+            queue_depth: 0,
+            in_flight: 0,
+            slots: 1,
+            last_used: Instant::now(),
+            load_count: 0,
+            last_load_ms: None,
+            lingers: false,
+            failure: None,
+            placement: None,
+            holding: None,
+        }
+    }
+
+    fn snap(models: Vec<ModelView>) -> Snapshot {
+        Snapshot { models, ..Snapshot::empty() }
+    }
+
+    fn names(events: &[Value]) -> Vec<String> {
+        events.iter().map(|e| format!("{} {}", e["event"].as_str().unwrap(), e["model"].as_str().unwrap())).collect()
+    }
+
+    #[test]
+    fn a_download_reports_its_status_progress_and_end() {
+        let idle = snap(vec![view("m", "unloaded", None, false)]);
+        let started = snap(vec![view("m", "downloading", Some(0), false)]);
+        let half = snap(vec![view("m", "downloading", Some(50), false)]);
+        let done = snap(vec![view("m", "unloaded", None, true)]);
+        assert_eq!(names(&events(&idle, &started)), ["status_change m", "download_progress m"]);
+        assert_eq!(events(&started, &half), vec![json!({"model": "m", "event": "download_progress", "data": {"progress": 50}})]);
+        assert!(events(&half, &half).is_empty(), "nothing changed, nothing sent");
+        assert_eq!(names(&events(&half, &done)), ["status_change m", "download_finished m"]);
+        assert_eq!(names(&events(&half, &idle)), ["status_change m", "download_failed m"]);
+    }
+
+    #[test]
+    fn a_new_model_and_a_removed_one_are_told() {
+        let one = snap(vec![view("a", "loaded", None, true)]);
+        let two = snap(vec![view("a", "loaded", None, true), view("b", "unloaded", None, true)]);
+        assert_eq!(events(&one, &two), vec![json!({"model": "b", "event": "status_change", "data": {"value": "unloaded"}})]);
+        assert_eq!(names(&events(&two, &one)), ["model_remove b"]);
+    }
+}

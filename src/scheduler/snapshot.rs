@@ -100,8 +100,8 @@ impl ModelView {
 }
 
 impl Snapshot {
-    /// Before the owner's first step.
-    pub(super) fn empty() -> Self {
+    /// Before the owner's first step (and a base for tests).
+    pub fn empty() -> Self {
         Self {
             models: Vec::new(),
             policy: Policy::default(),

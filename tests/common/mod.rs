@@ -259,27 +259,7 @@ impl EngineFactory for FakeFactory {
 }
 
 pub fn fake_spec(id: &str) -> ModelSpec {
-    ModelSpec {
-        id: id.into(),
-        aliases: vec![format!("{id}-alias")],
-        path: PathBuf::from(format!("/fake/{id}.gguf")),
-        ctx_size: None,
-        parallel: 2,
-        n_gpu_layers: None,
-        gpu: Default::default(),
-        chat_template_file: None,
-        chat_template: None,
-        tags: Vec::new(),
-        ttl: None,
-        preload: false,
-        exclusive: false,
-        sampling: Default::default(),
-        max_tokens: None,
-        swa_full: false,
-        knobs: Default::default(),
-        json_schema_engine: Default::default(),
-        fetch: None,
-    }
+    ModelSpec { aliases: vec![format!("{id}-alias")], parallel: 2, ..ModelSpec::new(id, format!("/fake/{id}.gguf")) }
 }
 
 /// Scheduler limits roomy enough that nothing is ever evicted.
