@@ -12,8 +12,8 @@ pub use llama_flags::{normalize_args, LlamaServerFlags};
 #[command(
     name = "vram-llm",
     version = crate::build_info::LONG_VERSION,
-    about = "Serve local GGUF models in-process over the OpenAI API",
-    long_about = "Serve local GGUF models in-process over the OpenAI API.\n\n\
+    about = "Serve GGUF models (local files or from the Hugging Face hub) in-process over the OpenAI API",
+    long_about = "Serve GGUF models (local files or from the Hugging Face hub) in-process over the OpenAI API.\n\n\
         vram-llm links llama.cpp directly: models are loaded into this process (no child servers) \
         and every loaded model decodes its requests with continuous batching.\n\n\
         Example:\n  vram-llm serve --model models/gemma-3-270m-q4_k_m.gguf\n  \
