@@ -22,10 +22,7 @@ pub fn hf_model(repo: &str, file: Option<&str>, cache: Option<&Path>) -> Result<
     let Some(cache) = cache else {
         return Err("--hf-repo: no Hugging Face cache folder (set LLAMA_CACHE, HF_HUB_CACHE or HOME)".into());
     };
-    let found = match file {
-        Some(name) => hub::cache::cached_files(cache, Some(&wanted.repo)).into_iter().find(|f| f.name == name).map(|f| f.path),
-        None => hub::resolve(cache, &wanted),
-    };
+    let found = hub::cache::find(cache, &wanted, file);
     let what = match file {
         Some(name) => format!("file `{name}` of `{}`", wanted.repo),
         None if wanted.tag.is_empty() => format!("a model file of `{}`", wanted.repo),
@@ -47,11 +44,7 @@ pub fn hf_model(repo: &str, file: Option<&str>, cache: Option<&Path>) -> Result<
 pub fn hub_entry(repo: &str, file: Option<&str>, cache: Option<&Path>) -> Result<(PathBuf, Option<crate::types::HubSource>), String> {
     let wanted = RepoTag::parse(repo).map_err(|e| format!("hf {e}"))?;
     let cache = cache.ok_or("hf: no Hugging Face cache folder (set LLAMA_CACHE, HF_HUB_CACHE or HOME)")?;
-    let cached = match file {
-        Some(name) => hub::cache::cached_files(cache, Some(&wanted.repo)).into_iter().find(|f| f.name == name).map(|f| f.path),
-        None => hub::resolve(cache, &wanted),
-    };
-    Ok(match cached {
+    Ok(match hub::cache::find(cache, &wanted, file) {
         Some(path) => (path, None),
         None => {
             let source = crate::types::HubSource { repo: repo.to_string(), file: file.map(str::to_string) };

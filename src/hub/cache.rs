@@ -147,6 +147,15 @@ pub fn delete_model(cache: &Path, first: &Path) -> Result<usize, String> {
     Ok(removed)
 }
 
+/// The cached file for `owner/repo[:TAG]`, or for one `file` of the
+/// repository when given, when the cache has it.
+pub fn find(cache: &Path, wanted: &RepoTag, file: Option<&str>) -> Option<PathBuf> {
+    match file {
+        Some(name) => cached_files(cache, Some(&wanted.repo)).into_iter().find(|f| f.name == name).map(|f| f.path),
+        None => resolve(cache, wanted),
+    }
+}
+
 /// The cached file for `owner/repo[:TAG]`, when the cache has it.
 pub fn resolve(cache: &Path, wanted: &RepoTag) -> Option<PathBuf> {
     let files = cached_files(cache, Some(&wanted.repo));

@@ -38,11 +38,7 @@ pub type OnProgress = Arc<dyn Fn(&Progress) + Send + Sync>;
 /// it is there (no request is made then); its path (the first part of a
 /// split model). `offline` downloads nothing.
 pub async fn fetch_model(hub: &Hub, cache: &Path, wanted: &RepoTag, file: Option<&str>, offline: bool, on: &OnProgress) -> Result<PathBuf, String> {
-    let cached = || match file {
-        Some(f) => super::cache::cached_files(cache, Some(&wanted.repo)).into_iter().find(|c| c.name == f).map(|c| c.path),
-        None => super::resolve(cache, wanted),
-    };
-    if let Some(path) = cached() {
+    if let Some(path) = super::cache::find(cache, wanted, file) {
         // Whoever put it there (llama.cpp, huggingface_hub, an earlier run).
         return Ok(path);
     }
@@ -67,9 +63,8 @@ pub async fn fetch_model(hub: &Hub, cache: &Path, wanted: &RepoTag, file: Option
 /// there: `<cache>/urls/<16 hex of the URL's sha256>-<file name>`. The size
 /// comes from the server (a HEAD); there is no hash to check it against.
 pub async fn fetch_url(hub: &Hub, cache: &Path, url: &str, offline: bool, on: &OnProgress) -> Result<PathBuf, String> {
+    let (key, name) = url_parts(url)?;
     let dest = url_dest(cache, url)?;
-    let name = dest.file_name().map(|n| n.to_string_lossy().split_once('-').map_or(String::new(), |(_, n)| n.to_string())).unwrap_or_default();
-    let key = dest.file_name().map(|n| n.to_string_lossy().chars().take(16).collect::<String>()).unwrap_or_default();
     if dest.is_file() {
         return Ok(dest);
     }
@@ -91,13 +86,20 @@ pub async fn fetch_url(hub: &Hub, cache: &Path, url: &str, offline: bool, on: &O
 
 /// Where `fetch_url` keeps `url`'s file.
 pub fn url_dest(cache: &Path, url: &str) -> Result<PathBuf, String> {
+    let (key, name) = url_parts(url)?;
+    Ok(cache.join("urls").join(format!("{key}-{name}")))
+}
+
+/// A URL's key (16 hex of its sha256) and its file's name (the last path
+/// segment, no query); an error for what is not an http(s) URL.
+pub fn url_parts(url: &str) -> Result<(String, String), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "https" | "http") {
         return Err(format!("`{url}`: only https:// and http:// URLs are downloaded"));
     }
     let name = parsed.path_segments().and_then(|mut s| s.next_back()).filter(|n| !n.is_empty()).unwrap_or("model.gguf");
     let key: String = Sha256::digest(url.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
-    Ok(cache.join("urls").join(format!("{key}-{name}")))
+    Ok((key, name.to_string()))
 }
 
 /// The file of the listing that `wanted` (or `file`) names.

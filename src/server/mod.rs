@@ -34,7 +34,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         if text.starts_with("https://") || text.starts_with("http://") {
             let file = crate::config::hub::fetch(&text, None, args.server.llama.offline).await?;
             // Named as the URL's file (not the cache's hashed name) unless --alias names it.
-            let stem = text.rsplit('/').next().unwrap_or("model").split('?').next().unwrap_or("model").trim_end_matches(".gguf").to_string();
+            let stem = crate::hub::download::url_parts(&text)?.1.trim_end_matches(".gguf").to_string();
             let name = name.or_else(|| args.sources.alias.is_none().then_some(stem));
             *value = match name {
                 Some(name) => format!("{name}={}", file.display()),
