@@ -261,10 +261,12 @@ pub struct ServerFlags {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub context_shift: Option<bool>,
 
-    /// How embeddings pool a sequence's token vectors: mean, cls or last
-    /// [default: the GGUF's `pooling_type`; mean where it names none, as
-    /// for decoder models]. Per-model `pooling` in the config wins.
-    #[arg(long, value_enum, value_name = "mean|cls|last")]
+    /// How embeddings pool a sequence's token vectors: mean, cls or last;
+    /// none answers a vector per token on /embeddings (and a 400 on
+    /// /v1/embeddings) [default: the GGUF's `pooling_type`; mean where it
+    /// names none, as for decoder models]. Per-model `pooling` in the
+    /// config wins.
+    #[arg(long, value_enum, value_name = "mean|cls|last|none")]
     pub pooling: Option<crate::types::Pooling>,
 
     /// Models serve embeddings only: chat and text completions answer 400

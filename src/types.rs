@@ -149,8 +149,8 @@ pub enum ReasoningFormat {
     None,
 }
 
-/// How token vectors become one embedding (llama.cpp's pooling types that
-/// give one vector per input).
+/// How token vectors become one embedding (llama.cpp's pooling types), or
+/// `none`: a vector per token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
@@ -160,6 +160,9 @@ pub enum Pooling {
     Cls,
     /// The last token's vector (decoder embedding models).
     Last,
+    /// No pooling: one vector per token, unnormalized, on llama-server's
+    /// `/embeddings` only (`/v1/embeddings` refuses it, as llama-server does).
+    None,
 }
 
 impl Pooling {
@@ -168,6 +171,7 @@ impl Pooling {
             Pooling::Mean => "mean",
             Pooling::Cls => "cls",
             Pooling::Last => "last",
+            Pooling::None => "none",
         }
     }
 }

@@ -20,6 +20,7 @@ use super::AppState;
 use crate::engine::embed::EmbedError;
 use crate::engine::{TokenId, Usage};
 use crate::scheduler::ModelView;
+use crate::types::Pooling;
 
 /// Inputs one request may hold, as OpenAI allows.
 pub const MAX_INPUTS: usize = 2048;
@@ -78,6 +79,9 @@ pub struct EmbedOptions {
 pub struct Embedded {
     pub vectors: Vec<Vec<f32>>,
     pub prompt_tokens: u32,
+    /// Floats in one token's vector: with pooling none each of `vectors`
+    /// holds its input's token vectors one after another.
+    pub n_embd: usize,
     /// Time spent waiting for the model when it was not loaded (Ollama's
     /// `load_duration`); zero when it was.
     pub load: std::time::Duration,
@@ -198,6 +202,18 @@ pub fn refuse_generation(view: &ModelView) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Endpoints that answer one vector per input refuse a model with pooling
+/// `none` (a vector per token), as llama-server's `/v1/embeddings` does.
+pub fn one_vector_per_input(view: &ModelView, endpoint: &str) -> Result<(), ApiError> {
+    if view.spec.knobs.pooling == Some(Pooling::None) {
+        return Err(invalid(
+            "model",
+            format!("model `{}` has pooling `none` (a vector per token), which {endpoint} cannot answer: use /embeddings, or another --pooling", view.spec.id),
+        ));
+    }
+    Ok(())
+}
+
 /// On the acquired model: tokenize (off the runtime), check, embed.
 pub async fn run(state: &AppState, view: &ModelView, inputs: Inputs, options: EmbedOptions, log: &RequestLog) -> Result<Embedded, ApiError> {
     // A loaded model's length is known now: a wrong `dimensions` costs no wait.
@@ -242,7 +258,7 @@ pub async fn run(state: &AppState, view: &ModelView, inputs: Inputs, options: Em
         })?;
     drop(permit);
     log.done(&Usage { prompt_tokens, completion_tokens: 0, cached_tokens: 0 });
-    Ok(Embedded { vectors, prompt_tokens, load })
+    Ok(Embedded { vectors, prompt_tokens, n_embd: info.n_embd as usize, load })
 }
 
 /// Little-endian f32 bytes in standard base64 with padding, as OpenAI
@@ -298,6 +314,7 @@ pub async fn openai(State(state): State<AppState>, Extension(log): Extension<Req
     let snapshot = state.scheduler.snapshot();
     let view = snapshot.resolve(req.model.as_deref())?;
     log.model(&view.spec.id);
+    one_vector_per_input(view, "/v1/embeddings")?;
     let inputs = parse_inputs("input", &req.input, view.n_vocab.unwrap_or(u32::MAX))?;
     let base64 = parse_encoding(req.encoding_format.as_deref())?;
     let options = EmbedOptions { dimensions: req.dimensions, truncate: false, field: "input" };
@@ -333,12 +350,17 @@ pub async fn native(State(state): State<AppState>, Extension(log): Extension<Req
     let view = snapshot.resolve(req.model.as_deref())?;
     log.model(&view.spec.id);
     let inputs = parse_inputs(field, value, view.n_vocab.unwrap_or(u32::MAX))?;
+    let per_token = view.spec.knobs.pooling == Some(Pooling::None);
     let out = run(&state, view, inputs, EmbedOptions { dimensions: None, truncate: false, field }, &log).await?;
+    let n_embd = out.n_embd.max(1);
     let body: Vec<Value> = out
         .vectors
         .into_iter()
         .enumerate()
-        .map(|(index, v)| serde_json::json!({"index": index, "embedding": [v]}))
+        .map(|(index, v)| {
+            let rows: Vec<&[f32]> = if per_token { v.chunks(n_embd).collect() } else { vec![&v] };
+            serde_json::json!({"index": index, "embedding": rows})
+        })
         .collect();
     Ok(Json(body).into_response())
 }

@@ -16,7 +16,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::embeddings::{parse_inputs, run, EmbedOptions};
+use super::embeddings::{one_vector_per_input, parse_inputs, run, EmbedOptions};
 use super::error::ApiError;
 use super::extract::parse_json;
 use super::ollama::{resolve, OllamaError};
@@ -67,6 +67,7 @@ async fn embed_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Re
     let snapshot = state.scheduler.snapshot();
     let view = resolve(&snapshot, &req.model)?;
     log.model(&view.spec.id);
+    one_vector_per_input(view, "/api/embed")?;
     if is_empty(&req.input) {
         // Ollama's way to load a model: nothing to embed, the model loaded.
         let _permit = state.scheduler.acquire(view.index).await.map_err(ApiError::from)?;
@@ -96,6 +97,7 @@ async fn legacy_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<R
     let snapshot = state.scheduler.snapshot();
     let view = resolve(&snapshot, &req.model)?;
     log.model(&view.spec.id);
+    one_vector_per_input(view, "/api/embeddings")?;
     if req.prompt.is_empty() {
         let _permit = state.scheduler.acquire(view.index).await.map_err(ApiError::from)?;
         return Ok(Json(json!({ "embedding": [] })).into_response());

@@ -106,6 +106,9 @@ pub struct ChatTemplate {
     /// The template mentions a `developer` role; otherwise such messages are
     /// rendered as `system`, as OpenAI does for models without one.
     knows_developer: bool,
+    /// The template reads a `functions` variable it never sets (Firefunction
+    /// v2: its deployments pass the tools there as a JSON string).
+    reads_functions: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -148,11 +151,16 @@ impl ChatTemplate {
         env.add_filter("trim", trim);
         env.add_template_owned(TEMPLATE_NAME, rewrite_generation_tags(source))
             .map_err(|e| TemplateError::Compile(describe(&e)))?;
+        let reads_functions = env
+            .get_template(TEMPLATE_NAME)
+            .map(|t| t.undeclared_variables(false).contains("functions"))
+            .unwrap_or(false);
         Ok(Self {
             env,
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
             knows_developer: source.contains("developer"),
+            reads_functions,
         })
     }
 
@@ -171,6 +179,12 @@ impl ChatTemplate {
             // Shadows the global of the same name for this render only.
             let f = move |fmt: &str| strftime(fmt, now);
             ctx.insert("strftime_now".into(), Value::from_function(f));
+        }
+        if self.reads_functions {
+            // Firefunction v2 appends `functions` to its system text; llama.cpp's
+            // Jinja lets the missing variable pass as "" and the model never sees
+            // its tools. Here it gets them, as Fireworks' own server passes them.
+            ctx.insert("functions".into(), Value::from(functions_json(req.tools)));
         }
         for (k, v) in req.extra.into_iter().flatten() {
             ctx.insert(k.clone(), Value::from_serialize(v));
@@ -214,6 +228,17 @@ impl ChatTemplate {
                 None => TemplateError::Render(describe(&e)),
             })
     }
+}
+
+/// The `function` objects of an OpenAI `tools` array as one JSON string
+/// ("" without tools).
+fn functions_json(tools: Option<&serde_json::Value>) -> String {
+    let Some(serde_json::Value::Array(tools)) = tools else {
+        return String::new();
+    };
+    let functions: Vec<&serde_json::Value> =
+        tools.iter().map(|t| t.get("function").unwrap_or(t)).collect();
+    serde_json::to_string_pretty(&functions).unwrap_or_default()
 }
 
 /// transformers registers a `{% generation %}…{% endgeneration %}` block

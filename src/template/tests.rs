@@ -271,3 +271,19 @@ fn kimi_k2_renders_a_tool_call_round_trip() {
     assert!(prompt.contains("<|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{\"city\":\"Paris\"}"), "{prompt}");
     assert!(prompt.contains("## Return of functions.get_weather:0\nsunny"), "{prompt}");
 }
+
+/// Firefunction v2 appends an undeclared `functions` to a string: it gets the
+/// tools as JSON ("" without tools) and today's date in `datetime`.
+#[test]
+fn firefunction_v2_renders_its_functions_and_date() {
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/chat-templates/fireworks-ai-llama-3-firefunction-v2.jinja")).unwrap();
+    let messages = [json!({"role": "user", "content": "What is today?"})];
+    let prompt = render_with(&source, &messages, None).unwrap();
+    assert!(prompt.contains("Available functions as JSON spec:\n\nToday is Nov 21 2026."), "{prompt}");
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    let prompt = render_with(&source, &messages, Some(&tools)).unwrap();
+    assert!(prompt.contains("Available functions as JSON spec:\n[\n  {\n    \"name\": \"get_weather\""), "{prompt}");
+    assert!(prompt.contains("Today is Nov 21 2026."), "{prompt}");
+    // A template that sets `functions` itself is left alone.
+    assert_eq!(render_str("{% set functions = 'own' %}{{ functions }}").unwrap(), "own");
+}

@@ -104,3 +104,29 @@ def test_llama_server_and_ollama_endpoints_agree(client, server):
     assert status == 200, ollama
     assert ollama["model"] == "gemma" and ollama["prompt_eval_count"] > 0
     assert np.abs(np.array(ollama["embeddings"][0]) - want).max() < 1e-6
+
+
+def test_pooling_none_gives_a_vector_per_token_on_embeddings_only():
+    # llama-server's --pooling none: /embeddings answers each token's vector
+    # (unnormalized); the endpoints that promise one vector per input refuse.
+    import os
+
+    from conftest import launch, stop
+
+    proc, base = launch(["--model", os.environ["VRAM_LLM_TEST_MODEL"], "--ctx-size", "512", "--alias", "gemma", "--pooling", "none", "--api-key", API_KEY])
+    try:
+        status, tokens = post(base, "/tokenize", {"content": "hello hello hello", "add_special": True})
+        assert status == 200, tokens
+        status, body = post(base, "/embeddings", {"input": "hello hello hello"})
+        assert status == 200, body
+        rows = np.array(body[0]["embedding"], dtype=np.float64)
+        assert rows.shape[0] == len(tokens["tokens"]) and rows.shape[1] > 1
+        assert all(abs(np.linalg.norm(r) - 1) > 1e-3 for r in rows)
+        # The same token at different places has different vectors (context).
+        assert np.abs(rows[1] - rows[2]).max() > 1e-4
+        for path, body in [("/v1/embeddings", {"input": "hi"}), ("/api/embed", {"model": "gemma", "input": "hi"})]:
+            status, err = post(base, path, body)
+            assert status == 400, (path, err)
+            assert "pooling `none`" in json.dumps(err), err
+    finally:
+        stop(proc)

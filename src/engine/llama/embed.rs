@@ -51,6 +51,7 @@ pub(super) fn embed_params(base: &LlamaContextParams, n_tokens: u32, pooling: Po
             Pooling::Mean => LlamaPoolingType::Mean,
             Pooling::Cls => LlamaPoolingType::Cls,
             Pooling::Last => LlamaPoolingType::Last,
+            Pooling::None => LlamaPoolingType::None,
         })
 }
 
@@ -136,6 +137,20 @@ impl<'m> Embedder<'m> {
             }
         }
         ctx.decode(&mut self.batch).map_err(|e| format!("decode failed: {e}"))?;
+        if self.params.pooling_type() == LlamaPoolingType::None {
+            // A vector per token, the input's rows one after another, as
+            // llama-server leaves them (unnormalized).
+            let mut at = 0;
+            for input in &job.inputs[group.clone()] {
+                let mut rows = Vec::new();
+                for i in at..at + input.len() {
+                    rows.extend_from_slice(ctx.embeddings_ith(i as i32).map_err(|e| e.to_string())?);
+                }
+                at += input.len();
+                job.done.push(rows);
+            }
+            return Ok(());
+        }
         for seq in 0..group.len() {
             let mut vector = ctx.embeddings_seq_ith(seq as i32).map_err(|e| e.to_string())?.to_vec();
             normalize(&mut vector);
