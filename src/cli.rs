@@ -290,6 +290,31 @@ pub struct ServerFlags {
     #[arg(long, value_enum, value_name = "auto|deepseek|none")]
     pub reasoning_format: Option<crate::types::ReasoningFormat>,
 
+    /// Speculative decoding, as llama-server's `--spec-type`: `ngram-simple`
+    /// drafts, after each token, what followed the last
+    /// `--spec-ngram-simple-size-n` tokens the last time they occurred in the
+    /// prompt or the answer, and the model checks the draft in the same
+    /// decode. Output is unchanged (each token is still sampled from the
+    /// model); answers that repeat their context come faster. A slot whose
+    /// drafts keep failing pauses drafting [default: none]. Per-model
+    /// `spec_type` in the config wins.
+    #[arg(long, value_enum, value_name = "none|ngram-simple")]
+    pub spec_type: Option<crate::types::SpecType>,
+
+    /// Longest draft; a slot's drafts start at 16 tokens, double while
+    /// they are accepted whole and halve when cut short [default: 48, what
+    /// llama-server's ngram-simple drafts].
+    #[arg(long, value_name = "N")]
+    pub spec_draft_n_max: Option<u32>,
+
+    /// Shorter drafts are not tried [default: 0].
+    #[arg(long, value_name = "N")]
+    pub spec_draft_n_min: Option<u32>,
+
+    /// Tokens `ngram-simple` matches before drafting [default: 12].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub spec_ngram_simple_size_n: Option<u32>,
+
     /// What enforces JSON schemas (`response_format`, `json_schema`):
     /// `llama` turns them into GBNF for llama.cpp's grammar sampler, as
     /// llama-server does; `llguidance` hands them to llguidance (needs a

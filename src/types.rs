@@ -87,7 +87,7 @@ impl JsonSchemaEngine {
 
 /// How llama.cpp loads a model and shapes its context (`--flash-attn`,
 /// `--cache-type-k/-v`, `--threads-batch`, `--ubatch-size`, `--ctx-checkpoints`, `--mlock`,
-/// `--no-mmap`, `--context-shift`, `--pooling`, `--embeddings-only`); each also a `[server]` and a `[[models]]` key.
+/// `--no-mmap`, `--context-shift`, `--pooling`, `--embeddings-only`, `--spec-*`); each also a `[server]` and a `[[models]]` key.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct EngineKnobs {
     pub flash_attn: FlashAttn,
@@ -118,6 +118,8 @@ pub struct EngineKnobs {
     pub reasoning: Reasoning,
     /// Where a thinking model's reasoning goes (see `ReasoningFormat`).
     pub reasoning_format: ReasoningFormat,
+    /// Speculative decoding (`--spec-type` and its sizes; `engine::spec`).
+    pub spec: SpecConfig,
 }
 
 /// Whether chat templates that can think are told to (`enable_thinking`),
@@ -489,5 +491,64 @@ mod tests {
         assert!(Mirostat.check(1.5).is_err() && Mirostat.check(2.0).is_ok());
         assert!(DryPenaltyLastN.check(-1.0).is_ok() && DryPenaltyLastN.check(-2.0).is_err());
         assert!(TypicalP.check(0.0).is_err() && XtcProbability.check(1.1).is_err());
+    }
+}
+
+/// Which self-speculation a model uses (llama-server's `--spec-type`;
+/// `engine::spec` drafts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpecType {
+    /// No speculation.
+    #[default]
+    None,
+    /// Find the last `--spec-ngram-simple-size-n` tokens earlier in the
+    /// prompt or output and draft what followed them.
+    NgramSimple,
+}
+
+impl SpecType {
+    pub fn name(self) -> &'static str {
+        match self {
+            SpecType::None => "none",
+            SpecType::NgramSimple => "ngram-simple",
+        }
+    }
+}
+
+/// llama-server's default lookup length for `ngram-simple`.
+pub const DEFAULT_SIZE_N: u32 = 12;
+/// The longest draft: what llama-server's `ngram-simple` drafts
+/// (`--spec-ngram-simple-size-m`). On a CPU the verifying decode costs
+/// little more per drafted token than per token of a prompt, so a long
+/// accepted draft pays; `Pace` keeps failing ones short.
+pub const DEFAULT_N_MAX: u32 = 48;
+
+/// A model's speculation settings (`--spec-type`, `--spec-draft-n-max`,
+/// `--spec-draft-n-min`, `--spec-ngram-simple-size-n`; config keys of the
+/// same names with `_`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpecConfig {
+    pub kind: SpecType,
+    /// Longest draft (`None`: [`DEFAULT_N_MAX`]).
+    pub n_max: Option<u32>,
+    /// Drafts shorter than this are not tried (`None`: 0).
+    pub n_min: Option<u32>,
+    /// Tokens the lookup matches (`None`: [`DEFAULT_SIZE_N`]).
+    pub size_n: Option<u32>,
+}
+
+impl SpecConfig {
+    pub fn enabled(&self) -> bool {
+        self.kind != SpecType::None && self.n_max() > 0
+    }
+    pub fn n_max(&self) -> usize {
+        self.n_max.unwrap_or(DEFAULT_N_MAX) as usize
+    }
+    pub fn n_min(&self) -> usize {
+        self.n_min.unwrap_or(0) as usize
+    }
+    pub fn size_n(&self) -> usize {
+        self.size_n.unwrap_or(DEFAULT_SIZE_N).max(1) as usize
     }
 }

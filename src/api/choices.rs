@@ -61,6 +61,8 @@ pub fn total_usage(usages: &[Usage], n: usize) -> Usage {
             total.cached_tokens += u.cached_tokens;
         }
         total.completion_tokens += u.completion_tokens;
+        total.draft_tokens += u.draft_tokens;
+        total.draft_accepted += u.draft_accepted;
     }
     total
 }
@@ -127,7 +129,7 @@ mod tests {
 
     #[test]
     fn a_prompt_counts_once_however_many_choices_it_has() {
-        let u = |p, c| Usage { prompt_tokens: p, completion_tokens: c, cached_tokens: 0 };
+        let u = |p, c| Usage { prompt_tokens: p, completion_tokens: c, ..Usage::default() };
         // Two prompts (5 and 7 tokens), n = 2.
         let total = total_usage(&[u(5, 1), u(5, 2), u(7, 3), u(7, 4)], 2);
         assert_eq!((total.prompt_tokens, total.completion_tokens), (12, 10));

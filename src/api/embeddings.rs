@@ -257,7 +257,7 @@ pub async fn run(state: &AppState, view: &ModelView, inputs: Inputs, options: Em
             EmbedError::Cancelled(message) => ApiError::Unavailable(message),
         })?;
     drop(permit);
-    log.done(&Usage { prompt_tokens, completion_tokens: 0, cached_tokens: 0 });
+    log.done(&Usage { prompt_tokens, ..Usage::default() });
     Ok(Embedded { vectors, prompt_tokens, n_embd: info.n_embd as usize, load })
 }
 

@@ -50,7 +50,7 @@ impl Live {
 /// llama-server's `timings` of a prompt's read so far, as a progress event
 /// reports it (nothing generated yet).
 pub fn progress_timings(p: &PromptProgress) -> serde_json::Value {
-    let usage = Usage { prompt_tokens: p.processed, completion_tokens: 0, cached_tokens: p.cache };
+    let usage = Usage { prompt_tokens: p.processed, cached_tokens: p.cache, ..Usage::default() };
     super::reqlog::timings_of(&usage, p.time_ms, 0.0)
 }
 

@@ -79,6 +79,8 @@ impl RequestLog {
                 prompt_tokens: before.prompt_tokens + usage.prompt_tokens,
                 completion_tokens: before.completion_tokens + usage.completion_tokens,
                 cached_tokens: before.cached_tokens + usage.cached_tokens,
+                draft_tokens: before.draft_tokens + usage.draft_tokens,
+                draft_accepted: before.draft_accepted + usage.draft_accepted,
             },
             None => *usage,
         };
@@ -172,7 +174,7 @@ pub fn timings_of(usage: &Usage, prompt_ms: f64, predicted_ms: f64) -> serde_jso
     let timed = usage.completion_tokens.saturating_sub(1);
     let per_second = |n: u32, ms: f64| if ms > 0.0 { n as f64 * 1000.0 / ms } else { 0.0 };
     let per_token = |n: u32, ms: f64| if n > 0 { ms / n as f64 } else { 0.0 };
-    serde_json::json!({
+    let mut timings = serde_json::json!({
         "cache_n": usage.cached_tokens,
         "prompt_n": prompt_n,
         "prompt_ms": prompt_ms,
@@ -182,5 +184,11 @@ pub fn timings_of(usage: &Usage, prompt_ms: f64, predicted_ms: f64) -> serde_jso
         "predicted_ms": predicted_ms,
         "predicted_per_token_ms": per_token(timed, predicted_ms),
         "predicted_per_second": per_second(timed, predicted_ms),
-    })
+    });
+    // As llama-server: only when something was drafted.
+    if usage.draft_tokens > 0 {
+        timings["draft_n"] = usage.draft_tokens.into();
+        timings["draft_n_accepted"] = usage.draft_accepted.into();
+    }
+    timings
 }

@@ -133,8 +133,6 @@ pub struct LlamaServerFlags {
     #[arg(long, hide = true, value_name = "V")]
     pub model_draft: Option<String>,
     #[arg(long, hide = true, value_name = "V")]
-    pub spec_type: Option<String>,
-    #[arg(long, hide = true, value_name = "V")]
     pub lora: Vec<String>,
     #[arg(long, hide = true, value_name = "V")]
     pub mmproj: Option<String>,
@@ -172,9 +170,7 @@ impl LlamaServerFlags {
     /// error naming it and what to do instead.
     pub fn unsupported(&self) -> Result<(), String> {
         let given = |present: bool, flag: &str, why: &str| if present { Err(format!("{flag} (llama-server's) is not supported: {why}")) } else { Ok(()) };
-        let spec = "speculative decoding is not implemented yet";
-        given(self.model_draft.is_some(), "--model-draft", spec)?;
-        given(self.spec_type.is_some(), "--spec-type", spec)?;
+        given(self.model_draft.is_some(), "--model-draft", "a draft model is not supported yet; `--spec-type ngram-simple` drafts without one")?;
         given(!self.lora.is_empty(), "--lora", "LoRA adapters are not supported")?;
         let vision = "multimodal projectors (images, audio) are not supported";
         given(self.mmproj.is_some(), "--mmproj", vision)?;

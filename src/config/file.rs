@@ -39,6 +39,10 @@ pub struct ServerSection {
     pub embeddings_only: Option<bool>,
     pub reasoning: Option<crate::types::Reasoning>,
     pub reasoning_format: Option<crate::types::ReasoningFormat>,
+    pub spec_type: Option<crate::types::SpecType>,
+    pub spec_draft_n_max: Option<u32>,
+    pub spec_draft_n_min: Option<u32>,
+    pub spec_ngram_simple_size_n: Option<u32>,
     pub kv_cache_dir: Option<PathBuf>,
     pub kv_cache_dir_mib: Option<u64>,
     pub swa_full: Option<bool>,
@@ -114,6 +118,10 @@ pub struct ModelSection {
     pub embeddings_only: Option<bool>,
     pub reasoning: Option<crate::types::Reasoning>,
     pub reasoning_format: Option<crate::types::ReasoningFormat>,
+    pub spec_type: Option<crate::types::SpecType>,
+    pub spec_draft_n_max: Option<u32>,
+    pub spec_draft_n_min: Option<u32>,
+    pub spec_ngram_simple_size_n: Option<u32>,
     /// Placement overrides: each wins over the `[server]` key of the same name.
     pub devices: Option<Vec<u32>>,
     pub main_gpu: Option<u32>,
@@ -182,6 +190,10 @@ pub struct KnobKeys {
     pub embeddings_only: Option<bool>,
     pub reasoning: Option<crate::types::Reasoning>,
     pub reasoning_format: Option<crate::types::ReasoningFormat>,
+    pub spec_type: Option<crate::types::SpecType>,
+    pub spec_draft_n_max: Option<u32>,
+    pub spec_draft_n_min: Option<u32>,
+    pub spec_ngram_simple_size_n: Option<u32>,
 }
 
 macro_rules! knob_keys {
@@ -202,6 +214,10 @@ macro_rules! knob_keys {
                     embeddings_only: self.embeddings_only,
                     reasoning: self.reasoning,
                     reasoning_format: self.reasoning_format,
+                    spec_type: self.spec_type,
+                    spec_draft_n_max: self.spec_draft_n_max,
+                    spec_draft_n_min: self.spec_draft_n_min,
+                    spec_ngram_simple_size_n: self.spec_ngram_simple_size_n,
                 }
             }
         }

@@ -411,6 +411,10 @@ fn flags_knobs(f: &ServerFlags) -> file::KnobKeys {
         embeddings_only: f.embeddings_only.or(f.llama.embedding.then_some(true)),
         reasoning: f.reasoning,
         reasoning_format: f.reasoning_format,
+        spec_type: f.spec_type,
+        spec_draft_n_max: f.spec_draft_n_max,
+        spec_draft_n_min: f.spec_draft_n_min,
+        spec_ngram_simple_size_n: f.spec_ngram_simple_size_n,
     }
 }
 
@@ -440,6 +444,12 @@ fn knobs(first: &file::KnobKeys, then: &file::KnobKeys, base: EngineKnobs, at: &
         embeddings_only: first.embeddings_only.or(then.embeddings_only).unwrap_or(base.embeddings_only),
         reasoning: first.reasoning.or(then.reasoning).unwrap_or(base.reasoning),
         reasoning_format: first.reasoning_format.or(then.reasoning_format).unwrap_or(base.reasoning_format),
+        spec: crate::types::SpecConfig {
+            kind: first.spec_type.or(then.spec_type).unwrap_or(base.spec.kind),
+            n_max: first.spec_draft_n_max.or(then.spec_draft_n_max).or(base.spec.n_max),
+            n_min: first.spec_draft_n_min.or(then.spec_draft_n_min).or(base.spec.n_min),
+            size_n: first.spec_ngram_simple_size_n.or(then.spec_ngram_simple_size_n).or(base.spec.size_n),
+        },
     };
     let quantized = |t: KvCacheType| !matches!(t, KvCacheType::F16 | KvCacheType::BF16 | KvCacheType::F32);
     if quantized(out.cache_type_v) && out.flash_attn == FlashAttn::Off {

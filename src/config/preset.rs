@@ -31,6 +31,10 @@ const KEYS: &[(&[&str], &str)] = &[
     (&["threads-batch", "tb"], "threads_batch"),
     (&["pooling"], "pooling"),
     (&["embeddings", "embedding"], "embeddings_only"),
+    (&["spec-type"], "spec_type"),
+    (&["spec-draft-n-max"], "spec_draft_n_max"),
+    (&["spec-draft-n-min"], "spec_draft_n_min"),
+    (&["spec-ngram-simple-size-n"], "spec_ngram_simple_size_n"),
 ];
 
 /// The models of a preset file, as `[[models]]` entries.

@@ -15,6 +15,7 @@ pub mod llama;
 pub mod loaded;
 pub mod prefetch;
 pub mod slots;
+pub mod spec;
 pub mod step;
 pub mod text;
 
@@ -154,6 +155,10 @@ pub struct Usage {
     pub completion_tokens: u32,
     /// Prompt tokens served from a cache instead of being decoded.
     pub cached_tokens: u32,
+    /// Speculative decoding: tokens drafted, and of those accepted
+    /// (llama-server's `draft_n`, `draft_n_accepted`).
+    pub draft_tokens: u32,
+    pub draft_accepted: u32,
 }
 
 /// What a running generation reports, in order: any number of `Text`, then

@@ -17,7 +17,7 @@ fn views(seqs: &[Option<FakeSeq>]) -> Vec<SlotView> {
         .map(|s| match s {
             None => SlotView::Idle,
             Some(s) if s.done < s.len => SlotView::Prefill { done: s.done, until: s.len, len: s.len },
-            Some(_) => SlotView::Generate,
+            Some(_) => SlotView::Generate { drafts: 0 },
         })
         .collect()
 }
@@ -27,7 +27,7 @@ fn views(seqs: &[Option<FakeSeq>]) -> Vec<SlotView> {
 fn decode(seqs: &mut [Option<FakeSeq>], plan: &[Part]) {
     for part in plan {
         let (slot, sampled) = match *part {
-            Part::Pending { slot } => (slot, true),
+            Part::Pending { slot, .. } => (slot, true),
             Part::Prompt { slot, to, logits, .. } => {
                 seqs[slot].as_mut().expect("planned slot is busy").done = to;
                 (slot, logits)
@@ -45,13 +45,13 @@ fn decode(seqs: &mut [Option<FakeSeq>], plan: &[Part]) {
 
 #[test]
 fn generating_tokens_come_first_then_prompt_chunks_in_the_room_left() {
-    let slots = [SlotView::Prefill { done: 0, until: 700, len: 700 }, SlotView::Generate, SlotView::Generate];
+    let slots = [SlotView::Prefill { done: 0, until: 700, len: 700 }, SlotView::Generate { drafts: 0 }, SlotView::Generate { drafts: 0 }];
     let plan = plan_step(&slots, 512, 512);
     assert_eq!(
         plan,
         vec![
-            Part::Pending { slot: 1 },
-            Part::Pending { slot: 2 },
+            Part::Pending { slot: 1, drafts: 0 },
+            Part::Pending { slot: 2, drafts: 0 },
             Part::Prompt { slot: 0, from: 0, to: 510, logits: false },
         ]
     );
@@ -106,10 +106,32 @@ fn three_prompts_prefill_within_n_batch_and_nobody_starves() {
 
 #[test]
 fn a_read_pauses_where_a_checkpoint_is_taken_without_asking_for_logits() {
-    let slots = [SlotView::Prefill { done: 0, until: 300, len: 700 }, SlotView::Generate];
+    let slots = [SlotView::Prefill { done: 0, until: 300, len: 700 }, SlotView::Generate { drafts: 0 }];
     let plan = plan_step(&slots, 512, 512);
-    assert_eq!(plan, vec![Part::Pending { slot: 1 }, Part::Prompt { slot: 0, from: 0, to: 300, logits: false }]);
+    assert_eq!(plan, vec![Part::Pending { slot: 1, drafts: 0 }, Part::Prompt { slot: 0, from: 0, to: 300, logits: false }]);
     // Paused exactly there: nothing to read until the checkpoint is taken.
     let paused = [SlotView::Prefill { done: 300, until: 300, len: 700 }];
     assert!(plan_step(&paused, 512, 512).is_empty());
+}
+
+#[test]
+fn drafts_follow_every_pending_token_and_come_before_prompt_chunks() {
+    let slots = [
+        SlotView::Generate { drafts: 6 },
+        SlotView::Prefill { done: 0, until: 700, len: 700 },
+        SlotView::Generate { drafts: 3 },
+    ];
+    let plan = plan_step(&slots, 512, 512);
+    assert_eq!(
+        plan,
+        vec![
+            Part::Pending { slot: 0, drafts: 6 },
+            Part::Pending { slot: 2, drafts: 3 },
+            Part::Prompt { slot: 1, from: 0, to: 501, logits: false },
+        ]
+    );
+    // Drafts are cut to the batch, in slot order, never a pending token.
+    let plan = plan_step(&slots, 8, 8);
+    assert_eq!(plan, vec![Part::Pending { slot: 0, drafts: 6 }, Part::Pending { slot: 2, drafts: 0 }]);
+    assert_eq!(plan.iter().map(Part::tokens).sum::<usize>(), 8);
 }

@@ -38,6 +38,10 @@ pub struct LlamaCpp {
     counts: Mutex<Counts>,
     decodes: AtomicU64,
     busy_slots: AtomicU64,
+    /// Speculative decoding: drafts, drafted tokens, accepted tokens.
+    drafts: AtomicU64,
+    draft_tokens: AtomicU64,
+    accepted_tokens: AtomicU64,
 }
 
 /// Current state, read from the scheduler at scrape time.
@@ -69,6 +73,13 @@ impl LlamaCpp {
         self.busy_slots.fetch_add(slots as u64, Ordering::Relaxed);
     }
 
+    /// One draft of `drafted` tokens was verified; `accepted` were kept.
+    pub fn drafted(&self, drafted: usize, accepted: usize) {
+        self.drafts.fetch_add(1, Ordering::Relaxed);
+        self.draft_tokens.fetch_add(drafted as u64, Ordering::Relaxed);
+        self.accepted_tokens.fetch_add(accepted as u64, Ordering::Relaxed);
+    }
+
     /// The families in Prometheus' text format; starts a new rate window.
     pub fn render(&self, now: Now) -> String {
         let (c, prompt_rate, predicted_rate) = {
@@ -90,9 +101,9 @@ impl LlamaCpp {
             ("tokens_predicted_seconds_total", "counter", "Generation time after the first token.", c.predicted_seconds),
             ("n_decode_total", "counter", "llama_decode() calls.", decodes as f64),
             ("n_tokens_max", "counter", "Largest prompt plus generated tokens of one generation.", c.n_tokens_max as f64),
-            ("spec_decode_num_draft_tokens_total", "counter", "Drafted tokens (no speculative decoding yet: 0).", 0.0),
-            ("spec_decode_num_accepted_tokens_total", "counter", "Accepted drafted tokens (no speculative decoding yet: 0).", 0.0),
-            ("spec_decode_num_drafts_total", "counter", "Drafts (no speculative decoding yet: 0).", 0.0),
+            ("spec_decode_num_draft_tokens_total", "counter", "Drafted tokens (speculative decoding).", self.draft_tokens.load(Ordering::Relaxed) as f64),
+            ("spec_decode_num_accepted_tokens_total", "counter", "Drafted tokens the model accepted.", self.accepted_tokens.load(Ordering::Relaxed) as f64),
+            ("spec_decode_num_drafts_total", "counter", "Drafts verified.", self.drafts.load(Ordering::Relaxed) as f64),
             ("prompt_tokens_seconds", "gauge", "Prompt throughput in tokens/s since the previous scrape.", prompt_rate),
             ("predicted_tokens_seconds", "gauge", "Generation throughput in tokens/s since the previous scrape.", predicted_rate),
             ("requests_processing", "gauge", "Requests holding a slot.", now.processing as f64),
@@ -122,6 +133,8 @@ mod tests {
         m.finished(Finished { prompt_tokens: 6, cached_tokens: 4, prompt_seconds: 0.5, predicted_tokens: 9, predicted_seconds: 3.0 });
         m.decoded(1);
         m.decoded(3);
+        m.drafted(8, 5);
+        m.drafted(4, 0);
         let text = m.render(Now { processing: 1, deferred: 2 });
         assert_eq!(value(&text, "prompt_tokens_total"), 6.0);
         assert_eq!(value(&text, "prompt_tokens_cached_total"), 4.0);
@@ -130,6 +143,9 @@ mod tests {
         assert_eq!(value(&text, "n_tokens_max"), 19.0);
         assert_eq!(value(&text, "n_busy_slots_per_decode"), 2.0);
         assert_eq!(value(&text, "requests_deferred"), 2.0);
+        assert_eq!(value(&text, "spec_decode_num_drafts_total"), 2.0);
+        assert_eq!(value(&text, "spec_decode_num_draft_tokens_total"), 12.0);
+        assert_eq!(value(&text, "spec_decode_num_accepted_tokens_total"), 5.0);
         assert!(text.contains("# TYPE llamacpp:n_decode_total counter\n"), "{text}");
         let again = m.render(Now::default());
         assert_eq!(value(&again, "predicted_tokens_seconds"), 0.0, "a new window");

@@ -146,7 +146,7 @@ impl Engine for FakeEngine {
         if !rest.is_empty() {
             let _ = tx.send(GenerationEvent::Text(rest));
         }
-        let usage = Usage { prompt_tokens: request.prompt.len() as u32, completion_tokens: generated, cached_tokens: 0 };
+        let usage = Usage { prompt_tokens: request.prompt.len() as u32, completion_tokens: generated, ..Usage::default() };
         let done = match self.reply.ends_with(FAILS_AFTER_REPLY) {
             true => GenerationEvent::Failed("decode failed: the fake engine was told to fail".into()),
             false => GenerationEvent::Done { finish_reason, usage },

@@ -167,7 +167,7 @@ mod tests {
         StreamDelta { content: content.into(), reasoning: reasoning.into(), calls: calls.into_iter().enumerate().collect() }
     }
 
-    const USAGE: Usage = Usage { prompt_tokens: 10, completion_tokens: 4, cached_tokens: 3 };
+    const USAGE: Usage = Usage { prompt_tokens: 10, completion_tokens: 4, cached_tokens: 3, draft_tokens: 0, draft_accepted: 0 };
 
     #[test]
     fn a_stream_opens_and_closes_each_block_in_order() {

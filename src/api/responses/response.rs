@@ -274,7 +274,7 @@ mod tests {
 
     use crate::api::sse::named_events as events;
 
-    const USAGE: Usage = Usage { prompt_tokens: 10, completion_tokens: 4, cached_tokens: 3 };
+    const USAGE: Usage = Usage { prompt_tokens: 10, completion_tokens: 4, cached_tokens: 3, draft_tokens: 0, draft_accepted: 0 };
 
     fn delta(content: &str, reasoning: &str, calls: Vec<ToolCall>) -> StreamDelta {
         StreamDelta { content: content.into(), reasoning: reasoning.into(), calls: calls.into_iter().enumerate().collect() }

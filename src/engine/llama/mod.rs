@@ -25,6 +25,7 @@ mod sampler;
 mod prefix;
 mod progress;
 mod recover;
+mod speculate;
 pub mod reference;
 mod saved;
 mod shift;

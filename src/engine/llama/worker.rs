@@ -16,7 +16,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 use crate::engine::text::TextStream;
-use crate::engine::{EventSender, FinishReason, GenerationEvent, GenerationRequest, LoadTimings, ModelInfo, Usage};
+use crate::engine::{EventSender, GenerationEvent, GenerationRequest, LoadTimings, ModelInfo};
 
 use super::fork::PendingCopy;
 use super::recover::Before;
@@ -94,6 +94,7 @@ pub(super) fn worker_main(
     let shift_keep = super::shift::keep(options.knobs.context_shift, &ctx, &info);
     let max_checkpoints = options.knobs.ctx_checkpoints.map_or(crate::engine::checkpoints::DEFAULT_PER_SLOT, |n| n as usize);
     let mut worker = Worker::new(&model, ctx, &info, stats, store, (n_swa, max_checkpoints), shift_keep, embedder);
+    worker.spec = options.knobs.spec;
     worker.publish_stats();
     if ready.send(Ok((model.clone(), info, context_bytes, timings))).is_err() {
         return;
@@ -155,6 +156,13 @@ pub(super) struct Active {
     /// Sliding-window models: where the prompt's read takes checkpoints
     /// (`checkpoints::plan`), ascending; each is dropped once taken.
     pub(super) checkpoint_at: Vec<usize>,
+    /// Speculative decoding (speculate.rs): this step's drafted tokens, how
+    /// long the next draft may be, what was drafted and accepted so far, and
+    /// a buffer for the tokens the lookup searches.
+    pub(super) draft: Vec<LlamaToken>,
+    pub(super) pace: crate::engine::spec::Pace,
+    pub(super) drafted: crate::engine::spec::DraftCounts,
+    pub(super) history: Vec<u32>,
 }
 
 pub(super) struct Slot {
@@ -210,6 +218,8 @@ pub(super) struct Worker<'m> {
     pub(super) shift_keep: Option<usize>,
     /// Embedding requests and their context (see `embed.rs`).
     embedder: super::embed::Embedder<'m>,
+    /// Speculative decoding's settings (`--spec-type`, see speculate.rs).
+    pub(super) spec: crate::engine::spec::SpecConfig,
 }
 
 impl<'m> Worker<'m> {
@@ -255,6 +265,7 @@ impl<'m> Worker<'m> {
             store,
             shift_keep,
             embedder,
+            spec: Default::default(),
         }
     }
 
@@ -433,6 +444,10 @@ impl<'m> Worker<'m> {
                 logits_at: None,
                 follows,
                 checkpoint_at,
+                draft: Vec::new(),
+                pace: Default::default(),
+                drafted: Default::default(),
+                history: Vec::new(),
             });
             self.checkpoints_due(i);
         }
@@ -443,12 +458,14 @@ impl<'m> Worker<'m> {
     fn step(&mut self) {
         self.orphan_followers();
         self.check_slots();
+        let drafts: Vec<usize> = (0..self.slots.len()).map(|i| self.plan_draft(i)).collect();
         let views: Vec<SlotView> = self
             .slots
             .iter()
-            .map(|slot| match &slot.active {
+            .zip(drafts)
+            .map(|(slot, drafts)| match &slot.active {
                 Some(a) if a.follows.is_some() => SlotView::Idle,
-                Some(a) if a.pending.is_some() => SlotView::Generate,
+                Some(a) if a.pending.is_some() => SlotView::Generate { drafts },
                 Some(a) if a.generated == 0 => {
                     let len = a.prompt.len();
                     SlotView::Prefill { done: slot.cached.len(), until: a.checkpoint_at.first().copied().unwrap_or(len).min(len), len }
@@ -468,7 +485,7 @@ impl<'m> Worker<'m> {
         let mut before: Vec<Before> = Vec::new();
         for part in plan {
             match part {
-                Part::Pending { slot: i } => {
+                Part::Pending { slot: i, drafts } => {
                     let slot = &mut self.slots[i];
                     let Some(active) = slot.active.as_mut() else { continue };
                     let Some(token) = active.pending.take() else { continue };
@@ -482,6 +499,15 @@ impl<'m> Worker<'m> {
                     }
                     before.push(Before { slot: i, held: slot.cached.len(), pending: Some(token) });
                     slot.cached.push(token);
+                    // The draft the plan took, each with logits (see speculate.rs).
+                    active.draft.truncate(drafts);
+                    for (j, &d) in active.draft.iter().enumerate() {
+                        if self.batch.add(d, pos + 1 + j as i32, &[slot.seq], true).is_err() {
+                            active.draft.truncate(j);
+                            break;
+                        }
+                        slot.cached.push(d);
+                    }
                 }
                 Part::Prompt { slot: i, from, to, logits } => {
                     let slot = &mut self.slots[i];
@@ -525,64 +551,11 @@ impl<'m> Worker<'m> {
             return;
         }
         self.fork_followers();
-        let n_ctx_slot = self.n_ctx_slot;
-        let shift_keep = self.shift_keep;
-        let vocab = self.model.vocab();
         // Final events go out after the freed slots are published, so a client
         // that sees its answer also sees its slot free in `slot_stats`.
-        let mut finished: Vec<(EventSender, String, GenerationEvent)> = Vec::new();
-        for slot in &mut self.slots {
-            let Some(active) = slot.active.as_mut() else { continue };
-            let Some(idx) = active.logits_at.take() else { continue };
-            let post = active.logprobs.and_then(|(n, post)| post.then_some(n as usize));
-            let (token, post) = active.sampler.sample(&self.ctx, idx, post);
-            let outcome = if vocab.is_eog(token) {
-                Some(FinishReason::Stop)
-            } else {
-                active.generated += 1;
-                let keep_special = &active.keep_special;
-                let piece_of = |t| {
-                    let mut bytes = Vec::new();
-                    vocab.token_to_piece_into(t, &mut bytes, keep_special.contains(&t), None);
-                    bytes
-                };
-                let piece = piece_of(token);
-                if let Some((top, _)) = active.logprobs {
-                    let lp = match post {
-                        Some(post) => super::sampler::post_logprob(post, token, piece.clone(), piece_of),
-                        None => super::sampler::token_logprob(self.ctx.get_logits_ith(idx), token, piece.clone(), top as usize, piece_of),
-                    };
-                    let _ = active.tx.send(GenerationEvent::Logprob(lp));
-                }
-                let pushed = active.text.push(&piece);
-                if !pushed.text.is_empty() && active.tx.send(GenerationEvent::Text(pushed.text)).is_err() {
-                    slot.active = None;
-                    continue;
-                }
-                if let Some(index) = pushed.stopped {
-                    Some(FinishReason::StopSequence(index.min(u16::MAX as usize) as u16))
-                } else if active.max_tokens.is_some_and(|m| active.generated >= m)
-                    || (slot.cached.len() + 1 >= n_ctx_slot
-                        && !super::shift::make_room(&mut self.ctx, slot.seq, &mut slot.cached, &mut slot.checkpoints, &mut slot.marks, &mut slot.shifted, shift_keep.filter(|_| active.max_tokens.is_some())))
-                {
-                    Some(FinishReason::Length)
-                } else {
-                    active.pending = Some(token);
-                    None
-                }
-            };
-            if let Some(finish_reason) = outcome {
-                if let Some(mut done) = slot.active.take() {
-                    // Text held back as a possible stop-string start is real output.
-                    let rest = done.text.finish();
-                    let usage = Usage {
-                        prompt_tokens: done.prompt.len() as u32,
-                        completion_tokens: done.generated,
-                        cached_tokens: done.cached_tokens,
-                    };
-                    finished.push((done.tx, rest, GenerationEvent::Done { finish_reason, usage }));
-                }
-            }
+        let mut finished: Vec<super::speculate::Finished> = Vec::new();
+        for i in 0..self.slots.len() {
+            self.sample_slot(i, &mut finished);
         }
         if !finished.is_empty() {
             self.publish_stats();

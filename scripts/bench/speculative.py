@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Speculative decoding, ours next to llama-server's (issue 26).
+
+Two prompts on the test model, one slot, the same threads, greedy, 160
+tokens with end-of-generation biased away, streamed:
+
+  copy   a document, then "Repeat the text exactly." (twice, so the base
+         model copies): the answer repeats its context
+  story  "Once upon a time ...": an ordinary continuation
+
+Servers, one at a time (never two on the CPU together): vram-llm without
+speculation and with `--spec-type ngram-simple`, llama-server without and
+with each n-gram `--spec-type` it has. Decode speed is the client's
+(tokens after the first) / (time after the first token), median of the
+rounds. Printed: tokens/s, drafted/accepted (the servers' timings), whether
+the text equals the plain run of the same server, and the ratios.
+
+    .venv/bin/python scripts/bench/speculative.py [--rounds 3] [--threads 2]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import bench_lib  # noqa: E402
+
+MAX_TOKENS = 160
+PEER_TYPES = ["ngram-simple", "ngram-map-k", "ngram-mod", "ngram-cache"]
+
+
+def prompts():
+    doc = bench_lib.document("spec-copy", 8)
+    copy = f"Text: {doc}\nRepeat the text exactly.\nText: {doc}\nRepeat the text exactly.\nText:"
+    story = "Once upon a time, in a small village between the mountains and the sea, there lived"
+    return {"copy": copy, "story": story}
+
+
+def servers(args):
+    t = str(args.threads)
+    ours = [args.ours, "serve", "--model", args.model, "--threads", t, "--parallel", "1", "--ctx-size", "4096"]
+    peer = [args.peer, "-m", args.model, "-t", t, "-tb", t, "-np", "1", "-c", "4096", "--no-webui"]
+    out = [("vram-llm", "plain", ours), ("vram-llm", "ngram-simple", ours + ["--spec-type", "ngram-simple"] + args.ours_spec)]
+    out.append(("llama-server", "plain", peer))
+    for kind in PEER_TYPES:
+        out.append(("llama-server", kind, peer + ["--spec-type", kind]))
+    return out
+
+
+def measure(url, prompt, rounds):
+    speeds, last = [], None
+    for _ in range(rounds):
+        r = bench_lib.complete(url, prompt, MAX_TOKENS, extra={"cache_prompt": False})
+        speeds.append((r["tokens"] - 1) / max(r["end"] - r["first"], 1e-9))
+        last = r
+    # Drafted / accepted from the timings of one more run on llama-server's
+    # /completion (OpenAI's /v1/completions carries none here).
+    body = {"prompt": prompt, "n_predict": MAX_TOKENS, "temperature": 0, "logit_bias": bench_lib.NO_EOG, "cache_prompt": False}
+    timings = bench_lib.post_json(url, "/completion", body)[1].get("timings") or {}
+    return {"tps": statistics.median(speeds), "text": last["text"], "tokens": last["tokens"],
+            "drafted": timings.get("draft_n", 0), "accepted": timings.get("draft_n_accepted", 0)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench_lib.side_by_side_args(ap, rounds=3)
+    ap.add_argument("--ours-spec", nargs="*", default=[], help="more vram-llm flags for its speculative run")
+    args = ap.parse_args()
+    results = {}
+    for label, kind, argv in servers(args):
+        server = bench_lib.start(label, argv, f"spec-{kind}")
+        try:
+            server.wait_first_token()
+            for name, prompt in prompts().items():
+                bench_lib.complete(server.url, prompt, 8)  # warm
+                results[(label, kind, name)] = measure(server.url, prompt, args.rounds)
+        finally:
+            server.stop()
+    print(f"{'server':13} {'spec-type':13} {'prompt':6} {'tok/s':>7} {'drafted':>8} {'accepted':>9}  same text as plain")
+    for (label, kind, name), r in results.items():
+        same = r["text"] == results[(label, "plain", name)]["text"]
+        print(f"{label:13} {kind:13} {name:6} {r['tps']:7.1f} {r['drafted']:8} {r['accepted']:9}  {same}")
+    print()
+    for name in prompts():
+        ours_plain = results[("vram-llm", "plain", name)]["tps"]
+        ours_spec = results[("vram-llm", "ngram-simple", name)]["tps"]
+        peer_best = max(PEER_TYPES, key=lambda k: results[("llama-server", k, name)]["tps"])
+        peer_tps = results[("llama-server", peer_best, name)]["tps"]
+        print(f"{name}: vram-llm ngram-simple / vram-llm plain = {ours_spec / ours_plain:.2f}x; "
+              f"vram-llm ngram-simple / llama-server {peer_best} (its best) = {ours_spec / peer_tps:.2f}x; "
+              f"llama-server plain {results[('llama-server', 'plain', name)]['tps']:.1f} tok/s")
+
+
+if __name__ == "__main__":
+    main()

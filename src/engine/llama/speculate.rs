@@ -1,0 +1,145 @@
+//! Sampling a slot after a decode, with speculative drafts (`engine::spec`
+//! decides them): the slot's pending token was decoded with up to `n`
+//! drafted tokens after it, each with logits. Position 0 is sampled as
+//! without a draft; while the sampled token equals the drafted one, that
+//! drafted token's KV (computed in the same decode) is the right one and the
+//! next position is sampled too. The first token that differs becomes the
+//! pending token, and the KV of the drafted tokens after the last accepted
+//! one is removed. Every emitted token is one draw of the request's own
+//! sampler from the model's logits, in order, so the output (greedy or
+//! sampled, with a grammar or not) is what it would be without drafts.
+
+use llama_cpp_2::token::LlamaToken;
+
+use super::worker::Worker;
+use crate::engine::spec::ngram_simple;
+use crate::engine::{EventSender, FinishReason, GenerationEvent, Usage};
+
+/// A finished request's last events, sent once the freed slots are published.
+pub(super) type Finished = (EventSender, String, GenerationEvent);
+
+impl Worker<'_> {
+    /// Drafts slot `i`'s next tokens into its `draft` and returns how many:
+    /// none when speculation is off, the pace says wait, or nothing repeats.
+    /// A draft never reaches past the request's `max_tokens` or the slot's
+    /// context (a step with a draft never shifts the context).
+    pub(super) fn plan_draft(&mut self, i: usize) -> usize {
+        let spec = self.spec;
+        let n_ctx_slot = self.n_ctx_slot;
+        let slot = &mut self.slots[i];
+        let Some(active) = slot.active.as_mut() else { return 0 };
+        active.draft.clear();
+        let Some(pending) = active.pending.filter(|_| spec.enabled()) else { return 0 };
+        let mut limit = active.pace.limit(spec.n_max()).min(n_ctx_slot.saturating_sub(slot.cached.len() + 3));
+        if let Some(max) = active.max_tokens {
+            limit = limit.min(max.saturating_sub(active.generated).saturating_sub(1) as usize);
+        }
+        if limit == 0 || limit < spec.n_min() {
+            return 0;
+        }
+        active.history.clear();
+        active.history.extend(slot.cached.iter().map(|t| t.0 as u32));
+        active.history.push(pending.0 as u32);
+        let draft = ngram_simple(&active.history, spec.size_n(), limit);
+        if draft.len() < spec.n_min().max(1) {
+            return 0;
+        }
+        active.draft = draft.iter().map(|&t| LlamaToken(t as i32)).collect();
+        active.draft.len()
+    }
+
+    /// Samples slot `i` after a decode that gave it logits (see the module
+    /// notes); a request that ends is added to `finished`.
+    pub(super) fn sample_slot(&mut self, i: usize, finished: &mut Vec<Finished>) {
+        let n_ctx_slot = self.n_ctx_slot;
+        let shift_keep = self.shift_keep;
+        let n_max = self.spec.n_max();
+        let vocab = self.model.vocab();
+        let slot = &mut self.slots[i];
+        let Some(active) = slot.active.as_mut() else { return };
+        let Some(idx) = active.logits_at.take() else { return };
+        let draft = std::mem::take(&mut active.draft);
+        // The drafted tokens' KV is in the cache; `cached` lists each once accepted.
+        let base = slot.cached.len() - draft.len();
+        slot.cached.truncate(base);
+        let mut outcome = None;
+        let mut gone = false;
+        for j in 0..=draft.len() {
+            let at = idx + j as i32;
+            let post = active.logprobs.and_then(|(n, post)| post.then_some(n as usize));
+            let (token, post) = active.sampler.sample(&self.ctx, at, post);
+            active.pace.generated();
+            if vocab.is_eog(token) {
+                outcome = Some(FinishReason::Stop);
+                break;
+            }
+            active.generated += 1;
+            let keep_special = &active.keep_special;
+            let piece_of = |t| {
+                let mut bytes = Vec::new();
+                vocab.token_to_piece_into(t, &mut bytes, keep_special.contains(&t), None);
+                bytes
+            };
+            let piece = piece_of(token);
+            if let Some((top, _)) = active.logprobs {
+                let lp = match post {
+                    Some(post) => super::sampler::post_logprob(post, token, piece.clone(), piece_of),
+                    None => super::sampler::token_logprob(self.ctx.get_logits_ith(at), token, piece.clone(), top as usize, piece_of),
+                };
+                let _ = active.tx.send(GenerationEvent::Logprob(lp));
+            }
+            let pushed = active.text.push(&piece);
+            if !pushed.text.is_empty() && active.tx.send(GenerationEvent::Text(pushed.text)).is_err() {
+                gone = true;
+                break;
+            }
+            if let Some(index) = pushed.stopped {
+                outcome = Some(FinishReason::StopSequence(index.min(u16::MAX as usize) as u16));
+                break;
+            }
+            if active.max_tokens.is_some_and(|m| active.generated >= m)
+                || (slot.cached.len() + 1 >= n_ctx_slot
+                    && !super::shift::make_room(&mut self.ctx, slot.seq, &mut slot.cached, &mut slot.checkpoints, &mut slot.marks, &mut slot.shifted, shift_keep.filter(|_| active.max_tokens.is_some())))
+            {
+                outcome = Some(FinishReason::Length);
+                break;
+            }
+            if draft.get(j) == Some(&token) {
+                // Its KV is already there: go on to the next position.
+                slot.cached.push(token);
+                continue;
+            }
+            active.pending = Some(token);
+            break;
+        }
+        let accepted = slot.cached.len() - base;
+        if accepted < draft.len() {
+            // The rejected drafts' KV (a shift never happens in a step with a
+            // draft: `plan_draft` keeps it clear of the context's end).
+            let _ = self.ctx.kv_cache_seq_rm(slot.seq, Some(slot.cached.len() as u32), None);
+        }
+        if !draft.is_empty() {
+            active.pace.drafted(draft.len(), accepted, n_max);
+            active.drafted.drafted += draft.len() as u32;
+            active.drafted.accepted += accepted as u32;
+            crate::metrics::global().llamacpp.drafted(draft.len(), accepted);
+        }
+        if gone {
+            slot.active = None;
+            return;
+        }
+        let Some(finish_reason) = outcome else { return };
+        if let Some(mut done) = slot.active.take() {
+            // Text held back as a possible stop-string start is real output.
+            let rest = done.text.finish();
+            let usage = Usage {
+                prompt_tokens: done.prompt.len() as u32,
+                completion_tokens: done.generated,
+                cached_tokens: done.cached_tokens,
+                draft_tokens: done.drafted.drafted,
+                draft_accepted: done.drafted.accepted,
+            };
+            finished.push((done.tx, rest, GenerationEvent::Done { finish_reason, usage }));
+        }
+    }
+}
