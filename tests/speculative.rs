@@ -35,10 +35,15 @@ async fn servers(parallel: &str) -> (RealServer, RealServer) {
 #[tokio::test]
 async fn greedy_output_is_the_same_with_drafts_and_drafts_are_accepted() {
     let (plain, spec) = servers("1").await;
+    // The test model is sliding-window (512 tokens): the long prompt puts
+    // the window well past its start, so a rejected draft's removal must
+    // leave the window's cells as they were.
+    let long: String = (1..=40).map(|i| format!("Note {i}: the keeper logged ship number {} at {} o'clock. ", i * 7, i % 12 + 1)).collect();
     let prompts = [
         copy_prompt(PASSAGE),
         "Once upon a time, in a small village by the sea,".to_string(),
         "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,".to_string(),
+        copy_prompt(&long),
     ];
     let mut accepted = 0;
     for prompt in &prompts {

@@ -1,6 +1,6 @@
 //! Embeddings: `POST /v1/embeddings` (OpenAI) and llama-server's
 //! `POST /embedding` and `/embeddings`; Ollama's `/api/embed` shares the
-//! core here (`ollama_embed.rs`). Requests are checked without the model,
+//! core here (`ollama/embed.rs`). Requests are checked without the model,
 //! then go through the scheduler like generations (an embedding on a model
 //! not loaded is a load or a swap), are tokenized off the runtime and
 //! computed on the model's worker thread, which batches a request's inputs.

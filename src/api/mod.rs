@@ -22,7 +22,6 @@ pub mod metrics;
 pub mod models;
 pub mod native;
 pub mod ollama;
-pub mod ollama_embed;
 pub mod openai;
 pub mod prompt_list;
 pub mod reqlog;
@@ -148,8 +147,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ps", get(ollama::ps))
         .route("/api/show", post(ollama::show))
         .route("/api/version", get(ollama::version))
-        .route("/api/embed", post(ollama_embed::embed))
-        .route("/api/embeddings", post(ollama_embed::embeddings))
+        .route("/api/embed", post(ollama::embed::embed))
+        .route("/api/embeddings", post(ollama::embed::embeddings))
         .route("/v1/embeddings", post(embeddings::openai))
         .route("/embedding", post(embeddings::native))
         .route("/embeddings", post(embeddings::native))

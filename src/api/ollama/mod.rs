@@ -23,12 +23,14 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::error::{invalid, ApiError};
-use super::extract::parse_json;
-use super::generate::{collect, pump, start, Framing, Started};
-use super::openai::{ChatCompletionRequest, CompletionRequest, WireRequest};
-use super::reqlog::RequestLog;
-use super::{validate, AppState};
+use crate::api::error::{invalid, ApiError};
+use crate::api::extract::parse_json;
+use crate::api::generate::{collect, pump, start, Framing, Started};
+use crate::api::openai::{ChatCompletionRequest, CompletionRequest, WireRequest};
+use crate::api::reqlog::RequestLog;
+use crate::api::{validate, AppState};
+
+pub mod embed;
 use crate::engine::{FinishReason, Usage};
 use crate::scheduler::{ModelView, Snapshot};
 use crate::template::rfc3339_utc;
@@ -218,7 +220,7 @@ fn ndjson_framing() -> Framing {
 #[derive(Clone, Copy)]
 enum Kind {
     /// How the answer is parsed for tool calls and thinking.
-    Chat(super::chat::Output),
+    Chat(crate::api::chat::Output),
     Generate,
 }
 
@@ -283,7 +285,7 @@ async fn answer(
         }
         return Ok(Json(body).into_response());
     }
-    let (tx, response) = super::sse::channel_response_as("application/x-ndjson");
+    let (tx, response) = crate::api::sse::channel_response_as("application/x-ndjson");
     tokio::spawn(async move {
         let _permit = permit;
         let name = model.clone();
@@ -338,11 +340,11 @@ async fn start_chat(
     options: Option<&Map<String, Value>>,
     extra: Map<String, Value>,
     log: RequestLog,
-) -> Result<(crate::scheduler::Permit, Started, super::chat::Output), ApiError> {
+) -> Result<(crate::scheduler::Permit, Started, crate::api::chat::Output), ApiError> {
     let openai: ChatCompletionRequest = parse_json(&openai_body(name, stream, options, extra)?)?;
     let valid = validate::chat(openai, view.n_vocab.unwrap_or(u32::MAX), &view.spec.defaults())?;
     let permit = state.scheduler.acquire(view.index).await?;
-    let (mut started, output) = super::chat::prepare(&permit, &valid, log).await?;
+    let (mut started, output) = crate::api::chat::prepare(&permit, &valid, log).await?;
     Ok((permit, started.remove(0), output))
 }
 
@@ -368,7 +370,7 @@ async fn chat_inner(state: AppState, log: RequestLog, body: Bytes) -> Result<Res
     let snapshot = state.scheduler.snapshot();
     let view = resolve(&snapshot, &req.model)?;
     log.model(&view.spec.id);
-    super::embeddings::refuse_generation(view)?;
+    crate::api::embeddings::refuse_generation(view)?;
     let (permit, started, output) = start_chat(&state, view, &req.model, stream, req.options.as_ref(), extra, log).await?;
     answer(Kind::Chat(output), started, permit, view.spec.id.clone(), stream, began).await
 }
@@ -407,7 +409,7 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
         };
         return Ok(Json(json!({"model": id, "created_at": now_rfc3339(), "response": "", "done": true, "done_reason": reason})).into_response());
     }
-    super::embeddings::refuse_generation(view)?;
+    crate::api::embeddings::refuse_generation(view)?;
     let stream = req.stream.unwrap_or(true);
     // `suffix`: fill in the middle, on the raw prompt (the model's FIM
     // tokens; a model without them is a 400 naming `suffix`).
@@ -424,7 +426,7 @@ async fn generate_inner(state: AppState, log: RequestLog, body: Bytes) -> Result
         let permit = state.scheduler.acquire(index).await.map_err(ApiError::from)?;
         validate::against_model(&mut valid.sampling, &permit.model.engine).await?;
         if let Some(suffix) = &suffix {
-            one = super::completions::fill_in_the_middle(&permit.model, &id, one, suffix).await?;
+            one = crate::api::completions::fill_in_the_middle(&permit.model, &id, one, suffix).await?;
         }
         let started = start(&permit.model, one, &valid.sampling, "prompt", log).await?;
         (permit, started)

@@ -16,13 +16,13 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::embeddings::{one_vector_per_input, parse_inputs, run, EmbedOptions};
-use super::error::ApiError;
-use super::extract::parse_json;
-use super::ollama::{resolve, OllamaError};
-use super::openai::WireRequest;
-use super::reqlog::RequestLog;
-use super::AppState;
+use crate::api::embeddings::{one_vector_per_input, parse_inputs, run, EmbedOptions};
+use crate::api::error::ApiError;
+use crate::api::extract::parse_json;
+use super::{resolve, OllamaError};
+use crate::api::openai::WireRequest;
+use crate::api::reqlog::RequestLog;
+use crate::api::AppState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
