@@ -552,3 +552,26 @@ impl SpecConfig {
         self.size_n.unwrap_or(DEFAULT_SIZE_N).max(1) as usize
     }
 }
+
+/// A request's own speculation settings (llama-server's `speculative.type`,
+/// `speculative.n_max`, `speculative.n_min`, `speculative.ngram_size_n`);
+/// each one given wins over the model's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpecRequest {
+    pub kind: Option<SpecType>,
+    pub n_max: Option<u32>,
+    pub n_min: Option<u32>,
+    pub size_n: Option<u32>,
+}
+
+impl SpecConfig {
+    /// The model's settings with a request's on top.
+    pub fn with(self, r: SpecRequest) -> SpecConfig {
+        SpecConfig {
+            kind: r.kind.unwrap_or(self.kind),
+            n_max: r.n_max.or(self.n_max),
+            n_min: r.n_min.or(self.n_min),
+            size_n: r.size_n.or(self.size_n),
+        }
+    }
+}

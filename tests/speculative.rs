@@ -111,3 +111,29 @@ async fn sampled_output_is_the_same_for_a_seed() {
     let b = complete(&spec.base, body).await;
     assert_eq!(a["content"], b["content"]);
 }
+
+#[tokio::test]
+async fn a_request_turns_speculation_on_or_off_with_llama_servers_fields() {
+    let (plain, spec) = servers("1").await;
+    let body = json!({"prompt": copy_prompt(PASSAGE), "n_predict": 48, "temperature": 0, "cache_prompt": false});
+    let mut on = body.clone();
+    on["speculative.type"] = "ngram-simple".into();
+    on["speculative.ngram_size_n"] = 3.into();
+    let mut off = body.clone();
+    off["speculative.type"] = "none".into();
+    let (a, b, c) = (complete(&plain.base, on).await, complete(&spec.base, off).await, complete(&plain.base, body).await);
+    assert_eq!(a["content"], c["content"]);
+    assert_eq!(b["content"], c["content"]);
+    assert!(a["timings"]["draft_n_accepted"].as_u64().unwrap_or(0) > 0, "on for the request: {}", a["timings"]);
+    assert!(b["timings"].get("draft_n").is_none(), "off for the request: {}", b["timings"]);
+    // A type this server does not have is a 400 naming the field.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/completion", plain.base))
+        .json(&json!({"prompt": "x", "speculative.type": "draft-simple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "speculative.type", "{err}");
+}

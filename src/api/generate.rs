@@ -164,6 +164,7 @@ pub fn request(tokens: Vec<TokenId>, sampling: &ValidSampling) -> GenerationRequ
         logprobs: sampling.logprobs,
         post_sampling_probs: sampling.post_sampling_probs,
         return_progress: sampling.return_progress && sampling.stream,
+        speculative: sampling.speculative,
         keep_special: sampling.keep_special.clone(),
         branch_points: Vec::new(),
         cache_prompt: sampling.cache_prompt,

@@ -87,6 +87,17 @@ pub struct SamplingFields {
     pub return_progress: Option<bool>,
     /// llama-server's: every streamed chunk carries the `timings` so far.
     pub timings_per_token: Option<bool>,
+    /// llama-server's per-request speculative decoding (keys with a dot).
+    #[serde(rename = "speculative.type")]
+    pub speculative_type: Option<String>,
+    #[serde(rename = "speculative.n_max")]
+    pub speculative_n_max: Option<i64>,
+    #[serde(rename = "speculative.n_min")]
+    pub speculative_n_min: Option<i64>,
+    #[serde(rename = "speculative.p_min")]
+    pub speculative_p_min: Option<f64>,
+    #[serde(rename = "speculative.ngram_size_n")]
+    pub speculative_ngram_size_n: Option<i64>,
     // llama-server's samplers (see `types::SamplingParams`).
     pub typical_p: Option<f64>,
     pub min_keep: Option<f64>,

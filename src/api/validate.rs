@@ -35,6 +35,8 @@ pub struct ValidSampling {
     pub return_progress: bool,
     /// Each streamed chunk carries the timings so far (`timings_per_token`).
     pub timings_per_token: bool,
+    /// llama-server's `speculative.*` fields.
+    pub speculative: crate::types::SpecRequest,
     /// Special tokens the output writes as text (tool-call marks).
     pub keep_special: Vec<TokenId>,
     /// Choices per prompt (`n`).
@@ -282,6 +284,7 @@ fn message(index: usize, mut m: Map<String, Value>) -> Result<Value, ApiError> {
 fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Result<ValidSampling, ApiError> {
     let defaults = &model_defaults.sampling;
     let has_schema = f.json_schema.as_ref().is_some_and(|v| !v.is_null());
+    let speculative = speculative(&f)?;
     let temperature = ranged(SamplingField::Temperature, f.temperature)?.map_or(defaults.temperature, |v| v as f32);
     let top_p = ranged(SamplingField::TopP, f.top_p)?.map_or(defaults.top_p, |v| v as f32);
     let top_k = ranged(SamplingField::TopK, f.top_k.map(|k| k as f64))?.map_or(defaults.top_k, |v| v as i32);
@@ -361,11 +364,38 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
         post_sampling_probs: f.post_sampling_probs.unwrap_or(false),
         return_progress: f.return_progress.unwrap_or(false),
         timings_per_token: f.timings_per_token.unwrap_or(false),
+        speculative,
         n: match f.n {
             None => 1,
             Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => n as u32,
             Some(n) => return Err(invalid("n", format!("`n` must be between 1 and {MAX_CHOICES} (got {n})"))),
         },
+    })
+}
+
+/// llama-server's `speculative.*` fields: a type this server has (`none`,
+/// `ngram-simple`), draft lengths 0..=256, a lookup of 1..=64 tokens;
+/// `p_min` (0..=1) is for draft models and changes nothing here.
+fn speculative(f: &SamplingFields) -> Result<crate::types::SpecRequest, ApiError> {
+    use crate::types::SpecType;
+    let count = |name: &'static str, v: Option<i64>, range: std::ops::RangeInclusive<i64>| match v {
+        Some(n) if !range.contains(&n) => Err(invalid(name, format!("`{name}` must be between {} and {} (got {n})", range.start(), range.end()))),
+        v => Ok(v.map(|n| n as u32)),
+    };
+    if f.speculative_p_min.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+        return Err(invalid("speculative.p_min", "`speculative.p_min` must be between 0 and 1"));
+    }
+    let kind = match f.speculative_type.as_deref() {
+        None => None,
+        Some("none") => Some(SpecType::None),
+        Some("ngram-simple") => Some(SpecType::NgramSimple),
+        Some(other) => return Err(invalid("speculative.type", format!("`speculative.type` `{other}` is not available here: `ngram-simple` or `none`"))),
+    };
+    Ok(crate::types::SpecRequest {
+        kind,
+        n_max: count("speculative.n_max", f.speculative_n_max, 0..=256)?,
+        n_min: count("speculative.n_min", f.speculative_n_min, 0..=256)?,
+        size_n: count("speculative.ngram_size_n", f.speculative_ngram_size_n, 1..=64)?,
     })
 }
 

@@ -25,6 +25,27 @@ mod requests {
     }
 
     #[test]
+    fn speculative_fields_are_llama_servers_and_checked() {
+        let v = chat_req(json!({"messages":[{"role":"user","content":"x"}],
+            "speculative.type":"ngram-simple","speculative.n_max":8,"speculative.n_min":2,"speculative.ngram_size_n":4,"speculative.p_min":0.5}))
+        .unwrap();
+        let want = crate::types::SpecRequest { kind: Some(crate::types::SpecType::NgramSimple), n_max: Some(8), n_min: Some(2), size_n: Some(4) };
+        assert_eq!(v.sampling.speculative, want);
+        let bad = [
+            (json!({"speculative.type":"ngram-mod"}), "speculative.type"),
+            (json!({"speculative.n_max":-1}), "speculative.n_max"),
+            (json!({"speculative.n_min":1000}), "speculative.n_min"),
+            (json!({"speculative.ngram_size_n":0}), "speculative.ngram_size_n"),
+            (json!({"speculative.p_min":2.0}), "speculative.p_min"),
+        ];
+        for (fields, name) in bad {
+            let mut body = json!({"messages":[{"role":"user","content":"x"}]});
+            body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+            assert_eq!(param_of(chat_req(body).unwrap_err()), name);
+        }
+    }
+
+    #[test]
     fn text_parts_are_joined_into_one_string() {
         let v = chat_req(json!({"messages":[{"role":"user","content":[
             {"type":"text","text":"a"},{"type":"text","text":"b"}]}]}))

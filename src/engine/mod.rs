@@ -103,6 +103,8 @@ pub struct GenerationRequest {
     pub cache_prompt: bool,
     /// Send a `Progress` event after each decode that reads the prompt.
     pub return_progress: bool,
+    /// Speculative decoding settings of this request (over the model's).
+    pub speculative: crate::types::SpecRequest,
 }
 
 /// A generated token's log-probability under the model (its raw logits,

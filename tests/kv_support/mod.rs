@@ -69,6 +69,7 @@ pub fn greedy(prompt: Vec<u32>, max_tokens: u32) -> GenerationRequest {
         branch_points: Vec::new(),
         cache_prompt: true,
         return_progress: false,
+        speculative: Default::default(),
     }
 }
 

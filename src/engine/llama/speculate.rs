@@ -24,10 +24,10 @@ impl Worker<'_> {
     /// A draft never reaches past the request's `max_tokens` or the slot's
     /// context (a step with a draft never shifts the context).
     pub(super) fn plan_draft(&mut self, i: usize) -> usize {
-        let spec = self.spec;
         let n_ctx_slot = self.n_ctx_slot;
         let slot = &mut self.slots[i];
         let Some(active) = slot.active.as_mut() else { return 0 };
+        let spec = active.spec;
         active.draft.clear();
         let Some(pending) = active.pending.filter(|_| spec.enabled()) else { return 0 };
         let mut limit = active.pace.limit(spec.n_max()).min(n_ctx_slot.saturating_sub(slot.cached.len() + 3));
@@ -53,10 +53,10 @@ impl Worker<'_> {
     pub(super) fn sample_slot(&mut self, i: usize, finished: &mut Vec<Finished>) {
         let n_ctx_slot = self.n_ctx_slot;
         let shift_keep = self.shift_keep;
-        let n_max = self.spec.n_max();
         let vocab = self.model.vocab();
         let slot = &mut self.slots[i];
         let Some(active) = slot.active.as_mut() else { return };
+        let n_max = active.spec.n_max();
         let Some(idx) = active.logits_at.take() else { return };
         let draft = std::mem::take(&mut active.draft);
         // The drafted tokens' KV is in the cache; `cached` lists each once accepted.

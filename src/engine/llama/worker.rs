@@ -163,6 +163,8 @@ pub(super) struct Active {
     pub(super) pace: crate::engine::spec::Pace,
     pub(super) drafted: crate::engine::spec::DraftCounts,
     pub(super) history: Vec<u32>,
+    /// The model's speculation settings with the request's on top.
+    pub(super) spec: crate::engine::spec::SpecConfig,
 }
 
 pub(super) struct Slot {
@@ -448,6 +450,7 @@ impl<'m> Worker<'m> {
                 pace: Default::default(),
                 drafted: Default::default(),
                 history: Vec::new(),
+                spec: self.spec.with(req.speculative),
             });
             self.checkpoints_due(i);
         }
