@@ -12,7 +12,8 @@ pub use crate::types::{SpecConfig, SpecType, DEFAULT_N_MAX, DEFAULT_SIZE_N};
 
 /// llama-server's `ngram-simple`: the most recent earlier place where the
 /// last `size_n` tokens of `history` (the pending token last) occur, and up
-/// to `max` of the tokens that followed them there. Empty when there is none.
+/// to `max` of the tokens that followed them there. Empty when there is none,
+/// or when fewer than `size_n` tokens follow it before the pending token.
 pub fn ngram_simple(history: &[u32], size_n: usize, max: usize) -> &[u32] {
     let len = history.len();
     if size_n == 0 || max == 0 || len <= size_n {
@@ -23,6 +24,12 @@ pub fn ngram_simple(history: &[u32], size_n: usize, max: usize) -> &[u32] {
     for start in (0..len - size_n).rev() {
         if &history[start..start + size_n] == pattern {
             let from = start + size_n;
+            // As llama-server: the latest match must leave `size_n` tokens
+            // before the pending one, or nothing is drafted (a short period
+            // is more often a stutter the model leaves than a loop).
+            if len - 1 - from < size_n {
+                return &[];
+            }
             return &history[from..len.min(from + max)];
         }
     }
@@ -114,8 +121,10 @@ mod tests {
         assert!(ngram_simple(&[1, 2, 3, 4], 2, 8).is_empty());
         assert!(ngram_simple(&[1, 2], 2, 8).is_empty());
         assert!(ngram_simple(&[1, 2, 1, 2], 2, 0).is_empty());
-        // A run of one token drafts more of it.
-        assert_eq!(ngram_simple(&[5, 5, 5, 5], 2, 8), &[5]);
+        // The latest match leaves fewer than size_n tokens: nothing.
+        assert!(ngram_simple(&[5, 5, 5, 5], 2, 8).is_empty());
+        assert!(ngram_simple(&[1, 2, 1, 2], 2, 8).is_empty());
+        assert_eq!(ngram_simple(&[1, 2, 3, 1, 2], 2, 8), &[3, 1, 2]);
     }
 
     #[test]
