@@ -25,11 +25,12 @@ impl Worker<'_> {
     /// context (a step with a draft never shifts the context).
     pub(super) fn plan_draft(&mut self, i: usize) -> usize {
         let n_ctx_slot = self.n_ctx_slot;
+        let can_draft = self.can_draft;
         let slot = &mut self.slots[i];
         let Some(active) = slot.active.as_mut() else { return 0 };
         let spec = active.spec;
         active.draft.clear();
-        let Some(pending) = active.pending.filter(|_| spec.enabled()) else { return 0 };
+        let Some(pending) = active.pending.filter(|_| can_draft && spec.enabled()) else { return 0 };
         let mut limit = active.pace.limit(spec.n_max()).min(n_ctx_slot.saturating_sub(slot.cached.len() + 3));
         if let Some(max) = active.max_tokens {
             limit = limit.min(max.saturating_sub(active.generated).saturating_sub(1) as usize);
@@ -113,17 +114,23 @@ impl Worker<'_> {
             break;
         }
         let accepted = slot.cached.len() - base;
-        if accepted < draft.len() {
-            // The rejected drafts' KV (a shift never happens in a step with a
-            // draft: `plan_draft` keeps it clear of the context's end).
-            let _ = self.ctx.kv_cache_seq_rm(slot.seq, Some(slot.cached.len() as u32), None);
-        }
+        // The rejected drafts' KV (a shift never happens in a step with a
+        // draft: `plan_draft` keeps it clear of the context's end).
+        let removed = accepted == draft.len() || self.ctx.kv_cache_seq_rm(slot.seq, Some(slot.cached.len() as u32), None).is_ok();
         if !draft.is_empty() {
             active.pace.drafted(draft.len(), accepted, n_max);
             active.drafted.drafted += draft.len() as u32;
             active.drafted.accepted += accepted as u32;
             crate::metrics::global().llamacpp.drafted(draft.len(), accepted);
         }
+        if !removed {
+            // A memory that cannot drop a tail (the init check should have
+            // kept drafts off it): the sequence is no longer what it says.
+            self.can_draft = false;
+            self.reset_slot(i, "its memory cannot remove rejected drafted tokens");
+            return;
+        }
+        let slot = &mut self.slots[i];
         if gone {
             slot.active = None;
             return;

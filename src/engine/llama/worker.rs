@@ -95,6 +95,9 @@ pub(super) fn worker_main(
     let max_checkpoints = options.knobs.ctx_checkpoints.map_or(crate::engine::checkpoints::DEFAULT_PER_SLOT, |n| n as usize);
     let mut worker = Worker::new(&model, ctx, &info, stats, store, (n_swa, max_checkpoints), shift_keep, embedder);
     worker.spec = options.knobs.spec;
+    if worker.spec.enabled() && !worker.can_draft {
+        tracing::warn!(model = %options.path.display(), "speculative decoding is off for this model: its memory (recurrent or hybrid) cannot drop rejected drafts");
+    }
     worker.publish_stats();
     if ready.send(Ok((model.clone(), info, context_bytes, timings))).is_err() {
         return;
@@ -220,8 +223,11 @@ pub(super) struct Worker<'m> {
     pub(super) shift_keep: Option<usize>,
     /// Embedding requests and their context (see `embed.rs`).
     embedder: super::embed::Embedder<'m>,
-    /// Speculative decoding's settings (`--spec-type`, see speculate.rs).
+    /// Speculative decoding's settings (`--spec-type`, see speculate.rs),
+    /// and whether the memory can drop rejected drafts (not recurrent or
+    /// hybrid models, whose state cannot be cut back to a position).
     pub(super) spec: crate::engine::spec::SpecConfig,
+    pub(super) can_draft: bool,
 }
 
 impl<'m> Worker<'m> {
@@ -268,6 +274,7 @@ impl<'m> Worker<'m> {
             shift_keep,
             embedder,
             spec: Default::default(),
+            can_draft: !(weights.model.is_recurrent() || weights.model.is_hybrid()),
         }
     }
 
