@@ -469,31 +469,6 @@ impl SamplingField {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_id_is_the_file_stem_without_split_suffix() {
-        assert_eq!(default_id(Path::new("models/gemma-3-270m-q4_k_m.gguf")), "gemma-3-270m-q4_k_m");
-        assert_eq!(default_id(Path::new("/m/big-model-00001-of-00003.gguf")), "big-model");
-    }
-
-    #[test]
-    fn one_range_table_for_config_and_requests() {
-        use SamplingField::*;
-        assert!(Temperature.check(0.0).is_ok() && Temperature.check(100.0).is_ok());
-        assert!(Temperature.check(f64::NAN).is_err() && Temperature.check(-0.1).is_err());
-        assert!(TopP.check(0.0).is_err() && TopP.check(1.0).is_ok());
-        assert!(RepeatPenalty.check(f64::INFINITY).is_err() && RepeatPenalty.check(0.0).is_err());
-        assert!(RepeatLastN.check(1_000_001.0).is_err() && RepeatLastN.check(0.0).is_ok());
-        assert!(MaxTokens.check(0.0).is_err() && MaxTokens.check(1.0).is_ok());
-        assert!(Mirostat.check(1.5).is_err() && Mirostat.check(2.0).is_ok());
-        assert!(DryPenaltyLastN.check(-1.0).is_ok() && DryPenaltyLastN.check(-2.0).is_err());
-        assert!(TypicalP.check(0.0).is_err() && XtcProbability.check(1.1).is_err());
-    }
-}
-
 /// Which self-speculation a model uses (llama-server's `--spec-type`;
 /// `engine::spec` drafts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
@@ -505,15 +480,6 @@ pub enum SpecType {
     /// Find the last `--spec-ngram-simple-size-n` tokens earlier in the
     /// prompt or output and draft what followed them.
     NgramSimple,
-}
-
-impl SpecType {
-    pub fn name(self) -> &'static str {
-        match self {
-            SpecType::None => "none",
-            SpecType::NgramSimple => "ngram-simple",
-        }
-    }
 }
 
 /// llama-server's default lookup length for `ngram-simple`.
@@ -538,21 +504,6 @@ pub struct SpecConfig {
     pub size_n: Option<u32>,
 }
 
-impl SpecConfig {
-    pub fn enabled(&self) -> bool {
-        self.kind != SpecType::None && self.n_max() > 0
-    }
-    pub fn n_max(&self) -> usize {
-        self.n_max.unwrap_or(DEFAULT_N_MAX) as usize
-    }
-    pub fn n_min(&self) -> usize {
-        self.n_min.unwrap_or(0) as usize
-    }
-    pub fn size_n(&self) -> usize {
-        self.size_n.unwrap_or(DEFAULT_SIZE_N).max(1) as usize
-    }
-}
-
 /// A request's own speculation settings (llama-server's `speculative.type`,
 /// `speculative.n_max`, `speculative.n_min`, `speculative.ngram_size_n`);
 /// each one given wins over the model's.
@@ -573,5 +524,43 @@ impl SpecConfig {
             n_min: r.n_min.or(self.n_min),
             size_n: r.size_n.or(self.size_n),
         }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.kind != SpecType::None && self.n_max() > 0
+    }
+    pub fn n_max(&self) -> usize {
+        self.n_max.unwrap_or(DEFAULT_N_MAX) as usize
+    }
+    pub fn n_min(&self) -> usize {
+        self.n_min.unwrap_or(0) as usize
+    }
+    pub fn size_n(&self) -> usize {
+        self.size_n.unwrap_or(DEFAULT_SIZE_N).max(1) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_id_is_the_file_stem_without_split_suffix() {
+        assert_eq!(default_id(Path::new("models/gemma-3-270m-q4_k_m.gguf")), "gemma-3-270m-q4_k_m");
+        assert_eq!(default_id(Path::new("/m/big-model-00001-of-00003.gguf")), "big-model");
+    }
+
+    #[test]
+    fn one_range_table_for_config_and_requests() {
+        use SamplingField::*;
+        assert!(Temperature.check(0.0).is_ok() && Temperature.check(100.0).is_ok());
+        assert!(Temperature.check(f64::NAN).is_err() && Temperature.check(-0.1).is_err());
+        assert!(TopP.check(0.0).is_err() && TopP.check(1.0).is_ok());
+        assert!(RepeatPenalty.check(f64::INFINITY).is_err() && RepeatPenalty.check(0.0).is_err());
+        assert!(RepeatLastN.check(1_000_001.0).is_err() && RepeatLastN.check(0.0).is_ok());
+        assert!(MaxTokens.check(0.0).is_err() && MaxTokens.check(1.0).is_ok());
+        assert!(Mirostat.check(1.5).is_err() && Mirostat.check(2.0).is_ok());
+        assert!(DryPenaltyLastN.check(-1.0).is_ok() && DryPenaltyLastN.check(-2.0).is_err());
+        assert!(TypicalP.check(0.0).is_err() && XtcProbability.check(1.1).is_err());
     }
 }

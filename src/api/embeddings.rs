@@ -202,10 +202,15 @@ pub fn refuse_generation(view: &ModelView) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The model is configured for a vector per token (`--pooling none`).
+fn per_token(view: &ModelView) -> bool {
+    view.spec.knobs.pooling == Some(Pooling::None)
+}
+
 /// Endpoints that answer one vector per input refuse a model with pooling
 /// `none` (a vector per token), as llama-server's `/v1/embeddings` does.
 pub fn one_vector_per_input(view: &ModelView, endpoint: &str) -> Result<(), ApiError> {
-    if view.spec.knobs.pooling == Some(Pooling::None) {
+    if per_token(view) {
         return Err(invalid(
             "model",
             format!("model `{}` has pooling `none` (a vector per token), which {endpoint} cannot answer: use /embeddings, or another --pooling", view.spec.id),
@@ -350,7 +355,7 @@ pub async fn native(State(state): State<AppState>, Extension(log): Extension<Req
     let view = snapshot.resolve(req.model.as_deref())?;
     log.model(&view.spec.id);
     let inputs = parse_inputs(field, value, view.n_vocab.unwrap_or(u32::MAX))?;
-    let per_token = view.spec.knobs.pooling == Some(Pooling::None);
+    let by_token = per_token(view);
     let out = run(&state, view, inputs, EmbedOptions { dimensions: None, truncate: false, field }, &log).await?;
     let n_embd = out.n_embd.max(1);
     let body: Vec<Value> = out
@@ -358,7 +363,7 @@ pub async fn native(State(state): State<AppState>, Extension(log): Extension<Req
         .into_iter()
         .enumerate()
         .map(|(index, v)| {
-            let rows: Vec<&[f32]> = if per_token { v.chunks(n_embd).collect() } else { vec![&v] };
+            let rows: Vec<&[f32]> = if by_token { v.chunks(n_embd).collect() } else { vec![&v] };
             serde_json::json!({"index": index, "embedding": rows})
         })
         .collect();

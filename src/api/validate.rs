@@ -385,11 +385,12 @@ fn speculative(f: &SamplingFields) -> Result<crate::types::SpecRequest, ApiError
     if f.speculative_p_min.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
         return Err(invalid("speculative.p_min", "`speculative.p_min` must be between 0 and 1"));
     }
+    // The names `--spec-type` takes (the enum's own), exactly.
     let kind = match f.speculative_type.as_deref() {
         None => None,
-        Some("none") => Some(SpecType::None),
-        Some("ngram-simple") => Some(SpecType::NgramSimple),
-        Some(other) => return Err(invalid("speculative.type", format!("`speculative.type` `{other}` is not available here: `ngram-simple` or `none`"))),
+        Some(name) => Some(<SpecType as clap::ValueEnum>::from_str(name, false).map_err(|_| {
+            invalid("speculative.type", format!("`speculative.type` `{name}` is not available here: `ngram-simple` or `none`"))
+        })?),
     };
     Ok(crate::types::SpecRequest {
         kind,

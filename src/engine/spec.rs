@@ -8,8 +8,6 @@
 //! every emitted token is still one draw of the sampler from the target's
 //! logits.
 
-pub use crate::types::{SpecConfig, SpecType, DEFAULT_N_MAX, DEFAULT_SIZE_N};
-
 /// llama-server's `ngram-simple`: the most recent earlier place where the
 /// last `size_n` tokens of `history` (the pending token last) occur, and up
 /// to `max` of the tokens that followed them there. Empty when there is none,

@@ -167,7 +167,7 @@ pub(super) struct Active {
     pub(super) drafted: crate::engine::spec::DraftCounts,
     pub(super) history: Vec<u32>,
     /// The model's speculation settings with the request's on top.
-    pub(super) spec: crate::engine::spec::SpecConfig,
+    pub(super) spec: crate::types::SpecConfig,
 }
 
 pub(super) struct Slot {
@@ -226,7 +226,7 @@ pub(super) struct Worker<'m> {
     /// Speculative decoding's settings (`--spec-type`, see speculate.rs),
     /// and whether the memory can drop rejected drafts (not recurrent or
     /// hybrid models, whose state cannot be cut back to a position).
-    pub(super) spec: crate::engine::spec::SpecConfig,
+    pub(super) spec: crate::types::SpecConfig,
     pub(super) can_draft: bool,
 }
 
