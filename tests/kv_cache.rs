@@ -230,6 +230,10 @@ fn served_answers_agree_with_a_fresh_context_under_a_random_workload() {
     let seed = std::env::var("VRAM_LLM_KV_DIFF_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let report = differential::run_workload(seed, requests, MARGIN_TOLERANCE, LOGPROB_TOLERANCE);
     eprintln!("kv differential, seed {seed}: {report:?}");
+    // With VRAM_LLM_TEST_SPEC_TYPE, how many of the answers' tokens came from drafts.
+    let metrics = vram_llm::metrics::global().llamacpp.render(Default::default());
+    let spec: Vec<&str> = metrics.lines().filter(|l| l.starts_with("llamacpp:spec_decode_num_")).collect();
+    eprintln!("kv differential, drafts: {spec:?}");
     assert!(report.failures.is_empty(), "answers that a fresh context disagrees with: {:#?}", report.failures);
     assert!(report.reused > 0 && report.restores > 0, "the workload reused nothing: {report:?}");
 }

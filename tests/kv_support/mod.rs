@@ -36,6 +36,16 @@ fn ctx_checkpoints() -> Option<u32> {
     std::env::var("VRAM_LLM_TEST_CTX_CHECKPOINTS").ok().and_then(|v| v.parse().ok())
 }
 
+/// Speculative decoding for the engines these tests load
+/// (VRAM_LLM_TEST_SPEC_TYPE=ngram-simple, a 3-token lookup so that drafts
+/// come often): the differential test then checks drafted answers too.
+fn spec() -> vram_llm::types::SpecConfig {
+    let kind = std::env::var("VRAM_LLM_TEST_SPEC_TYPE").ok().map(|name| {
+        <vram_llm::types::SpecType as clap::ValueEnum>::from_str(&name, false).expect("VRAM_LLM_TEST_SPEC_TYPE names a --spec-type")
+    });
+    vram_llm::types::SpecConfig { kind: kind.unwrap_or_default(), size_n: Some(3), ..Default::default() }
+}
+
 pub fn load(shape: &Shape) -> LlamaEngine {
     let options = LoadOptions {
         path: test_model(),
@@ -51,7 +61,7 @@ pub fn load(shape: &Shape) -> LlamaEngine {
         sleep_gpu: false,
         swa_full: false,
         batch_size: 2048,
-        knobs: EngineKnobs { ctx_checkpoints: ctx_checkpoints(), ..EngineKnobs::default() },
+        knobs: EngineKnobs { ctx_checkpoints: ctx_checkpoints(), spec: spec(), ..EngineKnobs::default() },
     };
     LlamaEngine::load(options, Arc::new(|_| {})).expect("load the test model")
 }
