@@ -293,17 +293,19 @@ pub struct ServerFlags {
     /// Speculative decoding, as llama-server's `--spec-type`: `ngram-simple`
     /// drafts, after each token, what followed the last
     /// `--spec-ngram-simple-size-n` tokens the last time they occurred in the
-    /// prompt or the answer, and the model checks the draft in the same
-    /// decode. Output is unchanged (each token is still sampled from the
-    /// model); answers that repeat their context come faster. A slot whose
-    /// drafts keep failing pauses drafting [default: none]. Per-model
-    /// `spec_type` in the config wins.
-    #[arg(long, value_enum, value_name = "none|ngram-simple")]
+    /// prompt or the answer; `draft-simple` lets the draft model
+    /// (`--model-draft`, a model's `draft` key) draft greedily. The model
+    /// checks the draft in the same decode. Output is unchanged (each token
+    /// is still sampled from the model); answers that repeat their context
+    /// (or that the draft model guesses) come faster. A slot whose drafts
+    /// keep failing pauses drafting [default: none; draft-simple for models
+    /// with a draft model]. Per-model `spec_type` in the config wins.
+    #[arg(long, value_enum, value_name = "none|ngram-simple|draft-simple")]
     pub spec_type: Option<crate::types::SpecType>,
 
     /// Longest draft; a slot's drafts start at 16 tokens, double while
-    /// they are accepted whole and halve when cut short [default: 48, what
-    /// llama-server's ngram-simple drafts].
+    /// they are accepted whole and halve when cut short [default: 48 for
+    /// ngram-simple, 16 for a draft model, as llama-server].
     #[arg(long, value_name = "N")]
     pub spec_draft_n_max: Option<u32>,
 
@@ -314,6 +316,11 @@ pub struct ServerFlags {
     /// Tokens `ngram-simple` matches before drafting [default: 12].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub spec_ngram_simple_size_n: Option<u32>,
+
+    /// A draft model's draft ends at a token it gives less than this
+    /// probability [default: 0.75, as llama-server].
+    #[arg(long, value_name = "P", value_parser = probability)]
+    pub spec_draft_p_min: Option<f32>,
 
     /// What enforces JSON schemas (`response_format`, `json_schema`):
     /// `llama` turns them into GBNF for llama.cpp's grammar sampler, as
@@ -556,4 +563,12 @@ mod tests {
 fn parse_cache_type(s: &str) -> Result<crate::gguf::KvCacheType, String> {
     crate::gguf::KvCacheType::from_name(s)
         .ok_or_else(|| format!("`{s}` is not a KV cache type (f16, bf16, f32, q8_0, q5_1, q5_0, q4_1, q4_0, iq4_nl)"))
+}
+
+/// A probability, 0 to 1.
+fn probability(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{s}` is not a probability between 0 and 1")),
+    }
 }

@@ -52,6 +52,9 @@ pub struct ModelSpec {
     /// Named on the hub and not downloaded yet: the scheduler fetches it
     /// before its first load (`path` is then where it will not be).
     pub fetch: Option<HubSource>,
+    /// A smaller model of the same vocabulary that drafts for this one
+    /// (speculative decoding); it loads and unloads with it.
+    pub draft: Option<DraftModel>,
 }
 
 /// A model of the Hugging Face hub (`[[models]] hf`) or at a URL (`url`).
@@ -233,6 +236,7 @@ impl ModelSpec {
             knobs: Default::default(),
             json_schema_engine: Default::default(),
             fetch: None,
+            draft: None,
         }
     }
 
@@ -480,6 +484,10 @@ pub enum SpecType {
     /// Find the last `--spec-ngram-simple-size-n` tokens earlier in the
     /// prompt or output and draft what followed them.
     NgramSimple,
+    /// A smaller model of the same vocabulary (`--model-draft`, a model's
+    /// `draft` key) drafts greedily, stopping where its top token's
+    /// probability falls below `--spec-draft-p-min`.
+    DraftSimple,
 }
 
 /// llama-server's default lookup length for `ngram-simple`.
@@ -490,29 +498,49 @@ pub const DEFAULT_SIZE_N: u32 = 12;
 /// accepted draft pays; `Pace` keeps failing ones short.
 pub const DEFAULT_N_MAX: u32 = 48;
 
+/// llama-server's longest draft of a draft model (`--spec-draft-n-max`).
+pub const DEFAULT_DRAFT_N_MAX: u32 = 16;
+/// llama-server's `--spec-draft-p-min`: a draft model's token below this
+/// probability ends its draft.
+pub const DEFAULT_P_MIN: f32 = 0.75;
+
 /// A model's speculation settings (`--spec-type`, `--spec-draft-n-max`,
-/// `--spec-draft-n-min`, `--spec-ngram-simple-size-n`; config keys of the
-/// same names with `_`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `--spec-draft-n-min`, `--spec-draft-p-min`, `--spec-ngram-simple-size-n`;
+/// config keys of the same names with `_`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SpecConfig {
     pub kind: SpecType,
-    /// Longest draft (`None`: [`DEFAULT_N_MAX`]).
+    /// Longest draft (`None`: [`DEFAULT_N_MAX`], [`DEFAULT_DRAFT_N_MAX`]
+    /// for a draft model).
     pub n_max: Option<u32>,
     /// Drafts shorter than this are not tried (`None`: 0).
     pub n_min: Option<u32>,
     /// Tokens the lookup matches (`None`: [`DEFAULT_SIZE_N`]).
     pub size_n: Option<u32>,
+    /// A draft model's least probability to go on drafting (`None`:
+    /// [`DEFAULT_P_MIN`]).
+    pub p_min: Option<f32>,
+}
+
+/// The model that drafts for another (`--model-draft`, a `[[models]]`
+/// entry's `draft`): its file, and the name it was given by (a registered
+/// model's, or the file's stem).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DraftModel {
+    pub id: String,
+    pub path: PathBuf,
 }
 
 /// A request's own speculation settings (llama-server's `speculative.type`,
-/// `speculative.n_max`, `speculative.n_min`, `speculative.ngram_size_n`);
-/// each one given wins over the model's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `speculative.n_max`, `speculative.n_min`, `speculative.ngram_size_n`,
+/// `speculative.p_min`); each one given wins over the model's.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SpecRequest {
     pub kind: Option<SpecType>,
     pub n_max: Option<u32>,
     pub n_min: Option<u32>,
     pub size_n: Option<u32>,
+    pub p_min: Option<f32>,
 }
 
 impl SpecConfig {
@@ -523,6 +551,7 @@ impl SpecConfig {
             n_max: r.n_max.or(self.n_max),
             n_min: r.n_min.or(self.n_min),
             size_n: r.size_n.or(self.size_n),
+            p_min: r.p_min.or(self.p_min),
         }
     }
 
@@ -530,7 +559,11 @@ impl SpecConfig {
         self.kind != SpecType::None && self.n_max() > 0
     }
     pub fn n_max(&self) -> usize {
-        self.n_max.unwrap_or(DEFAULT_N_MAX) as usize
+        let default = if self.kind == SpecType::DraftSimple { DEFAULT_DRAFT_N_MAX } else { DEFAULT_N_MAX };
+        self.n_max.unwrap_or(default) as usize
+    }
+    pub fn p_min(&self) -> f32 {
+        self.p_min.unwrap_or(DEFAULT_P_MIN)
     }
     pub fn n_min(&self) -> usize {
         self.n_min.unwrap_or(0) as usize

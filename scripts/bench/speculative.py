@@ -9,13 +9,15 @@ tokens with end-of-generation biased away, streamed:
   story  "Once upon a time ...": an ordinary continuation
 
 Servers, one at a time (never two on the CPU together): vram-llm without
-speculation and with `--spec-type ngram-simple`, llama-server without and
-with each n-gram `--spec-type` it has. Decode speed is the client's
+speculation, with `--spec-type ngram-simple` and with the test model as its
+own draft model (`--model-draft`, the draft-model path's mechanics and cost:
+on a CPU a draft as big as the model cannot pay), llama-server without,
+with each n-gram `--spec-type` it has and with the same draft model. Decode speed is the client's
 (tokens after the first) / (time after the first token), median of the
 rounds. Printed: tokens/s, drafted/accepted (the servers' timings), whether
 the text equals the plain run of the same server, and the ratios.
 
-    .venv/bin/python scripts/bench/speculative.py [--rounds 3] [--threads 2]
+    .venv/bin/python scripts/bench/speculative.py [--rounds 3] [--threads 2] [--no-peer]
 """
 
 import argparse
@@ -42,9 +44,13 @@ def servers(args):
     ours = [args.ours, "serve", "--model", args.model, "--threads", t, "--parallel", "1", "--ctx-size", "4096"]
     peer = [args.peer, "-m", args.model, "-t", t, "-tb", t, "-np", "1", "-c", "4096", "--no-webui"]
     out = [("vram-llm", "plain", ours), ("vram-llm", "ngram-simple", ours + ["--spec-type", "ngram-simple"] + args.ours_spec)]
+    out.append(("vram-llm", "draft", ours + ["--model-draft", args.model]))
+    if args.no_peer:
+        return out
     out.append(("llama-server", "plain", peer))
     for kind in PEER_TYPES:
         out.append(("llama-server", kind, peer + ["--spec-type", kind]))
+    out.append(("llama-server", "draft", peer + ["--model-draft", args.model, "-td", t, "-tbd", t]))
     return out
 
 
@@ -66,6 +72,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench_lib.side_by_side_args(ap, rounds=3)
     ap.add_argument("--ours-spec", nargs="*", default=[], help="more vram-llm flags for its speculative run")
+    ap.add_argument("--no-peer", action="store_true", help="vram-llm's runs only (no llama-server)")
     args = ap.parse_args()
     results = {}
     for label, kind, argv in servers(args):
@@ -85,6 +92,13 @@ def main():
     for name in prompts():
         ours_plain = results[("vram-llm", "plain", name)]["tps"]
         ours_spec = results[("vram-llm", "ngram-simple", name)]["tps"]
+        ours_draft = results[("vram-llm", "draft", name)]["tps"]
+        line = f"{name}: vram-llm draft model / vram-llm plain = {ours_draft / ours_plain:.2f}x"
+        if args.no_peer:
+            print(f"{name}: vram-llm ngram-simple / vram-llm plain = {ours_spec / ours_plain:.2f}x; {line}")
+            continue
+        peer_draft = results[("llama-server", "draft", name)]["tps"]
+        print(f"{line}; vram-llm draft / llama-server draft = {ours_draft / peer_draft:.2f}x")
         peer_best = max(PEER_TYPES, key=lambda k: results[("llama-server", k, name)]["tps"])
         peer_tps = results[("llama-server", peer_best, name)]["tps"]
         print(f"{name}: vram-llm ngram-simple / vram-llm plain = {ours_spec / ours_plain:.2f}x; "

@@ -157,7 +157,7 @@ pub const FIELDS: &[Field] = &[
     field("speculative.n_max", Both, Honoured),
     field("speculative.n_min", Both, Honoured),
     field("speculative.ngram_size_n", Both, Honoured),
-    field("speculative.p_min", Both, NoEffect),
+    field("speculative.p_min", Both, Honoured),
     field("n_keep", Both, unsupported(is_zero, "0")),
     field("t_max_predict_ms", Both, unsupported(is_zero, "0")),
     field("dynatemp_range", Both, unsupported(is_zero, "0")),

@@ -31,6 +31,7 @@ pub mod router;
 pub mod router_events;
 pub mod sse;
 pub mod tool_calls;
+mod speculative;
 pub mod validate;
 pub mod vertex;
 

@@ -60,6 +60,7 @@ fn object(entry: &ModelView) -> ModelObject {
         },
         sleeping_bytes: entry.sleeping_bytes,
         downloaded: entry.spec.fetch.as_ref().map(|_| false),
+        draft: entry.spec.draft.as_ref().map(|d| d.id.clone()),
         progress: entry.progress,
         meta,
     }

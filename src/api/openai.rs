@@ -328,6 +328,9 @@ pub struct ModelObject {
     /// downloads on its first request (`state` is `downloading` meanwhile).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub downloaded: Option<bool>,
+    /// The model that drafts for this one (speculative decoding): its name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
     /// Percent done of a load or download under way.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<u8>,

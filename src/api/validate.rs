@@ -284,7 +284,7 @@ fn message(index: usize, mut m: Map<String, Value>) -> Result<Value, ApiError> {
 fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Result<ValidSampling, ApiError> {
     let defaults = &model_defaults.sampling;
     let has_schema = f.json_schema.as_ref().is_some_and(|v| !v.is_null());
-    let speculative = speculative(&f)?;
+    let speculative = super::speculative::fields(&f)?;
     let temperature = ranged(SamplingField::Temperature, f.temperature)?.map_or(defaults.temperature, |v| v as f32);
     let top_p = ranged(SamplingField::TopP, f.top_p)?.map_or(defaults.top_p, |v| v as f32);
     let top_k = ranged(SamplingField::TopK, f.top_k.map(|k| k as f64))?.map_or(defaults.top_k, |v| v as i32);
@@ -370,33 +370,6 @@ fn sampling(f: SamplingFields, n_vocab: u32, model_defaults: &Defaults) -> Resul
             Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => n as u32,
             Some(n) => return Err(invalid("n", format!("`n` must be between 1 and {MAX_CHOICES} (got {n})"))),
         },
-    })
-}
-
-/// llama-server's `speculative.*` fields: a type this server has (`none`,
-/// `ngram-simple`), draft lengths 0..=256, a lookup of 1..=64 tokens;
-/// `p_min` (0..=1) is for draft models and changes nothing here.
-fn speculative(f: &SamplingFields) -> Result<crate::types::SpecRequest, ApiError> {
-    use crate::types::SpecType;
-    let count = |name: &'static str, v: Option<i64>, range: std::ops::RangeInclusive<i64>| match v {
-        Some(n) if !range.contains(&n) => Err(invalid(name, format!("`{name}` must be between {} and {} (got {n})", range.start(), range.end()))),
-        v => Ok(v.map(|n| n as u32)),
-    };
-    if f.speculative_p_min.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
-        return Err(invalid("speculative.p_min", "`speculative.p_min` must be between 0 and 1"));
-    }
-    // The names `--spec-type` takes (the enum's own), exactly.
-    let kind = match f.speculative_type.as_deref() {
-        None => None,
-        Some(name) => Some(<SpecType as clap::ValueEnum>::from_str(name, false).map_err(|_| {
-            invalid("speculative.type", format!("`speculative.type` `{name}` is not available here: `ngram-simple` or `none`"))
-        })?),
-    };
-    Ok(crate::types::SpecRequest {
-        kind,
-        n_max: count("speculative.n_max", f.speculative_n_max, 0..=256)?,
-        n_min: count("speculative.n_min", f.speculative_n_min, 0..=256)?,
-        size_n: count("speculative.ngram_size_n", f.speculative_ngram_size_n, 1..=64)?,
     })
 }
 

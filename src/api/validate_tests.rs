@@ -29,7 +29,7 @@ mod requests {
         let v = chat_req(json!({"messages":[{"role":"user","content":"x"}],
             "speculative.type":"ngram-simple","speculative.n_max":8,"speculative.n_min":2,"speculative.ngram_size_n":4,"speculative.p_min":0.5}))
         .unwrap();
-        let want = crate::types::SpecRequest { kind: Some(crate::types::SpecType::NgramSimple), n_max: Some(8), n_min: Some(2), size_n: Some(4) };
+        let want = crate::types::SpecRequest { kind: Some(crate::types::SpecType::NgramSimple), n_max: Some(8), n_min: Some(2), size_n: Some(4), p_min: Some(0.5) };
         assert_eq!(v.sampling.speculative, want);
         let bad = [
             (json!({"speculative.type":"ngram-mod"}), "speculative.type"),

@@ -25,17 +25,35 @@ pub fn model_memory(spec: &ModelSpec) -> ModelMemory {
         // Not downloaded: estimated once it is (the scheduler's fetch).
         return ModelMemory { bytes: 0, footprint: None, n_vocab: None, encoder_only: false };
     }
+    let draft = draft_bytes(spec);
     match header_estimate(&spec.path, spec.ctx_size, spec.parallel, &spec.knobs.shape(spec.swa_full)) {
         Ok((header, estimate)) => ModelMemory {
-            bytes: estimate.total_bytes,
-            footprint: Some(footprint_of(&header, &estimate)),
+            bytes: estimate.total_bytes + draft,
+            footprint: Some(footprint_of(&header, &estimate)).map(|mut f| {
+                // The draft model goes whole where the model's first layers go.
+                f.compute_bytes += draft;
+                f
+            }),
             n_vocab: header.n_vocab().and_then(|n| u32::try_from(n).ok()),
             encoder_only: !header.generates(),
         },
         Err(e) => {
             tracing::warn!(model = %spec.id, "cannot read the GGUF header (memory is guessed from the file size, no GPU plan): {e}");
             let file = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
-            ModelMemory { bytes: file + file / 4 + 64 * MIB, footprint: None, n_vocab: None, encoder_only: false }
+            ModelMemory { bytes: file + file / 4 + 64 * MIB + draft, footprint: None, n_vocab: None, encoder_only: false }
+        }
+    }
+}
+
+/// A draft model's weights, KV (every position kept: drafts are cut back
+/// anywhere) and compute buffers, loaded with `spec`'s slots and context.
+fn draft_bytes(spec: &ModelSpec) -> u64 {
+    let Some(draft) = &spec.draft else { return 0 };
+    match header_estimate(&draft.path, spec.ctx_size, spec.parallel, &spec.knobs.shape(true)) {
+        Ok((_, estimate)) => estimate.total_bytes,
+        Err(_) => {
+            let file = std::fs::metadata(&draft.path).map(|m| m.len()).unwrap_or(0);
+            file + file / 4 + 64 * MIB
         }
     }
 }

@@ -68,7 +68,7 @@ pub struct LlamaServerFlags {
     /// nothing here: --no-cont-batching (batching is always continuous),
     /// --jinja and --no-jinja (templates are always Jinja),
     /// --no-cache-idle-slots, --no-mmproj. Flags for features
-    /// vram-llm lacks (--model-url, --lora, --model-draft, --mmproj...) are
+    /// vram-llm lacks (--lora, --mmproj, --grp-attn-n...) are
     /// refused at startup, naming the flag.
     #[arg(long)]
     pub cont_batching: bool,
@@ -128,10 +128,16 @@ pub struct LlamaServerFlags {
     #[arg(long, value_name = "URL")]
     pub model_url: Option<String>,
 
+    /// (-md) A smaller GGUF of the same vocabulary that drafts for every
+    /// model (speculative decoding, `--spec-type draft-simple`): loaded and
+    /// unloaded with each, in the same process, counted in its memory. A
+    /// vocabulary that differs is refused at load. A `[[models]]` entry's
+    /// `draft` key wins (another model's name, a path, or `auto`).
+    #[arg(long, value_name = "PATH")]
+    pub model_draft: Option<std::path::PathBuf>,
+
     /// llama-server flags for features vram-llm lacks: refused at startup,
     /// naming the flag (see `unsupported`).
-    #[arg(long, hide = true, value_name = "V")]
-    pub model_draft: Option<String>,
     #[arg(long, hide = true, value_name = "V")]
     pub lora: Vec<String>,
     #[arg(long, hide = true, value_name = "V")]
@@ -170,7 +176,6 @@ impl LlamaServerFlags {
     /// error naming it and what to do instead.
     pub fn unsupported(&self) -> Result<(), String> {
         let given = |present: bool, flag: &str, why: &str| if present { Err(format!("{flag} (llama-server's) is not supported: {why}")) } else { Ok(()) };
-        given(self.model_draft.is_some(), "--model-draft", "a draft model is not supported yet; `--spec-type ngram-simple` drafts without one")?;
         given(!self.lora.is_empty(), "--lora", "LoRA adapters are not supported")?;
         let vision = "multimodal projectors (images, audio) are not supported";
         given(self.mmproj.is_some(), "--mmproj", vision)?;

@@ -43,6 +43,7 @@ pub struct ServerSection {
     pub spec_draft_n_max: Option<u32>,
     pub spec_draft_n_min: Option<u32>,
     pub spec_ngram_simple_size_n: Option<u32>,
+    pub spec_draft_p_min: Option<f32>,
     pub kv_cache_dir: Option<PathBuf>,
     pub kv_cache_dir_mib: Option<u64>,
     pub swa_full: Option<bool>,
@@ -95,6 +96,9 @@ pub struct ModelSection {
     pub hf_file: Option<String>,
     /// A GGUF at an https:// URL: downloaded on the first request unless it was.
     pub url: Option<String>,
+    /// The model that drafts for this one (speculative decoding): another
+    /// `[[models]]` name, a GGUF path, or `auto` (see `config::draft`).
+    pub draft: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
     #[serde(default)]
@@ -122,6 +126,7 @@ pub struct ModelSection {
     pub spec_draft_n_max: Option<u32>,
     pub spec_draft_n_min: Option<u32>,
     pub spec_ngram_simple_size_n: Option<u32>,
+    pub spec_draft_p_min: Option<f32>,
     /// Placement overrides: each wins over the `[server]` key of the same name.
     pub devices: Option<Vec<u32>>,
     pub main_gpu: Option<u32>,
@@ -194,6 +199,7 @@ pub struct KnobKeys {
     pub spec_draft_n_max: Option<u32>,
     pub spec_draft_n_min: Option<u32>,
     pub spec_ngram_simple_size_n: Option<u32>,
+    pub spec_draft_p_min: Option<f32>,
 }
 
 macro_rules! knob_keys {
@@ -218,6 +224,7 @@ macro_rules! knob_keys {
                     spec_draft_n_max: self.spec_draft_n_max,
                     spec_draft_n_min: self.spec_draft_n_min,
                     spec_ngram_simple_size_n: self.spec_ngram_simple_size_n,
+                    spec_draft_p_min: self.spec_draft_p_min,
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! which beats the default below (the one place defaults live). Models:
 //! `--model` beats `[[models]]` beats `--models-dir` when names collide.
 
+pub mod draft;
 pub mod file;
 pub mod hub;
 pub mod placement;
@@ -179,6 +180,7 @@ impl Config {
             sampling: server_sampling(flags)?,
             max_tokens: flags.llama.n_predict(),
             ttl: flags.llama.sleep_idle_seconds.map(Duration::from_secs),
+            draft: flags.llama.model_draft.as_deref().map(|p| draft::given(&p.to_string_lossy(), Path::new(""))),
         };
         let config_dir = config_dir_of(&file_path);
         let mut models = Models::default();
@@ -267,6 +269,8 @@ impl Config {
         let mut spec = self.defaults.spec(id, path);
         spec.tags = Vec::new();
         spec.fetch = fetch;
+        // `--model-draft` (a file) drafts for it too.
+        draft::resolve(std::slice::from_mut(&mut spec), &[format!("model `{name}`")])?;
         Ok(spec)
     }
 }
@@ -415,6 +419,7 @@ fn flags_knobs(f: &ServerFlags) -> file::KnobKeys {
         spec_draft_n_max: f.spec_draft_n_max,
         spec_draft_n_min: f.spec_draft_n_min,
         spec_ngram_simple_size_n: f.spec_ngram_simple_size_n,
+        spec_draft_p_min: f.spec_draft_p_min,
     }
 }
 
@@ -449,6 +454,7 @@ fn knobs(first: &file::KnobKeys, then: &file::KnobKeys, base: EngineKnobs, at: &
             n_max: first.spec_draft_n_max.or(then.spec_draft_n_max).or(base.spec.n_max),
             n_min: first.spec_draft_n_min.or(then.spec_draft_n_min).or(base.spec.n_min),
             size_n: first.spec_ngram_simple_size_n.or(then.spec_ngram_simple_size_n).or(base.spec.size_n),
+            p_min: first.spec_draft_p_min.or(then.spec_draft_p_min).or(base.spec.p_min),
         },
     };
     let quantized = |t: KvCacheType| !matches!(t, KvCacheType::F16 | KvCacheType::BF16 | KvCacheType::F32);
@@ -533,6 +539,13 @@ impl Models {
     }
 
     fn finish(self) -> Result<Vec<ModelSpec>, String> {
+        let at: Vec<String> = self.list.iter().map(|(_, _, at)| at.clone()).collect();
+        let mut specs = self.check()?;
+        draft::resolve(&mut specs, &at)?;
+        Ok(specs)
+    }
+
+    fn check(self) -> Result<Vec<ModelSpec>, String> {
         let mut names: HashMap<String, String> = HashMap::new();
         for (spec, _, at) in &self.list {
             if spec.fetch.is_none() && !spec.path.is_file() {

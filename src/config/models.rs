@@ -35,6 +35,8 @@ pub(super) struct ModelDefaults {
     pub(super) max_tokens: Option<u32>,
     /// Idle unload (`--sleep-idle-seconds`); a model's `ttl` wins.
     pub(super) ttl: Option<Duration>,
+    /// `--model-draft`: every model's draft unless its entry names one.
+    pub(super) draft: Option<crate::types::DraftModel>,
 }
 
 impl ModelDefaults {
@@ -59,6 +61,7 @@ impl ModelDefaults {
             knobs: self.knobs,
             json_schema_engine: self.json_schema_engine,
             fetch: None,
+            draft: self.draft.clone(),
         }
     }
 }
@@ -107,6 +110,9 @@ pub(super) fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &P
         spec.chat_template_file = Some(dir.join(t));
     }
     spec.ttl = m.ttl.or(spec.ttl);
+    if let Some(d) = &m.draft {
+        spec.draft = Some(super::draft::given(d, dir));
+    }
     spec.preload = m.preload;
     spec.exclusive = m.exclusive;
     let d = &m.sampling;

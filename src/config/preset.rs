@@ -35,6 +35,8 @@ const KEYS: &[(&[&str], &str)] = &[
     (&["spec-draft-n-max"], "spec_draft_n_max"),
     (&["spec-draft-n-min"], "spec_draft_n_min"),
     (&["spec-ngram-simple-size-n"], "spec_ngram_simple_size_n"),
+    (&["spec-draft-p-min"], "spec_draft_p_min"),
+    (&["model-draft", "md"], "draft"),
 ];
 
 /// The models of a preset file, as `[[models]]` entries.
@@ -80,6 +82,8 @@ fn typed(key: &str, value: &str) -> toml::Value {
     match value {
         "true" | "on" | "1" if matches!(key, "kv_unified" | "swa_full" | "embeddings_only") => toml::Value::Boolean(true),
         "false" | "off" | "0" if matches!(key, "kv_unified" | "swa_full" | "embeddings_only") => toml::Value::Boolean(false),
+        _ if key == "spec_draft_p_min" => value.parse::<f64>().map(toml::Value::Float).unwrap_or_else(|_| toml::Value::String(value.to_string())),
+        _ if matches!(key, "draft" | "path" | "hf" | "hf_file" | "url" | "chat_template" | "chat_template_file") => toml::Value::String(value.to_string()),
         _ => value.parse::<i64>().map(toml::Value::Integer).unwrap_or_else(|_| toml::Value::String(value.to_string())),
     }
 }

@@ -59,6 +59,7 @@ impl EngineFactory for LlamaFactory {
             sleep_gpu: self.sleep_gpu,
             swa_full: spec.swa_full,
             knobs: spec.knobs,
+            draft: spec.draft.as_ref().map(|d| d.path.clone()),
         };
         Ok(Arc::new(LlamaEngine::load(options, progress)?))
     }

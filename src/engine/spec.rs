@@ -102,9 +102,179 @@ pub struct DraftCounts {
     pub accepted: u32,
 }
 
+/// Whether a draft model pays for its model, decided from what the worker
+/// measured: the tokens per second of its decode steps with drafts and
+/// without. Steps run in phases of [`PHASE_STEPS`] in one mode; after each,
+/// the mode with the higher rate (a moving average over phases) runs next,
+/// and every [`EXPLORE_EVERY`]th phase runs the other one, so a draft model
+/// that stopped paying (or started to) is noticed. Steps that read a
+/// prompt are not counted (prefill is the same work either way).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payoff {
+    with: Option<f64>,
+    without: Option<f64>,
+    drafting: bool,
+    /// This phase so far: steps, tokens emitted, seconds.
+    steps: u32,
+    tokens: u64,
+    secs: f64,
+    phases: u32,
+}
+
+pub const PHASE_STEPS: u32 = 16;
+pub const EXPLORE_EVERY: u32 = 8;
+
+impl Default for Payoff {
+    fn default() -> Self {
+        Self { with: None, without: None, drafting: true, steps: 0, tokens: 0, secs: 0.0, phases: 0 }
+    }
+}
+
+impl Payoff {
+    /// Whether slots draft in this step.
+    pub fn drafting(&self) -> bool {
+        self.drafting
+    }
+
+    /// One decode step that only generated (no prompt read): `tokens`
+    /// emitted in `secs`.
+    pub fn record(&mut self, tokens: u64, secs: f64) {
+        self.steps += 1;
+        self.tokens += tokens;
+        self.secs += secs;
+        if self.steps < PHASE_STEPS {
+            return;
+        }
+        let rate = self.tokens as f64 / self.secs.max(1e-9);
+        let avg = if self.drafting { &mut self.with } else { &mut self.without };
+        *avg = Some(avg.map_or(rate, |a| 0.5 * a + 0.5 * rate));
+        (self.steps, self.tokens, self.secs) = (0, 0, 0.0);
+        self.phases += 1;
+        self.drafting = match (self.with, self.without) {
+            (_, None) => false,
+            (None, _) => true,
+            (Some(w), Some(wo)) => {
+                let better = w >= wo;
+                if self.phases % EXPLORE_EVERY == 0 {
+                    !better
+                } else {
+                    better
+                }
+            }
+        };
+    }
+
+    /// Tokens per second measured with drafts and without (`None`: not yet).
+    pub fn rates(&self) -> (Option<f64>, Option<f64>) {
+        (self.with, self.without)
+    }
+}
+
+/// What a draft model must share with its target, llama-server's rule
+/// (`common_speculative_are_compatible`): the tokenizer kind, BOS/EOS and
+/// whether they are added, a vocabulary size within
+/// [`VOCAB_SIZE_SLACK`], and the same text for every token both have from
+/// id [`VOCAB_CHECK_FROM`] on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VocabFacts {
+    pub kind: String,
+    pub n_vocab: u32,
+    pub bos: i32,
+    pub eos: i32,
+    pub add_bos: bool,
+    pub add_eos: bool,
+}
+
+pub const VOCAB_SIZE_SLACK: u32 = 128;
+pub const VOCAB_CHECK_FROM: u32 = 5;
+
+/// Why `draft` cannot draft for `target` (`None`: it can). `text(id)` gives
+/// token `id`'s text in the target's and the draft's vocabulary.
+pub fn vocab_mismatch(target: &VocabFacts, draft: &VocabFacts, text: impl Fn(u32) -> (Vec<u8>, Vec<u8>)) -> Option<String> {
+    if target.kind != draft.kind {
+        return Some(format!("its tokenizer is {}, the model's {}", draft.kind, target.kind));
+    }
+    if (target.bos, target.add_bos, target.eos, target.add_eos) != (draft.bos, draft.add_bos, draft.eos, draft.add_eos) {
+        return Some(format!(
+            "its BOS/EOS tokens differ (BOS {} added {}, EOS {} added {}; the model's BOS {} added {}, EOS {} added {})",
+            draft.bos, draft.add_bos, draft.eos, draft.add_eos, target.bos, target.add_bos, target.eos, target.add_eos
+        ));
+    }
+    if target.n_vocab.abs_diff(draft.n_vocab) > VOCAB_SIZE_SLACK {
+        return Some(format!("its vocabulary has {} tokens, the model's {}", draft.n_vocab, target.n_vocab));
+    }
+    for id in VOCAB_CHECK_FROM..target.n_vocab.min(draft.n_vocab) {
+        let (t, d) = text(id);
+        if t != d {
+            return Some(format!(
+                "token {id} is {:?} in it, {:?} in the model",
+                String::from_utf8_lossy(&d),
+                String::from_utf8_lossy(&t)
+            ));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `phases` phases where a step emits `tokens` in `secs` when
+    /// drafting and 1 token in 1 s when not; returns the modes run.
+    fn phases(p: &mut Payoff, n: usize, with: (u64, f64)) -> Vec<bool> {
+        let mut modes = Vec::new();
+        for _ in 0..n {
+            modes.push(p.drafting());
+            for _ in 0..PHASE_STEPS {
+                let (tokens, secs) = if p.drafting() { with } else { (1, 1.0) };
+                p.record(tokens, secs);
+            }
+        }
+        modes
+    }
+
+    #[test]
+    fn a_draft_model_that_does_not_pay_is_left_out_but_tried_again_now_and_then() {
+        // Drafting: 3 tokens in 4 s (0.75 tok/s) against 1 tok/s without.
+        let mut p = Payoff::default();
+        let modes = phases(&mut p, 17, (3, 4.0));
+        // Drafts first, then one phase without to compare, then without,
+        // except every 8th phase.
+        assert_eq!(&modes[..3], &[true, false, false]);
+        assert_eq!(modes.iter().filter(|&&m| m).count(), 3, "{modes:?}");
+        assert!(modes[8] && modes[16], "{modes:?}");
+        assert_eq!(p.rates(), (Some(0.75), Some(1.0)));
+    }
+
+    #[test]
+    fn a_draft_model_that_pays_keeps_drafting() {
+        let mut p = Payoff::default();
+        let modes = phases(&mut p, 17, (3, 1.5));
+        assert_eq!(&modes[..3], &[true, false, true]);
+        assert_eq!(modes.iter().filter(|&&m| !m).count(), 3, "one to measure, two explorations: {modes:?}");
+        // It stops paying (the text turned hard to guess): left out.
+        let modes = phases(&mut p, 6, (1, 2.0));
+        assert!(!modes[5], "{modes:?}");
+    }
+
+    #[test]
+    fn a_draft_vocabulary_must_match_the_models_as_llama_server_checks_it() {
+        let t = VocabFacts { kind: "SPM".into(), n_vocab: 1000, bos: 1, eos: 2, add_bos: true, add_eos: false };
+        let same = |id: u32| (format!("t{id}").into_bytes(), format!("t{id}").into_bytes());
+        assert_eq!(vocab_mismatch(&t, &t.clone(), same), None);
+        // Up to 128 tokens more or fewer, and other texts below id 5, pass.
+        let bigger = VocabFacts { n_vocab: 1128, ..t.clone() };
+        assert_eq!(vocab_mismatch(&t, &bigger, |id| if id < 5 { (b"a".to_vec(), b"b".to_vec()) } else { same(id) }), None);
+        let e = vocab_mismatch(&t, &VocabFacts { n_vocab: 1129, ..t.clone() }, same).unwrap();
+        assert!(e.contains("1129") && e.contains("1000"), "{e}");
+        let e = vocab_mismatch(&t, &VocabFacts { kind: "BPE".into(), ..t.clone() }, same).unwrap();
+        assert!(e.contains("BPE") && e.contains("SPM"), "{e}");
+        assert!(vocab_mismatch(&t, &VocabFacts { eos: 3, ..t.clone() }, same).unwrap().contains("EOS"));
+        assert!(vocab_mismatch(&t, &VocabFacts { add_bos: false, ..t.clone() }, same).is_some());
+        let e = vocab_mismatch(&t, &t.clone(), |id| if id == 700 { (b"cat".to_vec(), b"dog".to_vec()) } else { same(id) }).unwrap();
+        assert!(e.contains("token 700") && e.contains("dog") && e.contains("cat"), "{e}");
+    }
 
     #[test]
     fn the_lookup_drafts_what_followed_the_last_tokens_before() {

@@ -38,12 +38,15 @@ fn ctx_checkpoints() -> Option<u32> {
 
 /// Speculative decoding for the engines these tests load
 /// (VRAM_LLM_TEST_SPEC_TYPE=ngram-simple, a 3-token lookup so that drafts
-/// come often): the differential test then checks drafted answers too.
+/// come often; `draft-simple`, the test model as its own draft model, with
+/// no probability floor): the
+/// differential test then checks drafted answers too.
 fn spec() -> vram_llm::types::SpecConfig {
     let kind = std::env::var("VRAM_LLM_TEST_SPEC_TYPE").ok().map(|name| {
         <vram_llm::types::SpecType as clap::ValueEnum>::from_str(&name, false).expect("VRAM_LLM_TEST_SPEC_TYPE names a --spec-type")
     });
-    vram_llm::types::SpecConfig { kind: kind.unwrap_or_default(), size_n: Some(3), ..Default::default() }
+    // A draft model drafts at any probability: more drafts to check.
+    vram_llm::types::SpecConfig { kind: kind.unwrap_or_default(), size_n: Some(3), p_min: Some(0.0), ..Default::default() }
 }
 
 pub fn load(shape: &Shape) -> LlamaEngine {
@@ -62,6 +65,7 @@ pub fn load(shape: &Shape) -> LlamaEngine {
         swa_full: false,
         batch_size: 2048,
         knobs: EngineKnobs { ctx_checkpoints: ctx_checkpoints(), spec: spec(), ..EngineKnobs::default() },
+        draft: (spec().kind == vram_llm::types::SpecType::DraftSimple).then(test_model),
     };
     LlamaEngine::load(options, Arc::new(|_| {})).expect("load the test model")
 }

@@ -3,9 +3,11 @@ the test model (VRAM_LLM_BIN, VRAM_LLM_TEST_MODEL, set by `scripts/dev test`)
 with an API key, one per test module; and the fake Hugging Face hub
 (fakehub.py) for the download tests."""
 
+import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -33,6 +35,17 @@ def launch(args, env=None):
             pass
         assert time.monotonic() < deadline, "server did not become healthy"
         time.sleep(0.1)
+
+
+def post_json(base, path, body, headers=None, timeout=60):
+    """POSTs `body` as JSON to `base + path`; returns (status, parsed body),
+    error answers included."""
+    request = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
 
 
 def stop(proc):

@@ -4,13 +4,11 @@ and llama-server's and Ollama's embedding endpoints over plain HTTP."""
 
 import base64
 import json
-import urllib.error
-import urllib.request
 
 import numpy as np
 import openai
 import pytest
-from conftest import API_KEY
+from conftest import API_KEY, post_json
 
 CAT = "The cat sat on the mat."
 CAT_TOO = "A cat was sitting on the mat."
@@ -27,14 +25,7 @@ def vectors(response):
 
 
 def post(server, path, body):
-    request = urllib.request.Request(
-        f"{server}{path}", data=json.dumps(body).encode(), headers={"Authorization": f"Bearer {API_KEY}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as r:
-            return r.status, json.load(r)
-    except urllib.error.HTTPError as e:
-        return e.code, json.load(e)
+    return post_json(server, path, body, {"Authorization": f"Bearer {API_KEY}"})
 
 
 def test_similar_sentences_are_closer_than_unrelated_ones(client):

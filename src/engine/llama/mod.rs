@@ -25,6 +25,7 @@ mod sampler;
 mod prefix;
 mod progress;
 mod recover;
+mod drafter;
 mod speculate;
 pub mod reference;
 mod saved;
@@ -88,6 +89,8 @@ pub struct LoadOptions {
     pub batch_size: u32,
     /// Flash attention, cache types, micro-batch, batch threads, mlock, mmap.
     pub knobs: crate::types::EngineKnobs,
+    /// A smaller model of the same vocabulary that drafts (drafter.rs).
+    pub draft: Option<PathBuf>,
 }
 
 /// How llama.cpp's fitter may place a model.

@@ -9,6 +9,21 @@ use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 
 use crate::engine::kvdisk::{Part, ReadPart, PARTIAL, WHOLE};
 
+/// Saved states restore only into the same model file (`identity`, see
+/// `weights::LoadedFile::identity`) and context layout.
+pub(super) fn store_key(identity: &str, info: &crate::engine::ModelInfo, options: &super::LoadOptions) -> String {
+    let k = &options.knobs;
+    format!(
+        "{identity}|ctx={}|seqs={}|swa_full={}|k={}|v={}|fa={:?}",
+        info.n_ctx_slot,
+        info.parallel,
+        options.swa_full,
+        k.cache_type_k.name(),
+        k.cache_type_v.name(),
+        k.flash_attn
+    )
+}
+
 /// The sliding-window layers' state when a sequence held exactly `len`
 /// tokens (llama.cpp's partial sequence state). Shared, not copied, between
 /// a slot and the saved sequences it went into.

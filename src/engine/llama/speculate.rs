@@ -13,6 +13,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::worker::Worker;
 use crate::engine::spec::ngram_simple;
+use crate::types::SpecType;
 use crate::engine::{EventSender, FinishReason, GenerationEvent, Usage};
 
 /// A finished request's last events, sent once the freed slots are published.
@@ -38,15 +39,50 @@ impl Worker<'_> {
         if limit == 0 || limit < spec.n_min() {
             return 0;
         }
-        active.history.clear();
-        active.history.extend(slot.cached.iter().map(|t| t.0 as u32));
-        active.history.push(pending.0 as u32);
-        let draft = ngram_simple(&active.history, spec.size_n(), limit);
-        if draft.len() < spec.n_min().max(1) {
+        match spec.kind {
+            SpecType::DraftSimple => {
+                let Some(drafter) = self.drafter.as_mut().filter(|d| d.payoff.drafting()) else { return 0 };
+                slot.cached.push(pending);
+                let draft = drafter.draft(slot.seq as usize, &slot.cached, limit, spec.p_min());
+                slot.cached.pop();
+                active.draft = draft;
+            }
+            _ => {
+                active.history.clear();
+                active.history.extend(slot.cached.iter().map(|t| t.0 as u32));
+                active.history.push(pending.0 as u32);
+                let draft = ngram_simple(&active.history, spec.size_n(), limit);
+                active.draft = draft.iter().map(|&t| LlamaToken(t as i32)).collect();
+            }
+        }
+        if active.draft.len() < spec.n_min().max(1) {
+            active.draft.clear();
             return 0;
         }
-        active.draft = draft.iter().map(|&t| LlamaToken(t as i32)).collect();
         active.draft.len()
+    }
+
+    /// A step begins: when it may draft with the draft model, its start, so
+    /// that `timed_step_ended` can tell the payoff what it gave.
+    pub(super) fn timed_step(&mut self) -> Option<std::time::Instant> {
+        self.emitted = 0;
+        let drafting = self.slots.iter().filter_map(|s| s.active.as_ref()).any(|a| a.spec.kind == SpecType::DraftSimple && a.pending.is_some());
+        (self.drafter.is_some() && drafting).then(std::time::Instant::now)
+    }
+
+    /// The step that began at `started` emitted `self.emitted` tokens;
+    /// steps that also read a prompt are left out (see `Payoff`).
+    pub(super) fn timed_step_ended(&mut self, started: Option<std::time::Instant>, read_prompt: bool) {
+        let (Some(started), Some(drafter)) = (started, self.drafter.as_mut()) else { return };
+        if read_prompt || self.emitted == 0 {
+            return;
+        }
+        let was = drafter.payoff.drafting();
+        drafter.payoff.record(self.emitted, started.elapsed().as_secs_f64());
+        if was != drafter.payoff.drafting() {
+            let (with, without) = drafter.payoff.rates();
+            tracing::debug!(drafting = drafter.payoff.drafting(), ?with, ?without, "draft model payoff: tokens per second with and without drafts");
+        }
     }
 
     /// Samples slot `i` after a decode that gave it logits (see the module
@@ -70,6 +106,7 @@ impl Worker<'_> {
             let post = active.logprobs.and_then(|(n, post)| post.then_some(n as usize));
             let (token, post) = active.sampler.sample(&self.ctx, at, post);
             active.pace.generated();
+            self.emitted += 1;
             if vocab.is_eog(token) {
                 outcome = Some(FinishReason::Stop);
                 break;

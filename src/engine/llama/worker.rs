@@ -68,6 +68,14 @@ pub(super) fn worker_main(
             return;
         }
     };
+    // The draft model (if any) loads with the model and counts in its memory.
+    let draft = match super::drafter::load(&options, &model.model) {
+        Ok(draft) => draft,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
     let weights_ms = started.elapsed().as_millis() as u64;
     let before = resident_bytes();
     let context_started = std::time::Instant::now();
@@ -88,13 +96,24 @@ pub(super) fn worker_main(
         "model loaded"
     );
     let context_bytes = resident_bytes().saturating_sub(before);
+    let before_draft = resident_bytes();
+    let drafter = match super::drafter::Drafter::start(draft.as_ref(), info.parallel as usize) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    // The draft model's weights and context count as this model's.
+    let context_bytes = context_bytes + draft.as_ref().map_or(0, |d| d.bytes(before_draft));
     let timings = LoadTimings { weights_ms, context_ms: context_started.elapsed().as_millis() as u64 };
-    let store = options.kv_store.clone().map(|store| (store, store_key(&identity, &info, &options)));
+    let store = options.kv_store.clone().map(|store| (store, super::saved::store_key(&identity, &info, &options)));
     let n_swa = info.n_swa as usize;
     let shift_keep = super::shift::keep(options.knobs.context_shift, &ctx, &info);
     let max_checkpoints = options.knobs.ctx_checkpoints.map_or(crate::engine::checkpoints::DEFAULT_PER_SLOT, |n| n as usize);
     let mut worker = Worker::new(&model, ctx, &info, stats, store, (n_swa, max_checkpoints), shift_keep, embedder);
     worker.spec = options.knobs.spec;
+    worker.drafter = drafter;
     if worker.spec.enabled() && !worker.can_draft {
         tracing::warn!(model = %options.path.display(), "speculative decoding is off for this model: its memory (recurrent or hybrid) cannot drop rejected drafts");
     }
@@ -112,21 +131,6 @@ pub(super) fn worker_main(
             worker.save_slot(i);
         }
     }
-}
-
-/// Saved states restore only into the same model file (`identity`, see
-/// `weights::LoadedFile::identity`) and context layout.
-fn store_key(identity: &str, info: &ModelInfo, options: &LoadOptions) -> String {
-    let k = &options.knobs;
-    format!(
-        "{identity}|ctx={}|seqs={}|swa_full={}|k={}|v={}|fa={:?}",
-        info.n_ctx_slot,
-        info.parallel,
-        options.swa_full,
-        k.cache_type_k.name(),
-        k.cache_type_v.name(),
-        k.flash_attn
-    )
 }
 
 /// Fewer cached tokens than this are not worth a save or a restore.
@@ -228,6 +232,10 @@ pub(super) struct Worker<'m> {
     /// hybrid models, whose state cannot be cut back to a position).
     pub(super) spec: crate::types::SpecConfig,
     pub(super) can_draft: bool,
+    /// The draft model (`draft-simple`), when the model has one, and the
+    /// tokens the current step emitted (for its payoff).
+    pub(super) drafter: Option<super::drafter::Drafter<'m>>,
+    pub(super) emitted: u64,
 }
 
 impl<'m> Worker<'m> {
@@ -275,6 +283,8 @@ impl<'m> Worker<'m> {
             embedder,
             spec: Default::default(),
             can_draft: !(weights.model.is_recurrent() || weights.model.is_hybrid()),
+            drafter: None,
+            emitted: 0,
         }
     }
 
@@ -468,6 +478,7 @@ impl<'m> Worker<'m> {
     fn step(&mut self) {
         self.orphan_followers();
         self.check_slots();
+        let started = self.timed_step();
         let drafts: Vec<usize> = (0..self.slots.len()).map(|i| self.plan_draft(i)).collect();
         let views: Vec<SlotView> = self
             .slots
@@ -485,6 +496,7 @@ impl<'m> Worker<'m> {
             .collect();
         // No per-slot prefill cap beyond the batch itself.
         let plan = plan_step(&views, self.n_batch, self.n_batch);
+        let read_prompt = plan.iter().any(|p| matches!(p, Part::Prompt { .. }));
         self.batch.clear();
         for slot in &mut self.slots {
             if let Some(active) = slot.active.as_mut() {
@@ -576,5 +588,6 @@ impl<'m> Worker<'m> {
             }
             let _ = tx.send(done);
         }
+        self.timed_step_ended(started, read_prompt);
     }
 }

@@ -1,0 +1,192 @@
+//! A draft model (`--spec-type draft-simple`): a smaller model of the same
+//! vocabulary loaded in the target's worker, with a context of its own (a
+//! sequence per slot, every position kept so that what the target rejected
+//! can be cut anywhere). To draft for a slot it brings its sequence up to
+//! the slot's tokens (only what changed since its last draft is decoded),
+//! then proposes its most likely token, one decode per token, while that
+//! token's probability stays at or above `p_min`. The target verifies the
+//! draft as any other (speculate.rs): the draft model changes the speed,
+//! never the output.
+
+use std::sync::Arc;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+
+use super::weights::Weights;
+use super::*;
+use crate::engine::spec::{vocab_mismatch, VocabFacts};
+
+pub(super) struct Drafter<'m> {
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    n_batch: usize,
+    /// Positions a sequence holds.
+    n_ctx: usize,
+    /// Tokens whose KV each sequence (a slot's) holds.
+    cached: Vec<Vec<LlamaToken>>,
+    /// Whether drafting pays for this model (`engine::spec::Payoff`).
+    pub(super) payoff: crate::engine::spec::Payoff,
+}
+
+/// Loads the draft model of `options` (its `draft`), checked against the
+/// target's vocabulary.
+/// A draft model's weights, before its context is made.
+pub(super) struct Loaded {
+    weights: Arc<Weights>,
+    params: llama_cpp_2::context::params::LlamaContextParams,
+    n_ctx: usize,
+    path: std::path::PathBuf,
+}
+
+impl Loaded {
+    /// Its weights and what its context added to this process since
+    /// `before` (resident bytes).
+    pub(super) fn bytes(&self, before: u64) -> u64 {
+        self.weights.model.size() + super::worker::resident_bytes().saturating_sub(before)
+    }
+}
+
+pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<Loaded>, String> {
+    let Some(path) = &options.draft else { return Ok(None) };
+    let draft_options = LoadOptions {
+        path: path.clone(),
+        // Its own placement: whole on the GPU where the model is on one.
+        gpu: None,
+        fit: None,
+        n_gpu_layers: options.gpu.as_ref().map(|_| u32::MAX).or(options.n_gpu_layers),
+        kv_store: None,
+        kept_weights: None,
+        sleep_gpu: false,
+        // Drafts are cut back anywhere: keep every position of a window.
+        swa_full: true,
+        draft: None,
+        ..options.clone()
+    };
+    let (weights, info, params) = super::load::load_model(&draft_options, Arc::new(|_| {}), None).map_err(|e| format!("draft model {}: {e}", path.display()))?;
+    if let Some(why) = mismatch(target, &weights.model) {
+        return Err(format!(
+            "draft model {} cannot draft for {}: {why} (a draft model needs the model's vocabulary)",
+            path.display(),
+            options.path.display()
+        ));
+    }
+    Ok(Some(Loaded { weights, params, n_ctx: info.n_ctx_slot as usize, path: path.clone() }))
+}
+
+fn facts(m: &LlamaModel) -> VocabFacts {
+    let v = m.vocab();
+    VocabFacts {
+        kind: format!("{:?}", v.vocab_type()),
+        n_vocab: m.n_vocab().max(0) as u32,
+        bos: v.bos().0,
+        eos: v.eos().0,
+        add_bos: v.should_add_bos(),
+        add_eos: v.should_add_eos(),
+    }
+}
+
+fn mismatch(target: &LlamaModel, draft: &LlamaModel) -> Option<String> {
+    let (tv, dv) = (target.vocab(), draft.vocab());
+    let text = |v: &llama_cpp_2::vocab::LlamaVocab<'_>, id: u32| v.text(LlamaToken(id as i32)).map(|s| s.to_bytes().to_vec()).unwrap_or_default();
+    vocab_mismatch(&facts(target), &facts(draft), |id| (text(&tv, id), text(&dv, id)))
+}
+
+impl<'m> Drafter<'m> {
+    /// The draft model's context, a sequence per slot (`None` without a
+    /// draft model).
+    pub(super) fn start(loaded: Option<&'m Loaded>, parallel: usize) -> Result<Option<Self>, String> {
+        let Some(Loaded { weights, params, n_ctx, path }) = loaded else { return Ok(None) };
+        let ctx = weights.model.new_context(backend()?, params.clone()).map_err(|e| format!("draft model {}: cannot create its context: {e}", path.display()))?;
+        let n_batch = ctx.n_batch() as usize;
+        Ok(Some(Self { ctx, batch: LlamaBatch::new(n_batch, 1), n_batch, n_ctx: *n_ctx, cached: vec![Vec::new(); parallel], payoff: Default::default() }))
+    }
+
+    /// Up to `max` tokens to follow `history` (a slot's tokens, its pending
+    /// one last) in sequence `seq`; fewer where the draft model is unsure
+    /// (`p_min`), none where a decode fails (its sequence starts over).
+    pub(super) fn draft(&mut self, seq: usize, history: &[LlamaToken], max: usize, p_min: f32) -> Vec<LlamaToken> {
+        let mut out = Vec::new();
+        // Its own context may be shorter than the model's.
+        let max = max.min(self.n_ctx.saturating_sub(history.len() + 1));
+        if max == 0 || history.is_empty() || seq >= self.cached.len() {
+            return out;
+        }
+        if self.catch_up(seq, history).is_err() {
+            self.forget(seq);
+            return out;
+        }
+        loop {
+            let (token, p) = top(self.ctx.get_logits_ith(self.batch.n_tokens() - 1));
+            if p < p_min {
+                break;
+            }
+            out.push(token);
+            if out.len() >= max {
+                break;
+            }
+            let pos = self.cached[seq].len() as i32;
+            self.batch.clear();
+            if self.batch.add(token, pos, &[seq as i32], true).is_err() || self.ctx.decode(&mut self.batch).is_err() {
+                self.forget(seq);
+                break;
+            }
+            self.cached[seq].push(token);
+        }
+        out
+    }
+
+    /// Makes sequence `seq` hold `history` and leaves the logits of its last
+    /// token as the batch's last.
+    fn catch_up(&mut self, seq: usize, history: &[LlamaToken]) -> Result<(), ()> {
+        let cached = &mut self.cached[seq];
+        let mut keep = cached.iter().zip(history).take_while(|(a, b)| a == b).count();
+        // The last token is decoded again for its logits.
+        keep = keep.min(history.len() - 1);
+        if keep < cached.len() {
+            if self.ctx.kv_cache_seq_rm(seq as i32, Some(keep as u32), None).is_err() {
+                self.ctx.kv_cache_seq_rm(seq as i32, None, None).map_err(|_| ())?;
+                keep = 0;
+            }
+            self.cached[seq].truncate(keep);
+        }
+        let mut from = keep;
+        while from < history.len() {
+            let to = history.len().min(from + self.n_batch);
+            self.batch.clear();
+            for (pos, &token) in history.iter().enumerate().take(to).skip(from) {
+                self.batch.add(token, pos as i32, &[seq as i32], pos + 1 == history.len()).map_err(|_| ())?;
+            }
+            self.ctx.decode(&mut self.batch).map_err(|_| ())?;
+            self.cached[seq].extend_from_slice(&history[from..to]);
+            from = to;
+        }
+        Ok(())
+    }
+
+    /// Empties sequence `seq` (it is read again at its next draft).
+    fn forget(&mut self, seq: usize) {
+        let _ = self.ctx.kv_cache_seq_rm(seq as i32, None, None);
+        self.cached[seq].clear();
+    }
+}
+
+/// The most likely token of `logits` and its probability.
+fn top(logits: &[f32]) -> (LlamaToken, f32) {
+    let (best, max) = logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) });
+    let sum: f32 = logits.iter().map(|&v| (v - max).exp()).sum();
+    (LlamaToken(best as i32), if sum > 0.0 { 1.0 / sum } else { 0.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_top_token_and_its_probability() {
+        let (t, p) = super::top(&[0.0, 2.0, 0.0]);
+        assert_eq!(t.0, 1);
+        let e2 = 2f32.exp();
+        assert!((p - e2 / (e2 + 2.0)).abs() < 1e-6);
+    }
+}
