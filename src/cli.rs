@@ -305,7 +305,7 @@ pub struct ServerFlags {
 
     /// Longest draft; a slot's drafts start at 16 tokens, double while
     /// they are accepted whole and halve when cut short [default: 48 for
-    /// ngram-simple, 16 for a draft model, as llama-server].
+    /// ngram-simple, 3 for a draft model, as llama-server].
     #[arg(long, value_name = "N")]
     pub spec_draft_n_max: Option<u32>,
 
@@ -318,7 +318,8 @@ pub struct ServerFlags {
     pub spec_ngram_simple_size_n: Option<u32>,
 
     /// A draft model's draft ends at a token it gives less than this
-    /// probability [default: 0.75, as llama-server].
+    /// probability [default: 0, as llama-server: drafts go on to
+    /// --spec-draft-n-max].
     #[arg(long, value_name = "P", value_parser = probability)]
     pub spec_draft_p_min: Option<f32>,
 

@@ -499,10 +499,10 @@ pub const DEFAULT_SIZE_N: u32 = 12;
 pub const DEFAULT_N_MAX: u32 = 48;
 
 /// llama-server's longest draft of a draft model (`--spec-draft-n-max`).
-pub const DEFAULT_DRAFT_N_MAX: u32 = 16;
+pub const DEFAULT_DRAFT_N_MAX: u32 = 3;
 /// llama-server's `--spec-draft-p-min`: a draft model's token below this
-/// probability ends its draft.
-pub const DEFAULT_P_MIN: f32 = 0.75;
+/// probability ends its draft (0: greedy drafts go on to `n_max`).
+pub const DEFAULT_P_MIN: f32 = 0.0;
 
 /// A model's speculation settings (`--spec-type`, `--spec-draft-n-max`,
 /// `--spec-draft-n-min`, `--spec-draft-p-min`, `--spec-ngram-simple-size-n`;

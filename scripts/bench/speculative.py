@@ -6,7 +6,7 @@ tokens with end-of-generation biased away, streamed:
 
   copy   a document, then "Repeat the text exactly." (twice, so the base
          model copies): the answer repeats its context
-  story  "Once upon a time ...": an ordinary continuation
+  story  "Once upon a time, a young fox ...": an ordinary continuation
 
 Servers, one at a time (never two on the CPU together): vram-llm without
 speculation, with `--spec-type ngram-simple` and with the test model as its
@@ -15,7 +15,10 @@ on a CPU a draft as big as the model cannot pay), llama-server without,
 with each n-gram `--spec-type` it has and with the same draft model. Decode speed is the client's
 (tokens after the first) / (time after the first token), median of the
 rounds. Printed: tokens/s, drafted/accepted (the servers' timings), whether
-the text equals the plain run of the same server, and the ratios.
+the text equals the plain run of the same server, and the ratios (against
+llama-server's fastest type among those that keep its text, and whether the
+two servers' plain texts are the same: where they are not, the ratio
+compares different texts).
 
     .venv/bin/python scripts/bench/speculative.py [--rounds 3] [--threads 2] [--no-peer]
 """
@@ -35,7 +38,11 @@ PEER_TYPES = ["ngram-simple", "ngram-map-k", "ngram-mod", "ngram-cache"]
 def prompts():
     doc = bench_lib.document("spec-copy", 8)
     copy = f"Text: {doc}\nRepeat the text exactly.\nText: {doc}\nRepeat the text exactly.\nText:"
-    story = "Once upon a time, in a small village between the mountains and the sea, there lived"
+    # An opening both servers continue with the same greedy text (with
+    # "Once upon a time, in a small village between the mountains and the
+    # sea, there lived" the two llama.cpp builds round a near tie apart after
+    # 245 characters, and llama-server's text falls into an exact loop).
+    story = "Once upon a time, a young fox lived in a forest near a river. Every day, the fox"
     return {"copy": copy, "story": story}
 
 
@@ -50,7 +57,7 @@ def servers(args):
     out.append(("llama-server", "plain", peer))
     for kind in PEER_TYPES:
         out.append(("llama-server", kind, peer + ["--spec-type", kind]))
-    out.append(("llama-server", "draft", peer + ["--model-draft", args.model, "-td", t, "-tbd", t]))
+    out.append(("llama-server", "draft", peer + ["--spec-type", "draft-simple", "--model-draft", args.model, "-td", t, "-tbd", t]))
     return out
 
 
@@ -99,11 +106,15 @@ def main():
             continue
         peer_draft = results[("llama-server", "draft", name)]["tps"]
         print(f"{line}; vram-llm draft / llama-server draft = {ours_draft / peer_draft:.2f}x")
-        peer_best = max(PEER_TYPES, key=lambda k: results[("llama-server", k, name)]["tps"])
+        # A type that changes llama-server's own text is not a fair best.
+        keeps = [k for k in PEER_TYPES if results[("llama-server", k, name)]["text"] == results[("llama-server", "plain", name)]["text"]]
+        peer_best = max(keeps or PEER_TYPES, key=lambda k: results[("llama-server", k, name)]["tps"])
+        same = results[("vram-llm", "plain", name)]["text"] == results[("llama-server", "plain", name)]["text"]
         peer_tps = results[("llama-server", peer_best, name)]["tps"]
         print(f"{name}: vram-llm ngram-simple / vram-llm plain = {ours_spec / ours_plain:.2f}x; "
               f"vram-llm ngram-simple / llama-server {peer_best} (its best) = {ours_spec / peer_tps:.2f}x; "
-              f"llama-server plain {results[('llama-server', 'plain', name)]['tps']:.1f} tok/s")
+              f"llama-server plain {results[('llama-server', 'plain', name)]['tps']:.1f} tok/s; "
+              f"the two servers' plain texts {'are the same' if same else 'DIFFER (the builds round a near tie apart): the ratio compares different texts'}")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ impl Loaded {
 }
 
 pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<Loaded>, String> {
-    let Some(path) = &options.draft else { return Ok(None) };
+    // A model that serves embeddings only never generates.
+    let Some(path) = options.draft.as_ref().filter(|_| !options.knobs.embeddings_only) else { return Ok(None) };
     let draft_options = LoadOptions {
         path: path.clone(),
         // Its own placement: whole on the GPU where the model is on one.
