@@ -2,8 +2,7 @@
 //! server has (`none`, `ngram-simple`, `draft-simple`), draft lengths
 //! 0..=256, a lookup of 1..=64 tokens, a draft model's `p_min` in 0..=1.
 
-use super::error::ApiError;
-use super::error::invalid;
+use super::error::{invalid, ApiError};
 use super::openai::SamplingFields;
 use crate::types::{SpecRequest, SpecType};
 

@@ -102,6 +102,13 @@ mod tests {
     }
 
     #[test]
+    fn a_draft_model_and_its_floor_are_preset_keys() {
+        let models = parse("[m]\nmodel = /m/big.gguf\nmodel-draft = 2\nspec-draft-p-min = 0.5\n").unwrap();
+        assert_eq!(models[0].draft.as_deref(), Some("2"), "a draft's name stays text, even a number");
+        assert_eq!(models[0].spec_draft_p_min, Some(0.5));
+    }
+
+    #[test]
     fn an_unknown_key_or_a_key_without_section_is_named() {
         let e = parse("[m]\nspec-draft-hf = org/d\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("spec-draft-hf") && e.contains("hf-repo"), "{e}");

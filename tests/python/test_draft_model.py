@@ -3,6 +3,7 @@ its model's vocabulary: one that does not is refused when the pair loads,
 with an error that says why; a draft that is neither a model nor a file
 stops the server at startup, naming it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +43,10 @@ def test_a_draft_model_of_another_vocabulary_is_refused_when_the_pair_loads(tiny
         assert status == 503 and "vocabulary" in again["error"]["message"], again
         with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
             assert r.status == 200
+        # /v1/models names each model's draft model.
+        with urllib.request.urlopen(f"{base}/v1/models", timeout=5) as r:
+            drafts = {m["id"]: m.get("draft") for m in json.load(r)["data"]}
+        assert drafts == {"a": "tiny", "b": "tiny"}, drafts
     finally:
         stop(proc)
 
