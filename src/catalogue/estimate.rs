@@ -30,7 +30,7 @@ pub fn model_memory(spec: &ModelSpec) -> ModelMemory {
         Ok((header, estimate)) => ModelMemory {
             bytes: estimate.total_bytes + draft,
             footprint: Some(footprint_of(&header, &estimate)).map(|mut f| {
-                // The draft model goes whole where the model's first layers go.
+                // The draft model's share, counted as the model's own buffers.
                 f.compute_bytes += draft;
                 f
             }),

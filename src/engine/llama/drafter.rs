@@ -54,7 +54,8 @@ pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<
     let Some(path) = options.draft.as_ref().filter(|_| !options.knobs.embeddings_only) else { return Ok(None) };
     let draft_options = LoadOptions {
         path: path.clone(),
-        // Its own placement: whole on the GPU where the model is on one.
+        // All its layers offloaded where the model is on a GPU, on the
+        // devices llama.cpp picks by default (not checked on a GPU yet).
         gpu: None,
         fit: None,
         n_gpu_layers: options.gpu.as_ref().map(|_| u32::MAX).or(options.n_gpu_layers),
