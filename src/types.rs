@@ -240,6 +240,12 @@ impl ModelSpec {
         }
     }
 
+    /// The draft model this model loads with, if any: none for a model
+    /// that serves embeddings only (it never generates).
+    pub fn draft_in_use(&self) -> Option<&DraftModel> {
+        self.draft.as_ref().filter(|_| !self.knobs.embeddings_only)
+    }
+
     /// What a request's missing fields default to for this model.
     pub fn defaults(&self) -> Defaults {
         Defaults {
@@ -524,11 +530,14 @@ pub struct SpecConfig {
 
 /// The model that drafts for another (`--model-draft`, a `[[models]]`
 /// entry's `draft`): its file, and the name it was given by (a registered
-/// model's, or the file's stem).
+/// model's, or the file's stem). `optional`: given for every model
+/// (`--model-draft`) or chosen by `auto`, so a model it cannot draft for
+/// loads without it (logged) instead of failing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DraftModel {
     pub id: String,
     pub path: PathBuf,
+    pub optional: bool,
 }
 
 /// A request's own speculation settings (llama-server's `speculative.type`,

@@ -48,7 +48,7 @@ pub fn model_memory(spec: &ModelSpec) -> ModelMemory {
 /// A draft model's weights, KV (every position kept: drafts are cut back
 /// anywhere) and compute buffers, loaded with `spec`'s slots and context.
 fn draft_bytes(spec: &ModelSpec) -> u64 {
-    let Some(draft) = spec.draft.as_ref().filter(|_| !spec.knobs.embeddings_only) else { return 0 };
+    let Some(draft) = spec.draft_in_use() else { return 0 };
     match header_estimate(&draft.path, spec.ctx_size, spec.parallel, &spec.knobs.shape(true)) {
         Ok((_, estimate)) => estimate.total_bytes,
         Err(_) => {

@@ -130,9 +130,10 @@ pub struct LlamaServerFlags {
 
     /// (-md) A smaller GGUF of the same vocabulary that drafts for every
     /// model (speculative decoding, `--spec-type draft-simple`): loaded and
-    /// unloaded with each, in the same process, counted in its memory. A
-    /// vocabulary that differs is refused at load. A `[[models]]` entry's
-    /// `draft` key wins (another model's name, a path, or `auto`).
+    /// unloaded with each, in the same process, counted in its memory; a
+    /// model it cannot draft for (another vocabulary) loads without it. A
+    /// `[[models]]` entry's `draft` key wins (another model's name, a path,
+    /// or `auto`).
     #[arg(long, value_name = "PATH")]
     pub model_draft: Option<std::path::PathBuf>,
 

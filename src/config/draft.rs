@@ -9,6 +9,10 @@
 //! BOS and EOS ids; the token texts are compared when the pair loads), and
 //! at most a quarter of its weights (a draft that costs more than that per
 //! token rarely pays). None found: the model drafts with nothing (logged).
+//! A draft given for every model (`--model-draft`) or chosen by `auto` is
+//! optional: a model it cannot draft for (another vocabulary, a memory that
+//! cannot drop a tail) loads without it, logged; one a `[[models]]` entry
+//! names fails that model's load, naming why.
 
 use std::path::Path;
 
@@ -22,8 +26,9 @@ const AUTO_MAX_SHARE: u64 = 4;
 
 /// A `draft` key as given: resolved by [`resolve`] once every model is known
 /// (`id` holds what was written, `path` where it would be as a file).
-pub fn given(value: &str, dir: &Path) -> DraftModel {
-    DraftModel { id: value.to_string(), path: dir.join(value) }
+/// `optional` for `--model-draft`, which is every model's.
+pub fn given(value: &str, dir: &Path, optional: bool) -> DraftModel {
+    DraftModel { id: value.to_string(), path: dir.join(value), optional }
 }
 
 /// The vocabulary as a GGUF header describes it.
@@ -91,7 +96,7 @@ pub fn resolve(specs: &mut [ModelSpec], at: &[String]) -> Result<(), String> {
             let mut others = all.clone();
             others[i] = None;
             match pick(&target, &others) {
-                Some(j) => DraftModel { id: specs[j].id.clone(), path: specs[j].path.clone() },
+                Some(j) => DraftModel { id: specs[j].id.clone(), path: specs[j].path.clone(), optional: true },
                 None => {
                     tracing::info!(model = %specs[i].id, "draft = \"auto\": no other registered model shares its vocabulary with at most a quarter of its weights; it drafts with nothing");
                     specs[i].draft = None;
@@ -105,10 +110,10 @@ pub fn resolve(specs: &mut [ModelSpec], at: &[String]) -> Result<(), String> {
                     at[i], asked.id
                 ));
             }
-            DraftModel { id: specs[j].id.clone(), path: specs[j].path.clone() }
+            DraftModel { id: specs[j].id.clone(), path: specs[j].path.clone(), optional: asked.optional }
         } else if asked.path.is_file() {
             let id = asked.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            DraftModel { id, path: asked.path.clone() }
+            DraftModel { id, path: asked.path.clone(), optional: asked.optional }
         } else {
             return Err(format!(
                 "{}: draft `{}`: no registered model has that name and `{}` is no file (give a model's name, a GGUF path, or `auto`)",
@@ -167,23 +172,23 @@ mod tests {
         let at: Vec<String> = (0..4).map(|i| format!("models[{i}]")).collect();
         let mut specs = vec![spec("big", "/m/big.gguf"), spec("tiny", "/m/tiny.gguf"), spec("other", "/m/o.gguf"), spec("x", "/m/x.gguf")];
         specs[1].aliases = vec!["t".into()];
-        specs[0].draft = Some(given("t", &dir));
-        specs[2].draft = Some(given("small.gguf", &dir));
-        specs[3].draft = Some(given("tiny", &dir));
+        specs[0].draft = Some(given("t", &dir, false));
+        specs[2].draft = Some(given("small.gguf", &dir, false));
+        specs[3].draft = Some(given("tiny", &dir, false));
         specs[3].knobs.spec.kind = SpecType::NgramSimple;
         resolve(&mut specs, &at).unwrap();
-        assert_eq!(specs[0].draft, Some(DraftModel { id: "tiny".into(), path: "/m/tiny.gguf".into() }));
+        assert_eq!(specs[0].draft, Some(DraftModel { id: "tiny".into(), path: "/m/tiny.gguf".into(), optional: false }));
         assert_eq!(specs[0].knobs.spec.kind, SpecType::DraftSimple);
-        assert_eq!(specs[2].draft, Some(DraftModel { id: "small".into(), path: file.clone() }));
+        assert_eq!(specs[2].draft, Some(DraftModel { id: "small".into(), path: file.clone(), optional: false }));
         assert_eq!(specs[3].knobs.spec.kind, SpecType::NgramSimple, "a spec_type given stays");
         assert_eq!(specs[1].draft, None);
 
         let mut specs = vec![spec("big", "/m/big.gguf")];
-        specs[0].draft = Some(given("nope", &dir));
+        specs[0].draft = Some(given("nope", &dir, false));
         let e = resolve(&mut specs, &at).unwrap_err();
         assert!(e.contains("models[0]") && e.contains("`nope`") && e.contains("auto"), "{e}");
         // `auto` with nothing readable: no draft, no error.
-        specs[0].draft = Some(given(AUTO, &dir));
+        specs[0].draft = Some(given(AUTO, &dir, false));
         resolve(&mut specs, &at).unwrap();
         assert_eq!(specs[0].draft, None);
         assert_eq!(specs[0].knobs.spec.kind, SpecType::None);

@@ -180,7 +180,7 @@ impl Config {
             sampling: server_sampling(flags)?,
             max_tokens: flags.llama.n_predict(),
             ttl: flags.llama.sleep_idle_seconds.map(Duration::from_secs),
-            draft: flags.llama.model_draft.as_deref().map(|p| draft::given(&p.to_string_lossy(), Path::new(""))),
+            draft: flags.llama.model_draft.as_deref().map(|p| draft::given(&p.to_string_lossy(), Path::new(""), true)),
         };
         let config_dir = config_dir_of(&file_path);
         let mut models = Models::default();
@@ -460,6 +460,9 @@ fn knobs(first: &file::KnobKeys, then: &file::KnobKeys, base: EngineKnobs, at: &
     let quantized = |t: KvCacheType| !matches!(t, KvCacheType::F16 | KvCacheType::BF16 | KvCacheType::F32);
     if quantized(out.cache_type_v) && out.flash_attn == FlashAttn::Off {
         return Err(format!("{at}: a quantized cache_type_v needs flash attention (flash_attn on or auto)"));
+    }
+    if out.spec.p_min.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+        return Err(format!("{at}: spec_draft_p_min must be between 0 and 1"));
     }
     if out.threads_batch == Some(0) || out.ubatch_size == Some(0) {
         return Err(format!("{at}: threads_batch and ubatch_size must be at least 1"));

@@ -111,7 +111,7 @@ pub(super) fn model_from_section(m: &ModelSection, base: &ModelDefaults, dir: &P
     }
     spec.ttl = m.ttl.or(spec.ttl);
     if let Some(d) = &m.draft {
-        spec.draft = Some(super::draft::given(d, dir));
+        spec.draft = Some(super::draft::given(d, dir, false));
     }
     spec.preload = m.preload;
     spec.exclusive = m.exclusive;

@@ -59,7 +59,7 @@ impl EngineFactory for LlamaFactory {
             sleep_gpu: self.sleep_gpu,
             swa_full: spec.swa_full,
             knobs: spec.knobs,
-            draft: spec.draft.as_ref().map(|d| d.path.clone()),
+            draft: spec.draft_in_use().map(|d| (d.path.clone(), d.optional)),
         };
         Ok(Arc::new(LlamaEngine::load(options, progress)?))
     }

@@ -108,7 +108,9 @@ pub struct DraftCounts {
 /// the mode with the higher rate (a moving average over phases) runs next,
 /// and every [`EXPLORE_EVERY`]th phase runs the other one, so a draft model
 /// that stopped paying (or started to) is noticed. Steps that read a
-/// prompt are not counted (prefill is the same work either way).
+/// prompt are not counted (prefill is the same work either way); the
+/// worker leaves them out. The rates are of the whole step, however many
+/// slots generate in it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Payoff {
     with: Option<f64>,

@@ -1,7 +1,7 @@
-"""A draft model (`--model-draft`, a `[[models]]` entry's `draft`) must share
-its model's vocabulary: one that does not is refused when the pair loads,
-with an error that says why; a draft that is neither a model nor a file
-stops the server at startup, naming it."""
+"""A draft model must share its model's vocabulary: one a `[[models]]` entry
+names is refused when the pair loads, with an error that says why; one given
+for every model (`--model-draft`) is left out where it cannot draft; a draft
+that is neither a model nor a file stops the server at startup, naming it."""
 
 import json
 import os
@@ -29,10 +29,12 @@ def post(base, body):
     return post_json(base, "/completion", body, timeout=120)
 
 
-def test_a_draft_model_of_another_vocabulary_is_refused_when_the_pair_loads(tiny_llama):
+def test_a_draft_model_of_another_vocabulary_is_refused_when_the_pair_loads(tiny_llama, tmp_path):
     model = os.environ["VRAM_LLM_TEST_MODEL"]
     # Two models, so that neither loads at startup: the request loads one.
-    proc, base = launch(["--model", f"a={model}", "--model", f"b={model}", "--ctx-size", "1024", "--model-draft", str(tiny_llama)])
+    config = tmp_path / "c.toml"
+    config.write_text(f'[[models]]\nname = "a"\npath = "{model}"\ndraft = "{tiny_llama}"\n\n[[models]]\nname = "b"\npath = "{model}"\n')
+    proc, base = launch(["--config", str(config), "--ctx-size", "1024"])
     try:
         status, body = post(base, {"model": "a", "prompt": "Hello", "n_predict": 4})
         assert status == 503, body
@@ -46,7 +48,20 @@ def test_a_draft_model_of_another_vocabulary_is_refused_when_the_pair_loads(tiny
         # /v1/models names each model's draft model.
         with urllib.request.urlopen(f"{base}/v1/models", timeout=5) as r:
             drafts = {m["id"]: m.get("draft") for m in json.load(r)["data"]}
-        assert drafts == {"a": "tiny", "b": "tiny"}, drafts
+        assert drafts == {"a": "tiny", "b": None}, drafts
+    finally:
+        stop(proc)
+
+
+def test_a_draft_for_every_model_is_left_out_where_it_cannot_draft(tiny_llama):
+    """`--model-draft` is every model's: one it cannot draft for (here, any:
+    another vocabulary) loads and answers without it."""
+    model = os.environ["VRAM_LLM_TEST_MODEL"]
+    proc, base = launch(["--model", f"a={model}", "--model", f"b={model}", "--ctx-size", "1024", "--model-draft", str(tiny_llama)])
+    try:
+        status, body = post(base, {"model": "a", "prompt": "Hello", "n_predict": 4, "temperature": 0})
+        assert status == 200, body
+        assert "draft_n" not in body["timings"], body["timings"]
     finally:
         stop(proc)
 

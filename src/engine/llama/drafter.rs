@@ -27,17 +27,22 @@ pub(super) struct Drafter<'m> {
     n_ctx: usize,
     /// Tokens whose KV each sequence (a slot's) holds.
     cached: Vec<Vec<LlamaToken>>,
-    /// Whether drafting pays for this model (`engine::spec::Payoff`).
+    /// The model's vocabulary size: the draft's may be larger (by up to
+    /// `VOCAB_SIZE_SLACK`), and tokens past it are never drafted.
+    n_vocab: usize,
+    /// Whether drafting pays for this model (`engine::spec::Payoff`), and
+    /// the tokens catching up read since the step began (a long read is a
+    /// prompt's, left out of the payoff).
     pub(super) payoff: crate::engine::spec::Payoff,
+    pub(super) read: usize,
 }
 
-/// Loads the draft model of `options` (its `draft`), checked against the
-/// target's vocabulary.
 /// A draft model's weights, before its context is made.
 pub(super) struct Loaded {
     weights: Arc<Weights>,
     params: llama_cpp_2::context::params::LlamaContextParams,
     n_ctx: usize,
+    n_vocab: usize,
     path: std::path::PathBuf,
 }
 
@@ -49,9 +54,15 @@ impl Loaded {
     }
 }
 
+/// Loads the draft model of `options` (its `draft`), checked against the
+/// model: a draft it cannot use fails the load, or with an optional draft
+/// (`--model-draft`, `auto`) is left out with a warning.
 pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<Loaded>, String> {
-    // A model that serves embeddings only never generates.
-    let Some(path) = options.draft.as_ref().filter(|_| !options.knobs.embeddings_only) else { return Ok(None) };
+    let Some((path, optional)) = &options.draft else { return Ok(None) };
+    if target.is_recurrent() || target.is_hybrid() {
+        tracing::warn!(model = %options.path.display(), draft = %path.display(), "no draft model: this model's memory (recurrent or hybrid) cannot drop rejected drafts");
+        return Ok(None);
+    }
     let draft_options = LoadOptions {
         path: path.clone(),
         // All its layers offloaded where the model is on a GPU, on the
@@ -68,14 +79,19 @@ pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<
         ..options.clone()
     };
     let (weights, info, params) = super::load::load_model(&draft_options, Arc::new(|_| {}), None).map_err(|e| format!("draft model {}: {e}", path.display()))?;
-    if let Some(why) = mismatch(target, &weights.model) {
-        return Err(format!(
-            "draft model {} cannot draft for {}: {why} (a draft model needs the model's vocabulary)",
-            path.display(),
-            options.path.display()
-        ));
+    let why = if weights.model.is_recurrent() || weights.model.is_hybrid() {
+        Some("its memory (recurrent or hybrid) cannot drop rejected drafts".to_string())
+    } else {
+        mismatch(target, &weights.model).map(|why| format!("{why} (a draft model needs the model's vocabulary)"))
+    };
+    match why {
+        None => Ok(Some(Loaded { weights, params, n_ctx: info.n_ctx_slot as usize, n_vocab: target.n_vocab().max(0) as usize, path: path.clone() })),
+        Some(why) if *optional => {
+            tracing::warn!(model = %options.path.display(), draft = %path.display(), "no draft model for this model: {why}");
+            Ok(None)
+        }
+        Some(why) => Err(format!("draft model {} cannot draft for {}: {why}", path.display(), options.path.display())),
     }
-    Ok(Some(Loaded { weights, params, n_ctx: info.n_ctx_slot as usize, path: path.clone() }))
 }
 
 fn facts(m: &LlamaModel) -> VocabFacts {
@@ -100,10 +116,10 @@ impl<'m> Drafter<'m> {
     /// The draft model's context, a sequence per slot (`None` without a
     /// draft model).
     pub(super) fn start(loaded: Option<&'m Loaded>, parallel: usize) -> Result<Option<Self>, String> {
-        let Some(Loaded { weights, params, n_ctx, path }) = loaded else { return Ok(None) };
+        let Some(Loaded { weights, params, n_ctx, n_vocab, path }) = loaded else { return Ok(None) };
         let ctx = weights.model.new_context(backend()?, params.clone()).map_err(|e| format!("draft model {}: cannot create its context: {e}", path.display()))?;
         let n_batch = ctx.n_batch() as usize;
-        Ok(Some(Self { ctx, batch: LlamaBatch::new(n_batch, 1), n_batch, n_ctx: *n_ctx, cached: vec![Vec::new(); parallel], payoff: Default::default() }))
+        Ok(Some(Self { ctx, batch: LlamaBatch::new(n_batch, 1), n_batch, n_ctx: *n_ctx, cached: vec![Vec::new(); parallel], n_vocab: *n_vocab, payoff: Default::default(), read: 0 }))
     }
 
     /// Up to `max` tokens to follow `history` (a slot's tokens, its pending
@@ -121,7 +137,8 @@ impl<'m> Drafter<'m> {
             return out;
         }
         loop {
-            let (token, p) = top(self.ctx.get_logits_ith(self.batch.n_tokens() - 1));
+            let logits = self.ctx.get_logits_ith(self.batch.n_tokens() - 1);
+            let (token, p) = top(&logits[..self.n_vocab.min(logits.len())]);
             if p < p_min {
                 break;
             }
@@ -162,6 +179,7 @@ impl<'m> Drafter<'m> {
                 self.batch.add(token, pos as i32, &[seq as i32], pos + 1 == history.len()).map_err(|_| ())?;
             }
             self.ctx.decode(&mut self.batch).map_err(|_| ())?;
+            self.read += to - from;
             self.cached[seq].extend_from_slice(&history[from..to]);
             from = to;
         }
@@ -175,20 +193,43 @@ impl<'m> Drafter<'m> {
     }
 }
 
-/// The most likely token of `logits` and its probability.
+/// How many of the most likely tokens a draft token's probability is
+/// taken among (renormalized), as llama-server's draft sampler (top-k 10).
+const TOP_K: usize = 10;
+
+/// The most likely token of `logits` and its probability among the
+/// [`TOP_K`] most likely.
 fn top(logits: &[f32]) -> (LlamaToken, f32) {
-    let (best, max) = logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) });
-    let sum: f32 = logits.iter().map(|&v| (v - max).exp()).sum();
-    (LlamaToken(best as i32), if sum > 0.0 { 1.0 / sum } else { 0.0 })
+    let mut best: Vec<(f32, usize)> = Vec::with_capacity(TOP_K + 1);
+    for (i, &v) in logits.iter().enumerate() {
+        if best.len() < TOP_K || v > best[best.len() - 1].0 {
+            let at = best.partition_point(|&(b, _)| b >= v);
+            best.insert(at, (v, i));
+            best.truncate(TOP_K);
+        }
+    }
+    let Some(&(max, token)) = best.first() else { return (LlamaToken(0), 0.0) };
+    let sum: f32 = best.iter().map(|&(v, _)| (v - max).exp()).sum();
+    (LlamaToken(token as i32), if sum > 0.0 { 1.0 / sum } else { 0.0 })
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_top_token_and_its_probability() {
+    fn the_top_token_and_its_probability_among_the_ten_likeliest() {
         let (t, p) = super::top(&[0.0, 2.0, 0.0]);
         assert_eq!(t.0, 1);
         let e2 = 2f32.exp();
         assert!((p - e2 / (e2 + 2.0)).abs() < 1e-6);
+        // 1000 unlikely tokens beyond the ten likeliest do not count.
+        let mut logits = vec![-50.0; 1000];
+        logits[7] = 3.0;
+        for v in logits.iter_mut().skip(100).take(9) {
+            *v = 0.0;
+        }
+        let (t, p) = super::top(&logits);
+        assert_eq!(t.0, 7);
+        let e3 = 3f32.exp();
+        assert!((p - e3 / (e3 + 9.0)).abs() < 1e-6, "{p}");
     }
 }

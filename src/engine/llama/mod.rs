@@ -89,8 +89,9 @@ pub struct LoadOptions {
     pub batch_size: u32,
     /// Flash attention, cache types, micro-batch, batch threads, mlock, mmap.
     pub knobs: crate::types::EngineKnobs,
-    /// A smaller model of the same vocabulary that drafts (drafter.rs).
-    pub draft: Option<PathBuf>,
+    /// A smaller model of the same vocabulary that drafts (drafter.rs), and
+    /// whether the model loads without it where it cannot draft.
+    pub draft: Option<(PathBuf, bool)>,
 }
 
 /// How llama.cpp's fitter may place a model.

@@ -66,15 +66,22 @@ impl Worker<'_> {
     /// that `timed_step_ended` can tell the payoff what it gave.
     pub(super) fn timed_step(&mut self) -> Option<std::time::Instant> {
         self.emitted = 0;
+        if let Some(drafter) = self.drafter.as_mut() {
+            drafter.read = 0;
+        }
         let drafting = self.slots.iter().filter_map(|s| s.active.as_ref()).any(|a| a.spec.kind == SpecType::DraftSimple && a.pending.is_some());
         (self.drafter.is_some() && drafting).then(std::time::Instant::now)
     }
 
     /// The step that began at `started` emitted `self.emitted` tokens;
-    /// steps that also read a prompt are left out (see `Payoff`).
+    /// steps that also read a prompt are left out (see `Payoff`): the
+    /// model's, or one the draft model read to catch up (its first draft
+    /// for a request, after a context shift or a pause).
     pub(super) fn timed_step_ended(&mut self, started: Option<std::time::Instant>, read_prompt: bool) {
+        /// A catch-up longer than this read a prompt.
+        const LONG_READ: usize = 64;
         let (Some(started), Some(drafter)) = (started, self.drafter.as_mut()) else { return };
-        if read_prompt || self.emitted == 0 {
+        if read_prompt || self.emitted == 0 || drafter.read > LONG_READ {
             return;
         }
         let was = drafter.payoff.drafting();
