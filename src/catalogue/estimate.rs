@@ -30,7 +30,8 @@ pub fn model_memory(spec: &ModelSpec) -> ModelMemory {
         Ok((header, estimate)) => ModelMemory {
             bytes: estimate.total_bytes + draft,
             footprint: Some(footprint_of(&header, &estimate)).map(|mut f| {
-                // The draft model's share, counted as the model's own buffers.
+                // The draft model goes whole on the model's main GPU
+                // (drafter.rs): counted as the model's own buffers there.
                 f.compute_bytes += draft;
                 f
             }),

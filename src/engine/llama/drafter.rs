@@ -65,11 +65,18 @@ pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<
     }
     let draft_options = LoadOptions {
         path: path.clone(),
-        // All its layers offloaded where the model is on a GPU, on the
-        // devices llama.cpp picks by default (not checked on a GPU yet).
-        gpu: None,
+        // Whole on the model's main GPU where the scheduler placed the model
+        // on GPUs (its estimate counts the draft as the model's own; not
+        // checked on a GPU yet), on the CPU where it placed it there.
+        gpu: options.gpu.as_ref().map(|g| crate::engine::GpuParams {
+            devices: g.devices.first().copied().into_iter().collect(),
+            split_mode: crate::gpu::SplitMode::None,
+            n_gpu_layers: u32::MAX,
+            tensor_split: Vec::new(),
+            whole: true,
+        }),
         fit: None,
-        n_gpu_layers: options.gpu.as_ref().map(|_| u32::MAX).or(options.n_gpu_layers),
+        n_gpu_layers: options.n_gpu_layers,
         kv_store: None,
         kept_weights: None,
         sleep_gpu: false,
