@@ -569,7 +569,7 @@ fn parse_cache_type(s: &str) -> Result<crate::gguf::KvCacheType, String> {
 /// A probability, 0 to 1.
 fn probability(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
-        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        Ok(p) if crate::types::SpecConfig::check_p_min(p.into()).is_ok() => Ok(p),
         _ => Err(format!("`{s}` is not a probability between 0 and 1")),
     }
 }

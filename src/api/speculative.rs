@@ -4,16 +4,16 @@
 
 use super::error::{invalid, ApiError};
 use super::openai::SamplingFields;
-use crate::types::{SpecRequest, SpecType};
+use crate::types::{SpecConfig, SpecRequest, SpecType};
 
 pub(super) fn fields(f: &SamplingFields) -> Result<SpecRequest, ApiError> {
     let count = |name: &'static str, v: Option<i64>, range: std::ops::RangeInclusive<i64>| match v {
         Some(n) if !range.contains(&n) => Err(invalid(name, format!("`{name}` must be between {} and {} (got {n})", range.start(), range.end()))),
         v => Ok(v.map(|n| n as u32)),
     };
-    let p_min = match f.speculative_p_min {
-        Some(p) if !(0.0..=1.0).contains(&p) => return Err(invalid("speculative.p_min", "`speculative.p_min` must be between 0 and 1")),
-        p => p.map(|p| p as f32),
+    let p_min = match f.speculative_p_min.map(|p| (p, SpecConfig::check_p_min(p))) {
+        Some((_, Err(rule))) => return Err(invalid("speculative.p_min", format!("`speculative.p_min` {rule}"))),
+        p => p.map(|(p, _)| p as f32),
     };
     // The names `--spec-type` takes (the enum's own), exactly.
     let kind = match f.speculative_type.as_deref() {

@@ -40,8 +40,7 @@ pub fn model_memory(spec: &ModelSpec) -> ModelMemory {
         },
         Err(e) => {
             tracing::warn!(model = %spec.id, "cannot read the GGUF header (memory is guessed from the file size, no GPU plan): {e}");
-            let file = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
-            ModelMemory { bytes: file + file / 4 + 64 * MIB + draft, footprint: None, n_vocab: None, encoder_only: false }
+            ModelMemory { bytes: guessed_bytes(&spec.path) + draft, footprint: None, n_vocab: None, encoder_only: false }
         }
     }
 }
@@ -52,11 +51,14 @@ fn draft_bytes(spec: &ModelSpec) -> u64 {
     let Some(draft) = spec.draft_in_use() else { return 0 };
     match header_estimate(&draft.path, spec.ctx_size, spec.parallel, &spec.knobs.shape(true)) {
         Ok((_, estimate)) => estimate.total_bytes,
-        Err(_) => {
-            let file = std::fs::metadata(&draft.path).map(|m| m.len()).unwrap_or(0);
-            file + file / 4 + 64 * MIB
-        }
+        Err(_) => guessed_bytes(&draft.path),
     }
+}
+
+/// A model whose header cannot be read: its file size plus 25 % and 64 MiB.
+fn guessed_bytes(path: &std::path::Path) -> u64 {
+    let file = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    file + file / 4 + 64 * MIB
 }
 
 /// What GPU placement needs to know about a model, from its GGUF header.

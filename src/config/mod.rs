@@ -461,8 +461,8 @@ fn knobs(first: &file::KnobKeys, then: &file::KnobKeys, base: EngineKnobs, at: &
     if quantized(out.cache_type_v) && out.flash_attn == FlashAttn::Off {
         return Err(format!("{at}: a quantized cache_type_v needs flash attention (flash_attn on or auto)"));
     }
-    if out.spec.p_min.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
-        return Err(format!("{at}: spec_draft_p_min must be between 0 and 1"));
+    if let Some(Err(rule)) = out.spec.p_min.map(|p| crate::types::SpecConfig::check_p_min(p.into())) {
+        return Err(format!("{at}: spec_draft_p_min {rule}"));
     }
     if out.threads_batch == Some(0) || out.ubatch_size == Some(0) {
         return Err(format!("{at}: threads_batch and ubatch_size must be at least 1"));

@@ -99,6 +99,15 @@ impl SpecConfig {
     pub fn p_min(&self) -> f32 {
         self.p_min.unwrap_or(DEFAULT_P_MIN)
     }
+    /// The rule a draft model's `p_min` keeps, as the flag, the config key
+    /// and the request field give it: a probability.
+    pub fn check_p_min(p: f64) -> Result<(), &'static str> {
+        if (0.0..=1.0).contains(&p) {
+            Ok(())
+        } else {
+            Err("must be between 0 and 1")
+        }
+    }
     pub fn n_min(&self) -> usize {
         self.n_min.unwrap_or(0) as usize
     }

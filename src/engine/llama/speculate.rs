@@ -66,11 +66,10 @@ impl Worker<'_> {
     /// that `timed_step_ended` can tell the payoff what it gave.
     pub(super) fn timed_step(&mut self) -> Option<std::time::Instant> {
         self.emitted = 0;
-        if let Some(drafter) = self.drafter.as_mut() {
-            drafter.read = 0;
-        }
+        let drafter = self.drafter.as_mut()?;
+        drafter.read = 0;
         let drafting = self.slots.iter().filter_map(|s| s.active.as_ref()).any(|a| a.spec.kind == SpecType::DraftSimple && a.pending.is_some());
-        (self.drafter.is_some() && drafting).then(std::time::Instant::now)
+        drafting.then(std::time::Instant::now)
     }
 
     /// The step that began at `started` emitted `self.emitted` tokens;
