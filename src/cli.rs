@@ -296,7 +296,8 @@ pub struct ServerFlags {
     /// prompt or the answer; `draft-simple` lets the draft model
     /// (`--model-draft`, a model's `draft` key) draft greedily. The model
     /// checks the draft in the same decode. Output is unchanged (each token
-    /// is still sampled from the model); answers that repeat their context
+    /// is still sampled from the model; only a near tie may round the other
+    /// way, see README); answers that repeat their context
     /// (or that the draft model guesses) come faster. A slot whose drafts
     /// keep failing pauses drafting [default: none; draft-simple for models
     /// with a draft model]. Per-model `spec_type` in the config wins.
