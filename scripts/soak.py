@@ -17,7 +17,10 @@ timeouts (--client-timeout, 180 s) and 200 streams that ended without [DONE].
 
 Prints one row per run: requests sent, 200, 429, 503, other, lost, requests
 per load, latency p50/p99 of the 200s, the worst wait for a first token, and
-/health latency p50/p99/max. Standard library only.
+/health latency p50/p99/max. Standard library only. Each server's log goes
+to /tmp/soak-PORT.log; run with RUST_LOG=info,vram_llm::scheduler=debug and
+scripts/soak_waits.py reads each admitted request's wait and expectation
+from it.
 """
 
 import argparse
@@ -202,13 +205,13 @@ def main():
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"soak: {args.clients} closed-loop clients over {args.models} models (memory for one), "
-          f"{args.duration:.0f} s, {args.max_tokens} tokens per request, --parallel {args.parallel}")
+    print(f"soak: {args.clients} closed-loop clients over {args.models} models ({args.budget_mib} MiB budget; "
+          f"serve args: {args.serve_args or 'none'}), {args.duration:.0f} s, {args.max_tokens} tokens per request, --parallel {args.parallel}")
     cols = ["sent", "ok", "429", "503", "other", "lost", "loads", "requests_per_load", "ok_per_s", "p50_s", "p90_s", "p99_s",
             "first_p99_s", "worst_wait_s", "429_no_retry_after", "health_p50_ms", "health_p99_ms", "health_max_ms"]
     print("bin".ljust(28) + "".join(c.rjust(max(len(c), 6) + 1) for c in cols))
     for r in rows:
-        label = (r["bin"] + " " + r["serve_args"]).strip()[-28:]
+        label = r["bin"][-28:]
         print(label.ljust(28) + "".join(str(r[c]).rjust(max(len(c), 6) + 1) for c in cols))
 
 

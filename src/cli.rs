@@ -434,11 +434,12 @@ pub struct ServerFlags {
 
     /// How long other models may keep the memory busy while a request waits
     /// for its model; then they stop taking new work, finish what is in
-    /// flight and are swapped out (10s, 500ms, 2m). A request expected to
-    /// wait on other models' turns longer than twice this (that, plus their
-    /// drain and its load) gets 429 at once, with Retry-After; one admitted
-    /// that has waited this long is served before its model gives way
-    /// [default: 10s].
+    /// flight and are swapped out (10s, 500ms, 2m). While models take turns
+    /// for the memory, a request is promised a turn of its model (the
+    /// current or the next one), which does not end before it is served; a
+    /// request whose first token is expected later than twice this (that,
+    /// plus their drain and its load), or whose model's next turns are
+    /// full, gets 429 at once, with Retry-After [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = crate::cli::parse_duration)]
     pub max_wait: Option<std::time::Duration>,
 

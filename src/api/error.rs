@@ -62,7 +62,7 @@ impl From<SchedError> for ApiError {
             SchedError::UnknownModel(name) => ApiError::ModelNotFound(name),
             SchedError::NotLoaded(_) => ApiError::InvalidRequest { message: e.to_string(), param: Some("model".into()) },
             SchedError::Rejected(EnqueueError::QueueFull { .. }) => ApiError::Overloaded { message: e.to_string(), retry_after_s: 1, code: "queue_full" },
-            SchedError::Rejected(EnqueueError::WaitTooLong { retry_after_s, .. }) => {
+            SchedError::Rejected(EnqueueError::WaitTooLong { retry_after_s, .. } | EnqueueError::TurnsFull { retry_after_s, .. }) => {
                 ApiError::Overloaded { message: e.to_string(), retry_after_s, code: "expected_wait_too_long" }
             }
             SchedError::Rejected(EnqueueError::NotMeasured { .. }) => {

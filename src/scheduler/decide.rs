@@ -135,7 +135,10 @@ impl SchedState {
                 if let Some(w) = self.models[*model].queue.iter().find(|w| w.ticket == *ticket).cloned() {
                     self.calibrate(w.expected, now.saturating_duration_since(w.since));
                 }
+                // A place of its turn, when others wait for the memory (turns.rs).
+                let contended = self.takes_turns(*model);
                 let m = &mut self.models[*model];
+                m.turn_admitted += usize::from(contended);
                 m.queue.retain(|w| w.ticket != *ticket);
                 m.in_flight += 1;
                 m.last_used = now;
@@ -157,6 +160,8 @@ impl SchedState {
                 m.asleep = None;
                 m.residency = Residency::Loading;
                 m.load_started = Some(now);
+                m.turn += 1;
+                m.turn_admitted = 0;
                 actions.push(Action::Load { model: *model });
             }
             Step::FailLoad { model, reason, .. } => {
@@ -219,8 +224,7 @@ impl SchedState {
         for i in 0..self.models.len() {
             loop {
                 let m = &self.models[i];
-                let closed = m.closed && !self.overdue_front(i, now);
-                if m.residency != Residency::Loaded || closed || m.unload_requested || m.in_flight >= m.limits.slots {
+                if m.residency != Residency::Loaded || m.closed || m.unload_requested || m.in_flight >= m.limits.slots {
                     break;
                 }
                 let Some(w) = m.queue.front() else { break };
@@ -300,7 +304,8 @@ impl SchedState {
             self.record(Step::ReopenAll, now, steps);
             return;
         }
-        // A model loaded for a swap serves its quantum first (overload.rs).
+        // A model loaded for a swap serves its quantum and the requests
+        // promised its turn first (overload.rs, turns.rs).
         let closable: Vec<Resident> = residents.into_iter().filter(|r| !r.busy || self.may_close(r.model, now)).collect();
         let Some(evict) = choose_evictions(&closable, count_room, true, fits) else {
             return;

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod sleep;
 pub mod snapshot;
 pub mod state;
+mod turns;
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

@@ -68,9 +68,10 @@ pub struct Waiter {
     pub since: Instant,
     /// The wait it was expected to have (overload.rs), before calibration.
     pub expected: Duration,
-    /// It waits on other models' turns for the memory, so `--max-wait`
-    /// bounds its wait (`SchedState::takes_turns` when it came).
-    pub bounded: bool,
+    /// The turn of its model it was promised (`turns.rs`): set when it came
+    /// while models took turns for the memory; its model does not give way
+    /// before it is admitted in that turn.
+    pub promise: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +105,10 @@ pub struct ModelSched {
     pub(super) lingers: bool,
     /// When its current load finished (its quantum counts from there).
     pub(super) loaded_at: Option<Instant>,
+    /// Its turns for the memory so far (one per load) and how many requests
+    /// the current one admitted while another model waited (`turns.rs`).
+    pub(super) turn: u64,
+    pub(super) turn_admitted: usize,
     /// Typical time a request holds a slot (see `overload.rs`).
     pub service: Option<Duration>,
     /// When each request now holding a slot was admitted, oldest first.
@@ -221,6 +226,8 @@ pub enum EnqueueError {
     BackingOff { model: String, reason: String, retry_in_s: u64 },
     #[error("a request for model `{model}` would wait about {expected_s}s, past the server's bound of {limit_s}s ({flag})")]
     WaitTooLong { model: String, expected_s: u64, limit_s: u64, retry_after_s: u64, flag: &'static str },
+    #[error("the next turns of model `{model}` for the memory it shares with other models are full; retry in {retry_after_s}s")]
+    TurnsFull { model: String, retry_after_s: u64 },
     #[error("model `{model}` already has {waiting} requests waiting on other models' turns and no time per request measured yet to promise a wait; retry in a second")]
     NotMeasured { model: String, waiting: usize },
 }
@@ -273,6 +280,8 @@ impl SchedState {
             watching_comeback: false,
             lingers: true,
             loaded_at: None,
+            turn: 0,
+            turn_admitted: 0,
             service: None,
             admitted_at: VecDeque::new(),
             sleep_cost: Err("not loaded".into()),
@@ -304,8 +313,8 @@ impl SchedState {
     pub fn enqueue(&mut self, model: usize, now: Instant) -> Result<Ticket, EnqueueError> {
         let max_queue = self.limits.max_queue;
         let expected = self.raw_expected_wait(model, now);
-        let bounded = self.takes_turns(model);
-        let too_long = self.wait_too_long(model, expected, bounded);
+        let promise = self.promise_for(model, now);
+        let too_long = self.wait_too_long(model, expected, promise);
         let m = &mut self.models[model];
         if let Residency::Failed { reason, retry_at } = &m.residency {
             if *retry_at > now {
@@ -328,7 +337,7 @@ impl SchedState {
         }
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        m.queue.push_back(Waiter { ticket, since: now, expected, bounded });
+        m.queue.push_back(Waiter { ticket, since: now, expected, promise });
         Ok(ticket)
     }
 
@@ -524,15 +533,7 @@ impl SchedState {
             .filter(|m| (m.residency == Residency::Loaded && !m.busy()) || (m.residency == Residency::Unloaded && m.asleep.is_some()))
             .filter_map(|m| m.limits.ttl.map(|ttl| m.last_used + ttl));
         let quanta = self.models.iter().filter(|_| someone_waits).filter_map(|m| m.quantum_end(now, self.limits.max_wait));
-        // A closed model's front waiter becoming overdue (overload.rs).
-        let max_wait = self.limits.max_wait;
-        let overdue = self
-            .models
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.closed && m.residency == Residency::Loaded)
-            .filter_map(|(i, m)| m.queue.front().filter(|w| self.overdue(i, w.since, w.bounded, w.since + max_wait)).map(|w| w.since + max_wait));
-        waits.chain(lingers).chain(ttls).chain(quanta).chain(overdue).filter(|&t| t > now).min()
+        waits.chain(lingers).chain(ttls).chain(quanta).filter(|&t| t > now).min()
     }
 
     /// The model that should be loaded next, if any: the one whose oldest
@@ -597,14 +598,6 @@ impl SchedState {
             (Some(demand), false) => pools::ideal(&self.gpus, demand).map(Some).map_err(|e| e.to_string()),
             _ => Ok(None),
         }
-    }
-
-    /// How long `m`'s oldest waiter may wait before busy models are made to
-    /// give way: max_wait less the time `m` takes to load, so that the wait
-    /// including the load stays within max_wait (plus draining the requests
-    /// already in flight).
-    pub(super) fn patience(&self, m: &ModelSched) -> Duration {
-        self.limits.max_wait.saturating_sub(m.last_load.unwrap_or_default())
     }
 
     /// The model of the oldest waiter overall.
