@@ -436,7 +436,7 @@ pub struct ServerFlags {
     /// for its model; then they stop taking new work, finish what is in
     /// flight and are swapped out (10s, 500ms, 2m). While models take turns
     /// for the memory, a request is promised a turn of its model (the
-    /// current or the next one), which does not end before it is served; a
+    /// current or the next one), which does not end before it is admitted; a
     /// request whose first token is expected later than twice this (that,
     /// plus their drain and its load), or whose model's next turns are
     /// full, gets 429 at once, with Retry-After [default: 10s].

@@ -160,8 +160,14 @@ impl SchedState {
                 m.asleep = None;
                 m.residency = Residency::Loading;
                 m.load_started = Some(now);
-                m.turn += 1;
-                m.turn_admitted = 0;
+                // Its turn starts, and so does a new one for every model that
+                // stays loaded beside it (turns.rs).
+                for (i, o) in self.models.iter_mut().enumerate() {
+                    if i == *model || o.residency == Residency::Loaded {
+                        o.turn += 1;
+                        o.turn_admitted = 0;
+                    }
+                }
                 actions.push(Action::Load { model: *model });
             }
             Step::FailLoad { model, reason, .. } => {

@@ -50,6 +50,16 @@ use std::time::{Duration, Instant};
 
 use super::state::{EnqueueError, ModelSched, Residency, SchedState};
 
+/// What a request should expect when it comes (before calibration).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct Expectation {
+    /// Its wait for a slot.
+    pub wait: Duration,
+    /// While models take turns and it is not promised the current one:
+    /// how long until its model's next turn starts.
+    pub next_turn: Duration,
+}
+
 /// Expected waits shorter than this do not move the calibration.
 const CALIBRATE_FROM: Duration = Duration::from_secs(1);
 /// Weight of the newest admitted request in the calibration.
@@ -125,43 +135,47 @@ impl SchedState {
 
     /// `expected_wait` before calibration: the model of the policy alone.
     pub(super) fn raw_expected_wait(&self, model: usize, now: Instant) -> Duration {
+        self.expectation(model, now).wait
+    }
+
+    /// What a request for `model` arriving now should expect, before
+    /// calibration (see the module notes).
+    pub(super) fn expectation(&self, model: usize, now: Instant) -> Expectation {
         let m = &self.models[model];
         // A model not measured yet borrows the others' typical service time.
-        let Some(service) = m.service.or_else(|| self.service_prior()) else { return Duration::ZERO };
+        let prior = self.service_prior();
+        let Some(service) = m.service.or(prior) else { return Expectation::default() };
         let slots = m.limits.slots.max(1) as usize;
         // Serving time of `ahead` requests beyond the free slots, spread over the slots.
         let spread = |ahead: usize| service.mul_f64(ahead as f64 / slots as f64);
         let before_it = (m.queue.len() + m.in_flight as usize + 1).saturating_sub(slots);
+        let within = |wait| Expectation { wait, next_turn: Duration::ZERO };
         if !self.takes_turns(model) {
-            return spread(before_it);
+            return within(spread(before_it));
         }
-        // Models take turns: the place it would be promised (turns.rs).
+        // Its load (what is left of it), then its queue, when no other
+        // model is busy or it is promised its current turn (turns.rs).
         let max_wait = self.limits.max_wait;
         let open = self.turn_open(model, now);
         let (turn, ahead) = self.place_for(model, now, Some(service));
-        let load = m.last_load.unwrap_or_default();
-        let load_left = match (m.residency.clone(), m.load_started) {
-            (Residency::Loading, Some(started)) => load.saturating_sub(now.saturating_duration_since(started)),
-            _ => Duration::ZERO,
-        };
-        if turn == m.turn && open {
-            return load_left + spread(before_it);
+        if !self.contended(model) || (turn == m.turn && open) {
+            return within(m.load_left(now) + spread(before_it));
         }
         // A later turn: its current turn ends and drains, or it waits for
-        // the memory (`turn_of`) and a holder's drain; the others each load,
-        // serve a quantum and drain; it loads. Then a whole cycle for each
-        // turn after the next, and the batches ahead of it in its turn.
-        // A model not measured yet is counted at the others' mean service time.
-        let prior = self.service_prior();
+        // the memory (`turn_of`); the others each load, serve their turn and
+        // drain; it loads. Then a whole cycle for each turn after the next,
+        // and the batches ahead of it in its turn. A model not measured yet
+        // counts at the others' mean service time.
         let others_turns: Duration = self.models.iter().enumerate().filter(|&(i, o)| i != model && o.busy()).map(|(_, o)| o.turn_length(max_wait, prior)).sum();
-        let next_start = match m.residency {
+        let load = m.last_load.unwrap_or_default();
+        let next_turn = match m.residency {
             Residency::Loaded => m.turn_left(now, max_wait, service, open) + service + others_turns + load,
-            Residency::Loading => load_left + m.quantum(max_wait) + service + others_turns + load,
-            _ => self.turn_of(model, now) + service + load,
+            Residency::Loading => m.loading_left(now, max_wait, prior) + service + others_turns + load,
+            _ => self.turn_of(model, now) + load,
         };
         let cycle = m.turn_length(max_wait, Some(service)) + others_turns;
         let later = turn.saturating_sub(m.turn + 1) as u32;
-        next_start + cycle * later + spread((ahead + 1).saturating_sub(slots))
+        Expectation { wait: next_turn + cycle * later + spread((ahead + 1).saturating_sub(slots)), next_turn }
     }
 
     /// The mean service time of the models measured so far.
@@ -172,8 +186,8 @@ impl SchedState {
 
     /// How long until a model that is not resident gets the memory: while
     /// others are busy, its oldest waiter's patience (max_wait less its load
-    /// time) and their quanta must run out, and every model whose waiters
-    /// are older loads first and serves its quantum, a drain and a load each.
+    /// time) and their turns must run out, they drain, and every model whose
+    /// waiters are older loads first and takes a whole turn.
     fn turn_of(&self, model: usize, now: Instant) -> Duration {
         let m = &self.models[model];
         let max_wait = self.limits.max_wait;
@@ -181,21 +195,23 @@ impl SchedState {
         let oldest = m.oldest_wait().unwrap_or(now);
         let mut holders_busy = false;
         let mut holders_left = Duration::ZERO;
+        let mut drain = Duration::ZERO;
         let mut ahead = Duration::ZERO;
         let others = self.models.iter().enumerate().filter(|&(i, o)| i != model && o.busy());
         for (i, o) in others {
+            let service = o.service.or(prior).unwrap_or_default();
             match o.residency {
-                // Gives way once its quantum is over.
+                // Gives way once its quantum is over and its promises kept.
                 Residency::Loaded => {
                     holders_busy = true;
-                    let service = o.service.or(prior).unwrap_or_default();
+                    drain = drain.max(service);
                     holders_left = holders_left.max(o.turn_left(now, max_wait, service, self.turn_open(i, now)));
                 }
-                // A swap under way: it loads, then serves its quantum.
+                // A swap under way: it loads, then takes its turn.
                 Residency::Loading => {
                     holders_busy = true;
-                    let drain = o.service.or(prior).unwrap_or_default();
-                    holders_left = holders_left.max(o.turn_length(max_wait, prior).saturating_sub(drain));
+                    drain = drain.max(service);
+                    holders_left = holders_left.max(o.loading_left(now, max_wait, prior));
                 }
                 // Waiting longer than this model's waiters: it goes first.
                 _ if o.oldest_wait().is_some_and(|t| t < oldest) => {
@@ -208,7 +224,7 @@ impl SchedState {
         // less its load time), and not before their quanta end and the
         // requests promised their turns are admitted.
         let patience_left = if holders_busy { (oldest + self.patience(m)).saturating_duration_since(now) } else { Duration::ZERO };
-        patience_left.max(holders_left) + ahead
+        patience_left.max(holders_left) + drain + ahead
     }
 
     /// Whether a request for `model` arriving now waits on other models'
@@ -227,11 +243,12 @@ impl SchedState {
         self.limits.max_wait * 2
     }
 
-    /// The refusal for a request for `model` whose uncalibrated expected
-    /// wait is `raw`, if that (calibrated) passes the bound that applies
-    /// (see the module notes); `takes_turns` is [`Self::takes_turns`] for
-    /// it. No `max_queue_wait`: no admission by expected wait at all.
-    pub(super) fn wait_too_long(&self, model: usize, raw: Duration, promise: Option<u64>) -> Option<EnqueueError> {
+    /// The refusal for a request for `model` whose uncalibrated expectation
+    /// is `raw`, if its wait (calibrated) passes the bound that applies or
+    /// it would be promised a turn after its model's next (see the module
+    /// notes); `promise` is [`Self::promise_for`] for it (`Some` when it
+    /// takes turns). No `max_queue_wait`: no admission by expected wait.
+    pub(super) fn wait_too_long(&self, model: usize, raw: Expectation, promise: Option<u64>) -> Option<EnqueueError> {
         let queue_limit = self.limits.max_queue_wait?;
         let m = &self.models[model];
         let takes_turns = promise.is_some();
@@ -248,23 +265,24 @@ impl SchedState {
             true => (self.wait_bound(), "twice --max-wait"),
             false => (queue_limit, "--max-queue-wait"),
         };
-        let mut expected = raw.mul_f64(self.wait_calibration);
+        let mut expected = raw.wait.mul_f64(self.wait_calibration);
         if takes_turns {
             // Its first token, not its slot: one service time in hand (at
             // most a quarter of max_wait) for a holder's long request in the
             // drain and its own prompt after admission.
             expected += service.unwrap_or_default().min(self.limits.max_wait / 4);
         }
-        let retry_after_s = expected.saturating_sub(limit).as_secs_f64().ceil().max(1.0) as u64;
-        // Only the current and the next turn are promised (turns.rs).
-        if promise.is_some_and(|t| t > m.turn + 1) {
-            return Some(EnqueueError::TurnsFull { model: m.limits.name.clone(), retry_after_s });
+        let seconds = |d: Duration| d.as_secs_f64().ceil().max(1.0) as u64;
+        // Only the current and the next turn are promised (turns.rs): past
+        // them, retry when the next turn starts.
+        if promise.is_some_and(|t| t > m.turn + 1) && self.contended(model) {
+            return Some(EnqueueError::TurnsFull { model: m.limits.name.clone(), retry_after_s: seconds(raw.next_turn) });
         }
         (expected > limit).then(|| EnqueueError::WaitTooLong {
             model: m.limits.name.clone(),
             expected_s: expected.as_secs_f64().ceil() as u64,
             limit_s: limit.as_secs_f64().ceil() as u64,
-            retry_after_s,
+            retry_after_s: seconds(expected - limit),
             flag,
         })
     }
@@ -280,7 +298,7 @@ impl SchedState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::state::{ModelLimits, SchedLimits};
+    use crate::scheduler::state::{Action, ModelLimits, SchedLimits};
     use crate::scheduler::{Policy, Step};
 
     const MIB: u64 = 1 << 20;
@@ -354,7 +372,8 @@ mod tests {
         assert!(!closes_a(&s, end));
         s.release(0, end);
         s.release(0, end);
-        assert_eq!(s.poll(end).len(), 2, "both promised requests admitted");
+        let admitted = s.poll(end).iter().filter(|a| matches!(a, Action::Admit { model: 0, .. })).count();
+        assert_eq!((admitted, s.models[0].promised_now()), (2, 0), "both promised requests admitted");
         assert!(closes_a(&s, end));
     }
 
@@ -406,13 +425,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // b, not resident while a is busy: its waiter (since t0) gets the
-        // memory at max_wait less b's load time, then a drain and b's load;
-        // its one request ahead beyond b's 2 slots fits b's first turn.
+        // memory at max_wait less b's load time, then a's drain (2 s) and
+        // b's load; its one request ahead beyond b's 2 slots fits b's first
+        // turn.
         s.models[1].service = Some(S);
         s.models[1].last_load = Some(S);
         assert_eq!(loaded, t0 + S);
         // (b's waiter came 1 ms after t0.)
-        assert_eq!(s.expected_wait(1, loaded), (8 + 1 + 1) * S + Duration::from_millis(1));
+        assert_eq!(s.expected_wait(1, loaded), (8 + 2 + 1) * S + Duration::from_millis(1));
     }
 
     #[test]

@@ -312,9 +312,10 @@ impl SchedState {
     /// `poll` admits it.
     pub fn enqueue(&mut self, model: usize, now: Instant) -> Result<Ticket, EnqueueError> {
         let max_queue = self.limits.max_queue;
-        let expected = self.raw_expected_wait(model, now);
+        let expectation = self.expectation(model, now);
+        let expected = expectation.wait;
         let promise = self.promise_for(model, now);
-        let too_long = self.wait_too_long(model, expected, promise);
+        let too_long = self.wait_too_long(model, expectation, promise);
         let m = &mut self.models[model];
         if let Residency::Failed { reason, retry_at } = &m.residency {
             if *retry_at > now {

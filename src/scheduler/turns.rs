@@ -55,6 +55,32 @@ impl ModelSched {
         self.queue.iter().filter(|w| w.promise.is_some_and(|t| t <= self.turn)).count()
     }
 
+    /// Queued requests its current turn still admits: up to the last one
+    /// promised it (those ahead of it, promised or not, come first).
+    fn queued_for_now(&self) -> usize {
+        self.queue.iter().rposition(|w| w.promise.is_some_and(|t| t <= self.turn)).map_or(0, |i| i + 1)
+    }
+
+    /// What is left of its load: all of it when it is not resident, none
+    /// once loaded.
+    pub(super) fn load_left(&self, now: Instant) -> Duration {
+        let load = self.last_load.unwrap_or_default();
+        match (&self.residency, self.load_started) {
+            (Residency::Loaded, _) => Duration::ZERO,
+            (Residency::Loading, Some(started)) => load.saturating_sub(now.saturating_duration_since(started)),
+            _ => load,
+        }
+    }
+
+    /// While it loads: what is left of its load and of the turn it loads for
+    /// (its quantum or its places, the longer), before its drain; a model
+    /// not measured yet counts at `prior` per request.
+    pub(super) fn loading_left(&self, now: Instant, max_wait: Duration, prior: Option<Duration>) -> Duration {
+        let service = self.service.or(prior).unwrap_or_default();
+        let serving = self.turn_length(max_wait, prior).saturating_sub(self.last_load.unwrap_or_default() + service);
+        self.load_left(now) + serving
+    }
+
     /// The turn a request arriving now would be promised and how many
     /// requests are ahead of it in that turn, with `places` per turn;
     /// `open`: its current turn still gives places (`SchedState::turn_open`).
@@ -66,10 +92,10 @@ impl ModelSched {
             let n = self.turn_admitted.min(places) + self.queue.len();
             return (self.turn + (n / places) as u64, n % places);
         }
-        // Closed: what was promised this turn finishes it; the rest (and a
+        // Closed: what this turn still admits finishes it; the rest (and a
         // model that is not resident: everything) waits for the next turns.
         let resident = self.residency == Residency::Loaded;
-        let later = self.queue.len() - if resident { self.promised_now() } else { 0 };
+        let later = self.queue.len() - if resident { self.queued_for_now() } else { 0 };
         (self.turn + 1 + (later / places) as u64, later % places)
     }
 
@@ -82,7 +108,7 @@ impl ModelSched {
         let places = self.turn_places(max_wait, Some(service));
         let to_admit = match open {
             true => self.queue.len().min(places.saturating_sub(self.turn_admitted)),
-            false => self.promised_now(),
+            false => self.queued_for_now(),
         };
         let slots = self.limits.slots.max(1) as usize;
         let free = (slots as u32).saturating_sub(self.in_flight) as usize;
@@ -101,12 +127,12 @@ impl SchedState {
     }
 
     /// Whether `model`'s current turn still gives places: it is loading or
-    /// loaded and not closed, and its quantum runs or no other model's
+    /// loaded, not closed nor asked to unload, and its quantum runs or no other model's
     /// waiter has run out of patience (then the turn only finishes what it
     /// promised).
     pub(super) fn turn_open(&self, model: usize, now: Instant) -> bool {
         let m = &self.models[model];
-        let open = matches!(m.residency, Residency::Loading | Residency::Loaded) && !m.closed;
+        let open = matches!(m.residency, Residency::Loading | Residency::Loaded) && !m.closed && !m.unload_requested;
         let quantum_runs = m.residency == Residency::Loading || m.quantum_end(now, self.limits.max_wait).is_some();
         open && (quantum_runs || !self.someone_out_of_patience(model, now))
     }
@@ -117,6 +143,12 @@ impl SchedState {
         self.models.iter().enumerate().filter(|&(i, o)| i != model && !matches!(o.residency, Residency::Loaded | Residency::Loading)).any(|(_, o)| {
             o.oldest_wait().is_some_and(|since| now.saturating_duration_since(since) >= self.patience(o))
         })
+    }
+
+    /// Whether a model other than `model` has work: only then do promises
+    /// past the next turn get refused (a model alone serves its queue).
+    pub(super) fn contended(&self, model: usize) -> bool {
+        self.models.iter().enumerate().any(|(i, o)| i != model && o.busy())
     }
 
     /// The turn a request for `model` arriving now takes and the requests
@@ -143,7 +175,7 @@ impl SchedState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::state::{EnqueueError, ModelLimits, SchedLimits};
+    use crate::scheduler::state::{Action, EnqueueError, ModelLimits, SchedLimits};
     use crate::scheduler::{Policy, Step};
 
     const MIB: u64 = 1 << 20;
@@ -180,8 +212,16 @@ mod tests {
         s
     }
 
+    fn closes(s: &SchedState, now: Instant, model: usize) -> bool {
+        s.decide(now).steps.iter().any(|step| matches!(step, Step::Close { models } if models == &vec![model]))
+    }
+
     fn closes_a(s: &SchedState, now: Instant) -> bool {
-        s.decide(now).steps.iter().any(|step| matches!(step, Step::Close { models } if models == &vec![0]))
+        closes(s, now, 0)
+    }
+
+    fn closes_b(s: &SchedState, now: Instant) -> bool {
+        closes(s, now, 1)
     }
 
     #[test]
@@ -226,9 +266,11 @@ mod tests {
         let t0 = Instant::now();
         let mut s = a_serves_while_b_waits(t0);
         s.limits.max_queue = 200;
-        // At 0.5 s per request a's turn has 4 x (1 + 5 s / 0.5 s) = 44 places,
-        // and the 44th of the next turn still starts within the bound.
+        // At 0.5 s per request a's turn has 4 x (1 + 5 s / 0.5 s) = 44 places.
+        // b is quick: 0.1 s per request and to load, a 1 s turn.
         s.models[0].service = Some(S / 2);
+        s.models[1].service = Some(S / 10);
+        s.models[1].last_load = Some(S / 10);
         let now = t0 + 2 * S;
         for turn in [1, 2] {
             for _ in 0..44 {
@@ -236,14 +278,20 @@ mod tests {
             }
             assert_eq!(s.models[0].queue.back().unwrap().promise, Some(turn));
         }
-        // (The next turn starts in 14 s; its 44th place 5 s later, 19.5 s
-        // with the service time in hand.) The turn after the next is not
-        // promised: a whole turn of a (6.5 s) and of b (7 s) later, 27.5 s.
-        assert_eq!(s.expected_wait(0, now), 14 * S + 13 * S + S / 2);
+        // a's next turn starts in 8 s (its 44 places take 5.5 s to start, a
+        // 0.5 s drain, b's 1 s turn, a's 1 s load); the one after a cycle
+        // (a's 6.5 s turn and b's) later: 15.5 s, 16 s with the service time
+        // in hand, within 20 s. Still refused: only the current and the next
+        // turn are promised. Retry when the next one starts.
+        let e = s.expectation(0, now);
+        assert_eq!((e.wait, e.next_turn), (15 * S + S / 2, 8 * S));
         match s.enqueue(0, now) {
             Err(EnqueueError::TurnsFull { retry_after_s: 8, .. }) => {}
             other => panic!("{other:?}"),
         }
+        // A model alone serves its queue: no turn is refused then.
+        s.models[1].queue.clear();
+        assert!(s.enqueue(0, now).is_ok());
     }
 
     #[test]
@@ -270,7 +318,7 @@ mod tests {
         assert_eq!(s.models[0].promised_now(), 0);
         assert!(closes_a(&s, late));
         // b's turn: a drains and unloads, b loads; the newcomer waits for
-        // a's next turn (its next load).
+        // a's next turn (its next load), and is admitted in it.
         for _ in 0..4 {
             s.release(0, late);
         }
@@ -280,7 +328,21 @@ mod tests {
         s.poll(late);
         assert_eq!((s.models[1].residency.clone(), s.models[1].turn), (Residency::Loading, 1));
         assert_eq!(s.models[0].queue.iter().map(|w| w.promise).collect::<Vec<_>>(), [Some(2)]);
-        assert_eq!(s.models[0].turn + 1, 2);
+        let b_loaded = late + S;
+        s.load_done(1, Ok(None), b_loaded);
+        s.poll(b_loaded);
+        // b's quantum (4 x (1 s + 1 s), 5 s) ends at 17 s; a's newcomer (since
+        // 11 s, a loads in 1 s) runs out of patience at 20 s.
+        let a_due = late + 9 * S;
+        assert!(closes_b(&s, a_due));
+        s.poll(a_due);
+        s.release(1, a_due);
+        s.poll(a_due);
+        s.unload_done(1, false);
+        s.poll(a_due);
+        assert_eq!((s.models[0].residency.clone(), s.models[0].turn), (Residency::Loading, 2));
+        s.load_done(0, Ok(None), a_due + S);
+        assert!(matches!(s.poll(a_due + S)[..], [Action::Admit { model: 0, .. }]), "admitted in turn 2");
     }
 
     #[test]
@@ -292,11 +354,28 @@ mod tests {
         }
         // At 9.5 s a's quantum is over (6 s) and b's patience not yet (10 s);
         // nothing was admitted since: a still starts its 12 promised (3 free
-        // slots, then 3 batches of 2 s): 6 s, then a drain and b's load.
+        // slots, then 3 batches of 2 s): 6 s, then a's 2 s drain and b's load.
         let now = t0 + 9 * S + S / 2;
-        assert_eq!(s.expected_wait(1, now), 6 * S + S + S);
-        // Without them, b waits for its patience only.
+        assert_eq!(s.expected_wait(1, now), 6 * S + 2 * S + S);
+        // Without them, b waits for its patience only, a's 2 s drain and its load.
         s.models[0].queue.clear();
-        assert_eq!(s.expected_wait(1, now), S / 2 + S + S);
+        assert_eq!(s.expected_wait(1, now), S / 2 + 2 * S + S);
+    }
+
+    #[test]
+    fn a_model_that_stays_loaded_while_another_loads_starts_a_new_turn() {
+        let t0 = Instant::now();
+        let mut s = a_serves_while_b_waits(t0);
+        // Memory for two: b loads beside a without evicting it.
+        s.limits.budget_bytes = 250 * MIB;
+        s.models[0].turn_admitted = 30;
+        assert_eq!(s.models[0].turn, 1);
+        s.poll(t0 + S);
+        assert_eq!(s.models[1].residency, Residency::Loading);
+        assert_eq!((s.models[0].turn, s.models[0].turn_admitted), (2, 0), "a new turn for a");
+        assert_eq!(s.models[1].turn, 1);
+        // Its places are free again: a newcomer is promised this turn.
+        s.enqueue(0, t0 + S).unwrap();
+        assert_eq!(s.models[0].queue.back().unwrap().promise, Some(2));
     }
 }
