@@ -10,13 +10,18 @@
 //! models wait (a batch of its slots, and one more batch per service time
 //! of its quantum: what the quantum serves). A request arriving while
 //! models take turns takes the first free place of its model's turns (the
-//! current one while it is loaded and open, else the next) and is promised
-//! that turn; the model's turn does not end (`may_close`) while a request
-//! promised to it is still queued. Admission (overload.rs) expects the
-//! wait of that place: the start of its turn, plus the batches ahead of it
-//! in the turn, and refuses what passes the bound. Requests queued while
-//! the model served alone are promised nothing: they wait their model's
-//! next turn, as `--max-queue-wait` allowed them to.
+//! current one while it is open, `turn_open`, else the next) and is
+//! promised that turn; the model's turn does not end (`may_close`) while a
+//! request promised to it is still queued. Admission (overload.rs) expects
+//! the wait of that place: the start of its turn, plus the batches ahead of
+//! it in the turn, and refuses what passes the bound; only the current and
+//! the next turn are promised. Requests queued while the model served alone
+//! are promised nothing: they are admitted in order before the promised
+//! ones behind them, and what the turn does not reach waits for the next,
+//! as `--max-queue-wait` allowed. A model that stays loaded while another
+//! loads beside it (memory for several) starts a new turn then. Under
+//! `--policy fifo` no turn is kept (fifo swaps for the head of the line),
+//! but admission still counts the turns.
 
 use std::time::{Duration, Instant};
 
