@@ -40,7 +40,8 @@
 //!   yet borrows the others' mean service time; before any request finished
 //!   anywhere there is no estimate, and a model waiting on others' turns
 //!   queues at most two batches of its slots, and at least four requests
-//!   (`COLD_QUEUE`, `COLD_QUEUE_MIN`): a cold start
+//!   (`COLD_QUEUE`, `COLD_QUEUE_MIN`), and nothing while two other models
+//!   wait for the memory before it (`COLD_TURNS_AHEAD`): a cold start
 //!   under load otherwise queued every client at once, the longest waits of
 //!   a soak. What the model misses is corrected by
 //!   measurement: the average ratio of waited to expected time of admitted
@@ -71,6 +72,11 @@ const CALIBRATION_WEIGHT: f64 = 0.2;
 /// small burst, as llama-server's router queues it).
 pub(super) const COLD_QUEUE: usize = 2;
 pub(super) const COLD_QUEUE_MIN: usize = 4;
+/// Before any time per request is measured, a model waiting on others'
+/// turns queues nothing while this many other models wait for the memory
+/// before it (eight cold models queued their two batches each at once, and
+/// the last waited seven turns).
+const COLD_TURNS_AHEAD: usize = 2;
 
 /// A quantum is this many times the cost of a swap.
 pub const QUANTUM_SWAPS: u32 = 4;
@@ -227,6 +233,20 @@ impl SchedState {
         patience_left.max(holders_left) + drain + ahead
     }
 
+    /// How many other models wait for the memory (not loaded nor loading)
+    /// with waiters older than `model`'s oldest (all of them, when `model`
+    /// has none yet).
+    fn waiting_ahead(&self, model: usize, now: Instant) -> usize {
+        let oldest = self.models[model].oldest_wait();
+        self.models
+            .iter()
+            .enumerate()
+            .filter(|&(i, o)| i != model && !matches!(o.residency, Residency::Loaded | Residency::Loading))
+            .filter_map(|(_, o)| o.oldest_wait())
+            .filter(|&t| oldest.map_or(t <= now, |mine| t < mine))
+            .count()
+    }
+
     /// Whether a request for `model` arriving now waits on other models'
     /// turns for the memory (it is not resident, or another busy model is
     /// not), rather than only on its own model's queue.
@@ -248,18 +268,22 @@ impl SchedState {
     /// it would be promised a turn after its model's next (see the module
     /// notes); `promise` is [`Self::promise_for`] for it (`Some` when it
     /// takes turns). No `max_queue_wait`: no admission by expected wait.
-    pub(super) fn wait_too_long(&self, model: usize, raw: Expectation, promise: Option<u64>) -> Option<EnqueueError> {
+    pub(super) fn wait_too_long(&self, model: usize, raw: Expectation, promise: Option<u64>, now: Instant) -> Option<EnqueueError> {
         let queue_limit = self.limits.max_queue_wait?;
         let m = &self.models[model];
         let takes_turns = promise.is_some();
         // Nothing measured yet (a cold start under load): no estimate, so a
         // model waiting on others' turns queues at most two batches of its
-        // slots rather than every client at once.
+        // slots rather than every client at once, and nothing while two
+        // other models wait for the memory before it.
         let waiting = m.queue.len() + m.in_flight as usize;
         let cold_cap = (COLD_QUEUE * m.limits.slots.max(1) as usize).max(COLD_QUEUE_MIN);
         let service = m.service.or_else(|| self.service_prior());
-        if takes_turns && service.is_none() && waiting >= cold_cap {
-            return Some(EnqueueError::NotMeasured { model: m.limits.name.clone(), waiting });
+        if takes_turns && service.is_none() {
+            let ahead = self.waiting_ahead(model, now);
+            if waiting >= cold_cap || ahead >= COLD_TURNS_AHEAD {
+                return Some(EnqueueError::NotMeasured { model: m.limits.name.clone(), waiting, ahead });
+            }
         }
         let (limit, flag) = match takes_turns && self.wait_bound() <= queue_limit {
             true => (self.wait_bound(), "twice --max-wait"),
@@ -469,16 +493,38 @@ mod tests {
         for _ in 0..4 {
             s.enqueue(1, t0).unwrap();
         }
-        assert!(matches!(s.enqueue(1, t0), Err(EnqueueError::NotMeasured { waiting: 4, .. })));
+        assert!(matches!(s.enqueue(1, t0), Err(EnqueueError::NotMeasured { waiting: 4, ahead: 0, .. })));
         // a's requests may wait out b's turn too (b waits for the memory):
         // a takes 1 in flight + 3 queued.
         for _ in 0..3 {
             s.enqueue(0, t0).unwrap();
         }
-        assert!(matches!(s.enqueue(0, t0), Err(EnqueueError::NotMeasured { waiting: 4, .. })));
+        assert!(matches!(s.enqueue(0, t0), Err(EnqueueError::NotMeasured { waiting: 4, ahead: 0, .. })));
         // Once a time per request is known, the estimate decides again.
         s.models[0].service = Some(S / 10);
         assert!(s.enqueue(1, t0).is_ok());
+    }
+
+    #[test]
+    fn before_anything_is_measured_a_model_queues_nothing_behind_two_models_waiting_for_the_memory() {
+        let t0 = Instant::now();
+        let mut s = a_resident_with_one_in_flight(t0);
+        for name in ["c", "d"] {
+            let limits = s.models[1].limits.clone();
+            s.add_model(ModelLimits { name: name.into(), ..limits }, t0);
+        }
+        // b waits first, then c (one model ahead), then d (two ahead): refused.
+        s.enqueue(1, t0).unwrap();
+        s.enqueue(2, t0 + S).unwrap();
+        match s.enqueue(3, t0 + 2 * S) {
+            Err(EnqueueError::NotMeasured { waiting: 0, ahead: 2, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        // c's next request still counts only b ahead of its own waiter.
+        assert!(s.enqueue(2, t0 + 2 * S).is_ok());
+        // Measured, the estimate decides again.
+        s.models[0].service = Some(S / 10);
+        assert!(s.enqueue(3, t0 + 2 * S).is_ok());
     }
 
     #[test]
@@ -489,7 +535,7 @@ mod tests {
         for _ in 0..COLD_QUEUE_MIN {
             s.enqueue(1, t0).unwrap();
         }
-        assert!(matches!(s.enqueue(1, t0), Err(EnqueueError::NotMeasured { waiting: 4, .. })));
+        assert!(matches!(s.enqueue(1, t0), Err(EnqueueError::NotMeasured { waiting: 4, ahead: 0, .. })));
     }
 
     #[test]

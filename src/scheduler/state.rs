@@ -228,8 +228,8 @@ pub enum EnqueueError {
     WaitTooLong { model: String, expected_s: u64, limit_s: u64, retry_after_s: u64, flag: &'static str },
     #[error("the next turns of model `{model}` for the memory it shares with other models are full; retry in {retry_after_s}s")]
     TurnsFull { model: String, retry_after_s: u64 },
-    #[error("model `{model}` already has {waiting} requests waiting on other models' turns and no time per request measured yet to promise a wait; retry in a second")]
-    NotMeasured { model: String, waiting: usize },
+    #[error("model `{model}` has {waiting} requests waiting on other models' turns, {ahead} other models waiting for their first turn before it, and no time per request measured yet to promise a wait; retry in a second")]
+    NotMeasured { model: String, waiting: usize, ahead: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -315,7 +315,7 @@ impl SchedState {
         let expectation = self.expectation(model, now);
         let expected = expectation.wait;
         let promise = self.promise_for(model, now);
-        let too_long = self.wait_too_long(model, expectation, promise);
+        let too_long = self.wait_too_long(model, expectation, promise, now);
         let m = &mut self.models[model];
         if let Residency::Failed { reason, retry_at } = &m.residency {
             if *retry_at > now {
