@@ -98,15 +98,16 @@ impl ModelSched {
         });
     }
 
-    /// What swapping to it and away again costs: its load plus a drain of
-    /// about one request's service time.
-    fn swap_cost(&self) -> Duration {
-        self.last_load.unwrap_or_default() + self.service.unwrap_or_default()
-    }
-
     /// How long it is served after a load before busy work can be closed.
     pub(super) fn quantum(&self, max_wait: Duration) -> Duration {
-        (self.swap_cost() * QUANTUM_SWAPS).min(max_wait / 2)
+        self.quantum_at(max_wait, self.service.unwrap_or_default())
+    }
+
+    /// Its quantum at `service` per request (its own, or a guess while it
+    /// has none measured): `QUANTUM_SWAPS` times what swapping to it and
+    /// away again costs (its load, and a drain of about one request).
+    pub(super) fn quantum_at(&self, max_wait: Duration, service: Duration) -> Duration {
+        ((self.last_load.unwrap_or_default() + service) * QUANTUM_SWAPS).min(max_wait / 2)
     }
 
     /// When its quantum ends, if it is loaded with work and the quantum is
@@ -238,13 +239,7 @@ impl SchedState {
     /// has none yet).
     fn waiting_ahead(&self, model: usize, now: Instant) -> usize {
         let oldest = self.models[model].oldest_wait();
-        self.models
-            .iter()
-            .enumerate()
-            .filter(|&(i, o)| i != model && !matches!(o.residency, Residency::Loaded | Residency::Loading))
-            .filter_map(|(_, o)| o.oldest_wait())
-            .filter(|&t| oldest.map_or(t <= now, |mine| t < mine))
-            .count()
+        self.waiting_for_memory(model).filter(|&(_, t)| oldest.map_or(t <= now, |mine| t < mine)).count()
     }
 
     /// Whether a request for `model` arriving now waits on other models'

@@ -25,8 +25,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::overload::{COLD_QUEUE, COLD_QUEUE_MIN, QUANTUM_SWAPS};
-use super::state::{ModelSched, Residency, SchedState};
+use super::overload::{COLD_QUEUE, COLD_QUEUE_MIN};
+use super::state::{ModelSched, Residency, SchedState, Waiter};
 
 impl ModelSched {
     /// How many requests one of its turns admits while others wait for the
@@ -36,11 +36,7 @@ impl ModelSched {
     pub(super) fn turn_places(&self, max_wait: Duration, service: Option<Duration>) -> usize {
         let slots = self.limits.slots.max(1) as usize;
         match service.filter(|s| !s.is_zero()) {
-            // Its quantum (`quantum`), at `service` when it has none measured.
-            Some(s) => {
-                let quantum = ((self.last_load.unwrap_or_default() + s) * QUANTUM_SWAPS).min(max_wait / 2);
-                slots * (1 + (quantum.as_secs_f64() / s.as_secs_f64()).floor() as usize)
-            }
+            Some(s) => slots * (1 + (self.quantum_at(max_wait, s).as_secs_f64() / s.as_secs_f64()).floor() as usize),
             None => (COLD_QUEUE * slots).max(COLD_QUEUE_MIN),
         }
     }
@@ -55,15 +51,20 @@ impl ModelSched {
         self.quantum(max_wait).max(service * batches as u32) + self.last_load.unwrap_or_default() + service
     }
 
+    /// Whether `w` was promised its current turn (or an earlier one).
+    fn promised_now_to(&self, w: &Waiter) -> bool {
+        w.promise.is_some_and(|t| t <= self.turn)
+    }
+
     /// Queued requests promised its current turn (or an earlier one).
     pub(super) fn promised_now(&self) -> usize {
-        self.queue.iter().filter(|w| w.promise.is_some_and(|t| t <= self.turn)).count()
+        self.queue.iter().filter(|w| self.promised_now_to(w)).count()
     }
 
     /// Queued requests its current turn still admits: up to the last one
     /// promised it (those ahead of it, promised or not, come first).
     fn queued_for_now(&self) -> usize {
-        self.queue.iter().rposition(|w| w.promise.is_some_and(|t| t <= self.turn)).map_or(0, |i| i + 1)
+        self.queue.iter().rposition(|w| self.promised_now_to(w)).map_or(0, |i| i + 1)
     }
 
     /// What is left of its load: all of it when it is not resident, none
@@ -142,12 +143,20 @@ impl SchedState {
         open && (quantum_runs || !self.someone_out_of_patience(model, now))
     }
 
+    /// The models other than `model` that are not loaded (nor loading),
+    /// with the time their oldest waiter came: they wait for the memory.
+    pub(super) fn waiting_for_memory(&self, model: usize) -> impl Iterator<Item = (&ModelSched, Instant)> + '_ {
+        self.models
+            .iter()
+            .enumerate()
+            .filter(move |&(i, o)| i != model && !matches!(o.residency, Residency::Loaded | Residency::Loading))
+            .filter_map(|(_, o)| o.oldest_wait().map(|since| (o, since)))
+    }
+
     /// Whether a waiter of a model other than `model` that is not loaded
     /// (nor loading) has waited its patience.
     fn someone_out_of_patience(&self, model: usize, now: Instant) -> bool {
-        self.models.iter().enumerate().filter(|&(i, o)| i != model && !matches!(o.residency, Residency::Loaded | Residency::Loading)).any(|(_, o)| {
-            o.oldest_wait().is_some_and(|since| now.saturating_duration_since(since) >= self.patience(o))
-        })
+        self.waiting_for_memory(model).any(|(o, since)| now.saturating_duration_since(since) >= self.patience(o))
     }
 
     /// Whether a model other than `model` has work: only then do promises
