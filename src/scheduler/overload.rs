@@ -59,6 +59,9 @@ pub(super) struct Expectation {
     /// While models take turns and it is not promised the current one:
     /// how long until its model's next turn starts.
     pub next_turn: Duration,
+    /// The turn of its model it is promised, while models take turns
+    /// (`takes_turns`; turns.rs).
+    pub promise: Option<u64>,
 }
 
 /// Expected waits shorter than this do not move the calibration.
@@ -151,20 +154,21 @@ impl SchedState {
         let m = &self.models[model];
         // A model not measured yet borrows the others' typical service time.
         let prior = self.service_prior();
-        let Some(service) = m.service.or(prior) else { return Expectation::default() };
+        // While models take turns: the turn it is promised and the requests
+        // ahead of it there (turns.rs).
+        let place = self.takes_turns(model).then(|| self.place_for(model, now, m.service.or(prior)));
+        let promise = place.map(|(turn, _)| turn);
+        let Some(service) = m.service.or(prior) else { return Expectation { promise, ..Expectation::default() } };
         let slots = m.limits.slots.max(1) as usize;
         // Serving time of `ahead` requests beyond the free slots, spread over the slots.
         let spread = |ahead: usize| service.mul_f64(ahead as f64 / slots as f64);
         let before_it = (m.queue.len() + m.in_flight as usize + 1).saturating_sub(slots);
-        let within = |wait| Expectation { wait, next_turn: Duration::ZERO };
-        if !self.takes_turns(model) {
-            return within(spread(before_it));
-        }
+        let within = |wait| Expectation { wait, next_turn: Duration::ZERO, promise };
+        let Some((turn, ahead)) = place else { return within(spread(before_it)) };
         // Its load (what is left of it), then its queue, when no other
-        // model is busy or it is promised its current turn (turns.rs).
+        // model is busy or it is promised its current turn.
         let max_wait = self.limits.max_wait;
         let open = self.turn_open(model, now);
-        let (turn, ahead) = self.place_for(model, now, Some(service));
         if !self.contended(model) || (turn == m.turn && open) {
             return within(m.load_left(now) + spread(before_it));
         }
@@ -182,7 +186,7 @@ impl SchedState {
         };
         let cycle = m.turn_length(max_wait, Some(service)) + others_turns;
         let later = turn.saturating_sub(m.turn + 1) as u32;
-        Expectation { wait: next_turn + cycle * later + spread((ahead + 1).saturating_sub(slots)), next_turn }
+        Expectation { wait: next_turn + cycle * later + spread((ahead + 1).saturating_sub(slots)), next_turn, promise }
     }
 
     /// The mean service time of the models measured so far.
@@ -261,11 +265,11 @@ impl SchedState {
     /// The refusal for a request for `model` whose uncalibrated expectation
     /// is `raw`, if its wait (calibrated) passes the bound that applies or
     /// it would be promised a turn after its model's next (see the module
-    /// notes); `promise` is [`Self::promise_for`] for it (`Some` when it
-    /// takes turns). No `max_queue_wait`: no admission by expected wait.
-    pub(super) fn wait_too_long(&self, model: usize, raw: Expectation, promise: Option<u64>, now: Instant) -> Option<EnqueueError> {
+    /// notes). No `max_queue_wait`: no admission by expected wait.
+    pub(super) fn wait_too_long(&self, model: usize, raw: Expectation, now: Instant) -> Option<EnqueueError> {
         let queue_limit = self.limits.max_queue_wait?;
         let m = &self.models[model];
+        let promise = raw.promise;
         let takes_turns = promise.is_some();
         // Nothing measured yet (a cold start under load): no estimate, so a
         // model waiting on others' turns queues at most two batches of its

@@ -313,9 +313,8 @@ impl SchedState {
     pub fn enqueue(&mut self, model: usize, now: Instant) -> Result<Ticket, EnqueueError> {
         let max_queue = self.limits.max_queue;
         let expectation = self.expectation(model, now);
-        let expected = expectation.wait;
-        let promise = self.promise_for(model, now);
-        let too_long = self.wait_too_long(model, expectation, promise, now);
+        let (expected, promise) = (expectation.wait, expectation.promise);
+        let too_long = self.wait_too_long(model, expectation, now);
         let m = &mut self.models[model];
         if let Residency::Failed { reason, retry_at } = &m.residency {
             if *retry_at > now {

@@ -172,13 +172,6 @@ impl SchedState {
         m.next_place(m.turn_places(self.limits.max_wait, service), self.turn_open(model, now))
     }
 
-    /// The turn promised to a request for `model` arriving now, when it
-    /// waits on other models' turns (`takes_turns`); `None` otherwise.
-    pub(super) fn promise_for(&self, model: usize, now: Instant) -> Option<u64> {
-        let service = self.models[model].service.or_else(|| self.service_prior());
-        self.takes_turns(model).then(|| self.place_for(model, now, service).0)
-    }
-
     /// Whether `model` holds no queued request promised its current turn,
     /// so its turn may end (see the module notes).
     pub(super) fn promises_kept(&self, model: usize) -> bool {
