@@ -14,18 +14,7 @@ fn model(name: &str, mib: u64) -> ModelLimits {
 }
 
 fn one_model_room(models: Vec<ModelLimits>, t0: Instant) -> SchedState {
-    let limits = SchedLimits {
-        budget_bytes: 150 * MIB,
-        max_loaded: None,
-        max_wait: Duration::from_secs(10),
-        max_queue: 8,
-        max_queue_wait: None,
-        policy: Policy::CacheAware,
-        retry_backoff: Duration::from_secs(2),
-        sleep: Default::default(),
-        autoload: true,
-        any_model_name: false,
-    };
+    let limits = SchedLimits { max_queue: 8, ..super::state_tests::limits(150, Policy::CacheAware) };
     SchedState::new(models, limits, t0)
 }
 

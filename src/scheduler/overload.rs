@@ -322,27 +322,15 @@ impl SchedState {
 mod tests {
     use super::*;
     use crate::scheduler::state::{Action, ModelLimits, SchedLimits};
+    use crate::scheduler::state_tests::{limits, model};
     use crate::scheduler::{Policy, Step};
 
-    const MIB: u64 = 1 << 20;
     const S: Duration = Duration::from_secs(1);
 
     /// Models a (0) and b (1), 100 MiB each, memory for one; 2 slots each.
     fn one_room(policy: Policy, max_queue_wait: Option<Duration>, t0: Instant) -> SchedState {
-        let model = |name: &str| ModelLimits { name: name.into(), bytes: 100 * MIB, slots: 2, exclusive: false, ttl: None, gpu: None };
-        let limits = SchedLimits {
-            budget_bytes: 150 * MIB,
-            max_loaded: None,
-            max_wait: 10 * S,
-            max_queue: 64,
-            max_queue_wait,
-            policy,
-            retry_backoff: 2 * S,
-            sleep: Default::default(),
-            autoload: true,
-            any_model_name: false,
-        };
-        SchedState::new(vec![model("a"), model("b")], limits, t0)
+        let limits = SchedLimits { max_queue_wait, ..limits(150, policy) };
+        SchedState::new(vec![model("a", 100, 2), model("b", 100, 2)], limits, t0)
     }
 
     /// a loads (taking `load`) while b's waiter already waits, as the third

@@ -8,11 +8,13 @@ use super::state::*;
 
 const MIB: u64 = 1 << 20;
 
-fn model(name: &str, mib: u64, slots: u32) -> ModelLimits {
+pub(super) fn model(name: &str, mib: u64, slots: u32) -> ModelLimits {
     ModelLimits { name: name.into(), bytes: mib * MIB, slots, exclusive: false, ttl: None, gpu: None }
 }
 
-fn limits(budget_mib: u64, policy: Policy) -> SchedLimits {
+/// The scheduler's limits the tests start from: `budget_mib` of memory,
+/// `--max-wait 10s`, 64 waiting per model, no admission by expected wait.
+pub(super) fn limits(budget_mib: u64, policy: Policy) -> SchedLimits {
     SchedLimits {
         budget_bytes: budget_mib * MIB,
         max_loaded: None,

@@ -182,7 +182,8 @@ impl SchedState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::state::{Action, EnqueueError, ModelLimits, SchedLimits};
+    use crate::scheduler::state::{Action, EnqueueError, SchedLimits};
+    use crate::scheduler::state_tests::{limits, model};
     use crate::scheduler::{Policy, Step};
 
     const MIB: u64 = 1 << 20;
@@ -193,20 +194,8 @@ mod tests {
     /// one request; b's waiter comes at 1 s. a serves 2 s per request, b 1 s
     /// and loads in 1 s. Returns the state at 1 s.
     fn a_serves_while_b_waits(t0: Instant) -> SchedState {
-        let model = |name: &str| ModelLimits { name: name.into(), bytes: 100 * MIB, slots: 4, exclusive: false, ttl: None, gpu: None };
-        let limits = SchedLimits {
-            budget_bytes: 150 * MIB,
-            max_loaded: None,
-            max_wait: 10 * S,
-            max_queue: 64,
-            max_queue_wait: Some(120 * S),
-            policy: Policy::CacheAware,
-            retry_backoff: 2 * S,
-            sleep: Default::default(),
-            autoload: true,
-            any_model_name: false,
-        };
-        let mut s = SchedState::new(vec![model("a"), model("b"), model("c")], limits, t0);
+        let limits = SchedLimits { max_queue_wait: Some(120 * S), ..limits(150, Policy::CacheAware) };
+        let mut s = SchedState::new(vec![model("a", 100, 4), model("b", 100, 4), model("c", 100, 4)], limits, t0);
         s.enqueue(0, t0).unwrap();
         s.poll(t0);
         s.load_done(0, Ok(None), t0 + S);
