@@ -156,7 +156,9 @@ impl SchedState {
         let prior = self.service_prior();
         // While models take turns: the turn it is promised and the requests
         // ahead of it there (turns.rs).
-        let place = self.takes_turns(model).then(|| self.place_for(model, now, m.service.or(prior)));
+        let max_wait = self.limits.max_wait;
+        let open = self.turn_open(model, now);
+        let place = self.takes_turns(model).then(|| m.next_place(m.turn_places(max_wait, m.service.or(prior)), open));
         let promise = place.map(|(turn, _)| turn);
         let Some(service) = m.service.or(prior) else { return Expectation { promise, ..Expectation::default() } };
         let slots = m.limits.slots.max(1) as usize;
@@ -167,8 +169,6 @@ impl SchedState {
         let Some((turn, ahead)) = place else { return within(spread(before_it)) };
         // Its load (what is left of it), then its queue, when no other
         // model is busy or it is promised its current turn.
-        let max_wait = self.limits.max_wait;
-        let open = self.turn_open(model, now);
         if !self.contended(model) || (turn == m.turn && open) {
             return within(m.load_left(now) + spread(before_it));
         }

@@ -89,7 +89,8 @@ impl ModelSched {
 
     /// The turn a request arriving now would be promised and how many
     /// requests are ahead of it in that turn, with `places` per turn;
-    /// `open`: its current turn still gives places (`SchedState::turn_open`).
+    /// `open`: its current turn still gives places (`SchedState::turn_open`;
+    /// `SchedState::expectation` asks).
     pub(super) fn next_place(&self, places: usize, open: bool) -> (u64, usize) {
         let places = places.max(1);
         if open {
@@ -163,13 +164,6 @@ impl SchedState {
     /// past the next turn get refused (a model alone serves its queue).
     pub(super) fn contended(&self, model: usize) -> bool {
         self.models.iter().enumerate().any(|(i, o)| i != model && o.busy())
-    }
-
-    /// The turn a request for `model` arriving now takes and the requests
-    /// ahead of it there (see `ModelSched::next_place`).
-    pub(super) fn place_for(&self, model: usize, now: Instant, service: Option<Duration>) -> (u64, usize) {
-        let m = &self.models[model];
-        m.next_place(m.turn_places(self.limits.max_wait, service), self.turn_open(model, now))
     }
 
     /// Whether `model` holds no queued request promised its current turn,
