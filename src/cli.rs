@@ -304,9 +304,11 @@ pub struct ServerFlags {
     #[arg(long, value_enum, value_name = "none|ngram-simple|draft-simple")]
     pub spec_type: Option<crate::types::SpecType>,
 
-    /// Longest draft; a slot's drafts start at 16 tokens, double while
-    /// they are accepted whole and halve when cut short [default: 48 for
-    /// ngram-simple, 3 for a draft model, as llama-server].
+    /// Longest draft; a slot's n-gram drafts start at 16 tokens (or as
+    /// long as the repeat they continue has lasted), double while they are
+    /// accepted whole and halve when cut short [default: 64 for
+    /// ngram-simple, as llama-server's ngram-mod; 3 for a draft model, as
+    /// llama-server].
     #[arg(long, value_name = "N")]
     pub spec_draft_n_max: Option<u32>,
 

@@ -8,7 +8,9 @@ tokens with end-of-generation biased away, streamed:
          model copies): the answer repeats its context
   story  "Once upon a time, a young fox ...": an ordinary continuation
 
-Servers, one at a time (never two on the CPU together): vram-llm without
+Servers, all started first and measured in turn, round after round (one
+request at a time: never two on the CPU together), so that the machine's
+drift falls on all alike: vram-llm without
 speculation, with `--spec-type ngram-simple` and with the test model as its
 own draft model (`--model-draft`, the draft-model path's mechanics and cost:
 on a CPU a draft as big as the model cannot pay), llama-server without,
@@ -61,18 +63,18 @@ def servers(args):
     return out
 
 
-def measure(url, prompt, rounds):
-    speeds, last = [], None
-    for _ in range(rounds):
-        r = bench_lib.complete(url, prompt, MAX_TOKENS, extra={"cache_prompt": False})
-        speeds.append((r["tokens"] - 1) / max(r["end"] - r["first"], 1e-9))
-        last = r
-    # Drafted / accepted from the timings of one more run on llama-server's
-    # /completion (OpenAI's /v1/completions carries none here).
+def once(url, prompt):
+    """One greedy completion: its decode speed and text."""
+    r = bench_lib.complete(url, prompt, MAX_TOKENS, extra={"cache_prompt": False})
+    return (r["tokens"] - 1) / max(r["end"] - r["first"], 1e-9), r["text"]
+
+
+def counts(url, prompt):
+    """Drafted / accepted from the timings of one more run on llama-server's
+    /completion (OpenAI's /v1/completions carries none here)."""
     body = {"prompt": prompt, "n_predict": MAX_TOKENS, "temperature": 0, "logit_bias": bench_lib.NO_EOG, "cache_prompt": False}
     timings = bench_lib.post_json(url, "/completion", body)[1].get("timings") or {}
-    return {"tps": statistics.median(speeds), "text": last["text"], "tokens": last["tokens"],
-            "drafted": timings.get("draft_n", 0), "accepted": timings.get("draft_n_accepted", 0)}
+    return timings.get("draft_n", 0), timings.get("draft_n_accepted", 0)
 
 
 def main():
@@ -81,15 +83,29 @@ def main():
     ap.add_argument("--ours-spec", nargs="*", default=[], help="more vram-llm flags for its speculative run")
     ap.add_argument("--no-peer", action="store_true", help="vram-llm's runs only (no llama-server)")
     args = ap.parse_args()
-    results = {}
-    for label, kind, argv in servers(args):
-        server = bench_lib.start(label, argv, f"spec-{kind}")
-        try:
+    # Every server starts first and waits idle; each round then goes through
+    # them in turn, one request at a time, so that the machine's drift over
+    # the minutes of a run falls on all of them alike.
+    started, speeds, texts, results = [], {}, {}, {}
+    try:
+        for label, kind, argv in servers(args):
+            server = bench_lib.start(label, argv, f"spec-{kind}")
+            started.append((label, kind, server))
             server.wait_first_token()
-            for name, prompt in prompts().items():
+            for prompt in prompts().values():
                 bench_lib.complete(server.url, prompt, 8)  # warm
-                results[(label, kind, name)] = measure(server.url, prompt, args.rounds)
-        finally:
+        for _ in range(args.rounds):
+            for label, kind, server in started:
+                for name, prompt in prompts().items():
+                    tps, texts[(label, kind, name)] = once(server.url, prompt)
+                    speeds.setdefault((label, kind, name), []).append(tps)
+        for label, kind, server in started:
+            for name, prompt in prompts().items():
+                drafted, accepted = counts(server.url, prompt)
+                results[(label, kind, name)] = {"tps": statistics.median(speeds[(label, kind, name)]), "text": texts[(label, kind, name)],
+                                                "drafted": drafted, "accepted": accepted}
+    finally:
+        for _, _, server in started:
             server.stop()
     print(f"{'server':13} {'spec-type':13} {'prompt':6} {'tok/s':>7} {'drafted':>8} {'accepted':>9}  same text as plain")
     for (label, kind, name), r in results.items():

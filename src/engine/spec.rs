@@ -8,14 +8,27 @@
 //! every emitted token is still one draw of the sampler from the target's
 //! logits.
 
+/// What `ngram_simple` found: the tokens to draft and how far back the
+/// history agrees with the place they come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup<'a> {
+    pub draft: &'a [u32],
+    /// Tokens before the draft that equal those before the pending one's
+    /// successor, the pending one last (at least `size_n` with a draft, at
+    /// most the `max` asked for): a text that has repeated this long
+    /// likely goes on repeating (see `Pace::limit`).
+    pub support: usize,
+}
+
 /// llama-server's `ngram-simple`: the most recent earlier place where the
 /// last `size_n` tokens of `history` (the pending token last) occur, and up
 /// to `max` of the tokens that followed them there. Empty when there is none,
 /// or when fewer than `size_n` tokens follow it before the pending token.
-pub fn ngram_simple(history: &[u32], size_n: usize, max: usize) -> &[u32] {
+pub fn ngram_simple(history: &[u32], size_n: usize, max: usize) -> Lookup<'_> {
+    let none = Lookup { draft: &[], support: 0 };
     let len = history.len();
     if size_n == 0 || max == 0 || len <= size_n {
-        return &[];
+        return none;
     }
     let pattern = &history[len - size_n..];
     // Latest first; the occurrence at the end itself is not a match.
@@ -26,12 +39,14 @@ pub fn ngram_simple(history: &[u32], size_n: usize, max: usize) -> &[u32] {
             // before the pending one, or nothing is drafted (a short period
             // is more often a stutter the model leaves than a loop).
             if len - 1 - from < size_n {
-                return &[];
+                return none;
             }
-            return &history[from..len.min(from + max)];
+            let before = history[..start].iter().rev().zip(history[..len - size_n].iter().rev());
+            let support = size_n + before.take(max.saturating_sub(size_n)).take_while(|(a, b)| a == b).count();
+            return Lookup { draft: &history[from..len.min(from + max)], support: support.min(max) };
         }
     }
-    &[]
+    none
 }
 
 /// How long a slot's next draft may be. It starts at `START` (16), doubles while
@@ -58,12 +73,15 @@ impl Default for Pace {
 }
 
 impl Pace {
-    /// The longest draft this step, of at most `n_max` (0: do not draft).
-    pub fn limit(&self, n_max: usize) -> usize {
+    /// The longest draft this step, of at most `n_max` (0: do not draft):
+    /// the pace's length, or the lookup's `support` where that is longer (a
+    /// text repeated for 40 tokens is drafted 40 ahead at once, not 16,
+    /// then 32: each decode of a draft reads all the weights once).
+    pub fn limit(&self, n_max: usize, support: usize) -> usize {
         if self.paused > 0 {
             0
         } else {
-            self.len.min(n_max)
+            self.len.max(support).min(n_max)
         }
     }
 
@@ -74,7 +92,7 @@ impl Pace {
             return;
         }
         if accepted >= drafted {
-            self.len = (self.len * 2).min(n_max.max(1));
+            self.len = (self.len.max(drafted) * 2).min(n_max.max(1));
             self.misses = 0;
         } else if accepted == 0 {
             self.len = (self.len / 2).max(1);
@@ -282,58 +300,95 @@ mod tests {
     fn the_lookup_drafts_what_followed_the_last_tokens_before() {
         // "a b c d e" then "x a b" -> after "a b" came "c d e".
         let h = [1, 2, 3, 4, 5, 9, 1, 2];
-        assert_eq!(ngram_simple(&h, 2, 8), &[3, 4, 5, 9, 1, 2]);
-        assert_eq!(ngram_simple(&h, 2, 2), &[3, 4]);
+        assert_eq!(ngram_simple(&h, 2, 8).draft, &[3, 4, 5, 9, 1, 2]);
+        assert_eq!(ngram_simple(&h, 2, 2).draft, &[3, 4]);
         // The latest earlier occurrence wins.
         let h = [1, 2, 7, 1, 2, 8, 1, 2];
-        assert_eq!(ngram_simple(&h, 2, 1), &[8]);
+        assert_eq!(ngram_simple(&h, 2, 1).draft, &[8]);
         // No earlier occurrence, or too short a history: nothing.
-        assert!(ngram_simple(&[1, 2, 3, 4], 2, 8).is_empty());
-        assert!(ngram_simple(&[1, 2], 2, 8).is_empty());
-        assert!(ngram_simple(&[1, 2, 1, 2], 2, 0).is_empty());
+        assert!(ngram_simple(&[1, 2, 3, 4], 2, 8).draft.is_empty());
+        assert!(ngram_simple(&[1, 2], 2, 8).draft.is_empty());
+        assert!(ngram_simple(&[1, 2, 1, 2], 2, 0).draft.is_empty());
         // The latest match leaves fewer than size_n tokens: nothing.
-        assert!(ngram_simple(&[5, 5, 5, 5], 2, 8).is_empty());
-        assert!(ngram_simple(&[1, 2, 1, 2], 2, 8).is_empty());
-        assert_eq!(ngram_simple(&[1, 2, 3, 1, 2], 2, 8), &[3, 1, 2]);
+        assert!(ngram_simple(&[5, 5, 5, 5], 2, 8).draft.is_empty());
+        assert!(ngram_simple(&[1, 2, 1, 2], 2, 8).draft.is_empty());
+        assert_eq!(ngram_simple(&[1, 2, 3, 1, 2], 2, 8).draft, &[3, 1, 2]);
+    }
+
+    #[test]
+    fn the_lookup_tells_how_far_back_the_repeat_goes() {
+        // "5 6 1 2 | 3 4 9 | 5 6 1 2": the match "1 2" is preceded by "5 6"
+        // in both places, so four tokens agree; the draft is "3 4 9 5 6 1 2".
+        let h = [5, 6, 1, 2, 3, 4, 9, 5, 6, 1, 2];
+        let found = ngram_simple(&h, 2, 16);
+        assert_eq!(found.draft, &[3, 4, 9, 5, 6, 1, 2]);
+        assert_eq!(found.support, 4);
+        // Only the n-gram itself agrees: support is size_n.
+        let h = [7, 1, 2, 3, 4, 9, 8, 1, 2];
+        assert_eq!(ngram_simple(&h, 2, 16).support, 2);
+        // Never more than asked for (it is a draft length), nothing without a draft.
+        let h = [5, 6, 1, 2, 3, 4, 9, 5, 6, 1, 2];
+        assert_eq!(ngram_simple(&h, 2, 3).support, 3);
+        assert_eq!(ngram_simple(&[1, 2, 3, 4], 2, 8).support, 0);
+        // A whole copied text: everything since the start of the first copy agrees.
+        let doc: Vec<u32> = (100..160).collect();
+        let mut h = doc.clone();
+        h.push(1);
+        h.extend(&doc[..20]);
+        assert_eq!(ngram_simple(&h, 4, 48).support, 20);
+        assert_eq!(&ngram_simple(&h, 4, 48).draft[..40], &doc[20..]);
+    }
+
+    #[test]
+    fn a_long_repeat_drafts_past_the_pace_but_not_past_n_max_or_a_pause() {
+        let mut p = Pace::default();
+        assert_eq!(p.limit(48, 12), 16, "a short support leaves the pace's length");
+        assert_eq!(p.limit(48, 40), 40);
+        assert_eq!(p.limit(32, 40), 32);
+        p.drafted(40, 40, 48);
+        assert_eq!(p.limit(48, 0), 48, "a whole draft doubles the longer of the two");
+        p.drafted(8, 0, 48);
+        p.drafted(8, 0, 48);
+        assert_eq!(p.limit(48, 48), 0, "a paused slot drafts nothing however long the repeat");
     }
 
     #[test]
     fn whole_drafts_lengthen_the_next_and_cut_ones_shorten_it() {
         let mut p = Pace::default();
-        assert_eq!(p.limit(48), 16);
-        assert_eq!(p.limit(8), 8, "a lower n_max caps it");
+        assert_eq!(p.limit(48, 0), 16);
+        assert_eq!(p.limit(8, 0), 8, "a lower n_max caps it");
         p.drafted(16, 16, 48);
-        assert_eq!(p.limit(48), 32);
+        assert_eq!(p.limit(48, 0), 32);
         p.drafted(32, 32, 48);
-        assert_eq!(p.limit(48), 48, "never past n_max");
+        assert_eq!(p.limit(48, 0), 48, "never past n_max");
         p.drafted(48, 3, 48);
-        assert_eq!(p.limit(48), 24);
+        assert_eq!(p.limit(48, 0), 24);
         p.drafted(24, 20, 48);
-        assert_eq!(p.limit(48), 21, "at least one more than was accepted");
+        assert_eq!(p.limit(48, 0), 21, "at least one more than was accepted");
     }
 
     #[test]
     fn drafts_that_keep_failing_pause_drafting_for_longer_each_time() {
         let mut p = Pace::default();
         p.drafted(16, 0, 48);
-        assert_eq!(p.limit(48), 8, "one miss halves the length only");
+        assert_eq!(p.limit(48, 0), 8, "one miss halves the length only");
         p.drafted(8, 0, 48);
-        assert_eq!(p.limit(48), 0, "two in a row pause");
+        assert_eq!(p.limit(48, 0), 0, "two in a row pause");
         for _ in 0..7 {
             p.generated();
         }
-        assert_eq!(p.limit(48), 0);
+        assert_eq!(p.limit(48, 0), 0);
         p.generated();
-        assert_eq!(p.limit(48), 4, "8 tokens later it drafts again");
+        assert_eq!(p.limit(48, 0), 4, "8 tokens later it drafts again");
         p.drafted(4, 0, 48);
         for _ in 0..15 {
             p.generated();
         }
-        assert_eq!(p.limit(48), 0, "the next pause is twice as long");
+        assert_eq!(p.limit(48, 0), 0, "the next pause is twice as long");
         p.generated();
-        assert_eq!(p.limit(48), 2);
+        assert_eq!(p.limit(48, 0), 2);
         p.drafted(2, 2, 48);
-        assert_eq!(p.limit(48), 4, "an accepted draft ends the misses");
+        assert_eq!(p.limit(48, 0), 4, "an accepted draft ends the misses");
         // Pauses never grow past MAX_PAUSE.
         let mut p = Pace::default();
         for _ in 0..20 {
@@ -342,7 +397,7 @@ mod tests {
         for _ in 0..MAX_PAUSE {
             p.generated();
         }
-        assert_eq!(p.limit(48), 1);
+        assert_eq!(p.limit(48, 0), 1);
         // An empty draft changes nothing.
         let before = p;
         p.drafted(0, 0, 48);

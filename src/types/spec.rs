@@ -23,11 +23,12 @@ pub enum SpecType {
 
 /// llama-server's default lookup length for `ngram-simple`.
 pub const DEFAULT_SIZE_N: u32 = 12;
-/// The longest draft: what llama-server's `ngram-simple` drafts
-/// (`--spec-ngram-simple-size-m`). On a CPU the verifying decode costs
-/// little more per drafted token than per token of a prompt, so a long
-/// accepted draft pays; `Pace` keeps failing ones short.
-pub const DEFAULT_N_MAX: u32 = 48;
+/// The longest n-gram draft: the longest llama-server's n-gram types draft
+/// (`ngram-mod`'s 64; `ngram-simple` stops at 48). Each decode reads all the
+/// weights once and a drafted token costs little more than a token of a
+/// prompt, so a long accepted draft pays; `Pace` and the lookup's support
+/// keep drafts short until the text has shown it repeats.
+pub const DEFAULT_N_MAX: u32 = 64;
 
 /// llama-server's longest draft of a draft model (`--spec-draft-n-max`).
 pub const DEFAULT_DRAFT_N_MAX: u32 = 3;

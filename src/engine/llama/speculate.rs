@@ -22,6 +22,8 @@ pub(super) type Finished = (EventSender, String, GenerationEvent);
 impl Worker<'_> {
     /// Drafts slot `i`'s next tokens into its `draft` and returns how many:
     /// none when speculation is off, the pace says wait, or nothing repeats.
+    /// An n-gram draft is as long as the pace allows, or as the repeat it
+    /// continues has lasted when that is longer (`Pace::limit`).
     /// A draft never reaches past the request's `max_tokens` or the slot's
     /// context (a step with a draft never shifts the context).
     pub(super) fn plan_draft(&mut self, i: usize) -> usize {
@@ -32,11 +34,12 @@ impl Worker<'_> {
         let spec = active.spec;
         active.draft.clear();
         let Some(pending) = active.pending.filter(|_| can_draft && spec.enabled()) else { return 0 };
-        let mut limit = active.pace.limit(spec.n_max()).min(n_ctx_slot.saturating_sub(slot.cached.len() + 3));
+        let mut cap = spec.n_max().min(n_ctx_slot.saturating_sub(slot.cached.len() + 3));
         if let Some(max) = active.max_tokens {
-            limit = limit.min(max.saturating_sub(active.generated).saturating_sub(1) as usize);
+            cap = cap.min(max.saturating_sub(active.generated).saturating_sub(1) as usize);
         }
-        if limit == 0 || limit < spec.n_min() {
+        let limit = active.pace.limit(cap, 0);
+        if limit == 0 || cap < spec.n_min() {
             return 0;
         }
         match spec.kind {
@@ -51,8 +54,9 @@ impl Worker<'_> {
                 active.history.clear();
                 active.history.extend(slot.cached.iter().map(|t| t.0 as u32));
                 active.history.push(pending.0 as u32);
-                let draft = ngram_simple(&active.history, spec.size_n(), limit);
-                active.draft = draft.iter().map(|&t| LlamaToken(t as i32)).collect();
+                let found = ngram_simple(&active.history, spec.size_n(), cap);
+                let take = found.draft.len().min(active.pace.limit(cap, found.support));
+                active.draft = found.draft[..take].iter().map(|&t| LlamaToken(t as i32)).collect();
             }
         }
         if active.draft.len() < spec.n_min().max(1) {
