@@ -211,3 +211,51 @@ async fn a_draft_model_keeps_greedy_output_with_several_slots_and_a_grammar() {
     assert!(grammar_text.chars().all(|c| c.is_ascii_lowercase() || c == ' '), "{grammar_text:?}");
     assert!(b[1]["timings"].get("draft_n").is_none(), "{}", b[1]["timings"]);
 }
+
+async fn post(base: &str, path: &str, body: Value) -> Value {
+    let resp = reqwest::Client::new().post(format!("{base}{path}")).header("X-Admin-Token", "tok").json(&body).send().await.expect("send");
+    assert_eq!(resp.status().as_u16(), 200, "{path}");
+    resp.json().await.expect("json")
+}
+
+async fn draft_in_use(base: &str, model: &str) -> Value {
+    let resp = reqwest::Client::new().get(format!("{base}/v1/models/{model}")).send().await.expect("send");
+    resp.json::<Value>().await.expect("json")["meta"]["draft"].clone()
+}
+
+/// A draft model whose file a loaded model uses already (here the test
+/// model, registered as `small` and drafting for `big`) shares those
+/// weights instead of loading a second copy; the drafting model keeps
+/// them when `small` unloads; weights that went to sleep are not shared.
+#[tokio::test]
+async fn a_draft_model_in_use_shares_its_weights() {
+    let model = common::test_model().display().to_string();
+    let dir = std::env::temp_dir().join(format!("vram-llm-shared-draft-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("vram-llm.toml");
+    let text = format!(
+        "[server]\nctx_size = 1024\nparallel = 1\n\
+         [[models]]\nname = \"small\"\npath = \"{model}\"\n\
+         [[models]]\nname = \"big\"\npath = \"{model}\"\ndraft = \"small\"\nspec_draft_n_max = 6\nspec_draft_p_min = 0.0\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = RealServer::start_with(&["--config", config.to_str().unwrap(), "--admin-token", "tok"]).await;
+    let base = server.base.as_str();
+    let ask = |model: &'static str| json!({"model": model, "prompt": copy_prompt(PASSAGE), "n_predict": 24, "temperature": 0});
+    post(base, "/completion", ask("small")).await;
+    let drafted = post(base, "/completion", ask("big")).await;
+    assert_eq!(draft_in_use(base, "big").await, json!({"path": model, "shared": true}));
+    // The first steps always draft; the model drafting for itself guesses right.
+    assert!(drafted["timings"]["draft_n_accepted"].as_u64().unwrap_or(0) > 10, "{}", drafted["timings"]);
+    // `small` unloads (it sleeps: a CPU model's weights are its mapped
+    // file): `big` still drafts with the weights it shares.
+    post(base, "/admin/models/unload", json!({"model": "small"})).await;
+    let again = post(base, "/completion", ask("big")).await;
+    assert_eq!(again["content"], drafted["content"]);
+    // Loaded again while `small` sleeps: nothing in use to share, so its
+    // draft loads its own copy.
+    post(base, "/admin/models/unload", json!({"model": "big"})).await;
+    post(base, "/completion", ask("big")).await;
+    assert_eq!(draft_in_use(base, "big").await, json!({"path": model, "shared": false}));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

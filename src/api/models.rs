@@ -44,6 +44,7 @@ fn object(entry: &ModelView) -> ModelObject {
             size: info.size_bytes,
             n_vocab: info.n_vocab,
             parallel: info.parallel,
+            draft: info.draft.clone(),
         }
     });
     ModelObject {

@@ -304,6 +304,10 @@ pub struct ModelMeta {
     pub size: u64,
     pub n_vocab: u32,
     pub parallel: u32,
+    /// The draft model it loaded with: its file, and whether it shares the
+    /// weights of a model (or another's draft) in use already.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draft: Option<crate::engine::DraftInUse>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -3,12 +3,15 @@
 //! (another entry's name or alias, a GGUF path, or `auto`), resolved once
 //! every model is registered.
 //!
-//! `auto` pairs a model with the largest other registered model that can
-//! draft for it: on disk, able to generate, the same vocabulary as far as
-//! the GGUF headers tell (tokenizer, its pre-tokenizer, vocabulary size,
-//! BOS and EOS ids; the token texts are compared when the pair loads), and
-//! at most a quarter of its weights (a draft that costs more than that per
-//! token rarely pays). None found: the model drafts with nothing (logged).
+//! `auto` pairs a model with the other registered models that can draft
+//! for it: on disk, able to generate, the same vocabulary as far as the
+//! GGUF headers tell (tokenizer, its pre-tokenizer, vocabulary size, BOS
+//! and EOS ids; the token texts are compared when the pair loads), and at
+//! most a quarter of its weights (a draft that costs more than that per
+//! token rarely pays). When the model loads, the largest of them already
+//! loaded in the process (as a model, or as another model's draft) drafts,
+//! sharing its weights; with none loaded, the largest loads with the model
+//! (drafter.rs). None found: the model drafts with nothing (logged).
 //! A draft given for every model (`--model-draft`) or chosen by `auto` is
 //! optional: a model it cannot draft for (another vocabulary, a memory that
 //! cannot drop a tail) loads without it, logged; one a `[[models]]` entry
@@ -28,7 +31,7 @@ const AUTO_MAX_SHARE: u64 = 4;
 /// (`id` holds what was written, `path` where it would be as a file).
 /// `optional` for `--model-draft`, which is every model's.
 pub fn given(value: &str, dir: &Path, optional: bool) -> DraftModel {
-    DraftModel { id: value.to_string(), path: dir.join(value), optional }
+    DraftModel { id: value.to_string(), path: dir.join(value), optional, others: Vec::new() }
 }
 
 /// The vocabulary as a GGUF header describes it.
@@ -65,19 +68,19 @@ fn candidate(path: &Path) -> Option<Candidate> {
     })
 }
 
-/// `auto`'s choice for `target` among `others` (index into `others`): the
-/// largest that shares its vocabulary and has at most a quarter of its
-/// weights; ties go to the first.
-pub fn pick(target: &Candidate, others: &[Option<Candidate>]) -> Option<usize> {
-    let mut best: Option<(usize, u64)> = None;
-    for (i, c) in others.iter().enumerate() {
-        let Some(c) = c else { continue };
-        let fits = c.generates && c.sig == target.sig && c.sig.n_vocab.is_some() && c.weight_bytes.saturating_mul(AUTO_MAX_SHARE) <= target.weight_bytes;
-        if fits && best.is_none_or(|(_, w)| c.weight_bytes > w) {
-            best = Some((i, c.weight_bytes));
-        }
-    }
-    best.map(|(i, _)| i)
+/// `auto`'s choices for `target` among `others` (indices into `others`):
+/// those that share its vocabulary and have at most a quarter of its
+/// weights, largest first; equal sizes in their order.
+pub fn ranked(target: &Candidate, others: &[Option<Candidate>]) -> Vec<usize> {
+    let mut fit: Vec<(usize, u64)> = others
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+        .filter(|(_, c)| c.generates && c.sig == target.sig && c.sig.n_vocab.is_some() && c.weight_bytes.saturating_mul(AUTO_MAX_SHARE) <= target.weight_bytes)
+        .map(|(i, c)| (i, c.weight_bytes))
+        .collect();
+    fit.sort_by_key(|&(_, w)| std::cmp::Reverse(w));
+    fit.into_iter().map(|(i, _)| i).collect()
 }
 
 /// Turns every model's `draft` into a file: a registered model's name or
@@ -95,8 +98,9 @@ pub fn resolve(specs: &mut [ModelSpec], at: &[String]) -> Result<(), String> {
             };
             let mut others = all.clone();
             others[i] = None;
-            match pick(&target, &others) {
-                Some(j) => DraftModel { id: specs[j].id.clone(), path: specs[j].path.clone(), optional: true },
+            let ranked = ranked(&target, &others);
+            match ranked.first() {
+                Some(&j) => DraftModel { id: specs[j].id.clone(), path: specs[j].path.clone(), optional: true, others: ranked[1..].iter().map(|&k| specs[k].path.clone()).collect() },
                 None => {
                     tracing::info!(model = %specs[i].id, "draft = \"auto\": no other registered model shares its vocabulary with at most a quarter of its weights; it drafts with nothing");
                     specs[i].draft = None;
@@ -110,10 +114,10 @@ pub fn resolve(specs: &mut [ModelSpec], at: &[String]) -> Result<(), String> {
                     at[i], asked.id
                 ));
             }
-            DraftModel { id: specs[j].id.clone(), path: specs[j].path.clone(), optional: asked.optional }
+            DraftModel { id: specs[j].id.clone(), path: specs[j].path.clone(), optional: asked.optional, others: Vec::new() }
         } else if asked.path.is_file() {
             let id = asked.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            DraftModel { id, path: asked.path.clone(), optional: asked.optional }
+            DraftModel { id, path: asked.path.clone(), optional: asked.optional, others: Vec::new() }
         } else {
             return Err(format!(
                 "{}: draft `{}`: no registered model has that name and `{}` is no file (give a model's name, a GGUF path, or `auto`)",
@@ -142,21 +146,21 @@ mod tests {
     }
 
     #[test]
-    fn auto_takes_the_largest_model_of_the_same_vocabulary_at_most_a_quarter_of_the_size() {
+    fn auto_ranks_the_models_of_the_same_vocabulary_at_most_a_quarter_of_the_size_largest_first() {
         let target = c("llama", 32000, 16).unwrap();
         // 8 GiB: too big (a half); 4 and 1 GiB fit; another vocabulary never.
         let others = [c("llama", 32000, 8), c("llama", 32000, 1), c("llama", 32000, 4), c("gpt2", 32000, 2), None];
-        assert_eq!(pick(&target, &others), Some(2));
+        assert_eq!(ranked(&target, &others), [2, 1]);
         // Vocabulary size, BOS or an encoder rule a candidate out.
         let mut bos = c("llama", 32000, 4).unwrap();
         bos.sig.bos = Some(0);
         let mut encoder = c("llama", 32000, 4).unwrap();
         encoder.generates = false;
         let others = [c("llama", 32001, 1), Some(bos), Some(encoder)];
-        assert_eq!(pick(&target, &others), None);
-        // Equal sizes: the first.
-        assert_eq!(pick(&target, &[c("llama", 32000, 2), c("llama", 32000, 2)]), Some(0));
-        assert_eq!(pick(&target, &[]), None);
+        assert!(ranked(&target, &others).is_empty());
+        // Equal sizes: in their order.
+        assert_eq!(ranked(&target, &[c("llama", 32000, 2), c("llama", 32000, 2)]), [0, 1]);
+        assert!(ranked(&target, &[]).is_empty());
     }
 
     fn spec(id: &str, path: &str) -> ModelSpec {
@@ -177,9 +181,9 @@ mod tests {
         specs[3].draft = Some(given("tiny", &dir, false));
         specs[3].knobs.spec.kind = SpecType::NgramSimple;
         resolve(&mut specs, &at).unwrap();
-        assert_eq!(specs[0].draft, Some(DraftModel { id: "tiny".into(), path: "/m/tiny.gguf".into(), optional: false }));
+        assert_eq!(specs[0].draft, Some(DraftModel { id: "tiny".into(), path: "/m/tiny.gguf".into(), optional: false, others: Vec::new() }));
         assert_eq!(specs[0].knobs.spec.kind, SpecType::DraftSimple);
-        assert_eq!(specs[2].draft, Some(DraftModel { id: "small".into(), path: file.clone(), optional: false }));
+        assert_eq!(specs[2].draft, Some(DraftModel { id: "small".into(), path: file.clone(), optional: false, others: Vec::new() }));
         assert_eq!(specs[3].knobs.spec.kind, SpecType::NgramSimple, "a spec_type given stays");
         assert_eq!(specs[1].draft, None);
 

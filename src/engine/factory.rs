@@ -23,6 +23,9 @@ pub struct LlamaFactory {
     pub gpus_known: bool,
     /// The host KV cache shared by every model (`None`: off).
     pub kv_store: Option<super::SharedKvStore>,
+    /// The weights in use, by file: a draft model whose file is in use
+    /// shares them (`None`: every draft loads its own).
+    pub live_weights: Option<Arc<super::llama::weights::LiveWeights<super::llama::weights::Weights>>>,
     /// Where sleeping models' weights are kept (`None`: nothing sleeps).
     pub kept_weights: Option<Arc<super::llama::weights::KeptWeights<super::llama::weights::Weights>>>,
     /// Whole-GPU loads put their weights in a pool that can sleep
@@ -59,7 +62,8 @@ impl EngineFactory for LlamaFactory {
             sleep_gpu: self.sleep_gpu,
             swa_full: spec.swa_full,
             knobs: spec.knobs,
-            draft: spec.draft_in_use().map(|d| (d.path.clone(), d.optional)),
+            draft: spec.draft_in_use().map(|d| (d.files(), d.optional)),
+            live_weights: self.live_weights.clone(),
         };
         Ok(Arc::new(LlamaEngine::load(options, progress)?))
     }

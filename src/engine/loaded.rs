@@ -251,6 +251,7 @@ mod tests {
             fim: None,
             bos_id: None,
             n_swa: 0,
+            draft: None,
         }
     }
 

@@ -228,6 +228,16 @@ pub struct ModelInfo {
     /// window (`--swa-full` off); 0 otherwise. Chat requests then mark where
     /// their last user message starts (`GenerationRequest::branch_points`).
     pub n_swa: u32,
+    /// The draft model it loaded with (speculative decoding), if any.
+    pub draft: Option<DraftInUse>,
+}
+
+/// A loaded model's draft model: its file, and whether its weights are
+/// shared with a model or draft that was in use already (drafter.rs).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DraftInUse {
+    pub path: String,
+    pub shared: bool,
 }
 
 /// A code model's fill-in-the-middle tokens: the prompt is

@@ -81,6 +81,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), String> {
         fit_devices: server.placement.devices.clone(),
         gpus_known: inventory.has_gpus(),
         kept_weights: Some(Arc::new(KeptWeights::new())),
+        live_weights: Some(Arc::new(Default::default())),
         sleep_gpu: limits.sleep.budget_bytes > 0,
         kv_store: kv_store.clone(),
     });

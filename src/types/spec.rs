@@ -64,6 +64,17 @@ pub struct DraftModel {
     pub id: String,
     pub path: PathBuf,
     pub optional: bool,
+    /// `auto`'s other choices, largest first (`path` is the largest): at
+    /// load, the first of `path` and these whose weights are in use in the
+    /// process drafts, sharing them; none in use: `path` loads.
+    pub others: Vec<PathBuf>,
+}
+
+impl DraftModel {
+    /// The files that may draft, in order of preference.
+    pub fn files(&self) -> Vec<PathBuf> {
+        std::iter::once(&self.path).chain(&self.others).cloned().collect()
+    }
 }
 
 /// A request's own speculation settings (llama-server's `speculative.type`,

@@ -96,6 +96,7 @@ impl FakeEngine {
                 fim: Some(FAKE_FIM),
                 bos_id: None,
                 n_swa: 0,
+                draft: None,
             },
             reply: reply.to_string(),
             gate: None,

@@ -65,7 +65,8 @@ pub fn load(shape: &Shape) -> LlamaEngine {
         swa_full: false,
         batch_size: 2048,
         knobs: EngineKnobs { ctx_checkpoints: ctx_checkpoints(), spec: spec(), ..EngineKnobs::default() },
-        draft: (spec().kind == vram_llm::types::SpecType::DraftSimple).then(|| (test_model(), false)),
+        draft: (spec().kind == vram_llm::types::SpecType::DraftSimple).then(|| (vec![test_model()], false)),
+        live_weights: None,
     };
     LlamaEngine::load(options, Arc::new(|_| {})).expect("load the test model")
 }

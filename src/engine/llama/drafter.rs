@@ -1,5 +1,6 @@
 //! A draft model (`--spec-type draft-simple`): a smaller model of the same
-//! vocabulary loaded in the target's worker, with a context of its own (a
+//! vocabulary loaded in the target's worker (or its weights shared, when a
+//! model or another draft already uses that file), with a context of its own (a
 //! sequence per slot, every position kept so that what the target rejected
 //! can be cut anywhere). To draft for a slot it brings its sequence up to
 //! the slot's tokens (only what changed since its last draft is decoded),
@@ -44,25 +45,42 @@ pub(super) struct Loaded {
     n_ctx: usize,
     n_vocab: usize,
     path: std::path::PathBuf,
+    /// Shared with a model or draft already in use (`LoadOptions::live_weights`).
+    pub(super) shared: bool,
+    /// Its entry among the weights in use when it loaded its own.
+    _live: Option<super::weights::Live<Weights>>,
 }
 
 impl Loaded {
     /// Its weights and what its context added to this process since
-    /// `before` (resident bytes).
+    /// `before` (resident bytes). Shared weights count too: the model that
+    /// loaded them may unload first, and they then live as long as this.
     pub(super) fn bytes(&self, before: u64) -> u64 {
         self.weights.model.size() + super::worker::resident_bytes().saturating_sub(before)
+    }
+
+    /// What the model's facts say of its draft (`ModelInfo::draft`).
+    pub(super) fn in_use(&self) -> crate::engine::DraftInUse {
+        crate::engine::DraftInUse { path: self.path.display().to_string(), shared: self.shared }
     }
 }
 
 /// Loads the draft model of `options` (its `draft`), checked against the
 /// model: a draft it cannot use fails the load, or with an optional draft
-/// (`--model-draft`, `auto`) is left out with a warning.
+/// (`--model-draft`, `auto`) is left out with a warning. Of its files, the
+/// first whose weights are in use in the process (a model's, another
+/// model's draft's) is shared, not loaded again; with none, the first loads.
 pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<Loaded>, String> {
-    let Some((path, optional)) = &options.draft else { return Ok(None) };
+    let Some((files, optional)) = &options.draft else { return Ok(None) };
+    let Some(first) = files.first() else { return Ok(None) };
     if target.is_recurrent() || target.is_hybrid() {
-        tracing::warn!(model = %options.path.display(), draft = %path.display(), "no draft model: this model's memory (recurrent or hybrid) cannot drop rejected drafts");
+        tracing::warn!(model = %options.path.display(), draft = %first.display(), "no draft model: this model's memory (recurrent or hybrid) cannot drop rejected drafts");
         return Ok(None);
     }
+    let key = |path: &std::path::Path| super::weights::LoadedFile::at(path).identity().to_string();
+    let live = options.live_weights.as_ref();
+    let in_use = live.and_then(|live| files.iter().find_map(|path| live.get(&key(path)).map(|w| (path, w))));
+    let path = in_use.as_ref().map_or(first, |(path, _)| *path);
     let draft_options = LoadOptions {
         path: path.clone(),
         // Whole on the model's main GPU where the scheduler placed the model
@@ -83,16 +101,27 @@ pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<
         // Drafts are cut back anywhere: keep every position of a window.
         swa_full: true,
         draft: None,
+        live_weights: None,
         ..options.clone()
     };
-    let (weights, info, params) = super::load::load_model(&draft_options, Arc::new(|_| {}), None).map_err(|e| format!("draft model {}: {e}", path.display()))?;
+    let shared = in_use.is_some();
+    // Shared weights stay where their model placed them: the draft runs there.
+    let described = match in_use {
+        Some((_, weights)) => super::load::describe(weights, &draft_options),
+        None => super::load::load_model(&draft_options, Arc::new(|_| {}), None),
+    };
+    let (weights, info, params) = described.map_err(|e| format!("draft model {}: {e}", path.display()))?;
     let why = if weights.model.is_recurrent() || weights.model.is_hybrid() {
         Some("its memory (recurrent or hybrid) cannot drop rejected drafts".to_string())
     } else {
         mismatch(target, &weights.model).map(|why| format!("{why} (a draft model needs the model's vocabulary)"))
     };
     match why {
-        None => Ok(Some(Loaded { weights, params, n_ctx: info.n_ctx_slot as usize, n_vocab: target.n_vocab().max(0) as usize, path: path.clone() })),
+        None => {
+            tracing::info!(model = %options.path.display(), draft = %path.display(), shared, "draft model ready (shared: its weights were in use already)");
+            let live = live.filter(|_| !shared).map(|live| live.add(key(path), &weights));
+            Ok(Some(Loaded { weights, params, n_ctx: info.n_ctx_slot as usize, n_vocab: target.n_vocab().max(0) as usize, path: path.clone(), shared, _live: live }))
+        }
         Some(why) if *optional => {
             tracing::warn!(model = %options.path.display(), draft = %path.display(), "no draft model for this model: {why}");
             Ok(None)
@@ -123,7 +152,7 @@ impl<'m> Drafter<'m> {
     /// The draft model's context, a sequence per slot (`None` without a
     /// draft model).
     pub(super) fn start(loaded: Option<&'m Loaded>, parallel: usize) -> Result<Option<Self>, String> {
-        let Some(Loaded { weights, params, n_ctx, n_vocab, path }) = loaded else { return Ok(None) };
+        let Some(Loaded { weights, params, n_ctx, n_vocab, path, .. }) = loaded else { return Ok(None) };
         let ctx = weights.model.new_context(backend()?, params.clone()).map_err(|e| format!("draft model {}: cannot create its context: {e}", path.display()))?;
         let n_batch = ctx.n_batch() as usize;
         Ok(Some(Self { ctx, batch: LlamaBatch::new(n_batch, 1), n_batch, n_ctx: *n_ctx, cached: vec![Vec::new(); parallel], n_vocab: *n_vocab, payoff: Default::default(), read: 0 }))

@@ -65,6 +65,15 @@ pub(super) fn load_model(
             Arc::new(weights::Weights { model, guard: mapguard::MapGuard::watch(&added), llg: Default::default(), eog: Default::default(), sleep, placed })
         }
     };
+    describe(model, options)
+}
+
+/// What a load of `model` (weights loaded, woken or shared) serves as under
+/// `options`: its facts and its context's parameters.
+pub(super) fn describe(
+    model: Arc<weights::Weights>,
+    options: &LoadOptions,
+) -> Result<(Arc<weights::Weights>, ModelInfo, LlamaContextParams), String> {
     let n_ctx_train = model.n_ctx_train();
     let n_ctx_slot = crate::engine::slot_context(options.ctx_size, n_ctx_train);
     let parallel = options.parallel.clamp(1, 256);
@@ -90,6 +99,7 @@ pub(super) fn load_model(
         bos_id: u32::try_from(vocab.bos().0).ok(),
         // `--swa-full` keeps every position in the sliding layers too: no window to mind.
         n_swa: if options.swa_full { 0 } else { sliding_window(&model) as u32 },
+        draft: None,
     };
     Ok((model, info, ctx_params))
 }

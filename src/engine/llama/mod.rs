@@ -89,9 +89,15 @@ pub struct LoadOptions {
     pub batch_size: u32,
     /// Flash attention, cache types, micro-batch, batch threads, mlock, mmap.
     pub knobs: crate::types::EngineKnobs,
-    /// A smaller model of the same vocabulary that drafts (drafter.rs), and
-    /// whether the model loads without it where it cannot draft.
-    pub draft: Option<(PathBuf, bool)>,
+    /// The files of a smaller model of the same vocabulary that may draft
+    /// (drafter.rs), in order of preference (the first in use in the
+    /// process is shared, else the first loads), and whether the model
+    /// loads without a draft where it cannot draft.
+    pub draft: Option<(Vec<PathBuf>, bool)>,
+    /// The weights in use in this process, by file: this model's join them,
+    /// and a draft model whose file is in use shares them (`None`: nothing
+    /// is shared).
+    pub live_weights: Option<Arc<weights::LiveWeights<weights::Weights>>>,
 }
 
 /// How llama.cpp's fitter may place a model.
@@ -151,6 +157,9 @@ pub struct LlamaEngine {
     keep_on_drop: std::sync::atomic::AtomicBool,
     /// Set by the first `stop`: whether the weights slept.
     stopped: Mutex<Option<bool>>,
+    /// The weights' entry among those in use (`LoadOptions::live_weights`),
+    /// removed when the model stops, before its weights may sleep.
+    live: Mutex<Option<weights::Live<weights::Weights>>>,
     commands: Mutex<std_mpsc::Sender<Command>>,
     stats: Arc<Stats>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -201,6 +210,7 @@ impl LlamaEngine {
         if !options.path.is_file() {
             return Err(fail("the model file is missing".into()));
         }
+        let live = options.live_weights.clone().map(|l| (l, identity.clone()));
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let (cmd_tx, cmd_rx) = std_mpsc::channel();
         let stats = Arc::new(Stats::default());
@@ -221,6 +231,7 @@ impl LlamaEngine {
                 keep,
                 keep_on_drop: Default::default(),
                 stopped: Mutex::new(None),
+                live: Mutex::new(live.map(|(l, identity)| l.add(identity, &model))),
                 model,
                 info,
                 commands: Mutex::new(cmd_tx),
@@ -253,6 +264,9 @@ impl LlamaEngine {
         if let Some(slept) = *done {
             return slept;
         }
+        // Shared no more from here on: `put_to_sleep` can then tell whether
+        // another model's draft still uses the weights.
+        drop(self.live.lock().take());
         let _ = self.commands.lock().send(Command::Shutdown);
         if let Some(worker) = self.worker.lock().take() {
             let _ = worker.join();
@@ -270,6 +284,12 @@ impl LlamaEngine {
             // The worker (and its context) is gone: nothing uses the weights.
             let asleep = match &self.model.sleep {
                 _ if !self.keep_on_drop.load(Ordering::Relaxed) => false,
+                // Another model drafts with them: GPU weights cannot leave
+                // the GPU under it (they are freed when it lets them go).
+                Ok(_) if Arc::strong_count(&self.model) > 1 => {
+                    tracing::info!("the GPU weights stay: another model drafts with them");
+                    false
+                }
                 Ok(pool) => {
                     let started = std::time::Instant::now();
                     match pool.sleep() {

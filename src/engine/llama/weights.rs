@@ -134,6 +134,61 @@ impl<T> KeptWeights<T> {
     }
 }
 
+/// Weights in use right now, by the file's identity: every running model's
+/// and every draft model's a model loaded. A draft model whose file is in
+/// use already shares those weights instead of loading its own copy
+/// (drafter.rs). Entries hold no weights (a `Weak`); each is removed when
+/// its `Live` guard drops, which a model's engine does before its weights
+/// may sleep, so sleeping weights are never shared.
+pub struct LiveWeights<T> {
+    live: Mutex<Vec<(u64, String, std::sync::Weak<T>)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// One entry of `LiveWeights`, removed on drop.
+pub struct Live<T> {
+    of: Arc<LiveWeights<T>>,
+    id: u64,
+}
+
+impl<T> Drop for Live<T> {
+    fn drop(&mut self) {
+        self.of.live.lock().retain(|(id, _, _)| *id != self.id);
+    }
+}
+
+impl<T> LiveWeights<T> {
+    pub fn new() -> Self {
+        Self { live: Mutex::new(Vec::new()), next: Default::default() }
+    }
+
+    /// Names `weights` as in use under `key` until the guard drops.
+    pub fn add(self: &Arc<Self>, key: String, weights: &Arc<T>) -> Live<T> {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.live.lock().push((id, key, Arc::downgrade(weights)));
+        Live { of: self.clone(), id }
+    }
+
+    /// Weights in use under `key`, if any (a share: they live as long as
+    /// the share, whatever happens to the model that loaded them).
+    pub fn get(&self, key: &str) -> Option<Arc<T>> {
+        self.live.lock().iter().filter(|(_, k, _)| k == key).find_map(|(_, _, w)| w.upgrade())
+    }
+}
+
+impl<T> std::fmt::Debug for LiveWeights<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<String> = self.live.lock().iter().map(|(_, k, _)| k.clone()).collect();
+        f.debug_struct("LiveWeights").field("live", &keys).finish()
+    }
+}
+
+impl<T> Default for LiveWeights<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 fn identity_at(path: &Path, stamp: Option<Stamp>) -> String {
     let (len, modified) = stamp.map_or((0, 0), |s| (s.len, s.modified_ns));
     let print = fingerprint(path, len).map_or_else(|_| "-".to_string(), |f| format!("{f:016x}"));
@@ -248,6 +303,28 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use crate::engine::llama::mapguard;
+
+    #[test]
+    fn live_weights_are_shared_while_their_guard_lives() {
+        let live = Arc::new(LiveWeights::new());
+        let a = Arc::new(1u32);
+        let guard = live.add("a".into(), &a);
+        let shared = live.get("a").expect("in use");
+        assert!(Arc::ptr_eq(&shared, &a));
+        assert!(live.get("b").is_none());
+        // The registry holds no weights: dropped by everyone, gone.
+        drop((a, shared));
+        assert!(live.get("a").is_none());
+        // A guard dropped (the model stops, its weights may sleep): no
+        // longer shared, though the weights are still held.
+        let b = Arc::new(2u32);
+        let guard_b = live.add("b".into(), &b);
+        drop(guard_b);
+        assert!(live.get("b").is_none());
+        assert_eq!(Arc::strong_count(&b), 1, "a share taken before the guard dropped would be counted here");
+        drop(guard);
+        assert!(live.live.lock().is_empty());
+    }
 
     #[test]
     fn kept_weights_are_taken_once_and_released_by_key_or_model() {

@@ -60,7 +60,7 @@ pub(super) fn worker_main(
             return;
         }
     };
-    let (model, info, ctx_params) = loaded;
+    let (model, mut info, ctx_params) = loaded;
     let backend = match backend() {
         Ok(b) => b,
         Err(e) => {
@@ -76,6 +76,7 @@ pub(super) fn worker_main(
             return;
         }
     };
+    info.draft = draft.as_ref().map(|d| d.in_use());
     let weights_ms = started.elapsed().as_millis() as u64;
     let before = resident_bytes();
     let context_started = std::time::Instant::now();
