@@ -124,11 +124,16 @@ pub struct DraftCounts {
 /// measured: the tokens per second of its decode steps with drafts and
 /// without. Steps run in phases of [`PHASE_STEPS`] in one mode; after each,
 /// the mode with the higher rate (a moving average over phases) runs next,
-/// and every [`EXPLORE_EVERY`]th phase runs the other one, so a draft model
-/// that stopped paying (or started to) is noticed. Steps that read a
-/// prompt are not counted (prefill is the same work either way); the
-/// worker leaves them out. The rates are of the whole step, however many
-/// slots generate in it.
+/// and now and then one phase runs the other mode, so a draft model that
+/// stopped paying (or started to) is noticed: after [`EXPLORE_EVERY`]
+/// phases, and, each time such a try confirms the choice, twice as many
+/// phases later (at most [`EXPLORE_MAX`]); a try that changes the choice
+/// starts over at [`EXPLORE_EVERY`]. A try costs more than its phase: the
+/// draft model first reads what the slots hold (a whole prompt where it
+/// drafted for another request last), so a draft model that does not pay
+/// is tried less and less often. Steps that read a prompt are not counted
+/// (prefill is the same work either way); the worker leaves them out. The
+/// rates are of the whole step, however many slots generate in it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Payoff {
     with: Option<f64>,
@@ -138,15 +143,20 @@ pub struct Payoff {
     steps: u32,
     tokens: u64,
     secs: f64,
-    phases: u32,
+    /// Whether this phase tries the mode that measured slower.
+    trying: bool,
+    /// Phases between tries, and phases left before the next.
+    gap: u32,
+    next_try: u32,
 }
 
 pub const PHASE_STEPS: u32 = 16;
 pub const EXPLORE_EVERY: u32 = 8;
+pub const EXPLORE_MAX: u32 = 128;
 
 impl Default for Payoff {
     fn default() -> Self {
-        Self { with: None, without: None, drafting: true, steps: 0, tokens: 0, secs: 0.0, phases: 0 }
+        Self { with: None, without: None, drafting: true, steps: 0, tokens: 0, secs: 0.0, trying: false, gap: EXPLORE_EVERY, next_try: EXPLORE_EVERY }
     }
 }
 
@@ -169,15 +179,21 @@ impl Payoff {
         let avg = if self.drafting { &mut self.with } else { &mut self.without };
         *avg = Some(avg.map_or(rate, |a| 0.5 * a + 0.5 * rate));
         (self.steps, self.tokens, self.secs) = (0, 0, 0.0);
-        self.phases += 1;
         self.drafting = match (self.with, self.without) {
             (_, None) => false,
             (None, _) => true,
             (Some(w), Some(wo)) => {
                 let better = w >= wo;
-                if self.phases % EXPLORE_EVERY == 0 {
+                if std::mem::take(&mut self.trying) {
+                    // The mode tried still lost: try it less often.
+                    self.gap = if self.drafting != better { (self.gap * 2).min(EXPLORE_MAX) } else { EXPLORE_EVERY };
+                    self.next_try = self.gap;
+                    better
+                } else if self.next_try <= 1 {
+                    self.trying = true;
                     !better
                 } else {
+                    self.next_try -= 1;
                     better
                 }
             }
@@ -255,16 +271,22 @@ mod tests {
     }
 
     #[test]
-    fn a_draft_model_that_does_not_pay_is_left_out_but_tried_again_now_and_then() {
+    fn a_draft_model_that_does_not_pay_is_left_out_and_tried_less_and_less_often() {
         // Drafting: 3 tokens in 4 s (0.75 tok/s) against 1 tok/s without.
         let mut p = Payoff::default();
-        let modes = phases(&mut p, 17, (3, 4.0));
+        let modes = phases(&mut p, 60, (3, 4.0));
         // Drafts first, then one phase without to compare, then without,
-        // except every 8th phase.
+        // but for tries 8, 16 and 32 phases apart.
         assert_eq!(&modes[..3], &[true, false, false]);
-        assert_eq!(modes.iter().filter(|&&m| m).count(), 3, "{modes:?}");
-        assert!(modes[8] && modes[16], "{modes:?}");
-        assert_eq!(p.rates(), (Some(0.75), Some(1.0)));
+        let tries: Vec<usize> = (1..modes.len()).filter(|&i| modes[i]).collect();
+        assert_eq!(tries, [9, 26, 59], "{modes:?}");
+        assert!(p.rates().0.unwrap() < p.rates().1.unwrap());
+        // Never further apart than EXPLORE_MAX phases.
+        let mut p = Payoff::default();
+        let modes = phases(&mut p, 600, (3, 4.0));
+        let tries: Vec<usize> = (1..modes.len()).filter(|&i| modes[i]).collect();
+        assert!(tries.windows(2).all(|w| w[1] - w[0] <= EXPLORE_MAX as usize + 1), "{tries:?}");
+        assert_eq!(tries.windows(2).last().map(|w| w[1] - w[0]), Some(EXPLORE_MAX as usize + 1), "{tries:?}");
     }
 
     #[test]
@@ -272,7 +294,7 @@ mod tests {
         let mut p = Payoff::default();
         let modes = phases(&mut p, 17, (3, 1.5));
         assert_eq!(&modes[..3], &[true, false, true]);
-        assert_eq!(modes.iter().filter(|&&m| !m).count(), 3, "one to measure, two explorations: {modes:?}");
+        assert_eq!(modes.iter().filter(|&&m| !m).count(), 2, "one to measure, one try (the next is 16 phases later): {modes:?}");
         // It stops paying (the text turned hard to guess): left out.
         let modes = phases(&mut p, 6, (1, 2.0));
         assert!(!modes[5], "{modes:?}");
@@ -345,8 +367,8 @@ mod tests {
         assert_eq!(p.limit(48, 12), 16, "a short support leaves the pace's length");
         assert_eq!(p.limit(48, 40), 40);
         assert_eq!(p.limit(32, 40), 32);
-        p.drafted(40, 40, 48);
-        assert_eq!(p.limit(48, 0), 48, "a whole draft doubles the longer of the two");
+        p.drafted(40, 40, 128);
+        assert_eq!(p.limit(128, 0), 80, "a whole draft doubles the longer of the two");
         p.drafted(8, 0, 48);
         p.drafted(8, 0, 48);
         assert_eq!(p.limit(48, 48), 0, "a paused slot drafts nothing however long the repeat");
