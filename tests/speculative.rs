@@ -225,8 +225,10 @@ async fn draft_in_use(base: &str, model: &str) -> Value {
 
 /// A draft model whose file a loaded model uses already (here the test
 /// model, registered as `small` and drafting for `big`) shares those
-/// weights instead of loading a second copy; the drafting model keeps
-/// them when `small` unloads; weights that went to sleep are not shared.
+/// weights instead of loading a second copy, and `big` keeps drafting with
+/// them after `small` unloads; with nothing in use, or with `small` asleep
+/// (evicted: weights kept for its next load are never shared), the draft
+/// loads its own copy.
 #[tokio::test]
 async fn a_draft_model_in_use_shares_its_weights() {
     let model = common::test_model().display().to_string();
@@ -239,23 +241,37 @@ async fn a_draft_model_in_use_shares_its_weights() {
          [[models]]\nname = \"big\"\npath = \"{model}\"\ndraft = \"small\"\nspec_draft_n_max = 6\nspec_draft_p_min = 0.0\n"
     );
     std::fs::write(&config, text).unwrap();
-    let server = RealServer::start_with(&["--config", config.to_str().unwrap(), "--admin-token", "tok"]).await;
-    let base = server.base.as_str();
+    let config = config.to_str().unwrap();
     let ask = |model: &'static str| json!({"model": model, "prompt": copy_prompt(PASSAGE), "n_predict": 24, "temperature": 0});
+    // The first 16 generation steps of a model always draft (`Payoff`), and
+    // a model drafting for itself guesses right: both answers below are
+    // within them.
+    let accepted = |v: &Value| v["timings"]["draft_n_accepted"].as_u64().unwrap_or(0);
+    let server = RealServer::start_with(&["--config", config, "--admin-token", "tok"]).await;
+    let base = server.base.as_str();
     post(base, "/completion", ask("small")).await;
     let drafted = post(base, "/completion", ask("big")).await;
     assert_eq!(draft_in_use(base, "big").await, json!({"path": model, "shared": true}));
-    // The first steps always draft; the model drafting for itself guesses right.
-    assert!(drafted["timings"]["draft_n_accepted"].as_u64().unwrap_or(0) > 10, "{}", drafted["timings"]);
-    // `small` unloads (it sleeps: a CPU model's weights are its mapped
-    // file): `big` still drafts with the weights it shares.
+    assert!(accepted(&drafted) > 10, "{}", drafted["timings"]);
+    // `small` unloads (an admin unload releases it): `big` still drafts
+    // with the weights it shares.
     post(base, "/admin/models/unload", json!({"model": "small"})).await;
     let again = post(base, "/completion", ask("big")).await;
+    assert!(accepted(&again) > 10, "{}", again["timings"]);
     assert_eq!(again["content"], drafted["content"]);
-    // Loaded again while `small` sleeps: nothing in use to share, so its
-    // draft loads its own copy.
+    // Loaded again with nothing in use: its draft loads its own copy.
     post(base, "/admin/models/unload", json!({"model": "big"})).await;
     post(base, "/completion", ask("big")).await;
+    assert_eq!(draft_in_use(base, "big").await, json!({"path": model, "shared": false}));
+    drop(server);
+
+    // One model at a time: loading `big` evicts `small`, which sleeps.
+    let server = RealServer::start_with(&["--config", config, "--admin-token", "tok", "--max-loaded-models", "1"]).await;
+    let base = server.base.as_str();
+    post(base, "/completion", ask("small")).await;
+    post(base, "/completion", ask("big")).await;
+    let status = reqwest::Client::new().get(format!("{base}/admin/status")).header("X-Admin-Token", "tok").send().await.unwrap().json::<Value>().await.unwrap();
+    assert_eq!(status["models"][0]["state"], "sleeping", "{status}");
     assert_eq!(draft_in_use(base, "big").await, json!({"path": model, "shared": false}));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -130,8 +130,10 @@ pub struct LlamaServerFlags {
 
     /// (-md) A smaller GGUF of the same vocabulary that drafts for every
     /// model (speculative decoding, `--spec-type draft-simple`): loaded and
-    /// unloaded with each, in the same process, counted in its memory; a
-    /// model it cannot draft for (another vocabulary) loads without it. A
+    /// unloaded with each, in the same process, counted in its memory (on
+    /// the CPU, weights of that file already in use are shared, not loaded
+    /// again); a model it cannot draft for (another vocabulary) loads
+    /// without it. A
     /// `[[models]]` entry's `draft` key wins (another model's name, a path,
     /// or `auto`).
     #[arg(long, value_name = "PATH")]

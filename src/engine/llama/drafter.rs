@@ -67,9 +67,12 @@ impl Loaded {
 
 /// Loads the draft model of `options` (its `draft`), checked against the
 /// model: a draft it cannot use fails the load, or with an optional draft
-/// (`--model-draft`, `auto`) is left out with a warning. Of its files, the
-/// first whose weights are in use in the process (a model's, another
-/// model's draft's) is shared, not loaded again; with none, the first loads.
+/// (`--model-draft`, `auto`) is left out with a warning. On the CPU, the
+/// first of its files whose weights are in use in the process (a model's,
+/// another model's draft's) is shared, not loaded again; with none (or
+/// none that can draft), the first loads. GPU weights are not shared: the
+/// scheduler counts each model's GPU memory where it planned it, and a
+/// share would sit on another model's devices and outlive its unload.
 pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<Loaded>, String> {
     let Some((files, optional)) = &options.draft else { return Ok(None) };
     let Some(first) = files.first() else { return Ok(None) };
@@ -77,11 +80,7 @@ pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<
         tracing::warn!(model = %options.path.display(), draft = %first.display(), "no draft model: this model's memory (recurrent or hybrid) cannot drop rejected drafts");
         return Ok(None);
     }
-    let key = |path: &std::path::Path| super::weights::LoadedFile::at(path).identity().to_string();
-    let live = options.live_weights.as_ref();
-    let in_use = live.and_then(|live| files.iter().find_map(|path| live.get(&key(path)).map(|w| (path, w))));
-    let path = in_use.as_ref().map_or(first, |(path, _)| *path);
-    let draft_options = LoadOptions {
+    let options_for = |path: &std::path::PathBuf| LoadOptions {
         path: path.clone(),
         // Whole on the model's main GPU where the scheduler placed the model
         // on GPUs (its estimate counts the draft as the model's own; not
@@ -104,30 +103,43 @@ pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<
         live_weights: None,
         ..options.clone()
     };
-    let shared = in_use.is_some();
-    // Shared weights stay where their model placed them: the draft runs there.
-    let described = match in_use {
-        Some((_, weights)) => super::load::describe(weights, &draft_options),
-        None => super::load::load_model(&draft_options, Arc::new(|_| {}), None),
-    };
-    let (weights, info, params) = described.map_err(|e| format!("draft model {}: {e}", path.display()))?;
-    let why = if weights.model.is_recurrent() || weights.model.is_hybrid() {
-        Some("its memory (recurrent or hybrid) cannot drop rejected drafts".to_string())
-    } else {
-        mismatch(target, &weights.model).map(|why| format!("{why} (a draft model needs the model's vocabulary)"))
-    };
-    match why {
-        None => {
-            tracing::info!(model = %options.path.display(), draft = %path.display(), shared, "draft model ready (shared: its weights were in use already)");
-            let live = live.filter(|_| !shared).map(|live| live.add(key(path), &weights));
-            Ok(Some(Loaded { weights, params, n_ctx: info.n_ctx_slot as usize, n_vocab: target.n_vocab().max(0) as usize, path: path.clone(), shared, _live: live }))
-        }
-        Some(why) if *optional => {
-            tracing::warn!(model = %options.path.display(), draft = %path.display(), "no draft model for this model: {why}");
-            Ok(None)
-        }
-        Some(why) => Err(format!("draft model {} cannot draft for {}: {why}", path.display(), options.path.display())),
+    // Shared only between CPU loads (see above).
+    let live = options.live_weights.as_ref().filter(|_| super::cpu_only(&options_for(first)));
+    // The files in use first, in order, then the first file loaded.
+    let mut tries: Vec<(&std::path::PathBuf, Option<Arc<Weights>>)> =
+        live.map_or_else(Vec::new, |live| files.iter().filter_map(|path| live.get(&super::weights::live_key(path)).map(|w| (path, Some(w)))).collect());
+    if !tries.iter().any(|(path, _)| *path == first) {
+        tries.push((first, None));
     }
+    let mut refused = None;
+    for (path, shared) in tries {
+        let draft_options = options_for(path);
+        let is_shared = shared.is_some();
+        let described = match shared {
+            Some(weights) => super::load::describe(weights, &draft_options),
+            None => super::load::load_model(&draft_options, Arc::new(|_| {}), None),
+        };
+        let (weights, info, params) = described.map_err(|e| format!("draft model {}: {e}", path.display()))?;
+        let why = if weights.model.is_recurrent() || weights.model.is_hybrid() {
+            Some("its memory (recurrent or hybrid) cannot drop rejected drafts".to_string())
+        } else {
+            mismatch(target, &weights.model).map(|why| format!("{why} (a draft model needs the model's vocabulary)"))
+        };
+        if let Some(why) = why {
+            tracing::debug!(model = %options.path.display(), draft = %path.display(), "this draft model cannot draft for the model: {why}");
+            refused.get_or_insert((path, why));
+            continue;
+        }
+        tracing::info!(model = %options.path.display(), draft = %path.display(), shared = is_shared, "draft model ready (shared: its weights were in use already)");
+        let entry = live.filter(|_| !is_shared).map(|live| live.add(super::weights::live_key(path), &weights));
+        return Ok(Some(Loaded { weights, params, n_ctx: info.n_ctx_slot as usize, n_vocab: target.n_vocab().max(0) as usize, path: path.clone(), shared: is_shared, _live: entry }));
+    }
+    let (path, why) = refused.expect("at least one draft was tried");
+    if *optional {
+        tracing::warn!(model = %options.path.display(), draft = %path.display(), "no draft model for this model: {why}");
+        return Ok(None);
+    }
+    Err(format!("draft model {} cannot draft for {}: {why}", path.display(), options.path.display()))
 }
 
 fn facts(m: &LlamaModel) -> VocabFacts {

@@ -210,7 +210,9 @@ impl LlamaEngine {
         if !options.path.is_file() {
             return Err(fail("the model file is missing".into()));
         }
-        let live = options.live_weights.clone().map(|l| (l, identity.clone()));
+        // CPU weights join those in use, for a draft model to share
+        // (drafter.rs: GPU weights are not shared).
+        let live = options.live_weights.clone().filter(|_| cpu_only(&options)).map(|l| (l, weights::live_key(&options.path)));
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let (cmd_tx, cmd_rx) = std_mpsc::channel();
         let stats = Arc::new(Stats::default());
@@ -285,7 +287,8 @@ impl LlamaEngine {
             let asleep = match &self.model.sleep {
                 _ if !self.keep_on_drop.load(Ordering::Relaxed) => false,
                 // Another model drafts with them: GPU weights cannot leave
-                // the GPU under it (they are freed when it lets them go).
+                // the GPU under it (they are freed when it lets them go). A
+                // guard: drafter.rs shares CPU weights only, for now.
                 Ok(_) if Arc::strong_count(&self.model) > 1 => {
                     tracing::info!("the GPU weights stay: another model drafts with them");
                     false
@@ -316,7 +319,7 @@ impl LlamaEngine {
 }
 
 /// Whether a load puts nothing on a GPU (its weights are then the mapped file).
-fn cpu_only(options: &LoadOptions) -> bool {
+pub(super) fn cpu_only(options: &LoadOptions) -> bool {
     let no_gpu_build = backend().map(|b| !b.supports_gpu_offload()).unwrap_or(false);
     let planned_cpu = options.gpu.as_ref().is_some_and(|g| g.devices.is_empty() || g.n_gpu_layers == 0);
     options.fit.is_none() && (no_gpu_build || planned_cpu || (options.gpu.is_none() && options.n_gpu_layers == Some(0)))

@@ -44,6 +44,10 @@ impl Worker<'_> {
         }
         match spec.kind {
             SpecType::DraftSimple => {
+                // Each drafted token costs a decode: none below `n_min`.
+                if limit < spec.n_min() {
+                    return 0;
+                }
                 let Some(drafter) = self.drafter.as_mut().filter(|d| d.payoff.drafting()) else { return 0 };
                 slot.cached.push(pending);
                 let draft = drafter.draft(slot.seq as usize, &slot.cached, limit, spec.p_min());

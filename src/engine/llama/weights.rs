@@ -189,6 +189,13 @@ impl<T> Default for LiveWeights<T> {
     }
 }
 
+/// The key of a file's weights among those in use: its identity, under its
+/// canonical path (so that `./m.gguf` and `/models/m.gguf` share).
+pub fn live_key(path: &Path) -> String {
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    LoadedFile::at(&canonical).identity().to_string()
+}
+
 fn identity_at(path: &Path, stamp: Option<Stamp>) -> String {
     let (len, modified) = stamp.map_or((0, 0), |s| (s.len, s.modified_ns));
     let print = fingerprint(path, len).map_or_else(|_| "-".to_string(), |f| format!("{f:016x}"));
@@ -319,9 +326,12 @@ mod tests {
         // longer shared, though the weights are still held.
         let b = Arc::new(2u32);
         let guard_b = live.add("b".into(), &b);
+        let share = live.get("b").expect("in use");
         drop(guard_b);
         assert!(live.get("b").is_none());
-        assert_eq!(Arc::strong_count(&b), 1, "a share taken before the guard dropped would be counted here");
+        assert_eq!(Arc::strong_count(&b), 2, "the share taken before the guard dropped still counts");
+        drop(share);
+        assert_eq!(Arc::strong_count(&b), 1);
         drop(guard);
         assert!(live.live.lock().is_empty());
     }
