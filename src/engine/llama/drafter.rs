@@ -22,6 +22,10 @@ use crate::engine::spec::{vocab_mismatch, VocabFacts};
 
 pub(super) struct Drafter<'m> {
     ctx: LlamaContext<'m>,
+    /// The watch on its weights' file mappings: once a read found the file
+    /// cut short (mapguard.rs), it drafts nothing more (its logits would
+    /// come from zero pages: the output stays right, every draft wasted).
+    mappings: &'m super::mapguard::MapGuard,
     batch: LlamaBatch<'static>,
     n_batch: usize,
     /// Positions a sequence holds.
@@ -167,7 +171,7 @@ impl<'m> Drafter<'m> {
         let Some(Loaded { weights, params, n_ctx, n_vocab, path, .. }) = loaded else { return Ok(None) };
         let ctx = weights.model.new_context(backend()?, params.clone()).map_err(|e| format!("draft model {}: cannot create its context: {e}", path.display()))?;
         let n_batch = ctx.n_batch() as usize;
-        Ok(Some(Self { ctx, batch: LlamaBatch::new(n_batch, 1), n_batch, n_ctx: *n_ctx, cached: vec![Vec::new(); parallel], n_vocab: *n_vocab, payoff: Default::default(), read: 0 }))
+        Ok(Some(Self { ctx, mappings: &weights.guard, batch: LlamaBatch::new(n_batch, 1), n_batch, n_ctx: *n_ctx, cached: vec![Vec::new(); parallel], n_vocab: *n_vocab, payoff: Default::default(), read: 0 }))
     }
 
     /// Up to `max` tokens to follow `history` (a slot's tokens, its pending
@@ -177,7 +181,7 @@ impl<'m> Drafter<'m> {
         let mut out = Vec::new();
         // Its own context may be shorter than the model's.
         let max = max.min(self.n_ctx.saturating_sub(history.len() + 1));
-        if max == 0 || history.is_empty() || seq >= self.cached.len() {
+        if max == 0 || history.is_empty() || seq >= self.cached.len() || self.mappings.faulted() {
             return out;
         }
         if self.catch_up(seq, history).is_err() {
