@@ -212,12 +212,14 @@ async fn a_draft_model_keeps_greedy_output_with_several_slots_and_a_grammar() {
     assert!(b[1]["timings"].get("draft_n").is_none(), "{}", b[1]["timings"]);
 }
 
+#[cfg(not(feature = "cuda"))]
 async fn post(base: &str, path: &str, body: Value) -> Value {
     let resp = reqwest::Client::new().post(format!("{base}{path}")).header("X-Admin-Token", "tok").json(&body).send().await.expect("send");
     assert_eq!(resp.status().as_u16(), 200, "{path}");
     resp.json().await.expect("json")
 }
 
+#[cfg(not(feature = "cuda"))]
 async fn draft_in_use(base: &str, model: &str) -> Value {
     let resp = reqwest::Client::new().get(format!("{base}/v1/models/{model}")).send().await.expect("send");
     resp.json::<Value>().await.expect("json")["meta"]["draft"].clone()
@@ -228,7 +230,9 @@ async fn draft_in_use(base: &str, model: &str) -> Value {
 /// weights instead of loading a second copy, and `big` keeps drafting with
 /// them after `small` unloads; with nothing in use, or with `small` asleep
 /// (evicted: weights kept for its next load are never shared), the draft
-/// loads its own copy.
+/// loads its own copy. CPU weights only (a CUDA build would place them on
+/// the GPU, where nothing is shared).
+#[cfg(not(feature = "cuda"))]
 #[tokio::test]
 async fn a_draft_model_in_use_shares_its_weights() {
     let model = common::test_model().display().to_string();

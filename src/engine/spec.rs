@@ -185,7 +185,8 @@ impl Payoff {
             (Some(w), Some(wo)) => {
                 let better = w >= wo;
                 if std::mem::take(&mut self.trying) {
-                    // The mode tried still lost: try it less often.
+                    // The mode tried lost again: try it less often; it won
+                    // (the choice flips): start over at `EXPLORE_EVERY`.
                     self.gap = if self.drafting != better { (self.gap * 2).min(EXPLORE_MAX) } else { EXPLORE_EVERY };
                     self.next_try = self.gap;
                     better

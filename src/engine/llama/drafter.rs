@@ -26,6 +26,8 @@ pub(super) struct Drafter<'m> {
     /// cut short (mapguard.rs), it drafts nothing more (its logits would
     /// come from zero pages: the output stays right, every draft wasted).
     mappings: &'m super::mapguard::MapGuard,
+    /// Whether the fault was logged.
+    faulted: bool,
     batch: LlamaBatch<'static>,
     n_batch: usize,
     /// Positions a sequence holds.
@@ -110,12 +112,13 @@ pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<
     // Shared only between CPU loads (see above).
     let live = options.live_weights.as_ref().filter(|_| super::cpu_only(&options_for(first)));
     // The files in use first, in order, then the first file loaded.
-    let mut tries: Vec<(&std::path::PathBuf, Option<Arc<Weights>>)> =
-        live.map_or_else(Vec::new, |live| files.iter().filter_map(|path| live.get(&super::weights::live_key(path)).map(|w| (path, Some(w)))).collect());
+    let mut tries: Vec<(&std::path::PathBuf, Option<Arc<Weights>>)> = live
+        .filter(|live| !live.is_empty())
+        .map_or_else(Vec::new, |live| files.iter().filter_map(|path| live.get(&super::weights::live_key(path)).map(|w| (path, Some(w)))).collect());
     if !tries.iter().any(|(path, _)| *path == first) {
         tries.push((first, None));
     }
-    let mut refused = None;
+    let mut refused = Vec::new();
     for (path, shared) in tries {
         let draft_options = options_for(path);
         let is_shared = shared.is_some();
@@ -123,27 +126,34 @@ pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<
             Some(weights) => super::load::describe(weights, &draft_options),
             None => super::load::load_model(&draft_options, Arc::new(|_| {}), None),
         };
-        let (weights, info, params) = described.map_err(|e| format!("draft model {}: {e}", path.display()))?;
+        let (weights, info, params) = match described {
+            Ok(described) => described,
+            // Another candidate may still do.
+            Err(e) if is_shared => {
+                refused.push(format!("{}: {e}", path.display()));
+                continue;
+            }
+            Err(e) => return Err(format!("draft model {}: {e}", path.display())),
+        };
         let why = if weights.model.is_recurrent() || weights.model.is_hybrid() {
             Some("its memory (recurrent or hybrid) cannot drop rejected drafts".to_string())
         } else {
             mismatch(target, &weights.model).map(|why| format!("{why} (a draft model needs the model's vocabulary)"))
         };
         if let Some(why) = why {
-            tracing::debug!(model = %options.path.display(), draft = %path.display(), "this draft model cannot draft for the model: {why}");
-            refused.get_or_insert((path, why));
+            refused.push(format!("{}: {why}", path.display()));
             continue;
         }
         tracing::info!(model = %options.path.display(), draft = %path.display(), shared = is_shared, "draft model ready (shared: its weights were in use already)");
         let entry = live.filter(|_| !is_shared).map(|live| live.add(super::weights::live_key(path), &weights));
         return Ok(Some(Loaded { weights, params, n_ctx: info.n_ctx_slot as usize, n_vocab: target.n_vocab().max(0) as usize, path: path.clone(), shared: is_shared, _live: entry }));
     }
-    let (path, why) = refused.expect("at least one draft was tried");
+    let why = refused.join("; ");
     if *optional {
-        tracing::warn!(model = %options.path.display(), draft = %path.display(), "no draft model for this model: {why}");
+        tracing::warn!(model = %options.path.display(), "no draft model for this model: {why}");
         return Ok(None);
     }
-    Err(format!("draft model {} cannot draft for {}: {why}", path.display(), options.path.display()))
+    Err(format!("no draft model can draft for {}: {why}", options.path.display()))
 }
 
 fn facts(m: &LlamaModel) -> VocabFacts {
@@ -171,7 +181,7 @@ impl<'m> Drafter<'m> {
         let Some(Loaded { weights, params, n_ctx, n_vocab, path, .. }) = loaded else { return Ok(None) };
         let ctx = weights.model.new_context(backend()?, params.clone()).map_err(|e| format!("draft model {}: cannot create its context: {e}", path.display()))?;
         let n_batch = ctx.n_batch() as usize;
-        Ok(Some(Self { ctx, mappings: &weights.guard, batch: LlamaBatch::new(n_batch, 1), n_batch, n_ctx: *n_ctx, cached: vec![Vec::new(); parallel], n_vocab: *n_vocab, payoff: Default::default(), read: 0 }))
+        Ok(Some(Self { ctx, mappings: &weights.guard, faulted: false, batch: LlamaBatch::new(n_batch, 1), n_batch, n_ctx: *n_ctx, cached: vec![Vec::new(); parallel], n_vocab: *n_vocab, payoff: Default::default(), read: 0 }))
     }
 
     /// Up to `max` tokens to follow `history` (a slot's tokens, its pending
@@ -181,7 +191,13 @@ impl<'m> Drafter<'m> {
         let mut out = Vec::new();
         // Its own context may be shorter than the model's.
         let max = max.min(self.n_ctx.saturating_sub(history.len() + 1));
-        if max == 0 || history.is_empty() || seq >= self.cached.len() || self.mappings.faulted() {
+        if max == 0 || history.is_empty() || seq >= self.cached.len() {
+            return out;
+        }
+        if self.mappings.faulted() {
+            if !std::mem::replace(&mut self.faulted, true) {
+                tracing::warn!("the draft model's file was cut short under its weights: no more drafts until the model reloads");
+            }
             return out;
         }
         if self.catch_up(seq, history).is_err() {

@@ -38,16 +38,15 @@ impl Worker<'_> {
         if let Some(max) = active.max_tokens {
             cap = cap.min(max.saturating_sub(active.generated).saturating_sub(1) as usize);
         }
+        // At least `n_min` (shorter drafts are not tried): a pace cut below
+        // it can then grow again.
         let limit = active.pace.limit(cap, 0);
         if limit == 0 || cap < spec.n_min() {
             return 0;
         }
+        let limit = limit.max(spec.n_min());
         match spec.kind {
             SpecType::DraftSimple => {
-                // Each drafted token costs a decode: none below `n_min`.
-                if limit < spec.n_min() {
-                    return 0;
-                }
                 let Some(drafter) = self.drafter.as_mut().filter(|d| d.payoff.drafting()) else { return 0 };
                 slot.cached.push(pending);
                 let draft = drafter.draft(slot.seq as usize, &slot.cached, limit, spec.p_min());
@@ -59,7 +58,7 @@ impl Worker<'_> {
                 active.history.extend(slot.cached.iter().map(|t| t.0 as u32));
                 active.history.push(pending.0 as u32);
                 let found = ngram_simple(&active.history, spec.size_n(), cap);
-                let take = found.draft.len().min(active.pace.limit(cap, found.support));
+                let take = found.draft.len().min(active.pace.limit(cap, found.support).max(spec.n_min()));
                 active.draft = found.draft[..take].iter().map(|&t| LlamaToken(t as i32)).collect();
             }
         }

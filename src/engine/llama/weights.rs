@@ -174,6 +174,11 @@ impl<T> LiveWeights<T> {
     pub fn get(&self, key: &str) -> Option<Arc<T>> {
         self.live.lock().iter().filter(|(_, k, _)| k == key).find_map(|(_, _, w)| w.upgrade())
     }
+
+    /// Nothing is in use (no file need be read to look for a share).
+    pub fn is_empty(&self) -> bool {
+        self.live.lock().is_empty()
+    }
 }
 
 impl<T> std::fmt::Debug for LiveWeights<T> {
