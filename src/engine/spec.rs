@@ -76,12 +76,14 @@ impl Pace {
     /// The longest draft this step, of at most `n_max` (0: do not draft):
     /// the pace's length, or the lookup's `support` where that is longer (a
     /// text repeated for 40 tokens is drafted 40 ahead at once, not 16,
-    /// then 32: each decode of a draft reads all the weights once).
-    pub fn limit(&self, n_max: usize, support: usize) -> usize {
+    /// then 32: each decode of a draft reads all the weights once), and at
+    /// least `n_min` (shorter drafts are not tried, and a pace cut below it
+    /// can then grow again).
+    pub fn limit(&self, n_max: usize, support: usize, n_min: usize) -> usize {
         if self.paused > 0 {
             0
         } else {
-            self.len.max(support).min(n_max)
+            self.len.max(support).max(n_min).min(n_max)
         }
     }
 
@@ -365,53 +367,57 @@ mod tests {
     #[test]
     fn a_long_repeat_drafts_past_the_pace_but_not_past_n_max_or_a_pause() {
         let mut p = Pace::default();
-        assert_eq!(p.limit(48, 12), 16, "a short support leaves the pace's length");
-        assert_eq!(p.limit(48, 40), 40);
-        assert_eq!(p.limit(32, 40), 32);
+        assert_eq!(p.limit(48, 12, 0), 16, "a short support leaves the pace's length");
+        assert_eq!(p.limit(48, 40, 0), 40);
+        assert_eq!(p.limit(32, 40, 0), 32);
         p.drafted(40, 40, 128);
-        assert_eq!(p.limit(128, 0), 80, "a whole draft doubles the longer of the two");
+        assert_eq!(p.limit(128, 0, 0), 80, "a whole draft doubles the longer of the two");
         p.drafted(8, 0, 48);
         p.drafted(8, 0, 48);
-        assert_eq!(p.limit(48, 48), 0, "a paused slot drafts nothing however long the repeat");
+        assert_eq!(p.limit(48, 48, 0), 0, "a paused slot drafts nothing however long the repeat");
+        assert_eq!(p.limit(48, 0, 4), 0, "nor at n_min");
+        let mut p = Pace::default();
+        p.drafted(16, 0, 48);
+        assert_eq!(p.limit(48, 0, 12), 12, "a pace cut below n_min drafts n_min");
     }
 
     #[test]
     fn whole_drafts_lengthen_the_next_and_cut_ones_shorten_it() {
         let mut p = Pace::default();
-        assert_eq!(p.limit(48, 0), 16);
-        assert_eq!(p.limit(8, 0), 8, "a lower n_max caps it");
+        assert_eq!(p.limit(48, 0, 0), 16);
+        assert_eq!(p.limit(8, 0, 0), 8, "a lower n_max caps it");
         p.drafted(16, 16, 48);
-        assert_eq!(p.limit(48, 0), 32);
+        assert_eq!(p.limit(48, 0, 0), 32);
         p.drafted(32, 32, 48);
-        assert_eq!(p.limit(48, 0), 48, "never past n_max");
+        assert_eq!(p.limit(48, 0, 0), 48, "never past n_max");
         p.drafted(48, 3, 48);
-        assert_eq!(p.limit(48, 0), 24);
+        assert_eq!(p.limit(48, 0, 0), 24);
         p.drafted(24, 20, 48);
-        assert_eq!(p.limit(48, 0), 21, "at least one more than was accepted");
+        assert_eq!(p.limit(48, 0, 0), 21, "at least one more than was accepted");
     }
 
     #[test]
     fn drafts_that_keep_failing_pause_drafting_for_longer_each_time() {
         let mut p = Pace::default();
         p.drafted(16, 0, 48);
-        assert_eq!(p.limit(48, 0), 8, "one miss halves the length only");
+        assert_eq!(p.limit(48, 0, 0), 8, "one miss halves the length only");
         p.drafted(8, 0, 48);
-        assert_eq!(p.limit(48, 0), 0, "two in a row pause");
+        assert_eq!(p.limit(48, 0, 0), 0, "two in a row pause");
         for _ in 0..7 {
             p.generated();
         }
-        assert_eq!(p.limit(48, 0), 0);
+        assert_eq!(p.limit(48, 0, 0), 0);
         p.generated();
-        assert_eq!(p.limit(48, 0), 4, "8 tokens later it drafts again");
+        assert_eq!(p.limit(48, 0, 0), 4, "8 tokens later it drafts again");
         p.drafted(4, 0, 48);
         for _ in 0..15 {
             p.generated();
         }
-        assert_eq!(p.limit(48, 0), 0, "the next pause is twice as long");
+        assert_eq!(p.limit(48, 0, 0), 0, "the next pause is twice as long");
         p.generated();
-        assert_eq!(p.limit(48, 0), 2);
+        assert_eq!(p.limit(48, 0, 0), 2);
         p.drafted(2, 2, 48);
-        assert_eq!(p.limit(48, 0), 4, "an accepted draft ends the misses");
+        assert_eq!(p.limit(48, 0, 0), 4, "an accepted draft ends the misses");
         // Pauses never grow past MAX_PAUSE.
         let mut p = Pace::default();
         for _ in 0..20 {
@@ -420,7 +426,7 @@ mod tests {
         for _ in 0..MAX_PAUSE {
             p.generated();
         }
-        assert_eq!(p.limit(48, 0), 1);
+        assert_eq!(p.limit(48, 0, 0), 1);
         // An empty draft changes nothing.
         let before = p;
         p.drafted(0, 0, 48);

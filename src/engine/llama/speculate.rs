@@ -38,13 +38,10 @@ impl Worker<'_> {
         if let Some(max) = active.max_tokens {
             cap = cap.min(max.saturating_sub(active.generated).saturating_sub(1) as usize);
         }
-        // At least `n_min` (shorter drafts are not tried): a pace cut below
-        // it can then grow again.
-        let limit = active.pace.limit(cap, 0);
+        let limit = active.pace.limit(cap, 0, spec.n_min());
         if limit == 0 || cap < spec.n_min() {
             return 0;
         }
-        let limit = limit.max(spec.n_min());
         match spec.kind {
             SpecType::DraftSimple => {
                 let Some(drafter) = self.drafter.as_mut().filter(|d| d.payoff.drafting()) else { return 0 };
@@ -58,7 +55,7 @@ impl Worker<'_> {
                 active.history.extend(slot.cached.iter().map(|t| t.0 as u32));
                 active.history.push(pending.0 as u32);
                 let found = ngram_simple(&active.history, spec.size_n(), cap);
-                let take = found.draft.len().min(active.pace.limit(cap, found.support).max(spec.n_min()));
+                let take = found.draft.len().min(active.pace.limit(cap, found.support, spec.n_min()));
                 active.draft = found.draft[..take].iter().map(|&t| LlamaToken(t as i32)).collect();
             }
         }
