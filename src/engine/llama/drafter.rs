@@ -112,9 +112,9 @@ pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<
     // Shared only between CPU loads (see above).
     let live = options.live_weights.as_ref().filter(|_| super::cpu_only(&options_for(first)));
     // The files in use first, in order, then the first file loaded.
-    let mut tries: Vec<(&std::path::PathBuf, Option<Arc<Weights>>)> = live
-        .filter(|live| !live.is_empty())
-        .map_or_else(Vec::new, |live| files.iter().filter_map(|path| live.get(&super::weights::live_key(path)).map(|w| (path, Some(w)))).collect());
+    let mut tries: Vec<(&std::path::PathBuf, Option<Arc<Weights>>)> = live.map_or_else(Vec::new, |live| {
+        files.iter().filter_map(|path| super::weights::live_key(path).and_then(|key| live.get(&key)).map(|w| (path, Some(w)))).collect()
+    });
     if !tries.iter().any(|(path, _)| *path == first) {
         tries.push((first, None));
     }
@@ -145,7 +145,7 @@ pub(super) fn load(options: &LoadOptions, target: &LlamaModel) -> Result<Option<
             continue;
         }
         tracing::info!(model = %options.path.display(), draft = %path.display(), shared = is_shared, "draft model ready (shared: its weights were in use already)");
-        let entry = live.filter(|_| !is_shared).map(|live| live.add(super::weights::live_key(path), &weights));
+        let entry = live.filter(|_| !is_shared).zip(super::weights::live_key(path)).map(|(live, key)| live.add(key, &weights));
         return Ok(Some(Loaded { weights, params, n_ctx: info.n_ctx_slot as usize, n_vocab: target.n_vocab().max(0) as usize, path: path.clone(), shared: is_shared, _live: entry }));
     }
     let why = refused.join("; ");

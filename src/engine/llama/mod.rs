@@ -212,7 +212,7 @@ impl LlamaEngine {
         }
         // CPU weights join those in use, for a draft model to share
         // (drafter.rs: GPU weights are not shared).
-        let live = options.live_weights.clone().filter(|_| cpu_only(&options)).map(|l| (l, weights::live_key(&options.path)));
+        let live = options.live_weights.clone().filter(|_| cpu_only(&options)).zip(weights::live_key(&options.path));
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let (cmd_tx, cmd_rx) = std_mpsc::channel();
         let stats = Arc::new(Stats::default());
@@ -233,7 +233,7 @@ impl LlamaEngine {
                 keep,
                 keep_on_drop: Default::default(),
                 stopped: Mutex::new(None),
-                live: Mutex::new(live.map(|(l, identity)| l.add(identity, &model))),
+                live: Mutex::new(live.map(|(l, key)| l.add(key, &model))),
                 model,
                 info,
                 commands: Mutex::new(cmd_tx),
@@ -266,8 +266,8 @@ impl LlamaEngine {
         if let Some(slept) = *done {
             return slept;
         }
-        // Shared no more from here on: `put_to_sleep` can then tell whether
-        // another model's draft still uses the weights.
+        // Shared no more from here on (only CPU weights are shared: their
+        // sleep moves nothing, whoever still drafts with them).
         drop(self.live.lock().take());
         let _ = self.commands.lock().send(Command::Shutdown);
         if let Some(worker) = self.worker.lock().take() {
@@ -286,13 +286,6 @@ impl LlamaEngine {
             // The worker (and its context) is gone: nothing uses the weights.
             let asleep = match &self.model.sleep {
                 _ if !self.keep_on_drop.load(Ordering::Relaxed) => false,
-                // Another model drafts with them: GPU weights cannot leave
-                // the GPU under it (they are freed when it lets them go). A
-                // guard: drafter.rs shares CPU weights only, for now.
-                Ok(_) if Arc::strong_count(&self.model) > 1 => {
-                    tracing::info!("the GPU weights stay: another model drafts with them");
-                    false
-                }
                 Ok(pool) => {
                     let started = std::time::Instant::now();
                     match pool.sleep() {

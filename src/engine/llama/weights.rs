@@ -134,7 +134,7 @@ impl<T> KeptWeights<T> {
     }
 }
 
-/// Weights in use right now, by the file's identity: every running model's
+/// Weights in use right now, by file (`live_key`): every running model's
 /// and every draft model's a model loaded. A draft model whose file is in
 /// use already shares those weights instead of loading its own copy
 /// (drafter.rs). Entries hold no weights (a `Weak`); each is removed when
@@ -175,10 +175,6 @@ impl<T> LiveWeights<T> {
         self.live.lock().iter().filter(|(_, k, _)| k == key).find_map(|(_, _, w)| w.upgrade())
     }
 
-    /// Nothing is in use (no file need be read to look for a share).
-    pub fn is_empty(&self) -> bool {
-        self.live.lock().is_empty()
-    }
 }
 
 impl<T> std::fmt::Debug for LiveWeights<T> {
@@ -194,11 +190,13 @@ impl<T> Default for LiveWeights<T> {
     }
 }
 
-/// The key of a file's weights among those in use: its identity, under its
-/// canonical path (so that `./m.gguf` and `/models/m.gguf` share).
-pub fn live_key(path: &Path) -> String {
-    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    LoadedFile::at(&canonical).identity().to_string()
+/// The key of a file's weights among those in use: the file itself (its
+/// device and inode, whatever path names it: `./m.gguf`, a link to it) as
+/// it is now (size, modification and change times, which any write moves).
+/// One `stat`; `None` when the file cannot be read.
+pub fn live_key(path: &Path) -> Option<String> {
+    let s = Stamp::of(path)?;
+    Some(format!("{}:{}|{}|{}|{}.{}", s.dev, s.ino, s.len, s.modified_ns, s.changed_ns.0, s.changed_ns.1))
 }
 
 fn identity_at(path: &Path, stamp: Option<Stamp>) -> String {
