@@ -34,29 +34,15 @@ def main():
     ap.add_argument("--peer-spec-type", default="ngram-simple", help="llama-server's --spec-type")
     ap.add_argument("--serve-args", default="", help="more vram-llm flags")
     args = ap.parse_args()
-    t = str(args.threads)
-    started = []
-    try:
-        for i, b in enumerate(args.bin):
-            if b == "peer":
-                argv = [args.peer, "-m", args.model, "-t", t, "-tb", t, "-np", "1", "-c", "4096", "--no-webui", "--spec-type", args.peer_spec_type]
-                server = bench_lib.start("llama-server", argv, f"spec-ab{i}")
-            else:
-                argv = [b, "serve", "--model", args.model, "--threads", t, "--parallel", "1", "--ctx-size", "4096",
-                        "--spec-type", args.spec_type] + shlex.split(args.serve_args)
-                server = bench_lib.start("vram-llm", argv, f"spec-ab{i}")
-            started.append((b, server))
-            server.wait_first_token()
-            for prompt in speculative.prompts().values():
-                bench_lib.complete(server.url, prompt, 8)  # warm
-        speeds = {}
-        for _ in range(args.rounds):
-            for b, server in started:
-                for name, prompt in speculative.prompts().items():
-                    speeds.setdefault((b, name), []).append(speculative.once(server.url, prompt)[0])
-    finally:
-        for _, server in started:
-            server.stop()
+    runs = []
+    for i, b in enumerate(args.bin):
+        if b == "peer":
+            argv = speculative.peer_argv(args.peer, args.model, args.threads) + ["--spec-type", args.peer_spec_type]
+            runs.append((b, "llama-server", argv, f"spec-ab{i}"))
+        else:
+            argv = speculative.ours_argv(b, args.model, args.threads) + ["--spec-type", args.spec_type] + shlex.split(args.serve_args)
+            runs.append((b, "vram-llm", argv, f"spec-ab{i}"))
+    speeds, _, _ = speculative.in_turns(runs, args.rounds)
     last = args.bin[-1]
     for name in speculative.prompts():
         base = statistics.median(speeds[(last, name)])

@@ -48,10 +48,21 @@ def prompts():
     return {"copy": copy, "story": story}
 
 
+def ours_argv(binary, model, threads):
+    """A vram-llm server of one slot, `threads` threads, 4096 tokens of context."""
+    return [binary, "serve", "--model", model, "--threads", str(threads), "--parallel", "1", "--ctx-size", "4096"]
+
+
+def peer_argv(peer, model, threads):
+    """llama-server, the same shape."""
+    t = str(threads)
+    return [peer, "-m", model, "-t", t, "-tb", t, "-np", "1", "-c", "4096", "--no-webui"]
+
+
 def servers(args):
     t = str(args.threads)
-    ours = [args.ours, "serve", "--model", args.model, "--threads", t, "--parallel", "1", "--ctx-size", "4096"]
-    peer = [args.peer, "-m", args.model, "-t", t, "-tb", t, "-np", "1", "-c", "4096", "--no-webui"]
+    ours = ours_argv(args.ours, args.model, args.threads)
+    peer = peer_argv(args.peer, args.model, args.threads)
     out = [("vram-llm", "plain", ours), ("vram-llm", "ngram-simple", ours + ["--spec-type", "ngram-simple"] + args.ours_spec)]
     out.append(("vram-llm", "draft", ours + ["--model-draft", args.model]))
     if args.no_peer:
@@ -77,36 +88,50 @@ def counts(url, prompt):
     return timings.get("draft_n", 0), timings.get("draft_n_accepted", 0)
 
 
+def in_turns(runs, rounds, after=None):
+    """Starts every server of `runs` ((key, label, argv, log name) each, as
+    `bench_lib.start` takes them) and lets it wait idle, warms each on both
+    prompts, then measures them in turn, one request at a time, round after
+    round, so that the machine's drift over the minutes of a run falls on all
+    of them alike. Returns, by (key, prompt name), the speeds (tokens/s, one
+    per round) and the last text, and what `after(url, prompt)` gave for
+    each before its server stopped."""
+    started, speeds, texts, extra = [], {}, {}, {}
+    try:
+        for key, label, argv, log in runs:
+            server = bench_lib.start(label, argv, log)
+            started.append((key, server))
+            server.wait_first_token()
+            for prompt in prompts().values():
+                bench_lib.complete(server.url, prompt, 8)  # warm
+        for _ in range(rounds):
+            for key, server in started:
+                for name, prompt in prompts().items():
+                    tps, texts[(key, name)] = once(server.url, prompt)
+                    speeds.setdefault((key, name), []).append(tps)
+        if after:
+            for key, server in started:
+                for name, prompt in prompts().items():
+                    extra[(key, name)] = after(server.url, prompt)
+    finally:
+        for _, server in started:
+            server.stop()
+    return speeds, texts, extra
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench_lib.side_by_side_args(ap, rounds=3)
     ap.add_argument("--ours-spec", nargs="*", default=[], help="more vram-llm flags for its speculative run")
     ap.add_argument("--no-peer", action="store_true", help="vram-llm's runs only (no llama-server)")
     args = ap.parse_args()
-    # Every server starts first and waits idle; each round then goes through
-    # them in turn, one request at a time, so that the machine's drift over
-    # the minutes of a run falls on all of them alike.
-    started, speeds, texts, results = [], {}, {}, {}
-    try:
-        for label, kind, argv in servers(args):
-            server = bench_lib.start(label, argv, f"spec-{kind}")
-            started.append((label, kind, server))
-            server.wait_first_token()
-            for prompt in prompts().values():
-                bench_lib.complete(server.url, prompt, 8)  # warm
-        for _ in range(args.rounds):
-            for label, kind, server in started:
-                for name, prompt in prompts().items():
-                    tps, texts[(label, kind, name)] = once(server.url, prompt)
-                    speeds.setdefault((label, kind, name), []).append(tps)
-        for label, kind, server in started:
-            for name, prompt in prompts().items():
-                drafted, accepted = counts(server.url, prompt)
-                results[(label, kind, name)] = {"tps": statistics.median(speeds[(label, kind, name)]), "text": texts[(label, kind, name)],
-                                                "drafted": drafted, "accepted": accepted}
-    finally:
-        for _, _, server in started:
-            server.stop()
+    runs = [((label, kind), label, argv, f"spec-{kind}") for label, kind, argv in servers(args)]
+    speeds, texts, drafts = in_turns(runs, args.rounds, after=counts)
+    results = {}
+    for (label, kind), name in speeds:
+        drafted, accepted = drafts[((label, kind), name)]
+        results[(label, kind, name)] = {"tps": statistics.median(speeds[((label, kind), name)]), "text": texts[((label, kind), name)],
+                                        "drafted": drafted, "accepted": accepted}
     print(f"{'server':13} {'spec-type':13} {'prompt':6} {'tok/s':>7} {'drafted':>8} {'accepted':>9}  same text as plain")
     for (label, kind, name), r in results.items():
         same = r["text"] == results[(label, "plain", name)]["text"]
